@@ -1,0 +1,92 @@
+// Addresses, prefixes and the normalized allow-list.
+//
+// Everything here is pure: no I/O except parse_allow_file(). Addresses are kept as a 128-bit
+// number per family so that merging, containment and interval ends are plain arithmetic.
+#pragma once
+
+#include <array>
+#include <compare>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace nsegress {
+
+enum class Family : std::uint8_t { v4 = 4, v6 = 6 };
+
+using u128 = unsigned __int128;
+
+int to_af(Family f);                       // AF_INET / AF_INET6
+unsigned bits_of(Family f);                // 32 / 128
+const char* family_name(Family f);         // "IPv4" / "IPv6"
+
+struct IpAddr {
+    Family family = Family::v4;
+    u128 value = 0;  // host order; IPv4 uses the low 32 bits
+
+    static std::optional<IpAddr> parse(std::string_view text);
+    static IpAddr from_bytes(Family f, const void* network_order);
+    // 4 or 16 bytes in network order.
+    std::array<std::uint8_t, 16> bytes() const;
+    std::size_t size() const { return family == Family::v4 ? 4 : 16; }
+    std::string str() const;
+    auto operator<=>(const IpAddr&) const = default;
+};
+
+struct Cidr {
+    IpAddr addr;  // the network address (host bits are zero)
+    unsigned prefix = 0;
+
+    IpAddr first() const { return addr; }
+    IpAddr last() const;
+    bool contains(const IpAddr& a) const;
+    bool contains(const Cidr& c) const;
+    std::string str() const;  // always "addr/prefix"
+    auto operator<=>(const Cidr&) const = default;
+};
+
+// Parses "a.b.c.d/n", "x::y/n" or a bare address (a host: /32 or /128). Host bits set in the
+// address are rejected: "192.168.1.5/24" is almost always a typo for one of two things.
+// Throws Error(Exit::usage) naming the offending text.
+Cidr parse_cidr(std::string_view text);
+IpAddr parse_ip(std::string_view text);  // throws Error(Exit::usage)
+
+// A closed interval [first, last] of one family.
+struct Range {
+    IpAddr first, last;
+    std::optional<Cidr> as_cidr() const;  // when the range is exactly one prefix
+    std::vector<Cidr> to_cidrs() const;   // the minimal prefix cover
+    std::string str() const;              // "a/n" when a prefix, else "a-b"
+    auto operator<=>(const Range&) const = default;
+};
+
+// The allow-list, normalized: per family, sorted, non-overlapping and with adjacent ranges
+// coalesced (the kernel refuses overlapping intervals in an interval set).
+class AllowList {
+public:
+    AllowList() = default;
+    explicit AllowList(const std::vector<Cidr>& cidrs);
+
+    void add(const Cidr& c);
+    void add(const Range& r);
+    const std::vector<Range>& ranges(Family f) const { return f == Family::v4 ? v4_ : v6_; }
+    bool empty() const { return v4_.empty() && v6_.empty(); }
+    bool has(Family f) const { return !ranges(f).empty(); }
+    bool contains(const IpAddr& a) const;
+    std::size_t input_count() const { return inputs_; }
+    bool operator==(const AllowList& o) const { return v4_ == o.v4_ && v6_ == o.v6_; }
+
+private:
+    void insert(std::vector<Range>& list, Range r);
+    std::vector<Range> v4_, v6_;
+    std::size_t inputs_ = 0;
+};
+
+// One CIDR per line; '#' starts a comment; blank lines are ignored. Errors name the source and
+// line number ("allow.txt:3: invalid CIDR '10.0.0.300/8'").
+std::vector<Cidr> parse_allow_text(std::string_view text, const std::string& source);
+std::vector<Cidr> parse_allow_file(const std::string& path);  // Exit::usage when unreadable
+
+}  // namespace nsegress

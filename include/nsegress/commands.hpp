@@ -1,0 +1,55 @@
+// The verbs. Each returns one JSON document (what --json prints) and an exit status; the human
+// output is rendered from the same document (report.hpp), so the two never disagree.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "nsegress/cidr.hpp"
+#include "nsegress/error.hpp"
+#include "nsegress/netns.hpp"
+#include "nsegress/probe.hpp"
+
+namespace nsegress {
+
+struct CommandResult {
+    nlohmann::json doc;
+    Exit exit = Exit::ok;
+};
+
+struct RestrictOptions {
+    TargetSpec target;
+    std::vector<Cidr> allow;          // already parsed; may be empty (deny everything)
+    std::vector<IpAddr> probe_reach;
+    std::vector<IpAddr> probe_block;
+    bool probe = true;
+    bool route_set = true;
+    bool dry_run = false;
+    ProbeOptions probe_options;
+};
+
+struct ProbeCommandOptions {
+    TargetSpec target;
+    std::vector<IpAddr> targets;
+    Expect expect = Expect::reach;
+    ProbeOptions probe_options;
+};
+
+CommandResult cmd_restrict(const RestrictOptions& opt);
+CommandResult cmd_release(const TargetSpec& target);
+CommandResult cmd_status(const TargetSpec& target);
+CommandResult cmd_probe(const ProbeCommandOptions& opt);
+
+// The document printed for a failed command under --json.
+nlohmann::json error_document(const std::string& command, const Error& e);
+
+// Default probe targets for restrict: per family, the main default gateway is a reach target
+// when the allow-list covers it and a block target when it does not (link-local gateways are
+// skipped: they need a zone). Exposed for unit tests.
+struct Snapshot;
+std::vector<ProbeTarget> default_probe_targets(const Snapshot& snap, const AllowList& allow);
+
+}  // namespace nsegress

@@ -1,0 +1,32 @@
+// Dropping the conntrack entries of flows the new policy forbids.
+//
+// The policy alone already stops such a flow (it never accepts `ct state established` before
+// the destination check), but a stale entry would still be reported as an open connection and
+// would let a later rule change resurrect it. Only flows *initiated from inside* (original
+// source is one of the namespace's addresses) towards a destination outside the allow-list are
+// deleted; inbound connections and loopback flows are left alone.
+#pragma once
+
+#include <cstddef>
+#include <vector>
+
+#include "nsegress/cidr.hpp"
+
+struct mnl_socket;
+
+namespace nsegress {
+
+struct FlowTuple {
+    IpAddr src, dst;
+};
+
+// Pure decision, unit-tested.
+bool is_forbidden_flow(const FlowTuple& orig, const AllowList& allow,
+                       const std::vector<IpAddr>& local_addresses);
+
+// Dumps the namespace's conntrack table over ctnetlink and deletes the forbidden flows.
+// Returns how many were deleted. A namespace without conntrack state has nothing to delete.
+std::size_t drop_forbidden_flows(mnl_socket* sock, const AllowList& allow,
+                                 const std::vector<IpAddr>& local_addresses);
+
+}  // namespace nsegress

@@ -1,0 +1,67 @@
+// Naming, validating and entering a target network namespace.
+//
+// The tool never *runs* in the target: it switches the calling thread in, opens the sockets
+// it needs (sockets stay bound to the netns they were created in), and switches back at once.
+// A failure to switch back is fatal (abort): continuing in the wrong namespace could apply a
+// policy to the host.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "nsegress/fd.hpp"
+
+namespace nsegress {
+
+struct TargetSpec {
+    std::optional<pid_t> pid;
+    std::optional<std::string> netns_path;
+};
+
+struct NsId {
+    dev_t dev = 0;
+    ino_t ino = 0;
+    bool operator==(const NsId&) const = default;
+};
+
+struct UsernsInfo {
+    ino_t ino = 0;
+    bool initial = false;           // the user namespace nsegress itself runs in
+    std::optional<std::string> uid_map;  // as in /proc/PID/uid_map, when a process shows it
+};
+
+// An opened, validated network namespace: `fd` pins it for as long as the object lives.
+class Netns {
+public:
+    const Fd& fd() const { return fd_; }
+    NsId id() const { return id_; }
+    std::optional<pid_t> pid() const { return pid_; }
+    const std::string& label() const { return label_; }  // "pid 42" / "'/run/netns/x'"
+    std::string describe() const;                       // label plus "(netns inode N)"
+    UsernsInfo owner() const;                            // the user namespace owning the netns
+
+    // Runs fn with the calling thread inside the namespace. fn should only create fds.
+    void run_inside(const std::function<void()>& fn) const;
+
+private:
+    friend Netns open_target(const TargetSpec&);
+    Fd fd_;
+    NsId id_;
+    std::optional<pid_t> pid_;
+    Fd pidfd_;
+    std::string label_;
+};
+
+// Opens and validates the target. --pid: pidfd_open + setns(pidfd, CLONE_NEWNET), so a PID that
+// is reused meanwhile can never redirect us. --netns: the *opened fd* must be nsfs and of type
+// net. Refuses (Exit::failed) the namespace nsegress itself runs in and PID 1's.
+Netns open_target(const TargetSpec& spec);
+
+// True while the process with that pidfd still runs (used to close the PID-reuse window for
+// the /proc reads that have no pidfd equivalent).
+bool pidfd_alive(int pidfd);
+
+}  // namespace nsegress

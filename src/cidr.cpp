@@ -1,0 +1,227 @@
+#include "nsegress/cidr.hpp"
+
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "nsegress/error.hpp"
+
+namespace nsegress {
+
+namespace {
+
+// Mask of the host bits of a prefix.
+u128 host_mask(Family f, unsigned prefix) {
+    unsigned host_bits = bits_of(f) - prefix;
+    if (host_bits == 0) return 0;
+    if (host_bits >= 128) return ~u128{0};
+    return (u128{1} << host_bits) - 1;
+}
+
+std::string_view trim(std::string_view s) {
+    const char* ws = " \t\r\n";
+    auto b = s.find_first_not_of(ws);
+    if (b == std::string_view::npos) return {};
+    auto e = s.find_last_not_of(ws);
+    return s.substr(b, e - b + 1);
+}
+
+}  // namespace
+
+int to_af(Family f) { return f == Family::v4 ? AF_INET : AF_INET6; }
+unsigned bits_of(Family f) { return f == Family::v4 ? 32 : 128; }
+const char* family_name(Family f) { return f == Family::v4 ? "IPv4" : "IPv6"; }
+
+std::optional<IpAddr> IpAddr::parse(std::string_view text) {
+    // inet_pton wants a terminated string and rejects anything but the plain forms, which is
+    // what we want: no "1.2.3" shorthands, no zone ids, no surrounding blanks.
+    if (text.empty() || text.size() > INET6_ADDRSTRLEN) return std::nullopt;
+    std::string s(text);
+    unsigned char buf[16];
+    if (s.find(':') == std::string::npos) {
+        if (inet_pton(AF_INET, s.c_str(), buf) == 1) return from_bytes(Family::v4, buf);
+    } else if (inet_pton(AF_INET6, s.c_str(), buf) == 1) {
+        return from_bytes(Family::v6, buf);
+    }
+    return std::nullopt;
+}
+
+IpAddr IpAddr::from_bytes(Family f, const void* network_order) {
+    IpAddr a;
+    a.family = f;
+    const auto* p = static_cast<const std::uint8_t*>(network_order);
+    std::size_t n = f == Family::v4 ? 4 : 16;
+    for (std::size_t i = 0; i < n; ++i) a.value = (a.value << 8) | p[i];
+    return a;
+}
+
+std::array<std::uint8_t, 16> IpAddr::bytes() const {
+    std::array<std::uint8_t, 16> out{};
+    std::size_t n = size();
+    u128 v = value;
+    for (std::size_t i = 0; i < n; ++i) {
+        out[n - 1 - i] = static_cast<std::uint8_t>(v & 0xff);
+        v >>= 8;
+    }
+    return out;
+}
+
+std::string IpAddr::str() const {
+    char buf[INET6_ADDRSTRLEN];
+    auto b = bytes();
+    inet_ntop(to_af(family), b.data(), buf, sizeof buf);
+    return buf;
+}
+
+IpAddr Cidr::last() const { return IpAddr{addr.family, addr.value | host_mask(addr.family, prefix)}; }
+
+bool Cidr::contains(const IpAddr& a) const {
+    return a.family == addr.family && a.value >= addr.value && a.value <= last().value;
+}
+
+bool Cidr::contains(const Cidr& c) const { return c.prefix >= prefix && contains(c.addr); }
+
+std::string Cidr::str() const { return addr.str() + "/" + std::to_string(prefix); }
+
+IpAddr parse_ip(std::string_view text) {
+    auto a = IpAddr::parse(text);
+    if (!a) throw_usage("invalid IP address '" + std::string(text) + "'");
+    return *a;
+}
+
+Cidr parse_cidr(std::string_view text) {
+    auto bad = [&](const std::string& why) -> Cidr {
+        throw_usage("invalid CIDR '" + std::string(text) + "'" + (why.empty() ? "" : ": " + why));
+    };
+    if (text.empty()) return bad("empty");
+    auto slash = text.find('/');
+    auto a = IpAddr::parse(text.substr(0, slash));
+    if (!a) return bad("not an IPv4 or IPv6 address");
+    unsigned bits = bits_of(a->family);
+    unsigned prefix = bits;
+    if (slash != std::string_view::npos) {
+        auto p = text.substr(slash + 1);
+        if (p.empty() || p.size() > 3 || !std::all_of(p.begin(), p.end(), ::isdigit))
+            return bad("prefix length must be a number");
+        prefix = static_cast<unsigned>(std::stoul(std::string(p)));
+        if (prefix > bits)
+            return bad("prefix length " + std::to_string(prefix) + " exceeds " +
+                       std::to_string(bits));
+    }
+    if (a->value & host_mask(a->family, prefix)) {
+        Cidr net{IpAddr{a->family, a->value & ~host_mask(a->family, prefix)}, prefix};
+        return bad("host bits set (did you mean " + net.str() + "?)");
+    }
+    return Cidr{*a, prefix};
+}
+
+std::optional<Cidr> Range::as_cidr() const {
+    auto cidrs = to_cidrs();
+    if (cidrs.size() == 1) return cidrs.front();
+    return std::nullopt;
+}
+
+std::vector<Cidr> Range::to_cidrs() const {
+    std::vector<Cidr> out;
+    Family f = first.family;
+    unsigned bits = bits_of(f);
+    u128 lo = first.value, hi = last.value;
+    while (true) {
+        // The largest prefix starting at lo that is aligned and does not pass hi.
+        unsigned prefix = bits;
+        while (prefix > 0) {
+            u128 m = host_mask(f, prefix - 1);
+            if ((lo & m) != 0 || (lo | m) > hi) break;
+            --prefix;
+        }
+        out.push_back(Cidr{IpAddr{f, lo}, prefix});
+        u128 end = lo | host_mask(f, prefix);
+        if (end >= hi) break;
+        lo = end + 1;
+    }
+    return out;
+}
+
+std::string Range::str() const {
+    if (auto c = as_cidr()) return c->str();
+    return first.str() + "-" + last.str();
+}
+
+AllowList::AllowList(const std::vector<Cidr>& cidrs) {
+    for (const auto& c : cidrs) add(c);
+}
+
+void AllowList::add(const Cidr& c) { add(Range{c.first(), c.last()}); }
+
+void AllowList::add(const Range& r) {
+    ++inputs_;
+    insert(r.first.family == Family::v4 ? v4_ : v6_, r);
+}
+
+void AllowList::insert(std::vector<Range>& list, Range r) {
+    // Keep the list sorted and coalesced: find every range that overlaps or touches r, fold
+    // them into r and replace them. Input order does not matter.
+    auto touches = [&](const Range& x) {
+        bool x_before = x.last.value < r.first.value && x.last.value + 1 < r.first.value;
+        bool x_after = x.first.value > r.last.value && x.first.value - 1 > r.last.value;
+        return !x_before && !x_after;
+    };
+    auto lo = std::lower_bound(list.begin(), list.end(), r, [](const Range& x, const Range& y) {
+        return x.last.value < y.first.value;
+    });
+    if (lo != list.begin() && touches(*std::prev(lo))) --lo;
+    auto hi = lo;
+    while (hi != list.end() && touches(*hi)) {
+        r.first.value = std::min(r.first.value, hi->first.value);
+        r.last.value = std::max(r.last.value, hi->last.value);
+        ++hi;
+    }
+    lo = list.erase(lo, hi);
+    list.insert(lo, r);
+}
+
+bool AllowList::contains(const IpAddr& a) const {
+    const auto& list = ranges(a.family);
+    auto it = std::lower_bound(list.begin(), list.end(), a,
+                               [](const Range& x, const IpAddr& v) { return x.last.value < v.value; });
+    return it != list.end() && it->first.value <= a.value;
+}
+
+std::vector<Cidr> parse_allow_text(std::string_view text, const std::string& source) {
+    std::vector<Cidr> out;
+    std::size_t line_no = 0;
+    while (!text.empty()) {
+        ++line_no;
+        auto nl = text.find('\n');
+        auto line = text.substr(0, nl);
+        text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+        if (auto hash = line.find('#'); hash != std::string_view::npos) line = line.substr(0, hash);
+        line = trim(line);
+        if (line.empty()) continue;
+        try {
+            out.push_back(parse_cidr(line));
+        } catch (const Error& e) {
+            throw_usage(source + ":" + std::to_string(line_no) + ": " + e.what());
+        }
+    }
+    return out;
+}
+
+std::vector<Cidr> parse_allow_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw_usage("cannot read allow-file '" + path + "': " + std::strerror(errno));
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    if (in.bad()) throw_usage("cannot read allow-file '" + path + "'");
+    std::string text = ss.str();
+    if (text.find('\0') != std::string::npos)
+        throw_usage("allow-file '" + path + "' is not a text file");
+    return parse_allow_text(text, path);
+}
+
+}  // namespace nsegress

@@ -1,0 +1,350 @@
+#include "nsegress/commands.hpp"
+
+#include <fcntl.h>
+#include <linux/fib_rules.h>
+#include <linux/rtnetlink.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "nsegress/conntrack.hpp"
+#include "nsegress/inspect.hpp"
+#include "nsegress/nft.hpp"
+#include "nsegress/routeset.hpp"
+
+namespace nsegress {
+
+using nlohmann::json;
+
+namespace {
+
+// Sockets and files opened inside the target, used after we are back home.
+struct Handles {
+    NlSock rtnl;
+    nft::MnlSocket nfnl;
+    nft::MnlSocket ctnl;
+    ProbeSockets probe;
+    Fd snmp, snmp6;
+};
+
+enum Need : unsigned { need_rtnl = 1, need_nfnl = 2, need_ct = 4, need_probe = 8, need_snmp = 16 };
+
+Handles open_handles(const Netns& ns, unsigned need) {
+    Handles h;
+    ns.run_inside([&] {
+        if (need & need_rtnl) h.rtnl = open_rtnl_socket();
+        if (need & need_nfnl) h.nfnl = nft::open_nfnl_socket();
+        if (need & need_ct) h.ctnl = nft::open_nfnl_socket();
+        if (need & need_probe) h.probe = open_probe_sockets();
+        if (need & need_snmp) {
+            // /proc/thread-self/net shows the namespace of this thread *at open time*; reading
+            // the fd later still reads that namespace's counters.
+            h.snmp = Fd(::open("/proc/thread-self/net/snmp", O_RDONLY | O_CLOEXEC));
+            h.snmp6 = Fd(::open("/proc/thread-self/net/snmp6", O_RDONLY | O_CLOEXEC));
+        }
+    });
+    return h;
+}
+
+std::uint32_t batch_seq() {
+    // Distinct from any earlier run's sequence numbers, so stray answers cannot be mistaken.
+    return static_cast<std::uint32_t>(::time(nullptr)) ^ (static_cast<std::uint32_t>(::getpid()) << 16);
+}
+
+json target_json(const Netns& ns, const TargetSpec& spec) {
+    json t;
+    t["label"] = ns.label();
+    t["pid"] = spec.pid ? json(*spec.pid) : json(nullptr);
+    t["path"] = spec.netns_path ? json(*spec.netns_path) : json(nullptr);
+    t["netns_inode"] = static_cast<std::uint64_t>(ns.id().ino);
+    return t;
+}
+
+json allow_json(const AllowList& a) {
+    json j;
+    for (Family f : {Family::v4, Family::v6}) {
+        json list = json::array();
+        for (const auto& r : a.ranges(f)) list.push_back(r.str());
+        j[f == Family::v4 ? "ipv4" : "ipv6"] = list;
+    }
+    return j;
+}
+
+json probe_json(const ProbeResult& r) {
+    return json{{"target", r.target.str()},
+                {"family", r.target.family == Family::v4 ? "ipv4" : "ipv6"},
+                {"expect", expect_name(r.expect)},
+                {"outcome", outcome_name(r.outcome)},
+                {"ok", r.ok()},
+                {"rtt_ms", r.rtt_ms ? json(*r.rtt_ms) : json(nullptr)},
+                {"sent", r.sent},
+                {"received", r.received},
+                {"detail", r.detail}};
+}
+
+json snapshot_json(const Snapshot& s) {
+    json links = json::array(), addrs = json::array(), routes = json::array(), rules = json::array();
+    for (const auto& l : s.links)
+        links.push_back({{"ifindex", l.ifindex}, {"name", l.name}, {"up", l.up},
+                         {"kind", l.kind}, {"mtu", l.mtu}});
+    for (const auto& a : s.addresses)
+        addrs.push_back({{"ifindex", a.ifindex}, {"link", s.link_name(a.ifindex)},
+                         {"address", a.addr.str() + "/" + std::to_string(a.prefix)},
+                         {"family", a.addr.family == Family::v4 ? "ipv4" : "ipv6"}});
+    for (const auto& r : s.routes) {
+        if (r.table == RT_TABLE_LOCAL) continue;  // local/broadcast bookkeeping, not routing policy
+        routes.push_back({{"family", r.family == Family::v4 ? "ipv4" : "ipv6"},
+                          {"table", table_name(r.table)},
+                          {"type", route_type_name(r.type)},
+                          {"dst", r.is_default() ? std::string("default") : r.dst.str()},
+                          {"gateway", r.gateway ? json(r.gateway->str()) : json(nullptr)},
+                          {"dev", r.oif ? json(s.link_name(r.oif)) : json(nullptr)},
+                          {"metric", r.metric},
+                          {"text", format_route(r, s)}});
+    }
+    for (const auto& r : s.rules)
+        rules.push_back({{"family", r.family == Family::v4 ? "ipv4" : "ipv6"},
+                         {"priority", r.priority},
+                         {"text", format_rule(r)}});
+    return json{{"links", links}, {"addresses", addrs}, {"routes", routes}, {"rules", rules}};
+}
+
+std::vector<std::string> route_set_lines(const RoutePlan& p, const Snapshot& s) {
+    std::vector<std::string> out;
+    for (const auto& r : p.routes) out.push_back(fmt::format("{} ({})", format_route(r, s), family_name(r.family)));
+    for (const auto& r : p.rules) out.push_back(fmt::format("rule {} ({})", format_rule(r), family_name(r.family)));
+    return out;
+}
+
+std::vector<IpAddr> local_addresses(const Snapshot& s) {
+    std::vector<IpAddr> out;
+    for (const auto& a : s.addresses) out.push_back(a.addr);
+    return out;
+}
+
+// "Ip: Forwarding ... OutNoRoutes ..." header/value line pairs (snmp), "Ip6OutNoRoutes N" (snmp6).
+std::optional<std::uint64_t> read_counter(const Fd& fd, const std::string& key, bool pairs) {
+    if (!fd) return std::nullopt;
+    std::string text;
+    char buf[8192];
+    ssize_t n;
+    off_t off = 0;
+    while ((n = ::pread(fd.get(), buf, sizeof buf, off)) > 0) {
+        text.append(buf, static_cast<std::size_t>(n));
+        off += n;
+    }
+    std::istringstream in(text);
+    std::string line;
+    if (!pairs) {
+        while (std::getline(in, line)) {
+            std::istringstream ls(line);
+            std::string k;
+            std::uint64_t v;
+            if (ls >> k >> v && k == key) return v;
+        }
+        return std::nullopt;
+    }
+    std::string header;
+    while (std::getline(in, header)) {
+        std::string values;
+        if (!std::getline(in, values)) break;
+        if (header.rfind("Ip: ", 0) != 0) continue;
+        std::istringstream hs(header), vs(values);
+        std::string h, v;
+        while (hs >> h && vs >> v)
+            if (h == key) return std::stoull(v);
+    }
+    return std::nullopt;
+}
+
+json opt_json(const std::optional<std::uint64_t>& v) { return v ? json(*v) : json(nullptr); }
+
+json counter_json(const nft::Counter& c) { return json{{"packets", c.packets}, {"bytes", c.bytes}}; }
+
+json base_doc(const char* command) {
+    return json{{"command", command}, {"ok", true}, {"exit_code", 0}, {"error", nullptr}};
+}
+
+void finish(json& doc, Exit exit) {
+    doc["ok"] = exit == Exit::ok;
+    doc["exit_code"] = static_cast<int>(exit);
+}
+
+}  // namespace
+
+std::vector<ProbeTarget> default_probe_targets(const Snapshot& snap, const AllowList& allow) {
+    std::vector<ProbeTarget> out;
+    for (Family f : {Family::v4, Family::v6}) {
+        const Route* def = snap.default_route(f);
+        if (!def || !def->gateway) continue;
+        const IpAddr& gw = *def->gateway;
+        bool link_local = f == Family::v6 && (gw.value >> 118) == 0x3fa;  // fe80::/10
+        if (link_local) continue;
+        out.push_back(ProbeTarget{gw, allow.contains(gw) ? Expect::reach : Expect::block});
+    }
+    return out;
+}
+
+nlohmann::json error_document(const std::string& command, const Error& e) {
+    json doc = base_doc(command.c_str());
+    finish(doc, e.exit_code());
+    doc["error"] = e.what();
+    return doc;
+}
+
+CommandResult cmd_restrict(const RestrictOptions& opt) {
+    CommandResult res{base_doc("restrict")};
+    json& doc = res.doc;
+    AllowList allow(opt.allow);
+    Netns ns = open_target(opt.target);
+    doc["target"] = target_json(ns, opt.target);
+    doc["dry_run"] = opt.dry_run;
+    doc["allow"] = allow_json(allow);
+
+    unsigned need = need_rtnl;
+    if (!opt.dry_run) need |= need_nfnl | need_ct | (opt.probe ? unsigned{need_probe} : 0u);
+    Handles h = open_handles(ns, need);
+    Snapshot before = inspect(h.rtnl.get());
+    RoutePlan plan = opt.route_set ? plan_route_set(before, allow) : RoutePlan{};
+
+    if (opt.dry_run) {
+        doc["nft"] = nft::render_policy(allow);
+        doc["route_set"] = json{{"enabled", opt.route_set},
+                                {"commands", render_route_set(plan, before)}};
+        finish(doc, Exit::ok);
+        return res;
+    }
+
+    // 1. The policy: one atomic batch. Nothing after this can leave the namespace less
+    //    restricted than this policy.
+    nft::commit(h.nfnl.get(), nft::compile_policy(allow, batch_seq()));
+    doc["policy"] = json{{"table", "inet nsegress"}, {"committed", true}};
+    doc["conntrack_dropped"] = drop_forbidden_flows(h.ctnl.get(), allow, local_addresses(before));
+
+    // 2. The route set, second layer. Failure: exit 2, policy stays (fail closed).
+    json rs{{"enabled", opt.route_set}, {"installed", false}, {"table", kRouteTable}};
+    try {
+        if (opt.route_set) {
+            apply_route_set(h.rtnl.get(), before, plan);
+            rs["installed"] = true;
+            rs["routes"] = route_set_lines(plan, before);
+        } else {
+            auto removed = remove_route_set(h.rtnl.get(), before);  // a previous run's, if any
+            rs["removed_rules"] = removed.rules;
+            rs["removed_routes"] = removed.routes;
+        }
+    } catch (const Error& e) {
+        doc["route_set"] = rs;
+        doc["error"] = std::string(e.what()) +
+                       "; the nftables policy is installed and stays (fail closed)";
+        finish(doc, Exit::failed);
+        return res;
+    }
+    doc["route_set"] = rs;
+
+    // 3. Proof.
+    json probes = json::array();
+    Exit exit = Exit::ok;
+    if (opt.probe) {
+        std::vector<ProbeTarget> targets;
+        for (const auto& a : opt.probe_reach) targets.push_back({a, Expect::reach});
+        for (const auto& a : opt.probe_block) targets.push_back({a, Expect::block});
+        if (targets.empty()) targets = default_probe_targets(before, allow);
+        for (const auto& r : run_probes(h.probe, targets, opt.probe_options)) {
+            probes.push_back(probe_json(r));
+            if (!r.ok()) exit = Exit::verify;
+        }
+        if (exit == Exit::verify)
+            doc["error"] = "a probe did not hold; the policy stays installed (fail closed)";
+    }
+    doc["probes"] = probes;
+    finish(doc, exit);
+    return res;
+}
+
+CommandResult cmd_release(const TargetSpec& target) {
+    CommandResult res{base_doc("release")};
+    json& doc = res.doc;
+    Netns ns = open_target(target);
+    doc["target"] = target_json(ns, target);
+    Handles h = open_handles(ns, need_rtnl | need_nfnl);
+    bool had_table = nft::read_policy(h.nfnl.get()).present;
+    // Keep going after a failure: remove as much as possible, then report.
+    std::optional<Error> failure;
+    try {
+        nft::commit(h.nfnl.get(), nft::compile_delete(batch_seq()));
+    } catch (const Error& e) {
+        failure = e;
+    }
+    RouteSetRemoval removed;
+    try {
+        removed = remove_route_set(h.rtnl.get(), inspect(h.rtnl.get(), inspect_routes | inspect_rules | inspect_links));
+    } catch (const Error& e) {
+        if (!failure) failure = e;
+    }
+    doc["removed"] = json{{"table", had_table && !failure}, {"rules", removed.rules}, {"routes", removed.routes}};
+    if (failure) {
+        doc["error"] = failure->what();
+        finish(doc, failure->exit_code());
+    }
+    return res;
+}
+
+CommandResult cmd_status(const TargetSpec& target) {
+    CommandResult res{base_doc("status")};
+    json& doc = res.doc;
+    Netns ns = open_target(target);
+    json t = target_json(ns, target);
+    UsernsInfo owner = ns.owner();
+    t["userns"] = json{{"inode", static_cast<std::uint64_t>(owner.ino)},
+                       {"initial", owner.initial},
+                       {"uid_map", owner.uid_map ? json(*owner.uid_map) : json(nullptr)}};
+    doc["target"] = t;
+    Handles h = open_handles(ns, need_rtnl | need_nfnl | need_snmp);
+    Snapshot snap = inspect(h.rtnl.get());
+    json topology = snapshot_json(snap);  // a named object: items() must not outlive it
+    for (auto& [k, v] : topology.items()) doc[k] = v;
+    nft::PolicyState st = nft::read_policy(h.nfnl.get());
+    RoutePlan installed = installed_route_set(snap);
+    bool routes_present = !installed.rules.empty();
+    doc["restricted"] = st.present && st.complete;
+    doc["policy"] = json{{"present", st.present},
+                         {"complete", st.complete},
+                         {"rules", st.rules},
+                         {"allow", allow_json(st.allow)},
+                         {"counters", {{"allowed", counter_json(st.allowed)},
+                                       {"refused", counter_json(st.refused)}}}};
+    doc["route_set"] = json{{"present", routes_present},
+                            {"table", kRouteTable},
+                            {"routes", route_set_lines(installed, snap)}};
+    doc["route_refused"] = json{{"ipv4_out_no_routes", opt_json(read_counter(h.snmp, "OutNoRoutes", true))},
+                                {"ipv6_out_no_routes", opt_json(read_counter(h.snmp6, "Ip6OutNoRoutes", false))}};
+    return res;
+}
+
+CommandResult cmd_probe(const ProbeCommandOptions& opt) {
+    CommandResult res{base_doc("probe")};
+    json& doc = res.doc;
+    Netns ns = open_target(opt.target);
+    doc["target"] = target_json(ns, opt.target);
+    Handles h = open_handles(ns, need_probe);
+    std::vector<ProbeTarget> targets;
+    for (const auto& a : opt.targets) targets.push_back({a, opt.expect});
+    json probes = json::array();
+    Exit exit = Exit::ok;
+    for (const auto& r : run_probes(h.probe, targets, opt.probe_options)) {
+        probes.push_back(probe_json(r));
+        if (!r.ok()) exit = Exit::verify;
+    }
+    doc["probes"] = probes;
+    if (exit != Exit::ok) doc["error"] = "a probe did not hold";
+    finish(doc, exit);
+    return res;
+}
+
+}  // namespace nsegress

@@ -1,0 +1,164 @@
+#include "nsegress/conntrack.hpp"
+
+#include <netinet/in.h>
+
+#include <libmnl/libmnl.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nfnetlink_conntrack.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "nsegress/error.hpp"
+
+namespace nsegress {
+
+namespace {
+
+// libmnl's iteration macros assign void* and do not compile as C++; these are the same loops.
+template <typename Fn>
+void for_each_attr(const void* start, std::size_t len, Fn fn) {
+    auto* a = static_cast<const nlattr*>(start);
+    int left = static_cast<int>(len);
+    while (mnl_attr_ok(a, left)) {
+        fn(a);
+        left -= static_cast<int>(MNL_ALIGN(a->nla_len));
+        a = mnl_attr_next(a);
+    }
+}
+template <typename Fn>
+void for_each_nested(const nlattr* nest, Fn fn) {
+    for_each_attr(mnl_attr_get_payload(nest), mnl_attr_get_payload_len(nest), fn);
+}
+
+// One conntrack entry as needed to delete it again: the raw original-tuple attribute (sent
+// back verbatim, so every protocol detail matches) and the zone, if any.
+struct Entry {
+    FlowTuple orig;
+    std::vector<char> tuple_attr;
+    std::vector<char> zone_attr;
+};
+
+std::optional<FlowTuple> parse_tuple_ip(const nlattr* tuple) {
+    FlowTuple t;
+    bool src = false, dst = false;
+    const nlattr* ip = nullptr;
+    for_each_nested(tuple, [&](const nlattr* a) {
+        if (mnl_attr_get_type(a) == CTA_TUPLE_IP) ip = a;
+    });
+    if (!ip) return std::nullopt;
+    for_each_nested(ip, [&](const nlattr* a) {
+        std::uint16_t type = mnl_attr_get_type(a);
+        std::uint16_t len = mnl_attr_get_payload_len(a);
+        const void* p = mnl_attr_get_payload(a);
+        if ((type == CTA_IP_V4_SRC || type == CTA_IP_V4_DST) && len == 4) {
+            (type == CTA_IP_V4_SRC ? t.src : t.dst) = IpAddr::from_bytes(Family::v4, p);
+            (type == CTA_IP_V4_SRC ? src : dst) = true;
+        } else if ((type == CTA_IP_V6_SRC || type == CTA_IP_V6_DST) && len == 16) {
+            (type == CTA_IP_V6_SRC ? t.src : t.dst) = IpAddr::from_bytes(Family::v6, p);
+            (type == CTA_IP_V6_SRC ? src : dst) = true;
+        }
+    });
+    if (!src || !dst) return std::nullopt;
+    return t;
+}
+
+std::vector<char> copy_attr(const nlattr* a) {
+    const char* p = reinterpret_cast<const char*>(a);
+    return std::vector<char>(p, p + a->nla_len);
+}
+
+}  // namespace
+
+bool is_forbidden_flow(const FlowTuple& orig, const AllowList& allow,
+                       const std::vector<IpAddr>& local_addresses) {
+    auto is_local = [&](const IpAddr& a) {
+        return std::find(local_addresses.begin(), local_addresses.end(), a) != local_addresses.end();
+    };
+    if (!is_local(orig.src)) return false;  // inbound or forwarded: not ours to judge
+    if (is_local(orig.dst)) return false;   // loopback traffic stays allowed
+    return !allow.contains(orig.dst);
+}
+
+std::size_t drop_forbidden_flows(mnl_socket* sock, const AllowList& allow,
+                                 const std::vector<IpAddr>& local_addresses) {
+    std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE * 4);
+    std::uint32_t seq = 1;
+    std::uint32_t portid = mnl_socket_get_portid(sock);
+
+    nlmsghdr* nlh = mnl_nlmsg_put_header(buf.data());
+    nlh->nlmsg_type = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
+    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    nlh->nlmsg_seq = seq;
+    auto* nfg = static_cast<nfgenmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(nfgenmsg)));
+    nfg->nfgen_family = AF_UNSPEC;  // both families
+    nfg->version = NFNETLINK_V0;
+    nfg->res_id = 0;
+    if (mnl_socket_sendto(sock, nlh, nlh->nlmsg_len) < 0) throw_errno("dump conntrack table", errno);
+
+    std::vector<Entry> doomed;
+    struct Ctx {
+        std::vector<Entry>* doomed;
+        const AllowList* allow;
+        const std::vector<IpAddr>* local;
+    } ctx{&doomed, &allow, &local_addresses};
+    auto cb = [](const nlmsghdr* m, void* data) -> int {
+        auto* c = static_cast<Ctx*>(data);
+        Entry e;
+        const nlattr* orig = nullptr;
+        const char* start = static_cast<const char*>(mnl_nlmsg_get_payload_offset(m, sizeof(nfgenmsg)));
+        const char* end = static_cast<const char*>(mnl_nlmsg_get_payload_tail(m));
+        for_each_attr(start, static_cast<std::size_t>(end - start), [&](const nlattr* a) {
+            if (mnl_attr_get_type(a) == CTA_TUPLE_ORIG) orig = a;
+            if (mnl_attr_get_type(a) == CTA_ZONE) e.zone_attr = copy_attr(a);
+        });
+        if (!orig) return MNL_CB_OK;
+        auto t = parse_tuple_ip(orig);
+        if (!t || !is_forbidden_flow(*t, *c->allow, *c->local)) return MNL_CB_OK;
+        e.orig = *t;
+        e.tuple_attr = copy_attr(orig);
+        c->doomed->push_back(std::move(e));
+        return MNL_CB_OK;
+    };
+    while (true) {
+        ssize_t n = mnl_socket_recvfrom(sock, buf.data(), buf.size());
+        if (n < 0) throw_errno("read conntrack table", errno);
+        int ret = mnl_cb_run(buf.data(), n, seq, portid, cb, &ctx);
+        if (ret < 0) {
+            // No conntrack module/state in this namespace yet: nothing to drop.
+            if (errno == ENOENT || errno == EOPNOTSUPP || errno == EPROTONOSUPPORT) return 0;
+            throw_errno("read conntrack table", errno);
+        }
+        if (ret == MNL_CB_STOP) break;
+    }
+
+    std::size_t dropped = 0;
+    for (const auto& e : doomed) {
+        nlmsghdr* del = mnl_nlmsg_put_header(buf.data());
+        del->nlmsg_type = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE;
+        del->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+        del->nlmsg_seq = ++seq;
+        auto* g = static_cast<nfgenmsg*>(mnl_nlmsg_put_extra_header(del, sizeof(nfgenmsg)));
+        g->nfgen_family = static_cast<std::uint8_t>(to_af(e.orig.dst.family));
+        g->version = NFNETLINK_V0;
+        g->res_id = 0;
+        for (const auto* attr : {&e.tuple_attr, &e.zone_attr}) {
+            if (attr->empty()) continue;
+            std::memcpy(static_cast<char*>(mnl_nlmsg_get_payload_tail(del)), attr->data(), attr->size());
+            del->nlmsg_len += MNL_ALIGN(attr->size());
+        }
+        if (mnl_socket_sendto(sock, del, del->nlmsg_len) < 0) throw_errno("delete conntrack entry", errno);
+        ssize_t n = mnl_socket_recvfrom(sock, buf.data(), buf.size());
+        if (n < 0) throw_errno("delete conntrack entry", errno);
+        int ret = mnl_cb_run(buf.data(), n, del->nlmsg_seq, portid, nullptr, nullptr);
+        if (ret >= 0) ++dropped;
+        else if (errno != ENOENT)  // ENOENT: the flow ended meanwhile, which is what we wanted
+            throw_errno("delete conntrack entry " + e.orig.src.str() + " -> " + e.orig.dst.str(), errno);
+    }
+    return dropped;
+}
+
+}  // namespace nsegress

@@ -1,0 +1,237 @@
+#include "nsegress/inspect.hpp"
+
+#include <linux/fib_rules.h>
+#include <linux/rtnetlink.h>
+#include <netlink/addr.h>
+#include <netlink/cache.h>
+#include <netlink/netlink.h>
+#include <netlink/route/addr.h>
+#include <netlink/route/link.h>
+#include <netlink/route/nexthop.h>
+#include <netlink/route/route.h>
+#include <netlink/route/rule.h>
+#include <net/if.h>
+#include <sys/socket.h>
+
+#include <tuple>
+
+#include <algorithm>
+
+#include "nsegress/error.hpp"
+
+namespace nsegress {
+
+namespace {
+
+struct CacheDeleter {
+    void operator()(nl_cache* c) const { nl_cache_free(c); }
+};
+using NlCache = std::unique_ptr<nl_cache, CacheDeleter>;
+
+[[noreturn]] void throw_nl(const std::string& what, int nlerr) {
+    throw Error(Exit::failed, what + ": " + nl_geterror(nlerr));
+}
+
+std::optional<IpAddr> to_ip(nl_addr* a) {
+    if (!a) return std::nullopt;
+    int fam = nl_addr_get_family(a);
+    unsigned len = nl_addr_get_len(a);
+    if (fam == AF_INET && len == 4) return IpAddr::from_bytes(Family::v4, nl_addr_get_binary_addr(a));
+    if (fam == AF_INET6 && len == 16)
+        return IpAddr::from_bytes(Family::v6, nl_addr_get_binary_addr(a));
+    return std::nullopt;
+}
+
+// Default routes come back as a zero-length address with prefix 0.
+Cidr to_dst(nl_addr* a, Family f) {
+    Cidr c{IpAddr{f, 0}, 0};
+    if (!a) return c;
+    if (auto ip = to_ip(a)) c.addr = *ip;
+    c.prefix = nl_addr_get_prefixlen(a);
+    return c;
+}
+
+template <typename Fn>
+void for_each(nl_cache* cache, Fn fn) {
+    for (nl_object* o = nl_cache_get_first(cache); o; o = nl_cache_get_next(o)) fn(o);
+}
+
+// alloc is one of libnl's rtnl_*_alloc_cache calls, which dump and fill a new cache.
+template <typename Alloc>
+NlCache fill(const std::string& what, Alloc alloc) {
+    nl_cache* cache = nullptr;
+    if (int err = alloc(&cache); err < 0) throw_nl("dump " + what, err);
+    return NlCache(cache);
+}
+
+}  // namespace
+
+void NlSockDeleter::operator()(nl_sock* s) const { nl_socket_free(s); }
+
+NlSock open_rtnl_socket() {
+    NlSock sock(nl_socket_alloc());
+    if (!sock) throw_failed("cannot allocate a netlink socket");
+    // libnl opens its socket with SOCK_CLOEXEC (3.2.27+), as every fd of ours must be.
+    if (int err = nl_connect(sock.get(), NETLINK_ROUTE); err < 0)
+        throw_nl("connect rtnetlink", err);
+    return sock;
+}
+
+Snapshot inspect(nl_sock* sock, unsigned what) {
+    Snapshot snap;
+    if (what & inspect_links) {
+        auto cache = fill("links", [&](nl_cache** c) { return rtnl_link_alloc_cache(sock, AF_UNSPEC, c); });
+        for_each(cache.get(), [&](nl_object* o) {
+            auto* l = reinterpret_cast<rtnl_link*>(o);
+            Link link;
+            link.ifindex = rtnl_link_get_ifindex(l);
+            if (const char* n = rtnl_link_get_name(l)) link.name = n;
+            unsigned flags = rtnl_link_get_flags(l);
+            link.up = flags & IFF_UP;
+            link.loopback = flags & IFF_LOOPBACK;
+            if (const char* k = rtnl_link_get_type(l)) link.kind = k;
+            link.mtu = rtnl_link_get_mtu(l);
+            snap.links.push_back(std::move(link));
+        });
+        std::sort(snap.links.begin(), snap.links.end(),
+                  [](const Link& a, const Link& b) { return a.ifindex < b.ifindex; });
+    }
+    if (what & inspect_addresses) {
+        auto cache = fill("addresses", [&](nl_cache** c) { return rtnl_addr_alloc_cache(sock, c); });
+        for_each(cache.get(), [&](nl_object* o) {
+            auto* a = reinterpret_cast<rtnl_addr*>(o);
+            auto ip = to_ip(rtnl_addr_get_local(a));
+            if (!ip) return;
+            snap.addresses.push_back(Address{rtnl_addr_get_ifindex(a), *ip,
+                                             static_cast<unsigned>(rtnl_addr_get_prefixlen(a)),
+                                             rtnl_addr_get_scope(a)});
+        });
+    }
+    if (what & inspect_routes) {
+        auto cache = fill("routes", [&](nl_cache** c) { return rtnl_route_alloc_cache(sock, AF_UNSPEC, 0, c); });
+        for_each(cache.get(), [&](nl_object* o) {
+            auto* r = reinterpret_cast<rtnl_route*>(o);
+            int fam = rtnl_route_get_family(r);
+            if (fam != AF_INET && fam != AF_INET6) return;
+            Route route;
+            route.family = fam == AF_INET ? Family::v4 : Family::v6;
+            route.dst = to_dst(rtnl_route_get_dst(r), route.family);
+            route.table = rtnl_route_get_table(r);
+            route.type = rtnl_route_get_type(r);
+            route.protocol = rtnl_route_get_protocol(r);
+            route.scope = rtnl_route_get_scope(r);
+            route.metric = rtnl_route_get_priority(r);
+            route.prefsrc = to_ip(rtnl_route_get_pref_src(r));
+            int nnh = rtnl_route_get_nnexthops(r);
+            route.multipath = nnh > 1;
+            if (nnh > 0) {
+                rtnl_nexthop* nh = rtnl_route_nexthop_n(r, 0);
+                route.oif = rtnl_route_nh_get_ifindex(nh);
+                route.gateway = to_ip(rtnl_route_nh_get_gateway(nh));
+                route.onlink = rtnl_route_nh_get_flags(nh) & RTNH_F_ONLINK;
+            }
+            snap.routes.push_back(std::move(route));
+        });
+    }
+    if (what & inspect_rules) {
+        auto cache = fill("rules", [&](nl_cache** c) { return rtnl_rule_alloc_cache(sock, AF_UNSPEC, c); });
+        for_each(cache.get(), [&](nl_object* o) {
+            auto* r = reinterpret_cast<rtnl_rule*>(o);
+            int fam = rtnl_rule_get_family(r);
+            if (fam != AF_INET && fam != AF_INET6) return;
+            Rule rule;
+            rule.family = fam == AF_INET ? Family::v4 : Family::v6;
+            rule.priority = rtnl_rule_get_prio(r);
+            rule.table = rtnl_rule_get_table(r);
+            rule.action = rtnl_rule_get_action(r);
+            std::uint8_t proto = 0;
+            if (rtnl_rule_get_protocol(r, &proto) == 0) rule.protocol = proto;
+            rule.has_selector = rtnl_rule_get_src(r) || rtnl_rule_get_dst(r) ||
+                                rtnl_rule_get_iif(r) || rtnl_rule_get_oif(r) ||
+                                rtnl_rule_get_mark(r) != 0;
+            snap.rules.push_back(rule);
+        });
+        std::sort(snap.rules.begin(), snap.rules.end(), [](const Rule& a, const Rule& b) {
+            return std::tie(a.family, a.priority) < std::tie(b.family, b.priority);
+        });
+    }
+    return snap;
+}
+
+const Link* Snapshot::link(int ifindex) const {
+    for (const auto& l : links)
+        if (l.ifindex == ifindex) return &l;
+    return nullptr;
+}
+
+std::string Snapshot::link_name(int ifindex) const {
+    if (const Link* l = link(ifindex)) return l->name;
+    return "if" + std::to_string(ifindex);
+}
+
+const Route* Snapshot::default_route(Family f) const {
+    const Route* best = nullptr;
+    for (const auto& r : routes) {
+        if (r.family != f || r.table != RT_TABLE_MAIN || !r.is_default() || r.type != RTN_UNICAST)
+            continue;
+        if (!best || r.metric < best->metric) best = &r;
+    }
+    return best;
+}
+
+bool Snapshot::is_local_address(const IpAddr& a) const {
+    return std::any_of(addresses.begin(), addresses.end(),
+                       [&](const Address& x) { return x.addr == a; });
+}
+
+std::string route_type_name(std::uint8_t type) {
+    switch (type) {
+        case RTN_UNICAST: return "unicast";
+        case RTN_LOCAL: return "local";
+        case RTN_BROADCAST: return "broadcast";
+        case RTN_ANYCAST: return "anycast";
+        case RTN_MULTICAST: return "multicast";
+        case RTN_BLACKHOLE: return "blackhole";
+        case RTN_UNREACHABLE: return "unreachable";
+        case RTN_PROHIBIT: return "prohibit";
+        case RTN_THROW: return "throw";
+        default: return std::to_string(type);
+    }
+}
+
+std::string table_name(std::uint32_t table) {
+    switch (table) {
+        case RT_TABLE_MAIN: return "main";
+        case RT_TABLE_LOCAL: return "local";
+        case RT_TABLE_DEFAULT: return "default";
+        default: return std::to_string(table);
+    }
+}
+
+std::string format_route(const Route& r, const Snapshot& s) {
+    std::string out;
+    if (r.type != RTN_UNICAST) out += route_type_name(r.type) + " ";
+    out += r.is_default() ? std::string("default") : r.dst.str();
+    if (r.gateway) out += " via " + r.gateway->str();
+    if (r.oif) out += " dev " + s.link_name(r.oif);
+    if (r.table != RT_TABLE_MAIN) out += " table " + table_name(r.table);
+    if (r.prefsrc) out += " src " + r.prefsrc->str();
+    if (r.metric) out += " metric " + std::to_string(r.metric);
+    if (r.onlink) out += " onlink";
+    return out;
+}
+
+std::string format_rule(const Rule& r) {
+    std::string out = std::to_string(r.priority) + ": from all ";
+    switch (r.action) {
+        case FR_ACT_TO_TBL: out += "lookup " + table_name(r.table); break;
+        case FR_ACT_UNREACHABLE: out += "unreachable"; break;
+        case FR_ACT_PROHIBIT: out += "prohibit"; break;
+        case FR_ACT_BLACKHOLE: out += "blackhole"; break;
+        default: out += "action " + std::to_string(r.action); break;
+    }
+    if (r.protocol) out += " proto " + std::to_string(r.protocol);
+    return out;
+}
+
+}  // namespace nsegress

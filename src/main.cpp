@@ -1,0 +1,258 @@
+// nsegress: command-line parsing and dispatch only. Everything else lives in nsegress_core.
+#include <unistd.h>
+
+#include <charconv>
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <boost/program_options.hpp>
+#include <fmt/format.h>
+
+#include "nsegress/commands.hpp"
+#include "nsegress/report.hpp"
+
+namespace po = boost::program_options;
+using namespace nsegress;
+
+namespace {
+
+constexpr const char* kUsage = R"(Usage: nsegress COMMAND [OPTIONS]
+
+Confine what a container may send: an nftables egress allow-list (IPv4 and IPv6, one atomic
+batch) and a route set inside the container's network namespace, proven by an ICMP probe.
+
+Commands:
+  restrict   install or replace the egress allow-list of a network namespace
+  release    remove everything restrict installed
+  status     show the namespace, its policy and what the policy allowed and refused
+  probe      send ICMP echo probes from inside the namespace
+
+Run 'nsegress COMMAND --help' for a command's options. See nsegress(8).
+Exit status: 0 success, 1 bad usage or input, 2 the operation failed, 3 a probe did not hold.
+)";
+
+struct Parsed {
+    po::variables_map vm;
+    bool json = false;
+};
+
+po::options_description target_options() {
+    po::options_description d("Target (exactly one)");
+    d.add_options()
+        ("pid", po::value<std::string>()->value_name("PID"), "the network namespace of process PID (race-free: pidfd)")
+        ("netns", po::value<std::string>()->value_name("PATH"), "a network namespace file, e.g. /run/netns/NAME");
+    return d;
+}
+
+po::options_description common_options() {
+    po::options_description d("Output");
+    d.add_options()
+        ("json", po::bool_switch(), "print one JSON document on stdout")
+        ("help,h", "show this help");
+    return d;
+}
+
+pid_t parse_pid(const std::string& s) {
+    long long v = 0;
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (s.empty() || ec != std::errc() || end != s.data() + s.size())
+        throw_usage("--pid: '" + s + "' is not a number");
+    if (v <= 0) throw_usage("--pid: " + s + " is not a valid PID (must be positive)");
+    if (v > 4194304) throw_usage("--pid: " + s + " is larger than any PID");
+    return static_cast<pid_t>(v);
+}
+
+int parse_int(const std::string& opt, const std::string& s, int lo, int hi) {
+    int v = 0;
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (s.empty() || ec != std::errc() || end != s.data() + s.size() || v < lo || v > hi)
+        throw_usage(fmt::format("--{}: '{}' must be a whole number from {} to {}", opt, s, lo, hi));
+    return v;
+}
+
+TargetSpec target_of(const po::variables_map& vm) {
+    TargetSpec t;
+    if (vm.count("pid")) t.pid = parse_pid(vm["pid"].as<std::string>());
+    if (vm.count("netns")) t.netns_path = vm["netns"].as<std::string>();
+    if (t.pid && t.netns_path) throw_usage("give one target: --pid or --netns, not both");
+    if (!t.pid && !t.netns_path) throw_usage("no target: give --pid PID or --netns PATH");
+    return t;
+}
+
+std::vector<std::string> strings(const po::variables_map& vm, const char* key) {
+    return vm.count(key) ? vm[key].as<std::vector<std::string>>() : std::vector<std::string>{};
+}
+
+std::vector<IpAddr> ips(const po::variables_map& vm, const char* key) {
+    std::vector<IpAddr> out;
+    for (const auto& s : strings(vm, key)) {
+        try {
+            out.push_back(parse_ip(s));
+        } catch (const Error& e) {
+            throw_usage(fmt::format("--{}: {}", key, e.what()));
+        }
+    }
+    return out;
+}
+
+ProbeOptions probe_options(const po::variables_map& vm) {
+    ProbeOptions p;
+    if (vm.count("count")) p.count = parse_int("count", vm["count"].as<std::string>(), 1, 100);
+    if (vm.count("timeout-ms")) p.timeout_ms = parse_int("timeout-ms", vm["timeout-ms"].as<std::string>(), 1, 60000);
+    return p;
+}
+
+void print(const CommandResult& r, bool json) {
+    if (json) std::cout << r.doc.dump(2) << "\n";
+    else std::cout << render_human(r.doc);
+    std::cout.flush();
+    if (!r.doc["error"].is_null()) std::cerr << "nsegress: " << r.doc["error"].get<std::string>() << "\n";
+}
+
+// Parses the command's options; returns false when --help was printed.
+bool parse(const std::string& command, const std::vector<std::string>& args,
+           const po::options_description& desc, const char* synopsis, Parsed& out) {
+    // Decide --json before anything can fail, so that even a usage error prints JSON.
+    for (const auto& a : args)
+        if (a == "--json") out.json = true;
+    po::store(po::command_line_parser(args).options(desc).style(
+                  po::command_line_style::unix_style & ~po::command_line_style::allow_guessing)
+                  .run(),
+              out.vm);
+    po::notify(out.vm);
+    if (out.vm.count("help")) {
+        std::cout << "Usage: nsegress " << command << " " << synopsis << "\n\n" << desc << "\n";
+        return false;
+    }
+    return true;
+}
+
+int run(int argc, char** argv) {
+    if (argc < 2) {
+        std::cerr << kUsage;
+        return static_cast<int>(Exit::usage);
+    }
+    std::string command = argv[1];
+    std::vector<std::string> args(argv + 2, argv + argc);
+    if (command == "--help" || command == "-h" || command == "help") {
+        std::cout << kUsage;
+        return 0;
+    }
+    if (command == "--version" || command == "-V") {
+        std::cout << "nsegress " << NSEGRESS_VERSION << "\n";
+        return 0;
+    }
+
+    Parsed p;
+    try {
+        po::options_description desc;
+        desc.add(target_options());
+        if (command == "restrict") {
+            po::options_description d("Policy");
+            d.add_options()
+                ("allow", po::value<std::vector<std::string>>()->value_name("CIDR")->composing(),
+                 "allow this destination (repeatable); a bare IP is a host (/32, /128)")
+                ("allow-file", po::value<std::vector<std::string>>()->value_name("FILE")->composing(),
+                 "read CIDRs from FILE: one per line, '#' comments, blank lines")
+                ("probe-reach", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
+                 "after restricting, this IP must answer a ping (repeatable)")
+                ("probe-block", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
+                 "after restricting, a ping to this IP must be refused (repeatable)")
+                ("count", po::value<std::string>()->value_name("N"), "echoes per probe target (default 1)")
+                ("timeout-ms", po::value<std::string>()->value_name("MS"), "wait for answers (default 1000)")
+                ("no-probe", po::bool_switch(), "do not probe")
+                ("no-route-set", po::bool_switch(), "install only the nftables policy, no route set")
+                ("dry-run", po::bool_switch(), "print the ruleset and route set; change nothing");
+            desc.add(d).add(common_options());
+            if (!parse(command, args, desc,
+                       "(--pid PID | --netns PATH) --allow CIDR [--allow CIDR]... [--allow-file FILE]\n"
+                       "        [--probe-reach IP]... [--probe-block IP]... [--no-probe] [--no-route-set]\n"
+                       "        [--dry-run] [--json]", p))
+                return 0;
+            RestrictOptions o;
+            o.target = target_of(p.vm);
+            if (!p.vm.count("allow") && !p.vm.count("allow-file"))
+                throw_usage("no allow-list: give --allow CIDR and/or --allow-file FILE "
+                            "(an empty allow-file refuses everything)");
+            for (const auto& s : strings(p.vm, "allow")) {
+                try {
+                    o.allow.push_back(parse_cidr(s));
+                } catch (const Error& e) {
+                    throw_usage(std::string("--allow: ") + e.what());
+                }
+            }
+            for (const auto& f : strings(p.vm, "allow-file")) {
+                auto more = parse_allow_file(f);
+                o.allow.insert(o.allow.end(), more.begin(), more.end());
+            }
+            o.probe_reach = ips(p.vm, "probe-reach");
+            o.probe_block = ips(p.vm, "probe-block");
+            o.probe = !p.vm["no-probe"].as<bool>();
+            o.route_set = !p.vm["no-route-set"].as<bool>();
+            o.dry_run = p.vm["dry-run"].as<bool>();
+            o.probe_options = probe_options(p.vm);
+            if (!o.probe && (!o.probe_reach.empty() || !o.probe_block.empty()))
+                throw_usage("--no-probe contradicts --probe-reach/--probe-block");
+            auto r = cmd_restrict(o);
+            print(r, p.json);
+            return static_cast<int>(r.exit);
+        }
+        if (command == "release" || command == "status") {
+            desc.add(common_options());
+            if (!parse(command, args, desc, "(--pid PID | --netns PATH) [--json]", p)) return 0;
+            auto r = command == "release" ? cmd_release(target_of(p.vm)) : cmd_status(target_of(p.vm));
+            print(r, p.json);
+            return static_cast<int>(r.exit);
+        }
+        if (command == "probe") {
+            po::options_description d("Probe");
+            d.add_options()
+                ("target", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
+                 "ping this IP from inside the namespace (repeatable)")
+                ("expect", po::value<std::string>()->value_name("reach|block"),
+                 "what must happen (default: reach); exit 3 otherwise")
+                ("count", po::value<std::string>()->value_name("N"), "echoes per target (default 1)")
+                ("timeout-ms", po::value<std::string>()->value_name("MS"), "wait for answers (default 1000)");
+            desc.add(d).add(common_options());
+            if (!parse(command, args, desc,
+                       "(--pid PID | --netns PATH) --target IP [--expect reach|block]\n"
+                       "        [--count N] [--timeout-ms MS] [--json]", p))
+                return 0;
+            ProbeCommandOptions o;
+            o.target = target_of(p.vm);
+            o.targets = ips(p.vm, "target");
+            if (o.targets.empty()) throw_usage("no --target given");
+            if (p.vm.count("expect")) {
+                auto e = p.vm["expect"].as<std::string>();
+                if (e == "reach") o.expect = Expect::reach;
+                else if (e == "block") o.expect = Expect::block;
+                else throw_usage("--expect: '" + e + "' must be reach or block");
+            }
+            o.probe_options = probe_options(p.vm);
+            auto r = cmd_probe(o);
+            print(r, p.json);
+            return static_cast<int>(r.exit);
+        }
+        throw_usage("unknown command '" + command + "' (see nsegress --help)");
+    } catch (const po::error& e) {
+        Error err(Exit::usage, fmt::format("{}: {} (see nsegress {} --help)", command, e.what(), command));
+        if (p.json) std::cout << error_document(command, err).dump(2) << "\n";
+        std::cerr << "nsegress: " << err.what() << "\n";
+        return static_cast<int>(Exit::usage);
+    } catch (const Error& e) {
+        if (p.json) std::cout << error_document(command, e).dump(2) << "\n";
+        std::cerr << "nsegress: " << e.what() << "\n";
+        return static_cast<int>(e.exit_code());
+    } catch (const std::exception& e) {
+        Error err(Exit::failed, std::string("internal error: ") + e.what());
+        if (p.json) std::cout << error_document(command, err).dump(2) << "\n";
+        std::cerr << "nsegress: " << err.what() << "\n";
+        return static_cast<int>(Exit::failed);
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return run(argc, argv); }

@@ -1,0 +1,204 @@
+#include "nsegress/netns.hpp"
+
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <linux/nsfs.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "nsegress/error.hpp"
+
+namespace nsegress {
+
+namespace {
+
+int sys_pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+NsId id_of(int fd, const std::string& what) {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) throw_errno("stat " + what, errno);
+    return NsId{st.st_dev, st.st_ino};
+}
+
+Fd open_ns_path(const char* path) {
+    return Fd(::open(path, O_RDONLY | O_CLOEXEC));
+}
+
+// The namespace this thread is in right now.
+Fd current_netns() {
+    Fd fd = open_ns_path("/proc/thread-self/ns/net");
+    if (!fd) throw_errno("open '/proc/thread-self/ns/net'", errno);
+    return fd;
+}
+
+[[noreturn]] void die_wrong_namespace(int err) {
+    // Not an exception: nothing may run in a namespace we did not mean to be in.
+    std::fprintf(stderr, "nsegress: fatal: cannot return to the original network namespace: %s\n",
+                 std::strerror(err));
+    std::abort();
+}
+
+void check_is_netns(int fd, const std::string& what) {
+    struct statfs sfs {};
+    if (::fstatfs(fd, &sfs) != 0) throw_errno("statfs " + what, errno);
+    if (sfs.f_type != NSFS_MAGIC) throw_usage(what + " is not a namespace file (not on nsfs)");
+    int type = ::ioctl(fd, NS_GET_NSTYPE);
+    if (type < 0) throw_errno("ioctl NS_GET_NSTYPE " + what, errno);
+    if (type != CLONE_NEWNET) throw_usage(what + " is a namespace, but not a network namespace");
+}
+
+void refuse_host(NsId id, const std::string& what) {
+    Fd self = open_ns_path("/proc/self/ns/net");
+    if (self && id_of(self.get(), "own netns") == id)
+        throw_failed("refusing " + what +
+                     ": it is the network namespace nsegress itself runs in "
+                     "(restricting it would cut this machine off)");
+    // PID 1's namespace is the host's as far as we can tell; unreadable is fine (we may be in a
+    // PID namespace that hides it), then the check above is the only one that applies.
+    Fd init = open_ns_path("/proc/1/ns/net");
+    if (init && id_of(init.get(), "PID 1's netns") == id)
+        throw_failed("refusing " + what +
+                     ": it is PID 1's network namespace, i.e. the host's "
+                     "(restricting it would cut this machine off)");
+}
+
+std::optional<std::string> read_small(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) return std::nullopt;
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+std::string collapse_map(std::string s) {
+    // "         0     100000      65536\n" -> "0 100000 65536", lines joined with "; ".
+    std::istringstream in(s);
+    std::string line, out;
+    while (std::getline(in, line)) {
+        std::istringstream ls(line);
+        std::string a, b, c;
+        if (!(ls >> a >> b >> c)) continue;
+        if (!out.empty()) out += "; ";
+        out += a + " " + b + " " + c;
+    }
+    return out;
+}
+
+}  // namespace
+
+bool pidfd_alive(int pidfd) {
+    return ::syscall(SYS_pidfd_send_signal, pidfd, 0, nullptr, 0) == 0;
+}
+
+std::string Netns::describe() const {
+    return label_ + " (netns inode " + std::to_string(static_cast<unsigned long>(id_.ino)) + ")";
+}
+
+void Netns::run_inside(const std::function<void()>& fn) const {
+    Fd home = current_netns();
+    if (::setns(fd_.get(), CLONE_NEWNET) != 0) throw_errno("setns " + label_, errno);
+    std::exception_ptr failure;
+    try {
+        fn();
+    } catch (...) {
+        failure = std::current_exception();
+    }
+    if (::setns(home.get(), CLONE_NEWNET) != 0) die_wrong_namespace(errno);
+    if (failure) std::rethrow_exception(failure);
+}
+
+UsernsInfo Netns::owner() const {
+    UsernsInfo info;
+    Fd user(::ioctl(fd_.get(), NS_GET_USERNS));
+    if (!user) return info;  // EPERM when the owner is outside our own user namespace
+    struct stat st {};
+    if (::fstat(user.get(), &st) != 0) return info;
+    info.ino = st.st_ino;
+    struct stat own {};
+    if (::stat("/proc/self/ns/user", &own) == 0)
+        info.initial = own.st_ino == st.st_ino && own.st_dev == st.st_dev;
+
+    auto map_of = [&](const std::string& pid) -> std::optional<std::string> {
+        struct stat ps {};
+        if (::stat(("/proc/" + pid + "/ns/user").c_str(), &ps) != 0) return std::nullopt;
+        if (ps.st_ino != st.st_ino || ps.st_dev != st.st_dev) return std::nullopt;
+        auto m = read_small("/proc/" + pid + "/uid_map");
+        if (!m) return std::nullopt;
+        return collapse_map(*m);
+    };
+    if (pid_) {
+        auto m = map_of(std::to_string(*pid_));
+        // The read went through /proc/PID: only trust it while the pidfd's process lives.
+        if (m && pidfd_alive(pidfd_.get())) info.uid_map = m;
+    }
+    if (!info.uid_map) {
+        // --netns: any process in the owning user namespace shows its map.
+        std::error_code ec;
+        for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+            auto name = e.path().filename().string();
+            if (name.empty() || !std::isdigit(static_cast<unsigned char>(name[0]))) continue;
+            if (auto m = map_of(name)) {
+                info.uid_map = m;
+                break;
+            }
+        }
+    }
+    return info;
+}
+
+Netns open_target(const TargetSpec& spec) {
+    if (spec.pid && spec.netns_path) throw_usage("give one target: --pid or --netns, not both");
+    if (!spec.pid && !spec.netns_path) throw_usage("no target: give --pid PID or --netns PATH");
+    Netns ns;
+    if (spec.pid) {
+        pid_t pid = *spec.pid;
+        ns.label_ = "pid " + std::to_string(pid);
+        ns.pid_ = pid;
+        if (pid <= 0) throw_usage("invalid PID " + std::to_string(pid) + ": must be positive");
+        ns.pidfd_ = Fd(sys_pidfd_open(pid));
+        if (!ns.pidfd_) {
+            if (errno == ESRCH) throw_failed("no such process: pid " + std::to_string(pid));
+            throw_errno("pidfd_open pid " + std::to_string(pid), errno);
+        }
+        // setns through the pidfd: the namespace of exactly the process we hold, never of a
+        // process that reused the PID. Then pin it with an nsfd of our own.
+        Fd home = current_netns();
+        if (::setns(ns.pidfd_.get(), CLONE_NEWNET) != 0) {
+            int err = errno;
+            if (err == ESRCH) throw_failed("process " + std::to_string(pid) + " has exited");
+            throw_errno("setns into the network namespace of " + ns.label_, err);
+        }
+        ns.fd_ = current_netns();
+        if (::setns(home.get(), CLONE_NEWNET) != 0) die_wrong_namespace(errno);
+    } else {
+        const std::string& path = *spec.netns_path;
+        ns.label_ = "'" + path + "'";
+        if (path.empty()) throw_usage("--netns: empty path");
+        // O_NONBLOCK: a FIFO must not hang us; the fd is validated below, not the path.
+        ns.fd_ = Fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+        if (!ns.fd_) {
+            int err = errno;
+            if (err == ENOENT) throw_failed("network namespace " + ns.label_ + " does not exist");
+            throw_errno("open " + ns.label_, err);
+        }
+        check_is_netns(ns.fd_.get(), ns.label_);
+    }
+    ns.id_ = id_of(ns.fd_.get(), ns.label_);
+    refuse_host(ns.id_, ns.label_);
+    return ns;
+}
+
+}  // namespace nsegress

@@ -1,0 +1,134 @@
+#include "nsegress/report.hpp"
+
+#include <fmt/format.h>
+
+namespace nsegress {
+
+using nlohmann::json;
+
+namespace {
+
+std::string str(const json& j, const char* key, const char* fallback = "") {
+    auto it = j.find(key);
+    if (it == j.end() || !it->is_string()) return fallback;
+    return it->get<std::string>();
+}
+
+std::string join(const json& list, const char* sep = ", ") {
+    std::string out;
+    for (const auto& e : list) out += (out.empty() ? "" : sep) + e.get<std::string>();
+    return out.empty() ? "(none)" : out;
+}
+
+void allow_lines(std::string& out, const json& allow, const char* indent) {
+    out += fmt::format("{}IPv4: {}\n", indent, join(allow["ipv4"]));
+    out += fmt::format("{}IPv6: {}\n", indent, join(allow["ipv6"]));
+}
+
+void probe_lines(std::string& out, const json& probes) {
+    for (const auto& p : probes) {
+        std::string rtt = p["rtt_ms"].is_null() ? "" : fmt::format(" rtt {:.3f} ms", p["rtt_ms"].get<double>());
+        out += fmt::format("  {} {:<22} expect {:<5}  {}{}  {}\n", p["ok"].get<bool>() ? "PASS" : "FAIL",
+                           p["target"].get<std::string>(), p["expect"].get<std::string>(),
+                           p["outcome"].get<std::string>(), rtt, str(p, "detail"));
+    }
+}
+
+std::string target_line(const json& doc) {
+    const json& t = doc["target"];
+    return fmt::format("{} (netns inode {})", t["label"].get<std::string>(),
+                       t["netns_inode"].get<std::uint64_t>());
+}
+
+}  // namespace
+
+std::string render_human(const json& doc) {
+    std::string out;
+    std::string cmd = str(doc, "command");
+    if (!doc.contains("target")) return out;  // failed before a target was known: stderr says why
+    if (cmd == "restrict") {
+        if (doc.value("dry_run", false)) {
+            out += "# nsegress restrict --dry-run for " + target_line(doc) + "\n";
+            out += "# nftables (one atomic batch, equivalent to `nft -f` of this script):\n";
+            out += doc["nft"].get<std::string>();
+            if (doc["route_set"]["enabled"].get<bool>()) {
+                out += "# route set:\n";
+                for (const auto& c : doc["route_set"]["commands"]) out += c.get<std::string>() + "\n";
+            } else {
+                out += "# route set: disabled (--no-route-set)\n";
+            }
+            return out;
+        }
+        out += fmt::format("restricted {}\n", target_line(doc));
+        out += "  allow-list:\n";
+        allow_lines(out, doc["allow"], "    ");
+        out += "  policy: table inet nsegress committed\n";
+        if (doc.contains("route_set")) {
+            const json& rs = doc["route_set"];
+            if (!rs["enabled"].get<bool>()) out += "  route set: disabled (--no-route-set)\n";
+            else if (rs["installed"].get<bool>())
+                out += fmt::format("  route set: table {} installed ({} entries)\n",
+                                   rs["table"].get<int>(), rs["routes"].size());
+            else out += "  route set: NOT installed\n";
+        }
+        if (doc.contains("conntrack_dropped") && doc["conntrack_dropped"].get<int>() > 0)
+            out += fmt::format("  conntrack: dropped {} forbidden flow(s)\n", doc["conntrack_dropped"].get<int>());
+        if (doc.contains("probes")) {
+            if (doc["probes"].empty()) out += "  probes: none (no --probe-reach/--probe-block, no default gateway to test)\n";
+            else out += "  probes:\n";
+            probe_lines(out, doc["probes"]);
+        }
+    } else if (cmd == "release") {
+        const json& r = doc["removed"];
+        out += fmt::format("released {}: table {}, {} rule(s), {} route(s) removed\n", target_line(doc),
+                           r["table"].get<bool>() ? "inet nsegress" : "(none)", r["rules"].get<int>(),
+                           r["routes"].get<int>());
+    } else if (cmd == "probe") {
+        out += fmt::format("probe from {}\n", target_line(doc));
+        probe_lines(out, doc["probes"]);
+    } else if (cmd == "status") {
+        const json& t = doc["target"];
+        out += fmt::format("target: {}\n", target_line(doc));
+        const json& u = t["userns"];
+        out += fmt::format("  owning user namespace: inode {}{}, uid map: {}\n", u["inode"].get<std::uint64_t>(),
+                           u["initial"].get<bool>() ? " (initial)" : "",
+                           u["uid_map"].is_null() ? "(not visible)" : u["uid_map"].get<std::string>());
+        out += "links:\n";
+        for (const auto& l : doc["links"])
+            out += fmt::format("  {}: {} {}{}\n", l["ifindex"].get<int>(), l["name"].get<std::string>(),
+                               l["up"].get<bool>() ? "UP" : "DOWN",
+                               l["kind"].get<std::string>().empty() ? "" : " " + l["kind"].get<std::string>());
+        out += "addresses:\n";
+        for (const auto& a : doc["addresses"])
+            out += fmt::format("  {} {}\n", a["link"].get<std::string>(), a["address"].get<std::string>());
+        out += "routes:\n";
+        for (const auto& r : doc["routes"])
+            out += fmt::format("  {:<4} {}\n", r["family"].get<std::string>(), r["text"].get<std::string>());
+        out += "rules:\n";
+        for (const auto& r : doc["rules"])
+            out += fmt::format("  {:<4} {}\n", r["family"].get<std::string>(), r["text"].get<std::string>());
+        const json& p = doc["policy"];
+        out += fmt::format("restricted: {}\n", doc["restricted"].get<bool>() ? "yes" : "no");
+        if (p["present"].get<bool>()) {
+            out += fmt::format("policy: table inet nsegress{}\n", p["complete"].get<bool>() ? "" : " (INCOMPLETE: modified by hand?)");
+            allow_lines(out, p["allow"], "  allow ");
+            const json& c = p["counters"];
+            out += fmt::format("  allowed: {} packets, {} bytes\n", c["allowed"]["packets"].get<std::uint64_t>(),
+                               c["allowed"]["bytes"].get<std::uint64_t>());
+            out += fmt::format("  refused by policy: {} packets, {} bytes\n", c["refused"]["packets"].get<std::uint64_t>(),
+                               c["refused"]["bytes"].get<std::uint64_t>());
+        } else {
+            out += "policy: none\n";
+        }
+        const json& rs = doc["route_set"];
+        out += fmt::format("route set: {}\n", rs["present"].get<bool>() ? fmt::format("table {}", rs["table"].get<int>()) : "none");
+        for (const auto& l : rs["routes"]) out += "  " + l.get<std::string>() + "\n";
+        const json& nr = doc["route_refused"];
+        auto num = [](const json& v) { return v.is_null() ? std::string("?") : std::to_string(v.get<std::uint64_t>()); };
+        out += fmt::format("  refused by routing (OutNoRoutes, whole namespace): IPv4 {}, IPv6 {}\n",
+                           num(nr["ipv4_out_no_routes"]), num(nr["ipv6_out_no_routes"]));
+    }
+    return out;
+}
+
+}  // namespace nsegress

@@ -1,0 +1,223 @@
+#include "nsegress/routeset.hpp"
+
+#include <linux/fib_rules.h>
+#include <linux/rtnetlink.h>
+#include <netlink/addr.h>
+#include <netlink/errno.h>
+#include <netlink/netlink.h>
+#include <netlink/route/nexthop.h>
+#include <netlink/route/route.h>
+#include <netlink/route/rule.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <map>
+#include <tuple>
+
+#include <fmt/format.h>
+
+#include "nsegress/error.hpp"
+
+namespace nsegress {
+
+namespace {
+
+struct RouteFree { void operator()(rtnl_route* r) const { rtnl_route_put(r); } };
+struct RuleFree { void operator()(rtnl_rule* r) const { rtnl_rule_put(r); } };
+struct AddrFree { void operator()(nl_addr* a) const { nl_addr_put(a); } };
+using RoutePtr = std::unique_ptr<rtnl_route, RouteFree>;
+using RulePtr = std::unique_ptr<rtnl_rule, RuleFree>;
+using AddrPtr = std::unique_ptr<nl_addr, AddrFree>;
+
+AddrPtr to_nl(const IpAddr& a, unsigned prefix) {
+    auto b = a.bytes();
+    AddrPtr out(nl_addr_build(to_af(a.family), b.data(), a.size()));
+    if (!out) throw std::bad_alloc();
+    nl_addr_set_prefixlen(out.get(), static_cast<int>(prefix));
+    return out;
+}
+
+bool ours(const Rule& r) {
+    return r.protocol == kRouteProtocol ||
+           // Also recognise our rules if a tool stripped the protocol: same priority and shape.
+           (!r.has_selector && ((r.priority == kRulePriorityLookup && r.action == FR_ACT_TO_TBL &&
+                                 r.table == kRouteTable) ||
+                                (r.priority == kRulePriorityUnreachable &&
+                                 r.action == FR_ACT_UNREACHABLE)));
+}
+
+bool copyable(const Route& r) {
+    // Routes that decide where a destination goes: unicast and the refusing types. Local,
+    // broadcast and multicast live in the local table and stay untouched there.
+    return r.table == RT_TABLE_MAIN &&
+           (r.type == RTN_UNICAST || r.type == RTN_UNREACHABLE || r.type == RTN_BLACKHOLE ||
+            r.type == RTN_PROHIBIT);
+}
+
+RoutePtr to_nl_route(const Route& r, bool with_nexthop) {
+    RoutePtr out(rtnl_route_alloc());
+    if (!out) throw std::bad_alloc();
+    rtnl_route_set_family(out.get(), static_cast<std::uint8_t>(to_af(r.family)));
+    rtnl_route_set_table(out.get(), r.table);
+    rtnl_route_set_type(out.get(), r.type);
+    rtnl_route_set_protocol(out.get(), r.protocol);
+    rtnl_route_set_scope(out.get(), r.scope);
+    rtnl_route_set_priority(out.get(), r.metric);
+    auto dst = to_nl(r.dst.addr, r.dst.prefix);
+    rtnl_route_set_dst(out.get(), dst.get());  // takes its own reference
+    if (r.prefsrc && with_nexthop) {
+        auto src = to_nl(*r.prefsrc, r.prefsrc->family == Family::v4 ? 32 : 128);
+        rtnl_route_set_pref_src(out.get(), src.get());
+    }
+    if (with_nexthop && r.oif) {
+        rtnl_nexthop* nh = rtnl_route_nh_alloc();
+        if (!nh) throw std::bad_alloc();
+        rtnl_route_nh_set_ifindex(nh, r.oif);
+        if (r.gateway) {
+            auto gw = to_nl(*r.gateway, r.gateway->family == Family::v4 ? 32 : 128);
+            rtnl_route_nh_set_gateway(nh, gw.get());
+        }
+        if (r.onlink) rtnl_route_nh_set_flags(nh, RTNH_F_ONLINK);
+        rtnl_route_add_nexthop(out.get(), nh);  // the route owns it now
+    }
+    return out;
+}
+
+RulePtr to_nl_rule(const Rule& r) {
+    RulePtr out(rtnl_rule_alloc());
+    if (!out) throw std::bad_alloc();
+    rtnl_rule_set_family(out.get(), to_af(r.family));
+    rtnl_rule_set_prio(out.get(), r.priority);
+    rtnl_rule_set_action(out.get(), r.action);
+    if (r.action == FR_ACT_TO_TBL) rtnl_rule_set_table(out.get(), r.table);
+    if (r.protocol) rtnl_rule_set_protocol(out.get(), r.protocol);
+    return out;
+}
+
+auto route_key(const Route& r) { return std::tie(r.family, r.dst, r.metric); }
+
+}  // namespace
+
+RoutePlan plan_route_set(const Snapshot& snap, const AllowList& allow) {
+    RoutePlan plan;
+    for (Family f : {Family::v4, Family::v6}) {
+        // prefix -> (main route it copies). For each allowed prefix A and main route R that
+        // overlap, the intersection is the longer of the two prefixes and its nexthop is that of
+        // the most specific R containing it -- exactly main's longest-prefix-match, restricted
+        // to the allow-list.
+        std::map<Cidr, const Route*> chosen;
+        auto better = [](const Route* a, const Route* b) {
+            if (!b) return true;
+            if (a->dst.prefix != b->dst.prefix) return a->dst.prefix > b->dst.prefix;
+            return a->metric < b->metric;
+        };
+        for (const auto& range : allow.ranges(f)) {
+            for (const Cidr& a : range.to_cidrs()) {
+                for (const auto& r : snap.routes) {
+                    if (r.family != f || !copyable(r)) continue;
+                    Cidr p;
+                    if (r.dst.contains(a)) p = a;
+                    else if (a.contains(r.dst)) p = r.dst;
+                    else continue;
+                    auto& slot = chosen[p];
+                    if (better(&r, slot)) slot = &r;
+                }
+            }
+        }
+        for (const auto& [prefix, main] : chosen) {
+            Route r = *main;
+            r.dst = prefix;
+            r.table = kRouteTable;
+            r.protocol = kRouteProtocol;
+            // The gateway check at insert time would consult the rules, which (on a re-run)
+            // already refuse the gateway itself; onlink states what main already established.
+            if (r.gateway) r.onlink = true;
+            plan.routes.push_back(r);
+        }
+        plan.rules.push_back(Rule{f, kRulePriorityLookup, kRouteTable, FR_ACT_TO_TBL, kRouteProtocol, false});
+        plan.rules.push_back(Rule{f, kRulePriorityUnreachable, 0, FR_ACT_UNREACHABLE, kRouteProtocol, false});
+    }
+    return plan;
+}
+
+RoutePlan installed_route_set(const Snapshot& snap) {
+    RoutePlan p;
+    for (const auto& r : snap.routes)
+        if (r.table == kRouteTable) p.routes.push_back(r);
+    for (const auto& r : snap.rules)
+        if (ours(r)) p.rules.push_back(r);
+    return p;
+}
+
+void apply_route_set(nl_sock* sock, const Snapshot& before, const RoutePlan& plan) {
+    RoutePlan old = installed_route_set(before);
+    for (const auto& r : plan.routes) {
+        auto nl = to_nl_route(r, true);
+        if (int err = rtnl_route_add(sock, nl.get(), NLM_F_CREATE | NLM_F_REPLACE); err < 0)
+            throw_failed(fmt::format("route set: add route {}: {}", format_route(r, before),
+                                     nl_geterror(err)));
+    }
+    for (const auto& r : old.routes) {
+        bool keep = std::any_of(plan.routes.begin(), plan.routes.end(),
+                                [&](const Route& p) { return route_key(p) == route_key(r); });
+        if (keep) continue;
+        auto nl = to_nl_route(r, false);
+        if (int err = rtnl_route_delete(sock, nl.get(), 0); err < 0 && err != -NLE_OBJ_NOTFOUND)
+            throw_failed(fmt::format("route set: delete stale route {}: {}",
+                                     format_route(r, before), nl_geterror(err)));
+    }
+    for (const auto& r : plan.rules) {
+        bool present = std::any_of(old.rules.begin(), old.rules.end(), [&](const Rule& o) {
+            return o.family == r.family && o.priority == r.priority && o.action == r.action &&
+                   o.table == r.table;
+        });
+        if (present) continue;
+        auto nl = to_nl_rule(r);
+        if (int err = rtnl_rule_add(sock, nl.get(), NLM_F_CREATE | NLM_F_EXCL); err < 0)
+            throw_failed(fmt::format("route set: add rule '{}' ({}): {}", format_rule(r),
+                                     family_name(r.family), nl_geterror(err)));
+    }
+}
+
+RouteSetRemoval remove_route_set(nl_sock* sock, const Snapshot& snap) {
+    // Rules first: from then on the table is unused, whatever happens next.
+    RouteSetRemoval removed;
+    RoutePlan cur = installed_route_set(snap);
+    std::vector<std::string> errors;
+    for (const auto& r : cur.rules) {
+        auto nl = to_nl_rule(r);
+        int err = rtnl_rule_delete(sock, nl.get(), 0);
+        if (err >= 0) ++removed.rules;
+        else if (err != -NLE_OBJ_NOTFOUND)
+            errors.push_back(fmt::format("delete rule '{}': {}", format_rule(r), nl_geterror(err)));
+    }
+    for (const auto& r : cur.routes) {
+        auto nl = to_nl_route(r, false);
+        int err = rtnl_route_delete(sock, nl.get(), 0);
+        if (err >= 0) ++removed.routes;
+        else if (err != -NLE_OBJ_NOTFOUND)
+            errors.push_back(fmt::format("delete route {}: {}", format_route(r, snap), nl_geterror(err)));
+    }
+    // Keep going on errors (remove as much as possible), then report them all.
+    if (!errors.empty()) {
+        std::string all = "route set: " + errors.front();
+        for (std::size_t i = 1; i < errors.size(); ++i) all += "; " + errors[i];
+        throw_failed(all);
+    }
+    return removed;
+}
+
+std::vector<std::string> render_route_set(const RoutePlan& plan, const Snapshot& snap) {
+    std::vector<std::string> out;
+    for (const auto& r : plan.routes)
+        out.push_back(fmt::format("ip -{} route replace {} proto {}", r.family == Family::v4 ? 4 : 6,
+                                  format_route(r, snap), kRouteProtocol));
+    for (const auto& r : plan.rules) {
+        std::string action = r.action == FR_ACT_TO_TBL ? fmt::format("lookup {}", r.table) : "unreachable";
+        out.push_back(fmt::format("ip -{} rule add priority {} {} proto {}",
+                                  r.family == Family::v4 ? 4 : 6, r.priority, action, kRouteProtocol));
+    }
+    return out;
+}
+
+}  // namespace nsegress
