@@ -170,9 +170,11 @@ json base_doc(const char* command) {
     return json{{"command", command}, {"ok", true}, {"exit_code", 0}, {"error", nullptr}};
 }
 
-void finish(json& doc, Exit exit) {
-    doc["ok"] = exit == Exit::ok;
-    doc["exit_code"] = static_cast<int>(exit);
+// The one place a command's outcome is decided: the exit status and the document agree.
+void finish(CommandResult& res, Exit exit) {
+    res.exit = exit;
+    res.doc["ok"] = exit == Exit::ok;
+    res.doc["exit_code"] = static_cast<int>(exit);
 }
 
 }  // namespace
@@ -191,16 +193,18 @@ std::vector<ProbeTarget> default_probe_targets(const Snapshot& snap, const Allow
 }
 
 nlohmann::json error_document(const std::string& command, const Error& e) {
-    json doc = base_doc(command.c_str());
-    finish(doc, e.exit_code());
-    doc["error"] = e.what();
-    return doc;
+    CommandResult res{base_doc(command.c_str())};
+    finish(res, e.exit_code());
+    res.doc["error"] = e.what();
+    return res.doc;
 }
 
 CommandResult cmd_restrict(const RestrictOptions& opt) {
     CommandResult res{base_doc("restrict")};
     json& doc = res.doc;
     AllowList allow(opt.allow);
+    require_privileges(priv_enter | (opt.dry_run ? 0u : unsigned{priv_net_admin}) |
+                       (opt.probe && !opt.dry_run ? unsigned{priv_net_raw} : 0u));
     Netns ns = open_target(opt.target);
     doc["target"] = target_json(ns, opt.target);
     doc["dry_run"] = opt.dry_run;
@@ -216,7 +220,7 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
         doc["nft"] = nft::render_policy(allow);
         doc["route_set"] = json{{"enabled", opt.route_set},
                                 {"commands", render_route_set(plan, before)}};
-        finish(doc, Exit::ok);
+        finish(res, Exit::ok);
         return res;
     }
 
@@ -242,7 +246,7 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
         doc["route_set"] = rs;
         doc["error"] = std::string(e.what()) +
                        "; the nftables policy is installed and stays (fail closed)";
-        finish(doc, Exit::failed);
+        finish(res, Exit::failed);
         return res;
     }
     doc["route_set"] = rs;
@@ -263,13 +267,14 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
             doc["error"] = "a probe did not hold; the policy stays installed (fail closed)";
     }
     doc["probes"] = probes;
-    finish(doc, exit);
+    finish(res, exit);
     return res;
 }
 
 CommandResult cmd_release(const TargetSpec& target) {
     CommandResult res{base_doc("release")};
     json& doc = res.doc;
+    require_privileges(priv_enter | priv_net_admin);
     Netns ns = open_target(target);
     doc["target"] = target_json(ns, target);
     Handles h = open_handles(ns, need_rtnl | need_nfnl);
@@ -290,7 +295,7 @@ CommandResult cmd_release(const TargetSpec& target) {
     doc["removed"] = json{{"table", had_table && !failure}, {"rules", removed.rules}, {"routes", removed.routes}};
     if (failure) {
         doc["error"] = failure->what();
-        finish(doc, failure->exit_code());
+        finish(res, failure->exit_code());
     }
     return res;
 }
@@ -298,6 +303,7 @@ CommandResult cmd_release(const TargetSpec& target) {
 CommandResult cmd_status(const TargetSpec& target) {
     CommandResult res{base_doc("status")};
     json& doc = res.doc;
+    require_privileges(priv_enter | priv_net_admin);  // reading nftables needs CAP_NET_ADMIN too
     Netns ns = open_target(target);
     json t = target_json(ns, target);
     UsernsInfo owner = ns.owner();
@@ -330,6 +336,7 @@ CommandResult cmd_status(const TargetSpec& target) {
 CommandResult cmd_probe(const ProbeCommandOptions& opt) {
     CommandResult res{base_doc("probe")};
     json& doc = res.doc;
+    require_privileges(priv_enter | priv_net_raw);
     Netns ns = open_target(opt.target);
     doc["target"] = target_json(ns, opt.target);
     Handles h = open_handles(ns, need_probe);
@@ -343,7 +350,7 @@ CommandResult cmd_probe(const ProbeCommandOptions& opt) {
     }
     doc["probes"] = probes;
     if (exit != Exit::ok) doc["error"] = "a probe did not hold";
-    finish(doc, exit);
+    finish(res, exit);
     return res;
 }
 

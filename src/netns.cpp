@@ -1,6 +1,7 @@
 #include "nsegress/netns.hpp"
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/magic.h>
 #include <linux/nsfs.h>
 #include <sched.h>
@@ -98,6 +99,22 @@ std::string collapse_map(std::string s) {
 }
 
 }  // namespace
+
+void require_privileges(unsigned needed) {
+    __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct data[2]{};
+    if (::syscall(SYS_capget, &hdr, data) != 0) return;  // cannot tell: let the kernel decide
+    auto has = [&](int cap) { return (data[cap / 32].effective >> (cap % 32)) & 1u; };
+    std::string missing;
+    auto check = [&](unsigned bit, int cap, const char* text) {
+        if ((needed & bit) && !has(cap)) missing += (missing.empty() ? "" : ", ") + std::string(text);
+    };
+    check(priv_enter, CAP_SYS_ADMIN, "CAP_SYS_ADMIN (to enter the network namespace)");
+    check(priv_net_admin, CAP_NET_ADMIN, "CAP_NET_ADMIN (to change nftables, routes and rules)");
+    check(priv_net_raw, CAP_NET_RAW, "CAP_NET_RAW (for the ICMP probe)");
+    if (!missing.empty())
+        throw Error(Exit::failed, "missing privilege: " + missing + "; run nsegress as root", EPERM);
+}
 
 bool pidfd_alive(int pidfd) {
     return ::syscall(SYS_pidfd_send_signal, pidfd, 0, nullptr, 0) == 0;

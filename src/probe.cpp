@@ -33,8 +33,8 @@ std::uint16_t be16(const std::uint8_t* p) {
 }
 
 std::uint32_t be32(const std::uint8_t* p) {
-    return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) |
-           (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
+    return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) |
+           std::uint32_t{p[3]};
 }
 
 void put16(std::uint8_t* p, std::uint16_t v) {
@@ -53,62 +53,98 @@ bool is_v6_error(std::uint8_t type) {
 
 const char* v4_unreach_code(std::uint8_t code) {
     switch (code) {
-        case 0: return "net unreachable";
-        case 1: return "host unreachable";
-        case 2: return "protocol unreachable";
-        case 3: return "port unreachable";
-        case 4: return "fragmentation needed";
-        case 5: return "source route failed";
-        case 6: return "net unknown";
-        case 7: return "host unknown";
-        case 8: return "source host isolated";
-        case 9: return "net prohibited";
-        case 10: return "host prohibited";
-        case 11: return "net unreachable for TOS";
-        case 12: return "host unreachable for TOS";
-        case 13: return "admin prohibited";
-        case 14: return "host precedence violation";
-        case 15: return "precedence cutoff";
-        default: return nullptr;
+        case 0:
+            return "net unreachable";
+        case 1:
+            return "host unreachable";
+        case 2:
+            return "protocol unreachable";
+        case 3:
+            return "port unreachable";
+        case 4:
+            return "fragmentation needed";
+        case 5:
+            return "source route failed";
+        case 6:
+            return "net unknown";
+        case 7:
+            return "host unknown";
+        case 8:
+            return "source host isolated";
+        case 9:
+            return "net prohibited";
+        case 10:
+            return "host prohibited";
+        case 11:
+            return "net unreachable for TOS";
+        case 12:
+            return "host unreachable for TOS";
+        case 13:
+            return "admin prohibited";
+        case 14:
+            return "host precedence violation";
+        case 15:
+            return "precedence cutoff";
+        default:
+            return nullptr;
     }
 }
 
 const char* v6_unreach_code(std::uint8_t code) {
     switch (code) {
-        case 0: return "no route";
-        case 1: return "admin prohibited";
-        case 2: return "beyond scope of source address";
-        case 3: return "address unreachable";
-        case 4: return "port unreachable";
-        case 5: return "source address failed policy";
-        case 6: return "reject route";
-        default: return nullptr;
+        case 0:
+            return "no route";
+        case 1:
+            return "admin prohibited";
+        case 2:
+            return "beyond scope of source address";
+        case 3:
+            return "address unreachable";
+        case 4:
+            return "port unreachable";
+        case 5:
+            return "source address failed policy";
+        case 6:
+            return "reject route";
+        default:
+            return nullptr;
     }
 }
 
 const char* time_exceeded_code(std::uint8_t code) {
     switch (code) {
-        case 0: return "hop limit exceeded in transit";
-        case 1: return "fragment reassembly time exceeded";
-        default: return nullptr;
+        case 0:
+            return "hop limit exceeded in transit";
+        case 1:
+            return "fragment reassembly time exceeded";
+        default:
+            return nullptr;
     }
 }
 
 const char* v4_param_code(std::uint8_t code) {
     switch (code) {
-        case 0: return "pointer indicates the error";
-        case 1: return "missing a required option";
-        case 2: return "bad length";
-        default: return nullptr;
+        case 0:
+            return "pointer indicates the error";
+        case 1:
+            return "missing a required option";
+        case 2:
+            return "bad length";
+        default:
+            return nullptr;
     }
 }
 
 const char* v6_param_code(std::uint8_t code) {
     switch (code) {
-        case 0: return "erroneous header field";
-        case 1: return "unrecognized next header";
-        case 2: return "unrecognized IPv6 option";
-        default: return nullptr;
+        case 0:
+            return "erroneous header field";
+        case 1:
+            return "unrecognized next header";
+        case 2:
+            return "unrecognized IPv6 option";
+        default:
+            return nullptr;
     }
 }
 
@@ -254,14 +290,13 @@ std::string describe_error(const Message& m) {
                            std::to_string(m.info & 0xffff) + ")";
                 return with_code("destination unreachable", m.code, v4_unreach_code(m.code));
             case v4_time_exceeded:
-                return with_code("time exceeded", m.code,
-                                 m.code == 0 ? "ttl exceeded in transit"
-                                             : time_exceeded_code(m.code));
+                return with_code(
+                    "time exceeded", m.code,
+                    m.code == 0 ? "ttl exceeded in transit" : time_exceeded_code(m.code));
             case v4_param_problem:
                 return with_code("parameter problem", m.code, v4_param_code(m.code));
             default:
-                return with_code(("ICMP type " + std::to_string(m.type)).c_str(), m.code,
-                                 nullptr);
+                return with_code(("ICMP type " + std::to_string(m.type)).c_str(), m.code, nullptr);
         }
     }
     switch (m.type) {
@@ -286,20 +321,28 @@ std::string describe_error(const Message& m) {
 
 const char* expect_name(Expect e) {
     switch (e) {
-        case Expect::reach: return "reach";
-        case Expect::block: return "block";
+        case Expect::reach:
+            return "reach";
+        case Expect::block:
+            return "block";
     }
     return "?";
 }
 
 const char* outcome_name(Outcome o) {
     switch (o) {
-        case Outcome::reachable: return "reachable";
-        case Outcome::refused_policy: return "refused-policy";
-        case Outcome::refused_route: return "refused-route";
-        case Outcome::unreachable: return "unreachable";
-        case Outcome::timeout: return "timeout";
-        case Outcome::error: return "error";
+        case Outcome::reachable:
+            return "reachable";
+        case Outcome::refused_policy:
+            return "refused-policy";
+        case Outcome::refused_route:
+            return "refused-route";
+        case Outcome::unreachable:
+            return "unreachable";
+        case Outcome::timeout:
+            return "timeout";
+        case Outcome::error:
+            return "error";
     }
     return "?";
 }
@@ -417,11 +460,11 @@ struct TargetState {
     sockaddr_storage sa{};
     socklen_t salen = 0;
     std::uint16_t id = 0;
-    int next_seq = 1;          // the next sequence number to send; > count when all are sent
-    Ns next_send = 0;          // when it is due
-    Ns send_retry_until = 0;   // give up retrying a full send buffer after this (0 = none)
-    Ns deadline = 0;           // after the last send: when to stop waiting
-    std::vector<Ns> sent_at;   // per seq - 1
+    int next_seq = 1;         // the next sequence number to send; > count when all are sent
+    Ns next_send = 0;         // when it is due
+    Ns send_retry_until = 0;  // give up retrying a full send buffer after this (0 = none)
+    Ns deadline = 0;          // after the last send: when to stop waiting
+    std::vector<Ns> sent_at;  // per seq - 1
     std::vector<EchoState> echo;
     std::optional<std::string> icmp_error;  // the first error quoting our echo, described
     std::optional<std::string> send_error;  // a sendto failure after some replies came
@@ -429,11 +472,10 @@ struct TargetState {
 };
 
 class Prober {
-public:
+  public:
     Prober(const ProbeSockets& sockets, const std::vector<ProbeTarget>& targets,
            const ProbeOptions& options)
-        : sockets_(sockets), options_(options), results_(targets.size()),
-          states_(targets.size()) {
+        : sockets_(sockets), options_(options), results_(targets.size()), states_(targets.size()) {
         std::uint16_t base = id_base();
         for (std::size_t i = 0; i < targets.size(); ++i) {
             results_[i].target = targets[i].addr;
@@ -459,8 +501,7 @@ public:
                     send_one(t, now);
                     now = now_ns();
                 }
-                if (!t.decided && t.next_seq > options_.count && t.deadline <= now)
-                    finalize(t);
+                if (!t.decided && t.next_seq > options_.count && t.deadline <= now) finalize(t);
             }
             if (std::all_of(states_.begin(), states_.end(),
                             [](const TargetState& t) { return t.decided; }))
@@ -470,7 +511,7 @@ public:
         return std::move(results_);
     }
 
-private:
+  private:
     void decide(TargetState& t, Outcome o, std::string detail) {
         t.result->outcome = o;
         t.result->detail = std::move(detail);
@@ -527,8 +568,8 @@ private:
 
         ssize_t rc;
         do {
-            rc = ::sendto(t.fd, msg.data(), msg.size(), 0,
-                          reinterpret_cast<const sockaddr*>(&t.sa), t.salen);
+            rc = ::sendto(t.fd, msg.data(), msg.size(), 0, reinterpret_cast<const sockaddr*>(&t.sa),
+                          t.salen);
         } while (rc < 0 && errno == EINTR);
         if (rc >= 0) {
             t.sent_at[seq - 1] = now;
@@ -550,10 +591,10 @@ private:
                 // may also loop an ICMP error back to us; the EPERM is decisive already.
                 return send_failed(t, Outcome::refused_policy,
                                    text + " (netfilter refused it in OUTPUT)");
-            case ENETUNREACH:  // no route, or an "unreachable" route/rule
-            case EHOSTUNREACH: // an "unreachable" route (IPv4)
-            case EACCES:       // a "prohibit" route/rule (or broadcast without SO_BROADCAST)
-            case EINVAL:       // a "blackhole" route/rule
+            case ENETUNREACH:   // no route, or an "unreachable" route/rule
+            case EHOSTUNREACH:  // an "unreachable" route (IPv4)
+            case EACCES:        // a "prohibit" route/rule (or broadcast without SO_BROADCAST)
+            case EINVAL:        // a "blackhole" route/rule
                 return send_failed(t, Outcome::refused_route,
                                    text + " (the routing decision refused it)");
             case EAGAIN:
@@ -590,8 +631,8 @@ private:
         } else {
             r.outcome = Outcome::timeout;
             r.detail = "no answer to " + std::to_string(r.sent) + " echo request" +
-                       (r.sent == 1 ? "" : "s") + " within " +
-                       std::to_string(options_.timeout_ms) + " ms";
+                       (r.sent == 1 ? "" : "s") + " within " + std::to_string(options_.timeout_ms) +
+                       " ms";
         }
         t.decided = true;
     }
@@ -659,14 +700,14 @@ private:
             }
             std::optional<IpAddr> src;
             if (fam == Family::v4 && from.ss_family == AF_INET)
-                src = IpAddr::from_bytes(
-                    Family::v4, &reinterpret_cast<const sockaddr_in*>(&from)->sin_addr);
+                src = IpAddr::from_bytes(Family::v4,
+                                         &reinterpret_cast<const sockaddr_in*>(&from)->sin_addr);
             else if (fam == Family::v6 && from.ss_family == AF_INET6)
-                src = IpAddr::from_bytes(
-                    Family::v6, &reinterpret_cast<const sockaddr_in6*>(&from)->sin6_addr);
+                src = IpAddr::from_bytes(Family::v6,
+                                         &reinterpret_cast<const sockaddr_in6*>(&from)->sin6_addr);
             if (!src) continue;
-            auto m = icmp::parse(fam, std::span<const std::uint8_t>(
-                                          buf_.data(), static_cast<std::size_t>(len)));
+            auto m = icmp::parse(
+                fam, std::span<const std::uint8_t>(buf_.data(), static_cast<std::size_t>(len)));
             if (m) handle(*m, *src, at);
         }
     }

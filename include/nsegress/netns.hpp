@@ -60,6 +60,15 @@ private:
 // net. Refuses (Exit::failed) the namespace nsegress itself runs in and PID 1's.
 Netns open_target(const TargetSpec& spec);
 
+// Capabilities a command needs, checked up front so that an unprivileged run says which one is
+// missing instead of a bare EPERM from somewhere deep. The kernel still has the final word.
+enum Privilege : unsigned {
+    priv_enter = 1,      // CAP_SYS_ADMIN: setns into a network namespace
+    priv_net_admin = 2,  // CAP_NET_ADMIN: nftables, routes, rules, conntrack
+    priv_net_raw = 4,    // CAP_NET_RAW: ICMP probe sockets
+};
+void require_privileges(unsigned needed);  // throws Error(Exit::failed) naming what is missing
+
 // True while the process with that pidfd still runs (used to close the PID-reuse window for
 // the /proc reads that have no pidfd equivalent).
 bool pidfd_alive(int pidfd);
