@@ -12,7 +12,7 @@ void throw_failed(const std::string& message) { throw Error(Exit::failed, messag
 void throw_errno(const std::string& what, int err) {
     std::string msg = what + ": " + std::strerror(err);
     if (err == EPERM || err == EACCES)
-        msg += " (nsegress needs root, or CAP_SYS_ADMIN and CAP_NET_ADMIN)";
+        msg += " (nsegress needs root: CAP_SYS_ADMIN, CAP_NET_ADMIN and, to probe, CAP_NET_RAW)";
     throw Error(Exit::failed, msg, err);
 }
 

@@ -38,7 +38,9 @@ std::uint16_t get16(const Bytes& b, std::size_t at) {
     return static_cast<std::uint16_t>((b[at] << 8) | b[at + 1]);
 }
 
-void append(Bytes& to, const Bytes& from) { to.insert(to.end(), from.begin(), from.end()); }
+void append(Bytes& to, const Bytes& from) {
+    to.insert(to.end(), from.begin(), from.end());
+}
 
 // A minimal IPv4 header (20 bytes, no options) carrying ICMP.
 Bytes ipv4_header(const char* src, const char* dst, std::size_t payload_len) {
@@ -85,8 +87,8 @@ Bytes icmp_message(Family f, std::uint8_t type, std::uint8_t code, std::uint32_t
 
 // The datagram a v4 raw socket returns for an echo reply from `src`.
 Bytes v4_echo_reply(const char* src, const char* dst, std::uint16_t id, std::uint16_t seq) {
-    Bytes m = icmp_message(Family::v4, icmp::v4_echo_reply, 0,
-                           (std::uint32_t{id} << 16) | seq, Bytes{1, 2, 3, 4});
+    Bytes m = icmp_message(Family::v4, icmp::v4_echo_reply, 0, (std::uint32_t{id} << 16) | seq,
+                           Bytes{1, 2, 3, 4});
     Bytes p = ipv4_header(src, dst, m.size());
     append(p, m);
     return p;
@@ -194,7 +196,7 @@ TEST_CASE("parsing an IPv4 echo reply") {
 TEST_CASE("an IPv4 header with options is skipped by its IHL") {
     Bytes m = icmp_message(Family::v4, icmp::v4_echo_reply, 0, (7u << 16) | 9u, {});
     Bytes h = ipv4_header("10.99.0.2", "10.99.0.1", m.size());
-    h[0] = 0x46;  // 24-byte header
+    h[0] = 0x46;                             // 24-byte header
     h.insert(h.begin() + 20, {1, 1, 1, 0});  // NOP NOP NOP EOL
     put16(h, 2, static_cast<std::uint16_t>(24 + m.size()));
     append(h, m);
@@ -301,8 +303,8 @@ TEST_CASE("other IPv4 error types") {
 }
 
 TEST_CASE("parsing an ICMPv6 echo reply") {
-    Bytes r = icmp_message(Family::v6, icmp::v6_echo_reply, 0, (0xabcdu << 16) | 0x0102u,
-                           Bytes(16, 0));
+    Bytes r =
+        icmp_message(Family::v6, icmp::v6_echo_reply, 0, (0xabcdu << 16) | 0x0102u, Bytes(16, 0));
     auto m = icmp::parse_icmpv6(r);
     REQUIRE(m);
     CHECK(m->kind == icmp::Kind::echo_reply);
