@@ -61,6 +61,7 @@ json target_json(const Netns& ns, const TargetSpec& spec) {
     t["label"] = ns.label();
     t["pid"] = spec.pid ? json(*spec.pid) : json(nullptr);
     t["path"] = spec.netns_path ? json(*spec.netns_path) : json(nullptr);
+    t["container"] = spec.container ? json(*spec.container) : json(nullptr);
     t["netns_inode"] = static_cast<std::uint64_t>(ns.id().ino);
     return t;
 }
@@ -258,7 +259,7 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
         std::vector<ProbeTarget> targets;
         for (const auto& a : opt.probe_reach) targets.push_back({a, Expect::reach});
         for (const auto& a : opt.probe_block) targets.push_back({a, Expect::block});
-        if (targets.empty()) targets = default_probe_targets(before, allow);
+        if (targets.empty() && opt.default_probes) targets = default_probe_targets(before, allow);
         for (const auto& r : run_probes(h.probe, targets, opt.probe_options)) {
             probes.push_back(probe_json(r));
             if (!r.ok()) exit = Exit::verify;

@@ -1,7 +1,9 @@
 // nsegress: command-line parsing and dispatch only. Everything else lives in nsegress_core.
 #include <unistd.h>
 
+#include <cerrno>
 #include <charconv>
+#include <fstream>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -11,7 +13,10 @@
 #include <fmt/format.h>
 
 #include "nsegress/commands.hpp"
+#include "nsegress/engine.hpp"
+#include "nsegress/hook.hpp"
 #include "nsegress/report.hpp"
+#include "nsegress/verify.hpp"
 
 namespace po = boost::program_options;
 using namespace nsegress;
@@ -28,9 +33,12 @@ Commands:
   release    remove everything restrict installed
   status     show the namespace, its policy and what the policy allowed and refused
   probe      send ICMP echo probes from inside the namespace
+  verify     judge a namespace by behaviour (the lab grader), whoever configured it
+  hook       OCI runtime hook: restrict the container whose state is on stdin
 
 Run 'nsegress COMMAND --help' for a command's options. See nsegress(8).
-Exit status: 0 success, 1 bad usage or input, 2 the operation failed, 3 a probe did not hold.
+Exit status: 0 success, 1 bad usage or input, 2 the operation failed,
+3 a probe or verification did not hold.
 )";
 
 struct Parsed {
@@ -42,7 +50,10 @@ po::options_description target_options() {
     po::options_description d("Target (exactly one)");
     d.add_options()
         ("pid", po::value<std::string>()->value_name("PID"), "the network namespace of process PID (race-free: pidfd)")
-        ("netns", po::value<std::string>()->value_name("PATH"), "a network namespace file, e.g. /run/netns/NAME");
+        ("netns", po::value<std::string>()->value_name("PATH"), "a network namespace file, e.g. /run/netns/NAME")
+        ("container", po::value<std::string>()->value_name("NAME"), "a running docker/podman container")
+        ("engine", po::value<std::string>()->value_name("docker|podman"),
+         "engine for --container (default: docker, then podman)");
     return d;
 }
 
@@ -72,17 +83,57 @@ int parse_int(const std::string& opt, const std::string& s, int lo, int hi) {
     return v;
 }
 
+std::vector<std::string> strings(const po::variables_map& vm, const char* key) {
+    return vm.count(key) ? vm[key].as<std::vector<std::string>>() : std::vector<std::string>{};
+}
+
 TargetSpec target_of(const po::variables_map& vm) {
     TargetSpec t;
+    int given = static_cast<int>(vm.count("pid") + vm.count("netns") + vm.count("container"));
+    if (given > 1) throw_usage("give one target: --pid, --netns or --container");
+    if (given == 0) throw_usage("no target: give --pid PID, --netns PATH or --container NAME");
+    if (vm.count("engine") && !vm.count("container")) throw_usage("--engine goes with --container");
     if (vm.count("pid")) t.pid = parse_pid(vm["pid"].as<std::string>());
     if (vm.count("netns")) t.netns_path = vm["netns"].as<std::string>();
-    if (t.pid && t.netns_path) throw_usage("give one target: --pid or --netns, not both");
-    if (!t.pid && !t.netns_path) throw_usage("no target: give --pid PID or --netns PATH");
+    if (vm.count("container")) {
+        t.container = vm["container"].as<std::string>();
+        std::optional<Engine> engine;
+        if (vm.count("engine")) {
+            engine = parse_engine(vm["engine"].as<std::string>());
+            if (!engine) throw_usage("--engine: '" + vm["engine"].as<std::string>() + "' must be docker or podman");
+        }
+        resolve_container(t, engine);
+    }
     return t;
 }
 
-std::vector<std::string> strings(const po::variables_map& vm, const char* key) {
-    return vm.count(key) ? vm[key].as<std::vector<std::string>>() : std::vector<std::string>{};
+std::vector<Cidr> cidrs(const po::variables_map& vm) {
+    std::vector<Cidr> out;
+    for (const auto& s : strings(vm, "allow")) {
+        try {
+            out.push_back(parse_cidr(s));
+        } catch (const Error& e) {
+            throw_usage(std::string("--allow: ") + e.what());
+        }
+    }
+    for (const auto& f : strings(vm, "allow-file")) {
+        auto more = parse_allow_file(f);
+        out.insert(out.end(), more.begin(), more.end());
+    }
+    return out;
+}
+
+// The OCI state: at most kMaxOciState bytes (one more is read to detect a larger one).
+std::string read_stdin_bounded() {
+    std::string text;
+    char buf[65536];
+    while (text.size() <= kMaxOciState) {
+        ssize_t n = ::read(0, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        text.append(buf, static_cast<std::size_t>(n));
+    }
+    return text;
 }
 
 std::vector<IpAddr> ips(const po::variables_map& vm, const char* key) {
@@ -146,6 +197,8 @@ int run(int argc, char** argv) {
     }
 
     Parsed p;
+    for (const auto& a : args)
+        if (a == "--json") p.json = true;
     try {
         po::options_description desc;
         desc.add(target_options());
@@ -172,21 +225,11 @@ int run(int argc, char** argv) {
                        "        [--dry-run] [--json]", p))
                 return 0;
             RestrictOptions o;
-            o.target = target_of(p.vm);
             if (!p.vm.count("allow") && !p.vm.count("allow-file"))
                 throw_usage("no allow-list: give --allow CIDR and/or --allow-file FILE "
                             "(an empty allow-file refuses everything)");
-            for (const auto& s : strings(p.vm, "allow")) {
-                try {
-                    o.allow.push_back(parse_cidr(s));
-                } catch (const Error& e) {
-                    throw_usage(std::string("--allow: ") + e.what());
-                }
-            }
-            for (const auto& f : strings(p.vm, "allow-file")) {
-                auto more = parse_allow_file(f);
-                o.allow.insert(o.allow.end(), more.begin(), more.end());
-            }
+            o.allow = cidrs(p.vm);  // input errors first: they need no target
+            o.target = target_of(p.vm);
             o.probe_reach = ips(p.vm, "probe-reach");
             o.probe_block = ips(p.vm, "probe-block");
             o.probe = !p.vm["no-probe"].as<bool>();
@@ -235,15 +278,89 @@ int run(int argc, char** argv) {
             print(r, p.json);
             return static_cast<int>(r.exit);
         }
+        if (command == "verify") {
+            po::options_description d("Verify");
+            d.add_options()
+                ("allow", po::value<std::vector<std::string>>()->value_name("CIDR")->composing(),
+                 "what the namespace is meant to reach (repeatable)")
+                ("allow-file", po::value<std::vector<std::string>>()->value_name("FILE")->composing(),
+                 "read allowed CIDRs from FILE")
+                ("reach", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
+                 "this IP must answer a ping (repeatable)")
+                ("block", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
+                 "a ping to this IP must be refused inside the namespace (repeatable)")
+                ("expect-userns-remap", po::bool_switch(), "uid 0 in the container must map to a non-zero host uid")
+                ("expect-no-new-privs", po::bool_switch(), "the container's process must have NoNewPrivs set")
+                ("count", po::value<std::string>()->value_name("N"), "echoes per probe (default 1)")
+                ("timeout-ms", po::value<std::string>()->value_name("MS"), "wait for answers (default 1000)")
+                ("junit", po::value<std::string>()->value_name("FILE"), "also write a JUnit XML report to FILE");
+            desc.add(d).add(common_options());
+            if (!parse(command, args, desc,
+                       "(--pid PID | --netns PATH | --container NAME) --allow CIDR [--allow CIDR]...\n"
+                       "        [--reach IP]... [--block IP]... [--expect-userns-remap] [--expect-no-new-privs]\n"
+                       "        [--json] [--junit FILE]", p))
+                return 0;
+            VerifyOptions o;
+            if (!p.vm.count("allow") && !p.vm.count("allow-file"))
+                throw_usage("no allow-list: give --allow CIDR (what the namespace is meant to reach)");
+            o.allow = cidrs(p.vm);
+            o.reach = ips(p.vm, "reach");
+            o.block = ips(p.vm, "block");
+            o.expect_userns_remap = p.vm["expect-userns-remap"].as<bool>();
+            o.expect_no_new_privs = p.vm["expect-no-new-privs"].as<bool>();
+            o.probe_options = probe_options(p.vm);
+            o.target = target_of(p.vm);
+            auto r = cmd_verify(o);
+            if (p.vm.count("junit")) {
+                std::vector<Check> checks;
+                for (const auto& c : r.doc["checks"]) {
+                    auto st = c["status"].get<std::string>();
+                    checks.push_back(Check{c["name"].get<std::string>(),
+                                           st == "fail" ? CheckStatus::fail : st == "warn" ? CheckStatus::warn : CheckStatus::pass,
+                                           c["detail"].get<std::string>()});
+                }
+                const std::string path = p.vm["junit"].as<std::string>();
+                std::ofstream out(path, std::ios::trunc);
+                out << junit_report(r.doc["target"]["label"].get<std::string>(), checks);
+                out.close();
+                if (!out) throw_failed("cannot write JUnit report '" + path + "'");
+            }
+            print(r, p.json);
+            return static_cast<int>(r.exit);
+        }
+        if (command == "hook") {
+            po::options_description d("Hook (OCI state JSON on stdin)");
+            d.add_options()
+                ("allow", po::value<std::vector<std::string>>()->value_name("CIDR")->composing(),
+                 "allow-list (else annotation io.nsegress.allow, comma-separated)")
+                ("probe-reach", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
+                 "must answer (else annotation io.nsegress.probe-reach)")
+                ("probe-block", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
+                 "must be refused (else annotation io.nsegress.probe-block)")
+                ("no-route-set", po::bool_switch(), "install only the nftables policy");
+            d.add(common_options());
+            if (!parse(command, args, d, "[--allow CIDR]... [--probe-reach IP]... [--probe-block IP]... < state.json", p))
+                return 0;
+            HookArgs h;
+            h.allow = cidrs(p.vm);
+            h.probe_reach = ips(p.vm, "probe-reach");
+            h.probe_block = ips(p.vm, "probe-block");
+            h.route_set = !p.vm["no-route-set"].as<bool>();
+            auto r = cmd_hook(read_stdin_bounded(), h);
+            if (p.json) std::cout << r.doc.dump(2) << "\n";
+            // A runtime shows a hook's stderr when it fails: exactly one line.
+            if (!r.doc["error"].is_null()) std::cerr << "nsegress hook: " << r.doc["error"].get<std::string>() << "\n";
+            return static_cast<int>(r.exit);
+        }
         throw_usage("unknown command '" + command + "' (see nsegress --help)");
     } catch (const po::error& e) {
         Error err(Exit::usage, fmt::format("{}: {} (see nsegress {} --help)", command, e.what(), command));
         if (p.json) std::cout << error_document(command, err).dump(2) << "\n";
-        std::cerr << "nsegress: " << err.what() << "\n";
+        std::cerr << (command == "hook" ? "nsegress hook: " : "nsegress: ") << err.what() << "\n";
         return static_cast<int>(Exit::usage);
     } catch (const Error& e) {
         if (p.json) std::cout << error_document(command, e).dump(2) << "\n";
-        std::cerr << "nsegress: " << e.what() << "\n";
+        std::cerr << (command == "hook" ? "nsegress hook: " : "nsegress: ") << e.what() << "\n";
         return static_cast<int>(e.exit_code());
     } catch (const std::exception& e) {
         Error err(Exit::failed, std::string("internal error: ") + e.what());

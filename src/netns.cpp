@@ -61,19 +61,16 @@ void check_is_netns(int fd, const std::string& what) {
     if (type != CLONE_NEWNET) throw_usage(what + " is a namespace, but not a network namespace");
 }
 
-void refuse_host(NsId id, const std::string& what) {
+std::string host_reason(NsId id) {
     Fd self = open_ns_path("/proc/self/ns/net");
     if (self && id_of(self.get(), "own netns") == id)
-        throw_failed("refusing " + what +
-                     ": it is the network namespace nsegress itself runs in "
-                     "(restricting it would cut this machine off)");
+        return "it is the network namespace nsegress itself runs in";
     // PID 1's namespace is the host's as far as we can tell; unreadable is fine (we may be in a
     // PID namespace that hides it), then the check above is the only one that applies.
     Fd init = open_ns_path("/proc/1/ns/net");
     if (init && id_of(init.get(), "PID 1's netns") == id)
-        throw_failed("refusing " + what +
-                     ": it is PID 1's network namespace, i.e. the host's "
-                     "(restricting it would cut this machine off)");
+        return "it is PID 1's network namespace, i.e. the host's";
+    return {};
 }
 
 std::optional<std::string> read_small(const std::string& path) {
@@ -176,13 +173,14 @@ UsernsInfo Netns::owner() const {
     return info;
 }
 
-Netns open_target(const TargetSpec& spec) {
+Netns open_target(const TargetSpec& spec, HostCheck host) {
     if (spec.pid && spec.netns_path) throw_usage("give one target: --pid or --netns, not both");
     if (!spec.pid && !spec.netns_path) throw_usage("no target: give --pid PID or --netns PATH");
     Netns ns;
     if (spec.pid) {
         pid_t pid = *spec.pid;
-        ns.label_ = "pid " + std::to_string(pid);
+        ns.label_ = spec.container ? "container '" + *spec.container + "' (pid " + std::to_string(pid) + ")"
+                                   : "pid " + std::to_string(pid);
         ns.pid_ = pid;
         if (pid <= 0) throw_usage("invalid PID " + std::to_string(pid) + ": must be positive");
         ns.pidfd_ = Fd(sys_pidfd_open(pid));
@@ -214,7 +212,10 @@ Netns open_target(const TargetSpec& spec) {
         check_is_netns(ns.fd_.get(), ns.label_);
     }
     ns.id_ = id_of(ns.fd_.get(), ns.label_);
-    refuse_host(ns.id_, ns.label_);
+    ns.host_reason_ = host_reason(ns.id_);
+    if (!ns.host_reason_.empty() && host == HostCheck::refuse)
+        throw_failed("refusing " + ns.label_ + ": " + ns.host_reason_ +
+                     " (restricting it would cut this machine off)");
     return ns;
 }
 

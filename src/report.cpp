@@ -1,5 +1,7 @@
 #include "nsegress/report.hpp"
 
+#include <cctype>
+
 #include <fmt/format.h>
 
 namespace nsegress {
@@ -86,6 +88,16 @@ std::string render_human(const json& doc) {
     } else if (cmd == "probe") {
         out += fmt::format("probe from {}\n", target_line(doc));
         probe_lines(out, doc["probes"]);
+    } else if (cmd == "verify") {
+        out += fmt::format("verify {}\n", target_line(doc));
+        for (const auto& c : doc["checks"]) {
+            std::string st = c["status"].get<std::string>();
+            for (auto& ch : st) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+            out += fmt::format("{} {}: {}\n", st, c["name"].get<std::string>(), c["detail"].get<std::string>());
+        }
+        const json& sum = doc["summary"];
+        out += fmt::format("{} passed, {} failed, {} warning(s)\n", sum["pass"].get<int>(), sum["fail"].get<int>(),
+                           sum["warn"].get<int>());
     } else if (cmd == "status") {
         const json& t = doc["target"];
         out += fmt::format("target: {}\n", target_line(doc));

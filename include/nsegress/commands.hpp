@@ -28,6 +28,7 @@ struct RestrictOptions {
     bool probe = true;
     bool route_set = true;
     bool dry_run = false;
+    bool default_probes = true;  // probe the default gateways when no target is given
     ProbeOptions probe_options;
 };
 

@@ -19,6 +19,7 @@ namespace nsegress {
 struct TargetSpec {
     std::optional<pid_t> pid;
     std::optional<std::string> netns_path;
+    std::optional<std::string> container;  // the name --container resolved to `pid`
 };
 
 struct NsId {
@@ -33,6 +34,11 @@ struct UsernsInfo {
     std::optional<std::string> uid_map;  // as in /proc/PID/uid_map, when a process shows it
 };
 
+enum class HostCheck {
+    refuse,  // Exit::failed for the host's namespace: anything that changes the namespace
+    report,  // open it anyway and say so in host_reason(): verify judges it, changes nothing
+};
+
 // An opened, validated network namespace: `fd` pins it for as long as the object lives.
 class Netns {
 public:
@@ -42,13 +48,18 @@ public:
     const std::string& label() const { return label_; }  // "pid 42" / "'/run/netns/x'"
     std::string describe() const;                       // label plus "(netns inode N)"
     UsernsInfo owner() const;                            // the user namespace owning the netns
+    // Why this is the host's namespace ("it is the network namespace nsegress itself runs in"),
+    // or empty. Only an open_target(spec, HostCheck::report) can return a host namespace.
+    const std::string& host_reason() const { return host_reason_; }
+    const Fd& pidfd() const { return pidfd_; }  // empty for --netns
 
     // Runs fn with the calling thread inside the namespace. fn should only create fds.
     void run_inside(const std::function<void()>& fn) const;
 
 private:
-    friend Netns open_target(const TargetSpec&);
+    friend Netns open_target(const TargetSpec&, HostCheck);
     Fd fd_;
+    std::string host_reason_;
     NsId id_;
     std::optional<pid_t> pid_;
     Fd pidfd_;
@@ -57,8 +68,8 @@ private:
 
 // Opens and validates the target. --pid: pidfd_open + setns(pidfd, CLONE_NEWNET), so a PID that
 // is reused meanwhile can never redirect us. --netns: the *opened fd* must be nsfs and of type
-// net. Refuses (Exit::failed) the namespace nsegress itself runs in and PID 1's.
-Netns open_target(const TargetSpec& spec);
+// net. The host's namespace is the one nsegress itself runs in, or PID 1's.
+Netns open_target(const TargetSpec& spec, HostCheck host = HostCheck::refuse);
 
 // Capabilities a command needs, checked up front so that an unprivileged run says which one is
 // missing instead of a bare EPERM from somewhere deep. The kernel still has the final word.

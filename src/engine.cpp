@@ -1,0 +1,144 @@
+#include "nsegress/engine.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <sstream>
+#include <vector>
+
+#include "nsegress/error.hpp"
+
+extern char** environ;
+
+namespace nsegress {
+
+namespace {
+
+const char* cli_name(Engine e) { return e == Engine::docker ? "docker" : "podman"; }
+
+struct Run {
+    bool spawned = false;  // false: the CLI is not installed
+    int status = -1;       // exit status, -1 when killed or timed out
+    std::string out, err;
+};
+
+// Runs argv with stdout/stderr captured, for at most timeout_ms. No shell, no stdin.
+Run run(const std::vector<std::string>& argv, int timeout_ms) {
+    Run r;
+    int out[2], err[2];
+    if (::pipe2(out, O_CLOEXEC) != 0) throw_errno("pipe", errno);
+    if (::pipe2(err, O_CLOEXEC) != 0) {
+        ::close(out[0]);
+        ::close(out[1]);
+        throw_errno("pipe", errno);
+    }
+    Fd out_r(out[0]), out_w(out[1]), err_r(err[0]), err_w(err[1]);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, out_w.get(), 1);
+    posix_spawn_file_actions_adddup2(&fa, err_w.get(), 2);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    pid_t pid = -1;
+    int rc = ::posix_spawnp(&pid, args[0], &fa, nullptr, args.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    out_w.reset();
+    err_w.reset();
+    if (rc == ENOENT) return r;
+    if (rc != 0) throw_errno("run " + argv[0], rc);
+    r.spawned = true;
+
+    timespec start{};
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    pollfd fds[2] = {{out_r.get(), POLLIN, 0}, {err_r.get(), POLLIN, 0}};
+    int open_fds = 2;
+    while (open_fds > 0) {
+        timespec now{};
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long elapsed = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (elapsed >= timeout_ms) {
+            ::kill(pid, SIGKILL);
+            break;
+        }
+        if (::poll(fds, 2, static_cast<int>(timeout_ms - elapsed)) < 0 && errno != EINTR) break;
+        for (int i = 0; i < 2; ++i) {
+            if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            char buf[4096];
+            ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+            if (n > 0) {
+                std::string& dst = i == 0 ? r.out : r.err;
+                if (dst.size() < 65536) dst.append(buf, static_cast<std::size_t>(n));
+            } else if (n == 0 || errno != EINTR) {
+                fds[i].fd = -1;
+                --open_fds;
+            }
+        }
+    }
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return r;
+}
+
+std::string first_line(const std::string& s) {
+    auto end = s.find('\n');
+    std::string line = s.substr(0, end);
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+    return line;
+}
+
+}  // namespace
+
+std::optional<Engine> parse_engine(const std::string& name) {
+    if (name == "docker") return Engine::docker;
+    if (name == "podman") return Engine::podman;
+    return std::nullopt;
+}
+
+pid_t parse_inspect_output(const std::string& name, const std::string& out) {
+    std::istringstream in(out);
+    long long pid = -1;
+    std::string running;
+    if (!(in >> pid >> running)) throw_failed("container '" + name + "': unexpected inspect output '" + first_line(out) + "'");
+    if (running != "true" || pid <= 0)
+        throw_failed("container '" + name + "' is not running");
+    if (pid == 1) throw_failed("container '" + name + "' reports PID 1: refusing (that is the host's init)");
+    return static_cast<pid_t>(pid);
+}
+
+void resolve_container(TargetSpec& spec, std::optional<Engine> engine) {
+    if (!spec.container) return;
+    const std::string& name = *spec.container;
+    if (name.empty() || name.front() == '-') throw_usage("--container: invalid name '" + name + "'");
+    std::vector<Engine> order = engine ? std::vector<Engine>{*engine}
+                                       : std::vector<Engine>{Engine::docker, Engine::podman};
+    std::string failures;
+    for (Engine e : order) {
+        Run r = run({cli_name(e), "inspect", "--type", "container", "--format",
+                     "{{.State.Pid}} {{.State.Running}}", "--", name}, 10000);
+        if (!r.spawned) {
+            failures += std::string(failures.empty() ? "" : "; ") + cli_name(e) + ": not installed";
+            continue;
+        }
+        if (r.status == 0) {
+            spec.pid = parse_inspect_output(name, r.out);
+            return;
+        }
+        std::string why = first_line(r.err.empty() ? r.out : r.err);
+        if (r.status < 0) why = "timed out";
+        failures += std::string(failures.empty() ? "" : "; ") + cli_name(e) + ": " + why;
+    }
+    throw_failed("cannot resolve container '" + name + "' (" + failures + ")");
+}
+
+}  // namespace nsegress

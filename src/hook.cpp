@@ -1,0 +1,117 @@
+#include "nsegress/hook.hpp"
+
+#include <fmt/format.h>
+
+namespace nsegress {
+
+using nlohmann::json;
+
+std::vector<std::string> split_list(std::string_view text, const std::string& what) {
+    std::vector<std::string> out;
+    while (true) {
+        auto comma = text.find(',');
+        auto item = text.substr(0, comma);
+        auto b = item.find_first_not_of(" \t");
+        auto e = item.find_last_not_of(" \t");
+        if (b == std::string_view::npos) throw_usage(what + ": empty item in list");
+        out.emplace_back(item.substr(b, e - b + 1));
+        if (comma == std::string_view::npos) break;
+        text = text.substr(comma + 1);
+    }
+    return out;
+}
+
+OciState parse_oci_state(std::string_view text) {
+    if (text.size() > kMaxOciState)
+        throw_usage(fmt::format("OCI state on stdin is larger than {} bytes", kMaxOciState));
+    if (text.find_first_not_of(" \t\r\n") == std::string_view::npos)
+        throw_usage("no OCI state on stdin (expected the runtime's state JSON)");
+    json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded()) throw_usage("OCI state on stdin is not valid JSON");
+    if (!j.is_object()) throw_usage("OCI state on stdin is not a JSON object");
+    OciState st;
+    auto str = [&](const char* key) -> std::string {
+        auto it = j.find(key);
+        if (it == j.end() || it->is_null()) return {};
+        if (!it->is_string()) throw_usage(fmt::format("OCI state: '{}' is not a string", key));
+        return it->get<std::string>();
+    };
+    st.id = str("id");
+    st.status = str("status");
+    auto pid = j.find("pid");
+    if (pid == j.end()) throw_usage("OCI state has no 'pid' (is this hook in a stage that has one?)");
+    if (!pid->is_number_integer()) throw_usage("OCI state: 'pid' is not an integer");
+    if (pid->is_number_unsigned() ? pid->get<std::uint64_t>() > 4194304 : pid->get<std::int64_t>() > 4194304)
+        throw_usage("OCI state: 'pid' is out of range");
+    std::int64_t p = pid->is_number_unsigned() ? static_cast<std::int64_t>(pid->get<std::uint64_t>())
+                                               : pid->get<std::int64_t>();
+    if (p <= 0) throw_usage(fmt::format("OCI state: pid {} is not a valid process", p));
+    if (p == 1) throw_usage("OCI state: pid 1 is the host's init, not a container");
+    st.pid = static_cast<pid_t>(p);
+    if (auto a = j.find("annotations"); a != j.end() && !a->is_null()) {
+        if (!a->is_object()) throw_usage("OCI state: 'annotations' is not an object");
+        for (const auto& [k, v] : a->items()) {
+            if (!v.is_string()) throw_usage(fmt::format("OCI state: annotation '{}' is not a string", k));
+            st.annotations[k] = v.get<std::string>();
+        }
+    }
+    return st;
+}
+
+std::optional<RestrictOptions> hook_plan(const OciState& state, const HookArgs& args) {
+    RestrictOptions o;
+    o.target.pid = state.pid;
+    o.route_set = args.route_set;
+    o.default_probes = false;  // the network may still be being set up: probe only on request
+    auto note = [&](const char* key) -> const std::string* {
+        auto it = state.annotations.find(key);
+        return it == state.annotations.end() ? nullptr : &it->second;
+    };
+    if (!args.allow.empty()) {
+        o.allow = args.allow;
+    } else if (const std::string* a = note(kAnnotationAllow)) {
+        for (const auto& item : split_list(*a, std::string("annotation ") + kAnnotationAllow)) {
+            try {
+                o.allow.push_back(parse_cidr(item));
+            } catch (const Error& e) {
+                throw_usage(std::string("annotation ") + kAnnotationAllow + ": " + e.what());
+            }
+        }
+    } else {
+        return std::nullopt;  // no policy for this container
+    }
+    auto ips = [&](const std::vector<IpAddr>& from_args, const char* key) {
+        if (!from_args.empty()) return from_args;
+        std::vector<IpAddr> out;
+        if (const std::string* a = note(key)) {
+            for (const auto& item : split_list(*a, std::string("annotation ") + key)) {
+                try {
+                    out.push_back(parse_ip(item));
+                } catch (const Error& e) {
+                    throw_usage(std::string("annotation ") + key + ": " + e.what());
+                }
+            }
+        }
+        return out;
+    };
+    o.probe_reach = ips(args.probe_reach, kAnnotationProbeReach);
+    o.probe_block = ips(args.probe_block, kAnnotationProbeBlock);
+    return o;
+}
+
+CommandResult cmd_hook(std::string_view stdin_text, const HookArgs& args) {
+    OciState st = parse_oci_state(stdin_text);
+    auto plan = hook_plan(st, args);
+    if (!plan) {
+        CommandResult res{json{{"command", "hook"}, {"ok", true}, {"exit_code", 0}, {"error", nullptr},
+                               {"container", st.id}, {"applied", false}}};
+        return res;
+    }
+    CommandResult res = cmd_restrict(*plan);
+    res.doc["command"] = "hook";
+    res.doc["container"] = st.id;
+    res.doc["applied"] = true;
+    return res;
+}
+
+}  // namespace nsegress
