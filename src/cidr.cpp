@@ -1,13 +1,14 @@
 #include "nsegress/cidr.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <sys/socket.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "nsegress/error.hpp"
 
@@ -213,12 +214,29 @@ std::vector<Cidr> parse_allow_text(std::string_view text, const std::string& sou
 }
 
 std::vector<Cidr> parse_allow_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw_usage("cannot read allow-file '" + path + "': " + std::strerror(errno));
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    if (in.bad()) throw_usage("cannot read allow-file '" + path + "'");
-    std::string text = ss.str();
+    // A directory opens fine with ifstream and then reads as empty -- which would silently
+    // mean "allow nothing". Only regular files and pipes (e.g. <(generate-list)) are lists.
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw_usage("cannot read allow-file '" + path + "': " + std::strerror(errno));
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISFIFO(st.st_mode))) {
+        ::close(fd);
+        throw_usage("allow-file '" + path + "' is not a regular file");
+    }
+    std::string text;
+    char buf[65536];
+    while (true) {
+        ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            int err = errno;
+            ::close(fd);
+            throw_usage("cannot read allow-file '" + path + "': " + std::strerror(err));
+        }
+        if (n == 0) break;
+        text.append(buf, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
     if (text.find('\0') != std::string::npos)
         throw_usage("allow-file '" + path + "' is not a text file");
     return parse_allow_text(text, path);

@@ -61,15 +61,52 @@ void check_is_netns(int fd, const std::string& what) {
     if (type != CLONE_NEWNET) throw_usage(what + " is a namespace, but not a network namespace");
 }
 
+// The initial network namespace has a fixed inode on recent kernels (PROC_NET_INIT_INO, 6.x).
+// Older kernels number namespaces from 0xF0000000 up, so no other namespace can have this one.
+constexpr ino_t kInitNetIno = 0xEFFFFFF9;
+
+// pidfd ioctl (Linux 6.11+): a namespace of the pidfd's process, even when /proc/PID/ns is not
+// readable to us (as PID 1's may not be, inside a sandbox).
+constexpr unsigned long kPidfdGetNetNamespace = _IO(0xFF, 4);
+
+std::optional<pid_t> parent_of(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("PPid:", 0) == 0) return static_cast<pid_t>(std::atoi(line.c_str() + 5));
+    return std::nullopt;
+}
+
+// Why `id` must be treated as the host's network namespace, or empty. Several independent
+// signals, because any one of them can be blind: nsegress may itself run inside a lab
+// namespace (then "our own" is not the host's), and /proc/1/ns may be unreadable.
 std::string host_reason(NsId id) {
     Fd self = open_ns_path("/proc/self/ns/net");
-    if (self && id_of(self.get(), "own netns") == id)
-        return "it is the network namespace nsegress itself runs in";
-    // PID 1's namespace is the host's as far as we can tell; unreadable is fine (we may be in a
-    // PID namespace that hides it), then the check above is the only one that applies.
+    NsId own = self ? id_of(self.get(), "own netns") : NsId{};
+    if (self && own == id) return "it is the network namespace nsegress itself runs in";
+    if (self && id.dev == own.dev && id.ino == kInitNetIno)
+        return "it is the machine's initial network namespace";
     Fd init = open_ns_path("/proc/1/ns/net");
     if (init && id_of(init.get(), "PID 1's netns") == id)
         return "it is PID 1's network namespace, i.e. the host's";
+    if (!init) {
+        Fd pidfd(sys_pidfd_open(1));
+        Fd ns(pidfd ? ::ioctl(pidfd.get(), kPidfdGetNetNamespace, 0) : -1);
+        if (ns && ::ioctl(ns.get(), NS_GET_NSTYPE) == CLONE_NEWNET && id_of(ns.get(), "PID 1's netns") == id)
+            return "it is PID 1's network namespace, i.e. the host's";
+    }
+    // Whoever started us (a shell, `ip netns exec`, nsenter, a test runner) lives there: the
+    // namespace the operator's own session depends on.
+    pid_t pid = ::getppid();
+    for (int depth = 0; pid > 1 && depth < 64; ++depth) {
+        Fd ns = open_ns_path(("/proc/" + std::to_string(pid) + "/ns/net").c_str());
+        if (ns && id_of(ns.get(), "ancestor netns") == id)
+            return "it is the network namespace of nsegress's ancestor process " + std::to_string(pid) +
+                   " (the session that started it)";
+        auto parent = parent_of(pid);
+        if (!parent) break;
+        pid = *parent;
+    }
     return {};
 }
 

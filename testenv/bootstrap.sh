@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# testenv/bootstrap.sh: install what nsegress needs to build and test, on Debian 12, as root.
+# Idempotent: asks dpkg first and touches apt only when something is missing.
+set -euo pipefail
+
+packages=(
+	# build
+	build-essential cmake pkg-config
+	libnl-3-dev libnl-route-3-dev libmnl-dev libnftnl-dev
+	libboost-program-options-dev doctest-dev nlohmann-json3-dev libfmt-dev
+	# tests, demo and man page check
+	nftables iproute2 iputils-ping conntrack netcat-openbsd socat jq
+	groff-base man-db iptables procps util-linux
+)
+
+missing=()
+for p in "${packages[@]}"; do
+	status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+	[[ $status == installed ]] || missing+=("$p")
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+	echo "bootstrap: all ${#packages[@]} packages already installed"
+	exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+	echo "bootstrap: missing packages: ${missing[*]}; run this script as root to install them" >&2
+	exit 1
+fi
+
+echo "bootstrap: installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
