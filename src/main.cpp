@@ -2,6 +2,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
+#include <map>
 #include <charconv>
 #include <fstream>
 #include <cstdio>
@@ -12,6 +14,7 @@
 #include <boost/program_options.hpp>
 #include <fmt/format.h>
 
+#include "nsegress/cni.hpp"
 #include "nsegress/commands.hpp"
 #include "nsegress/engine.hpp"
 #include "nsegress/hook.hpp"
@@ -180,7 +183,20 @@ bool parse(const std::string& command, const std::vector<std::string>& args,
     return true;
 }
 
+// CNI: the runtime sets CNI_* variables and writes the netconf on stdin, whatever argv says.
+int run_as_cni_plugin() {
+    std::map<std::string, std::string> env;
+    for (const char* key : {"CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH"})
+        if (const char* v = std::getenv(key)) env[key] = v;
+    std::string input = env["CNI_COMMAND"] == "VERSION" ? std::string() : read_stdin_bounded();
+    CniOutcome out = run_cni(env, input);
+    std::cout << out.stdout_text;
+    std::cout.flush();
+    return out.exit;
+}
+
 int run(int argc, char** argv) {
+    if (std::getenv("CNI_COMMAND")) return run_as_cni_plugin();
     if (argc < 2) {
         std::cerr << kUsage;
         return static_cast<int>(Exit::usage);
