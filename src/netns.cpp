@@ -21,6 +21,7 @@
 #include <sstream>
 
 #include "nsegress/error.hpp"
+#include "nsegress/procfs.hpp"
 
 namespace nsegress {
 
@@ -70,11 +71,11 @@ constexpr ino_t kInitNetIno = 0xEFFFFFF9;
 constexpr unsigned long kPidfdGetNetNamespace = _IO(0xFF, 4);
 
 std::optional<pid_t> parent_of(pid_t pid) {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-    std::string line;
-    while (std::getline(in, line))
-        if (line.rfind("PPid:", 0) == 0) return static_cast<pid_t>(std::atoi(line.c_str() + 5));
-    return std::nullopt;
+    auto status = read_text_file("/proc/" + std::to_string(pid) + "/status");
+    if (!status) return std::nullopt;
+    std::string ppid = status_field(*status, "PPid");
+    if (ppid.empty()) return std::nullopt;
+    return static_cast<pid_t>(std::atoi(ppid.c_str()));
 }
 
 // Why `id` must be treated as the host's network namespace, or empty. Several independent
@@ -108,14 +109,6 @@ std::string host_reason(NsId id) {
         pid = *parent;
     }
     return {};
-}
-
-std::optional<std::string> read_small(const std::string& path) {
-    std::ifstream in(path);
-    if (!in) return std::nullopt;
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
 }
 
 std::string collapse_map(std::string s) {
@@ -186,7 +179,7 @@ UsernsInfo Netns::owner() const {
         struct stat ps {};
         if (::stat(("/proc/" + pid + "/ns/user").c_str(), &ps) != 0) return std::nullopt;
         if (ps.st_ino != st.st_ino || ps.st_dev != st.st_dev) return std::nullopt;
-        auto m = read_small("/proc/" + pid + "/uid_map");
+        auto m = read_text_file("/proc/" + pid + "/uid_map");
         if (!m) return std::nullopt;
         return collapse_map(*m);
     };

@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "nsegress/inspect.hpp"
+#include "nsegress/procfs.hpp"
 
 namespace nsegress {
 
@@ -31,14 +32,6 @@ const char* status_name(CheckStatus s) {
     return "?";
 }
 
-std::optional<std::string> read_file(const std::string& path) {
-    std::ifstream in(path);
-    if (!in) return std::nullopt;
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
-
 std::optional<std::uint64_t> status_hex(const std::string& status, const std::string& key) {
     std::istringstream in(status);
     std::string line;
@@ -51,18 +44,6 @@ std::optional<std::uint64_t> status_hex(const std::string& status, const std::st
         }
     }
     return std::nullopt;
-}
-
-std::string status_field(const std::string& status, const std::string& key) {
-    std::istringstream in(status);
-    std::string line;
-    while (std::getline(in, line)) {
-        if (line.rfind(key + ":", 0) != 0) continue;
-        auto v = line.substr(key.size() + 1);
-        auto b = v.find_first_not_of(" \t");
-        return b == std::string::npos ? "" : v.substr(b);
-    }
-    return {};
 }
 
 struct Member {
@@ -84,7 +65,7 @@ std::vector<Member> members_of(const Netns& ns) {
         if (::stat((base + "/ns/net").c_str(), &st) != 0) continue;
         if (st.st_ino != ns.id().ino || st.st_dev != ns.id().dev) continue;
         Member m{static_cast<pid_t>(std::atoi(e->d_name)), "", 0, 0};
-        auto status = read_file(base + "/status");
+        auto status = read_text_file(base + "/status");
         if (!status) continue;
         m.comm = status_field(*status, "Name");
         m.cap_eff = status_hex(*status, "CapEff").value_or(0);
@@ -279,7 +260,7 @@ CommandResult cmd_verify(const VerifyOptions& opt) {
     if (!pid && !members.empty()) pid = members.front().pid;
     auto proc_file = [&](const char* file) -> std::optional<std::string> {
         if (!pid) return std::nullopt;
-        auto text = read_file(fmt::format("/proc/{}/{}", *pid, file));
+        auto text = read_text_file(fmt::format("/proc/{}/{}", *pid, file));
         // /proc/PID can be a recycled PID: trust it only while our pidfd's process lives.
         if (ns.pidfd() && !pidfd_alive(ns.pidfd().get())) return std::nullopt;
         return text;

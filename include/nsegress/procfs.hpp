@@ -1,0 +1,15 @@
+// Small /proc readers shared by the target guard and verify.
+#pragma once
+
+#include <optional>
+#include <string>
+
+namespace nsegress {
+
+// The whole file, or nothing when it cannot be opened (gone, or not ours to read).
+std::optional<std::string> read_text_file(const std::string& path);
+
+// The value of "Key:\tvalue" in /proc/PID/status text, trimmed; empty when absent.
+std::string status_field(const std::string& status_text, const std::string& key);
+
+}  // namespace nsegress
