@@ -4,6 +4,7 @@
 #include <linux/rtnetlink.h>
 #include <netlink/addr.h>
 #include <netlink/cache.h>
+#include <netlink/msg.h>
 #include <netlink/netlink.h>
 #include <netlink/route/addr.h>
 #include <netlink/route/link.h>
@@ -108,11 +109,24 @@ Snapshot inspect(nl_sock* sock, unsigned what) {
         });
     }
     if (what & inspect_routes) {
-        auto cache = fill("routes", [&](nl_cache** c) { return rtnl_route_alloc_cache(sock, AF_UNSPEC, 0, c); });
-        for_each(cache.get(), [&](nl_object* o) {
-            auto* r = reinterpret_cast<rtnl_route*>(o);
+        // No nl_cache here: a route set can hold as many routes as the allow-list has CIDRs,
+        // and libnl's cache hashing degrades badly at 10^5 objects. Parse each message of the
+        // dump with libnl's own parser and keep plain structs.
+        struct Ctx {
+            Snapshot* snap;
+            int err;
+        } ctx{&snap, 0};
+        auto on_msg = [](nl_msg* msg, void* arg) -> int {
+            auto* c = static_cast<Ctx*>(arg);
+            rtnl_route* r = nullptr;
+            if (int err = rtnl_route_parse(nlmsg_hdr(msg), &r); err < 0) {
+                c->err = err;
+                return NL_STOP;
+            }
+            std::unique_ptr<rtnl_route, void (*)(rtnl_route*)> owner(r, rtnl_route_put);
             int fam = rtnl_route_get_family(r);
-            if (fam != AF_INET && fam != AF_INET6) return;
+            if (fam != AF_INET && fam != AF_INET6) return NL_OK;
+            if (rtnl_route_get_flags(r) & RTM_F_CLONED) return NL_OK;  // cache entries, not routes
             Route route;
             route.family = fam == AF_INET ? Family::v4 : Family::v6;
             route.dst = to_dst(rtnl_route_get_dst(r), route.family);
@@ -130,8 +144,18 @@ Snapshot inspect(nl_sock* sock, unsigned what) {
                 route.gateway = to_ip(rtnl_route_nh_get_gateway(nh));
                 route.onlink = rtnl_route_nh_get_flags(nh) & RTNH_F_ONLINK;
             }
-            snap.routes.push_back(std::move(route));
-        });
+            c->snap->routes.push_back(std::move(route));
+            return NL_OK;
+        };
+        std::unique_ptr<nl_cb, void (*)(nl_cb*)> cb(nl_cb_alloc(NL_CB_DEFAULT), nl_cb_put);
+        if (!cb) throw std::bad_alloc();
+        nl_cb_set(cb.get(), NL_CB_VALID, NL_CB_CUSTOM, on_msg, &ctx);
+        rtmsg rtm{};
+        rtm.rtm_family = AF_UNSPEC;
+        if (int err = nl_send_simple(sock, RTM_GETROUTE, NLM_F_DUMP, &rtm, sizeof rtm); err < 0)
+            throw_nl("dump routes", err);
+        if (int err = nl_recvmsgs(sock, cb.get()); err < 0) throw_nl("dump routes", err);
+        if (ctx.err < 0) throw_nl("parse routes", ctx.err);
     }
     if (what & inspect_rules) {
         auto cache = fill("rules", [&](nl_cache** c) { return rtnl_rule_alloc_cache(sock, AF_UNSPEC, c); });

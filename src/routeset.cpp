@@ -94,7 +94,12 @@ RulePtr to_nl_rule(const Rule& r) {
     return out;
 }
 
+// What identifies a route in its table (the kernel's own key), and everything that makes two
+// routes with that key the same route.
 auto route_key(const Route& r) { return std::tie(r.family, r.dst, r.metric); }
+auto route_all(const Route& r) {
+    return std::tie(r.family, r.dst, r.metric, r.type, r.scope, r.gateway, r.oif, r.prefsrc, r.onlink);
+}
 
 }  // namespace
 
@@ -111,10 +116,15 @@ RoutePlan plan_route_set(const Snapshot& snap, const AllowList& allow) {
             if (a->dst.prefix != b->dst.prefix) return a->dst.prefix > b->dst.prefix;
             return a->metric < b->metric;
         };
+        // Main's routes only (a handful), not the snapshot's every route: on a re-run the
+        // snapshot also holds our own table, as large as the allow-list.
+        std::vector<const Route*> main_routes;
+        for (const auto& r : snap.routes)
+            if (r.family == f && copyable(r)) main_routes.push_back(&r);
         for (const auto& range : allow.ranges(f)) {
             for (const Cidr& a : range.to_cidrs()) {
-                for (const auto& r : snap.routes) {
-                    if (r.family != f || !copyable(r)) continue;
+                for (const Route* rp : main_routes) {
+                    const Route& r = *rp;
                     Cidr p;
                     if (r.dst.contains(a)) p = a;
                     else if (a.contains(r.dst)) p = r.dst;
@@ -151,16 +161,22 @@ RoutePlan installed_route_set(const Snapshot& snap) {
 
 void apply_route_set(nl_sock* sock, const Snapshot& before, const RoutePlan& plan) {
     RoutePlan old = installed_route_set(before);
+    // Sorted views, so a re-run with thousands of routes is a merge, not a quadratic scan, and
+    // routes that are already exactly right are not sent again.
+    auto by_all = [](const Route& a, const Route& b) { return route_all(a) < route_all(b); };
+    auto by_key = [](const Route& a, const Route& b) { return route_key(a) < route_key(b); };
+    std::vector<Route> have = old.routes, want = plan.routes;
+    std::sort(have.begin(), have.end(), by_all);
+    std::sort(want.begin(), want.end(), by_key);
     for (const auto& r : plan.routes) {
+        if (std::binary_search(have.begin(), have.end(), r, by_all)) continue;  // already installed
         auto nl = to_nl_route(r, true);
         if (int err = rtnl_route_add(sock, nl.get(), NLM_F_CREATE | NLM_F_REPLACE); err < 0)
             throw_failed(fmt::format("route set: add route {}: {}", format_route(r, before),
                                      nl_geterror(err)));
     }
     for (const auto& r : old.routes) {
-        bool keep = std::any_of(plan.routes.begin(), plan.routes.end(),
-                                [&](const Route& p) { return route_key(p) == route_key(r); });
-        if (keep) continue;
+        if (std::binary_search(want.begin(), want.end(), r, by_key)) continue;  // replaced or kept
         auto nl = to_nl_route(r, false);
         if (int err = rtnl_route_delete(sock, nl.get(), 0); err < 0 && err != -NLE_OBJ_NOTFOUND)
             throw_failed(fmt::format("route set: delete stale route {}: {}",
