@@ -151,30 +151,12 @@ CniOutcome run_cni(const std::map<std::string, std::string>& env, std::string_vi
         }
 
         // CHECK
-        CommandResult r;
+        std::vector<std::string> drift;
         try {
-            r = cmd_status(target);
+            drift = policy_drift(target, nc.allow, nc.route_set);
         } catch (const Error& e) {
             fail(cni_drift, "cannot read the pod's policy", e.what());
         }
-        const json& p = r.doc["policy"];
-        std::vector<std::string> drift;
-        if (!p["present"].get<bool>()) drift.push_back("table inet nsegress is missing");
-        else if (!p["complete"].get<bool>()) drift.push_back("table inet nsegress is incomplete (modified by hand?)");
-        if (p["present"].get<bool>()) {
-            AllowList want(nc.allow);
-            json want_json;
-            for (Family f : {Family::v4, Family::v6}) {
-                json list = json::array();
-                for (const auto& rg : want.ranges(f)) list.push_back(rg.str());
-                want_json[f == Family::v4 ? "ipv4" : "ipv6"] = list;
-            }
-            if (p["allow"] != want_json)
-                drift.push_back(fmt::format("allow-list is {} but the netconf says {}", p["allow"].dump(), want_json.dump()));
-        }
-        bool routes = r.doc["route_set"]["present"].get<bool>();
-        if (nc.route_set && !routes) drift.push_back("the route set is missing");
-        if (!nc.route_set && routes) drift.push_back("a route set is installed but routeSet is false");
         if (!drift.empty()) {
             std::string all;
             for (const auto& d : drift) all += (all.empty() ? "" : "; ") + d;

@@ -211,6 +211,8 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     doc["dry_run"] = opt.dry_run;
     doc["allow"] = allow_json(allow);
 
+    std::optional<NetnsLock> lock;
+    if (!opt.dry_run) lock.emplace(ns);  // one writer per namespace at a time
     unsigned need = need_rtnl;
     if (!opt.dry_run) need |= need_nfnl | need_ct | (opt.probe ? unsigned{need_probe} : 0u);
     Handles h = open_handles(ns, need);
@@ -278,6 +280,7 @@ CommandResult cmd_release(const TargetSpec& target) {
     require_privileges(priv_enter | priv_net_admin);
     Netns ns = open_target(target);
     doc["target"] = target_json(ns, target);
+    NetnsLock lock(ns);
     Handles h = open_handles(ns, need_rtnl | need_nfnl);
     bool had_table = nft::read_policy(h.nfnl.get()).present;
     // Keep going after a failure: remove as much as possible, then report.
@@ -299,6 +302,31 @@ CommandResult cmd_release(const TargetSpec& target) {
         finish(res, failure->exit_code());
     }
     return res;
+}
+
+std::vector<std::string> policy_drift(const TargetSpec& target, const std::vector<Cidr>& allow_cidrs,
+                                      bool route_set) {
+    require_privileges(priv_enter | priv_net_admin);
+    Netns ns = open_target(target);
+    Handles h = open_handles(ns, need_rtnl | need_nfnl);
+    Snapshot snap = inspect(h.rtnl.get());
+    nft::PolicyState st = nft::read_policy(h.nfnl.get());
+    AllowList allow(allow_cidrs);
+    std::vector<std::string> drift;
+    if (!st.present) drift.push_back("table inet nsegress is missing");
+    else if (!st.complete) drift.push_back("table inet nsegress is incomplete (modified by hand?)");
+    if (st.present && allow_json(st.allow) != allow_json(allow))
+        drift.push_back(fmt::format("allow-list is {} but {} was asked for", allow_json(st.allow).dump(),
+                                    allow_json(allow).dump()));
+    RoutePlan installed = installed_route_set(snap);
+    if (route_set) {
+        if (installed.rules.empty() && installed.routes.empty()) drift.push_back("the route set is missing");
+        else
+            for (auto& d : route_set_drift(snap, plan_route_set(snap, allow))) drift.push_back("route set: " + d);
+    } else if (!installed.rules.empty() || !installed.routes.empty()) {
+        drift.push_back("a route set is installed but none was asked for");
+    }
+    return drift;
 }
 
 CommandResult cmd_status(const TargetSpec& target) {

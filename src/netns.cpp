@@ -6,6 +6,7 @@
 #include <linux/nsfs.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -141,6 +142,23 @@ void require_privileges(unsigned needed) {
     check(priv_net_raw, CAP_NET_RAW, "CAP_NET_RAW (for the ICMP probe)");
     if (!missing.empty())
         throw Error(Exit::failed, "missing privilege: " + missing + "; run nsegress as root", EPERM);
+}
+
+NetnsLock::NetnsLock(const Netns& ns, int timeout_ms) {
+    const char* dir = "/run/nsegress";
+    if (::mkdir(dir, 0700) != 0 && errno != EEXIST) throw_errno(std::string("create lock directory '") + dir + "'", errno);
+    std::string path = std::string(dir) + "/netns-" + std::to_string(static_cast<unsigned long>(ns.id().dev)) +
+                       "-" + std::to_string(static_cast<unsigned long>(ns.id().ino)) + ".lock";
+    fd_ = Fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd_) throw_errno("open lock '" + path + "'", errno);
+    for (int waited = 0;; waited += 10) {
+        if (::flock(fd_.get(), LOCK_EX | LOCK_NB) == 0) return;
+        if (errno != EWOULDBLOCK && errno != EINTR) throw_errno("lock '" + path + "'", errno);
+        if (waited >= timeout_ms)
+            throw_failed("another nsegress has held the lock on " + ns.describe() + " for " +
+                         std::to_string(timeout_ms / 1000) + " s ('" + path + "')");
+        ::usleep(10000);
+    }
 }
 
 bool pidfd_alive(int pidfd) {

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <iterator>
 #include <map>
 #include <tuple>
 
@@ -221,6 +222,40 @@ RouteSetRemoval remove_route_set(nl_sock* sock, const Snapshot& snap) {
         throw_failed(all);
     }
     return removed;
+}
+
+std::vector<std::string> route_set_drift(const Snapshot& snap, const RoutePlan& want) {
+    RoutePlan have = installed_route_set(snap);
+    std::vector<std::string> out;
+    auto same_rule = [](const Rule& a, const Rule& b) {
+        return a.family == b.family && a.priority == b.priority && a.action == b.action &&
+               (a.action != FR_ACT_TO_TBL || a.table == b.table);
+    };
+    auto has_rule = [&](const std::vector<Rule>& in, const Rule& r) {
+        return std::any_of(in.begin(), in.end(), [&](const Rule& o) { return same_rule(o, r); });
+    };
+    for (const auto& r : want.rules)
+        if (!has_rule(have.rules, r))
+            out.push_back(fmt::format("rule '{}' ({}) is missing", format_rule(r), family_name(r.family)));
+    for (const auto& r : have.rules)
+        if (!has_rule(want.rules, r))
+            out.push_back(fmt::format("unexpected rule '{}' ({})", format_rule(r), family_name(r.family)));
+    auto by_all = [](const Route& a, const Route& b) { return route_all(a) < route_all(b); };
+    std::vector<Route> h = have.routes, w = want.routes;
+    std::sort(h.begin(), h.end(), by_all);
+    std::sort(w.begin(), w.end(), by_all);
+    std::vector<Route> missing, extra;
+    std::set_difference(w.begin(), w.end(), h.begin(), h.end(), std::back_inserter(missing), by_all);
+    std::set_difference(h.begin(), h.end(), w.begin(), w.end(), std::back_inserter(extra), by_all);
+    // A drifted table can be as large as the allow-list: name a few routes, count the rest.
+    auto report = [&](const std::vector<Route>& rs, const char* what) {
+        for (std::size_t i = 0; i < rs.size() && i < 3; ++i)
+            out.push_back(fmt::format("{} route {}", what, format_route(rs[i], snap)));
+        if (rs.size() > 3) out.push_back(fmt::format("... and {} more {} routes", rs.size() - 3, what));
+    };
+    report(missing, "missing");
+    report(extra, "unexpected");
+    return out;
 }
 
 std::vector<std::string> render_route_set(const RoutePlan& plan, const Snapshot& snap) {

@@ -44,6 +44,12 @@ CommandResult cmd_release(const TargetSpec& target);
 CommandResult cmd_status(const TargetSpec& target);
 CommandResult cmd_probe(const ProbeCommandOptions& opt);
 
+// How the namespace's installed egress policy differs from what `allow` and `route_set` ask for
+// (the nft table: present, complete, same allow-list; the route set: present or absent as asked,
+// with exactly the planned rules and routes). One line per difference; empty when they agree.
+std::vector<std::string> policy_drift(const TargetSpec& target, const std::vector<Cidr>& allow,
+                                      bool route_set);
+
 // The document printed for a failed command under --json.
 nlohmann::json error_document(const std::string& command, const Error& e);
 

@@ -80,6 +80,17 @@ enum Privilege : unsigned {
 };
 void require_privileges(unsigned needed);  // throws Error(Exit::failed) naming what is missing
 
+// An exclusive lock on one network namespace (flock on /run/nsegress/netns-DEV-INO.lock), so
+// that concurrent restrict/release runs on it (a hook and an operator, two CNI calls) take
+// turns instead of interleaving their route-set changes. Waits up to `timeout_ms`.
+class NetnsLock {
+public:
+    explicit NetnsLock(const Netns& ns, int timeout_ms = 30000);
+
+private:
+    Fd fd_;
+};
+
 // True while the process with that pidfd still runs (used to close the PID-reuse window for
 // the /proc reads that have no pidfd equivalent).
 bool pidfd_alive(int pidfd);

@@ -47,6 +47,10 @@ struct RouteSetRemoval {
 // Deletes our rules and our table's routes; what is already gone is fine.
 RouteSetRemoval remove_route_set(nl_sock* sock, const Snapshot& snap);
 
+// How the installed route set (in `snap`) differs from `want`: one line per missing or extra
+// rule or route; empty when they agree. Used by CNI CHECK to detect drift.
+std::vector<std::string> route_set_drift(const Snapshot& snap, const RoutePlan& want);
+
 // `ip` commands that do exactly what apply_route_set does (for --dry-run).
 std::vector<std::string> render_route_set(const RoutePlan& plan, const Snapshot& snap);
 

@@ -141,3 +141,32 @@ TEST_CASE("default probe targets: the gateway is a reach target when allowed, bl
     s.routes[2].gateway = parse_ip("fe80::1");
     CHECK(default_probe_targets(s, AllowList{}).size() == 1);
 }
+
+TEST_CASE("route_set_drift: none when installed as planned; names missing rules and stray routes") {
+    Snapshot s = lab();
+    AllowList allow({parse_cidr("192.168.1.0/24")});
+    RoutePlan want = plan_route_set(s, allow);
+    Snapshot installed = s;
+    for (const auto& r : want.routes) installed.routes.push_back(r);
+    for (const auto& r : want.rules) installed.rules.push_back(r);
+    CHECK(route_set_drift(installed, want).empty());
+
+    Snapshot no_unreach = installed;
+    no_unreach.rules.erase(no_unreach.rules.begin() + 1);  // IPv4 priority 101
+    auto d = route_set_drift(no_unreach, want);
+    REQUIRE(d.size() == 1);
+    CHECK(d[0].find("101") != std::string::npos);
+    CHECK(d[0].find("missing") != std::string::npos);
+
+    Snapshot stray = installed;
+    stray.routes.push_back(route("198.51.100.0/24", "172.31.0.1", 2, 0, kRouteTable));
+    auto e = route_set_drift(stray, want);
+    REQUIRE(e.size() == 1);
+    CHECK(e[0].find("unexpected route 198.51.100.0/24") == 0);
+
+    // A route the plan wants but that points elsewhere is both missing and unexpected.
+    Snapshot moved = installed;
+    for (auto& r : moved.routes)
+        if (r.table == kRouteTable) r.oif = 1;
+    CHECK(route_set_drift(moved, want).size() == 2);
+}
