@@ -11,6 +11,12 @@ packages=(
 	# tests, demo and man page check
 	nftables iproute2 iputils-ping conntrack netcat-openbsd socat jq
 	groff-base man-db iptables procps util-linux
+	# CNI plugin mode tests (tests/integration/test_cni*.sh): real bridge + host-local plugins,
+	# the Kubernetes example parsed with PyYAML, podman's CNI backend with a busybox image
+	containernetworking-plugins python3-yaml podman runc conmon busybox-static
+	# real engines (tests/integration/test_engine_*.sh, testenv/engines.sh): dockerd with its own
+	# containerd, podman and runc, all in a sealed lab namespace
+	docker.io containerd
 )
 
 missing=()

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Docker (Debian docker.io) for real: dockerd with --userns-remap=default runs inside the lab's
+# sealed gw namespace (the "docker host", router to lan and wan). A busybox container is restricted
+# by PID and by --container, proven with `docker exec ... ping`, graded with verify (userns-remap,
+# no-new-privileges, CAP_NET_ADMIN bypass, --net=host, missing containers) and released. verify
+# also judges a hand-made iptables policy: IPv4 only fails (the container has IPv6), with the
+# ip6tables half it passes. dockerd failing to start is a failure, never a skip.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=../../testenv/engines.sh
+source "$REPO/testenv/engines.sh"
+
+# Sections carry the elapsed time: these tests are the slow ones of the suite.
+step() { section "$* [${SECONDS}s]"; }
+
+engines_reap_stale
+engines_root_snapshot >"$TMPD/root.before"
+setup_lab
+on_exit "engines_down '$P'"
+
+nse() { engines_nsegress "$P" "$@"; }
+dk() { docker_cmd "$P" "$@"; }
+# One echo request from inside container $1 to $2 (ping or ping6 by the address).
+dping() {
+	local cmd=ping
+	[[ $2 == *:* ]] && cmd=ping6
+	dk exec "$1" "$cmd" -c1 -W1 "$2" 2>&1
+}
+reach() { dping "$1" "$2" >/dev/null; }
+pid_of() { dk inspect -f '{{.State.Pid}}' "$1"; }
+GW4=$ENGINES_DOCKER_GW4
+LAN=$LAB_LAN4 WAN=$LAB_WAN4 LANNET=$LAB_LAN_NET4
+
+step "dockerd starts inside the sealed gw namespace, with userns-remap"
+t0=$SECONDS
+if ! dockerd_up "$P"; then
+	fail "dockerd_up: dockerd/containerd did not start in ${P}_gw (logs: $(engines_dir "$P")/*.log)"
+	tail -n 20 "$(engines_dir "$P")"/dockerd.log "$(engines_dir "$P")"/containerd.log 2>/dev/null | sed 's/^/#   /'
+	finish
+fi
+pass "dockerd up and busybox image imported in $((SECONDS - t0))s"
+dpid=$(<"$(engines_dir "$P")/dockerd.pid")
+assert_eq "$(stat -L -c %i "$(lab_netns "$P" gw)")" "$(stat -L -c %i "/proc/$dpid/ns/net")" \
+	"dockerd runs in ${P}_gw"
+info=$(dk info --format '{{.Driver}} {{.CgroupDriver}} {{json .SecurityOptions}}' 2>&1)
+assert_contains "$info" "overlay2" "storage driver overlay2"
+assert_contains "$info" "cgroupfs" "cgroup driver cgroupfs"
+assert_contains "$info" "name=userns" "userns-remap enabled"
+has_link() { "$@" link show docker0 >/dev/null 2>&1; }
+assert_true "docker0 exists in ${P}_gw" has_link ip -n "${P}_gw"
+assert_false "no docker0 in the root namespace (read only: ip link show)" has_link ip
+assert_match "$(ip netns exec "${P}_gw" iptables -t nat -S POSTROUTING)" '172\.17\.0\.0/16.*MASQUERADE' \
+	"docker's NAT lives in ${P}_gw"
+
+step "a container, before any policy: the lab answers over IPv4 and IPv6"
+expect_exit 0 dk run -d --name c1 "$ENGINE_IMAGE" sleep 600
+C1=$(pid_of c1)
+assert_match "$C1" '^[0-9]+$' "docker inspect gives c1's pid ($C1)"
+map=$(awk 'NR == 1 {print $1, $2, $3}' "/proc/$C1/uid_map" 2>/dev/null)
+assert_match "$map" '^0 [1-9][0-9]{5,} ' "c1's uid 0 is a remapped host uid ($map)"
+for dst in "$LAN" "$WAN" "$GW4" "$LAB_LAN6"; do
+	assert_true "c1 reaches $dst before restrict" reach c1 "$dst"
+done
+
+step "restrict by PID (docker inspect -f '{{.State.Pid}}')"
+expect_exit 0 nse restrict --pid "$C1" --allow "$LANNET"
+assert_true "c1 reaches $LAN" reach c1 "$LAN"
+out=$(dping c1 "$WAN")
+assert_false "c1 cannot reach $WAN (forbidden): $(why "$out")" reach c1 "$WAN"
+out=$(dping c1 "$GW4")
+assert_false "c1 cannot reach the docker gateway $GW4: $(why "$out")" reach c1 "$GW4"
+assert_false "c1 cannot reach $LAB_LAN6 (IPv6 not allowed)" reach c1 "$LAB_LAN6"
+
+step "restrict by --container (replaces the policy)"
+expect_exit 0 nse restrict --container c1 --allow "$LANNET" --probe-reach "$LAN" --probe-block "$WAN"
+assert_contains "$OUT" "pid $C1" "--container c1 resolved to pid $C1"
+assert_true "c1 reaches $LAN" reach c1 "$LAN"
+assert_false "c1 cannot reach $WAN" reach c1 "$WAN"
+expect_exit 0 nse status --container c1 --engine docker
+
+step "verify --expect-userns-remap passes and reports the uid map"
+expect_exit 0 nse verify --container c1 --allow "$LANNET" --reach "$LAN" --block "$WAN" \
+	--block "$GW4" --expect-userns-remap --junit "$TMPD/verify.xml"
+printf '%s\n' "$OUT" | sed 's/^/#   /'
+assert_match "$OUT" '^PASS reach 192\.168\.1\.10' "PASS reach $LAN"
+assert_match "$OUT" '^PASS block 198\.51\.100\.10' "PASS block $WAN"
+assert_match "$OUT" '^PASS ipv6-outside-refused' "PASS ipv6-outside-refused"
+assert_match "$OUT" '^PASS userns-remap' "PASS userns-remap"
+host_uid=$(grep -Eo 'uid_map: 0 [0-9]+ ' <<<"$OUT" | awk '{print $3}')
+if [[ $host_uid =~ ^[0-9]+$ ]] && ((host_uid >= 100000)); then
+	pass "verify shows the uid map: container uid 0 = host uid $host_uid (>= 100000)"
+else
+	fail "verify shows no uid map with a host uid >= 100000 (got '${host_uid}')"
+fi
+assert_true "--junit wrote a JUnit report" grep -q '<testsuite' "$TMPD/verify.xml"
+expect_exit 0 nse verify --container c1 --allow "$LANNET" --reach "$LAN" --block "$WAN" --expect-userns-remap --json
+assert_eq "true 0" "$(jq -r '"\(.ok) \(.exit_code)"' <<<"$OUT" 2>&1)" "--json: ok true, exit_code 0"
+assert_eq "pass" "$(jq -r '.checks[] | select(.name == "userns-remap") | .status' <<<"$OUT" 2>&1)" \
+	"--json: userns-remap check passed"
+
+step "release brings the forbidden network back"
+expect_exit 0 nse release --container c1
+assert_true "c1 reaches $WAN after release" reach c1 "$WAN"
+assert_true "c1 reaches $GW4 after release" reach c1 "$GW4"
+expect_exit 3 nse verify --container c1 --allow "$LANNET" --block "$WAN"
+assert_match "$OUT" '^FAIL block 198\.51\.100\.10' "verify fails once released"
+
+step "no-new-privileges"
+expect_exit 0 dk run -d --name nnp --security-opt no-new-privileges:true "$ENGINE_IMAGE" sleep 600
+expect_exit 0 nse restrict --container nnp --allow "$LANNET"
+expect_exit 0 nse verify --container nnp --allow "$LANNET" --expect-no-new-privs
+assert_match "$OUT" '^PASS no-new-privs' "nnp: PASS no-new-privs"
+expect_exit 0 nse restrict --container c1 --allow "$LANNET"
+expect_exit 3 nse verify --container c1 --allow "$LANNET" --expect-no-new-privs
+assert_match "$OUT" '^FAIL no-new-privs' "c1 (started without it): FAIL no-new-privs"
+assert_eq "no-new-privs" "$(grep '^FAIL' <<<"$OUT" | sed -E 's/^FAIL ([^:]+):.*/\1/' | tr '\n' ' ' | sed 's/ $//')" \
+	"no-new-privs is c1's only failed check"
+
+step "--cap-add NET_ADMIN: the container could remove the policy"
+expect_exit 0 dk run -d --name adm --cap-add NET_ADMIN "$ENGINE_IMAGE" sleep 600
+expect_exit 0 nse restrict --container adm --allow "$LANNET"
+expect_exit 3 nse verify --container adm --allow "$LANNET" --reach "$LAN" --block "$WAN"
+assert_match "$OUT" '^FAIL bypass-net-admin:.*CAP_NET_ADMIN' "FAIL bypass-net-admin, naming CAP_NET_ADMIN"
+assert_match "$OUT" '^FAIL bypass-net-admin:.*(delete|remove|rewrite|flush)' "the failure explains the bypass"
+
+step "--net=host (with --userns=host): not the container's own namespace"
+expect_exit 0 dk run -d --name hostnet --userns=host --net=host "$ENGINE_IMAGE" sleep 600
+expect_exit 3 nse verify --container hostnet --allow "$LANNET"
+assert_match "$OUT" '^FAIL netns-not-host' "verify: FAIL netns-not-host"
+expect_exit 2 nse restrict --container hostnet --allow "$LANNET"
+gw_table() { ip netns exec "${P}_gw" nft list table inet nsegress >/dev/null 2>&1; }
+assert_false "restrict left no nsegress table in ${P}_gw (the docker host)" gw_table
+
+step "--container errors"
+expect_exit 2 nse verify --container nosuch --engine docker --allow "$LANNET"
+assert_contains "$ERR" "nosuch" "the error names the missing container"
+expect_exit 2 nse restrict --container nosuch --engine docker --allow "$LANNET"
+expect_exit 0 dk stop -t 0 nnp
+expect_exit 2 nse verify --container nnp --engine docker --allow "$LANNET"
+assert_contains "$ERR" "not running" "a stopped container: 'not running'"
+
+step "verify on a hand-made iptables policy (IPv4 only, then both families)"
+expect_exit 0 dk run -d --name hm "$ENGINE_IMAGE" sleep 600
+HM=$(pid_of hm)
+assert_match "$(dk exec hm ip -6 addr show dev eth0 2>&1)" 'inet6 fd00:17::' "hm has a global IPv6 address"
+assert_true "hm reaches $LAB_LAN6 and $LAB_WAN6 over IPv6 (usable)" eval "reach hm $LAB_LAN6 && reach hm $LAB_WAN6"
+hand4() { engines_in_netns "$P" "$HM" iptables "$@"; }
+hand6() { engines_in_netns "$P" "$HM" ip6tables "$@"; }
+assert_true "iptables by hand in hm's namespace" eval \
+	'hand4 -A OUTPUT -o lo -j ACCEPT && hand4 -A OUTPUT -d 192.168.1.0/24 -j ACCEPT && hand4 -A OUTPUT -j DROP'
+assert_false "hm: $WAN refused by the hand-made IPv4 policy" reach hm "$WAN"
+assert_true "hm: $LAB_WAN6 still answers (IPv6 left open)" reach hm "$LAB_WAN6"
+expect_exit 3 nse verify --container hm --allow "$LANNET" --reach "$LAN" --block "$WAN"
+assert_match "$OUT" '^FAIL ipv6-outside-refused' "IPv4-only policy: FAIL ipv6-outside-refused"
+assert_match "$OUT" '^PASS ipv4-outside-refused' "... while IPv4 passes"
+assert_true "ip6tables half by hand" eval 'hand6 -A OUTPUT -o lo -j ACCEPT && hand6 -A OUTPUT -j DROP'
+assert_false "hm: $LAB_WAN6 refused now" reach hm "$LAB_WAN6"
+expect_exit 0 nse verify --container hm --allow "$LANNET" --reach "$LAN" --block "$WAN" --block "$GW4"
+assert_not_contains "$OUT" "FAIL" "both families closed by hand: verify passes"
+
+step "teardown: nothing left behind, root namespace untouched"
+engines_down "$P"
+left=$(engines_leftovers "$P")
+assert_eq "" "$left" "engines_down left nothing (processes, mounts, state, cgroups, netns)"
+engines_root_snapshot >"$TMPD/root.after"
+assert_same "$TMPD/root.before" "$TMPD/root.after" "root namespace links and nft tables unchanged"
+echo "# elapsed: ${SECONDS}s"
+
+finish
