@@ -11,6 +11,7 @@
 #   cni_state_note KIND VALUE         record one more thing: netns NAME | podman DIR | dir TMPDIR
 #   cni_state_done                    forget the record (after a normal cleanup)
 #   cni_reap_stale                    clean up what runs whose owner died left behind
+#   cni_require_plugins TYPE...      fail (message on stderr) unless each system plugin exists
 #   cni_pod_add NAME                  ip netns add NAME (refuses an existing one); prints its path
 #   cni_pod_del NAME                  delete it (killing what still runs in it); safe twice
 #   cni_plugin_dir DIR NSEGRESS       DIR holding a copy of NSEGRESS named `nsegress` (as it would be
@@ -55,6 +56,16 @@ CNI_STATE_ROOT=${CNI_STATE_ROOT:-/run/nsegress-cni}
 CNI_STATE=''
 
 _cni_err() { printf 'cni: %s\n' "$*" >&2; }
+
+cni_require_plugins() {
+	local plugin
+	for plugin in "$@"; do
+		if [[ ! -x $CNI_SYSTEM_PLUGINS/$plugin ]]; then
+			echo "FAIL: $CNI_SYSTEM_PLUGINS/$plugin is missing (install containernetworking-plugins)"
+			return 1
+		fi
+	done
+}
 
 # The network namespace inode of the shell that sourced this file (the runner's namespace).
 _CNI_RUNNER_NETNS_INO=$(stat -L -c %i "/proc/$$/ns/net")

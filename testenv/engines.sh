@@ -22,6 +22,9 @@
 #   runc_down PREFIX                kill and delete what runc_cmd created
 #   engines_down PREFIX             every *_down above (safe twice, or when nothing was started)
 #   engines_trap PREFIX             on exit: engines_down, then lab_down (for scripts without lib.sh)
+#   engines_test_setup              for tests/integration/test_engine_*.sh (after lib.sh): reap
+#                                   stale engines, snapshot the root namespace into
+#                                   $TMPD/root.before, build the lab, stop the engines on exit
 #   engines_reap_stale              engines_down for state whose lab or owner is gone
 #   engines_leftovers [PREFIX]      print what is left behind (processes, mounts, netns, cgroups,
 #                                   files); nothing printed = clean
@@ -832,3 +835,13 @@ engines_in_netns() {
 	[[ $pid =~ ^[0-9]+$ && -e /proc/$pid ]] || { _eng_err "no process $pid"; return 1; }
 	nsenter --net="/proc/$pid/ns/net" "$@"
 }
+
+engines_test_setup() {
+	engines_reap_stale
+	engines_root_snapshot >"$TMPD/root.before"
+	setup_lab
+	on_exit "engines_down '$P'"
+}
+
+# Test sections carry the elapsed time: the engine tests are the slow ones of the suite.
+step() { section "$* [${SECONDS}s]"; }

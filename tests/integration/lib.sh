@@ -29,12 +29,17 @@ if [[ ! -x $NSEGRESS ]]; then
 	echo "FAIL: nsegress binary not found at '$NSEGRESS' (set NSEGRESS or build first)"
 	exit 1
 fi
-for tool in ip nft ping nc socat jq conntrack setpriv unshare; do
-	if ! command -v "$tool" >/dev/null; then
-		echo "FAIL: $tool is missing (run testenv/bootstrap.sh)"
-		exit 1
-	fi
-done
+# require_tools TOOL...: fail the test at once (never skip) when a tool is missing.
+require_tools() {
+	local tool
+	for tool in "$@"; do
+		if ! command -v "$tool" >/dev/null; then
+			echo "FAIL: $tool is missing (run testenv/bootstrap.sh)"
+			exit 1
+		fi
+	done
+}
+require_tools ip nft ping nc socat jq conntrack setpriv unshare
 
 # shellcheck source=../../testenv/lab.sh
 source "$REPO/testenv/lab.sh"

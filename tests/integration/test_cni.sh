@@ -10,18 +10,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=../../testenv/cni.sh
 source "$REPO/testenv/cni.sh"
 
-for tool in nsenter timeout install; do
-	command -v "$tool" >/dev/null || {
-		echo "FAIL: $tool is missing (run testenv/bootstrap.sh)"
-		exit 1
-	}
-done
-for plugin in bridge host-local; do
-	[[ -x $CNI_SYSTEM_PLUGINS/$plugin ]] || {
-		echo "FAIL: $CNI_SYSTEM_PLUGINS/$plugin is missing (install containernetworking-plugins)"
-		exit 1
-	}
-done
+require_tools nsenter timeout install
+cni_require_plugins bridge host-local || exit 1
 PYTHON=${CNI_TEST_PYTHON:-/usr/bin/python3}
 "$PYTHON" -c 'import yaml' 2>/dev/null || {
 	echo "FAIL: $PYTHON cannot import yaml (install python3-yaml)"

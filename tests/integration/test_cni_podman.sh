@@ -9,18 +9,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=../../testenv/cni.sh
 source "$REPO/testenv/cni.sh"
 
-for tool in podman conmon runc nsenter timeout; do
-	command -v "$tool" >/dev/null || {
-		echo "FAIL: $tool is missing (run testenv/bootstrap.sh)"
-		exit 1
-	}
-done
-for plugin in bridge host-local; do
-	[[ -x $CNI_SYSTEM_PLUGINS/$plugin ]] || {
-		echo "FAIL: $CNI_SYSTEM_PLUGINS/$plugin is missing (install containernetworking-plugins)"
-		exit 1
-	}
-done
+require_tools podman conmon runc nsenter timeout
+cni_require_plugins bridge host-local || exit 1
 
 # What a run killed before its trap (a ctest timeout) left beyond its lab: pods, podman state
 # (before setup_lab reaps the lab: a container is found by its processes while they live).

@@ -10,13 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=../../testenv/engines.sh
 source "$REPO/testenv/engines.sh"
 
-# Sections carry the elapsed time: these tests are the slow ones of the suite.
-step() { section "$* [${SECONDS}s]"; }
-
-engines_reap_stale
-engines_root_snapshot >"$TMPD/root.before"
-setup_lab
-on_exit "engines_down '$P'"
+engines_test_setup
 
 LAN=$LAB_LAN4 WAN=$LAB_WAN4 LANNET=$LAB_LAN_NET4
 SUBNET=$ENGINES_PODMAN_SUBNET
