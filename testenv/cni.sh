@@ -70,19 +70,6 @@ cni_require_plugins() {
 # The network namespace inode of the shell that sourced this file (the runner's namespace).
 _CNI_RUNNER_NETNS_INO=$(stat -L -c %i "/proc/$$/ns/net")
 
-# _cni_sealed PATH: PATH is a network namespace file that is not the runner's own namespace.
-_cni_sealed() {
-	local path=$1
-	if [[ $(stat -f -L -c %T "$path" 2>/dev/null) != nsfs ]]; then
-		_cni_err "$path is not a namespace file"
-		return 1
-	fi
-	if [[ $(stat -L -c %i "$path") == "$_CNI_RUNNER_NETNS_INO" ]]; then
-		_cni_err "$path is the runner's own network namespace; refusing"
-		return 1
-	fi
-}
-
 cni_state_init() {
 	local p=$1
 	if [[ ! $p =~ ^[A-Za-z0-9][A-Za-z0-9_-]{0,50}$ ]]; then
@@ -194,7 +181,7 @@ cni_invoke() {
 			;;
 		esac
 	done
-	_cni_sealed "$node" || return 1
+	lab_sealed "$node" || return 1
 	local netns
 	for a in "$@"; do
 		[[ $a == CNI_NETNS=* ]] && netns=${a#CNI_NETNS=}
@@ -341,7 +328,7 @@ cni_podman_env() {
 	shift 3
 	local dirs='' p
 	for p in "$@"; do dirs+="${dirs:+, }\"$p\""; done
-	_cni_sealed "$node" || return 1
+	lab_sealed "$node" || return 1
 	mkdir -p "$d"/{storage,run,tmp} || return 1
 	cni_state_note podman "$d"
 	printf '%s\n' "$node" >"$d/node"
@@ -376,7 +363,7 @@ cni_podman() {
 	shift
 	local node
 	node=$(<"$d/node") || return 1
-	_cni_sealed "$node" || return 1
+	lab_sealed "$node" || return 1
 	local flags
 	mapfile -t flags < <(_cni_podman_flags "$d")
 	timeout "${CNI_PODMAN_TIMEOUT:-120}" env CONTAINERS_CONF="$d/containers.conf" \

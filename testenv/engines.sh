@@ -90,10 +90,7 @@ _eng_need_gw() {
 		_eng_err "no sealed namespace $gw: run lab_up $p first"
 		return 1
 	fi
-	if [[ $(stat -L -c %i "$gw") == "$(stat -L -c %i /proc/$$/ns/net)" ]]; then
-		_eng_err "$gw is this shell's own network namespace; refusing"
-		return 1
-	fi
+	lab_sealed "$gw"
 }
 
 # _eng_wait SECONDS PID CMD...: poll CMD until it succeeds; give up after SECONDS, or at once

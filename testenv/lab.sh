@@ -58,6 +58,18 @@ _lab_check_prefix() {
 }
 
 lab_state_dir() { printf '%s/%s\n' "$LAB_STATE_ROOT" "$1"; }
+# lab_sealed PATH: PATH is a network namespace file and not the caller's own namespace (so not
+# the machine's): daemons and plugins may be started in it.
+lab_sealed() {
+	if [[ $(stat -f -L -c %T "$1" 2>/dev/null) != nsfs ]]; then
+		_lab_err "$1 is not a network namespace file"
+		return 1
+	fi
+	if [[ $(stat -L -c %i "$1") == "$(stat -L -c %i "/proc/$$/ns/net")" ]]; then
+		_lab_err "$1 is this shell's own network namespace; refusing"
+		return 1
+	fi
+}
 lab_netns() { printf '/run/netns/%s_%s\n' "$1" "$2"; }
 lab_log() { printf '%s/%s.%s.log\n' "$(lab_state_dir "$1")" "$2" "$3"; }
 
