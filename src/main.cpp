@@ -68,10 +68,10 @@ po::options_description target_options() {
     return d;
 }
 
-po::options_description common_options() {
+po::options_description common_options(const char* json_help = "print one JSON document on stdout") {
     po::options_description d("Output");
     d.add_options()
-        ("json", po::bool_switch(), "print one JSON document on stdout")
+        ("json", po::bool_switch(), json_help)
         ("help,h", "show this help");
     return d;
 }
@@ -289,7 +289,7 @@ int run(int argc, char** argv) {
                  "become '#' comments, so the whole output is a valid allow-file)")
                 ("buffer", po::value<std::string>()->value_name("BYTES"),
                  "receive buffer of the log socket (default 4194304); losses are counted and reported");
-            desc.add(d).add(common_options());
+            desc.add(d).add(common_options("print JSON lines on stdout: one object per attempt, then the end document"));
             if (!parse(command, args, desc,
                        "(--pid PID | --netns PATH | --container NAME) [--duration S] [--summary]\n"
                        "        [--buffer BYTES] [--json]", p))

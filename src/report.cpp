@@ -71,14 +71,16 @@ std::string render_human(const json& doc) {
     if (!doc.contains("target")) return out;  // failed before a target was known: stderr says why
     if (cmd == "restrict") {
         if (doc.value("dry_run", false)) {
-            out += "# nsegress restrict --dry-run for " + target_line(doc) + "\n";
+            out += std::string("# nsegress restrict --dry-run") + (str(doc, "mode") == "audit" ? " --audit" : "") +
+                   " for " + target_line(doc) + "\n";
             out += "# nftables (one atomic batch, equivalent to `nft -f` of this script):\n";
             out += doc["nft"].get<std::string>();
             if (doc["route_set"]["enabled"].get<bool>()) {
                 out += "# route set:\n";
                 for (const auto& c : doc["route_set"]["commands"]) out += c.get<std::string>() + "\n";
             } else {
-                out += "# route set: disabled (--no-route-set)\n";
+                out += str(doc, "mode") == "audit" ? "# route set: none in audit mode (a previous one is removed)\n"
+                                                   : "# route set: disabled (--no-route-set)\n";
             }
             return out;
         }
@@ -107,8 +109,8 @@ std::string render_human(const json& doc) {
             probe_lines(out, doc["probes"]);
         }
     } else if (cmd == "watch") {
-        out += fmt::format("watch of {} ended ({}) after {:.1f} s: {} attempt(s), {} lost\n", target_line(doc),
-                           str(doc, "reason"), doc["duration_s"].get<double>(), doc["attempts"].get<std::uint64_t>(),
+        out += fmt::format("ended ({}) after {:.1f} s on {}: {} attempt(s), {} lost\n", str(doc, "reason"),
+                           doc["duration_s"].get<double>(), target_line(doc), doc["attempts"].get<std::uint64_t>(),
                            doc["lost"].get<std::uint64_t>());
     } else if (cmd == "release") {
         const json& r = doc["removed"];
