@@ -362,7 +362,8 @@ CommandResult cmd_status(const TargetSpec& target) {
     nft::PolicyState st = nft::read_policy(h.nfnl.get());
     RoutePlan installed = installed_route_set(snap);
     bool routes_present = !installed.rules.empty();
-    doc["restricted"] = st.present && st.complete;
+    // An audit-mode policy refuses nothing: the namespace is not restricted (mode says why).
+    doc["restricted"] = st.present && st.complete && st.mode == nft::Mode::enforce;
     doc["policy"] = json{{"present", st.present},
                          {"complete", st.complete},
                          {"mode", st.present && st.complete ? json(nft::mode_name(st.mode)) : json(nullptr)},

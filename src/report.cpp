@@ -152,7 +152,9 @@ std::string render_human(const json& doc) {
         for (const auto& r : doc["rules"])
             out += fmt::format("  {:<4} {}\n", r["family"].get<std::string>(), r["text"].get<std::string>());
         const json& p = doc["policy"];
-        out += fmt::format("restricted: {}\n", doc["restricted"].get<bool>() ? "yes" : "no");
+        out += fmt::format("restricted: {}\n", doc["restricted"].get<bool>() ? "yes"
+                                                : str(p, "mode") == "audit" ? "no (audit mode: nothing is refused)"
+                                                                              : "no");
         if (p["present"].get<bool>()) {
             bool audit = str(p, "mode") == "audit";
             out += fmt::format("policy: table inet nsegress{}{}\n", p["complete"].get<bool>() ? "" : " (INCOMPLETE: modified by hand?)",

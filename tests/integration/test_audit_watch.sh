@@ -90,6 +90,7 @@ assert_not_contains "$table" "reject" "nft: nothing is rejected"
 assert_eq "" "$(extra_rules 4)" "no route-set rules"
 expect_exit 0 nsg status --netns "$CTR_NS" --json
 assert_eq "audit" "$(jq -r .mode <<<"$OUT")" "status --json: mode audit"
+assert_eq "false" "$(jq -r .restricted <<<"$OUT")" "status --json: not restricted (audit mode refuses nothing)"
 assert_eq "28275" "$(jq -r .policy.deny_log.group <<<"$OUT")" "status --json: the deny log's group"
 expect_exit 0 nsg status --netns "$CTR_NS"
 assert_contains "$OUT" "AUDIT mode" "status says the policy is in audit mode"
