@@ -250,6 +250,9 @@ stop_watch TERM
 expect_exit 1 nsg watch --netns "$CTR_NS" --duration abc
 expect_exit 1 nsg watch --netns "$CTR_NS" --duration 0
 expect_exit 2 nsg watch --netns "/run/netns/${P}_nonexistent" --duration 1
+# Run from inside ctr, its own namespace is the "host" it must refuse (a lab namespace either way).
+expect_exit 2 in_ctr "$NSEGRESS" watch --netns /proc/self/ns/net --duration 1
+assert_contains "$ERR" "refusing" "watch refuses the namespace it runs in"
 expect_exit 0 nsg restrict --netns "$CTR_NS" --allow 192.168.1.0/24 --no-probe
 start_watch routeset --netns "$CTR_NS" --duration 0.2
 stop_watch
