@@ -56,16 +56,6 @@ std::uint32_t batch_seq() {
     return static_cast<std::uint32_t>(::time(nullptr)) ^ (static_cast<std::uint32_t>(::getpid()) << 16);
 }
 
-json target_json(const Netns& ns, const TargetSpec& spec) {
-    json t;
-    t["label"] = ns.label();
-    t["pid"] = spec.pid ? json(*spec.pid) : json(nullptr);
-    t["path"] = spec.netns_path ? json(*spec.netns_path) : json(nullptr);
-    t["container"] = spec.container ? json(*spec.container) : json(nullptr);
-    t["netns_inode"] = static_cast<std::uint64_t>(ns.id().ino);
-    return t;
-}
-
 json allow_json(const AllowList& a) {
     json j;
     for (Family f : {Family::v4, Family::v6}) {
@@ -180,6 +170,16 @@ void finish(CommandResult& res, Exit exit) {
 
 }  // namespace
 
+json target_json(const Netns& ns, const TargetSpec& spec) {
+    json t;
+    t["label"] = ns.label();
+    t["pid"] = spec.pid ? json(*spec.pid) : json(nullptr);
+    t["path"] = spec.netns_path ? json(*spec.netns_path) : json(nullptr);
+    t["container"] = spec.container ? json(*spec.container) : json(nullptr);
+    t["netns_inode"] = static_cast<std::uint64_t>(ns.id().ino);
+    return t;
+}
+
 std::vector<ProbeTarget> default_probe_targets(const Snapshot& snap, const AllowList& allow) {
     std::vector<ProbeTarget> out;
     for (Family f : {Family::v4, Family::v6}) {
@@ -209,7 +209,11 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     Netns ns = open_target(opt.target);
     doc["target"] = target_json(ns, opt.target);
     doc["dry_run"] = opt.dry_run;
+    const nft::Mode mode = opt.audit ? nft::Mode::audit : nft::Mode::enforce;
+    doc["mode"] = nft::mode_name(mode);
     doc["allow"] = allow_json(allow);
+    // Audit mode installs no route set: its catch-all would refuse what audit lets through.
+    const bool route_set = opt.route_set && !opt.audit;
 
     std::optional<NetnsLock> lock;
     if (!opt.dry_run) lock.emplace(ns);  // one writer per namespace at a time
@@ -217,11 +221,11 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     if (!opt.dry_run) need |= need_nfnl | need_ct | (opt.probe ? unsigned{need_probe} : 0u);
     Handles h = open_handles(ns, need);
     Snapshot before = inspect(h.rtnl.get());
-    RoutePlan plan = opt.route_set ? plan_route_set(before, allow) : RoutePlan{};
+    RoutePlan plan = route_set ? plan_route_set(before, allow) : RoutePlan{};
 
     if (opt.dry_run) {
-        doc["nft"] = nft::render_policy(allow);
-        doc["route_set"] = json{{"enabled", opt.route_set},
+        doc["nft"] = nft::render_policy(allow, mode);
+        doc["route_set"] = json{{"enabled", route_set},
                                 {"commands", render_route_set(plan, before)}};
         finish(res, Exit::ok);
         return res;
@@ -229,14 +233,18 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
 
     // 1. The policy: one atomic batch. Nothing after this can leave the namespace less
     //    restricted than this policy.
-    nft::commit(h.nfnl.get(), nft::compile_policy(allow, batch_seq()));
-    doc["policy"] = json{{"table", "inet nsegress"}, {"committed", true}};
-    doc["conntrack_dropped"] = drop_forbidden_flows(h.ctnl.get(), allow, local_addresses(before));
+    nft::commit(h.nfnl.get(), nft::compile_policy(allow, batch_seq(), mode));
+    doc["policy"] = json{{"table", "inet nsegress"}, {"committed", true}, {"mode", nft::mode_name(mode)},
+                         {"log_group", nft::kNflogGroup}};
+    // Audit mode disturbs nothing: forbidden flows keep their conntrack entries (and so are not
+    // logged: only new flows are).
+    doc["conntrack_dropped"] = opt.audit ? 0 : drop_forbidden_flows(h.ctnl.get(), allow, local_addresses(before));
 
     // 2. The route set, second layer. Failure: exit 2, policy stays (fail closed).
-    json rs{{"enabled", opt.route_set}, {"installed", false}, {"table", kRouteTable}};
+    json rs{{"enabled", route_set}, {"installed", false}, {"table", kRouteTable}};
+    if (opt.audit) rs["disabled_by"] = "audit";
     try {
-        if (opt.route_set) {
+        if (route_set) {
             apply_route_set(h.rtnl.get(), before, plan);
             rs["installed"] = true;
             rs["routes"] = route_set_lines(plan, before);
@@ -262,6 +270,9 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
         for (const auto& a : opt.probe_reach) targets.push_back({a, Expect::reach});
         for (const auto& a : opt.probe_block) targets.push_back({a, Expect::block});
         if (targets.empty() && opt.default_probes) targets = default_probe_targets(before, allow);
+        if (opt.audit)  // what enforce mode would refuse must get out, not be refused
+            for (auto& t : targets)
+                if (t.expect == Expect::block) t.expect = Expect::audit;
         for (const auto& r : run_probes(h.probe, targets, opt.probe_options)) {
             probes.push_back(probe_json(r));
             if (!r.ok()) exit = Exit::verify;
@@ -305,7 +316,8 @@ CommandResult cmd_release(const TargetSpec& target) {
 }
 
 std::vector<std::string> policy_drift(const TargetSpec& target, const std::vector<Cidr>& allow_cidrs,
-                                      bool route_set) {
+                                      bool route_set, bool audit) {
+    if (audit) route_set = false;  // audit mode never has one
     require_privileges(priv_enter | priv_net_admin);
     Netns ns = open_target(target);
     Handles h = open_handles(ns, need_rtnl | need_nfnl);
@@ -315,6 +327,9 @@ std::vector<std::string> policy_drift(const TargetSpec& target, const std::vecto
     std::vector<std::string> drift;
     if (!st.present) drift.push_back("table inet nsegress is missing");
     else if (!st.complete) drift.push_back("table inet nsegress is incomplete (modified by hand?)");
+    if (st.present && st.complete && st.mode != (audit ? nft::Mode::audit : nft::Mode::enforce))
+        drift.push_back(fmt::format("the policy is in {} mode but {} was asked for", nft::mode_name(st.mode),
+                                    audit ? "audit" : "enforce"));
     if (st.present && allow_json(st.allow) != allow_json(allow))
         drift.push_back(fmt::format("allow-list is {} but {} was asked for", allow_json(st.allow).dump(),
                                     allow_json(allow).dump()));
@@ -347,13 +362,21 @@ CommandResult cmd_status(const TargetSpec& target) {
     nft::PolicyState st = nft::read_policy(h.nfnl.get());
     RoutePlan installed = installed_route_set(snap);
     bool routes_present = !installed.rules.empty();
-    doc["restricted"] = st.present && st.complete;
+    // An audit-mode policy refuses nothing: the namespace is not restricted (mode says why).
+    doc["restricted"] = st.present && st.complete && st.mode == nft::Mode::enforce;
     doc["policy"] = json{{"present", st.present},
                          {"complete", st.complete},
+                         {"mode", st.present && st.complete ? json(nft::mode_name(st.mode)) : json(nullptr)},
                          {"rules", st.rules},
                          {"allow", allow_json(st.allow)},
+                         {"deny_log", st.deny_log ? json{{"group", nft::kNflogGroup},
+                                                         {"rate_per_second", nft::kLogRatePerSecond},
+                                                         {"burst", nft::kLogBurst}}
+                                                  : json(nullptr)},
                          {"counters", {{"allowed", counter_json(st.allowed)},
-                                       {"refused", counter_json(st.refused)}}}};
+                                       {"refused", counter_json(st.refused)},
+                                       {"logged", counter_json(st.logged)}}}};
+    doc["mode"] = doc["policy"]["mode"];
     doc["route_set"] = json{{"present", routes_present},
                             {"table", kRouteTable},
                             {"routes", route_set_lines(installed, snap)}};

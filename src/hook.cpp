@@ -67,6 +67,12 @@ std::optional<RestrictOptions> hook_plan(const OciState& state, const HookArgs& 
         auto it = state.annotations.find(key);
         return it == state.annotations.end() ? nullptr : &it->second;
     };
+    o.audit = args.audit;
+    if (const std::string* a = note(kAnnotationAudit); a && !args.audit) {
+        if (*a == "true") o.audit = true;
+        else if (*a != "false")
+            throw_usage(std::string("annotation ") + kAnnotationAudit + ": '" + *a + "' must be true or false");
+    }
     if (!args.allow.empty()) {
         o.allow = args.allow;
     } else if (const std::string* a = note(kAnnotationAllow)) {
@@ -77,9 +83,9 @@ std::optional<RestrictOptions> hook_plan(const OciState& state, const HookArgs& 
                 throw_usage(std::string("annotation ") + kAnnotationAllow + ": " + e.what());
             }
         }
-    } else {
+    } else if (!o.audit) {
         return std::nullopt;  // no policy for this container
-    }
+    }  // else: audit with an empty allow-list, i.e. log everything the container sends
     auto ips = [&](const std::vector<IpAddr>& from_args, const char* key) {
         if (!from_args.empty()) return from_args;
         std::vector<IpAddr> out;

@@ -20,6 +20,7 @@
 #include "nsegress/hook.hpp"
 #include "nsegress/report.hpp"
 #include "nsegress/verify.hpp"
+#include "nsegress/watch.hpp"
 
 namespace po = boost::program_options;
 using namespace nsegress;
@@ -37,7 +38,14 @@ Commands:
   status     show the namespace, its policy and what the policy allowed and refused
   probe      send ICMP echo probes from inside the namespace
   verify     judge a namespace by behaviour (the lab grader), whoever configured it
+  watch      stream what the policy refuses (or, with restrict --audit, would refuse),
+             live from the namespace's deny log; --summary suggests an allow-list
   hook       OCI runtime hook: restrict the container whose state is on stdin
+
+Audit first, then enforce:
+  nsegress restrict --container web --audit          # let everything through, log the rest
+  nsegress watch --container web --duration 600 --summary > web.allow
+  nsegress restrict --container web --allow-file web.allow
 
 Run 'nsegress COMMAND --help' for a command's options. See nsegress(8).
 Exit status: 0 success, 1 bad usage or input, 2 the operation failed,
@@ -60,10 +68,10 @@ po::options_description target_options() {
     return d;
 }
 
-po::options_description common_options() {
+po::options_description common_options(const char* json_help = "print one JSON document on stdout") {
     po::options_description d("Output");
     d.add_options()
-        ("json", po::bool_switch(), "print one JSON document on stdout")
+        ("json", po::bool_switch(), json_help)
         ("help,h", "show this help");
     return d;
 }
@@ -233,17 +241,23 @@ int run(int argc, char** argv) {
                 ("timeout-ms", po::value<std::string>()->value_name("MS"), "wait for answers (default 1000)")
                 ("no-probe", po::bool_switch(), "do not probe")
                 ("no-route-set", po::bool_switch(), "install only the nftables policy, no route set")
+                ("audit", po::bool_switch(),
+                 "audit mode: refuse nothing; count and log (see `nsegress watch`) what the allow-list "
+                 "would refuse. No route set; without --allow, everything is logged")
                 ("dry-run", po::bool_switch(), "print the ruleset and route set; change nothing");
             desc.add(d).add(common_options());
             if (!parse(command, args, desc,
-                       "(--pid PID | --netns PATH) --allow CIDR [--allow CIDR]... [--allow-file FILE]\n"
-                       "        [--probe-reach IP]... [--probe-block IP]... [--no-probe] [--no-route-set]\n"
-                       "        [--dry-run] [--json]", p))
+                       "(--pid PID | --netns PATH | --container NAME) --allow CIDR [--allow CIDR]...\n"
+                       "        [--allow-file FILE] [--probe-reach IP]... [--probe-block IP]... [--no-probe]\n"
+                       "        [--no-route-set] [--audit] [--dry-run] [--json]", p))
                 return 0;
             RestrictOptions o;
-            if (!p.vm.count("allow") && !p.vm.count("allow-file"))
+            o.audit = p.vm["audit"].as<bool>();
+            // Enforcing needs an explicit list (an empty one would cut everything off); auditing
+            // with none is the natural start: log everything the container sends.
+            if (!p.vm.count("allow") && !p.vm.count("allow-file") && !o.audit)
                 throw_usage("no allow-list: give --allow CIDR and/or --allow-file FILE "
-                            "(an empty allow-file refuses everything)");
+                            "(an empty allow-file refuses everything), or --audit to only watch");
             o.allow = cidrs(p.vm);  // input errors first: they need no target
             o.target = target_of(p.vm);
             o.probe_reach = ips(p.vm, "probe-reach");
@@ -263,6 +277,67 @@ int run(int argc, char** argv) {
             if (!parse(command, args, desc, "(--pid PID | --netns PATH) [--json]", p)) return 0;
             auto r = command == "release" ? cmd_release(target_of(p.vm)) : cmd_status(target_of(p.vm));
             print(r, p.json);
+            return static_cast<int>(r.exit);
+        }
+        if (command == "watch") {
+            po::options_description d("Watch");
+            d.add_options()
+                ("duration", po::value<std::string>()->value_name("S"),
+                 "stop after S seconds (default: until SIGINT/SIGTERM, or the --pid process exits)")
+                ("summary", po::bool_switch(),
+                 "at the end, print an --allow-file covering what was observed (attempt lines "
+                 "become '#' comments, so the whole output is a valid allow-file)")
+                ("buffer", po::value<std::string>()->value_name("BYTES"),
+                 "receive buffer of the log socket (default 4194304); losses are counted and reported");
+            desc.add(d).add(common_options("print JSON lines on stdout: one object per attempt, then the end document"));
+            if (!parse(command, args, desc,
+                       "(--pid PID | --netns PATH | --container NAME) [--duration S] [--summary]\n"
+                       "        [--buffer BYTES] [--json]", p))
+                return 0;
+            WatchOptions o;
+            if (p.vm.count("duration")) {
+                const std::string s = p.vm["duration"].as<std::string>();
+                double v = 0;
+                auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+                if (s.empty() || ec != std::errc() || end != s.data() + s.size() || !(v > 0) || v > 31536000)
+                    throw_usage("--duration: '" + s + "' must be a number of seconds, more than 0");
+                o.duration_s = v;
+            }
+            if (p.vm.count("buffer")) o.receive_buffer = parse_int("buffer", p.vm["buffer"].as<std::string>(), 1024, 1 << 30);
+            o.summary = p.vm["summary"].as<bool>();
+            o.target = target_of(p.vm);
+            const bool as_json = p.json;
+            const bool commented = o.summary && !as_json;
+            WatchSink sink;
+            sink.ready = [&](const nlohmann::json& r) {
+                std::cerr << fmt::format("nsegress watch: listening on nflog group {} in {} (netns inode {}), "
+                                         "policy: {}; stop with Ctrl-C or SIGTERM\n",
+                                         r["group"].get<int>(), r["target"]["label"].get<std::string>(),
+                                         r["target"]["netns_inode"].get<std::uint64_t>(),
+                                         r["policy"]["present"].get<bool>()
+                                             ? r["policy"]["mode"].get<std::string>() + " mode"
+                                             : std::string("none"));
+                std::cerr.flush();
+            };
+            sink.event = [&](const nlohmann::json& ev) {
+                if (as_json) {
+                    std::cout << ev.dump() << "\n";
+                } else if (ev["event"] == "lost") {
+                    std::cerr << "nsegress watch: " << render_watch_event(ev);
+                } else {
+                    std::cout << (commented ? "# " : "") << render_watch_event(ev);
+                }
+                std::cout.flush();
+            };
+            sink.notice = [&](const std::string& text) { std::cerr << "nsegress watch: " << text << "\n"; };
+            auto r = cmd_watch(o, sink);
+            if (as_json) {
+                std::cout << r.doc.dump() << "\n";
+            } else {
+                std::cerr << "nsegress watch: " << render_human(r.doc);
+                if (o.summary) std::cout << r.doc["summary"]["allow_file"].get<std::string>();
+            }
+            std::cout.flush();
             return static_cast<int>(r.exit);
         }
         if (command == "probe") {
@@ -353,15 +428,19 @@ int run(int argc, char** argv) {
                  "must answer (else annotation io.nsegress.probe-reach)")
                 ("probe-block", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
                  "must be refused (else annotation io.nsegress.probe-block)")
-                ("no-route-set", po::bool_switch(), "install only the nftables policy");
+                ("no-route-set", po::bool_switch(), "install only the nftables policy")
+                ("audit", po::bool_switch(), "audit mode, as restrict --audit (else annotation io.nsegress.audit=true)");
             d.add(common_options());
-            if (!parse(command, args, d, "[--allow CIDR]... [--probe-reach IP]... [--probe-block IP]... < state.json", p))
+            if (!parse(command, args, d,
+                       "[--allow CIDR]... [--probe-reach IP]... [--probe-block IP]... [--no-route-set] [--audit]\n"
+                       "        < state.json", p))
                 return 0;
             HookArgs h;
             h.allow = cidrs(p.vm);
             h.probe_reach = ips(p.vm, "probe-reach");
             h.probe_block = ips(p.vm, "probe-block");
             h.route_set = !p.vm["no-route-set"].as<bool>();
+            h.audit = p.vm["audit"].as<bool>();
             auto r = cmd_hook(read_stdin_bounded(), h);
             if (p.json) std::cout << r.doc.dump(2) << "\n";
             // A runtime shows a hook's stderr when it fails: exactly one line.
@@ -371,16 +450,16 @@ int run(int argc, char** argv) {
         throw_usage("unknown command '" + command + "' (see nsegress --help)");
     } catch (const po::error& e) {
         Error err(Exit::usage, fmt::format("{}: {} (see nsegress {} --help)", command, e.what(), command));
-        if (p.json) std::cout << error_document(command, err).dump(2) << "\n";
+        if (p.json) std::cout << error_document(command, err).dump(command == "watch" ? -1 : 2) << "\n";
         std::cerr << (command == "hook" ? "nsegress hook: " : "nsegress: ") << err.what() << "\n";
         return static_cast<int>(Exit::usage);
     } catch (const Error& e) {
-        if (p.json) std::cout << error_document(command, e).dump(2) << "\n";
+        if (p.json) std::cout << error_document(command, e).dump(command == "watch" ? -1 : 2) << "\n";
         std::cerr << (command == "hook" ? "nsegress hook: " : "nsegress: ") << e.what() << "\n";
         return static_cast<int>(e.exit_code());
     } catch (const std::exception& e) {
         Error err(Exit::failed, std::string("internal error: ") + e.what());
-        if (p.json) std::cout << error_document(command, err).dump(2) << "\n";
+        if (p.json) std::cout << error_document(command, err).dump(command == "watch" ? -1 : 2) << "\n";
         std::cerr << "nsegress: " << err.what() << "\n";
         return static_cast<int>(Exit::failed);
     }

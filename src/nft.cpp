@@ -169,7 +169,7 @@ void add_set(BatchWriter& w, Family f, const AllowList& allow) {
     }
 }
 
-void add_chain(BatchWriter& w) {
+void add_chain(BatchWriter& w, Mode mode) {
     auto c = checked<nftnl_chain, ChainFree>(nftnl_chain_alloc());
     nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, kTable);
     nftnl_chain_set_str(c.get(), NFTNL_CHAIN_NAME, kChain);
@@ -177,7 +177,9 @@ void add_chain(BatchWriter& w) {
     nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_HOOKNUM, NF_INET_LOCAL_OUT);
     nftnl_chain_set_s32(c.get(), NFTNL_CHAIN_PRIO, 0);  // "filter"
     nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TYPE, "filter");
-    nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_POLICY, NF_DROP);
+    // Audit mode lets everything through, the chain policy included (the final rule accepts
+    // everything anyway; the policy only matters if someone deletes that rule by hand).
+    nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_POLICY, mode == Mode::audit ? NF_ACCEPT : NF_DROP);
     w.add(NFT_MSG_NEWCHAIN, NLM_F_CREATE, "chain output", 1024,
           [&](nlmsghdr* nlh) { nftnl_chain_nlmsg_build_payload(nlh, c.get()); });
 }
@@ -239,6 +241,23 @@ public:
         return push(std::move(e));
     }
     RuleBuilder& counter() { return push(expr("counter")); }
+    // limit rate N/second burst B packets: the token bucket holds B packets, refilled at N/s.
+    RuleBuilder& limit_per_second(std::uint64_t rate, std::uint32_t burst) {
+        auto e = expr("limit");
+        nftnl_expr_set_u64(e.get(), NFTNL_EXPR_LIMIT_RATE, rate);
+        nftnl_expr_set_u64(e.get(), NFTNL_EXPR_LIMIT_UNIT, 1);  // seconds
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_LIMIT_BURST, burst);
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_LIMIT_TYPE, NFT_LIMIT_PKTS);
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_LIMIT_FLAGS, 0);
+        return push(std::move(e));
+    }
+    // log prefix P group G: a group makes it an nfnetlink_log (NFLOG) target, not the syslog.
+    RuleBuilder& log_group(const char* prefix, std::uint16_t group) {
+        auto e = expr("log");
+        nftnl_expr_set_str(e.get(), NFTNL_EXPR_LOG_PREFIX, prefix);
+        nftnl_expr_set_u16(e.get(), NFTNL_EXPR_LOG_GROUP, group);
+        return push(std::move(e));
+    }
     RuleBuilder& accept() {
         auto e = expr("immediate");
         nftnl_expr_set_u32(e.get(), NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
@@ -274,9 +293,10 @@ private:
 };
 
 constexpr std::uint32_t kCtStateRelated = 1u << (IP_CT_RELATED + 1);  // NF_CT_STATE_BIT
+constexpr std::uint32_t kCtStateNew = 1u << (IP_CT_NEW + 1);
 constexpr std::uint8_t kCtDirReply = 1;  // IP_CT_DIR_REPLY (kernel-internal enum)
 
-void add_rules(BatchWriter& w, const AllowList& allow) {
+void add_rules(BatchWriter& w, const AllowList& allow, Mode mode) {
     RuleBuilder().meta(NFT_META_OIF).eq_u32(1).accept().emit(w, "oif lo accept");  // lo is 1 in every netns
     RuleBuilder().ct(NFT_CT_DIRECTION).eq_u8(kCtDirReply).accept().emit(w, "ct direction reply accept");
     RuleBuilder()
@@ -301,8 +321,17 @@ void add_rules(BatchWriter& w, const AllowList& allow) {
                 .emit(w, fmt::format("icmpv6 type {} accept", type));
         }
     }
-    RuleBuilder().counter().reject_admin_prohibited().comment(kCommentDeny)
-        .emit(w, "reject with icmpx admin-prohibited");
+    // The deny log, a rule of its own: the limit must not sit on the verdict rule, or packets
+    // over the limit would skip the reject and fall through to the chain policy.
+    RuleBuilder().ct(NFT_CT_STATE).has_bits(kCtStateNew)
+        .limit_per_second(kLogRatePerSecond, kLogBurst).counter()
+        .log_group(mode == Mode::audit ? kLogPrefixAudit : kLogPrefixEnforce, kNflogGroup)
+        .comment(kCommentLog).emit(w, "deny log");
+    if (mode == Mode::audit)
+        RuleBuilder().counter().accept().comment(kCommentAudit).emit(w, "audit accept");
+    else
+        RuleBuilder().counter().reject_admin_prohibited().comment(kCommentDeny)
+            .emit(w, "reject with icmpx admin-prohibited");
 }
 
 // ---- Netlink I/O ------------------------------------------------------------------------------
@@ -370,7 +399,9 @@ int dump(mnl_socket* sock, nlmsghdr* req, Cb cb) {
 
 // ---- Public API -------------------------------------------------------------------------------
 
-Batch compile_policy(const AllowList& allow, std::uint32_t first_seq) {
+const char* mode_name(Mode m) { return m == Mode::audit ? "audit" : "enforce"; }
+
+Batch compile_policy(const AllowList& allow, std::uint32_t first_seq, Mode mode) {
     BatchWriter w(first_seq);
     w.begin();
     add_table(w, NFT_MSG_NEWTABLE, "table inet nsegress (ensure)");
@@ -378,8 +409,8 @@ Batch compile_policy(const AllowList& allow, std::uint32_t first_seq) {
     add_table(w, NFT_MSG_NEWTABLE, "table inet nsegress");
     add_set(w, Family::v4, allow);
     add_set(w, Family::v6, allow);
-    add_chain(w);
-    add_rules(w, allow);
+    add_chain(w, mode);
+    add_rules(w, allow, mode);
     return w.end();
 }
 
@@ -391,7 +422,7 @@ Batch compile_delete(std::uint32_t first_seq) {
     return w.end();
 }
 
-std::string render_policy(const AllowList& allow) {
+std::string render_policy(const AllowList& allow, Mode mode) {
     std::ostringstream out;
     auto elements = [&](Family f) {
         const auto& rs = allow.ranges(f);
@@ -409,7 +440,8 @@ std::string render_policy(const AllowList& allow) {
     elements(Family::v6);
     out << "\t}\n\n"
            "\tchain output {\n"
-           "\t\ttype filter hook output priority filter; policy drop;\n"
+        << "\t\ttype filter hook output priority filter; policy "
+        << (mode == Mode::audit ? "accept" : "drop") << ";\n"
            "\t\toif \"lo\" accept\n"
            "\t\tct direction reply accept\n"
         << "\t\tip daddr @allow4 counter accept comment \"" << kCommentAllow4 << "\"\n"
@@ -420,8 +452,14 @@ std::string render_policy(const AllowList& allow) {
         out << "\t\ticmpv6 type nd-router-solicit accept\n"
                "\t\ticmpv6 type nd-neighbor-solicit accept\n"
                "\t\ticmpv6 type nd-neighbor-advert accept\n";
-    out << "\t\tcounter reject with icmpx admin-prohibited comment \"" << kCommentDeny << "\"\n"
-        << "\t}\n}\n";
+    out << "\t\tct state new limit rate " << kLogRatePerSecond << "/second burst " << kLogBurst
+        << " packets counter log prefix \"" << (mode == Mode::audit ? kLogPrefixAudit : kLogPrefixEnforce)
+        << "\" group " << kNflogGroup << " comment \"" << kCommentLog << "\"\n";
+    if (mode == Mode::audit)
+        out << "\t\tcounter accept comment \"" << kCommentAudit << "\"\n";
+    else
+        out << "\t\tcounter reject with icmpx admin-prohibited comment \"" << kCommentDeny << "\"\n";
+    out << "\t}\n}\n";
     return out.str();
 }
 
@@ -541,7 +579,7 @@ PolicyState read_policy(mnl_socket* sock) {
         nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETRULE, NFPROTO_INET,
                                               NLM_F_DUMP, ++seq);
         nftnl_rule_nlmsg_build_payload(nlh, r.get());
-        bool saw_allow4 = false, saw_allow6 = false, saw_deny = false;
+        bool saw_allow4 = false, saw_allow6 = false, saw_deny = false, saw_audit = false;
         int err = dump(sock, nlh, [&](const nlmsghdr* m) {
             auto rule = checked<nftnl_rule, RuleFree>(nftnl_rule_alloc());
             if (nftnl_rule_nlmsg_parse(m, rule.get()) < 0) return MNL_CB_ERROR;
@@ -574,15 +612,20 @@ PolicyState read_policy(mnl_socket* sock) {
                 (comment == kCommentAllow4 ? saw_allow4 : saw_allow6) = true;
                 st.allowed.packets += c.packets;
                 st.allowed.bytes += c.bytes;
-            } else if (comment == kCommentDeny) {
-                saw_deny = true;
+            } else if (comment == kCommentDeny || comment == kCommentAudit) {
+                (comment == kCommentDeny ? saw_deny : saw_audit) = true;
                 st.refused = c;
+            } else if (comment == kCommentLog) {
+                st.deny_log = true;
+                st.logged = c;
             }
             return MNL_CB_OK;
         });
         if (err == -ENOENT) return st;  // no chain: incomplete
         if (err < 0) throw_errno("dump rules of table inet nsegress", -err);
-        st.complete = saw_allow4 && saw_allow6 && saw_deny;
+        // Exactly one final rule: both would mean the table was edited by hand.
+        st.complete = saw_allow4 && saw_allow6 && (saw_deny != saw_audit);
+        st.mode = saw_audit && !saw_deny ? Mode::audit : Mode::enforce;
     }
 
     for (Family f : {Family::v4, Family::v6}) {

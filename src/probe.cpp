@@ -325,6 +325,8 @@ const char* expect_name(Expect e) {
             return "reach";
         case Expect::block:
             return "block";
+        case Expect::audit:
+            return "audit";
     }
     return "?";
 }
@@ -349,6 +351,10 @@ const char* outcome_name(Outcome o) {
 
 bool ProbeResult::ok() const {
     if (expect == Expect::reach) return outcome == Outcome::reachable;
+    // Audit mode lets a forbidden echo out: it holds when nothing in the namespace refused it,
+    // whatever the far side does with it (reply, ICMP error, or silence).
+    if (expect == Expect::audit)
+        return outcome == Outcome::reachable || outcome == Outcome::unreachable || outcome == Outcome::timeout;
     // Only a local refusal proves a block: unreachable/timeout could be the far side or loss.
     return outcome == Outcome::refused_policy || outcome == Outcome::refused_route;
 }

@@ -44,30 +44,58 @@ std::string target_line(const json& doc) {
 
 }  // namespace
 
+std::string render_watch_event(const json& ev) {
+    std::string kind = str(ev, "event");
+    if (kind == "attempt") {
+        std::string dst = ev["dst"].get<std::string>();
+        std::string where;
+        if (!ev["dport"].is_null())
+            where = fmt::format("{}:{}", ev["family"] == "ipv6" ? "[" + dst + "]" : dst, ev["dport"].get<int>());
+        else if (!ev["icmp"].is_null())
+            where = dst + " " + ev["icmp"].get<std::string>();
+        else
+            where = dst;
+        std::string uid = ev["uid"].is_null() ? "uid ?" : fmt::format("uid {}", ev["uid"].get<std::uint32_t>());
+        std::string verdict = str(ev, "verdict") == "would-be-refused" ? "would be refused (audit)" : "refused";
+        return fmt::format("{}  {:<7} {:<40} {:<10} {}\n", str(ev, "time"), str(ev, "proto"), where, uid, verdict);
+    }
+    if (kind == "lost")
+        return fmt::format("{}  LOST {} logged attempt(s): {}\n", str(ev, "time"), ev["count"].get<std::uint64_t>(),
+                           str(ev, "reason"));
+    return {};
+}
+
 std::string render_human(const json& doc) {
     std::string out;
     std::string cmd = str(doc, "command");
     if (!doc.contains("target")) return out;  // failed before a target was known: stderr says why
     if (cmd == "restrict") {
         if (doc.value("dry_run", false)) {
-            out += "# nsegress restrict --dry-run for " + target_line(doc) + "\n";
+            out += std::string("# nsegress restrict --dry-run") + (str(doc, "mode") == "audit" ? " --audit" : "") +
+                   " for " + target_line(doc) + "\n";
             out += "# nftables (one atomic batch, equivalent to `nft -f` of this script):\n";
             out += doc["nft"].get<std::string>();
             if (doc["route_set"]["enabled"].get<bool>()) {
                 out += "# route set:\n";
                 for (const auto& c : doc["route_set"]["commands"]) out += c.get<std::string>() + "\n";
             } else {
-                out += "# route set: disabled (--no-route-set)\n";
+                out += str(doc, "mode") == "audit" ? "# route set: none in audit mode (a previous one is removed)\n"
+                                                   : "# route set: disabled (--no-route-set)\n";
             }
             return out;
         }
-        out += fmt::format("restricted {}\n", target_line(doc));
+        bool audit = str(doc, "mode") == "audit";
+        out += fmt::format("restricted {}{}\n", target_line(doc),
+                           audit ? " in AUDIT mode: nothing is refused, what would be is logged" : "");
         out += "  allow-list:\n";
         allow_lines(out, doc["allow"], "    ");
-        out += "  policy: table inet nsegress committed\n";
+        out += fmt::format("  policy: table inet nsegress committed ({} mode, deny log: nflog group {}; "
+                           "see it with `nsegress watch`)\n",
+                           audit ? "audit" : "enforce", doc["policy"].value("log_group", 0));
         if (doc.contains("route_set")) {
             const json& rs = doc["route_set"];
-            if (!rs["enabled"].get<bool>()) out += "  route set: disabled (--no-route-set)\n";
+            if (rs.contains("disabled_by")) out += "  route set: none in audit mode (a previous one is removed)\n";
+            else if (!rs["enabled"].get<bool>()) out += "  route set: disabled (--no-route-set)\n";
             else if (rs["installed"].get<bool>())
                 out += fmt::format("  route set: table {} installed ({} entries)\n",
                                    rs["table"].get<int>(), rs["routes"].size());
@@ -80,6 +108,10 @@ std::string render_human(const json& doc) {
             else out += "  probes:\n";
             probe_lines(out, doc["probes"]);
         }
+    } else if (cmd == "watch") {
+        out += fmt::format("ended ({}) after {:.1f} s on {}: {} attempt(s), {} lost\n", str(doc, "reason"),
+                           doc["duration_s"].get<double>(), target_line(doc), doc["attempts"].get<std::uint64_t>(),
+                           doc["lost"].get<std::uint64_t>());
     } else if (cmd == "release") {
         const json& r = doc["removed"];
         out += fmt::format("released {}: table {}, {} rule(s), {} route(s) removed\n", target_line(doc),
@@ -120,15 +152,26 @@ std::string render_human(const json& doc) {
         for (const auto& r : doc["rules"])
             out += fmt::format("  {:<4} {}\n", r["family"].get<std::string>(), r["text"].get<std::string>());
         const json& p = doc["policy"];
-        out += fmt::format("restricted: {}\n", doc["restricted"].get<bool>() ? "yes" : "no");
+        out += fmt::format("restricted: {}\n", doc["restricted"].get<bool>() ? "yes"
+                                                : str(p, "mode") == "audit" ? "no (audit mode: nothing is refused)"
+                                                                              : "no");
         if (p["present"].get<bool>()) {
-            out += fmt::format("policy: table inet nsegress{}\n", p["complete"].get<bool>() ? "" : " (INCOMPLETE: modified by hand?)");
+            bool audit = str(p, "mode") == "audit";
+            out += fmt::format("policy: table inet nsegress{}{}\n", p["complete"].get<bool>() ? "" : " (INCOMPLETE: modified by hand?)",
+                               audit ? ", AUDIT mode (nothing is refused; what would be is counted and logged)"
+                                     : p["mode"].is_null() ? "" : ", enforce mode");
             allow_lines(out, p["allow"], "  allow ");
             const json& c = p["counters"];
             out += fmt::format("  allowed: {} packets, {} bytes\n", c["allowed"]["packets"].get<std::uint64_t>(),
                                c["allowed"]["bytes"].get<std::uint64_t>());
-            out += fmt::format("  refused by policy: {} packets, {} bytes\n", c["refused"]["packets"].get<std::uint64_t>(),
-                               c["refused"]["bytes"].get<std::uint64_t>());
+            out += fmt::format("  {}: {} packets, {} bytes\n", audit ? "would be refused (let through)" : "refused by policy",
+                               c["refused"]["packets"].get<std::uint64_t>(), c["refused"]["bytes"].get<std::uint64_t>());
+            if (p["deny_log"].is_object())
+                out += fmt::format("  deny log: nflog group {}, {}/s burst {}: {} packets logged (`nsegress watch`)\n",
+                                   p["deny_log"]["group"].get<int>(), p["deny_log"]["rate_per_second"].get<int>(),
+                                   p["deny_log"]["burst"].get<int>(), c["logged"]["packets"].get<std::uint64_t>());
+            else
+                out += "  deny log: none (policy installed by an older nsegress; run restrict again)\n";
         } else {
             out += "policy: none\n";
         }

@@ -28,6 +28,11 @@ struct RestrictOptions {
     bool probe = true;
     bool route_set = true;
     bool dry_run = false;
+    // Audit mode: the same policy, but what it would refuse is accepted, counted and logged
+    // (nft.hpp). The route set is not installed (a previous one is removed: it would refuse),
+    // conntrack entries are left alone, and probe-block targets are probed with Expect::audit
+    // (they must get out, not be refused).
+    bool audit = false;
     bool default_probes = true;  // probe the default gateways when no target is given
     ProbeOptions probe_options;
 };
@@ -44,11 +49,15 @@ CommandResult cmd_release(const TargetSpec& target);
 CommandResult cmd_status(const TargetSpec& target);
 CommandResult cmd_probe(const ProbeCommandOptions& opt);
 
-// How the namespace's installed egress policy differs from what `allow` and `route_set` ask for
-// (the nft table: present, complete, same allow-list; the route set: present or absent as asked,
-// with exactly the planned rules and routes). One line per difference; empty when they agree.
+// How the namespace's installed egress policy differs from what `allow`, `route_set` and `audit`
+// ask for (the nft table: present, complete, same allow-list, same mode; the route set: present
+// or absent as asked, absent in audit mode, with exactly the planned rules and routes). One line
+// per difference; empty when they agree.
 std::vector<std::string> policy_drift(const TargetSpec& target, const std::vector<Cidr>& allow,
-                                      bool route_set);
+                                      bool route_set, bool audit = false);
+
+// The "target" object of every document: label, pid, path, container, netns_inode.
+nlohmann::json target_json(const Netns& ns, const TargetSpec& spec);
 
 // The document printed for a failed command under --json.
 nlohmann::json error_document(const std::string& command, const Error& e);

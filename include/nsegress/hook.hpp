@@ -22,6 +22,7 @@ inline constexpr std::size_t kMaxOciState = 1 << 20;  // larger stdin is refused
 inline constexpr const char* kAnnotationAllow = "io.nsegress.allow";
 inline constexpr const char* kAnnotationProbeReach = "io.nsegress.probe-reach";
 inline constexpr const char* kAnnotationProbeBlock = "io.nsegress.probe-block";
+inline constexpr const char* kAnnotationAudit = "io.nsegress.audit";  // "true" or "false"
 
 struct OciState {
     std::string id;
@@ -39,10 +40,12 @@ struct HookArgs {
     std::vector<IpAddr> probe_reach;
     std::vector<IpAddr> probe_block;
     bool route_set = true;
+    bool audit = false;  // --audit; else annotation io.nsegress.audit
 };
 
 // What restrict would be asked to do, or nullopt when there is no policy (do nothing).
-// Arguments take precedence over annotations. Exposed for tests.
+// Arguments take precedence over annotations. io.nsegress.audit=true alone (no allow-list) is
+// a policy too: audit everything. Exposed for tests.
 std::optional<RestrictOptions> hook_plan(const OciState& state, const HookArgs& args);
 
 // Reads the state from `stdin_text` (already read, at most kMaxOciState + 1 bytes).

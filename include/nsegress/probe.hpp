@@ -21,10 +21,12 @@
 
 namespace nsegress {
 
-enum class Expect { reach, block };
+// audit: a target outside the allow-list while the policy is in audit mode (restrict --audit):
+// it must NOT be refused locally (the policy lets it through and logs it).
+enum class Expect { reach, block, audit };
 enum class Outcome { reachable, refused_policy, refused_route, unreachable, timeout, error };
 
-const char* expect_name(Expect e);     // "reach" / "block"
+const char* expect_name(Expect e);     // "reach" / "block" / "audit"
 const char* outcome_name(Outcome o);   // "reachable", "refused-policy", "refused-route",
                                        // "unreachable", "timeout", "error"
 
@@ -42,7 +44,8 @@ struct ProbeResult {
     int received = 0;              // echo replies received
     std::string detail;            // human text: errno text, ICMP type/code, "from 10.0.0.1"...
 
-    // reach holds when reachable; block holds when refused locally (policy or route).
+    // reach holds when reachable; block holds when refused locally (policy or route); audit
+    // holds when not refused locally (reachable, unreachable or timeout).
     bool ok() const;
 };
 

@@ -28,6 +28,8 @@ TEST_CASE("CNI netconf: a chained nsegress entry parses") {
     CHECK_FALSE(nc.route_set);
     CHECK(nc.prev_result.has_value());
     CHECK(parse_cni_netconf(R"({"cniVersion":"0.4.0","allow":[]})").route_set);
+    CHECK_FALSE(parse_cni_netconf(R"({"cniVersion":"0.4.0","allow":[]})").audit);
+    CHECK(parse_cni_netconf(R"({"cniVersion":"1.0.0","allow":[],"audit":true})").audit);
 }
 
 TEST_CASE("CNI netconf: bad input gets the spec's error codes") {
@@ -41,6 +43,7 @@ TEST_CASE("CNI netconf: bad input gets the spec's error codes") {
     CHECK(code_of(R"({"cniVersion":"1.0.0","allow":[42]})") == cni_invalid_config);
     CHECK(code_of(R"({"cniVersion":"1.0.0","allow":["300.1.1.1/24"]})") == cni_invalid_config);
     CHECK(code_of(R"({"cniVersion":"1.0.0","allow":[],"routeSet":"yes"})") == cni_invalid_config);
+    CHECK(code_of(R"({"cniVersion":"1.0.0","allow":[],"audit":"true"})") == cni_invalid_config);
     CHECK(code_of(R"({"cniVersion":"1.0.0","allow":[],"probeReach":["x"]})") == cni_invalid_config);
     CHECK(code_of(R"({"cniVersion":"1.0.0","allow":[],"prevResult":[]})") == cni_invalid_config);
     try {

@@ -71,6 +71,31 @@ TEST_CASE("hook plan: arguments win over annotations; no policy means nothing to
     CHECK_THROWS_AS(hook_plan(st, none), Error);
 }
 
+TEST_CASE("hook plan: audit from --audit or io.nsegress.audit, alone or with an allow-list") {
+    OciState st;
+    st.pid = 42;
+    HookArgs none;
+    st.annotations[kAnnotationAudit] = "false";
+    CHECK_FALSE(hook_plan(st, none).has_value());  // audit=false and no allow-list: nothing to do
+    st.annotations[kAnnotationAudit] = "true";
+    auto p = hook_plan(st, none);
+    REQUIRE(p);  // audit alone is a policy: log everything
+    CHECK(p->audit);
+    CHECK(p->allow.empty());
+    st.annotations[kAnnotationAllow] = "192.168.1.0/24";
+    p = hook_plan(st, none);
+    REQUIRE(p);
+    CHECK(p->audit);
+    CHECK(p->allow.size() == 1);
+    st.annotations[kAnnotationAudit] = "yes";
+    CHECK_THROWS_AS(hook_plan(st, none), Error);
+    HookArgs args;
+    args.audit = true;  // the argument wins over a malformed or absent annotation
+    CHECK(hook_plan(st, args)->audit);
+    st.annotations.erase(kAnnotationAudit);
+    CHECK_FALSE(hook_plan(st, none)->audit);
+}
+
 TEST_CASE("container inspect output") {
     CHECK(parse_inspect_output("web", "1234 true\n") == 1234);
     CHECK_THROWS_AS(parse_inspect_output("web", "0 false\n"), Error);

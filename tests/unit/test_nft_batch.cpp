@@ -6,7 +6,9 @@
 #include <netinet/in.h>
 
 #include <libmnl/libmnl.h>
+#include <libnftnl/chain.h>
 #include <libnftnl/rule.h>
+#include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
 
@@ -157,7 +159,7 @@ TEST_CASE("policy batch: framing, order, sequence numbers and ACK flags") {
     REQUIRE(types.size() > head.size());
     CHECK(std::vector<std::uint16_t>(types.begin(), types.begin() + head.size()) == head);
     for (std::size_t i = head.size(); i < types.size(); ++i) CHECK(types[i] == NFT_MSG_NEWRULE);
-    CHECK(types.size() - head.size() == 10);  // 7 base rules + 3 neighbour-discovery rules
+    CHECK(types.size() - head.size() == 11);  // 8 base rules (deny log included) + 3 neighbour-discovery rules
 }
 
 TEST_CASE("policy rules parse back with libnftnl and match the golden dump") {
@@ -165,6 +167,103 @@ TEST_CASE("policy rules parse back with libnftnl and match the golden dump") {
     golden("policy_v4v6.rules",
            rules_text(nft::compile_policy(
                AllowList({parse_cidr("192.168.1.0/24"), parse_cidr("2001:db8:1::/64")}), 1)));
+    golden("policy_v4_audit.rules",
+           rules_text(nft::compile_policy(AllowList({parse_cidr("192.168.1.0/24")}), 1, nft::Mode::audit)));
+}
+
+namespace {
+
+// The NEWRULE messages of a batch, parsed back, in order.
+std::vector<std::string> rule_dumps(const nft::Batch& b) {
+    std::vector<std::string> out;
+    for (const auto* nlh : walk(b).msgs) {
+        if (!is_nft(nlh) || nft_type(nlh) != NFT_MSG_NEWRULE) continue;
+        nftnl_rule* r = nftnl_rule_alloc();
+        REQUIRE(nftnl_rule_nlmsg_parse(nlh, r) == 0);
+        char buf[4096];
+        nftnl_rule_snprintf(buf, sizeof buf, r, NFTNL_OUTPUT_DEFAULT, 0);
+        out.emplace_back(buf);
+        nftnl_rule_free(r);
+    }
+    return out;
+}
+
+std::uint32_t chain_policy(const nft::Batch& b) {
+    for (const auto* nlh : walk(b).msgs) {
+        if (!is_nft(nlh) || nft_type(nlh) != NFT_MSG_NEWCHAIN) continue;
+        nftnl_chain* c = nftnl_chain_alloc();
+        REQUIRE(nftnl_chain_nlmsg_parse(nlh, c) == 0);
+        std::uint32_t policy = nftnl_chain_get_u32(c, NFTNL_CHAIN_POLICY);
+        nftnl_chain_free(c);
+        return policy;
+    }
+    FAIL("no NEWCHAIN message");
+    return 0;
+}
+
+}  // namespace
+
+TEST_CASE("the deny log: its own rate-limited rule right before the verdict, in both modes") {
+    for (auto mode : {nft::Mode::enforce, nft::Mode::audit}) {
+        CAPTURE(nft::mode_name(mode));
+        auto rules = rule_dumps(nft::compile_policy(AllowList({parse_cidr("10.0.0.0/8")}), 1, mode));
+        REQUIRE(rules.size() >= 2);
+        const std::string& log = rules[rules.size() - 2];
+        const std::string& verdict = rules.back();
+        // Only new flows, limited, counted, then logged to our group with the mode's prefix.
+        auto at = [&](const char* what) { return log.find(what); };
+        REQUIRE(at("ct load state") != std::string::npos);
+        CHECK(log.find("reg 1 & 0x00000008") != std::string::npos);  // ct state new
+        CHECK(at("ct load state") < at("limit rate 50/second burst 100 type packets"));
+        CHECK(at("limit rate") < at("counter"));
+        CHECK(at("counter") < at("log prefix"));
+        CHECK(log.find(std::string("log prefix ") +
+                       (mode == nft::Mode::audit ? nft::kLogPrefixAudit : nft::kLogPrefixEnforce) +
+                       " group 28275") != std::string::npos);
+        CHECK(log.find("immediate") == std::string::npos);  // no verdict: the packet goes on
+        CHECK(log.find("nsegress: deny log") != std::string::npos);
+        // The verdict rule carries no limit: packets over the log limit are still refused.
+        CHECK(verdict.find("limit") == std::string::npos);
+        if (mode == nft::Mode::enforce) {
+            CHECK(verdict.find("reject type 2 code 3") != std::string::npos);
+            CHECK(verdict.find("nsegress: refused") != std::string::npos);
+        } else {
+            CHECK(verdict.find("immediate reg 0 accept") != std::string::npos);
+            CHECK(verdict.find("reject") == std::string::npos);
+            CHECK(verdict.find("nsegress: audited") != std::string::npos);
+        }
+        CHECK(verdict.find("counter") != std::string::npos);
+        // Nothing else is logged and nothing else rejects.
+        for (std::size_t i = 0; i + 2 < rules.size(); ++i) {
+            CHECK(rules[i].find("log ") == std::string::npos);
+            CHECK(rules[i].find("reject") == std::string::npos);
+        }
+    }
+}
+
+TEST_CASE("audit mode: chain policy accept, same sets and allow rules as enforce") {
+    AllowList allow({parse_cidr("192.168.1.0/24"), parse_cidr("2001:db8:1::/64")});
+    auto enforce = nft::compile_policy(allow, 1, nft::Mode::enforce);
+    auto audit = nft::compile_policy(allow, 1, nft::Mode::audit);
+    CHECK(chain_policy(enforce) == NF_DROP);
+    CHECK(chain_policy(audit) == NF_ACCEPT);
+    auto re = rule_dumps(enforce), ra = rule_dumps(audit);
+    REQUIRE(re.size() == ra.size());
+    for (std::size_t i = 0; i + 2 < re.size(); ++i) CHECK(re[i] == ra[i]);  // all but log + verdict
+    std::size_t m4 = 0, m6 = 0;
+    CHECK(elements_back(audit, nft::kSet4, Family::v4, &m4) == allow.ranges(Family::v4));
+    CHECK(elements_back(audit, nft::kSet6, Family::v6, &m6) == allow.ranges(Family::v6));
+
+    auto text = nft::render_policy(allow, nft::Mode::audit);
+    CHECK(text.find("policy accept;") != std::string::npos);
+    CHECK(text.find("policy drop;") == std::string::npos);
+    CHECK(text.find("reject") == std::string::npos);
+    CHECK(text.find("ct state new limit rate 50/second burst 100 packets counter log prefix \"nsegress audit\" "
+                    "group 28275") != std::string::npos);
+    CHECK(text.find("counter accept comment \"nsegress: audited\"") != std::string::npos);
+    auto etext = nft::render_policy(allow);
+    CHECK(etext.find("log prefix \"nsegress refused\" group 28275") != std::string::npos);
+    CHECK(etext.find("log prefix") < etext.find("reject with icmpx admin-prohibited"));
 }
 
 TEST_CASE("neighbour discovery is accepted only when an IPv6 CIDR is allowed") {

@@ -1,0 +1,385 @@
+#include "nsegress/watch.hpp"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "nsegress/error.hpp"
+#include "nsegress/inspect.hpp"
+#include "nsegress/nft.hpp"
+#include "nsegress/routeset.hpp"
+
+namespace nsegress {
+
+using nlohmann::json;
+
+// ---- Summary ---------------------------------------------------------------------------------------
+
+std::string seen_label(const nflog::PacketInfo& p) {
+    std::string proto = nflog::protocol_name(p.protocol);
+    if (p.dport) return fmt::format("{}/{}", proto, *p.dport);
+    if (p.icmp_type) return proto + " " + nflog::icmp_type_name(p.family, *p.icmp_type);
+    if (p.fragment) return proto + " (fragment)";
+    return proto;
+}
+
+void SummaryBuilder::add(const nflog::PacketInfo& p) {
+    ++by_host_[p.dst][seen_label(p)];
+    ++attempts_;
+}
+
+std::vector<SummaryEntry> SummaryBuilder::entries() const {
+    std::vector<Cidr> hosts;
+    hosts.reserve(by_host_.size());
+    for (const auto& [ip, _] : by_host_) hosts.push_back(Cidr{ip, bits_of(ip.family)});
+    AllowList merged(hosts);  // adjacent hosts coalesce into ranges
+    std::vector<SummaryEntry> out;
+    for (Family f : {Family::v4, Family::v6}) {
+        for (const auto& range : merged.ranges(f)) {
+            for (const auto& cidr : range.to_cidrs()) {
+                SummaryEntry e;
+                e.cidr = cidr;
+                for (auto it = by_host_.lower_bound(cidr.first());
+                     it != by_host_.end() && it->first.family == f && it->first.value <= cidr.last().value; ++it) {
+                    ++e.hosts;
+                    for (const auto& [label, n] : it->second) {
+                        e.seen[label] += n;
+                        e.attempts += n;
+                    }
+                }
+                out.push_back(std::move(e));
+            }
+        }
+    }
+    return out;
+}
+
+namespace {
+
+std::string seen_text(const std::map<std::string, std::uint64_t>& seen) {
+    std::vector<std::pair<std::string, std::uint64_t>> v(seen.begin(), seen.end());
+    std::stable_sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+    constexpr std::size_t kShown = 12;
+    std::string out;
+    for (std::size_t i = 0; i < v.size() && i < kShown; ++i)
+        out += fmt::format("{}{} x{}", i ? ", " : "", v[i].first, v[i].second);
+    if (v.size() > kShown) out += fmt::format(", and {} more", v.size() - kShown);
+    return out;
+}
+
+}  // namespace
+
+std::string render_allow_file(const std::vector<std::string>& header, const AllowList& current,
+                              const std::vector<SummaryEntry>& observed) {
+    std::string out;
+    for (const auto& h : header) out += "# " + h + "\n";
+    if (!current.empty()) {
+        out += "# allowed by the current policy (kept):\n";
+        for (Family f : {Family::v4, Family::v6})
+            for (const auto& r : current.ranges(f))
+                for (const auto& c : r.to_cidrs()) out += c.str() + "\n";
+    }
+    if (observed.empty()) {
+        out += "# observed: nothing\n";
+        return out;
+    }
+    out += "# observed:\n";
+    for (const auto& e : observed) {
+        std::string hosts = e.hosts > 1 ? fmt::format(" to {} hosts", e.hosts) : "";
+        out += fmt::format("{:<24} # {} attempt(s){}: {}\n", e.cidr.str(), e.attempts, hosts, seen_text(e.seen));
+    }
+    return out;
+}
+
+json summary_json(const AllowList& current, const std::vector<SummaryEntry>& observed,
+                  const std::string& allow_file) {
+    json cur = json::array();
+    for (Family f : {Family::v4, Family::v6})
+        for (const auto& r : current.ranges(f))
+            for (const auto& c : r.to_cidrs()) cur.push_back(c.str());
+    json obs = json::array();
+    for (const auto& e : observed)
+        obs.push_back(json{{"cidr", e.cidr.str()}, {"hosts", e.hosts}, {"attempts", e.attempts}, {"seen", e.seen}});
+    return json{{"current", cur}, {"observed", obs}, {"allow_file", allow_file}};
+}
+
+// ---- Events ----------------------------------------------------------------------------------------
+
+std::string iso_time(std::int64_t sec, long nsec) {
+    time_t t = static_cast<time_t>(sec);
+    struct tm tm {};
+    gmtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+    return fmt::format("{}.{:03}Z", buf, nsec / 1000000);
+}
+
+std::optional<json> attempt_json(const nflog::LogEvent& ev, const std::string& time) {
+    if (!ev.packet) return std::nullopt;
+    const nflog::PacketInfo& p = *ev.packet;
+    auto mode = nflog::mode_of_prefix(ev.prefix);
+    auto opt = [](const auto& v) { return v ? json(*v) : json(nullptr); };
+    return json{{"event", "attempt"},
+                {"time", time},
+                {"mode", mode ? json(nft::mode_name(*mode)) : json(nullptr)},
+                {"verdict", !mode ? json(nullptr) : json(*mode == nft::Mode::audit ? "would-be-refused" : "refused")},
+                {"family", p.family == Family::v4 ? "ipv4" : "ipv6"},
+                {"proto", nflog::protocol_name(p.protocol)},
+                {"protocol", p.protocol},
+                {"src", p.src.str()},
+                {"dst", p.dst.str()},
+                {"sport", opt(p.sport)},
+                {"dport", opt(p.dport)},
+                {"icmp_type", opt(p.icmp_type)},
+                {"icmp_code", opt(p.icmp_code)},
+                {"icmp", p.icmp_type ? json(nflog::icmp_type_name(p.family, *p.icmp_type)) : json(nullptr)},
+                {"fragment", p.fragment},
+                {"uid", opt(ev.uid)},
+                {"gid", opt(ev.gid)},
+                {"seq", opt(ev.seq)}};
+}
+
+// ---- The command -----------------------------------------------------------------------------------
+
+namespace {
+
+// SIGINT and SIGTERM are blocked and read from a signalfd, so that they end the poll loop
+// cleanly instead of killing the process mid-line. The old mask comes back on destruction.
+// (A signal the parent set to be ignored, as a non-interactive shell does for `&` jobs and
+// SIGINT, stays ignored: use SIGTERM there.)
+class SignalFd {
+public:
+    SignalFd() {
+        sigemptyset(&set_);
+        sigaddset(&set_, SIGINT);
+        sigaddset(&set_, SIGTERM);
+        if (sigprocmask(SIG_BLOCK, &set_, &old_) != 0) throw_errno("block SIGINT/SIGTERM", errno);
+        fd_ = Fd(::signalfd(-1, &set_, SFD_CLOEXEC | SFD_NONBLOCK));
+        if (!fd_) {
+            int err = errno;
+            sigprocmask(SIG_SETMASK, &old_, nullptr);
+            throw_errno("signalfd", err);
+        }
+    }
+    ~SignalFd() {
+        signalfd_siginfo si;
+        while (::read(fd_.get(), &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
+        }
+        sigprocmask(SIG_SETMASK, &old_, nullptr);
+    }
+    SignalFd(const SignalFd&) = delete;
+    SignalFd& operator=(const SignalFd&) = delete;
+    int fd() const { return fd_.get(); }
+    // The signal that arrived, or 0.
+    int take() {
+        signalfd_siginfo si{};
+        if (::read(fd_.get(), &si, sizeof si) != static_cast<ssize_t>(sizeof si)) return 0;
+        return static_cast<int>(si.ssi_signo);
+    }
+
+private:
+    sigset_t set_{}, old_{};
+    Fd fd_;
+};
+
+double now_mono() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+std::string now_iso() {
+    timespec ts{};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return iso_time(ts.tv_sec, ts.tv_nsec);
+}
+
+json policy_json(const nft::PolicyState& st) {
+    return json{{"present", st.present},
+                {"complete", st.complete},
+                {"mode", st.present ? json(nft::mode_name(st.mode)) : json(nullptr)},
+                {"deny_log", st.deny_log},
+                {"logged_packets", st.logged.packets},
+                {"refused_packets", st.refused.packets}};
+}
+
+}  // namespace
+
+CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
+    SignalFd signals;  // first: a Ctrl-C from here on ends the watch cleanly
+    CommandResult res{json{{"event", "end"}, {"command", "watch"}, {"ok", true}, {"exit_code", 0}, {"error", nullptr}}};
+    json& doc = res.doc;
+    require_privileges(priv_enter | priv_net_admin);  // binding an nflog group needs CAP_NET_ADMIN
+    Netns ns = open_target(opt.target);
+    doc["target"] = target_json(ns, opt.target);
+
+    nflog::Socket log;
+    nft::MnlSocket nfnl;
+    NlSock rtnl;
+    ns.run_inside([&] {
+        log = nflog::Socket::open();
+        nfnl = nft::open_nfnl_socket();
+        rtnl = open_rtnl_socket();
+    });
+    log.set_receive_buffer(opt.receive_buffer);
+    log.bind_group(nft::kNflogGroup, ns.describe());
+    // After the bind: every packet the counter below misses is one we receive (see `lost`).
+    nft::PolicyState before = nft::read_policy(nfnl.get());
+
+    std::vector<std::string> notices;
+    auto notice = [&](std::string text) {
+        if (sink.notice) sink.notice(text);
+        notices.push_back(std::move(text));
+    };
+    if (!before.present)
+        notice(fmt::format("{} has no nsegress policy: nothing is logged until `nsegress restrict` "
+                           "(or `restrict --audit`) installs one; listening anyway", ns.describe()));
+    else if (!before.deny_log)
+        notice(fmt::format("the policy of {} has no deny log (installed by an older nsegress): run "
+                           "`nsegress restrict` again to add it; listening anyway", ns.describe()));
+    // The route set refuses forbidden destinations at the routing decision, before a packet
+    // exists: there is nothing for netfilter to log. Only what reaches the policy is logged.
+    RoutePlan routes = installed_route_set(inspect(rtnl.get(), inspect_rules | inspect_routes | inspect_links));
+    const bool route_set = !routes.rules.empty();
+    if (route_set && before.present && before.mode == nft::Mode::enforce)
+        notice("a route set is installed: it refuses forbidden destinations before any packet exists, so "
+               "those refusals are not logged (status counts them as OutNoRoutes); for a complete deny "
+               "log, restrict with --no-route-set (the nftables policy alone still refuses them)");
+    if (sink.ready)
+        sink.ready(json{{"event", "ready"},
+                        {"group", nft::kNflogGroup},
+                        {"target", doc["target"]},
+                        {"route_set", route_set},
+                        {"policy", policy_json(before)}});
+
+    const double start = now_mono();
+    std::optional<double> deadline;
+    if (opt.duration_s) deadline = start + *opt.duration_s;
+
+    nflog::LossCounter loss;
+    SummaryBuilder summary;
+    std::uint64_t received = 0, unparsed = 0, foreign = 0, overruns = 0, lost_tail = 0;
+
+    auto handle = [&](const std::vector<std::uint8_t>& buf) {
+        std::string time = now_iso();
+        for (const auto& item : nflog::parse_buffer(buf)) {
+            if (item.kind != nflog::Item::packet) continue;
+            const nflog::LogEvent& ev = item.event;
+            // Group 28275 is ours in this namespace, but a hand-written rule may log to it too.
+            if (ev.group != nft::kNflogGroup || !nflog::mode_of_prefix(ev.prefix)) {
+                ++foreign;
+                continue;
+            }
+            ++received;
+            if (ev.seq) {
+                if (std::uint64_t gap = loss.observe(*ev.seq); gap > 0 && sink.event)
+                    sink.event(json{{"event", "lost"}, {"time", time}, {"count", gap},
+                                    {"reason", "the log socket overflowed (ENOBUFS)"}});
+            }
+            auto a = attempt_json(ev, time);
+            if (!a) {
+                ++unparsed;
+                continue;
+            }
+            summary.add(*ev.packet);
+            if (sink.event) sink.event(*a);
+        }
+    };
+    auto drain = [&] {
+        while (true) {
+            bool overrun = false;
+            auto buf = log.receive(overrun);
+            if (overrun) {
+                ++overruns;
+                continue;
+            }
+            if (buf.empty()) return;
+            handle(buf);
+        }
+    };
+
+    std::string reason;
+    const int pidfd = ns.pidfd() ? ns.pidfd().get() : -1;
+    while (reason.empty()) {
+        int timeout_ms = -1;
+        if (deadline) {
+            double left = *deadline - now_mono();
+            if (left <= 0) {
+                reason = "duration";
+                break;
+            }
+            timeout_ms = static_cast<int>(std::ceil(left * 1000));
+        }
+        pollfd fds[3] = {{log.fd(), POLLIN, 0}, {signals.fd(), POLLIN, 0}, {pidfd, POLLIN, 0}};
+        int n = ::poll(fds, pidfd >= 0 ? 3 : 2, timeout_ms);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            throw_errno("poll the nflog socket", errno);
+        }
+        if (fds[0].revents & (POLLIN | POLLERR)) drain();
+        if (fds[1].revents & POLLIN) {
+            if (int sig = signals.take()) reason = sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "signal";
+        }
+        if (pidfd >= 0 && (fds[2].revents & POLLIN)) reason = "target process exited";
+    }
+    const double elapsed = now_mono() - start;
+
+    // The policy's log counter says how many packets were handed to the group meanwhile; what we
+    // neither received nor saw a gap for was lost at the end (an overrun after the last message
+    // we read leaves no gap). Read the counter first, then drain: never over-reports.
+    nft::PolicyState after = nft::read_policy(nfnl.get());
+    drain();
+    std::optional<std::uint64_t> logged;
+    if (before.present && after.present && before.deny_log && after.deny_log &&
+        after.logged.packets >= before.logged.packets)
+        logged = after.logged.packets - before.logged.packets;
+    if (logged && *logged > received + loss.lost()) {
+        lost_tail = *logged - received - loss.lost();
+        if (sink.event)
+            sink.event(json{{"event", "lost"}, {"time", now_iso()}, {"count", lost_tail},
+                            {"reason", "the log socket overflowed (ENOBUFS) after the last message read"}});
+    }
+
+    doc["reason"] = reason;
+    doc["duration_s"] = std::round(elapsed * 1000) / 1000;
+    doc["group"] = nft::kNflogGroup;
+    doc["attempts"] = summary.attempts();
+    doc["received"] = received;
+    doc["lost"] = loss.lost() + lost_tail;
+    doc["overruns"] = overruns;
+    doc["unparsed"] = unparsed;
+    doc["foreign"] = foreign;
+    doc["notices"] = notices;
+    doc["route_set"] = route_set;
+    doc["policy"] = json{{"before", policy_json(before)},
+                         {"after", policy_json(after)},
+                         {"logged_meanwhile", logged ? json(*logged) : json(nullptr)}};
+    if (opt.summary) {
+        auto entries = summary.entries();
+        std::uint64_t lost = loss.lost() + lost_tail;
+        std::vector<std::string> header{
+            fmt::format("nsegress watch --summary: {} attempt(s) to {} destination(s) in {:.1f} s from {}",
+                        summary.attempts(), summary.destinations(), elapsed, ns.describe()),
+            "an --allow-file for `nsegress restrict` (it replaces the allow-list: the current one is kept below)",
+            fmt::format("only the first packet of each flow is logged, at most {}/s after a burst of {}",
+                        nft::kLogRatePerSecond, nft::kLogBurst)};
+        if (lost > 0)
+            header.push_back(fmt::format("WARNING: {} logged attempt(s) were lost (socket overrun): this list "
+                                         "may be incomplete", lost));
+        const nft::PolicyState& cur = after.present ? after : before;
+        std::string text = render_allow_file(header, cur.allow, entries);
+        doc["summary"] = summary_json(cur.allow, entries, text);
+    }
+    return res;
+}
+
+}  // namespace nsegress
