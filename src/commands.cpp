@@ -15,6 +15,7 @@
 #include "nsegress/conntrack.hpp"
 #include "nsegress/inspect.hpp"
 #include "nsegress/nft.hpp"
+#include "nsegress/procfs.hpp"
 #include "nsegress/routeset.hpp"
 
 namespace nsegress {
@@ -29,7 +30,7 @@ struct Handles {
     nft::MnlSocket nfnl;
     nft::MnlSocket ctnl;
     ProbeSockets probe;
-    Fd snmp, snmp6;
+    NetSnmp snmp;
 };
 
 enum Need : unsigned { need_rtnl = 1, need_nfnl = 2, need_ct = 4, need_probe = 8, need_snmp = 16 };
@@ -41,12 +42,7 @@ Handles open_handles(const Netns& ns, unsigned need) {
         if (need & need_nfnl) h.nfnl = nft::open_nfnl_socket();
         if (need & need_ct) h.ctnl = nft::open_nfnl_socket();
         if (need & need_probe) h.probe = open_probe_sockets();
-        if (need & need_snmp) {
-            // /proc/thread-self/net shows the namespace of this thread *at open time*; reading
-            // the fd later still reads that namespace's counters.
-            h.snmp = Fd(::open("/proc/thread-self/net/snmp", O_RDONLY | O_CLOEXEC));
-            h.snmp6 = Fd(::open("/proc/thread-self/net/snmp6", O_RDONLY | O_CLOEXEC));
-        }
+        if (need & need_snmp) h.snmp = NetSnmp::open_here();
     });
     return h;
 }
@@ -116,41 +112,6 @@ std::vector<IpAddr> local_addresses(const Snapshot& s) {
     std::vector<IpAddr> out;
     for (const auto& a : s.addresses) out.push_back(a.addr);
     return out;
-}
-
-// "Ip: Forwarding ... OutNoRoutes ..." header/value line pairs (snmp), "Ip6OutNoRoutes N" (snmp6).
-std::optional<std::uint64_t> read_counter(const Fd& fd, const std::string& key, bool pairs) {
-    if (!fd) return std::nullopt;
-    std::string text;
-    char buf[8192];
-    ssize_t n;
-    off_t off = 0;
-    while ((n = ::pread(fd.get(), buf, sizeof buf, off)) > 0) {
-        text.append(buf, static_cast<std::size_t>(n));
-        off += n;
-    }
-    std::istringstream in(text);
-    std::string line;
-    if (!pairs) {
-        while (std::getline(in, line)) {
-            std::istringstream ls(line);
-            std::string k;
-            std::uint64_t v;
-            if (ls >> k >> v && k == key) return v;
-        }
-        return std::nullopt;
-    }
-    std::string header;
-    while (std::getline(in, header)) {
-        std::string values;
-        if (!std::getline(in, values)) break;
-        if (header.rfind("Ip: ", 0) != 0) continue;
-        std::istringstream hs(header), vs(values);
-        std::string h, v;
-        while (hs >> h && vs >> v)
-            if (h == key) return std::stoull(v);
-    }
-    return std::nullopt;
 }
 
 json opt_json(const std::optional<std::uint64_t>& v) { return v ? json(*v) : json(nullptr); }
@@ -380,8 +341,9 @@ CommandResult cmd_status(const TargetSpec& target) {
     doc["route_set"] = json{{"present", routes_present},
                             {"table", kRouteTable},
                             {"routes", route_set_lines(installed, snap)}};
-    doc["route_refused"] = json{{"ipv4_out_no_routes", opt_json(read_counter(h.snmp, "OutNoRoutes", true))},
-                                {"ipv6_out_no_routes", opt_json(read_counter(h.snmp6, "Ip6OutNoRoutes", false))}};
+    NoRouteCounters no_route = h.snmp.out_no_routes();
+    doc["route_refused"] = json{{"ipv4_out_no_routes", opt_json(no_route.ipv4)},
+                                {"ipv6_out_no_routes", opt_json(no_route.ipv6)}};
     return res;
 }
 

@@ -1,5 +1,8 @@
 #include "nsegress/procfs.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <fstream>
 #include <sstream>
 
@@ -24,6 +27,72 @@ std::string status_field(const std::string& status_text, const std::string& key)
         return b == std::string::npos ? "" : v.substr(b, e - b + 1);
     }
     return {};
+}
+
+namespace {
+
+std::string read_all(const Fd& fd) {
+    std::string text;
+    char buf[8192];
+    ssize_t n;
+    off_t off = 0;
+    while ((n = ::pread(fd.get(), buf, sizeof buf, off)) > 0) {
+        text.append(buf, static_cast<std::size_t>(n));
+        off += n;
+    }
+    return text;
+}
+
+std::optional<std::uint64_t> to_u64(const std::string& v) {
+    try {
+        std::size_t used = 0;
+        std::uint64_t out = std::stoull(v, &used);
+        if (used == v.size()) return out;
+    } catch (const std::exception&) {
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<std::uint64_t> snmp_pair_value(const std::string& text, const std::string& key) {
+    std::istringstream in(text);
+    std::string header;
+    while (std::getline(in, header)) {
+        std::string values;
+        if (!std::getline(in, values)) break;
+        if (header.rfind("Ip: ", 0) != 0) continue;
+        std::istringstream hs(header), vs(values);
+        std::string h, v;
+        while (hs >> h && vs >> v)
+            if (h == key) return to_u64(v);
+    }
+    return std::nullopt;
+}
+
+std::optional<std::uint64_t> snmp6_value(const std::string& text, const std::string& key) {
+    std::istringstream in(text);
+    std::string line;
+    while (std::getline(in, line)) {
+        std::istringstream ls(line);
+        std::string k, v;
+        if (ls >> k >> v && k == key) return to_u64(v);
+    }
+    return std::nullopt;
+}
+
+NetSnmp NetSnmp::open_here() {
+    NetSnmp s;
+    s.snmp_ = Fd(::open("/proc/thread-self/net/snmp", O_RDONLY | O_CLOEXEC));
+    s.snmp6_ = Fd(::open("/proc/thread-self/net/snmp6", O_RDONLY | O_CLOEXEC));
+    return s;
+}
+
+NoRouteCounters NetSnmp::out_no_routes() const {
+    NoRouteCounters c;
+    if (snmp_) c.ipv4 = snmp_pair_value(read_all(snmp_), "OutNoRoutes");
+    if (snmp6_) c.ipv6 = snmp6_value(read_all(snmp6_), "Ip6OutNoRoutes");
+    return c;
 }
 
 }  // namespace nsegress

@@ -59,6 +59,9 @@ std::string render_watch_event(const json& ev) {
         std::string verdict = str(ev, "verdict") == "would-be-refused" ? "would be refused (audit)" : "refused";
         return fmt::format("{}  {:<7} {:<40} {:<10} {}\n", str(ev, "time"), str(ev, "proto"), where, uid, verdict);
     }
+    if (kind == "route-refused")
+        return fmt::format("{}  route set refused {} IPv4 and {} IPv6 attempt(s) (no packet: destination unknown)\n",
+                           str(ev, "time"), ev["ipv4"].get<std::uint64_t>(), ev["ipv6"].get<std::uint64_t>());
     if (kind == "lost")
         return fmt::format("{}  LOST {} logged attempt(s): {}\n", str(ev, "time"), ev["count"].get<std::uint64_t>(),
                            str(ev, "reason"));
@@ -112,6 +115,10 @@ std::string render_human(const json& doc) {
         out += fmt::format("ended ({}) after {:.1f} s on {}: {} attempt(s), {} lost\n", str(doc, "reason"),
                            doc["duration_s"].get<double>(), target_line(doc), doc["attempts"].get<std::uint64_t>(),
                            doc["lost"].get<std::uint64_t>());
+        if (doc.value("route_set", false))
+            out += fmt::format("  refused by the route set meanwhile (no destination known): IPv4 {}, IPv6 {}\n",
+                               doc["route_refused"]["ipv4"].get<std::uint64_t>(),
+                               doc["route_refused"]["ipv6"].get<std::uint64_t>());
     } else if (cmd == "release") {
         const json& r = doc["removed"];
         out += fmt::format("released {}: table {}, {} rule(s), {} route(s) removed\n", target_line(doc),

@@ -16,6 +16,7 @@
 #include "nsegress/error.hpp"
 #include "nsegress/inspect.hpp"
 #include "nsegress/nft.hpp"
+#include "nsegress/procfs.hpp"
 #include "nsegress/routeset.hpp"
 
 namespace nsegress {
@@ -225,10 +226,12 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
     nflog::Socket log;
     nft::MnlSocket nfnl;
     NlSock rtnl;
+    NetSnmp snmp;
     ns.run_inside([&] {
         log = nflog::Socket::open();
         nfnl = nft::open_nfnl_socket();
         rtnl = open_rtnl_socket();
+        snmp = NetSnmp::open_here();
     });
     log.set_receive_buffer(opt.receive_buffer);
     log.bind_group(nft::kNflogGroup, ns.describe());
@@ -247,13 +250,30 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
         notice(fmt::format("the policy of {} has no deny log (installed by an older nsegress): run "
                            "`nsegress restrict` again to add it; listening anyway", ns.describe()));
     // The route set refuses forbidden destinations at the routing decision, before a packet
-    // exists: there is nothing for netfilter to log. Only what reaches the policy is logged.
+    // exists: there is nothing for netfilter to log. What it refuses is only visible as the
+    // namespace's no-route counters, so watch reports their growth (a count, no destination).
     RoutePlan routes = installed_route_set(inspect(rtnl.get(), inspect_rules | inspect_routes | inspect_links));
     const bool route_set = !routes.rules.empty();
     if (route_set && before.present && before.mode == nft::Mode::enforce)
         notice("a route set is installed: it refuses forbidden destinations before any packet exists, so "
-               "those refusals are not logged (status counts them as OutNoRoutes); for a complete deny "
-               "log, restrict with --no-route-set (the nftables policy alone still refuses them)");
+               "those refusals carry no destination and are reported only as counts (OutNoRoutes, "
+               "checked every second); for a complete deny log, restrict with --no-route-set (the "
+               "nftables policy alone still refuses them)");
+    NoRouteCounters no_route_last = snmp.out_no_routes();
+    std::uint64_t route_refused4 = 0, route_refused6 = 0;
+    auto poll_no_routes = [&] {
+        NoRouteCounters now = snmp.out_no_routes();
+        auto delta = [](const std::optional<std::uint64_t>& a, const std::optional<std::uint64_t>& b) {
+            return a && b && *b > *a ? *b - *a : std::uint64_t{0};
+        };
+        std::uint64_t d4 = delta(no_route_last.ipv4, now.ipv4), d6 = delta(no_route_last.ipv6, now.ipv6);
+        no_route_last = now;
+        route_refused4 += d4;
+        route_refused6 += d6;
+        if ((d4 || d6) && sink.event)
+            sink.event(json{{"event", "route-refused"}, {"time", now_iso()}, {"ipv4", d4}, {"ipv6", d6},
+                            {"detail", "refused by routing (OutNoRoutes): no packet, so no destination"}});
+    };
     if (sink.ready)
         sink.ready(json{{"event", "ready"},
                         {"group", nft::kNflogGroup},
@@ -310,14 +330,16 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
     std::string reason;
     const int pidfd = ns.pidfd() ? ns.pidfd().get() : -1;
     while (reason.empty()) {
-        int timeout_ms = -1;
+        // With a route set, wake at least every second to read the no-route counters.
+        int timeout_ms = route_set ? 1000 : -1;
         if (deadline) {
             double left = *deadline - now_mono();
             if (left <= 0) {
                 reason = "duration";
                 break;
             }
-            timeout_ms = static_cast<int>(std::ceil(left * 1000));
+            int until = static_cast<int>(std::ceil(left * 1000));
+            timeout_ms = timeout_ms < 0 ? until : std::min(timeout_ms, until);
         }
         pollfd fds[3] = {{log.fd(), POLLIN, 0}, {signals.fd(), POLLIN, 0}, {pidfd, POLLIN, 0}};
         int n = ::poll(fds, pidfd >= 0 ? 3 : 2, timeout_ms);
@@ -330,7 +352,9 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
             if (int sig = signals.take()) reason = sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "signal";
         }
         if (pidfd >= 0 && (fds[2].revents & POLLIN)) reason = "target process exited";
+        if (route_set) poll_no_routes();
     }
+    poll_no_routes();
     const double elapsed = now_mono() - start;
 
     // The policy's log counter says how many packets were handed to the group meanwhile; what we
@@ -360,6 +384,7 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
     doc["foreign"] = foreign;
     doc["notices"] = notices;
     doc["route_set"] = route_set;
+    doc["route_refused"] = json{{"ipv4", route_refused4}, {"ipv6", route_refused6}};
     doc["policy"] = json{{"before", policy_json(before)},
                          {"after", policy_json(after)},
                          {"logged_meanwhile", logged ? json(*logged) : json(nullptr)}};

@@ -1,8 +1,11 @@
 // Small /proc readers shared by the target guard and verify.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
+
+#include "nsegress/fd.hpp"
 
 namespace nsegress {
 
@@ -11,5 +14,29 @@ std::optional<std::string> read_text_file(const std::string& path);
 
 // The value of "Key:\tvalue" in /proc/PID/status text, trimmed; empty when absent.
 std::string status_field(const std::string& status_text, const std::string& key);
+
+// What the route layer refused: the namespace's Ip OutNoRoutes / Ip6OutNoRoutes counters, which
+// count every locally generated packet the routing decision failed (the route set's unreachable
+// rule among them). Namespace-wide, not per rule.
+struct NoRouteCounters {
+    std::optional<std::uint64_t> ipv4, ipv6;
+};
+
+// /proc/thread-self/net/snmp{,6} opened by the calling thread: open it *inside* the target
+// namespace (the files show the namespace of the thread at open time); reading later, from
+// anywhere, still reads that namespace's counters.
+class NetSnmp {
+public:
+    static NetSnmp open_here();
+    NoRouteCounters out_no_routes() const;
+
+private:
+    Fd snmp_, snmp6_;
+};
+
+// Pure parsers of those files' text, for tests: "Ip: ..." header/value line pairs (snmp) and
+// "Key value" lines (snmp6).
+std::optional<std::uint64_t> snmp_pair_value(const std::string& text, const std::string& key);
+std::optional<std::uint64_t> snmp6_value(const std::string& text, const std::string& key);
 
 }  // namespace nsegress

@@ -254,9 +254,15 @@ expect_exit 2 nsg watch --netns "/run/netns/${P}_nonexistent" --duration 1
 expect_exit 2 in_ctr "$NSEGRESS" watch --netns /proc/self/ns/net --duration 1
 assert_contains "$ERR" "refusing" "watch refuses the namespace it runs in"
 expect_exit 0 nsg restrict --netns "$CTR_NS" --allow 192.168.1.0/24 --no-probe
-start_watch routeset --netns "$CTR_NS" --duration 0.2
-stop_watch
-assert_contains "$(<"$TMPD/routeset.err")" "a route set is installed" "watch warns that route-set refusals are not logged"
+start_watch routeset --netns "$CTR_NS" --json
+for _ in 1 2 3; do in_ctr ping -n -c1 -W1 198.51.100.10 >/dev/null 2>&1; done
+stop_watch TERM
+assert_contains "$(<"$TMPD/routeset.err")" "a route set is installed" "watch warns that route-set refusals carry no destination"
+assert_eq "0" "$(count_attempts routeset)" "route set: the refused pings never reached the policy (no attempt lines)"
+n=$(end_doc routeset | jq -r .route_refused.ipv4)
+assert_match "$n" '^([3-9]|[1-9][0-9]+)$' "route set: watch counts the 3 refused pings from OutNoRoutes ($n)"
+assert_match "$(jq -s '[.[] | select(.event == "route-refused") | .ipv4] | add' "$TMPD/routeset.out")" \
+	'^([3-9]|[1-9][0-9]+)$' "route set: route-refused events carry the same count"
 
 section "the audit switch of the OCI hook (annotation) and of the CNI plugin (netconf)"
 bg_in_ctr sleep 30

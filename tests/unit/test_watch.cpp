@@ -4,6 +4,7 @@
 
 #include <netinet/in.h>
 
+#include "nsegress/procfs.hpp"
 #include "nsegress/report.hpp"
 #include "nsegress/watch.hpp"
 
@@ -165,4 +166,19 @@ TEST_CASE("attempt events: JSON fields and the human line") {
 TEST_CASE("iso_time is UTC with milliseconds") {
     CHECK(iso_time(0, 0) == "1970-01-01T00:00:00.000Z");
     CHECK(iso_time(1764064800, 123456789) == "2025-11-25T10:00:00.123Z");
+}
+
+TEST_CASE("no-route counters are read from /proc/net/snmp and snmp6 text") {
+    const std::string snmp =
+        "Ip: Forwarding DefaultTTL InReceives OutRequests OutNoRoutes ReasmTimeout\n"
+        "Ip: 1 64 10 20 7 0\n"
+        "Icmp: InMsgs OutNoRoutes\n"
+        "Icmp: 3 99\n";
+    CHECK(snmp_pair_value(snmp, "OutNoRoutes") == std::optional<std::uint64_t>(7));
+    CHECK(snmp_pair_value(snmp, "Missing") == std::nullopt);
+    CHECK(snmp_pair_value("Ip: OutNoRoutes\n", "OutNoRoutes") == std::nullopt);  // no value line
+    CHECK(snmp_pair_value("Ip: OutNoRoutes\nIp: x\n", "OutNoRoutes") == std::nullopt);
+    const std::string snmp6 = "Ip6InReceives                   	5\nIp6OutNoRoutes                  	12\n";
+    CHECK(snmp6_value(snmp6, "Ip6OutNoRoutes") == std::optional<std::uint64_t>(12));
+    CHECK(snmp6_value(snmp6, "Ip6OutRequests") == std::nullopt);
 }
