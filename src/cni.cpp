@@ -78,6 +78,10 @@ CniNetconf parse_cni_netconf(std::string_view text) {
         if (!rs->is_boolean()) fail(cni_invalid_config, "'routeSet' must be true or false");
         nc.route_set = rs->get<bool>();
     }
+    if (auto nd = j.find("netdevEgress"); nd != j.end() && !nd->is_null()) {
+        if (!nd->is_boolean()) fail(cni_invalid_config, "'netdevEgress' must be true or false");
+        nc.netdev_egress = nd->get<bool>();
+    }
     if (auto prev = j.find("prevResult"); prev != j.end() && !prev->is_null()) {
         if (!prev->is_object()) fail(cni_invalid_config, "'prevResult' must be an object");
         nc.prev_result = *prev;
@@ -132,6 +136,7 @@ CniOutcome run_cni(const std::map<std::string, std::string>& env, std::string_vi
             o.probe_reach = nc.probe_reach;
             o.probe_block = nc.probe_block;
             o.route_set = nc.route_set;
+            o.netdev_egress = nc.netdev_egress;
             o.default_probes = false;
             CommandResult r;
             try {
@@ -153,7 +158,7 @@ CniOutcome run_cni(const std::map<std::string, std::string>& env, std::string_vi
         // CHECK
         std::vector<std::string> drift;
         try {
-            drift = policy_drift(target, nc.allow, nc.route_set);
+            drift = policy_drift(target, nc.allow, nc.route_set, nc.netdev_egress);
         } catch (const Error& e) {
             fail(cni_drift, "cannot read the pod's policy", e.what());
         }

@@ -16,6 +16,8 @@
 #include "nsegress/inspect.hpp"
 #include "nsegress/nft.hpp"
 #include "nsegress/routeset.hpp"
+#include "nsegress/testpoint.hpp"
+#include "nsegress/verify.hpp"
 
 namespace nsegress {
 
@@ -165,6 +167,41 @@ std::optional<std::uint64_t> read_counter(const Fd& fd, const std::string& key, 
 
 json opt_json(const std::optional<std::uint64_t>& v) { return v ? json(*v) : json(nullptr); }
 
+constexpr unsigned kArphrdEther = 1;  // ARPHRD_ETHER
+
+// The netdev egress layer for restrict --netdev-egress: one chain per non-loopback interface
+// of the snapshot; neighbour discovery may go to link-local and multicast destinations and to
+// the namespace's own on-link IPv6 prefixes (unicast NUD probes to a global gateway address).
+nft::NetdevPlan netdev_plan(const Snapshot& snap, bool install, bool present) {
+    nft::NetdevPlan plan;
+    plan.install = install;
+    plan.replace_existing = present;
+    if (!install) return plan;
+    for (const auto& l : snap.links)
+        if (!l.loopback) plan.devices.push_back(nft::NetdevDevice{l.name, l.arptype == kArphrdEther});
+    plan.neighbour6.add(parse_cidr("fe80::/10"));
+    plan.neighbour6.add(parse_cidr("ff02::/16"));
+    for (const auto& a : snap.addresses) {
+        if (a.addr.family != Family::v6 || a.prefix == 0 || a.prefix > 128) continue;
+        if (a.scope == RT_SCOPE_HOST || a.addr.value == 1) continue;  // ::1 on lo
+        u128 mask = a.prefix == 128 ? ~u128{0} : ~((~u128{0}) >> a.prefix);
+        plan.neighbour6.add(Range{IpAddr{Family::v6, a.addr.value & mask}, IpAddr{Family::v6, a.addr.value | ~mask}});
+    }
+    return plan;
+}
+
+json netdev_json(const nft::NetdevPlan& p) {
+    json devs = json::array();
+    for (const auto& d : p.devices) devs.push_back(d.name);
+    return json{{"enabled", p.install}, {"table", "netdev nsegress"}, {"devices", devs}};
+}
+
+json procs_json(const std::vector<BypassRisks::Proc>& ps) {
+    json out = json::array();
+    for (const auto& p : ps) out.push_back(json{{"pid", p.pid}, {"comm", p.comm}});
+    return out;
+}
+
 json counter_json(const nft::Counter& c) { return json{{"packets", c.packets}, {"bytes", c.bytes}}; }
 
 json base_doc(const char* command) {
@@ -211,27 +248,44 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     doc["dry_run"] = opt.dry_run;
     doc["allow"] = allow_json(allow);
 
+    // One writer per namespace at a time: everything that writes (restrict, release, the OCI
+    // hook and CNI ADD/DEL, which call these two) takes this lock first.
     std::optional<NetnsLock> lock;
-    if (!opt.dry_run) lock.emplace(ns);  // one writer per namespace at a time
+    if (!opt.dry_run) lock.emplace(ns);
     unsigned need = need_rtnl;
     if (!opt.dry_run) need |= need_nfnl | need_ct | (opt.probe ? unsigned{need_probe} : 0u);
     Handles h = open_handles(ns, need);
+    testing::test_point("entered");
     Snapshot before = inspect(h.rtnl.get());
     RoutePlan plan = opt.route_set ? plan_route_set(before, allow) : RoutePlan{};
+    nft::NetdevPlan netdev = netdev_plan(before, opt.netdev_egress,
+                                         h.nfnl && nft::netdev_table_present(h.nfnl.get()));
+    testing::test_point("inspected");
 
     if (opt.dry_run) {
-        doc["nft"] = nft::render_policy(allow);
+        doc["nft"] = nft::render_policy(allow) + nft::render_netdev(allow, netdev);
         doc["route_set"] = json{{"enabled", opt.route_set},
                                 {"commands", render_route_set(plan, before)}};
+        doc["netdev_egress"] = netdev_json(netdev);
         finish(res, Exit::ok);
         return res;
     }
 
-    // 1. The policy: one atomic batch. Nothing after this can leave the namespace less
-    //    restricted than this policy.
-    nft::commit(h.nfnl.get(), nft::compile_policy(allow, batch_seq()));
-    doc["policy"] = json{{"table", "inet nsegress"}, {"committed", true}};
+    // The point of no return. Our fd keeps the namespace alive even if its container died
+    // meanwhile; say so instead of restricting an orphan and reporting success.
+    if (auto why = ns.vanished(); !why.empty())
+        throw_failed(fmt::format("{} while nsegress was working on {}; nothing was changed", why, ns.describe()));
+
+    // 1. The policy: one atomic batch (inet table, and the netdev table when asked for or when
+    //    one must go). Nothing after this can leave the namespace less restricted than it.
+    nft::Batch batch = nft::compile_policy(allow, batch_seq(), netdev);
+    if (testing::g_hooks.mutate_batch) testing::g_hooks.mutate_batch(batch);
+    int attempts = nft::commit(h.nfnl.get(), batch);
+    doc["policy"] = json{{"table", "inet nsegress"}, {"committed", true}, {"commit_attempts", attempts}};
+    doc["netdev_egress"] = netdev_json(netdev);
+    testing::test_point("committed");
     doc["conntrack_dropped"] = drop_forbidden_flows(h.ctnl.get(), allow, local_addresses(before));
+    testing::test_point("conntrack");
 
     // 2. The route set, second layer. Failure: exit 2, policy stays (fail closed).
     json rs{{"enabled", opt.route_set}, {"installed", false}, {"table", kRouteTable}};
@@ -255,6 +309,7 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     doc["route_set"] = rs;
 
     // 3. Proof.
+    testing::test_point("probe");
     json probes = json::array();
     Exit exit = Exit::ok;
     if (opt.probe) {
@@ -282,21 +337,27 @@ CommandResult cmd_release(const TargetSpec& target) {
     doc["target"] = target_json(ns, target);
     NetnsLock lock(ns);
     Handles h = open_handles(ns, need_rtnl | need_nfnl);
+    testing::test_point("release-entered");
     bool had_table = nft::read_policy(h.nfnl.get()).present;
+    bool had_netdev = nft::netdev_table_present(h.nfnl.get());
     // Keep going after a failure: remove as much as possible, then report.
     std::optional<Error> failure;
     try {
-        nft::commit(h.nfnl.get(), nft::compile_delete(batch_seq()));
+        nft::commit(h.nfnl.get(), nft::compile_delete(batch_seq(), had_netdev));
     } catch (const Error& e) {
         failure = e;
     }
+    testing::test_point("release-committed");
     RouteSetRemoval removed;
     try {
         removed = remove_route_set(h.rtnl.get(), inspect(h.rtnl.get(), inspect_routes | inspect_rules | inspect_links));
     } catch (const Error& e) {
         if (!failure) failure = e;
     }
-    doc["removed"] = json{{"table", had_table && !failure}, {"rules", removed.rules}, {"routes", removed.routes}};
+    doc["removed"] = json{{"table", had_table && !failure},
+                          {"netdev_table", had_netdev && !failure},
+                          {"rules", removed.rules},
+                          {"routes", removed.routes}};
     if (failure) {
         doc["error"] = failure->what();
         finish(res, failure->exit_code());
@@ -305,7 +366,7 @@ CommandResult cmd_release(const TargetSpec& target) {
 }
 
 std::vector<std::string> policy_drift(const TargetSpec& target, const std::vector<Cidr>& allow_cidrs,
-                                      bool route_set) {
+                                      bool route_set, bool netdev_egress) {
     require_privileges(priv_enter | priv_net_admin);
     Netns ns = open_target(target);
     Handles h = open_handles(ns, need_rtnl | need_nfnl);
@@ -326,6 +387,16 @@ std::vector<std::string> policy_drift(const TargetSpec& target, const std::vecto
     } else if (!installed.rules.empty() || !installed.routes.empty()) {
         drift.push_back("a route set is installed but none was asked for");
     }
+    nft::NetdevState nd = nft::read_netdev(h.nfnl.get());
+    if (netdev_egress && !nd.present) drift.push_back("table netdev nsegress is missing");
+    if (!netdev_egress && nd.present) drift.push_back("table netdev nsegress is installed but none was asked for");
+    if (netdev_egress && nd.present)
+        for (const auto& l : snap.links) {
+            if (l.loopback) continue;
+            if (std::none_of(nd.chains.begin(), nd.chains.end(),
+                             [&](const nft::NetdevChainState& c) { return c.device == l.name; }))
+                drift.push_back(fmt::format("interface '{}' has no netdev egress chain", l.name));
+        }
     return drift;
 }
 
@@ -359,6 +430,29 @@ CommandResult cmd_status(const TargetSpec& target) {
                             {"routes", route_set_lines(installed, snap)}};
     doc["route_refused"] = json{{"ipv4_out_no_routes", opt_json(read_counter(h.snmp, "OutNoRoutes", true))},
                                 {"ipv6_out_no_routes", opt_json(read_counter(h.snmp6, "Ip6OutNoRoutes", false))}};
+
+    // The netdev egress layer: which interfaces it covers (an interface created after restrict
+    // is not covered until restrict runs again), and its counters per interface.
+    nft::NetdevState nd = nft::read_netdev(h.nfnl.get());
+    json chains = json::array(), uncovered = json::array();
+    for (const auto& c : nd.chains)
+        chains.push_back(json{{"chain", c.chain}, {"device", c.device},
+                              {"counters", {{"allowed", counter_json(c.allowed)}, {"refused", counter_json(c.refused)}}}});
+    if (nd.present)
+        for (const auto& l : snap.links) {
+            if (l.loopback) continue;
+            bool covered = std::any_of(nd.chains.begin(), nd.chains.end(),
+                                       [&](const nft::NetdevChainState& c) { return c.device == l.name; });
+            if (!covered) uncovered.push_back(l.name);
+        }
+    doc["netdev_egress"] = json{{"present", nd.present}, {"chains", chains}, {"uncovered", uncovered}};
+
+    // Who could undo or go around the policy from inside (see verify's bypass checks).
+    BypassRisks risks = bypass_risks(ns);
+    doc["bypass"] = json{{"processes", risks.processes},
+                         {"net_admin", procs_json(risks.net_admin)},
+                         {"net_raw", procs_json(risks.net_raw)},
+                         {"net_raw_filtered", nd.present && uncovered.empty()}};
     return res;
 }
 

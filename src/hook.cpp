@@ -62,6 +62,7 @@ std::optional<RestrictOptions> hook_plan(const OciState& state, const HookArgs& 
     RestrictOptions o;
     o.target.pid = state.pid;
     o.route_set = args.route_set;
+    o.netdev_egress = args.netdev_egress;
     o.default_probes = false;  // the network may still be being set up: probe only on request
     auto note = [&](const char* key) -> const std::string* {
         auto it = state.annotations.find(key);

@@ -233,12 +233,14 @@ int run(int argc, char** argv) {
                 ("timeout-ms", po::value<std::string>()->value_name("MS"), "wait for answers (default 1000)")
                 ("no-probe", po::bool_switch(), "do not probe")
                 ("no-route-set", po::bool_switch(), "install only the nftables policy, no route set")
+                ("netdev-egress", po::bool_switch(),
+                 "also filter each interface's netdev egress hook (catches packet sockets)")
                 ("dry-run", po::bool_switch(), "print the ruleset and route set; change nothing");
             desc.add(d).add(common_options());
             if (!parse(command, args, desc,
                        "(--pid PID | --netns PATH) --allow CIDR [--allow CIDR]... [--allow-file FILE]\n"
                        "        [--probe-reach IP]... [--probe-block IP]... [--no-probe] [--no-route-set]\n"
-                       "        [--dry-run] [--json]", p))
+                       "        [--netdev-egress] [--dry-run] [--json]", p))
                 return 0;
             RestrictOptions o;
             if (!p.vm.count("allow") && !p.vm.count("allow-file"))
@@ -250,6 +252,7 @@ int run(int argc, char** argv) {
             o.probe_block = ips(p.vm, "probe-block");
             o.probe = !p.vm["no-probe"].as<bool>();
             o.route_set = !p.vm["no-route-set"].as<bool>();
+            o.netdev_egress = p.vm["netdev-egress"].as<bool>();
             o.dry_run = p.vm["dry-run"].as<bool>();
             o.probe_options = probe_options(p.vm);
             if (!o.probe && (!o.probe_reach.empty() || !o.probe_block.empty()))
@@ -353,7 +356,8 @@ int run(int argc, char** argv) {
                  "must answer (else annotation io.nsegress.probe-reach)")
                 ("probe-block", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
                  "must be refused (else annotation io.nsegress.probe-block)")
-                ("no-route-set", po::bool_switch(), "install only the nftables policy");
+                ("no-route-set", po::bool_switch(), "install only the nftables policy")
+                ("netdev-egress", po::bool_switch(), "also filter each interface's netdev egress hook");
             d.add(common_options());
             if (!parse(command, args, d, "[--allow CIDR]... [--probe-reach IP]... [--probe-block IP]... < state.json", p))
                 return 0;
@@ -362,6 +366,7 @@ int run(int argc, char** argv) {
             h.probe_reach = ips(p.vm, "probe-reach");
             h.probe_block = ips(p.vm, "probe-block");
             h.route_set = !p.vm["no-route-set"].as<bool>();
+            h.netdev_egress = p.vm["netdev-egress"].as<bool>();
             auto r = cmd_hook(read_stdin_bounded(), h);
             if (p.json) std::cout << r.doc.dump(2) << "\n";
             // A runtime shows a hook's stderr when it fails: exactly one line.

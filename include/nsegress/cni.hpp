@@ -45,6 +45,7 @@ struct CniNetconf {
     std::vector<IpAddr> probe_reach;
     std::vector<IpAddr> probe_block;
     bool route_set = true;
+    bool netdev_egress = false;  // "netdevEgress"
     std::optional<nlohmann::json> prev_result;
 };
 

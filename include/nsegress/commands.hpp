@@ -28,6 +28,7 @@ struct RestrictOptions {
     bool probe = true;
     bool route_set = true;
     bool dry_run = false;
+    bool netdev_egress = false;  // also filter every interface's netdev egress hook
     bool default_probes = true;  // probe the default gateways when no target is given
     ProbeOptions probe_options;
 };
@@ -47,8 +48,9 @@ CommandResult cmd_probe(const ProbeCommandOptions& opt);
 // How the namespace's installed egress policy differs from what `allow` and `route_set` ask for
 // (the nft table: present, complete, same allow-list; the route set: present or absent as asked,
 // with exactly the planned rules and routes). One line per difference; empty when they agree.
+// With netdev_egress, also: the netdev table exists and covers every non-loopback interface.
 std::vector<std::string> policy_drift(const TargetSpec& target, const std::vector<Cidr>& allow,
-                                      bool route_set);
+                                      bool route_set, bool netdev_egress = false);
 
 // The document printed for a failed command under --json.
 nlohmann::json error_document(const std::string& command, const Error& e);

@@ -39,6 +39,7 @@ struct HookArgs {
     std::vector<IpAddr> probe_reach;
     std::vector<IpAddr> probe_block;
     bool route_set = true;
+    bool netdev_egress = false;
 };
 
 // What restrict would be asked to do, or nullopt when there is no policy (do nothing).
