@@ -82,6 +82,10 @@ CniNetconf parse_cni_netconf(std::string_view text) {
         if (!a->is_boolean()) fail(cni_invalid_config, "'audit' must be true or false");
         nc.audit = a->get<bool>();
     }
+    if (auto nd = j.find("netdevEgress"); nd != j.end() && !nd->is_null()) {
+        if (!nd->is_boolean()) fail(cni_invalid_config, "'netdevEgress' must be true or false");
+        nc.netdev_egress = nd->get<bool>();
+    }
     if (auto prev = j.find("prevResult"); prev != j.end() && !prev->is_null()) {
         if (!prev->is_object()) fail(cni_invalid_config, "'prevResult' must be an object");
         nc.prev_result = *prev;
@@ -129,18 +133,21 @@ CniOutcome run_cni(const std::map<std::string, std::string>& env, std::string_vi
         if (!nc.prev_result)
             fail(cni_invalid_config, "no 'prevResult': nsegress is a chained plugin (list it after the interface plugins)");
 
+        // What the netconf asks for: ADD installs it, CHECK compares the pod against it.
+        RestrictOptions want;
+        want.target = target;
+        want.allow = nc.allow;
+        want.probe_reach = nc.probe_reach;
+        want.probe_block = nc.probe_block;
+        want.route_set = nc.route_set;
+        want.audit = nc.audit;
+        want.netdev_egress = nc.netdev_egress;
+        want.default_probes = false;
+
         if (command == "ADD") {
-            RestrictOptions o;
-            o.target = target;
-            o.allow = nc.allow;
-            o.probe_reach = nc.probe_reach;
-            o.probe_block = nc.probe_block;
-            o.route_set = nc.route_set;
-            o.audit = nc.audit;
-            o.default_probes = false;
             CommandResult r;
             try {
-                r = cmd_restrict(o);
+                r = cmd_restrict(want);
             } catch (const Error& e) {
                 fail(cni_restrict_failed, "restricting the pod's network namespace failed", e.what());
             }
@@ -158,7 +165,7 @@ CniOutcome run_cni(const std::map<std::string, std::string>& env, std::string_vi
         // CHECK
         std::vector<std::string> drift;
         try {
-            drift = policy_drift(target, nc.allow, nc.route_set, nc.audit);
+            drift = policy_drift(want);
         } catch (const Error& e) {
             fail(cni_drift, "cannot read the pod's policy", e.what());
         }

@@ -17,6 +17,8 @@
 #include "nsegress/nft.hpp"
 #include "nsegress/procfs.hpp"
 #include "nsegress/routeset.hpp"
+#include "nsegress/testpoint.hpp"
+#include "nsegress/verify.hpp"
 
 namespace nsegress {
 
@@ -116,6 +118,53 @@ std::vector<IpAddr> local_addresses(const Snapshot& s) {
 
 json opt_json(const std::optional<std::uint64_t>& v) { return v ? json(*v) : json(nullptr); }
 
+constexpr unsigned kArphrdEther = 1;  // ARPHRD_ETHER
+
+// The netdev egress layer for restrict --netdev-egress: one chain per non-loopback interface
+// of the snapshot; neighbour discovery may go to link-local and multicast destinations and to
+// the namespace's own on-link IPv6 prefixes (unicast NUD probes to a global gateway address).
+nft::NetdevPlan netdev_plan(const Snapshot& snap, bool install, bool present) {
+    nft::NetdevPlan plan;
+    plan.install = install;
+    plan.replace_existing = present;
+    if (!install) return plan;
+    for (const auto& l : snap.links)
+        if (!l.loopback) plan.devices.push_back(nft::NetdevDevice{l.name, l.arptype == kArphrdEther});
+    plan.neighbour6.add(parse_cidr("fe80::/10"));
+    plan.neighbour6.add(parse_cidr("ff02::/16"));
+    for (const auto& a : snap.addresses) {
+        if (a.addr.family != Family::v6 || a.prefix == 0 || a.prefix > 128) continue;
+        if (a.scope == RT_SCOPE_HOST || a.addr.value == 1) continue;  // ::1 on lo
+        u128 mask = a.prefix == 128 ? ~u128{0} : ~((~u128{0}) >> a.prefix);
+        plan.neighbour6.add(Range{IpAddr{Family::v6, a.addr.value & mask}, IpAddr{Family::v6, a.addr.value | ~mask}});
+    }
+    return plan;
+}
+
+// Non-loopback interfaces without a chain in the netdev table (created after restrict).
+std::vector<std::string> uncovered_interfaces(const Snapshot& snap, const nft::NetdevState& nd) {
+    std::vector<std::string> out;
+    for (const auto& l : snap.links) {
+        if (l.loopback) continue;
+        if (std::none_of(nd.chains.begin(), nd.chains.end(),
+                         [&](const nft::NetdevChainState& c) { return c.device == l.name; }))
+            out.push_back(l.name);
+    }
+    return out;
+}
+
+json netdev_json(const nft::NetdevPlan& p) {
+    json devs = json::array();
+    for (const auto& d : p.devices) devs.push_back(d.name);
+    return json{{"enabled", p.install}, {"table", "netdev nsegress"}, {"devices", devs}};
+}
+
+json procs_json(const std::vector<BypassRisks::Proc>& ps) {
+    json out = json::array();
+    for (const auto& p : ps) out.push_back(json{{"pid", p.pid}, {"comm", p.comm}});
+    return out;
+}
+
 json counter_json(const nft::Counter& c) { return json{{"packets", c.packets}, {"bytes", c.bytes}}; }
 
 json base_doc(const char* command) {
@@ -175,31 +224,50 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     doc["allow"] = allow_json(allow);
     // Audit mode installs no route set: its catch-all would refuse what audit lets through.
     const bool route_set = opt.route_set && !opt.audit;
+    // Nor a netdev egress table: it drops what it does not allow, and audit refuses nothing.
+    const bool netdev_egress = opt.netdev_egress && !opt.audit;
 
+    // One writer per namespace at a time: everything that writes (restrict, release, the OCI
+    // hook and CNI ADD/DEL, which call these two) takes this lock first.
     std::optional<NetnsLock> lock;
-    if (!opt.dry_run) lock.emplace(ns);  // one writer per namespace at a time
+    if (!opt.dry_run) lock.emplace(ns);
     unsigned need = need_rtnl;
     if (!opt.dry_run) need |= need_nfnl | need_ct | (opt.probe ? unsigned{need_probe} : 0u);
     Handles h = open_handles(ns, need);
+    testing::test_point("entered");
     Snapshot before = inspect(h.rtnl.get());
     RoutePlan plan = route_set ? plan_route_set(before, allow) : RoutePlan{};
+    nft::NetdevPlan netdev = netdev_plan(before, netdev_egress,
+                                         h.nfnl && nft::netdev_table_present(h.nfnl.get()));
+    testing::test_point("inspected");
 
     if (opt.dry_run) {
-        doc["nft"] = nft::render_policy(allow, mode);
+        doc["nft"] = nft::render_policy(allow, mode) + nft::render_netdev(allow, netdev);
         doc["route_set"] = json{{"enabled", route_set},
                                 {"commands", render_route_set(plan, before)}};
+        doc["netdev_egress"] = netdev_json(netdev);
         finish(res, Exit::ok);
         return res;
     }
 
-    // 1. The policy: one atomic batch. Nothing after this can leave the namespace less
-    //    restricted than this policy.
-    nft::commit(h.nfnl.get(), nft::compile_policy(allow, batch_seq(), mode));
-    doc["policy"] = json{{"table", "inet nsegress"}, {"committed", true}, {"mode", nft::mode_name(mode)},
-                         {"log_group", nft::kNflogGroup}};
+    // The point of no return. Our fd keeps the namespace alive even if its container died
+    // meanwhile; say so instead of restricting an orphan and reporting success.
+    if (auto why = ns.vanished(); !why.empty())
+        throw_failed(fmt::format("{} while nsegress was working on {}; nothing was changed", why, ns.describe()));
+
+    // 1. The policy: one atomic batch (inet table, and the netdev table when asked for or when
+    //    one must go). Nothing after this can leave the namespace less restricted than it.
+    nft::Batch batch = nft::compile_policy(allow, batch_seq(), mode, netdev);
+    if (testing::g_hooks.mutate_batch) testing::g_hooks.mutate_batch(batch);
+    int attempts = nft::commit(h.nfnl.get(), batch);
+    doc["policy"] = json{{"table", "inet nsegress"}, {"committed", true}, {"commit_attempts", attempts},
+                         {"mode", nft::mode_name(mode)}, {"log_group", nft::kNflogGroup}};
+    doc["netdev_egress"] = netdev_json(netdev);
+    testing::test_point("committed");
     // Audit mode disturbs nothing: forbidden flows keep their conntrack entries (and so are not
     // logged: only new flows are).
     doc["conntrack_dropped"] = opt.audit ? 0 : drop_forbidden_flows(h.ctnl.get(), allow, local_addresses(before));
+    testing::test_point("conntrack");
 
     // 2. The route set, second layer. Failure: exit 2, policy stays (fail closed).
     json rs{{"enabled", route_set}, {"installed", false}, {"table", kRouteTable}};
@@ -224,6 +292,7 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     doc["route_set"] = rs;
 
     // 3. Proof.
+    testing::test_point("probe");
     json probes = json::array();
     Exit exit = Exit::ok;
     if (opt.probe) {
@@ -254,21 +323,27 @@ CommandResult cmd_release(const TargetSpec& target) {
     doc["target"] = target_json(ns, target);
     NetnsLock lock(ns);
     Handles h = open_handles(ns, need_rtnl | need_nfnl);
+    testing::test_point("release-entered");
     bool had_table = nft::read_policy(h.nfnl.get()).present;
+    bool had_netdev = nft::netdev_table_present(h.nfnl.get());
     // Keep going after a failure: remove as much as possible, then report.
     std::optional<Error> failure;
     try {
-        nft::commit(h.nfnl.get(), nft::compile_delete(batch_seq()));
+        nft::commit(h.nfnl.get(), nft::compile_delete(batch_seq(), had_netdev));
     } catch (const Error& e) {
         failure = e;
     }
+    testing::test_point("release-committed");
     RouteSetRemoval removed;
     try {
         removed = remove_route_set(h.rtnl.get(), inspect(h.rtnl.get(), inspect_routes | inspect_rules | inspect_links));
     } catch (const Error& e) {
         if (!failure) failure = e;
     }
-    doc["removed"] = json{{"table", had_table && !failure}, {"rules", removed.rules}, {"routes", removed.routes}};
+    doc["removed"] = json{{"table", had_table && !failure},
+                          {"netdev_table", had_netdev && !failure},
+                          {"rules", removed.rules},
+                          {"routes", removed.routes}};
     if (failure) {
         doc["error"] = failure->what();
         finish(res, failure->exit_code());
@@ -276,15 +351,16 @@ CommandResult cmd_release(const TargetSpec& target) {
     return res;
 }
 
-std::vector<std::string> policy_drift(const TargetSpec& target, const std::vector<Cidr>& allow_cidrs,
-                                      bool route_set, bool audit) {
-    if (audit) route_set = false;  // audit mode never has one
+std::vector<std::string> policy_drift(const RestrictOptions& want) {
+    const bool audit = want.audit;
+    const bool route_set = want.route_set && !audit;  // audit mode never has one
+    const bool netdev_egress = want.netdev_egress && !audit;
     require_privileges(priv_enter | priv_net_admin);
-    Netns ns = open_target(target);
+    Netns ns = open_target(want.target);
     Handles h = open_handles(ns, need_rtnl | need_nfnl);
     Snapshot snap = inspect(h.rtnl.get());
     nft::PolicyState st = nft::read_policy(h.nfnl.get());
-    AllowList allow(allow_cidrs);
+    AllowList allow(want.allow);
     std::vector<std::string> drift;
     if (!st.present) drift.push_back("table inet nsegress is missing");
     else if (!st.complete) drift.push_back("table inet nsegress is incomplete (modified by hand?)");
@@ -302,6 +378,12 @@ std::vector<std::string> policy_drift(const TargetSpec& target, const std::vecto
     } else if (!installed.rules.empty() || !installed.routes.empty()) {
         drift.push_back("a route set is installed but none was asked for");
     }
+    nft::NetdevState nd = nft::read_netdev(h.nfnl.get());
+    if (netdev_egress && !nd.present) drift.push_back("table netdev nsegress is missing");
+    if (!netdev_egress && nd.present) drift.push_back("table netdev nsegress is installed but none was asked for");
+    if (netdev_egress && nd.present)
+        for (const auto& name : uncovered_interfaces(snap, nd))
+            drift.push_back(fmt::format("interface '{}' has no netdev egress chain", name));
     return drift;
 }
 
@@ -344,6 +426,24 @@ CommandResult cmd_status(const TargetSpec& target) {
     NoRouteCounters no_route = h.snmp.out_no_routes();
     doc["route_refused"] = json{{"ipv4_out_no_routes", opt_json(no_route.ipv4)},
                                 {"ipv6_out_no_routes", opt_json(no_route.ipv6)}};
+
+    // The netdev egress layer: which interfaces it covers (an interface created after restrict
+    // is not covered until restrict runs again), and its counters per interface.
+    nft::NetdevState nd = nft::read_netdev(h.nfnl.get());
+    json chains = json::array(), uncovered = json::array();
+    for (const auto& c : nd.chains)
+        chains.push_back(json{{"chain", c.chain}, {"device", c.device},
+                              {"counters", {{"allowed", counter_json(c.allowed)}, {"refused", counter_json(c.refused)}}}});
+    if (nd.present)
+        for (const auto& name : uncovered_interfaces(snap, nd)) uncovered.push_back(name);
+    doc["netdev_egress"] = json{{"present", nd.present}, {"chains", chains}, {"uncovered", uncovered}};
+
+    // Who could undo or go around the policy from inside (see verify's bypass checks).
+    BypassRisks risks = bypass_risks(ns);
+    doc["bypass"] = json{{"processes", risks.processes},
+                         {"net_admin", procs_json(risks.net_admin)},
+                         {"net_raw", procs_json(risks.net_raw)},
+                         {"net_raw_filtered", nd.present && uncovered.empty()}};
     return res;
 }
 

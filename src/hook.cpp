@@ -62,13 +62,17 @@ std::optional<RestrictOptions> hook_plan(const OciState& state, const HookArgs& 
     RestrictOptions o;
     o.target.pid = state.pid;
     o.route_set = args.route_set;
+    o.netdev_egress = args.netdev_egress;
     o.default_probes = false;  // the network may still be being set up: probe only on request
     auto note = [&](const char* key) -> const std::string* {
         auto it = state.annotations.find(key);
         return it == state.annotations.end() ? nullptr : &it->second;
     };
     o.audit = args.audit;
-    if (const std::string* a = note(kAnnotationAudit); a && !args.audit) {
+    // Annotations come from whoever creates the container; the hook's arguments from whoever
+    // installed the hook. An annotation may choose audit mode only for a policy that annotations
+    // choose too: it never weakens an allow-list given in the arguments to "refuse nothing".
+    if (const std::string* a = note(kAnnotationAudit); a && !args.audit && args.allow.empty()) {
         if (*a == "true") o.audit = true;
         else if (*a != "false")
             throw_usage(std::string("annotation ") + kAnnotationAudit + ": '" + *a + "' must be true or false");

@@ -92,6 +92,7 @@ Snapshot inspect(nl_sock* sock, unsigned what) {
             link.loopback = flags & IFF_LOOPBACK;
             if (const char* k = rtnl_link_get_type(l)) link.kind = k;
             link.mtu = rtnl_link_get_mtu(l);
+            link.arptype = rtnl_link_get_arptype(l);
             snap.links.push_back(std::move(link));
         });
         std::sort(snap.links.begin(), snap.links.end(),

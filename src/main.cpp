@@ -241,15 +241,17 @@ int run(int argc, char** argv) {
                 ("timeout-ms", po::value<std::string>()->value_name("MS"), "wait for answers (default 1000)")
                 ("no-probe", po::bool_switch(), "do not probe")
                 ("no-route-set", po::bool_switch(), "install only the nftables policy, no route set")
+                ("netdev-egress", po::bool_switch(),
+                 "also filter each interface's netdev egress hook (catches packet sockets)")
                 ("audit", po::bool_switch(),
                  "audit mode: refuse nothing; count and log (see `nsegress watch`) what the allow-list "
-                 "would refuse. No route set; without --allow, everything is logged")
+                 "would refuse. No route set, no netdev filter; without --allow, everything is logged")
                 ("dry-run", po::bool_switch(), "print the ruleset and route set; change nothing");
             desc.add(d).add(common_options());
             if (!parse(command, args, desc,
                        "(--pid PID | --netns PATH | --container NAME) --allow CIDR [--allow CIDR]...\n"
                        "        [--allow-file FILE] [--probe-reach IP]... [--probe-block IP]... [--no-probe]\n"
-                       "        [--no-route-set] [--audit] [--dry-run] [--json]", p))
+                       "        [--no-route-set] [--netdev-egress] [--audit] [--dry-run] [--json]", p))
                 return 0;
             RestrictOptions o;
             o.audit = p.vm["audit"].as<bool>();
@@ -264,6 +266,7 @@ int run(int argc, char** argv) {
             o.probe_block = ips(p.vm, "probe-block");
             o.probe = !p.vm["no-probe"].as<bool>();
             o.route_set = !p.vm["no-route-set"].as<bool>();
+            o.netdev_egress = p.vm["netdev-egress"].as<bool>();
             o.dry_run = p.vm["dry-run"].as<bool>();
             o.probe_options = probe_options(p.vm);
             if (!o.probe && (!o.probe_reach.empty() || !o.probe_block.empty()))
@@ -429,11 +432,12 @@ int run(int argc, char** argv) {
                 ("probe-block", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
                  "must be refused (else annotation io.nsegress.probe-block)")
                 ("no-route-set", po::bool_switch(), "install only the nftables policy")
+                ("netdev-egress", po::bool_switch(), "also filter each interface's netdev egress hook")
                 ("audit", po::bool_switch(), "audit mode, as restrict --audit (else annotation io.nsegress.audit=true)");
             d.add(common_options());
             if (!parse(command, args, d,
-                       "[--allow CIDR]... [--probe-reach IP]... [--probe-block IP]... [--no-route-set] [--audit]\n"
-                       "        < state.json", p))
+                       "[--allow CIDR]... [--probe-reach IP]... [--probe-block IP]... [--no-route-set]\n"
+                       "        [--netdev-egress] [--audit] < state.json", p))
                 return 0;
             HookArgs h;
             h.allow = cidrs(p.vm);
@@ -441,6 +445,7 @@ int run(int argc, char** argv) {
             h.probe_block = ips(p.vm, "probe-block");
             h.route_set = !p.vm["no-route-set"].as<bool>();
             h.audit = p.vm["audit"].as<bool>();
+            h.netdev_egress = p.vm["netdev-egress"].as<bool>();
             auto r = cmd_hook(read_stdin_bounded(), h);
             if (p.json) std::cout << r.doc.dump(2) << "\n";
             // A runtime shows a hook's stderr when it fails: exactly one line.

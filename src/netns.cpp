@@ -7,6 +7,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -165,6 +166,23 @@ bool pidfd_alive(int pidfd) {
     return ::syscall(SYS_pidfd_send_signal, pidfd, 0, nullptr, 0) == 0;
 }
 
+bool pidfd_exited(int pidfd) {
+    pollfd p{pidfd, POLLIN, 0};
+    return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLHUP));
+}
+
+std::string Netns::vanished() const {
+    if (pid_) {
+        if (pidfd_ && pidfd_exited(pidfd_.get()))
+            return "process " + std::to_string(*pid_) + " has exited";
+        return {};
+    }
+    struct stat st {};
+    if (::stat(path_.c_str(), &st) != 0) return label_ + " no longer exists (" + std::strerror(errno) + ")";
+    if (st.st_ino != id_.ino || st.st_dev != id_.dev) return label_ + " now names another network namespace";
+    return {};
+}
+
 std::string Netns::describe() const {
     return label_ + " (netns inode " + std::to_string(static_cast<unsigned long>(id_.ino)) + ")";
 }
@@ -249,6 +267,7 @@ Netns open_target(const TargetSpec& spec, HostCheck host) {
     } else {
         const std::string& path = *spec.netns_path;
         ns.label_ = "'" + path + "'";
+        ns.path_ = path;
         if (path.empty()) throw_usage("--netns: empty path");
         // O_NONBLOCK: a FIFO must not hang us; the fd is validated below, not the path.
         ns.fd_ = Fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));

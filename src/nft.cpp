@@ -7,6 +7,7 @@
 #include <libnftnl/chain.h>
 #include <libnftnl/common.h>
 #include <libnftnl/expr.h>
+#include <libnftnl/gen.h>
 #include <libnftnl/rule.h>
 #include <libnftnl/set.h>
 #include <libnftnl/table.h>
@@ -16,7 +17,9 @@
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netlink.h>
+#include <linux/if_ether.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -27,6 +30,7 @@
 #include <fmt/format.h>
 
 #include "nsegress/error.hpp"
+#include "nsegress/testpoint.hpp"
 
 namespace nsegress::nft {
 
@@ -40,6 +44,7 @@ struct SetFree { void operator()(nftnl_set* p) const { nftnl_set_free(p); } };
 struct RuleFree { void operator()(nftnl_rule* p) const { nftnl_rule_free(p); } };
 struct ExprFree { void operator()(nftnl_expr* p) const { nftnl_expr_free(p); } };
 struct UdataFree { void operator()(nftnl_udata_buf* p) const { nftnl_udata_buf_free(p); } };
+struct GenFree { void operator()(nftnl_gen* p) const { nftnl_gen_free(p); } };
 using TablePtr = std::unique_ptr<nftnl_table, TableFree>;
 using ChainPtr = std::unique_ptr<nftnl_chain, ChainFree>;
 using SetPtr = std::unique_ptr<nftnl_set, SetFree>;
@@ -73,12 +78,17 @@ public:
         std::size_t at = batch_.bytes.size();
         batch_.bytes.resize(at + reserve);
         std::uint32_t seq = seq_++;
-        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(batch_.bytes.data() + at, type, NFPROTO_INET,
+        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(batch_.bytes.data() + at, type, family,
                                               flags | NLM_F_ACK, seq);
         fill(nlh);
         batch_.bytes.resize(at + NLMSG_ALIGN(nlh->nlmsg_len));
-        batch_.messages.push_back(BatchMessage{seq, type, std::move(what), true});
+        batch_.messages.push_back(BatchMessage{seq, type, label + std::move(what), true});
     }
+
+    // The nfgenmsg family of the messages that follow, and what their descriptions start with
+    // (so that an error in the netdev table names it).
+    std::uint16_t family = NFPROTO_INET;
+    std::string label;
 
     void begin() { frame(true); }
     Batch end() {
@@ -191,6 +201,34 @@ public:
         nftnl_rule_set_str(r_.get(), NFTNL_RULE_TABLE, kTable);
         nftnl_rule_set_str(r_.get(), NFTNL_RULE_CHAIN, kChain);
         nftnl_rule_set_u32(r_.get(), NFTNL_RULE_FAMILY, NFPROTO_INET);
+    }
+    // A rule in another chain of a table named kTable (the netdev table's chains).
+    RuleBuilder(std::uint32_t family, const std::string& chain) : RuleBuilder() {
+        nftnl_rule_set_str(r_.get(), NFTNL_RULE_CHAIN, chain.c_str());
+        nftnl_rule_set_u32(r_.get(), NFTNL_RULE_FAMILY, family);
+    }
+    // Compares raw bytes (network order), e.g. an EtherType.
+    RuleBuilder& eq_bytes(std::initializer_list<std::uint8_t> bytes) {
+        std::vector<std::uint8_t> v(bytes);
+        return cmp(NFT_CMP_EQ, v.data(), static_cast<std::uint32_t>(v.size()));
+    }
+    // (reg & mask) == value on one byte: the IP version nibble.
+    RuleBuilder& masked_eq_u8(std::uint8_t mask, std::uint8_t value) {
+        auto e = expr("bitwise");
+        std::uint8_t zero = 0;
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_BITWISE_LEN, 1);
+        nftnl_expr_set(e.get(), NFTNL_EXPR_BITWISE_MASK, &mask, 1);
+        nftnl_expr_set(e.get(), NFTNL_EXPR_BITWISE_XOR, &zero, 1);
+        push(std::move(e));
+        return eq_u8(value);
+    }
+    RuleBuilder& drop() {
+        auto e = expr("immediate");
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_IMM_VERDICT, NF_DROP);
+        return push(std::move(e));
     }
     RuleBuilder& meta(std::uint32_t key) {
         auto e = expr("meta");
@@ -334,6 +372,137 @@ void add_rules(BatchWriter& w, const AllowList& allow, Mode mode) {
             .emit(w, "reject with icmpx admin-prohibited");
 }
 
+// ---- The netdev egress table (restrict --netdev-egress) ---------------------------------------
+// Kept apart from the inet policy above: its own sets, chains and rules, same table name.
+
+// Set ids are per transaction; the kernel matches them per table on recent kernels, but older
+// ones matched the id alone, so the netdev sets never reuse the inet sets' ids.
+constexpr std::uint32_t kNetdevSetId4 = 11;
+constexpr std::uint32_t kNetdevSetId6 = 12;
+constexpr std::uint32_t kNetdevSetIdNd6 = 13;
+
+void add_netdev_set(BatchWriter& w, const char* name, std::uint32_t id, Family f,
+                    const std::vector<Range>& ranges) {
+    {
+        auto s = make_set(name, id);
+        nftnl_set_set_u32(s.get(), NFTNL_SET_FAMILY, NFPROTO_NETDEV);
+        nftnl_set_set_u32(s.get(), NFTNL_SET_FLAGS, NFT_SET_INTERVAL);
+        nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE, f == Family::v4 ? kTypeIpAddr : kTypeIp6Addr);
+        nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, f == Family::v4 ? 4 : 16);
+        w.add(NFT_MSG_NEWSET, NLM_F_CREATE, fmt::format("set {}", name), 1024,
+              [&](nlmsghdr* nlh) { nftnl_set_nlmsg_build_payload(nlh, s.get()); });
+    }
+    const u128 top = f == Family::v4 ? u128{0xffffffffu} : ~u128{0};
+    for (std::size_t i = 0; i < ranges.size(); i += kElementsPerMessage) {
+        std::size_t n = std::min(kElementsPerMessage, ranges.size() - i);
+        auto s = make_set(name, id);
+        for (std::size_t j = i; j < i + n; ++j) {
+            add_element(s.get(), ranges[j].first, false);
+            if (ranges[j].last.value != top)
+                add_element(s.get(), IpAddr{f, ranges[j].last.value + 1}, true);
+        }
+        w.add(NFT_MSG_NEWSETELEM, NLM_F_CREATE,
+              fmt::format("set {} elements {}-{} (first {})", name, i + 1, i + n, ranges[i].str()),
+              4096 + n * 2 * 64, [&](nlmsghdr* nlh) {
+                  nftnl_set_elems_nlmsg_build_payload(nlh, s.get());
+                  if (nlh->nlmsg_len > 65000)
+                      throw std::length_error("set element message exceeds a netlink nest");
+              });
+    }
+}
+
+std::string netdev_chain_name(const NetdevDevice& d) { return kNetdevChainPrefix + d.name; }
+
+// Where the fields a rule reads sit in the frame. Ethernet devices: behind the 14-byte header,
+// addressed from the link-layer header (the MAC header is reset to the frame start in
+// dev_queue_xmit, for stack and packet-socket frames alike). Other devices carry bare IP.
+struct FrameLayout {
+    std::uint32_t base;  // NFT_PAYLOAD_LL_HEADER or NFT_PAYLOAD_NETWORK_HEADER
+    std::uint32_t ip;    // offset of the IP header from base
+    bool ethernet;
+};
+
+// "This frame is IPv4 / IPv6": the EtherType in the frame (never skb->protocol, which a packet
+// socket's sender chooses), or the version nibble where there is no Ethernet header.
+RuleBuilder& frame_is(RuleBuilder& r, const FrameLayout& l, Family f) {
+    if (l.ethernet) {
+        r.payload(NFT_PAYLOAD_LL_HEADER, 12, 2);
+        return f == Family::v4 ? r.eq_bytes({0x08, 0x00}) : r.eq_bytes({0x86, 0xdd});
+    }
+    r.payload(NFT_PAYLOAD_NETWORK_HEADER, 0, 1);
+    return r.masked_eq_u8(0xf0, f == Family::v4 ? 0x40 : 0x60);
+}
+
+void add_netdev_chain(BatchWriter& w, const NetdevDevice& dev, const AllowList& allow) {
+    const std::string chain = netdev_chain_name(dev);
+    {
+        auto c = checked<nftnl_chain, ChainFree>(nftnl_chain_alloc());
+        nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, kTable);
+        nftnl_chain_set_str(c.get(), NFTNL_CHAIN_NAME, chain.c_str());
+        nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_FAMILY, NFPROTO_NETDEV);
+        nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_HOOKNUM, NF_NETDEV_EGRESS);
+        nftnl_chain_set_s32(c.get(), NFTNL_CHAIN_PRIO, 0);
+        nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TYPE, "filter");
+        nftnl_chain_set_str(c.get(), NFTNL_CHAIN_DEV, dev.name.c_str());
+        nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_POLICY, NF_DROP);
+        w.add(NFT_MSG_NEWCHAIN, NLM_F_CREATE, fmt::format("chain {} (egress hook of '{}')", chain, dev.name),
+              1024, [&](nlmsghdr* nlh) { nftnl_chain_nlmsg_build_payload(nlh, c.get()); });
+    }
+    const FrameLayout l{dev.ethernet ? NFT_PAYLOAD_LL_HEADER : NFT_PAYLOAD_NETWORK_HEADER,
+                        dev.ethernet ? 14u : 0u, dev.ethernet};
+    auto rule = [&] { return RuleBuilder(NFPROTO_NETDEV, chain); };
+    auto what = [&](const char* text) { return fmt::format("{}: {}", chain, text); };
+
+    // No `ct direction reply accept` here, unlike the inet chain: the kernel refuses the ct
+    // expression in the netdev family (nf_ct_netns_get: EPROTO), and nothing else a packet
+    // socket cannot forge marks a reply (skb->mark can be set with CAP_NET_RAW). So replies to
+    // peers outside the allow-list are dropped at this layer, as the route set already does.
+    {
+        auto r = rule();
+        frame_is(r, l, Family::v4).payload(l.base, l.ip + 16, 4)  // iphdr.daddr
+            .lookup(kSet4, kNetdevSetId4).counter().accept().comment(kCommentAllow4)
+            .emit(w, what("ip daddr @allow4 accept"));
+    }
+    {
+        auto r = rule();
+        frame_is(r, l, Family::v6).payload(l.base, l.ip + 24, 16)  // ipv6hdr.daddr
+            .lookup(kSet6, kNetdevSetId6).counter().accept().comment(kCommentAllow6)
+            .emit(w, what("ip6 daddr @allow6 accept"));
+    }
+    if (l.ethernet)  // address resolution: the link must keep working (not routed beyond it)
+        rule().payload(NFT_PAYLOAD_LL_HEADER, 12, 2).eq_bytes({0x08, 0x06}).accept().emit(w, what("arp accept"));
+    if (allow.has(Family::v6)) {
+        // Neighbour discovery, but only towards the link (nd6): an ICMPv6 type 135 to a far
+        // address would otherwise be routed onwards by the next hop, carrying data with it.
+        for (std::uint8_t type : {133, 135, 136}) {
+            auto r = rule();
+            frame_is(r, l, Family::v6).payload(l.base, l.ip + 6, 1).eq_u8(IPPROTO_ICMPV6)  // nexthdr
+                .payload(l.base, l.ip + 40, 1).eq_u8(type)                                   // icmp6_type
+                .payload(l.base, l.ip + 24, 16).lookup(kSetNd6, kNetdevSetIdNd6).accept()
+                .emit(w, what(fmt::format("icmpv6 type {} to @nd6 accept", type).c_str()));
+        }
+    }
+    rule().counter().drop().comment(kCommentDeny).emit(w, what("drop"));
+}
+
+void add_netdev(BatchWriter& w, const AllowList& allow, const NetdevPlan& plan) {
+    if (!plan.install && !plan.replace_existing) return;
+    w.family = NFPROTO_NETDEV;
+    w.label = "netdev ";
+    // Same shape as the inet table: ensure, delete, (re)create; all inside the one batch.
+    add_table(w, NFT_MSG_NEWTABLE, "table netdev nsegress (ensure)");
+    add_table(w, NFT_MSG_DELTABLE, plan.install ? "table netdev nsegress (replace)" : "table netdev nsegress (delete)");
+    if (plan.install) {
+        add_table(w, NFT_MSG_NEWTABLE, "table netdev nsegress");
+        add_netdev_set(w, kSet4, kNetdevSetId4, Family::v4, allow.ranges(Family::v4));
+        add_netdev_set(w, kSet6, kNetdevSetId6, Family::v6, allow.ranges(Family::v6));
+        add_netdev_set(w, kSetNd6, kNetdevSetIdNd6, Family::v6, plan.neighbour6.ranges(Family::v6));
+        for (const auto& d : plan.devices) add_netdev_chain(w, d, allow);
+    }
+    w.family = NFPROTO_INET;
+    w.label.clear();
+}
+
 // ---- Netlink I/O ------------------------------------------------------------------------------
 
 std::string ext_ack_text(const nlmsghdr* nlh) {
@@ -401,7 +570,7 @@ int dump(mnl_socket* sock, nlmsghdr* req, Cb cb) {
 
 const char* mode_name(Mode m) { return m == Mode::audit ? "audit" : "enforce"; }
 
-Batch compile_policy(const AllowList& allow, std::uint32_t first_seq, Mode mode) {
+Batch compile_policy(const AllowList& allow, std::uint32_t first_seq, Mode mode, const NetdevPlan& netdev) {
     BatchWriter w(first_seq);
     w.begin();
     add_table(w, NFT_MSG_NEWTABLE, "table inet nsegress (ensure)");
@@ -411,15 +580,74 @@ Batch compile_policy(const AllowList& allow, std::uint32_t first_seq, Mode mode)
     add_set(w, Family::v6, allow);
     add_chain(w, mode);
     add_rules(w, allow, mode);
+    add_netdev(w, allow, netdev);
     return w.end();
 }
 
-Batch compile_delete(std::uint32_t first_seq) {
+Batch compile_delete(std::uint32_t first_seq, bool netdev_present) {
     BatchWriter w(first_seq);
     w.begin();
     add_table(w, NFT_MSG_NEWTABLE, "table inet nsegress (ensure)");
     add_table(w, NFT_MSG_DELTABLE, "table inet nsegress (delete)");
+    NetdevPlan plan;
+    plan.replace_existing = netdev_present;
+    add_netdev(w, AllowList{}, plan);
     return w.end();
+}
+
+std::string render_netdev(const AllowList& allow, const NetdevPlan& netdev) {
+    std::ostringstream out;
+    if (!netdev.install) {
+        if (netdev.replace_existing) out << "table netdev nsegress\ndelete table netdev nsegress\n";
+        return out.str();
+    }
+    // The rules read raw payload (see add_netdev_chain), and nft only looks raw payload up in
+    // sets declared with `typeof` the same payload, whose elements are then plain integers:
+    // the addresses in hex, each range preceded by a comment in the usual notation.
+    auto hex = [](const IpAddr& a) {
+        if (a.family == Family::v4) return fmt::format("0x{:08x}", static_cast<std::uint32_t>(a.value));
+        return fmt::format("0x{:016x}{:016x}", static_cast<std::uint64_t>(a.value >> 64),
+                           static_cast<std::uint64_t>(a.value));
+    };
+    auto set = [&](const char* name, const char* type_of, const std::vector<Range>& rs) {
+        out << "\tset " << name << " {\n\t\ttypeof " << type_of << "\n\t\tflags interval\n";
+        if (!rs.empty()) {
+            out << "\t\telements = {\n";
+            for (std::size_t i = 0; i < rs.size(); ++i) {
+                out << "\t\t\t# " << rs[i].str() << "\n\t\t\t" << hex(rs[i].first);
+                if (rs[i].last != rs[i].first) out << "-" << hex(rs[i].last);
+                out << (i + 1 < rs.size() ? ",\n" : "\n");
+            }
+            out << "\t\t}\n";
+        }
+        out << "\t}\n\n";
+    };
+    out << "table netdev nsegress\n"
+           "delete table netdev nsegress\n"
+           "table netdev nsegress {\n";
+    set(kSet4, "@ll,240,32", allow.ranges(Family::v4));
+    set(kSet6, "@ll,304,128", allow.ranges(Family::v6));
+    set(kSetNd6, "@ll,304,128", netdev.neighbour6.ranges(Family::v6));
+    for (const auto& d : netdev.devices) {
+        // Raw payload expressions: `ether type` / `ip daddr` would let nft add a `meta
+        // protocol` dependency, which a packet socket's sender controls.
+        std::string v4 = d.ethernet ? "@ll,96,16 0x0800" : "@nh,0,4 4";
+        std::string v6 = d.ethernet ? "@ll,96,16 0x86dd" : "@nh,0,4 6";
+        std::string b = d.ethernet ? "@ll" : "@nh";
+        unsigned ip = d.ethernet ? 14 * 8 : 0;
+        out << "\tchain " << netdev_chain_name(d) << " {\n"
+            << "\t\ttype filter hook egress device \"" << d.name << "\" priority filter; policy drop;\n"
+            << "\t\t" << v4 << " " << b << "," << ip + 128 << ",32 @allow4 counter accept comment \"" << kCommentAllow4 << "\"\n"
+            << "\t\t" << v6 << " " << b << "," << ip + 192 << ",128 @allow6 counter accept comment \"" << kCommentAllow6 << "\"\n";
+        if (d.ethernet) out << "\t\t@ll,96,16 0x0806 accept\n";
+        if (allow.has(Family::v6))
+            for (int type : {133, 135, 136})
+                out << "\t\t" << v6 << " " << b << "," << ip + 48 << ",8 58 " << b << "," << ip + 320 << ",8 " << type
+                    << " " << b << "," << ip + 192 << ",128 @nd6 accept\n";
+        out << "\t\tcounter drop comment \"" << kCommentDeny << "\"\n\t}\n";
+    }
+    out << "}\n";
+    return out.str();
 }
 
 std::string render_policy(const AllowList& allow, Mode mode) {
@@ -478,7 +706,12 @@ MnlSocket open_nfnl_socket() {
     return sock;
 }
 
-void commit(mnl_socket* sock, const Batch& batch) {
+namespace {
+
+// One attempt: BATCH_BEGIN rebuilt with NFNL_BATCH_GENID = genid, the rest of the batch as
+// compiled (two iovecs, no copy of a possibly large batch). Returns false when the kernel
+// refused the generation (ERESTART): then it looked at nothing and changed nothing.
+bool commit_attempt(mnl_socket* sock, const Batch& batch, std::uint32_t genid) {
     std::size_t acks_expected = 0;
     std::map<std::uint32_t, const BatchMessage*> by_seq;
     for (const auto& m : batch.messages) {
@@ -490,7 +723,24 @@ void commit(mnl_socket* sock, const Batch& batch) {
     grow_buffer(sock, SO_SNDBUFFORCE, SO_SNDBUF, batch.bytes.size() + 65536);
     grow_buffer(sock, SO_RCVBUFFORCE, SO_RCVBUF, acks_expected * 1024 + 262144);
 
-    if (mnl_socket_sendto(sock, batch.bytes.data(), batch.bytes.size()) < 0)
+    const auto* first = reinterpret_cast<const nlmsghdr*>(batch.bytes.data());
+    if (batch.messages.empty() || batch.bytes.size() < sizeof(nlmsghdr) ||
+        first->nlmsg_type != NFNL_MSG_BATCH_BEGIN)
+        throw std::logic_error("nftables batch does not start with BATCH_BEGIN");
+    std::size_t rest = NLMSG_ALIGN(first->nlmsg_len);
+    alignas(nlmsghdr) char begin_buf[MNL_NLMSG_HDRLEN + MNL_ALIGN(sizeof(nfgenmsg)) + 64];
+    nlmsghdr* begin = nftnl_batch_begin(begin_buf, first->nlmsg_seq);
+    mnl_attr_put_u32(begin, NFNL_BATCH_GENID, htonl(genid));
+    sockaddr_nl kernel{};
+    kernel.nl_family = AF_NETLINK;
+    iovec iov[2] = {{begin, NLMSG_ALIGN(begin->nlmsg_len)},
+                    {const_cast<char*>(batch.bytes.data()) + rest, batch.bytes.size() - rest}};
+    msghdr msg{};
+    msg.msg_name = &kernel;
+    msg.msg_namelen = sizeof kernel;
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 2;
+    if (::sendmsg(mnl_socket_get_fd(sock), &msg, 0) < 0)
         throw_errno(fmt::format("send nftables batch ({} bytes)", batch.bytes.size()), errno);
 
     // nfnetlink processes the whole batch inside sendmsg(): every answer is queued by now, so
@@ -498,6 +748,7 @@ void commit(mnl_socket* sock, const Batch& batch) {
     std::vector<char> buf(1 << 16);
     std::size_t acks = 0;
     std::vector<std::string> errors;
+    bool restarted = false;
     int fd = mnl_socket_get_fd(sock);
     while (true) {
         ssize_t n = recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
@@ -517,11 +768,16 @@ void commit(mnl_socket* sock, const Batch& batch) {
                 ++acks;
                 continue;
             }
+            if (err->error == -ERESTART && nlh->nlmsg_seq == first->nlmsg_seq) {
+                restarted = true;
+                continue;
+            }
             std::string msg = fmt::format("kernel refused {}: {}", what, std::strerror(-err->error));
             if (auto ext = ext_ack_text(nlh); !ext.empty()) msg += " (" + ext + ")";
             errors.push_back(msg);
         }
     }
+    if (restarted && errors.empty() && acks == 0) return false;
     if (!errors.empty()) {
         std::string all = errors.front();
         if (errors.size() > 1) all += fmt::format(" (and {} more)", errors.size() - 1);
@@ -530,6 +786,39 @@ void commit(mnl_socket* sock, const Batch& batch) {
     if (acks != acks_expected)
         throw_failed(fmt::format("nftables batch: {} of {} messages acknowledged; the kernel "
                                  "did not confirm the commit", acks, acks_expected));
+    return true;
+}
+
+}  // namespace
+
+std::uint32_t read_genid(mnl_socket* sock) {
+    static std::uint32_t seq = 0x40000000;
+    char buf[MNL_SOCKET_BUFFER_SIZE];
+    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETGEN, AF_UNSPEC, NLM_F_ACK, ++seq);
+    std::optional<std::uint32_t> id;
+    int err = dump(sock, nlh, [&](const nlmsghdr* m) {
+        auto g = checked<nftnl_gen, GenFree>(nftnl_gen_alloc());
+        if (nftnl_gen_nlmsg_parse(m, g.get()) == 0 && nftnl_gen_is_set(g.get(), NFTNL_GEN_ID))
+            id = nftnl_gen_get_u32(g.get(), NFTNL_GEN_ID);
+        return MNL_CB_OK;
+    });
+    if (err < 0) throw_errno("read the nftables ruleset generation (NFT_MSG_GETGEN)", -err);
+    if (!id) throw_failed("read the nftables ruleset generation: no NFTA_GEN_ID in the answer");
+    return *id;
+}
+
+int commit(mnl_socket* sock, const Batch& batch) {
+    for (int attempt = 1; attempt <= kCommitAttempts; ++attempt) {
+        std::uint32_t genid = read_genid(sock);
+        // Test builds only: pretend the ruleset changed between our read and our send.
+        if (attempt <= testing::g_hooks.stale_genid_attempts) genid += 0x10000;
+        if (commit_attempt(sock, batch, genid)) return attempt;
+    }
+    throw Error(Exit::failed,
+                fmt::format("nftables batch: the ruleset changed under us {} times in a row (another "
+                            "writer commits continuously, ERESTART); nothing was changed",
+                            kCommitAttempts),
+                ERESTART);
 }
 
 std::vector<Range> elements_to_ranges(Family f, std::vector<ElementKey> elements) {
@@ -659,6 +948,132 @@ PolicyState read_policy(mnl_socket* sock) {
         for (const auto& r : elements_to_ranges(f, std::move(keys))) st.allow.add(r);
     }
     return st;
+}
+
+bool netdev_table_present(mnl_socket* sock) {
+    static std::uint32_t seq = 0x20000000;
+    std::vector<char> req(MNL_SOCKET_BUFFER_SIZE);
+    auto t = make_table();
+    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETTABLE, NFPROTO_NETDEV, NLM_F_ACK, ++seq);
+    nftnl_table_nlmsg_build_payload(nlh, t.get());
+    int err = dump(sock, nlh, [](const nlmsghdr*) { return MNL_CB_OK; });
+    // EAFNOSUPPORT: a kernel without the netdev family cannot have such a table.
+    if (err == -ENOENT || err == -EAFNOSUPPORT) return false;
+    if (err < 0) throw_errno("get table netdev nsegress", -err);
+    return true;
+}
+
+NetdevState read_netdev(mnl_socket* sock) {
+    NetdevState st;
+    st.present = netdev_table_present(sock);
+    if (!st.present) return st;
+    static std::uint32_t seq = 0x30000000;
+    std::vector<char> req(MNL_SOCKET_BUFFER_SIZE);
+    std::map<std::string, NetdevChainState> chains;
+    {
+        auto c = checked<nftnl_chain, ChainFree>(nftnl_chain_alloc());
+        nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, kTable);
+        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETCHAIN, NFPROTO_NETDEV, NLM_F_DUMP, ++seq);
+        nftnl_chain_nlmsg_build_payload(nlh, c.get());
+        int err = dump(sock, nlh, [&](const nlmsghdr* m) {
+            auto chain = checked<nftnl_chain, ChainFree>(nftnl_chain_alloc());
+            if (nftnl_chain_nlmsg_parse(m, chain.get()) < 0) return MNL_CB_ERROR;
+            const char* table = nftnl_chain_get_str(chain.get(), NFTNL_CHAIN_TABLE);
+            const char* name = nftnl_chain_get_str(chain.get(), NFTNL_CHAIN_NAME);
+            if (!table || std::strcmp(table, kTable) != 0 || !name) return MNL_CB_OK;
+            NetdevChainState cs;
+            cs.chain = name;
+            if (nftnl_chain_is_set(chain.get(), NFTNL_CHAIN_DEV))
+                cs.device = nftnl_chain_get_str(chain.get(), NFTNL_CHAIN_DEV);
+            else if (nftnl_chain_is_set(chain.get(), NFTNL_CHAIN_DEVICES)) {
+                // The kernel reports a single device as a one-element list on some versions.
+                const char* const* devs = static_cast<const char* const*>(
+                    nftnl_chain_get(chain.get(), NFTNL_CHAIN_DEVICES));
+                if (devs && devs[0]) cs.device = devs[0];
+            }
+            chains[cs.chain] = cs;
+            return MNL_CB_OK;
+        });
+        if (err == -ENOENT) return st;
+        if (err < 0) throw_errno("dump chains of table netdev nsegress", -err);
+    }
+    {
+        auto r = checked<nftnl_rule, RuleFree>(nftnl_rule_alloc());
+        nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, kTable);
+        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETRULE, NFPROTO_NETDEV, NLM_F_DUMP, ++seq);
+        nftnl_rule_nlmsg_build_payload(nlh, r.get());
+        int err = dump(sock, nlh, [&](const nlmsghdr* m) {
+            auto rule = checked<nftnl_rule, RuleFree>(nftnl_rule_alloc());
+            if (nftnl_rule_nlmsg_parse(m, rule.get()) < 0) return MNL_CB_ERROR;
+            const char* table = nftnl_rule_get_str(rule.get(), NFTNL_RULE_TABLE);
+            const char* chain = nftnl_rule_get_str(rule.get(), NFTNL_RULE_CHAIN);
+            if (!table || std::strcmp(table, kTable) != 0 || !chain) return MNL_CB_OK;
+            auto it = chains.find(chain);
+            if (it == chains.end()) return MNL_CB_OK;
+            std::string comment;
+            std::uint32_t ulen = 0;
+            if (const void* ud = nftnl_rule_get_data(rule.get(), NFTNL_RULE_USERDATA, &ulen)) {
+                auto cb = [](const nftnl_udata* attr, void* data) -> int {
+                    if (nftnl_udata_type(attr) == NFTNL_UDATA_RULE_COMMENT)
+                        *static_cast<std::string*>(data) = static_cast<const char*>(nftnl_udata_get(attr));
+                    return 0;
+                };
+                nftnl_udata_parse(ud, ulen, cb, &comment);
+            }
+            Counter c;
+            auto* iter = nftnl_expr_iter_create(rule.get());
+            for (nftnl_expr* e = nftnl_expr_iter_next(iter); e; e = nftnl_expr_iter_next(iter)) {
+                if (std::strcmp(nftnl_expr_get_str(e, NFTNL_EXPR_NAME), "counter") == 0) {
+                    c.packets = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_PACKETS);
+                    c.bytes = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_BYTES);
+                }
+            }
+            nftnl_expr_iter_destroy(iter);
+            if (comment == kCommentAllow4 || comment == kCommentAllow6) {
+                it->second.allowed.packets += c.packets;
+                it->second.allowed.bytes += c.bytes;
+            } else if (comment == kCommentDeny) {
+                it->second.refused = c;
+            }
+            return MNL_CB_OK;
+        });
+        if (err < 0 && err != -ENOENT) throw_errno("dump rules of table netdev nsegress", -err);
+    }
+    for (auto& [name, cs] : chains) st.chains.push_back(cs);
+    return st;
+}
+
+std::vector<EgressHook> list_egress_hooks(mnl_socket* sock) {
+    static std::uint32_t seq = 0x38000000;
+    std::vector<char> req(MNL_SOCKET_BUFFER_SIZE);
+    std::vector<EgressHook> out;
+    auto c = checked<nftnl_chain, ChainFree>(nftnl_chain_alloc());
+    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETCHAIN, NFPROTO_NETDEV, NLM_F_DUMP, ++seq);
+    nftnl_chain_nlmsg_build_payload(nlh, c.get());
+    int err = dump(sock, nlh, [&](const nlmsghdr* m) {
+        auto chain = checked<nftnl_chain, ChainFree>(nftnl_chain_alloc());
+        if (nftnl_chain_nlmsg_parse(m, chain.get()) < 0) return MNL_CB_ERROR;
+        if (nftnl_chain_get_u32(chain.get(), NFTNL_CHAIN_FAMILY) != NFPROTO_NETDEV ||
+            !nftnl_chain_is_set(chain.get(), NFTNL_CHAIN_HOOKNUM) ||
+            nftnl_chain_get_u32(chain.get(), NFTNL_CHAIN_HOOKNUM) != NF_NETDEV_EGRESS)
+            return MNL_CB_OK;
+        EgressHook h;
+        h.table = nftnl_chain_get_str(chain.get(), NFTNL_CHAIN_TABLE);
+        h.chain = nftnl_chain_get_str(chain.get(), NFTNL_CHAIN_NAME);
+        if (nftnl_chain_is_set(chain.get(), NFTNL_CHAIN_DEV)) {
+            h.device = nftnl_chain_get_str(chain.get(), NFTNL_CHAIN_DEV);
+            out.push_back(h);
+        } else if (nftnl_chain_is_set(chain.get(), NFTNL_CHAIN_DEVICES)) {
+            auto devs = static_cast<const char* const*>(nftnl_chain_get(chain.get(), NFTNL_CHAIN_DEVICES));
+            for (std::size_t i = 0; devs && devs[i]; ++i) {
+                h.device = devs[i];
+                out.push_back(h);
+            }
+        }
+        return MNL_CB_OK;
+    });
+    if (err < 0 && err != -ENOENT && err != -EAFNOSUPPORT) throw_errno("dump netdev chains", -err);
+    return out;
 }
 
 }  // namespace nsegress::nft

@@ -95,6 +95,11 @@ std::string render_human(const json& doc) {
         out += fmt::format("  policy: table inet nsegress committed ({} mode, deny log: nflog group {}; "
                            "see it with `nsegress watch`)\n",
                            audit ? "audit" : "enforce", doc["policy"].value("log_group", 0));
+        if (doc.contains("netdev_egress") && doc["netdev_egress"].value("enabled", false)) {
+            std::string devs;
+            for (const auto& d : doc["netdev_egress"]["devices"]) devs += (devs.empty() ? "" : ", ") + d.get<std::string>();
+            out += fmt::format("  netdev egress filter: table netdev nsegress on {}\n", devs.empty() ? "(no interface)" : devs);
+        }
         if (doc.contains("route_set")) {
             const json& rs = doc["route_set"];
             if (rs.contains("disabled_by")) out += "  route set: none in audit mode (a previous one is removed)\n";
@@ -121,8 +126,9 @@ std::string render_human(const json& doc) {
                                doc["route_refused"]["ipv6"].get<std::uint64_t>());
     } else if (cmd == "release") {
         const json& r = doc["removed"];
-        out += fmt::format("released {}: table {}, {} rule(s), {} route(s) removed\n", target_line(doc),
-                           r["table"].get<bool>() ? "inet nsegress" : "(none)", r["rules"].get<int>(),
+        out += fmt::format("released {}: table {}{}, {} rule(s), {} route(s) removed\n", target_line(doc),
+                           r["table"].get<bool>() ? "inet nsegress" : "(none)",
+                           r.value("netdev_table", false) ? " and table netdev nsegress" : "", r["rules"].get<int>(),
                            r["routes"].get<int>());
     } else if (cmd == "probe") {
         out += fmt::format("probe from {}\n", target_line(doc));
@@ -189,6 +195,38 @@ std::string render_human(const json& doc) {
         auto num = [](const json& v) { return v.is_null() ? std::string("?") : std::to_string(v.get<std::uint64_t>()); };
         out += fmt::format("  refused by routing (OutNoRoutes, whole namespace): IPv4 {}, IPv6 {}\n",
                            num(nr["ipv4_out_no_routes"]), num(nr["ipv6_out_no_routes"]));
+        if (doc.contains("netdev_egress")) {
+            const json& nd = doc["netdev_egress"];
+            if (!nd["present"].get<bool>()) {
+                out += "netdev egress filter: none\n";
+            } else {
+                out += "netdev egress filter: table netdev nsegress\n";
+                for (const auto& c : nd["chains"])
+                    out += fmt::format("  {}: allowed {} packets, refused {} packets\n", c["device"].get<std::string>(),
+                                       c["counters"]["allowed"]["packets"].get<std::uint64_t>(),
+                                       c["counters"]["refused"]["packets"].get<std::uint64_t>());
+                if (!nd["uncovered"].empty())
+                    out += "  NOT covered (created after restrict; run restrict again): " + join(nd["uncovered"]) + "\n";
+            }
+        }
+        if (doc.contains("bypass")) {
+            const json& b = doc["bypass"];
+            auto who = [](const json& list) {
+                std::string s;
+                for (const auto& p : list)
+                    s += fmt::format("{}{} ({})", s.empty() ? "" : ", ", p["pid"].get<int>(), p["comm"].get<std::string>());
+                return s;
+            };
+            if (b["net_admin"].empty()) out += "bypass: no process holds CAP_NET_ADMIN over the namespace\n";
+            else out += "bypass: WARNING: CAP_NET_ADMIN (can delete the policy): " + who(b["net_admin"]) + "\n";
+            if (b["net_raw"].empty()) out += "bypass: no process holds CAP_NET_RAW over the namespace\n";
+            else
+                out += fmt::format("bypass: {}CAP_NET_RAW (packet sockets, below the IP layer{}): {}\n",
+                                   b["net_raw_filtered"].get<bool>() ? "" : "WARNING: ",
+                                   b["net_raw_filtered"].get<bool>() ? "; caught by the netdev egress filter"
+                                                                      : "; not filtered",
+                                   who(b["net_raw"]));
+        }
     }
     return out;
 }

@@ -18,6 +18,7 @@
 #include <fmt/format.h>
 
 #include "nsegress/error.hpp"
+#include "nsegress/testpoint.hpp"
 
 namespace nsegress {
 
@@ -161,6 +162,10 @@ RoutePlan installed_route_set(const Snapshot& snap) {
 }
 
 void apply_route_set(nl_sock* sock, const Snapshot& before, const RoutePlan& plan) {
+    // Order matters under traffic: an allowed destination must have a route in our table at
+    // every moment. So new and changed routes go in first, each with NLM_F_REPLACE (a route's
+    // nexthop changes in place, never delete-then-add); stale routes go only after their
+    // replacements; the rules last, the lookup rule before the unreachable one.
     RoutePlan old = installed_route_set(before);
     // Sorted views, so a re-run with thousands of routes is a merge, not a quadratic scan, and
     // routes that are already exactly right are not sent again.
@@ -176,6 +181,7 @@ void apply_route_set(nl_sock* sock, const Snapshot& before, const RoutePlan& pla
             throw_failed(fmt::format("route set: add route {}: {}", format_route(r, before),
                                      nl_geterror(err)));
     }
+    testing::test_point("route-set-routes");
     for (const auto& r : old.routes) {
         if (std::binary_search(want.begin(), want.end(), r, by_key)) continue;  // replaced or kept
         auto nl = to_nl_route(r, false);
@@ -183,6 +189,7 @@ void apply_route_set(nl_sock* sock, const Snapshot& before, const RoutePlan& pla
             throw_failed(fmt::format("route set: delete stale route {}: {}",
                                      format_route(r, before), nl_geterror(err)));
     }
+    testing::test_point("route-set-stale");
     for (const auto& r : plan.rules) {
         bool present = std::any_of(old.rules.begin(), old.rules.end(), [&](const Rule& o) {
             return o.family == r.family && o.priority == r.priority && o.action == r.action &&
@@ -194,12 +201,18 @@ void apply_route_set(nl_sock* sock, const Snapshot& before, const RoutePlan& pla
             throw_failed(fmt::format("route set: add rule '{}' ({}): {}", format_rule(r),
                                      family_name(r.family), nl_geterror(err)));
     }
+    testing::test_point("route-set-rules");
 }
 
 RouteSetRemoval remove_route_set(nl_sock* sock, const Snapshot& snap) {
-    // Rules first: from then on the table is unused, whatever happens next.
+    // Rules first: from then on the table is unused, whatever happens next. The unreachable
+    // rules go before the lookup rules: the other way round, there would be a moment with only
+    // "unreachable" left ahead of main, refusing even allowed destinations (restrict
+    // --no-route-set replacing a route set under traffic).
     RouteSetRemoval removed;
     RoutePlan cur = installed_route_set(snap);
+    std::stable_partition(cur.rules.begin(), cur.rules.end(),
+                          [](const Rule& r) { return r.action != FR_ACT_TO_TBL; });
     std::vector<std::string> errors;
     for (const auto& r : cur.rules) {
         auto nl = to_nl_rule(r);
@@ -208,6 +221,7 @@ RouteSetRemoval remove_route_set(nl_sock* sock, const Snapshot& snap) {
         else if (err != -NLE_OBJ_NOTFOUND)
             errors.push_back(fmt::format("delete rule '{}': {}", format_rule(r), nl_geterror(err)));
     }
+    testing::test_point("release-rules");
     for (const auto& r : cur.routes) {
         auto nl = to_nl_route(r, false);
         int err = rtnl_route_delete(sock, nl.get(), 0);

@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "nsegress/inspect.hpp"
+#include "nsegress/nft.hpp"
 #include "nsegress/procfs.hpp"
 
 namespace nsegress {
@@ -91,13 +92,6 @@ std::set<ino_t> powerful_userns(const Netns& ns) {
     return out;
 }
 
-std::string describe(const std::vector<const Member*>& who) {
-    std::string out;
-    for (std::size_t i = 0; i < who.size() && i < 5; ++i)
-        out += fmt::format("{}{} ({})", i ? ", " : "", who[i]->pid, who[i]->comm);
-    if (who.size() > 5) out += fmt::format(" and {} more", who.size() - 5);
-    return out;
-}
 
 bool usable(Family f, const Snapshot& s) {
     for (const auto& a : s.addresses) {
@@ -111,7 +105,71 @@ bool usable(Family f, const Snapshot& s) {
     return false;
 }
 
+std::string join_names(const std::vector<std::string>& names) {
+    std::string out;
+    for (const auto& n : names) out += (out.empty() ? "'" : ", '") + n + "'";
+    return out;
+}
+
+struct EgressCoverage {
+    bool readable = false;
+    std::vector<std::string> covered, uncovered;  // non-loopback interfaces
+    std::string detail;                            // tables/chains, or why unreadable
+};
+
+// Which non-loopback interfaces have a netdev egress base chain (of any table).
+EgressCoverage egress_coverage(const Netns& ns) {
+    EgressCoverage out;
+    try {
+        NlSock rtnl;
+        nft::MnlSocket nfnl;
+        ns.run_inside([&] {
+            rtnl = open_rtnl_socket();
+            nfnl = nft::open_nfnl_socket();
+        });
+        Snapshot snap = inspect(rtnl.get(), inspect_links);
+        auto hooks = nft::list_egress_hooks(nfnl.get());
+        std::set<std::string> tables;
+        for (const auto& l : snap.links) {
+            if (l.loopback) continue;
+            bool found = false;
+            for (const auto& h : hooks)
+                if (h.device == l.name) {
+                    found = true;
+                    tables.insert("netdev " + h.table);
+                }
+            (found ? out.covered : out.uncovered).push_back(l.name);
+        }
+        for (const auto& t : tables) out.detail += (out.detail.empty() ? "table " : ", table ") + t;
+        out.readable = true;
+    } catch (const Error& e) {
+        out.detail = e.what();
+    }
+    return out;
+}
+
 }  // namespace
+
+std::string describe_procs(const std::vector<BypassRisks::Proc>& who) {
+    std::string out;
+    for (std::size_t i = 0; i < who.size() && i < 5; ++i)
+        out += fmt::format("{}{} ({})", i ? ", " : "", who[i].pid, who[i].comm);
+    if (who.size() > 5) out += fmt::format(" and {} more", who.size() - 5);
+    return out;
+}
+
+BypassRisks bypass_risks(const Netns& ns) {
+    BypassRisks out;
+    auto members = members_of(ns);
+    auto power = powerful_userns(ns);
+    out.processes = members.size();
+    for (const auto& m : members) {
+        if (!power.count(m.userns)) continue;  // caps in a child user namespace do not reach the netns
+        if (m.cap_eff & (1ull << CAP_NET_ADMIN)) out.net_admin.push_back({m.pid, m.comm});
+        if (m.cap_eff & (1ull << CAP_NET_RAW)) out.net_raw.push_back({m.pid, m.comm});
+    }
+    return out;
+}
 
 std::optional<IpAddr> outside_destination(Family f, const AllowList& allow) {
     // Reserved for documentation / benchmarking / discard: no one to leak to.
@@ -234,26 +292,38 @@ CommandResult cmd_verify(const VerifyOptions& opt) {
 
     // Bypass risks: who in the namespace could undo or go around the policy.
     auto members = members_of(ns);
-    auto power = powerful_userns(ns);
-    std::vector<const Member*> admins, raws;
-    for (const auto& m : members) {
-        if (!power.count(m.userns)) continue;  // caps in a child user namespace do not reach the netns
-        if (m.cap_eff & (1ull << CAP_NET_ADMIN)) admins.push_back(&m);
-        if (m.cap_eff & (1ull << CAP_NET_RAW)) raws.push_back(&m);
-    }
-    if (!admins.empty())
+    BypassRisks risks = bypass_risks(ns);
+    if (!risks.net_admin.empty())
         add("bypass-net-admin", CheckStatus::fail,
             fmt::format("process {} holds CAP_NET_ADMIN over this network namespace and can delete or "
-                        "rewrite the policy", describe(admins)));
+                        "rewrite the policy", describe_procs(risks.net_admin)));
     else
         add("bypass-net-admin", CheckStatus::pass,
-            fmt::format("no process in the namespace holds CAP_NET_ADMIN over it ({} process(es) checked)", members.size()));
-    if (!raws.empty())
+            fmt::format("no process in the namespace holds CAP_NET_ADMIN over it ({} process(es) checked)", risks.processes));
+    // Packet sockets are caught only at the netdev egress hook: is every interface covered?
+    // It is reported (JSON netdev_egress, and in bypass-net-raw's text), not judged by itself.
+    EgressCoverage cover = host ? EgressCoverage{} : egress_coverage(ns);
+    const bool all_covered = cover.readable && cover.uncovered.empty();
+    std::string coverage =
+        !cover.readable ? "netdev egress filters unknown: " + cover.detail
+        : cover.uncovered.empty() ? (cover.covered.empty() ? std::string("no interface but loopback")
+                                                           : "every interface has a netdev egress filter (" + cover.detail + ")")
+                                  : "no netdev egress filter on " + join_names(cover.uncovered);
+    if (!risks.net_raw.empty() && !all_covered)
         add("bypass-net-raw", CheckStatus::warn,
             fmt::format("process {} holds CAP_NET_RAW: packet sockets sit below the IP layer and are not "
-                        "filtered by the output hook", describe(raws)));
+                        "filtered by the output hook; {}", describe_procs(risks.net_raw), coverage));
+    else if (!risks.net_raw.empty())
+        add("bypass-net-raw", CheckStatus::pass,
+            fmt::format("process {} holds CAP_NET_RAW, but {}: packet sockets pass through it (its "
+                        "content is not judged here)", describe_procs(risks.net_raw), coverage));
     else
-        add("bypass-net-raw", CheckStatus::pass, "no process in the namespace holds CAP_NET_RAW over it");
+        add("bypass-net-raw", CheckStatus::pass,
+            fmt::format("no process in the namespace holds CAP_NET_RAW over it; {}", coverage));
+    res.doc["netdev_egress"] = json{{"readable", cover.readable},
+                                    {"covered", cover.covered},
+                                    {"uncovered", cover.uncovered},
+                                    {"detail", cover.detail}};
 
     // The container's process, for the per-process checks.
     std::optional<pid_t> pid = opt.target.pid;

@@ -11,6 +11,8 @@ packages=(
 	# tests, demo and man page check
 	nftables iproute2 iputils-ping conntrack netcat-openbsd socat jq
 	groff-base man-db iptables procps util-linux
+	# test helpers in tests/integration/helpers (UDP streams, router advertisements, AF_PACKET frames)
+	python3
 	# CNI plugin mode tests (tests/integration/test_cni*.sh): real bridge + host-local plugins,
 	# the Kubernetes example parsed with PyYAML, podman's CNI backend with a busybox image
 	containernetworking-plugins python3-yaml podman runc conmon busybox-static

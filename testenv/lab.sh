@@ -266,7 +266,15 @@ lab_down() {
 			[[ -e $f ]] && _lab_kill_pidfile "$f"
 		done
 	fi
-	for node in "${_lab_nodes[@]}"; do
+	# The four nodes, then any extra namespace a test made with lab_extra_ns (PREFIX_*).
+	local extra=()
+	for ns in /run/netns/"${p}"_*; do
+		[[ -e $ns ]] || continue
+		node=${ns#/run/netns/"${p}"_}
+		# Extra names have no '_' (lab_extra_ns checks): PREFIX_a_ctr belongs to lab PREFIX_a.
+		[[ $node == *_* || " ${_lab_nodes[*]} " == *" $node "* ]] || extra+=("$node")
+	done
+	for node in "${_lab_nodes[@]}" "${extra[@]}"; do
 		ns=${p}_${node}
 		[[ -e /run/netns/$ns ]] || continue
 		# Whatever still runs inside a lab namespace (listeners, a test's sleep) belongs to the lab.
@@ -287,6 +295,18 @@ lab_down() {
 	done
 	[[ -d $dir ]] && rm -rf -- "$dir"
 	return 0
+}
+
+# lab_extra_ns PREFIX NAME: one more, unconnected namespace PREFIX_NAME (lo up, no DAD), for tests
+# that need many namespaces without traffic; lab_down removes it with the lab.
+lab_extra_ns() {
+	local p=$1 name=$2
+	_lab_check_prefix "$p" || return 1
+	if [[ ! $name =~ ^[A-Za-z0-9-]{1,20}$ ]]; then
+		_lab_err "invalid extra namespace name '$name' (letters, digits and -)"
+		return 1
+	fi
+	_lab_ns "${p}_${name}"
 }
 
 # Tear the lab down when the calling shell exits, whatever the reason.

@@ -46,6 +46,7 @@ struct CniNetconf {
     std::vector<IpAddr> probe_block;
     bool route_set = true;
     bool audit = false;  // "audit": true -- restrict --audit (no route set, nothing refused)
+    bool netdev_egress = false;  // "netdevEgress"
     std::optional<nlohmann::json> prev_result;
 };
 

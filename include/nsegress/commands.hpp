@@ -33,6 +33,7 @@ struct RestrictOptions {
     // conntrack entries are left alone, and probe-block targets are probed with Expect::audit
     // (they must get out, not be refused).
     bool audit = false;
+    bool netdev_egress = false;  // also filter every interface's netdev egress hook
     bool default_probes = true;  // probe the default gateways when no target is given
     ProbeOptions probe_options;
 };
@@ -49,12 +50,12 @@ CommandResult cmd_release(const TargetSpec& target);
 CommandResult cmd_status(const TargetSpec& target);
 CommandResult cmd_probe(const ProbeCommandOptions& opt);
 
-// How the namespace's installed egress policy differs from what `allow`, `route_set` and `audit`
-// ask for (the nft table: present, complete, same allow-list, same mode; the route set: present
-// or absent as asked, absent in audit mode, with exactly the planned rules and routes). One line
-// per difference; empty when they agree.
-std::vector<std::string> policy_drift(const TargetSpec& target, const std::vector<Cidr>& allow,
-                                      bool route_set, bool audit = false);
+// How the namespace's installed egress policy differs from what `want` asks for (the nft table:
+// present, complete, same allow-list, same mode; the route set: present or absent as asked,
+// absent in audit mode, with exactly the planned rules and routes; with netdev_egress, the
+// netdev table exists and covers every non-loopback interface). Probes and dry_run are ignored.
+// One line per difference; empty when they agree.
+std::vector<std::string> policy_drift(const RestrictOptions& want);
 
 // The "target" object of every document: label, pid, path, container, netns_inode.
 nlohmann::json target_json(const Netns& ns, const TargetSpec& spec);

@@ -41,6 +41,7 @@ struct HookArgs {
     std::vector<IpAddr> probe_block;
     bool route_set = true;
     bool audit = false;  // --audit; else annotation io.nsegress.audit
+    bool netdev_egress = false;
 };
 
 // What restrict would be asked to do, or nullopt when there is no policy (do nothing).

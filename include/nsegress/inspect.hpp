@@ -29,6 +29,7 @@ struct Link {
     bool up = false;
     bool loopback = false;
     std::string kind;  // "veth", "bridge"... empty for physical/loopback
+    unsigned arptype = 0;  // ARPHRD_*: 1 (ARPHRD_ETHER) for Ethernet-framed links
     unsigned mtu = 0;
 };
 

@@ -53,6 +53,12 @@ public:
     const std::string& host_reason() const { return host_reason_; }
     const Fd& pidfd() const { return pidfd_; }  // empty for --netns
 
+    // Why the target is no longer what was opened, or empty: the process of --pid has exited,
+    // or the --netns path is gone or now names another namespace. Our fd keeps the namespace
+    // itself alive, so nothing would fail by itself: restrict asks this before its point of no
+    // return, so that a container that died meanwhile gets a clear error and no change.
+    std::string vanished() const;
+
     // Runs fn with the calling thread inside the namespace. fn should only create fds.
     void run_inside(const std::function<void()>& fn) const;
 
@@ -64,6 +70,7 @@ private:
     std::optional<pid_t> pid_;
     Fd pidfd_;
     std::string label_;
+    std::string path_;  // --netns
 };
 
 // Opens and validates the target. --pid: pidfd_open + setns(pidfd, CLONE_NEWNET), so a PID that
@@ -94,5 +101,7 @@ private:
 // True while the process with that pidfd still runs (used to close the PID-reuse window for
 // the /proc reads that have no pidfd equivalent).
 bool pidfd_alive(int pidfd);
+// True once the process has exited, zombie or not (the pidfd polls readable).
+bool pidfd_exited(int pidfd);
 
 }  // namespace nsegress

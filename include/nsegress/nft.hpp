@@ -34,6 +34,28 @@
 // Audit mode (restrict --audit): the same table and sets, chain policy accept, the log prefix
 // "nsegress audit", and the final rule `counter accept` (comment "nsegress: audited") instead of
 // the reject: everything passes, and what enforce mode would refuse is counted and logged.
+// Optional second nft layer (restrict --netdev-egress), table `netdev nsegress`, in the SAME
+// batch as the inet table (one transaction, both families):
+//   set allow4, set allow6        copies of the allow-list (a set belongs to one table)
+//   set nd6                       where IPv6 neighbour discovery may go: fe80::/10, ff02::/16
+//                                 and the namespace's own on-link IPv6 prefixes
+//   chain egress_<ifname> { type filter hook egress device "<ifname>" priority filter;
+//                           policy drop; ... }   one per non-loopback interface (Linux 5.16+)
+// The netdev egress hook runs in dev_queue_xmit for every frame a device sends, including
+// frames written by AF_PACKET sockets, which never pass the inet output hook. Its rules read
+// the frame itself: the EtherType at link-layer offset 12 (skb->protocol, i.e. `meta protocol`,
+// is chosen by a packet socket's sender, so it is never trusted) and the addresses at fixed
+// offsets behind it; on devices without an Ethernet header the IP version nibble instead.
+// A chain is bound to an interface that exists at restrict time: an interface created later
+// is not covered until restrict runs again (status lists such interfaces as uncovered).
+//
+// Commit and the ruleset generation id: commit() reads the generation with NFT_MSG_GETGEN just
+// before sending and puts it in BATCH_BEGIN (NFNL_BATCH_GENID). If any other writer committed
+// in between, the kernel refuses the whole batch with ERESTART before looking at it, and commit
+// sends it again with the new generation, at most kCommitAttempts times. The policy batch does
+// not depend on what it replaces ("add; delete; add"), so a retry is always correct; the genid
+// makes sure a batch is never applied on top of a ruleset that changed after we last looked.
+// Writers of other tables are never touched: only tables named nsegress are in our batches.
 #pragma once
 
 #include <cstdint>
@@ -87,12 +109,34 @@ struct Batch {
 // a range is two elements of at most 36 bytes (IPv6), so 512 ranges stay under 37 KiB.
 inline constexpr std::size_t kElementsPerMessage = 512;
 
+// ---- netdev egress layer (see the top of this file) ----
+inline constexpr const char* kNetdevChainPrefix = "egress_";  // + interface name
+inline constexpr const char* kSetNd6 = "nd6";
+
+struct NetdevDevice {
+    std::string name;
+    bool ethernet = true;  // has a 14-byte Ethernet header (ARPHRD_ETHER); else raw IP
+};
+
+struct NetdevPlan {
+    bool install = false;          // add table netdev nsegress with one chain per device
+    bool replace_existing = false; // a netdev nsegress table exists: delete it in the batch
+    std::vector<NetdevDevice> devices;
+    AllowList neighbour6;          // destinations neighbour discovery may go to (set nd6)
+};
+
 // Replace-or-create the whole table in one transaction: "add table; delete table; add table
 // {...}" is committed at BATCH_END, so there is no moment with an empty or missing policy.
 // Mode::audit: accept (counted and logged) instead of rejecting; see the top of this file.
-Batch compile_policy(const AllowList& allow, std::uint32_t first_seq, Mode mode = Mode::enforce);
-// "add table; delete table": removes the table, and succeeds when it was not there.
-Batch compile_delete(std::uint32_t first_seq);
+// The netdev table is replaced (or created) in the same transaction when netdev.install,
+// otherwise deleted when netdev.replace_existing.
+Batch compile_policy(const AllowList& allow, std::uint32_t first_seq, Mode mode = Mode::enforce,
+                     const NetdevPlan& netdev = {});
+// "add table; delete table": removes the table, and succeeds when it was not there; also the
+// netdev table when `netdev_present`.
+Batch compile_delete(std::uint32_t first_seq, bool netdev_present = false);
+// The netdev part in nft syntax, appended to render_policy() for --dry-run.
+std::string render_netdev(const AllowList& allow, const NetdevPlan& netdev);
 
 // The same policy in nft syntax (an `nft -f` script doing exactly what the batch does).
 std::string render_policy(const AllowList& allow, Mode mode = Mode::enforce);
@@ -107,7 +151,14 @@ MnlSocket open_nfnl_socket();
 
 // Sends the batch in one sendmsg and checks one ACK per acked message. Any error throws
 // Error(Exit::failed) naming the message the kernel refused and the kernel's own text.
-void commit(mnl_socket* sock, const Batch& batch);
+// BATCH_BEGIN carries the ruleset generation read just before sending; on ERESTART (another
+// writer committed in between) the batch is sent again, at most kCommitAttempts times in all.
+// Returns the number of attempts it took (1 when nobody interfered).
+inline constexpr int kCommitAttempts = 10;
+int commit(mnl_socket* sock, const Batch& batch);
+
+// The current ruleset generation id (NFT_MSG_GETGEN).
+std::uint32_t read_genid(mnl_socket* sock);
 
 struct Counter {
     std::uint64_t packets = 0;
@@ -127,6 +178,30 @@ struct PolicyState {
 };
 
 PolicyState read_policy(mnl_socket* sock);
+
+// Whether `table netdev nsegress` exists.
+bool netdev_table_present(mnl_socket* sock);
+
+struct NetdevChainState {
+    std::string chain;
+    std::string device;      // the interface its egress hook is bound to
+    Counter allowed;         // allow4 + allow6 rule counters
+    Counter refused;         // the final drop rule's counter
+};
+struct NetdevState {
+    bool present = false;
+    std::vector<NetdevChainState> chains;
+};
+NetdevState read_netdev(mnl_socket* sock);
+
+// Every netdev-family base chain on the egress hook, whoever made it (verify judges any
+// configuration): table, chain, and each device it is bound to.
+struct EgressHook {
+    std::string table;
+    std::string chain;
+    std::string device;
+};
+std::vector<EgressHook> list_egress_hooks(mnl_socket* sock);
 
 // For unit tests: decode set elements (start / interval-end keys) back into ranges.
 struct ElementKey {

@@ -30,6 +30,22 @@ struct Check {
 
 CommandResult cmd_verify(const VerifyOptions& opt);
 
+// Who in the namespace could undo or go around a policy: processes whose network namespace it
+// is and that hold CAP_NET_ADMIN (delete the policy) or CAP_NET_RAW (packet sockets, below the
+// IP layer) in the user namespace owning it or an ancestor of that one. Read from /proc.
+struct BypassRisks {
+    struct Proc {
+        pid_t pid = 0;
+        std::string comm;
+    };
+    std::size_t processes = 0;  // processes found in the namespace
+    std::vector<Proc> net_admin;
+    std::vector<Proc> net_raw;
+};
+BypassRisks bypass_risks(const Netns& ns);
+// "42 (sleep), 43 (sh) and 3 more"
+std::string describe_procs(const std::vector<BypassRisks::Proc>& who);
+
 // A JUnit XML report of the checks (one testcase each; a warning passes with its text as
 // system-out), as CI systems and graders read it.
 std::string junit_report(const std::string& target_label, const std::vector<Check>& checks);

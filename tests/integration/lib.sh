@@ -180,6 +180,10 @@ RUNNER_NETNS_INO=$(stat -L -c %i "/proc/$$/ns/net")
 _lab_netns_inos() {
 	local n
 	for n in "${_lab_nodes[@]}"; do stat -L -c %i "/run/netns/${P}_$n" 2>/dev/null; done
+	# Extra namespaces of this lab (lab_extra_ns): PREFIX_NAME, NAME without '_'.
+	for n in /run/netns/"${P}"_*; do
+		[[ -e $n && ${n#/run/netns/"${P}"_} != *_* ]] && stat -L -c %i "$n" 2>/dev/null
+	done
 }
 
 # Safety net against test bugs: refuse to run nsegress when --pid names a live process outside the

@@ -96,6 +96,20 @@ TEST_CASE("hook plan: audit from --audit or io.nsegress.audit, alone or with an 
     CHECK_FALSE(hook_plan(st, none)->audit);
 }
 
+TEST_CASE("hook plan: an annotation never turns the hook's own allow-list into audit mode") {
+    OciState st;
+    st.pid = 42;
+    st.annotations[kAnnotationAudit] = "true";
+    st.annotations[kAnnotationAllow] = "0.0.0.0/0";
+    HookArgs admin;
+    admin.allow = {parse_cidr("192.168.1.0/24")};
+    auto p = hook_plan(st, admin);
+    REQUIRE(p);
+    CHECK_FALSE(p->audit);  // enforced, as the hook's installer asked
+    REQUIRE(p->allow.size() == 1);
+    CHECK(p->allow[0].str() == "192.168.1.0/24");
+}
+
 TEST_CASE("container inspect output") {
     CHECK(parse_inspect_output("web", "1234 true\n") == 1234);
     CHECK_THROWS_AS(parse_inspect_output("web", "0 false\n"), Error);

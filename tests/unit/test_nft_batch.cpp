@@ -328,3 +328,71 @@ TEST_CASE("render_policy is an nft script that replaces the table") {
     CHECK(text.find("policy drop;") != std::string::npos);
     CHECK(text.find("ct state established") == std::string::npos);
 }
+
+TEST_CASE("netdev egress table: same batch, its own sets, one egress chain per device") {
+    AllowList allow({parse_cidr("192.168.1.0/24"), parse_cidr("2001:db8:1::/64")});
+    nft::NetdevPlan plan;
+    plan.install = true;
+    plan.devices = {{"eth0", true}, {"wg0", false}};
+    plan.neighbour6.add(parse_cidr("fe80::/10"));
+    nft::Batch b = nft::compile_policy(allow, 100, nft::Mode::enforce, plan);
+    auto w = walk(b);
+    REQUIRE(w.msgs.size() == b.messages.size());
+    CHECK(w.msgs.front()->nlmsg_type == NFNL_MSG_BATCH_BEGIN);
+    CHECK(w.msgs.back()->nlmsg_type == NFNL_MSG_BATCH_END);
+    std::size_t netdev_msgs = 0, chains = 0, rules = 0;
+    std::string netdev_rules;
+    for (const auto* nlh : w.msgs) {
+        if (!is_nft(nlh)) continue;
+        const auto* g = static_cast<const nfgenmsg*>(mnl_nlmsg_get_payload(nlh));
+        if (g->nfgen_family != NFPROTO_NETDEV) continue;
+        ++netdev_msgs;
+        if (nft_type(nlh) == NFT_MSG_NEWCHAIN) ++chains;
+        if (nft_type(nlh) == NFT_MSG_NEWRULE) {
+            ++rules;
+            nftnl_rule* r = nftnl_rule_alloc();
+            REQUIRE(nftnl_rule_nlmsg_parse(nlh, r) == 0);
+            char buf[4096];
+            nftnl_rule_snprintf(buf, sizeof buf, r, NFTNL_OUTPUT_DEFAULT, 0);
+            netdev_rules += std::string(buf) + "\n";
+            nftnl_rule_free(r);
+        }
+    }
+    CHECK(chains == 2);
+    // eth0: allow4, allow6, arp, 3 x nd, drop; wg0 (no Ethernet header): the same without arp.
+    CHECK(rules == 7 + 6);
+    CHECK(netdev_msgs > rules + chains);
+    // The frame is read, never skb->protocol (which a packet socket's sender chooses).
+    CHECK(netdev_rules.find("meta load protocol") == std::string::npos);
+    CHECK(netdev_rules.find("payload load 2b @ link header + 12") != std::string::npos);
+    CHECK(netdev_rules.find("payload load 4b @ link header + 30") != std::string::npos);
+    CHECK(netdev_rules.find("payload load 4b @ network header + 16") != std::string::npos);  // wg0
+    // Error messages name the netdev table's objects.
+    bool named = false;
+    for (const auto& m : b.messages) named |= m.what.rfind("netdev chain egress_wg0", 0) == 0;
+    CHECK(named);
+    // The inet part is the same as without the netdev table.
+    CHECK(rules_text(nft::compile_policy(allow, 1)) ==
+          rules_text(nft::compile_policy(allow, 1, nft::Mode::enforce, nft::NetdevPlan{})));
+    auto text = nft::render_netdev(allow, plan);
+    CHECK(text.find("type filter hook egress device \"eth0\"") != std::string::npos);
+    CHECK(text.find("0xc0a80100-0xc0a801ff") != std::string::npos);
+}
+
+TEST_CASE("a stale netdev table is deleted in the same batch; release deletes both") {
+    nft::NetdevPlan stale;
+    stale.replace_existing = true;
+    auto b = nft::compile_policy(AllowList({parse_cidr("10.0.0.0/8")}), 1, nft::Mode::enforce, stale);
+    std::size_t netdev_tables = 0;
+    for (const auto* nlh : walk(b).msgs) {
+        if (!is_nft(nlh)) continue;
+        const auto* g = static_cast<const nfgenmsg*>(mnl_nlmsg_get_payload(nlh));
+        if (g->nfgen_family == NFPROTO_NETDEV) {
+            CHECK((nft_type(nlh) == NFT_MSG_NEWTABLE || nft_type(nlh) == NFT_MSG_DELTABLE));
+            ++netdev_tables;
+        }
+    }
+    CHECK(netdev_tables == 2);  // ensure + delete
+    CHECK(walk(nft::compile_delete(7, true)).msgs.size() == 6);
+    CHECK(walk(nft::compile_delete(7, false)).msgs.size() == 4);
+}
