@@ -11,8 +11,10 @@
 #include <sstream>
 
 #include <fmt/format.h>
+#include <libmnl/libmnl.h>
 
 #include "nsegress/conntrack.hpp"
+#include "nsegress/deferred_close.hpp"
 #include "nsegress/inspect.hpp"
 #include "nsegress/nft.hpp"
 #include "nsegress/routeset.hpp"
@@ -25,6 +27,7 @@ namespace {
 
 // Sockets and files opened inside the target, used after we are back home.
 struct Handles {
+    DeferredClose closer;  // first: destroyed last, after the sockets it holds copies of
     NlSock rtnl;
     nft::MnlSocket nfnl;
     nft::MnlSocket ctnl;
@@ -49,6 +52,13 @@ Handles open_handles(const Netns& ns, unsigned need) {
         }
     });
     return h;
+}
+
+// Once we commit an nftables change, closing our nfnetlink sockets would wait for the kernel to
+// free the old objects (deferred_close.hpp): hand their last references to a helper instead.
+void close_nfnl_in_background(Handles& h) {
+    h.closer = DeferredClose({h.nfnl ? mnl_socket_get_fd(h.nfnl.get()) : -1,
+                              h.ctnl ? mnl_socket_get_fd(h.ctnl.get()) : -1});
 }
 
 std::uint32_t batch_seq() {
@@ -216,6 +226,7 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     unsigned need = need_rtnl;
     if (!opt.dry_run) need |= need_nfnl | need_ct | (opt.probe ? unsigned{need_probe} : 0u);
     Handles h = open_handles(ns, need);
+    if (!opt.dry_run) close_nfnl_in_background(h);
     Snapshot before = inspect(h.rtnl.get());
     RoutePlan plan = opt.route_set ? plan_route_set(before, allow) : RoutePlan{};
 
@@ -282,6 +293,7 @@ CommandResult cmd_release(const TargetSpec& target) {
     doc["target"] = target_json(ns, target);
     NetnsLock lock(ns);
     Handles h = open_handles(ns, need_rtnl | need_nfnl);
+    close_nfnl_in_background(h);
     bool had_table = nft::read_policy(h.nfnl.get()).present;
     // Keep going after a failure: remove as much as possible, then report.
     std::optional<Error> failure;
