@@ -310,16 +310,20 @@ RoutePlan installed_route_set(const Snapshot& snap) {
 }
 
 void apply_route_set(nl_sock* sock, const Snapshot& before, const RoutePlan& plan) {
-    RoutePlan old = installed_route_set(before);
+    // What an earlier run installed (as in installed_route_set, without copying the routes).
+    std::vector<const Route*> old_routes;
+    std::vector<Rule> old_rules;
+    for (const auto& r : before.routes)
+        if (r.table == kRouteTable) old_routes.push_back(&r);
+    for (const auto& r : before.rules)
+        if (ours(r)) old_rules.push_back(r);
     // Sorted views (of pointers: the lists can be as long as the allow-list), so a re-run with
     // thousands of routes is a merge, not a quadratic scan, and routes that are already exactly
     // right are not sent again.
     auto by_all = [](const Route* a, const Route* b) { return route_all(*a) < route_all(*b); };
     auto by_key = [](const Route* a, const Route* b) { return route_key(*a) < route_key(*b); };
-    std::vector<const Route*> have, want;
-    have.reserve(old.routes.size());
+    std::vector<const Route*> have = old_routes, want;
     want.reserve(plan.routes.size());
-    for (const auto& r : old.routes) have.push_back(&r);
     for (const auto& r : plan.routes) want.push_back(&r);
     std::sort(have.begin(), have.end(), by_all);
     std::sort(want.begin(), want.end(), by_key);
@@ -336,8 +340,8 @@ void apply_route_set(nl_sock* sock, const Snapshot& before, const RoutePlan& pla
         throw_failure(batch, 0, [&](std::size_t i) {
             return fmt::format("route set: add route {}", format_route(plan.routes[i], before));
         });
-    for (std::size_t i = 0; i < old.routes.size(); ++i) {
-        const Route& r = old.routes[i];
+    for (std::size_t i = 0; i < old_routes.size(); ++i) {
+        const Route& r = *old_routes[i];
         if (std::binary_search(want.begin(), want.end(), &r, by_key)) continue;  // replaced or kept
         batch.add(route_request(r, false, 0), i);
     }
@@ -345,12 +349,12 @@ void apply_route_set(nl_sock* sock, const Snapshot& before, const RoutePlan& pla
     for (std::size_t k = 0; k < batch.failures().size(); ++k)
         if (!already_gone(batch.failures()[k].error))
             throw_failure(batch, k, [&](std::size_t i) {
-                return fmt::format("route set: delete stale route {}", format_route(old.routes[i], before));
+                return fmt::format("route set: delete stale route {}", format_route(*old_routes[i], before));
             });
     std::size_t tolerated = batch.failures().size();
     for (std::size_t i = 0; i < plan.rules.size(); ++i) {
         const Rule& r = plan.rules[i];
-        bool present = std::any_of(old.rules.begin(), old.rules.end(), [&](const Rule& o) {
+        bool present = std::any_of(old_rules.begin(), old_rules.end(), [&](const Rule& o) {
             return o.family == r.family && o.priority == r.priority && o.action == r.action &&
                    o.table == r.table;
         });
