@@ -153,6 +153,7 @@ def main():
     # 4
     g = measured_section("4  runc run of a busybox container (`true`)", [
         ("without a hook", "m4.plain"),
+        ("with a no-op createRuntime hook (/bin/true)", "m4.noop"),
         ("with `nsegress hook --allow CIDR` at createRuntime", "m4.hook"),
     ])
     if "m4.plain" in g and "m4.hook" in g:
@@ -160,7 +161,7 @@ def main():
         targets.append(("4  OCI hook: runc run with - without the hook, median", f"{d:+.2f} ms", "<= 5 ms", d <= 5))
 
     # 5
-    g = measured_section("5  restrict + probe (reach 192.168.1.10, block 198.51.100.10)", [
+    g = measured_section("5  restrict + probe (reach 192.168.1.10, block 198.51.100.10), fresh ns", [
         ("nsegress restrict --probe-reach --probe-block", "m5.nsegress"),
         ("nsenter nft -f + ip -batch + ping reach + ping block", "m5.peer"),
     ])

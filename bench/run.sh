@@ -14,7 +14,9 @@
 #   3  new TCP connections/s from a restricted namespace to an allowed host: no policy, nsegress
 #      with BENCH_N CIDRs, nsegress with 1 CIDR, an iptables-legacy linear list of BENCH_N rules
 #   4  `runc run` of a busybox container with and without the `nsegress hook` createRuntime hook
-#   5  restrict + probe (one reach, one block target) against the lab's allowed and forbidden hosts
+#      (and with a no-op /bin/true hook: what any hook costs the runtime)
+#   5  restrict + probe (one reach, one block target: the lab's allowed and forbidden hosts) on a
+#      fresh namespace wired to the lab, against nft -f + ip -batch + two pings
 # and prints one table with the medians, min-max and the ratios against the issue's targets.
 #
 # Environment:
@@ -30,8 +32,8 @@
 #
 # Safety (shared/docs/lab-safety.md): everything happens in namespaces this script creates, all
 # named after its prefix: the lab (PREFIX_ctr/_gw/_lan/_wan), fresh namespaces PREFIX_fN (a veth
-# pair inside each, connected to nothing) and datapath namespaces PREFIX_dN (a veth into the
-# lab's gw). nsegress runs inside the lab's gw namespace and is pointed at the namespace under
+# pair inside each, connected to nothing) and wired namespaces PREFIX_dN (a veth into the lab's
+# gw, for the datapath and the probes). nsegress runs inside the lab's gw namespace and is pointed at the namespace under
 # test; the peers run through `nsenter --net=PATH` from there. Nothing configures or sends from
 # the root namespace. A trap removes every namespace, runc container and process on exit.
 set -euo pipefail
@@ -91,7 +93,6 @@ source testenv/engines.sh
 LAB_AUTOREAP=1 # if this shell is killed, the next lab user reaps the lab
 P=bench$$
 GW=${P}_gw
-CTR_NS=$(lab_netns "$P" ctr)
 EXTRA_NS=() # fresh and datapath namespaces still to delete
 SERVER_PID=''
 
@@ -148,6 +149,27 @@ fresh_ns() {
 	ip -n "$ns" -6 route add default via fd00:31::1
 }
 drop_ns() { ip netns del "$1"; }
+
+# wired_ns K: a brand-new namespace on its own veth into the lab's gw (172.30.K.2/24, default
+# via 172.30.K.1), its neighbour entries warmed with one ping to the allowed LAN host. As a
+# container's namespace, it has no conntrack entries. Its name is left in $NS.
+wired_ns() {
+	local k=$1 ns=${P}_d$1
+	EXTRA_NS+=("$ns")
+	NS=$ns
+	ip netns add "$ns"
+	ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
+	ip -n "$ns" link set lo up
+	ip -n "$ns" link add eth0 type veth peer name "d$k" netns "$GW"
+	ip -n "$ns" addr add "172.30.$k.2/24" dev eth0
+	ip -n "$GW" addr add "172.30.$k.1/24" dev "d$k"
+	ip -n "$ns" link set eth0 up
+	ip -n "$GW" link set "d$k" up
+	ip -n "$ns" route add default via "172.30.$k.1"
+	local _
+	for _ in 1 2 3 4 5; do ip netns exec "$ns" ping -c1 -W1 -q "$LAB_LAN4" >/dev/null 2>&1 && return 0; done
+	die "namespace $ns cannot reach $LAB_LAN4"
+}
 
 # peer_inputs NS TAG NSEGRESS-ARGS...: the exact nft script and route set nsegress would install
 # in NS (restrict --dry-run), as peer inputs: IN/TAG.nft, IN/TAG.ip4 and IN/TAG.ip6 (ip -batch).
@@ -255,19 +277,8 @@ if metric_on 3; then
 	declare -A DPNS
 	k=40
 	for c in "${DP[@]}"; do
-		ns=${P}_d$k
-		EXTRA_NS+=("$ns")
-		ip netns add "$ns"
-		ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
-		ip -n "$ns" link set lo up
-		ip -n "$ns" link add eth0 type veth peer name "d$k" netns "$GW"
-		ip -n "$ns" addr add "172.30.$k.2/24" dev eth0
-		ip -n "$GW" addr add "172.30.$k.1/24" dev "d$k"
-		ip -n "$ns" link set eth0 up
-		ip -n "$GW" link set "d$k" up
-		ip -n "$ns" route add default via "172.30.$k.1"
-		for _ in 1 2 3 4 5; do ip netns exec "$ns" ping -c1 -W1 -q "$LAB_LAN4" >/dev/null 2>&1 && break; done
-		DPNS[$c]=$ns
+		wired_ns "$k"
+		DPNS[$c]=$NS
 		k=$((k + 1))
 	done
 	ip netns exec "$GW" "$NSEGRESS" restrict --netns "/run/netns/${DPNS[nsegress]}" --allow-file "$IN/cidrs.txt" --no-probe >/dev/null
@@ -299,10 +310,12 @@ if metric_on 4; then
 	say "metric 4: runc run with and without the nsegress createRuntime hook ($BENCH_RUNS_SMALL runs each)"
 	B=$(engines_dir "$P")/bundles
 	engine_rootfs "$B/rootfs"
-	for b in plain hook; do
+	for b in plain noop hook; do
 		runc_bundle "$B/$b" "$P" "$B/rootfs"
 		runc_set "$B/$b" '.process.args = ["true"]'
 	done
+	# A hook that does nothing: what running any createRuntime hook costs the runtime.
+	runc_add_hook "$B/noop" createRuntime /bin/true
 	runc_add_hook "$B/hook" createRuntime "$NSEGRESS" hook --allow "$ALLOW1"
 	RUNC_ROOT=$(engines_dir "$P")/runc
 	mkdir -p "$RUNC_ROOT"
@@ -310,17 +323,15 @@ if metric_on 4; then
 		nsenter --net="/run/netns/$GW" "$M" "$RAW/m4.$1" runc --root "$RUNC_ROOT" run --bundle "$B/$1" "b$1$2" </dev/null
 	}
 	# Warm-up (page cache, cgroup setup), not counted.
-	runc_measure plain w >/dev/null
-	runc_measure hook w >/dev/null
-	rm -f "$RAW/m4.plain" "$RAW/m4.hook"
+	for b in plain noop hook; do runc_measure "$b" w >/dev/null; done
+	rm -f "$RAW/m4.plain" "$RAW/m4.noop" "$RAW/m4.hook"
 	for ((r = 0; r < BENCH_RUNS_SMALL; r++)); do
-		if ((r % 2)); then
-			runc_measure hook "$r"
-			runc_measure plain "$r"
-		else
-			runc_measure plain "$r"
-			runc_measure hook "$r"
-		fi
+		case $((r % 3)) in
+		0) order="plain noop hook" ;;
+		1) order="hook plain noop" ;;
+		2) order="noop hook plain" ;;
+		esac
+		for b in $order; do runc_measure "$b" "$r"; done
 	done
 	[[ -z $(runc --root "$RUNC_ROOT" list -q) ]] || die "metric 4: runc left containers behind"
 fi
@@ -328,21 +339,23 @@ fi
 # --- 5: restrict + probe -----------------------------------------------------------------------------
 if metric_on 5; then
 	say "metric 5: restrict + probe (reach $LAB_LAN4, block $LAB_WAN4), $BENCH_RUNS_SMALL runs each"
-	peer_inputs "${P}_ctr" ctr --allow "$ALLOW1"
-	release() { ip netns exec "$GW" "$NSEGRESS" release --netns "$CTR_NS" >/dev/null; }
-	# The peer's probes: ping must answer, and the forbidden host's ping must fail.
-	PEER5="$(peer_full ctr) && ping -n -q -c1 -W1 $LAB_LAN4 >/dev/null && ! ping -n -q -c1 -W1 $LAB_WAN4 >/dev/null 2>&1"
 	for ((r = 0; r < BENCH_RUNS_SMALL; r++)); do
-		release
-		nsg_measure m5.nsegress restrict --netns "$CTR_NS" --allow "$ALLOW1" \
+		# A new wired namespace per run and tool, as at a container's start.
+		wired_ns $((100 + (2 * r) % 150))
+		a=$NS
+		nsg_measure m5.nsegress restrict --netns "/run/netns/$a" --allow "$ALLOW1" \
 			--probe-reach "$LAB_LAN4" --probe-block "$LAB_WAN4" --json >"$OUT/m5.json"
-		jq -e '.probes[1].outcome | startswith("refused-")' "$OUT/m5.json" >/dev/null ||
-			die "metric 5: the block target was not refused locally: $(jq -c .probes "$OUT/m5.json")"
+		jq -e '.probes[0].outcome == "reachable" and (.probes[1].outcome | startswith("refused-"))' "$OUT/m5.json" >/dev/null ||
+			die "metric 5: the probes did not hold: $(jq -c .probes "$OUT/m5.json")"
 		jq -r '.probes[0].rtt_ms' "$OUT/m5.json" >>"$RAW/m5.rtt"
-		release
-		peer_measure m5.peer "${P}_ctr" sh -c "$PEER5"
+		drop_ns "$a"
+		wired_ns $((101 + (2 * r) % 150))
+		b=$NS
+		peer_inputs "$b" wired --allow "$ALLOW1"
+		# The peer's probes: the allowed host answers a ping, the forbidden host's ping fails.
+		peer_measure m5.peer "$b" sh -c "$(peer_full wired) && ping -n -q -c1 -W1 $LAB_LAN4 >/dev/null && ! ping -n -q -c1 -W1 $LAB_WAN4 >/dev/null 2>&1"
+		drop_ns "$b"
 	done
-	release
 fi
 
 # --- the table ---------------------------------------------------------------------------------------
