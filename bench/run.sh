@@ -21,7 +21,7 @@
 #
 # Environment:
 #   BENCH_RUNS        runs per tool for the heavy metrics 2 and 3 (default 5)
-#   BENCH_RUNS_SMALL  runs per tool for the cheap metrics 1, 4 and 5 (default 4 x BENCH_RUNS)
+#   BENCH_RUNS_SMALL  runs per tool for the cheap metrics 1, 4 and 5 (default 10 x BENCH_RUNS)
 #   BENCH_N           CIDRs of the large allow-list, 1% of them IPv6 (default 100000)
 #   BENCH_DP_SECS     seconds per datapath sample (default 1)
 #   BENCH_SETTLE      seconds to let the kernel free deleted namespaces between runs of metric 2
@@ -42,7 +42,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 
 BENCH_RUNS=${BENCH_RUNS:-5}
-BENCH_RUNS_SMALL=${BENCH_RUNS_SMALL:-$((4 * BENCH_RUNS))}
+BENCH_RUNS_SMALL=${BENCH_RUNS_SMALL:-$((10 * BENCH_RUNS))}
 BENCH_N=${BENCH_N:-100000}
 BENCH_DP_SECS=${BENCH_DP_SECS:-1}
 BENCH_SETTLE=${BENCH_SETTLE:-0.5}
