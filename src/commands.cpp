@@ -11,8 +11,10 @@
 #include <sstream>
 
 #include <fmt/format.h>
+#include <libmnl/libmnl.h>
 
 #include "nsegress/conntrack.hpp"
+#include "nsegress/deferred_close.hpp"
 #include "nsegress/inspect.hpp"
 #include "nsegress/nft.hpp"
 #include "nsegress/procfs.hpp"
@@ -28,6 +30,7 @@ namespace {
 
 // Sockets and files opened inside the target, used after we are back home.
 struct Handles {
+    DeferredClose closer;  // first: destroyed last, after the sockets it holds copies of
     NlSock rtnl;
     nft::MnlSocket nfnl;
     nft::MnlSocket ctnl;
@@ -47,6 +50,13 @@ Handles open_handles(const Netns& ns, unsigned need) {
         if (need & need_snmp) h.snmp = NetSnmp::open_here();
     });
     return h;
+}
+
+// Once we commit an nftables change, closing our nfnetlink sockets would wait for the kernel to
+// free the old objects (deferred_close.hpp): hand their last references to a helper instead.
+void close_nfnl_in_background(Handles& h) {
+    h.closer = DeferredClose({h.nfnl ? mnl_socket_get_fd(h.nfnl.get()) : -1,
+                              h.ctnl ? mnl_socket_get_fd(h.ctnl.get()) : -1});
 }
 
 std::uint32_t batch_seq() {
@@ -235,6 +245,7 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     if (!opt.dry_run) need |= need_nfnl | need_ct | (opt.probe ? unsigned{need_probe} : 0u);
     Handles h = open_handles(ns, need);
     testing::test_point("entered");
+    if (!opt.dry_run) close_nfnl_in_background(h);
     Snapshot before = inspect(h.rtnl.get());
     RoutePlan plan = route_set ? plan_route_set(before, allow) : RoutePlan{};
     nft::NetdevPlan netdev = netdev_plan(before, netdev_egress,
@@ -324,6 +335,7 @@ CommandResult cmd_release(const TargetSpec& target) {
     NetnsLock lock(ns);
     Handles h = open_handles(ns, need_rtnl | need_nfnl);
     testing::test_point("release-entered");
+    close_nfnl_in_background(h);
     bool had_table = nft::read_policy(h.nfnl.get()).present;
     bool had_netdev = nft::netdev_table_present(h.nfnl.get());
     // Keep going after a failure: remove as much as possible, then report.

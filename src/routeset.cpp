@@ -8,9 +8,13 @@
 #include <netlink/route/nexthop.h>
 #include <netlink/route/route.h>
 #include <netlink/route/rule.h>
+#include <netlink/msg.h>
+#include <linux/netlink.h>
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <iterator>
 #include <map>
 #include <tuple>
@@ -103,6 +107,137 @@ auto route_all(const Route& r) {
     return std::tie(r.family, r.dst, r.metric, r.type, r.scope, r.gateway, r.oif, r.prefsrc, r.onlink);
 }
 
+struct MsgFree { void operator()(nl_msg* m) const { nlmsg_free(m); } };
+using MsgPtr = std::unique_ptr<nl_msg, MsgFree>;
+
+// Many rtnetlink requests in few syscalls. A route set can hold 10^5 routes: one sendmsg and one
+// ACK round trip per route cost more than the kernel's own work. Requests (built by libnl) are
+// packed into sendmsg()s of up to kChunk bytes, and only the last request of each asks for an
+// ACK. rtnetlink handles the requests of one sendmsg in order, inside that call, and answers a
+// failed request with an error even without NLM_F_ACK: once the chunk's ACK arrives, every
+// error of the chunk is already in our receive queue, ahead of it.
+class RtnlBatch {
+public:
+    struct Failure {
+        std::size_t tag;  // the caller's name for the request (described only if it fails)
+        int error;        // positive errno
+    };
+
+    explicit RtnlBatch(nl_sock* sock) : sock_(sock), fd_(nl_socket_get_fd(sock)) {
+        int on = 1;
+        // Extended ACKs carry the kernel's own words; capped ones do not echo our request.
+        ::setsockopt(fd_, SOL_NETLINK, NETLINK_EXT_ACK, &on, sizeof on);
+        ::setsockopt(fd_, SOL_NETLINK, NETLINK_CAP_ACK, &on, sizeof on);
+        // A chunk goes in one skb, which the send buffer must hold (libnl sets 32 KiB); the
+        // receive buffer must hold the errors of a whole chunk, should every request fail.
+        grow(SO_SNDBUFFORCE, SO_SNDBUF, 4 * kChunk);
+        grow(SO_RCVBUFFORCE, SO_RCVBUF, 4 << 20);
+    }
+
+    // Queues a request built by libnl (rtnl_*_build_*_request).
+    void add(nl_msg* built, std::size_t tag) {
+        MsgPtr msg(built);
+        nlmsghdr* nlh = nlmsg_hdr(msg.get());
+        std::size_t len = NLMSG_ALIGN(nlh->nlmsg_len);
+        if (!buf_.empty() && buf_.size() + len > kChunk) flush();
+        nlh->nlmsg_flags |= NLM_F_REQUEST;
+        nlh->nlmsg_flags &= ~static_cast<std::uint16_t>(NLM_F_ACK);
+        nlh->nlmsg_pid = nl_socket_get_local_port(sock_);
+        nlh->nlmsg_seq = nl_socket_use_seq(sock_);
+        last_ = buf_.size();
+        buf_.insert(buf_.end(), reinterpret_cast<const char*>(nlh), reinterpret_cast<const char*>(nlh) + len);
+        pending_.emplace(nlh->nlmsg_seq, tag);
+        ++sent_;
+    }
+
+    // Sends what is queued and collects its errors.
+    void flush() {
+        if (buf_.empty()) return;
+        auto* last = reinterpret_cast<nlmsghdr*>(buf_.data() + last_);
+        last->nlmsg_flags |= NLM_F_ACK;
+        std::uint32_t last_seq = last->nlmsg_seq;
+        sockaddr_nl kernel{};
+        kernel.nl_family = AF_NETLINK;
+        while (::sendto(fd_, buf_.data(), buf_.size(), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0)
+            if (errno != EINTR)
+                throw_errno(fmt::format("route set: send {} requests ({} bytes)", pending_.size(), buf_.size()), errno);
+        buf_.clear();
+        std::vector<char> in(1 << 16);
+        bool done = false;
+        while (!done) {
+            ssize_t n = ::recv(fd_, in.data(), in.size(), 0);
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                throw_errno(errno == ENOBUFS ? "route set: the kernel's answers overflowed our receive buffer"
+                                             : "route set: receive answers",
+                            errno);
+            }
+            auto left = static_cast<int>(n);
+            for (auto* nlh = reinterpret_cast<nlmsghdr*>(in.data()); NLMSG_OK(nlh, left); nlh = NLMSG_NEXT(nlh, left)) {
+                if (nlh->nlmsg_type != NLMSG_ERROR) continue;
+                const auto* e = static_cast<const nlmsgerr*>(NLMSG_DATA(nlh));
+                auto it = pending_.find(nlh->nlmsg_seq);
+                if (it == pending_.end()) continue;  // not ours (an earlier run's stray answer)
+                if (e->error != 0) failures_.push_back(Failure{it->second, -e->error});
+                if (nlh->nlmsg_seq == last_seq) done = true;
+            }
+        }
+        pending_.clear();
+    }
+
+    std::size_t sent() const { return sent_; }
+    const std::vector<Failure>& failures() const { return failures_; }
+
+private:
+    void grow(int opt_force, int opt, int want) {
+        // FORCE needs CAP_NET_ADMIN (which we have); fall back to the capped variant.
+        if (::setsockopt(fd_, SOL_SOCKET, opt_force, &want, sizeof want) != 0)
+            ::setsockopt(fd_, SOL_SOCKET, opt, &want, sizeof want);
+    }
+
+    static constexpr std::size_t kChunk = 64 * 1024;
+    nl_sock* sock_;
+    int fd_;
+    std::vector<char> buf_;
+    std::size_t last_ = 0;
+    std::map<std::uint32_t, std::size_t> pending_;
+    std::size_t sent_ = 0;
+    std::vector<Failure> failures_;
+};
+
+// The same text libnl gives for a kernel errno (what rtnl_route_add used to report).
+std::string nl_text(int error) { return nl_geterror(nl_syserr2nlerr(error)); }
+
+// A delete of something already gone: ESRCH for routes, ENOENT for rules.
+bool already_gone(int error) { return error == ESRCH || error == ENOENT; }
+
+nl_msg* route_request(const Route& r, bool add, int flags) {
+    auto nl = to_nl_route(r, add);
+    nl_msg* msg = nullptr;
+    int err = add ? rtnl_route_build_add_request(nl.get(), flags, &msg)
+                  : rtnl_route_build_del_request(nl.get(), flags, &msg);
+    if (err < 0) throw_failed(fmt::format("route set: build request for route {}: {}", r.dst.str(), nl_geterror(err)));
+    return msg;
+}
+
+nl_msg* rule_request(const Rule& r, bool add, int flags) {
+    auto nl = to_nl_rule(r);
+    nl_msg* msg = nullptr;
+    int err = add ? rtnl_rule_build_add_request(nl.get(), flags, &msg)
+                  : rtnl_rule_build_delete_request(nl.get(), flags, &msg);
+    if (err < 0) throw_failed(fmt::format("route set: build request for rule {}: {}", format_rule(r), nl_geterror(err)));
+    return msg;
+}
+
+// Fails with the first failure from index `from` on, described by `what(tag)`.
+template <typename What>
+[[noreturn]] void throw_failure(const RtnlBatch& b, std::size_t from, What what) {
+    const auto& f = b.failures()[from];
+    std::string msg = what(f.tag) + ": " + nl_text(f.error);
+    if (b.failures().size() > from + 1) msg += fmt::format(" (and {} more)", b.failures().size() - from - 1);
+    throw Error(Exit::failed, msg, f.error);
+}
+
 }  // namespace
 
 RoutePlan plan_route_set(const Snapshot& snap, const AllowList& allow) {
@@ -112,7 +247,9 @@ RoutePlan plan_route_set(const Snapshot& snap, const AllowList& allow) {
         // overlap, the intersection is the longer of the two prefixes and its nexthop is that of
         // the most specific R containing it -- exactly main's longest-prefix-match, restricted
         // to the allow-list.
-        std::map<Cidr, const Route*> chosen;
+        // (prefix, main route it copies), sorted by prefix and reduced below: a flat vector, not
+        // a map, as this holds as many entries as the allow-list has CIDRs.
+        std::vector<std::pair<Cidr, const Route*>> chosen;
         auto better = [](const Route* a, const Route* b) {
             if (!b) return true;
             if (a->dst.prefix != b->dst.prefix) return a->dst.prefix > b->dst.prefix;
@@ -131,11 +268,23 @@ RoutePlan plan_route_set(const Snapshot& snap, const AllowList& allow) {
                     if (r.dst.contains(a)) p = a;
                     else if (a.contains(r.dst)) p = r.dst;
                     else continue;
-                    auto& slot = chosen[p];
-                    if (better(&r, slot)) slot = &r;
+                    chosen.emplace_back(p, &r);
                 }
             }
         }
+        // Per prefix, the best route wins (the first of equals, as the candidates came).
+        std::stable_sort(chosen.begin(), chosen.end(),
+                         [](const auto& a, const auto& b) { return a.first < b.first; });
+        std::size_t kept = 0;
+        for (std::size_t i = 0; i < chosen.size(); ++i) {
+            if (kept > 0 && chosen[kept - 1].first == chosen[i].first) {
+                if (better(chosen[i].second, chosen[kept - 1].second)) chosen[kept - 1].second = chosen[i].second;
+            } else {
+                chosen[kept++] = chosen[i];
+            }
+        }
+        chosen.resize(kept);
+        plan.routes.reserve(plan.routes.size() + kept);
         for (const auto& [prefix, main] : chosen) {
             Route r = *main;
             r.dst = prefix;
@@ -165,42 +314,67 @@ void apply_route_set(nl_sock* sock, const Snapshot& before, const RoutePlan& pla
     // Order matters under traffic: an allowed destination must have a route in our table at
     // every moment. So new and changed routes go in first, each with NLM_F_REPLACE (a route's
     // nexthop changes in place, never delete-then-add); stale routes go only after their
-    // replacements; the rules last, the lookup rule before the unreachable one.
-    RoutePlan old = installed_route_set(before);
-    // Sorted views, so a re-run with thousands of routes is a merge, not a quadratic scan, and
-    // routes that are already exactly right are not sent again.
-    auto by_all = [](const Route& a, const Route& b) { return route_all(a) < route_all(b); };
-    auto by_key = [](const Route& a, const Route& b) { return route_key(a) < route_key(b); };
-    std::vector<Route> have = old.routes, want = plan.routes;
+    // replacements; the rules last, the lookup rule before the unreachable one. The kernel
+    // handles the requests of one send in order, and each phase is flushed before the next.
+    // What an earlier run installed (as in installed_route_set, without copying the routes).
+    std::vector<const Route*> old_routes;
+    std::vector<Rule> old_rules;
+    for (const auto& r : before.routes)
+        if (r.table == kRouteTable) old_routes.push_back(&r);
+    for (const auto& r : before.rules)
+        if (ours(r)) old_rules.push_back(r);
+    // Sorted views (of pointers: the lists can be as long as the allow-list), so a re-run with
+    // thousands of routes is a merge, not a quadratic scan, and routes that are already exactly
+    // right are not sent again.
+    auto by_all = [](const Route* a, const Route* b) { return route_all(*a) < route_all(*b); };
+    auto by_key = [](const Route* a, const Route* b) { return route_key(*a) < route_key(*b); };
+    std::vector<const Route*> have = old_routes, want;
+    want.reserve(plan.routes.size());
+    for (const auto& r : plan.routes) want.push_back(&r);
     std::sort(have.begin(), have.end(), by_all);
     std::sort(want.begin(), want.end(), by_key);
-    for (const auto& r : plan.routes) {
-        if (std::binary_search(have.begin(), have.end(), r, by_all)) continue;  // already installed
-        auto nl = to_nl_route(r, true);
-        if (int err = rtnl_route_add(sock, nl.get(), NLM_F_CREATE | NLM_F_REPLACE); err < 0)
-            throw_failed(fmt::format("route set: add route {}: {}", format_route(r, before),
-                                     nl_geterror(err)));
+    RtnlBatch batch(sock);
+    // Each phase completes before the next starts: routes, then stale routes, then the rules
+    // that make the table live. Requests are named by their index, described only on failure.
+    for (std::size_t i = 0; i < plan.routes.size(); ++i) {
+        const Route& r = plan.routes[i];
+        if (std::binary_search(have.begin(), have.end(), &r, by_all)) continue;  // already installed
+        batch.add(route_request(r, true, NLM_F_CREATE | NLM_F_REPLACE), i);
     }
+    batch.flush();
+    if (!batch.failures().empty())
+        throw_failure(batch, 0, [&](std::size_t i) {
+            return fmt::format("route set: add route {}", format_route(plan.routes[i], before));
+        });
     testing::test_point("route-set-routes");
-    for (const auto& r : old.routes) {
-        if (std::binary_search(want.begin(), want.end(), r, by_key)) continue;  // replaced or kept
-        auto nl = to_nl_route(r, false);
-        if (int err = rtnl_route_delete(sock, nl.get(), 0); err < 0 && err != -NLE_OBJ_NOTFOUND)
-            throw_failed(fmt::format("route set: delete stale route {}: {}",
-                                     format_route(r, before), nl_geterror(err)));
+    for (std::size_t i = 0; i < old_routes.size(); ++i) {
+        const Route& r = *old_routes[i];
+        if (std::binary_search(want.begin(), want.end(), &r, by_key)) continue;  // replaced or kept
+        batch.add(route_request(r, false, 0), i);
     }
+    batch.flush();
+    for (std::size_t k = 0; k < batch.failures().size(); ++k)
+        if (!already_gone(batch.failures()[k].error))
+            throw_failure(batch, k, [&](std::size_t i) {
+                return fmt::format("route set: delete stale route {}", format_route(*old_routes[i], before));
+            });
     testing::test_point("route-set-stale");
-    for (const auto& r : plan.rules) {
-        bool present = std::any_of(old.rules.begin(), old.rules.end(), [&](const Rule& o) {
+    std::size_t tolerated = batch.failures().size();
+    for (std::size_t i = 0; i < plan.rules.size(); ++i) {
+        const Rule& r = plan.rules[i];
+        bool present = std::any_of(old_rules.begin(), old_rules.end(), [&](const Rule& o) {
             return o.family == r.family && o.priority == r.priority && o.action == r.action &&
                    o.table == r.table;
         });
         if (present) continue;
-        auto nl = to_nl_rule(r);
-        if (int err = rtnl_rule_add(sock, nl.get(), NLM_F_CREATE | NLM_F_EXCL); err < 0)
-            throw_failed(fmt::format("route set: add rule '{}' ({}): {}", format_rule(r),
-                                     family_name(r.family), nl_geterror(err)));
+        batch.add(rule_request(r, true, NLM_F_CREATE | NLM_F_EXCL), i);
     }
+    batch.flush();
+    if (batch.failures().size() > tolerated)
+        throw_failure(batch, tolerated, [&](std::size_t i) {
+            const Rule& r = plan.rules[i];
+            return fmt::format("route set: add rule '{}' ({})", format_rule(r), family_name(r.family));
+        });
     testing::test_point("route-set-rules");
 }
 
@@ -214,20 +388,21 @@ RouteSetRemoval remove_route_set(nl_sock* sock, const Snapshot& snap) {
     std::stable_partition(cur.rules.begin(), cur.rules.end(),
                           [](const Rule& r) { return r.action != FR_ACT_TO_TBL; });
     std::vector<std::string> errors;
-    for (const auto& r : cur.rules) {
-        auto nl = to_nl_rule(r);
-        int err = rtnl_rule_delete(sock, nl.get(), 0);
-        if (err >= 0) ++removed.rules;
-        else if (err != -NLE_OBJ_NOTFOUND)
-            errors.push_back(fmt::format("delete rule '{}': {}", format_rule(r), nl_geterror(err)));
-    }
+    RtnlBatch batch(sock);
+    for (std::size_t i = 0; i < cur.rules.size(); ++i) batch.add(rule_request(cur.rules[i], false, 0), i);
+    batch.flush();
+    std::size_t failed_rules = batch.failures().size();
+    removed.rules = cur.rules.size() - failed_rules;
     testing::test_point("release-rules");
-    for (const auto& r : cur.routes) {
-        auto nl = to_nl_route(r, false);
-        int err = rtnl_route_delete(sock, nl.get(), 0);
-        if (err >= 0) ++removed.routes;
-        else if (err != -NLE_OBJ_NOTFOUND)
-            errors.push_back(fmt::format("delete route {}: {}", format_route(r, snap), nl_geterror(err)));
+    for (std::size_t i = 0; i < cur.routes.size(); ++i) batch.add(route_request(cur.routes[i], false, 0), i);
+    batch.flush();
+    removed.routes = cur.routes.size() - (batch.failures().size() - failed_rules);
+    for (std::size_t k = 0; k < batch.failures().size(); ++k) {
+        const auto& f = batch.failures()[k];
+        if (already_gone(f.error)) continue;
+        std::string what = k < failed_rules ? fmt::format("delete rule '{}'", format_rule(cur.rules[f.tag]))
+                                            : fmt::format("delete route {}", format_route(cur.routes[f.tag], snap));
+        errors.push_back(what + ": " + nl_text(f.error));
     }
     // Keep going on errors (remove as much as possible), then report them all.
     if (!errors.empty()) {

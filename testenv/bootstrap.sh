@@ -19,6 +19,9 @@ packages=(
 	# real engines (tests/integration/test_engine_*.sh, testenv/engines.sh): dockerd with its own
 	# containerd, podman and runc, all in a sealed lab namespace
 	docker.io containerd
+	# the benchmark (bench/run.sh): list generator and report (it also uses gcc, iptables,
+	# runc, busybox-static and jq from above)
+	python3
 )
 
 missing=()

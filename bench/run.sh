@@ -1,0 +1,369 @@
+#!/usr/bin/env bash
+# bench/run.sh: the nsegress performance benchmark (issue 5), side by side with its peers.
+#
+#   sudo bench/run.sh                              the full run (a few minutes on 2 cores)
+#   sudo BENCH_RUNS=1 BENCH_N=1000 bench/run.sh    a quick smoke run (well under a minute)
+#
+# Installs what is missing (testenv/bootstrap.sh), builds nsegress (RelWithDebInfo, into build/),
+# builds the sealed lab (testenv/lab.sh) and measures, interleaving the tools run by run:
+#   1  restrict --no-probe with 1 CIDR on a fresh namespace, against `nsenter --net=PATH nft -f`
+#      of the same policy plus the same route set with `ip -batch` (wall time)
+#   2  restrict --allow-file with BENCH_N CIDRs on a fresh namespace (with and without the route
+#      set), re-restrict with the same list, against nft -f (the same set), nft -f + ip -batch
+#      (the same route set), iptables-nft-restore and iptables-legacy-restore (wall, peak RSS)
+#   3  new TCP connections/s from a restricted namespace to an allowed host: no policy, nsegress
+#      with BENCH_N CIDRs, nsegress with 1 CIDR, an iptables-legacy linear list of BENCH_N rules
+#   4  `runc run` of a busybox container with and without the `nsegress hook` createRuntime hook
+#      (and with a no-op /bin/true hook: what any hook costs the runtime)
+#   5  restrict + probe (one reach, one block target: the lab's allowed and forbidden hosts) on a
+#      fresh namespace wired to the lab, against nft -f + ip -batch + two pings
+# and prints one table with the medians, min-max and the ratios against the issue's targets.
+#
+# Environment:
+#   BENCH_RUNS        runs per tool for the heavy metrics 2 and 3 (default 5)
+#   BENCH_RUNS_SMALL  runs per tool for the cheap metrics 1, 4 and 5 (default 10 x BENCH_RUNS)
+#   BENCH_N           CIDRs of the large allow-list, 1% of them IPv6 (default 100000)
+#   BENCH_DP_SECS     seconds per datapath sample (default 1)
+#   BENCH_SETTLE      seconds to let the kernel free deleted namespaces between runs of metric 2
+#                     (default 0.5)
+#   BENCH_OUT         where inputs, raw samples and the table go (default build/bench)
+#   BENCH_METRICS     which metrics to run (default "1 2 3 4 5")
+#   NSEGRESS          a prebuilt binary to measure instead of building build/nsegress
+#
+# Safety (shared/docs/lab-safety.md): everything happens in namespaces this script creates, all
+# named after its prefix: the lab (PREFIX_ctr/_gw/_lan/_wan), fresh namespaces PREFIX_fN (a veth
+# pair inside each, connected to nothing) and wired namespaces PREFIX_dN (a veth into the lab's
+# gw, for the datapath and the probes). nsegress runs inside the lab's gw namespace and is pointed at the namespace under
+# test; the peers run through `nsenter --net=PATH` from there. Nothing configures or sends from
+# the root namespace. A trap removes every namespace, runc container and process on exit.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+
+BENCH_RUNS=${BENCH_RUNS:-5}
+BENCH_RUNS_SMALL=${BENCH_RUNS_SMALL:-$((10 * BENCH_RUNS))}
+BENCH_N=${BENCH_N:-100000}
+BENCH_DP_SECS=${BENCH_DP_SECS:-1}
+BENCH_SETTLE=${BENCH_SETTLE:-0.5}
+BENCH_OUT=${BENCH_OUT:-$REPO/build/bench}
+BENCH_METRICS=${BENCH_METRICS:-1 2 3 4 5}
+
+say() { printf 'bench: %s\n' "$*" >&2; }
+die() {
+	say "error: $*"
+	exit 1
+}
+
+for v in BENCH_RUNS BENCH_RUNS_SMALL BENCH_N; do
+	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
+done
+[[ $BENCH_DP_SECS =~ ^[0-9]+(\.[0-9]+)?$ && $BENCH_SETTLE =~ ^[0-9]+(\.[0-9]+)?$ ]] ||
+	die "BENCH_DP_SECS and BENCH_SETTLE must be numbers of seconds"
+[[ $(id -u) -eq 0 ]] || die "needs root (network namespaces, nftables, runc); run it with sudo"
+
+# --- install, build -------------------------------------------------------------------------------
+
+testenv/bootstrap.sh >&2
+if [[ -z ${NSEGRESS-} ]]; then
+	say "building nsegress (RelWithDebInfo, build/)"
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build build -j2 --target nsegress >&2
+	NSEGRESS=$REPO/build/nsegress
+fi
+[[ -x $NSEGRESS ]] || die "no nsegress binary at $NSEGRESS"
+
+rm -rf -- "$BENCH_OUT"
+mkdir -p "$BENCH_OUT/raw" "$BENCH_OUT/in"
+OUT=$BENCH_OUT RAW=$BENCH_OUT/raw IN=$BENCH_OUT/in
+gcc -O2 -Wall -o "$OUT/measure" bench/measure.c
+gcc -O2 -Wall -o "$OUT/tcp_cps" bench/tcp_cps.c
+M=$OUT/measure TCP=$OUT/tcp_cps
+
+N6=$((BENCH_N / 100))
+N4=$((BENCH_N - N6))
+python3 bench/gen_cidrs.py "$N4" "$N6" 42 "$IN"
+
+# --- the lab and its cleanup ----------------------------------------------------------------------
+
+# shellcheck source=testenv/lab.sh
+source testenv/lab.sh
+# shellcheck source=testenv/engines.sh
+source testenv/engines.sh
+LAB_AUTOREAP=1 # if this shell is killed, the next lab user reaps the lab
+P=bench$$
+GW=${P}_gw
+EXTRA_NS=() # fresh and datapath namespaces still to delete
+SERVER_PID=''
+
+cleanup() {
+	local ns
+	[[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null
+	engines_down "$P" || true
+	for ns in "${EXTRA_NS[@]}"; do
+		[[ -e /run/netns/$ns ]] && ip netns del "$ns" 2>/dev/null
+	done
+	lab_down "$P"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
+
+lab_reap_stale
+engines_reap_stale
+say "building the sealed lab $P"
+lab_up "$P" || die "could not build the lab"
+
+# nsegress as the lab's "host" runs it: from inside gw, pointed at the namespace under test.
+# measure runs there too, so `ip netns exec` itself is never timed.
+nsg_measure() {
+	local key=$1
+	shift
+	ip netns exec "$GW" "$M" "$RAW/$key" "$NSEGRESS" "$@"
+}
+# A peer, exactly as a user would run it from the host: `nsenter --net=PATH CMD...`, timed whole.
+peer_measure() {
+	local key=$1 ns=$2
+	shift 2
+	ip netns exec "$GW" "$M" "$RAW/$key" nsenter --net="/run/netns/$ns" "$@"
+}
+
+# fresh_ns: a brand-new namespace shaped like the lab's ctr (eth0 172.31.0.2/24, fd00:31::2/64,
+# default routes via .1 / ::1), whose eth0 is one end of a veth pair that lies wholly inside it:
+# connected to nothing. Its name is left in $NS (no subshell: EXTRA_NS must see it).
+FRESH=0 NS=''
+fresh_ns() {
+	local ns=${P}_f$FRESH
+	FRESH=$((FRESH + 1))
+	EXTRA_NS+=("$ns")
+	NS=$ns
+	ip netns add "$ns"
+	ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
+	ip -n "$ns" link set lo up
+	ip -n "$ns" link add eth0 type veth peer name eth1
+	ip -n "$ns" addr add 172.31.0.2/24 dev eth0
+	ip -n "$ns" addr add fd00:31::2/64 dev eth0 nodad
+	ip -n "$ns" link set eth1 up
+	ip -n "$ns" link set eth0 up
+	ip -n "$ns" route add default via 172.31.0.1
+	ip -n "$ns" -6 route add default via fd00:31::1
+}
+drop_ns() { ip netns del "$1"; }
+
+# wired_ns K: a brand-new namespace on its own veth into the lab's gw (172.30.K.2/24, default
+# via 172.30.K.1), its neighbour entries warmed with one ping to the allowed LAN host. As a
+# container's namespace, it has no conntrack entries. Its name is left in $NS.
+wired_ns() {
+	local k=$1 ns=${P}_d$1
+	EXTRA_NS+=("$ns")
+	NS=$ns
+	ip netns add "$ns"
+	ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
+	ip -n "$ns" link set lo up
+	ip -n "$ns" link add eth0 type veth peer name "d$k" netns "$GW"
+	ip -n "$ns" addr add "172.30.$k.2/24" dev eth0
+	ip -n "$GW" addr add "172.30.$k.1/24" dev "d$k"
+	ip -n "$ns" link set eth0 up
+	ip -n "$GW" link set "d$k" up
+	ip -n "$ns" route add default via "172.30.$k.1"
+	local _
+	for _ in 1 2 3 4 5; do ip netns exec "$ns" ping -c1 -W1 -q "$LAB_LAN4" >/dev/null 2>&1 && return 0; done
+	die "namespace $ns cannot reach $LAB_LAN4"
+}
+
+# peer_inputs NS TAG NSEGRESS-ARGS...: the exact nft script and route set nsegress would install
+# in NS (restrict --dry-run), as peer inputs: IN/TAG.nft, IN/TAG.ip4 and IN/TAG.ip6 (ip -batch).
+peer_inputs() {
+	local ns=$1 tag=$2
+	shift 2
+	ip netns exec "$GW" "$NSEGRESS" restrict --netns "/run/netns/$ns" "$@" --dry-run --json >"$IN/$tag.json"
+	jq -r .nft "$IN/$tag.json" >"$IN/$tag.nft"
+	jq -r '.route_set.commands[] | select(startswith("ip -4 ")) | sub("^ip -4 "; "")' "$IN/$tag.json" >"$IN/$tag.ip4"
+	jq -r '.route_set.commands[] | select(startswith("ip -6 ")) | sub("^ip -6 "; "")' "$IN/$tag.json" >"$IN/$tag.ip6"
+	rm -f "$IN/$tag.json"
+}
+# The shell line a peer runs to install TAG: nft policy, then the route set.
+peer_full() { printf 'nft -f %q && ip -4 -batch %q && ip -6 -batch %q' "$IN/$1.nft" "$IN/$1.ip4" "$IN/$1.ip6"; }
+
+metric_on() { [[ " $BENCH_METRICS " == *" $1 "* ]]; }
+
+ALLOW1=$LAB_LAN_NET4 # the one-CIDR policy: the lab's allowed LAN
+
+# --- 1: restrict, 1 CIDR, fresh namespace ---------------------------------------------------------
+if metric_on 1; then
+	say "metric 1: restrict 1 CIDR on a fresh namespace vs nft -f + ip ($BENCH_RUNS_SMALL runs each)"
+	fresh_ns
+	ns=$NS
+	peer_inputs "$ns" one --allow "$ALLOW1"
+	drop_ns "$ns"
+	for ((r = 0; r < BENCH_RUNS_SMALL; r++)); do
+		fresh_ns
+		a=$NS
+		fresh_ns
+		b=$NS
+		# Alternate who goes first, so neither always follows the other's namespace setup.
+		if ((r % 2)); then
+			peer_measure m1.peer "$b" sh -c "$(peer_full one)"
+			nsg_measure m1.nsegress restrict --netns "/run/netns/$a" --allow "$ALLOW1" --no-probe >/dev/null
+		else
+			nsg_measure m1.nsegress restrict --netns "/run/netns/$a" --allow "$ALLOW1" --no-probe >/dev/null
+			peer_measure m1.peer "$b" sh -c "$(peer_full one)"
+		fi
+		# Both really installed the same thing (read back with nft, an independent tool).
+		[[ $(ip netns exec "$a" nft list set inet nsegress allow4) == "$(ip netns exec "$b" nft list set inet nsegress allow4)" ]] ||
+			die "metric 1: nsegress and the peer installed different sets"
+		drop_ns "$a"
+		drop_ns "$b"
+	done
+fi
+
+# --- 2: restrict with BENCH_N CIDRs -----------------------------------------------------------------
+if metric_on 2; then
+	say "metric 2: $BENCH_N CIDRs on fresh namespaces ($BENCH_RUNS runs per tool)"
+	fresh_ns
+	ns=$NS
+	peer_inputs "$ns" big --allow-file "$IN/cidrs.txt"
+	drop_ns "$ns"
+	elements() { ip netns exec "$1" nft -j list set inet nsegress allow4 | jq '[.nftables[] | select(.set) | .set.elem // [] | length] | add'; }
+	for ((r = 0; r < BENCH_RUNS; r++)); do
+		say "  run $((r + 1))/$BENCH_RUNS"
+		fresh_ns
+		a=$NS
+		nsg_measure m2.nsegress restrict --netns "/run/netns/$a" --allow-file "$IN/cidrs.txt" --no-probe >/dev/null
+		nsg_measure m2.nsegress_again restrict --netns "/run/netns/$a" --allow-file "$IN/cidrs.txt" --no-probe >/dev/null
+		[[ $(ip -n "$a" -4 route show table 28275 | wc -l) -ge $N4 ]] || die "metric 2: the route set is incomplete"
+		drop_ns "$a"
+		fresh_ns
+		a=$NS
+		nsg_measure m2.nsegress_norouteset restrict --netns "/run/netns/$a" --allow-file "$IN/cidrs.txt" --no-probe --no-route-set >/dev/null
+		n_nsg=$(elements "$a")
+		drop_ns "$a"
+		fresh_ns
+		a=$NS
+		peer_measure m2.nft "$a" nft -f "$IN/big.nft"
+		n_nft=$(elements "$a")
+		drop_ns "$a"
+		[[ $n_nsg == "$n_nft" && $n_nft -ge $N4 ]] || die "metric 2: nsegress loaded $n_nsg IPv4 elements, nft -f $n_nft"
+		fresh_ns
+		a=$NS
+		peer_measure m2.nft_ip "$a" sh -c "$(peer_full big)"
+		drop_ns "$a"
+		fresh_ns
+		a=$NS
+		peer_measure m2.iptnft "$a" sh -c "$(printf 'iptables-nft-restore %q && ip6tables-nft-restore %q' "$IN/ipt4.rules" "$IN/ipt6.rules")"
+		drop_ns "$a"
+		fresh_ns
+		a=$NS
+		peer_measure m2.iptlegacy "$a" sh -c "$(printf 'iptables-legacy-restore %q && ip6tables-legacy-restore %q' "$IN/ipt4.rules" "$IN/ipt6.rules")"
+		drop_ns "$a"
+		# Deleted namespaces are freed by a kernel worker: let it finish before the next run.
+		sleep "$BENCH_SETTLE"
+	done
+fi
+
+# --- 3: datapath --------------------------------------------------------------------------------------
+if metric_on 3; then
+	say "metric 3: new TCP connections/s ($BENCH_RUNS x ${BENCH_DP_SECS}s per configuration)"
+	PORT=7070
+	ip netns exec "${P}_lan" "$TCP" serve "$PORT" </dev/null >/dev/null 2>&1 &
+	SERVER_PID=$!
+	for _ in $(seq 1 100); do
+		[[ -n $(ip netns exec "${P}_lan" ss -Htln "sport = :$PORT") ]] && break
+		sleep 0.02
+	done
+	# One client namespace per configuration, each on its own veth into gw, so that the
+	# configurations can be interleaved without reloading 10^5 CIDRs between samples.
+	DP=(none nsegress nsegress1 iptlegacy)
+	declare -A DPNS
+	k=40
+	for c in "${DP[@]}"; do
+		wired_ns "$k"
+		DPNS[$c]=$NS
+		k=$((k + 1))
+	done
+	ip netns exec "$GW" "$NSEGRESS" restrict --netns "/run/netns/${DPNS[nsegress]}" --allow-file "$IN/cidrs.txt" --no-probe >/dev/null
+	ip netns exec "$GW" "$NSEGRESS" restrict --netns "/run/netns/${DPNS[nsegress1]}" --allow "$ALLOW1" --no-probe >/dev/null
+	ip netns exec "${DPNS[iptlegacy]}" iptables-legacy-restore "$IN/ipt4.rules"
+	ip netns exec "${DPNS[iptlegacy]}" ip6tables-legacy-restore "$IN/ipt6.rules"
+	for c in "${DP[@]}"; do
+		ns=${DPNS[$c]}
+		ip netns exec "$ns" "$TCP" connect "$LAB_LAN4" "$PORT" 0.3 >/dev/null || die "metric 3: $c cannot connect to $LAB_LAN4"
+		# The policies really hold: the forbidden host, which answers without them, is refused.
+		if [[ $c != none ]] && ip netns exec "$ns" nc -z -w1 "$LAB_WAN4" "$LAB_TCP_PORT" 2>/dev/null; then
+			die "metric 3: $c does not refuse $LAB_WAN4"
+		fi
+	done
+	ip netns exec "${DPNS[none]}" nc -z -w1 "$LAB_WAN4" "$LAB_TCP_PORT" || die "metric 3: $LAB_WAN4 does not answer without a policy"
+	for ((r = 0; r < BENCH_RUNS; r++)); do
+		for c in "${DP[@]}"; do
+			line=$(ip netns exec "${DPNS[$c]}" "$TCP" connect "$LAB_LAN4" "$PORT" "$BENCH_DP_SECS") ||
+				die "metric 3: $c: failed connections ($line)"
+			echo "${line%% *}" >>"$RAW/m3.$c"
+		done
+	done
+	kill "$SERVER_PID" 2>/dev/null || true
+	SERVER_PID=''
+fi
+
+# --- 4: OCI hook -----------------------------------------------------------------------------------
+if metric_on 4; then
+	say "metric 4: runc run with and without the nsegress createRuntime hook ($BENCH_RUNS_SMALL runs each)"
+	B=$(engines_dir "$P")/bundles
+	engine_rootfs "$B/rootfs"
+	for b in plain noop hook; do
+		runc_bundle "$B/$b" "$P" "$B/rootfs"
+		runc_set "$B/$b" '.process.args = ["true"]'
+	done
+	# A hook that does nothing: what running any createRuntime hook costs the runtime.
+	runc_add_hook "$B/noop" createRuntime /bin/true
+	runc_add_hook "$B/hook" createRuntime "$NSEGRESS" hook --allow "$ALLOW1"
+	RUNC_ROOT=$(engines_dir "$P")/runc
+	mkdir -p "$RUNC_ROOT"
+	runc_measure() {
+		nsenter --net="/run/netns/$GW" "$M" "$RAW/m4.$1" runc --root "$RUNC_ROOT" run --bundle "$B/$1" "b$1$2" </dev/null
+	}
+	# Warm-up (page cache, cgroup setup), not counted.
+	for b in plain noop hook; do runc_measure "$b" w >/dev/null; done
+	rm -f "$RAW/m4.plain" "$RAW/m4.noop" "$RAW/m4.hook"
+	for ((r = 0; r < BENCH_RUNS_SMALL; r++)); do
+		case $((r % 3)) in
+		0) order="plain noop hook" ;;
+		1) order="hook plain noop" ;;
+		2) order="noop hook plain" ;;
+		esac
+		for b in $order; do runc_measure "$b" "$r"; done
+	done
+	[[ -z $(runc --root "$RUNC_ROOT" list -q) ]] || die "metric 4: runc left containers behind"
+fi
+
+# --- 5: restrict + probe -----------------------------------------------------------------------------
+if metric_on 5; then
+	say "metric 5: restrict + probe (reach $LAB_LAN4, block $LAB_WAN4), $BENCH_RUNS_SMALL runs each"
+	for ((r = 0; r < BENCH_RUNS_SMALL; r++)); do
+		# A new wired namespace per run and tool, as at a container's start.
+		wired_ns $((100 + (2 * r) % 150))
+		a=$NS
+		nsg_measure m5.nsegress restrict --netns "/run/netns/$a" --allow "$ALLOW1" \
+			--probe-reach "$LAB_LAN4" --probe-block "$LAB_WAN4" --json >"$OUT/m5.json"
+		jq -e '.probes[0].outcome == "reachable" and (.probes[1].outcome | startswith("refused-"))' "$OUT/m5.json" >/dev/null ||
+			die "metric 5: the probes did not hold: $(jq -c .probes "$OUT/m5.json")"
+		jq -r '.probes[0].rtt_ms' "$OUT/m5.json" >>"$RAW/m5.rtt"
+		drop_ns "$a"
+		wired_ns $((101 + (2 * r) % 150))
+		b=$NS
+		peer_inputs "$b" wired --allow "$ALLOW1"
+		# The peer's probes: the allowed host answers a ping, the forbidden host's ping fails.
+		peer_measure m5.peer "$b" sh -c "$(peer_full wired) && ping -n -q -c1 -W1 $LAB_LAN4 >/dev/null && ! ping -n -q -c1 -W1 $LAB_WAN4 >/dev/null 2>&1"
+		drop_ns "$b"
+	done
+fi
+
+# --- the table ---------------------------------------------------------------------------------------
+cmdline="sudo"
+for v in BENCH_RUNS BENCH_RUNS_SMALL BENCH_N BENCH_DP_SECS; do cmdline+=" $v=${!v}"; done
+cmdline+=" bench/run.sh"
+python3 bench/report.py "$RAW" \
+	--command "$cmdline" --runs "$BENCH_RUNS" --runs-small "$BENCH_RUNS_SMALL" --n "$BENCH_N" \
+	--commit "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$REPO" diff --quiet HEAD -- src include 2>/dev/null || echo '+dirty')" |
+	tee "$OUT/table.txt"
+say "raw samples in $RAW, table in $OUT/table.txt"
