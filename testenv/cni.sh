@@ -395,10 +395,12 @@ _cni_podman_remove() {
 		pid=${pid%/cmdline}
 		if [[ $(cat "/proc/$pid/comm" 2>/dev/null) == conmon ]]; then
 			tr '\0' ' ' <"$f" 2>/dev/null | grep -qF -- "$d/" && conmons+=("$pid")
-		# A container process: a mount namespace of its own whose mounts (the overlay root)
-		# come from DIR's storage. Found this way even when conmon is already gone.
+		# A container process: a mount namespace of its own whose root mount (the overlay)
+		# comes from DIR's storage. Found this way even when conmon is already gone. Only the
+		# root mount counts: any process started meanwhile in a mount namespace of its own
+		# (`ip netns exec`, another test's lab listener) has copies of DIR's mounts too.
 		elif [[ $(readlink "/proc/$pid/ns/mnt" 2>/dev/null) != "$mine" ]] &&
-			grep -qF -- "$d/" "/proc/$pid/mountinfo" 2>/dev/null; then
+			awk '$5 == "/"' "/proc/$pid/mountinfo" 2>/dev/null | grep -qF -- "$d/"; then
 			kids+=("$pid")
 			ino=$(stat -L -c %i "/proc/$pid/ns/net" 2>/dev/null) && inos+="$ino "
 		fi
