@@ -105,8 +105,9 @@ std::string render_human(const json& doc) {
             if (rs.contains("disabled_by")) out += "  route set: none in audit mode (a previous one is removed)\n";
             else if (!rs["enabled"].get<bool>()) out += "  route set: disabled (--no-route-set)\n";
             else if (rs["installed"].get<bool>())
-                out += fmt::format("  route set: table {} installed ({} entries)\n",
-                                   rs["table"].get<int>(), rs["routes"].size());
+                out += fmt::format("  route set: table {} installed ({} route(s), {} rule(s))\n",
+                                   rs["table"].get<int>(), rs.value("route_count", std::size_t{0}),
+                                   rs.value("rule_count", std::size_t{0}));
             else out += "  route set: NOT installed\n";
         }
         if (doc.contains("conntrack_dropped") && doc["conntrack_dropped"].get<int>() > 0)

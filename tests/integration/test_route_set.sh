@@ -64,4 +64,16 @@ assert_true "ping 192.168.1.10 answers" ping_ok 192.168.1.10
 assert_contains "$(nft_table)" "policy drop" "the nft policy is installed"
 expect_exit 0 nsg release --netns "$CTR_NS"
 
+
+section "a long allow-list: every route installed, the report names the first 256"
+for i in $(seq 0 299); do printf '10.%d.%d.0/24\n' $((i / 128)) $(((i % 128) * 2)); done >"$TMPD/long.allow"
+expect_exit 0 nsg restrict --netns "$CTR_NS" --allow-file "$TMPD/long.allow" --no-probe --json
+assert_eq "300" "$(ip -n "${P}_ctr" -4 route show table 28275 | grep -c '^10\.')" "ip route: 300 routes in table 28275"
+assert_eq "300 4 true 260" "$(jq -r '.route_set | "\(.route_count) \(.rule_count) \(.routes_truncated) \(.routes | length)"' <<<"$OUT")" \
+	"--json: route_count 300, rule_count 4, truncated to 256 routes + 4 rules"
+expect_exit 0 nsg restrict --netns "$CTR_NS" --allow-file "$TMPD/long.allow" --no-probe
+assert_contains "$OUT" "(300 route(s), 4 rule(s))" "human output counts the routes"
+expect_exit 0 nsg release --netns "$CTR_NS"
+assert_eq "" "$(ip -n "${P}_ctr" -4 route show table 28275 2>/dev/null)" "release removes all 300"
+
 finish
