@@ -544,6 +544,36 @@ void grow_buffer(mnl_socket* sock, int opt_force, int opt, std::size_t want) {
         setsockopt(fd, SOL_SOCKET, opt, &v, sizeof v);
 }
 
+// The comment a rule carries in its userdata (how status finds our counted rules); "" if none.
+std::string rule_comment(const nftnl_rule* rule) {
+    std::string comment;
+    std::uint32_t ulen = 0;
+    if (const void* ud = nftnl_rule_get_data(rule, NFTNL_RULE_USERDATA, &ulen)) {
+        auto cb = [](const nftnl_udata* attr, void* data) -> int {
+            if (nftnl_udata_type(attr) == NFTNL_UDATA_RULE_COMMENT)
+                *static_cast<std::string*>(data) = static_cast<const char*>(nftnl_udata_get(attr));
+            return 0;
+        };
+        nftnl_udata_parse(ud, ulen, cb, &comment);
+    }
+    return comment;
+}
+
+// The rule's counter expression (zero when it has none).
+Counter rule_counter(nftnl_rule* rule) {
+    Counter c;
+    auto* it = nftnl_expr_iter_create(rule);
+    if (!it) throw std::bad_alloc();
+    for (nftnl_expr* e = nftnl_expr_iter_next(it); e; e = nftnl_expr_iter_next(it)) {
+        if (std::strcmp(nftnl_expr_get_str(e, NFTNL_EXPR_NAME), "counter") == 0) {
+            c.packets = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_PACKETS);
+            c.bytes = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_BYTES);
+        }
+    }
+    nftnl_expr_iter_destroy(it);
+    return c;
+}
+
 // Runs a dump request and hands every reply message to cb. Returns 0 or a negative errno
 // (ENOENT when the table or set does not exist is an answer, not a failure).
 template <typename Cb>
@@ -878,25 +908,8 @@ PolicyState read_policy(mnl_socket* sock) {
                 std::strcmp(table, kTable) != 0 || !chain || std::strcmp(chain, kChain) != 0)
                 return MNL_CB_OK;
             ++st.rules;
-            std::string comment;
-            std::uint32_t ulen = 0;
-            if (const void* ud = nftnl_rule_get_data(rule.get(), NFTNL_RULE_USERDATA, &ulen)) {
-                auto cb = [](const nftnl_udata* attr, void* data) -> int {
-                    if (nftnl_udata_type(attr) == NFTNL_UDATA_RULE_COMMENT)
-                        *static_cast<std::string*>(data) = static_cast<const char*>(nftnl_udata_get(attr));
-                    return 0;
-                };
-                nftnl_udata_parse(ud, ulen, cb, &comment);
-            }
-            Counter c;
-            auto* it = nftnl_expr_iter_create(rule.get());
-            for (nftnl_expr* e = nftnl_expr_iter_next(it); e; e = nftnl_expr_iter_next(it)) {
-                if (std::strcmp(nftnl_expr_get_str(e, NFTNL_EXPR_NAME), "counter") == 0) {
-                    c.packets = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_PACKETS);
-                    c.bytes = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_BYTES);
-                }
-            }
-            nftnl_expr_iter_destroy(it);
+            const std::string comment = rule_comment(rule.get());
+            const Counter c = rule_counter(rule.get());
             if (comment == kCommentAllow4 || comment == kCommentAllow6) {
                 (comment == kCommentAllow4 ? saw_allow4 : saw_allow6) = true;
                 st.allowed.packets += c.packets;
@@ -1010,25 +1023,8 @@ NetdevState read_netdev(mnl_socket* sock) {
             if (!table || std::strcmp(table, kTable) != 0 || !chain) return MNL_CB_OK;
             auto it = chains.find(chain);
             if (it == chains.end()) return MNL_CB_OK;
-            std::string comment;
-            std::uint32_t ulen = 0;
-            if (const void* ud = nftnl_rule_get_data(rule.get(), NFTNL_RULE_USERDATA, &ulen)) {
-                auto cb = [](const nftnl_udata* attr, void* data) -> int {
-                    if (nftnl_udata_type(attr) == NFTNL_UDATA_RULE_COMMENT)
-                        *static_cast<std::string*>(data) = static_cast<const char*>(nftnl_udata_get(attr));
-                    return 0;
-                };
-                nftnl_udata_parse(ud, ulen, cb, &comment);
-            }
-            Counter c;
-            auto* iter = nftnl_expr_iter_create(rule.get());
-            for (nftnl_expr* e = nftnl_expr_iter_next(iter); e; e = nftnl_expr_iter_next(iter)) {
-                if (std::strcmp(nftnl_expr_get_str(e, NFTNL_EXPR_NAME), "counter") == 0) {
-                    c.packets = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_PACKETS);
-                    c.bytes = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_BYTES);
-                }
-            }
-            nftnl_expr_iter_destroy(iter);
+            const std::string comment = rule_comment(rule.get());
+            const Counter c = rule_counter(rule.get());
             if (comment == kCommentAllow4 || comment == kCommentAllow6) {
                 it->second.allowed.packets += c.packets;
                 it->second.allowed.bytes += c.bytes;
