@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "nsegress/error.hpp"
+#include "nsegress/untrusted.hpp"
 
 extern char** environ;
 
@@ -109,17 +110,22 @@ pid_t parse_inspect_output(const std::string& name, const std::string& out) {
     std::istringstream in(out);
     long long pid = -1;
     std::string running;
-    if (!(in >> pid >> running)) throw_failed("container '" + name + "': unexpected inspect output '" + first_line(out) + "'");
+    if (!(in >> pid >> running))
+        throw_failed("container " + quote(name) + ": unexpected inspect output " + quote(first_line(out)));
     if (running != "true" || pid <= 0)
-        throw_failed("container '" + name + "' is not running");
-    if (pid == 1) throw_failed("container '" + name + "' reports PID 1: refusing (that is the host's init)");
+        throw_failed("container " + quote(name) + " is not running");
+    if (pid == 1) throw_failed("container " + quote(name) + " reports PID 1: refusing (that is the host's init)");
+    // Checked before the narrowing cast: 4294967297 would otherwise become PID 1.
+    if (pid > 4194304)  // PID_MAX_LIMIT
+        throw_failed("container " + quote(name) + ": inspect reports PID " + std::to_string(pid) +
+                     ", larger than any PID");
     return static_cast<pid_t>(pid);
 }
 
 void resolve_container(TargetSpec& spec, std::optional<Engine> engine) {
     if (!spec.container) return;
     const std::string& name = *spec.container;
-    if (name.empty() || name.front() == '-') throw_usage("--container: invalid name '" + name + "'");
+    if (name.empty() || name.front() == '-') throw_usage("--container: invalid name " + quote(name));
     std::vector<Engine> order = engine ? std::vector<Engine>{*engine}
                                        : std::vector<Engine>{Engine::docker, Engine::podman};
     std::string failures;
@@ -138,7 +144,7 @@ void resolve_container(TargetSpec& spec, std::optional<Engine> engine) {
         if (r.status < 0) why = "timed out";
         failures += std::string(failures.empty() ? "" : "; ") + cli_name(e) + ": " + why;
     }
-    throw_failed("cannot resolve container '" + name + "' (" + failures + ")");
+    throw_failed("cannot resolve container " + quote(name) + " (" + printable(failures, 1000) + ")");
 }
 
 }  // namespace nsegress

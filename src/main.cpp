@@ -1,4 +1,5 @@
 // nsegress: command-line parsing and dispatch only. Everything else lives in nsegress_core.
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -19,6 +20,7 @@
 #include "nsegress/engine.hpp"
 #include "nsegress/hook.hpp"
 #include "nsegress/report.hpp"
+#include "nsegress/untrusted.hpp"
 #include "nsegress/verify.hpp"
 
 namespace po = boost::program_options;
@@ -72,7 +74,7 @@ pid_t parse_pid(const std::string& s) {
     long long v = 0;
     auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
     if (s.empty() || ec != std::errc() || end != s.data() + s.size())
-        throw_usage("--pid: '" + s + "' is not a number");
+        throw_usage("--pid: " + quote(s) + " is not a number");
     if (v <= 0) throw_usage("--pid: " + s + " is not a valid PID (must be positive)");
     if (v > 4194304) throw_usage("--pid: " + s + " is larger than any PID");
     return static_cast<pid_t>(v);
@@ -82,7 +84,7 @@ int parse_int(const std::string& opt, const std::string& s, int lo, int hi) {
     int v = 0;
     auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
     if (s.empty() || ec != std::errc() || end != s.data() + s.size() || v < lo || v > hi)
-        throw_usage(fmt::format("--{}: '{}' must be a whole number from {} to {}", opt, s, lo, hi));
+        throw_usage(fmt::format("--{}: {} must be a whole number from {} to {}", opt, quote(s), lo, hi));
     return v;
 }
 
@@ -103,7 +105,7 @@ TargetSpec target_of(const po::variables_map& vm) {
         std::optional<Engine> engine;
         if (vm.count("engine")) {
             engine = parse_engine(vm["engine"].as<std::string>());
-            if (!engine) throw_usage("--engine: '" + vm["engine"].as<std::string>() + "' must be docker or podman");
+            if (!engine) throw_usage("--engine: " + quote(vm["engine"].as<std::string>()) + " must be docker or podman");
         }
         resolve_container(t, engine);
     }
@@ -159,7 +161,7 @@ ProbeOptions probe_options(const po::variables_map& vm) {
 }
 
 void print(const CommandResult& r, bool json) {
-    if (json) std::cout << r.doc.dump(2) << "\n";
+    if (json) std::cout << dump_json(r.doc, 2) << "\n";
     else std::cout << render_human(r.doc);
     std::cout.flush();
     if (!r.doc["error"].is_null()) std::cerr << "nsegress: " << r.doc["error"].get<std::string>() << "\n";
@@ -287,7 +289,7 @@ int run(int argc, char** argv) {
                 auto e = p.vm["expect"].as<std::string>();
                 if (e == "reach") o.expect = Expect::reach;
                 else if (e == "block") o.expect = Expect::block;
-                else throw_usage("--expect: '" + e + "' must be reach or block");
+                else throw_usage("--expect: " + quote(e) + " must be reach or block");
             }
             o.probe_options = probe_options(p.vm);
             auto r = cmd_probe(o);
@@ -363,29 +365,45 @@ int run(int argc, char** argv) {
             h.probe_block = ips(p.vm, "probe-block");
             h.route_set = !p.vm["no-route-set"].as<bool>();
             auto r = cmd_hook(read_stdin_bounded(), h);
-            if (p.json) std::cout << r.doc.dump(2) << "\n";
+            if (p.json) std::cout << dump_json(r.doc, 2) << "\n";
             // A runtime shows a hook's stderr when it fails: exactly one line.
             if (!r.doc["error"].is_null()) std::cerr << "nsegress hook: " << r.doc["error"].get<std::string>() << "\n";
             return static_cast<int>(r.exit);
         }
-        throw_usage("unknown command '" + command + "' (see nsegress --help)");
+        throw_usage("unknown command " + quote(command) + " (see nsegress --help)");
     } catch (const po::error& e) {
-        Error err(Exit::usage, fmt::format("{}: {} (see nsegress {} --help)", command, e.what(), command));
-        if (p.json) std::cout << error_document(command, err).dump(2) << "\n";
+        // (boost's text quotes the offending argument as given: it may hold anything)
+        Error err(Exit::usage, fmt::format("{}: {} (see nsegress {} --help)", command, printable(e.what(), 500), command));
+        if (p.json) std::cout << dump_json(error_document(command, err), 2) << "\n";
         std::cerr << (command == "hook" ? "nsegress hook: " : "nsegress: ") << err.what() << "\n";
         return static_cast<int>(Exit::usage);
     } catch (const Error& e) {
-        if (p.json) std::cout << error_document(command, e).dump(2) << "\n";
+        if (p.json) std::cout << dump_json(error_document(command, e), 2) << "\n";
         std::cerr << (command == "hook" ? "nsegress hook: " : "nsegress: ") << e.what() << "\n";
         return static_cast<int>(e.exit_code());
     } catch (const std::exception& e) {
-        Error err(Exit::failed, std::string("internal error: ") + e.what());
-        if (p.json) std::cout << error_document(command, err).dump(2) << "\n";
+        Error err(Exit::failed, std::string("internal error: ") + printable(e.what(), 500));
+        if (p.json) std::cout << dump_json(error_document(command, err), 2) << "\n";
         std::cerr << "nsegress: " << err.what() << "\n";
         return static_cast<int>(Exit::failed);
     }
 }
 
+// A caller may start us with stdin, stdout or stderr closed. Our first socket would then become
+// fd 1, and the report would be written into a netlink socket: keep 0-2 taken (by /dev/null).
+bool ensure_std_fds() {
+    for (int fd = 0; fd < 3; ++fd) {
+        if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+        // Not O_CLOEXEC: these are the standard streams, meant to be inherited.
+        int got = ::open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+        if (got != fd) return false;  // lower fds are open, so open() must return exactly fd
+    }
+    return true;
+}
+
 }  // namespace
 
-int main(int argc, char** argv) { return run(argc, argv); }
+int main(int argc, char** argv) {
+    if (!ensure_std_fds()) return static_cast<int>(Exit::failed);
+    return run(argc, argv);
+}

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -87,6 +88,12 @@ enum Inspect : unsigned {
 
 // One dump per requested object type.
 Snapshot inspect(nl_sock* sock, unsigned what = inspect_all);
+
+// What inspect() does with the replies, on raw bytes: a sequence of rtnetlink messages as a
+// dump returns them (RTM_NEWLINK, RTM_NEWADDR, RTM_NEWROUTE, RTM_NEWRULE; other types are
+// skipped, NLMSG_DONE ends), appended to `snap` and sorted as inspect() sorts. Malformed
+// input is an Error(Exit::failed), never a crash. For tests and fuzzing.
+void parse_rtnl_messages(std::span<const std::uint8_t> bytes, Snapshot& snap);
 
 std::string route_type_name(std::uint8_t type);   // "unicast", "unreachable", ...
 std::string table_name(std::uint32_t table);        // "main", "local", "28275"
