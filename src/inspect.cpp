@@ -3,6 +3,7 @@
 #include <linux/fib_rules.h>
 #include <linux/rtnetlink.h>
 #include <netlink/addr.h>
+#include <netlink/attr.h>
 #include <netlink/cache.h>
 #include <netlink/msg.h>
 #include <netlink/netlink.h>
@@ -54,6 +55,7 @@ Cidr to_dst(nl_addr* a, Family f) {
 struct ObjectCtx {
     Snapshot* snap;
     int type;  // RTM_NEWLINK, RTM_NEWADDR or RTM_NEWRULE
+    int err;   // set when the object is malformed
 };
 
 void take_object(nl_object* o, void* arg) {
@@ -74,6 +76,10 @@ void take_object(nl_object* o, void* arg) {
         auto* a = reinterpret_cast<rtnl_addr*>(o);
         auto ip = to_ip(rtnl_addr_get_local(a));
         if (!ip) return;
+        if (static_cast<unsigned>(rtnl_addr_get_prefixlen(a)) > bits_of(ip->family)) {
+            c->err = -NLE_INVAL;  // no kernel sends this: refuse to reason about it
+            return;
+        }
         snap.addresses.push_back(Address{rtnl_addr_get_ifindex(a), *ip,
                                          static_cast<unsigned>(rtnl_addr_get_prefixlen(a)),
                                          rtnl_addr_get_scope(a)});
@@ -94,18 +100,80 @@ void take_object(nl_object* o, void* arg) {
     }
 }
 
+// libnl's route parser trusts some lengths that the kernel always gets right: a nexthop with
+// rtnh_len 0 in RTA_MULTIPATH makes it allocate forever, a short RTA_VIA makes it copy a
+// negative size. Bytes handed to parse_rtnl_messages() need not come from a kernel, so the
+// address-carrying attributes are checked here first (as the kernel writes them).
+bool route_attrs_well_formed(const nlattr* attrs, int len, std::uint8_t family, int depth);
+
+bool addr_attr_ok(const nlattr* a, std::uint8_t family) {
+    int n = nla_len(a);
+    if (family != AF_INET && family != AF_INET6) return nla_type(a) != RTA_VIA || n >= 2;
+    switch (nla_type(a)) {
+        case RTA_DST:
+        case RTA_SRC:
+        case RTA_GATEWAY:
+        case RTA_PREFSRC:
+            return n == (family == AF_INET6 ? 16 : 4);
+        case RTA_VIA:
+            return n == 2 + 4 || n == 2 + 16;
+        default:
+            return true;
+    }
+}
+
+bool multipath_well_formed(const nlattr* mp, std::uint8_t family, int depth) {
+    const char* p = static_cast<const char*>(nla_data(mp));
+    std::size_t left = static_cast<std::size_t>(std::max(nla_len(mp), 0));
+    while (left >= sizeof(rtnexthop)) {
+        rtnexthop nh;
+        std::memcpy(&nh, p, sizeof nh);
+        if (nh.rtnh_len < sizeof(rtnexthop) || nh.rtnh_len > left) return false;
+        if (!route_attrs_well_formed(reinterpret_cast<const nlattr*>(p + RTNH_LENGTH(0)),
+                                     nh.rtnh_len - RTNH_LENGTH(0), family, depth + 1))
+            return false;
+        std::size_t step = RTNH_ALIGN(nh.rtnh_len);
+        if (step >= left) break;
+        p += step;
+        left -= step;
+    }
+    return true;
+}
+
+bool route_attrs_well_formed(const nlattr* attrs, int len, std::uint8_t family, int depth) {
+    const nlattr* a = nullptr;
+    int rem = 0;
+    nla_for_each_attr(a, attrs, len, rem) {
+        if (!addr_attr_ok(a, family)) return false;
+        if (nla_type(a) == RTA_MULTIPATH && (depth > 0 || !multipath_well_formed(a, family, depth)))
+            return false;
+    }
+    return true;
+}
+
+bool route_well_formed(nlmsghdr* hdr) {
+    if (hdr->nlmsg_len < static_cast<std::uint32_t>(nlmsg_size(sizeof(rtmsg))))
+        return true;  // rtnl_route_parse refuses it
+    // Every family: libnl parses the route before we look at its family.
+    const auto* rtm = static_cast<const rtmsg*>(nlmsg_data(hdr));
+    return route_attrs_well_formed(nlmsg_attrdata(hdr, sizeof(rtmsg)), nlmsg_attrlen(hdr, sizeof(rtmsg)),
+                                   rtm->rtm_family, 0);
+}
+
 int parse_message(nl_msg* msg, Snapshot& snap) {
     nlmsghdr* hdr = nlmsg_hdr(msg);
     switch (hdr->nlmsg_type) {
         case RTM_NEWLINK:
         case RTM_NEWADDR:
         case RTM_NEWRULE: {
-            ObjectCtx ctx{&snap, hdr->nlmsg_type};
-            return nl_msg_parse(msg, take_object, &ctx);
+            ObjectCtx ctx{&snap, hdr->nlmsg_type, 0};
+            int err = nl_msg_parse(msg, take_object, &ctx);
+            return err < 0 ? err : ctx.err;
         }
         case RTM_NEWROUTE: {
             // No nl_cache for routes: a route set can hold as many routes as the allow-list
             // has CIDRs, and libnl's cache hashing degrades badly at 10^5 objects.
+            if (!route_well_formed(hdr)) return -NLE_INVAL;
             rtnl_route* r = nullptr;
             if (int err = rtnl_route_parse(hdr, &r); err < 0) return err;
             std::unique_ptr<rtnl_route, void (*)(rtnl_route*)> owner(r, rtnl_route_put);
@@ -115,6 +183,13 @@ int parse_message(nl_msg* msg, Snapshot& snap) {
             Route route;
             route.family = fam == AF_INET ? Family::v4 : Family::v6;
             route.dst = to_dst(rtnl_route_get_dst(r), route.family);
+            // A prefix longer than the family, or a destination of the other family: no kernel
+            // sends it, and the prefix arithmetic downstream assumes neither.
+            if (route.dst.addr.family != route.family || route.dst.prefix > bits_of(route.family))
+                return -NLE_INVAL;
+            unsigned host_bits = bits_of(route.family) - route.dst.prefix;
+            u128 host_mask = host_bits == 0 ? 0 : host_bits >= 128 ? ~u128{0} : (u128{1} << host_bits) - 1;
+            if (route.dst.addr.value & host_mask) return -NLE_INVAL;  // the kernel masks them
             route.table = rtnl_route_get_table(r);
             route.type = rtnl_route_get_type(r);
             route.protocol = rtnl_route_get_protocol(r);
@@ -200,7 +275,7 @@ void parse_rtnl_messages(std::span<const std::uint8_t> bytes, Snapshot& snap) {
     auto* hdr = reinterpret_cast<nlmsghdr*>(buf.data());
     int left = static_cast<int>(bytes.size());
     for (; nlmsg_ok(hdr, left); hdr = nlmsg_next(hdr, &left)) {
-        if (hdr->nlmsg_type == NLMSG_DONE) break;
+        if (hdr->nlmsg_type == NLMSG_DONE) continue;  // the end of one dump; another may follow
         if (hdr->nlmsg_type == NLMSG_ERROR) throw_failed("rtnetlink dump: error message");
         std::unique_ptr<nl_msg, void (*)(nl_msg*)> msg(nlmsg_convert(hdr), nlmsg_free);
         if (!msg) throw std::bad_alloc();
