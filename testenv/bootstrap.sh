@@ -8,6 +8,8 @@ packages=(
 	build-essential cmake pkg-config
 	libnl-3-dev libnl-route-3-dev libmnl-dev libnftnl-dev
 	libboost-program-options-dev doctest-dev nlohmann-json3-dev libfmt-dev
+	# fuzzing (testenv/fuzz.sh): clang with libFuzzer and the sanitizer runtimes
+	clang libclang-rt-14-dev
 	# tests, demo and man page check
 	nftables iproute2 iputils-ping conntrack netcat-openbsd socat jq
 	groff-base man-db iptables procps util-linux

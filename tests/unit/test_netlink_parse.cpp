@@ -36,7 +36,8 @@ std::vector<std::uint8_t> read_bytes(const std::string& rel) {
     return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-// Every message of a kernel reply buffer (all well-formed: they come from a kernel).
+// Every message of a kernel reply buffer (all well-formed: they come from a kernel). The
+// pointers point into `bytes`: keep it alive.
 std::vector<const nlmsghdr*> messages(const std::vector<std::uint8_t>& bytes) {
     std::vector<const nlmsghdr*> out;
     int left = static_cast<int>(bytes.size());
@@ -162,7 +163,8 @@ TEST_CASE("rtnetlink: malformed route messages are refused, not crashed or loope
 TEST_CASE("nft read-back: the kernel's dump of an nsegress policy") {
     int rules = 0, counted = 0;
     std::vector<std::string> comments;
-    for (const auto* m : messages(read_bytes("unit/fixtures/netlink/nft-rules"))) {
+    auto rule_bytes = read_bytes("unit/fixtures/netlink/nft-rules");
+    for (const auto* m : messages(rule_bytes)) {
         std::optional<nft::RuleSummary> r;
         REQUIRE(nft::parse_rule_message(m, r));
         REQUIRE(r);
@@ -175,13 +177,15 @@ TEST_CASE("nft read-back: the kernel's dump of an nsegress policy") {
     CHECK(std::find(comments.begin(), comments.end(), nft::kCommentDeny) != comments.end());
 
     std::vector<nft::ElementKey> keys;
-    for (const auto* m : messages(read_bytes("unit/fixtures/netlink/nft-setelem-allow4")))
+    auto set4 = read_bytes("unit/fixtures/netlink/nft-setelem-allow4");
+    for (const auto* m : messages(set4))
         REQUIRE(nft::parse_setelem_message(m, Family::v4, keys));
     AllowList got;
     for (const auto& r : nft::elements_to_ranges(Family::v4, keys)) got.add(r);
     CHECK(got == AllowList({parse_cidr("192.168.1.0/24"), parse_cidr("10.9.0.0/16"), parse_cidr("203.0.113.7")}));
     keys.clear();
-    for (const auto* m : messages(read_bytes("unit/fixtures/netlink/nft-setelem-allow6")))
+    auto set6 = read_bytes("unit/fixtures/netlink/nft-setelem-allow6");
+    for (const auto* m : messages(set6))
         REQUIRE(nft::parse_setelem_message(m, Family::v6, keys));
     CHECK(nft::elements_to_ranges(Family::v6, keys) == AllowList({parse_cidr("2001:db8:1::/64")}).ranges(Family::v6));
 }
@@ -218,7 +222,8 @@ TEST_CASE("nft read-back: two interval starts at one key decode to one well-form
 TEST_CASE("conntrack: the flows of a real dump") {
     int flows = 0;
     bool to_lan = false;
-    for (const auto* m : messages(read_bytes("fuzz/corpus/conntrack/lab-flows"))) {
+    auto flow_bytes = read_bytes("fuzz/corpus/conntrack/lab-flows");
+    for (const auto* m : messages(flow_bytes)) {
         auto t = parse_conntrack_message(m);
         if (!t) continue;
         ++flows;
