@@ -46,6 +46,9 @@ Run run(const std::vector<std::string>& argv, int timeout_ms) {
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_adddup2(&fa, out_w.get(), 1);
     posix_spawn_file_actions_adddup2(&fa, err_w.get(), 2);
+    // Ours are all close-on-exec; this also keeps from the child whatever our own caller left
+    // open without it (a runtime's descriptors, a shell's): the CLI gets 0, 1 and 2, nothing else.
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);

@@ -6,8 +6,8 @@
 #include <cstdlib>
 #include <map>
 #include <charconv>
-#include <fstream>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -19,6 +19,7 @@
 #include "nsegress/commands.hpp"
 #include "nsegress/engine.hpp"
 #include "nsegress/hook.hpp"
+#include "nsegress/procfs.hpp"
 #include "nsegress/report.hpp"
 #include "nsegress/untrusted.hpp"
 #include "nsegress/verify.hpp"
@@ -338,10 +339,8 @@ int run(int argc, char** argv) {
                                            c["detail"].get<std::string>()});
                 }
                 const std::string path = p.vm["junit"].as<std::string>();
-                std::ofstream out(path, std::ios::trunc);
-                out << junit_report(r.doc["target"]["label"].get<std::string>(), checks);
-                out.close();
-                if (!out) throw_failed("cannot write JUnit report '" + path + "'");
+                if (!write_text_file(path, junit_report(r.doc["target"]["label"].get<std::string>(), checks)))
+                    throw_errno("write JUnit report " + quote(path), errno);
             }
             print(r, p.json);
             return static_cast<int>(r.exit);
@@ -388,6 +387,22 @@ int run(int argc, char** argv) {
         return static_cast<int>(Exit::failed);
     }
 }
+
+// libnl reads NLDBG and NLCB in its constructors: debug lines on stderr (where a hook must print
+// exactly one) and callbacks that print or alter every message. The caller's environment must
+// not change what nsegress does, so drop them before any library initializes: the
+// executable's .preinit_array runs before every shared library's constructors. That is also
+// before libc adopts envp as `environ` (unsetenv() would change nothing yet), so the entries are
+// removed from envp itself.
+void drop_library_debug_env(int, char**, char** envp) {
+    if (!envp) return;
+    char** out = envp;
+    for (char** in = envp; *in; ++in)
+        if (std::strncmp(*in, "NLDBG=", 6) != 0 && std::strncmp(*in, "NLCB=", 5) != 0) *out++ = *in;
+    *out = nullptr;
+}
+[[gnu::section(".preinit_array"), gnu::used]] void (*const preinit_drop_env)(int, char**, char**) =
+    drop_library_debug_env;
 
 // A caller may start us with stdin, stdout or stderr closed. Our first socket would then become
 // fd 1, and the report would be written into a netlink socket: keep 0-2 taken (by /dev/null).

@@ -13,6 +13,8 @@ packages=(
 	# tests, demo and man page check
 	nftables iproute2 iputils-ping conntrack netcat-openbsd socat jq
 	groff-base man-db iptables procps util-linux
+	# descriptor hygiene (tests/integration/test_env_fds.sh): strace as the observer
+	strace python3
 	# CNI plugin mode tests (tests/integration/test_cni*.sh): real bridge + host-local plugins,
 	# the Kubernetes example parsed with PyYAML, podman's CNI backend with a busybox image
 	containernetworking-plugins python3-yaml podman runc conmon busybox-static
