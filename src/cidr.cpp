@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "nsegress/error.hpp"
+#include "nsegress/untrusted.hpp"
 
 namespace nsegress {
 
@@ -92,13 +93,13 @@ std::string Cidr::str() const { return addr.str() + "/" + std::to_string(prefix)
 
 IpAddr parse_ip(std::string_view text) {
     auto a = IpAddr::parse(text);
-    if (!a) throw_usage("invalid IP address '" + std::string(text) + "'");
+    if (!a) throw_usage("invalid IP address " + quote(text));
     return *a;
 }
 
 Cidr parse_cidr(std::string_view text) {
     auto bad = [&](const std::string& why) -> Cidr {
-        throw_usage("invalid CIDR '" + std::string(text) + "'" + (why.empty() ? "" : ": " + why));
+        throw_usage("invalid CIDR " + quote(text) + (why.empty() ? "" : ": " + why));
     };
     if (text.empty()) return bad("empty");
     auto slash = text.find('/');
@@ -108,7 +109,9 @@ Cidr parse_cidr(std::string_view text) {
     unsigned prefix = bits;
     if (slash != std::string_view::npos) {
         auto p = text.substr(slash + 1);
-        if (p.empty() || p.size() > 3 || !std::all_of(p.begin(), p.end(), ::isdigit))
+        // (isdigit on a plain char is undefined for bytes >= 0x80)
+        if (p.empty() || p.size() > 3 ||
+            !std::all_of(p.begin(), p.end(), [](char c) { return c >= '0' && c <= '9'; }))
             return bad("prefix length must be a number");
         prefix = static_cast<unsigned>(std::stoul(std::string(p)));
         if (prefix > bits)
@@ -227,7 +230,7 @@ std::vector<Cidr> parse_allow_text(std::string_view text, const std::string& sou
         try {
             out.push_back(parse_cidr(line));
         } catch (const Error& e) {
-            throw_usage(source + ":" + std::to_string(line_no) + ": " + e.what());
+            throw_usage(printable(source) + ":" + std::to_string(line_no) + ": " + e.what());
         }
     }
     return out;
@@ -237,11 +240,11 @@ std::vector<Cidr> parse_allow_file(const std::string& path) {
     // A directory opens fine with ifstream and then reads as empty -- which would silently
     // mean "allow nothing". Only regular files and pipes (e.g. <(generate-list)) are lists.
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw_usage("cannot read allow-file '" + path + "': " + std::strerror(errno));
+    if (fd < 0) throw_usage("cannot read allow-file " + quote(path) + ": " + std::strerror(errno));
     struct stat st {};
     if (::fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISFIFO(st.st_mode))) {
         ::close(fd);
-        throw_usage("allow-file '" + path + "' is not a regular file");
+        throw_usage("allow-file " + quote(path) + " is not a regular file");
     }
     std::string text;
     char buf[65536];
@@ -251,14 +254,14 @@ std::vector<Cidr> parse_allow_file(const std::string& path) {
         if (n < 0) {
             int err = errno;
             ::close(fd);
-            throw_usage("cannot read allow-file '" + path + "': " + std::strerror(err));
+            throw_usage("cannot read allow-file " + quote(path) + ": " + std::strerror(err));
         }
         if (n == 0) break;
         text.append(buf, static_cast<std::size_t>(n));
     }
     ::close(fd);
     if (text.find('\0') != std::string::npos)
-        throw_usage("allow-file '" + path + "' is not a text file");
+        throw_usage("allow-file " + quote(path) + " is not a text file");
     return parse_allow_text(text, path);
 }
 

@@ -8,6 +8,7 @@
 
 #include "nsegress/commands.hpp"
 #include "nsegress/error.hpp"
+#include "nsegress/untrusted.hpp"
 
 namespace nsegress {
 
@@ -26,7 +27,7 @@ std::vector<std::string> string_list(const json& j, const char* key) {
     if (!it->is_array()) fail(cni_invalid_config, fmt::format("'{}' must be an array of strings", key));
     for (const auto& v : *it) {
         if (!v.is_string()) fail(cni_invalid_config, fmt::format("'{}' must be an array of strings", key),
-                                 fmt::format("found {}", v.dump()));
+                                 fmt::format("found {}", printable(dump_json(v))));
         out.push_back(v.get<std::string>());
     }
     return out;
@@ -45,15 +46,20 @@ bool netns_gone(const std::string& path) {
 }  // namespace
 
 CniNetconf parse_cni_netconf(std::string_view text) {
-    json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded()) fail(cni_decode_failed, "netconf on stdin is not valid JSON");
+    json j;
+    switch (parse_untrusted_json(text, j)) {
+        case JsonProblem::invalid: fail(cni_decode_failed, "netconf on stdin is not valid JSON");
+        case JsonProblem::too_deep:
+            fail(cni_decode_failed, fmt::format("netconf on stdin nests deeper than {} levels", kMaxJsonDepth));
+        case JsonProblem::none: break;
+    }
     if (!j.is_object()) fail(cni_decode_failed, "netconf on stdin is not a JSON object");
     CniNetconf nc;
     auto ver = j.find("cniVersion");
     if (ver == j.end() || !ver->is_string()) fail(cni_invalid_config, "netconf has no string 'cniVersion'");
     nc.cni_version = ver->get<std::string>();
     if (std::find(kCniVersions.begin(), kCniVersions.end(), nc.cni_version) == kCniVersions.end())
-        fail(cni_incompatible_version, fmt::format("cniVersion {} is not supported", nc.cni_version),
+        fail(cni_incompatible_version, fmt::format("cniVersion {} is not supported", quote(nc.cni_version)),
              "supported: 0.4.0, 1.0.0");
     if (auto n = j.find("name"); n != j.end() && n->is_string()) nc.name = n->get<std::string>();
     auto allow = j.find("allow");
@@ -105,10 +111,10 @@ CniOutcome run_cni(const std::map<std::string, std::string>& env, std::string_vi
     try {
         if (command == "VERSION") {
             json v{{"cniVersion", "1.0.0"}, {"supportedVersions", kCniVersions}};
-            return {0, v.dump() + "\n"};
+            return {0, dump_json(v) + "\n"};
         }
         if (command != "ADD" && command != "DEL" && command != "CHECK")
-            fail(cni_invalid_env, fmt::format("CNI_COMMAND '{}' is not ADD, DEL, CHECK or VERSION", command));
+            fail(cni_invalid_env, fmt::format("CNI_COMMAND {} is not ADD, DEL, CHECK or VERSION", quote(command)));
         CniNetconf nc = parse_cni_netconf(stdin_text);
         version = nc.cni_version;
         std::string netns = env_of(env, "CNI_NETNS");
@@ -153,13 +159,13 @@ CniOutcome run_cni(const std::map<std::string, std::string>& env, std::string_vi
             }
             if (r.exit == Exit::verify)
                 fail(cni_probe_failed, "a probe did not hold (the policy stays installed)",
-                     r.doc["probes"].dump());
+                     dump_json(r.doc["probes"]));
             if (r.exit != Exit::ok)
                 fail(cni_restrict_failed, "restricting the pod's network namespace failed",
                      r.doc["error"].is_string() ? r.doc["error"].get<std::string>() : "");
             json result = *nc.prev_result;
             result["cniVersion"] = nc.cni_version;
-            return {0, result.dump() + "\n"};
+            return {0, dump_json(result) + "\n"};
         }
 
         // CHECK
@@ -176,7 +182,7 @@ CniOutcome run_cni(const std::map<std::string, std::string>& env, std::string_vi
         }
         return {0, ""};
     } catch (const CniFailure& f) {
-        return {f.code == cni_probe_failed ? 3 : (f.code >= 100 ? 2 : 1), cni_error_json(version, f).dump() + "\n"};
+        return {f.code == cni_probe_failed ? 3 : (f.code >= 100 ? 2 : 1), dump_json(cni_error_json(version, f)) + "\n"};
     }
 }
 

@@ -100,7 +100,31 @@ std::optional<std::uint32_t> count_entries(mnl_socket* sock, std::vector<char>& 
     return count;
 }
 
+// One message of a conntrack dump: its original tuple and what it takes to delete it again.
+bool parse_entry(const nlmsghdr* m, Entry& e) {
+    if (m->nlmsg_len < MNL_NLMSG_HDRLEN + MNL_ALIGN(sizeof(nfgenmsg))) return false;
+    const nlattr* orig = nullptr;
+    const char* start = static_cast<const char*>(mnl_nlmsg_get_payload_offset(m, sizeof(nfgenmsg)));
+    const char* end = static_cast<const char*>(mnl_nlmsg_get_payload_tail(m));
+    for_each_attr(start, static_cast<std::size_t>(end - start), [&](const nlattr* a) {
+        if (mnl_attr_get_type(a) == CTA_TUPLE_ORIG) orig = a;
+        if (mnl_attr_get_type(a) == CTA_ZONE) e.zone_attr = copy_attr(a);
+    });
+    if (!orig) return false;
+    auto t = parse_tuple_ip(orig);
+    if (!t) return false;
+    e.orig = *t;
+    e.tuple_attr = copy_attr(orig);
+    return true;
+}
+
 }  // namespace
+
+std::optional<FlowTuple> parse_conntrack_message(const nlmsghdr* nlh) {
+    Entry e;
+    if (!parse_entry(nlh, e)) return std::nullopt;
+    return e.orig;
+}
 
 bool is_forbidden_flow(const FlowTuple& orig, const AllowList& allow,
                        const std::vector<IpAddr>& local_addresses) {
@@ -144,18 +168,7 @@ std::size_t drop_forbidden_flows(mnl_socket* sock, const AllowList& allow,
     auto cb = [](const nlmsghdr* m, void* data) -> int {
         auto* c = static_cast<Ctx*>(data);
         Entry e;
-        const nlattr* orig = nullptr;
-        const char* start = static_cast<const char*>(mnl_nlmsg_get_payload_offset(m, sizeof(nfgenmsg)));
-        const char* end = static_cast<const char*>(mnl_nlmsg_get_payload_tail(m));
-        for_each_attr(start, static_cast<std::size_t>(end - start), [&](const nlattr* a) {
-            if (mnl_attr_get_type(a) == CTA_TUPLE_ORIG) orig = a;
-            if (mnl_attr_get_type(a) == CTA_ZONE) e.zone_attr = copy_attr(a);
-        });
-        if (!orig) return MNL_CB_OK;
-        auto t = parse_tuple_ip(orig);
-        if (!t || !is_forbidden_flow(*t, *c->allow, *c->local)) return MNL_CB_OK;
-        e.orig = *t;
-        e.tuple_attr = copy_attr(orig);
+        if (!parse_entry(m, e) || !is_forbidden_flow(e.orig, *c->allow, *c->local)) return MNL_CB_OK;
         c->doomed->push_back(std::move(e));
         return MNL_CB_OK;
     };

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "nsegress/error.hpp"
+#include "nsegress/untrusted.hpp"
 
 extern char** environ;
 
@@ -45,6 +46,9 @@ Run run(const std::vector<std::string>& argv, int timeout_ms) {
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_adddup2(&fa, out_w.get(), 1);
     posix_spawn_file_actions_adddup2(&fa, err_w.get(), 2);
+    // Ours are all close-on-exec; this also keeps from the child whatever our own caller left
+    // open without it (a runtime's descriptors, a shell's): the CLI gets 0, 1 and 2, nothing else.
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
@@ -109,17 +113,22 @@ pid_t parse_inspect_output(const std::string& name, const std::string& out) {
     std::istringstream in(out);
     long long pid = -1;
     std::string running;
-    if (!(in >> pid >> running)) throw_failed("container '" + name + "': unexpected inspect output '" + first_line(out) + "'");
+    if (!(in >> pid >> running))
+        throw_failed("container " + quote(name) + ": unexpected inspect output " + quote(first_line(out)));
     if (running != "true" || pid <= 0)
-        throw_failed("container '" + name + "' is not running");
-    if (pid == 1) throw_failed("container '" + name + "' reports PID 1: refusing (that is the host's init)");
+        throw_failed("container " + quote(name) + " is not running");
+    if (pid == 1) throw_failed("container " + quote(name) + " reports PID 1: refusing (that is the host's init)");
+    // Checked before the narrowing cast: 4294967297 would otherwise become PID 1.
+    if (pid > 4194304)  // PID_MAX_LIMIT
+        throw_failed("container " + quote(name) + ": inspect reports PID " + std::to_string(pid) +
+                     ", larger than any PID");
     return static_cast<pid_t>(pid);
 }
 
 void resolve_container(TargetSpec& spec, std::optional<Engine> engine) {
     if (!spec.container) return;
     const std::string& name = *spec.container;
-    if (name.empty() || name.front() == '-') throw_usage("--container: invalid name '" + name + "'");
+    if (name.empty() || name.front() == '-') throw_usage("--container: invalid name " + quote(name));
     std::vector<Engine> order = engine ? std::vector<Engine>{*engine}
                                        : std::vector<Engine>{Engine::docker, Engine::podman};
     std::string failures;
@@ -138,7 +147,7 @@ void resolve_container(TargetSpec& spec, std::optional<Engine> engine) {
         if (r.status < 0) why = "timed out";
         failures += std::string(failures.empty() ? "" : "; ") + cli_name(e) + ": " + why;
     }
-    throw_failed("cannot resolve container '" + name + "' (" + failures + ")");
+    throw_failed("cannot resolve container " + quote(name) + " (" + printable(failures, 1000) + ")");
 }
 
 }  // namespace nsegress

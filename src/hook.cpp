@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "nsegress/untrusted.hpp"
+
 namespace nsegress {
 
 using nlohmann::json;
@@ -26,8 +28,13 @@ OciState parse_oci_state(std::string_view text) {
         throw_usage(fmt::format("OCI state on stdin is larger than {} bytes", kMaxOciState));
     if (text.find_first_not_of(" \t\r\n") == std::string_view::npos)
         throw_usage("no OCI state on stdin (expected the runtime's state JSON)");
-    json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded()) throw_usage("OCI state on stdin is not valid JSON");
+    json j;
+    switch (parse_untrusted_json(text, j)) {
+        case JsonProblem::invalid: throw_usage("OCI state on stdin is not valid JSON");
+        case JsonProblem::too_deep:
+            throw_usage(fmt::format("OCI state on stdin nests deeper than {} levels", kMaxJsonDepth));
+        case JsonProblem::none: break;
+    }
     if (!j.is_object()) throw_usage("OCI state on stdin is not a JSON object");
     OciState st;
     auto str = [&](const char* key) -> std::string {
@@ -51,7 +58,7 @@ OciState parse_oci_state(std::string_view text) {
     if (auto a = j.find("annotations"); a != j.end() && !a->is_null()) {
         if (!a->is_object()) throw_usage("OCI state: 'annotations' is not an object");
         for (const auto& [k, v] : a->items()) {
-            if (!v.is_string()) throw_usage(fmt::format("OCI state: annotation '{}' is not a string", k));
+            if (!v.is_string()) throw_usage(fmt::format("OCI state: annotation {} is not a string", quote(k)));
             st.annotations[k] = v.get<std::string>();
         }
     }

@@ -1,12 +1,13 @@
 // nsegress: command-line parsing and dispatch only. Everything else lives in nsegress_core.
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
 #include <map>
 #include <charconv>
-#include <fstream>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -18,7 +19,9 @@
 #include "nsegress/commands.hpp"
 #include "nsegress/engine.hpp"
 #include "nsegress/hook.hpp"
+#include "nsegress/procfs.hpp"
 #include "nsegress/report.hpp"
+#include "nsegress/untrusted.hpp"
 #include "nsegress/verify.hpp"
 #include "nsegress/watch.hpp"
 
@@ -80,7 +83,7 @@ pid_t parse_pid(const std::string& s) {
     long long v = 0;
     auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
     if (s.empty() || ec != std::errc() || end != s.data() + s.size())
-        throw_usage("--pid: '" + s + "' is not a number");
+        throw_usage("--pid: " + quote(s) + " is not a number");
     if (v <= 0) throw_usage("--pid: " + s + " is not a valid PID (must be positive)");
     if (v > 4194304) throw_usage("--pid: " + s + " is larger than any PID");
     return static_cast<pid_t>(v);
@@ -90,7 +93,7 @@ int parse_int(const std::string& opt, const std::string& s, int lo, int hi) {
     int v = 0;
     auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
     if (s.empty() || ec != std::errc() || end != s.data() + s.size() || v < lo || v > hi)
-        throw_usage(fmt::format("--{}: '{}' must be a whole number from {} to {}", opt, s, lo, hi));
+        throw_usage(fmt::format("--{}: {} must be a whole number from {} to {}", opt, quote(s), lo, hi));
     return v;
 }
 
@@ -111,7 +114,7 @@ TargetSpec target_of(const po::variables_map& vm) {
         std::optional<Engine> engine;
         if (vm.count("engine")) {
             engine = parse_engine(vm["engine"].as<std::string>());
-            if (!engine) throw_usage("--engine: '" + vm["engine"].as<std::string>() + "' must be docker or podman");
+            if (!engine) throw_usage("--engine: " + quote(vm["engine"].as<std::string>()) + " must be docker or podman");
         }
         resolve_container(t, engine);
     }
@@ -167,7 +170,7 @@ ProbeOptions probe_options(const po::variables_map& vm) {
 }
 
 void print(const CommandResult& r, bool json) {
-    if (json) std::cout << r.doc.dump(2) << "\n";
+    if (json) std::cout << dump_json(r.doc, 2) << "\n";
     else std::cout << render_human(r.doc);
     std::cout.flush();
     if (!r.doc["error"].is_null()) std::cerr << "nsegress: " << r.doc["error"].get<std::string>() << "\n";
@@ -324,7 +327,7 @@ int run(int argc, char** argv) {
             };
             sink.event = [&](const nlohmann::json& ev) {
                 if (as_json) {
-                    std::cout << ev.dump() << "\n";
+                    std::cout << dump_json(ev, -1) << "\n";
                 } else if (ev["event"] == "lost") {
                     std::cerr << "nsegress watch: " << render_watch_event(ev);
                 } else {
@@ -335,7 +338,7 @@ int run(int argc, char** argv) {
             sink.notice = [&](const std::string& text) { std::cerr << "nsegress watch: " << text << "\n"; };
             auto r = cmd_watch(o, sink);
             if (as_json) {
-                std::cout << r.doc.dump() << "\n";
+                std::cout << dump_json(r.doc, -1) << "\n";
             } else {
                 std::cerr << "nsegress watch: " << render_human(r.doc);
                 if (o.summary) std::cout << r.doc["summary"]["allow_file"].get<std::string>();
@@ -365,7 +368,7 @@ int run(int argc, char** argv) {
                 auto e = p.vm["expect"].as<std::string>();
                 if (e == "reach") o.expect = Expect::reach;
                 else if (e == "block") o.expect = Expect::block;
-                else throw_usage("--expect: '" + e + "' must be reach or block");
+                else throw_usage("--expect: " + quote(e) + " must be reach or block");
             }
             o.probe_options = probe_options(p.vm);
             auto r = cmd_probe(o);
@@ -414,10 +417,8 @@ int run(int argc, char** argv) {
                                            c["detail"].get<std::string>()});
                 }
                 const std::string path = p.vm["junit"].as<std::string>();
-                std::ofstream out(path, std::ios::trunc);
-                out << junit_report(r.doc["target"]["label"].get<std::string>(), checks);
-                out.close();
-                if (!out) throw_failed("cannot write JUnit report '" + path + "'");
+                if (!write_text_file(path, junit_report(r.doc["target"]["label"].get<std::string>(), checks)))
+                    throw_errno("write JUnit report " + quote(path), errno);
             }
             print(r, p.json);
             return static_cast<int>(r.exit);
@@ -447,29 +448,61 @@ int run(int argc, char** argv) {
             h.audit = p.vm["audit"].as<bool>();
             h.netdev_egress = p.vm["netdev-egress"].as<bool>();
             auto r = cmd_hook(read_stdin_bounded(), h);
-            if (p.json) std::cout << r.doc.dump(2) << "\n";
+            if (p.json) std::cout << dump_json(r.doc, 2) << "\n";
             // A runtime shows a hook's stderr when it fails: exactly one line.
             if (!r.doc["error"].is_null()) std::cerr << "nsegress hook: " << r.doc["error"].get<std::string>() << "\n";
             return static_cast<int>(r.exit);
         }
-        throw_usage("unknown command '" + command + "' (see nsegress --help)");
+        throw_usage("unknown command " + quote(command) + " (see nsegress --help)");
     } catch (const po::error& e) {
-        Error err(Exit::usage, fmt::format("{}: {} (see nsegress {} --help)", command, e.what(), command));
-        if (p.json) std::cout << error_document(command, err).dump(command == "watch" ? -1 : 2) << "\n";
+        // (boost's text quotes the offending argument as given: it may hold anything)
+        Error err(Exit::usage, fmt::format("{}: {} (see nsegress {} --help)", command, printable(e.what(), 500), command));
+        if (p.json) std::cout << dump_json(error_document(command, err), command == "watch" ? -1 : 2) << "\n";
         std::cerr << (command == "hook" ? "nsegress hook: " : "nsegress: ") << err.what() << "\n";
         return static_cast<int>(Exit::usage);
     } catch (const Error& e) {
-        if (p.json) std::cout << error_document(command, e).dump(command == "watch" ? -1 : 2) << "\n";
+        if (p.json) std::cout << dump_json(error_document(command, e), command == "watch" ? -1 : 2) << "\n";
         std::cerr << (command == "hook" ? "nsegress hook: " : "nsegress: ") << e.what() << "\n";
         return static_cast<int>(e.exit_code());
     } catch (const std::exception& e) {
-        Error err(Exit::failed, std::string("internal error: ") + e.what());
-        if (p.json) std::cout << error_document(command, err).dump(command == "watch" ? -1 : 2) << "\n";
+        Error err(Exit::failed, std::string("internal error: ") + printable(e.what(), 500));
+        if (p.json) std::cout << dump_json(error_document(command, err), command == "watch" ? -1 : 2) << "\n";
         std::cerr << "nsegress: " << err.what() << "\n";
         return static_cast<int>(Exit::failed);
     }
 }
 
+// libnl reads NLDBG and NLCB in its constructors: debug lines on stderr (where a hook must print
+// exactly one) and callbacks that print or alter every message. The caller's environment must
+// not change what nsegress does, so drop them before any library initializes: the
+// executable's .preinit_array runs before every shared library's constructors. That is also
+// before libc adopts envp as `environ` (unsetenv() would change nothing yet), so the entries are
+// removed from envp itself.
+void drop_library_debug_env(int, char**, char** envp) {
+    if (!envp) return;
+    char** out = envp;
+    for (char** in = envp; *in; ++in)
+        if (std::strncmp(*in, "NLDBG=", 6) != 0 && std::strncmp(*in, "NLCB=", 5) != 0) *out++ = *in;
+    *out = nullptr;
+}
+[[gnu::section(".preinit_array"), gnu::used]] void (*const preinit_drop_env)(int, char**, char**) =
+    drop_library_debug_env;
+
+// A caller may start us with stdin, stdout or stderr closed. Our first socket would then become
+// fd 1, and the report would be written into a netlink socket: keep 0-2 taken (by /dev/null).
+bool ensure_std_fds() {
+    for (int fd = 0; fd < 3; ++fd) {
+        if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+        // Not O_CLOEXEC: these are the standard streams, meant to be inherited.
+        int got = ::open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+        if (got != fd) return false;  // lower fds are open, so open() must return exactly fd
+    }
+    return true;
+}
+
 }  // namespace
 
-int main(int argc, char** argv) { return run(argc, argv); }
+int main(int argc, char** argv) {
+    if (!ensure_std_fds()) return static_cast<int>(Exit::failed);
+    return run(argc, argv);
+}

@@ -24,6 +24,7 @@
 
 #include "nsegress/error.hpp"
 #include "nsegress/procfs.hpp"
+#include "nsegress/untrusted.hpp"
 
 namespace nsegress {
 
@@ -245,7 +246,7 @@ Netns open_target(const TargetSpec& spec, HostCheck host) {
     Netns ns;
     if (spec.pid) {
         pid_t pid = *spec.pid;
-        ns.label_ = spec.container ? "container '" + *spec.container + "' (pid " + std::to_string(pid) + ")"
+        ns.label_ = spec.container ? "container " + quote(*spec.container) + " (pid " + std::to_string(pid) + ")"
                                    : "pid " + std::to_string(pid);
         ns.pid_ = pid;
         if (pid <= 0) throw_usage("invalid PID " + std::to_string(pid) + ": must be positive");
@@ -266,7 +267,7 @@ Netns open_target(const TargetSpec& spec, HostCheck host) {
         if (::setns(home.get(), CLONE_NEWNET) != 0) die_wrong_namespace(errno);
     } else {
         const std::string& path = *spec.netns_path;
-        ns.label_ = "'" + path + "'";
+        ns.label_ = quote(path, 4096);
         ns.path_ = path;
         if (path.empty()) throw_usage("--netns: empty path");
         // O_NONBLOCK: a FIFO must not hang us; the fd is validated below, not the path.

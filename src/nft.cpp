@@ -25,6 +25,7 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -545,16 +546,22 @@ void grow_buffer(mnl_socket* sock, int opt_force, int opt, std::size_t want) {
 }
 
 // The comment a rule carries in its userdata (how status finds our counted rules); "" if none.
+// Userdata is opaque bytes to the kernel, written by whoever wrote the rule: walk its
+// type-length-value records here, bounded by the buffer. nftnl_udata_parse() trusts each
+// record's length and would read past the end.
 std::string rule_comment(const nftnl_rule* rule) {
     std::string comment;
     std::uint32_t ulen = 0;
-    if (const void* ud = nftnl_rule_get_data(rule, NFTNL_RULE_USERDATA, &ulen)) {
-        auto cb = [](const nftnl_udata* attr, void* data) -> int {
-            if (nftnl_udata_type(attr) == NFTNL_UDATA_RULE_COMMENT)
-                *static_cast<std::string*>(data) = static_cast<const char*>(nftnl_udata_get(attr));
-            return 0;
-        };
-        nftnl_udata_parse(ud, ulen, cb, &comment);
+    const auto* p = static_cast<const std::uint8_t*>(nftnl_rule_get_data(rule, NFTNL_RULE_USERDATA, &ulen));
+    if (!p) return comment;
+    std::size_t left = ulen;
+    while (left >= 2) {
+        std::uint8_t type = p[0];
+        std::size_t len = std::min<std::size_t>(p[1], left - 2);
+        const char* value = reinterpret_cast<const char*>(p + 2);
+        if (type == NFTNL_UDATA_RULE_COMMENT) comment = std::string(value, strnlen(value, len));
+        p += 2 + len;
+        left -= 2 + len;
     }
     return comment;
 }
@@ -562,15 +569,16 @@ std::string rule_comment(const nftnl_rule* rule) {
 // The rule's counter expression (zero when it has none).
 Counter rule_counter(nftnl_rule* rule) {
     Counter c;
-    auto* it = nftnl_expr_iter_create(rule);
+    std::unique_ptr<nftnl_expr_iter, void (*)(nftnl_expr_iter*)> it(nftnl_expr_iter_create(rule),
+                                                                   nftnl_expr_iter_destroy);
     if (!it) throw std::bad_alloc();
-    for (nftnl_expr* e = nftnl_expr_iter_next(it); e; e = nftnl_expr_iter_next(it)) {
-        if (std::strcmp(nftnl_expr_get_str(e, NFTNL_EXPR_NAME), "counter") == 0) {
+    for (nftnl_expr* e = nftnl_expr_iter_next(it.get()); e; e = nftnl_expr_iter_next(it.get())) {
+        const char* name = nftnl_expr_get_str(e, NFTNL_EXPR_NAME);
+        if (name && std::strcmp(name, "counter") == 0) {
             c.packets = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_PACKETS);
             c.bytes = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_BYTES);
         }
     }
-    nftnl_expr_iter_destroy(it);
     return c;
 }
 
@@ -865,12 +873,49 @@ std::vector<Range> elements_to_ranges(Family f, std::vector<ElementKey> elements
                 out.push_back(Range{*open, IpAddr{f, e.key.value - 1}});
             open.reset();
         } else {
-            if (open) out.push_back(Range{*open, IpAddr{f, e.key.value - 1}});  // defensive
+            // Two starts in a row (not what the kernel sends for a set of ours, but anyone with
+            // CAP_NET_ADMIN in the namespace can write this table): close the open range first;
+            // a repeated start is the same start.
+            if (open && e.key.value == open->value) continue;
+            if (open) out.push_back(Range{*open, IpAddr{f, e.key.value - 1}});
             open = e.key;
         }
     }
     if (open) out.push_back(Range{*open, IpAddr{f, top}});
     return out;
+}
+
+bool parse_rule_message(const nlmsghdr* nlh, std::optional<RuleSummary>& out) {
+    out.reset();
+    auto rule = checked<nftnl_rule, RuleFree>(nftnl_rule_alloc());
+    if (nftnl_rule_nlmsg_parse(nlh, rule.get()) < 0) return false;
+    const char* table = nftnl_rule_get_str(rule.get(), NFTNL_RULE_TABLE);
+    const char* chain = nftnl_rule_get_str(rule.get(), NFTNL_RULE_CHAIN);
+    if (nftnl_rule_get_u32(rule.get(), NFTNL_RULE_FAMILY) != NFPROTO_INET || !table ||
+        std::strcmp(table, kTable) != 0 || !chain || std::strcmp(chain, kChain) != 0)
+        return true;
+    RuleSummary r;
+    r.comment = rule_comment(rule.get());
+    r.counter = rule_counter(rule.get());
+    out = std::move(r);
+    return true;
+}
+
+bool parse_setelem_message(const nlmsghdr* nlh, Family f, std::vector<ElementKey>& keys) {
+    auto got = checked<nftnl_set, SetFree>(nftnl_set_alloc());
+    if (nftnl_set_elems_nlmsg_parse(nlh, got.get()) < 0) return false;
+    std::unique_ptr<nftnl_set_elems_iter, void (*)(nftnl_set_elems_iter*)> it(
+        nftnl_set_elems_iter_create(got.get()), nftnl_set_elems_iter_destroy);
+    if (!it) throw std::bad_alloc();
+    for (nftnl_set_elem* e = nftnl_set_elems_iter_next(it.get()); e; e = nftnl_set_elems_iter_next(it.get())) {
+        std::uint32_t len = 0;
+        const void* key = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &len);
+        if (!key || len != (f == Family::v4 ? 4u : 16u)) continue;
+        bool end = nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_FLAGS) &&
+                   (nftnl_set_elem_get_u32(e, NFTNL_SET_ELEM_FLAGS) & NFT_SET_ELEM_INTERVAL_END);
+        keys.push_back(ElementKey{IpAddr::from_bytes(f, key), end});
+    }
+    return true;
 }
 
 PolicyState read_policy(mnl_socket* sock) {
@@ -900,26 +945,20 @@ PolicyState read_policy(mnl_socket* sock) {
         nftnl_rule_nlmsg_build_payload(nlh, r.get());
         bool saw_allow4 = false, saw_allow6 = false, saw_deny = false, saw_audit = false;
         int err = dump(sock, nlh, [&](const nlmsghdr* m) {
-            auto rule = checked<nftnl_rule, RuleFree>(nftnl_rule_alloc());
-            if (nftnl_rule_nlmsg_parse(m, rule.get()) < 0) return MNL_CB_ERROR;
-            const char* table = nftnl_rule_get_str(rule.get(), NFTNL_RULE_TABLE);
-            const char* chain = nftnl_rule_get_str(rule.get(), NFTNL_RULE_CHAIN);
-            if (nftnl_rule_get_u32(rule.get(), NFTNL_RULE_FAMILY) != NFPROTO_INET || !table ||
-                std::strcmp(table, kTable) != 0 || !chain || std::strcmp(chain, kChain) != 0)
-                return MNL_CB_OK;
+            std::optional<RuleSummary> rule;
+            if (!parse_rule_message(m, rule)) return MNL_CB_ERROR;
+            if (!rule) return MNL_CB_OK;
             ++st.rules;
-            const std::string comment = rule_comment(rule.get());
-            const Counter c = rule_counter(rule.get());
-            if (comment == kCommentAllow4 || comment == kCommentAllow6) {
-                (comment == kCommentAllow4 ? saw_allow4 : saw_allow6) = true;
-                st.allowed.packets += c.packets;
-                st.allowed.bytes += c.bytes;
-            } else if (comment == kCommentDeny || comment == kCommentAudit) {
-                (comment == kCommentDeny ? saw_deny : saw_audit) = true;
-                st.refused = c;
-            } else if (comment == kCommentLog) {
+            if (rule->comment == kCommentAllow4 || rule->comment == kCommentAllow6) {
+                (rule->comment == kCommentAllow4 ? saw_allow4 : saw_allow6) = true;
+                st.allowed.packets += rule->counter.packets;
+                st.allowed.bytes += rule->counter.bytes;
+            } else if (rule->comment == kCommentDeny || rule->comment == kCommentAudit) {
+                (rule->comment == kCommentDeny ? saw_deny : saw_audit) = true;
+                st.refused = rule->counter;
+            } else if (rule->comment == kCommentLog) {
                 st.deny_log = true;
-                st.logged = c;
+                st.logged = rule->counter;
             }
             return MNL_CB_OK;
         });
@@ -939,19 +978,7 @@ PolicyState read_policy(mnl_socket* sock) {
         nftnl_set_elems_nlmsg_build_payload(nlh, s.get());
         std::vector<ElementKey> keys;
         int err = dump(sock, nlh, [&](const nlmsghdr* m) {
-            auto got = checked<nftnl_set, SetFree>(nftnl_set_alloc());
-            if (nftnl_set_elems_nlmsg_parse(m, got.get()) < 0) return MNL_CB_ERROR;
-            auto* it = nftnl_set_elems_iter_create(got.get());
-            for (nftnl_set_elem* e = nftnl_set_elems_iter_next(it); e; e = nftnl_set_elems_iter_next(it)) {
-                std::uint32_t len = 0;
-                const void* key = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &len);
-                if (!key || len != (f == Family::v4 ? 4u : 16u)) continue;
-                bool end = nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_FLAGS) &&
-                           (nftnl_set_elem_get_u32(e, NFTNL_SET_ELEM_FLAGS) & NFT_SET_ELEM_INTERVAL_END);
-                keys.push_back(ElementKey{IpAddr::from_bytes(f, key), end});
-            }
-            nftnl_set_elems_iter_destroy(it);
-            return MNL_CB_OK;
+            return parse_setelem_message(m, f, keys) ? MNL_CB_OK : MNL_CB_ERROR;
         });
         if (err == -ENOENT) {
             st.complete = false;

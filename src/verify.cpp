@@ -17,6 +17,7 @@
 #include "nsegress/inspect.hpp"
 #include "nsegress/nft.hpp"
 #include "nsegress/procfs.hpp"
+#include "nsegress/untrusted.hpp"
 
 namespace nsegress {
 
@@ -68,7 +69,8 @@ std::vector<Member> members_of(const Netns& ns) {
         Member m{static_cast<pid_t>(std::atoi(e->d_name)), "", 0, 0};
         auto status = read_text_file(base + "/status");
         if (!status) continue;
-        m.comm = status_field(*status, "Name");
+        // The process chose its own name (prctl PR_SET_NAME): escape it before printing it.
+        m.comm = printable(status_field(*status, "Name"), 64);
         m.cap_eff = status_hex(*status, "CapEff").value_or(0);
         struct stat us {};
         if (::stat((base + "/ns/user").c_str(), &us) == 0) m.userns = us.st_ino;

@@ -8,11 +8,14 @@ packages=(
 	build-essential cmake pkg-config
 	libnl-3-dev libnl-route-3-dev libmnl-dev libnftnl-dev
 	libboost-program-options-dev doctest-dev nlohmann-json3-dev libfmt-dev
+	# fuzzing (testenv/fuzz.sh): clang with libFuzzer and the sanitizer runtimes
+	clang libclang-rt-14-dev
 	# tests, demo and man page check
 	nftables iproute2 iputils-ping conntrack netcat-openbsd socat jq
 	groff-base man-db iptables procps util-linux
-	# test helpers in tests/integration/helpers (UDP streams, router advertisements, AF_PACKET frames)
-	python3
+	# test helpers in tests/integration/helpers (UDP streams, router advertisements, AF_PACKET
+	# frames) and descriptor hygiene (tests/integration/test_env_fds.sh: strace as the observer)
+	strace python3
 	# CNI plugin mode tests (tests/integration/test_cni*.sh): real bridge + host-local plugins,
 	# the Kubernetes example parsed with PyYAML, podman's CNI backend with a busybox image
 	containernetworking-plugins python3-yaml podman runc conmon busybox-static

@@ -8,11 +8,13 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <vector>
 
 #include "nsegress/cidr.hpp"
 
 struct mnl_socket;
+struct nlmsghdr;
 
 namespace nsegress {
 
@@ -23,6 +25,10 @@ struct FlowTuple {
 // Pure decision, unit-tested.
 bool is_forbidden_flow(const FlowTuple& orig, const AllowList& allow,
                        const std::vector<IpAddr>& local_addresses);
+
+// The original tuple of one ctnetlink dump message (IPCTNL_MSG_CT_NEW), or nothing when it has
+// no IPv4/IPv6 source and destination. What drop_forbidden_flows() reads; for tests and fuzzing.
+std::optional<FlowTuple> parse_conntrack_message(const nlmsghdr* nlh);
 
 // Dumps the namespace's conntrack table over ctnetlink and deletes the forbidden flows.
 // Returns how many were deleted. A namespace without conntrack state has nothing to delete.

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -88,6 +89,13 @@ enum Inspect : unsigned {
 
 // One dump per requested object type.
 Snapshot inspect(nl_sock* sock, unsigned what = inspect_all);
+
+// What inspect() does with the replies, on raw bytes: rtnetlink messages as dumps return them
+// (RTM_NEWLINK, RTM_NEWADDR, RTM_NEWROUTE, RTM_NEWRULE; NLMSG_DONE and other types are
+// skipped), appended to `snap` and sorted as inspect() sorts. Malformed input (a route prefix
+// longer than its family, a nexthop of length 0...) is an Error(Exit::failed), never a crash
+// or a hang, whether or not a kernel could have sent it. For tests and fuzzing.
+void parse_rtnl_messages(std::span<const std::uint8_t> bytes, Snapshot& snap);
 
 std::string route_type_name(std::uint8_t type);   // "unicast", "unreachable", ...
 std::string table_name(std::uint32_t table);        // "main", "local", "28275"

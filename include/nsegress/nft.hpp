@@ -60,12 +60,14 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "nsegress/cidr.hpp"
 
 struct mnl_socket;
+struct nlmsghdr;
 
 namespace nsegress::nft {
 
@@ -209,5 +211,18 @@ struct ElementKey {
     bool interval_end = false;
 };
 std::vector<Range> elements_to_ranges(Family f, std::vector<ElementKey> elements);
+
+// read_policy()'s parsing of one dump reply message, apart from the socket (for tests and
+// fuzzing: whoever else can write nftables could have written these bytes). Both return false
+// when libnftnl cannot parse the message.
+struct RuleSummary {
+    std::string comment;  // the rule's comment, "" when none
+    Counter counter;      // its counter expression, zero when none
+};
+// `out` is empty when the rule is not in inet nsegress / output.
+bool parse_rule_message(const nlmsghdr* nlh, std::optional<RuleSummary>& out);
+// Appends the keys of one NEWSETELEM message of a set of family `f` (keys of another length
+// are skipped).
+bool parse_setelem_message(const nlmsghdr* nlh, Family f, std::vector<ElementKey>& keys);
 
 }  // namespace nsegress::nft

@@ -61,9 +61,41 @@ gone=$!
 wait "$gone"
 bad 2 "--pid of an exited process ($gone)" "$gone" -- restrict --pid "$gone" "${A[@]}"
 bad 2 "--netns /nonexistent" "/nonexistent" -- restrict --netns /nonexistent "${A[@]}"
-bad "1 2" "--netns /etc/hostname (not a namespace)" "/etc/hostname" -- restrict --netns /etc/hostname "${A[@]}"
-bad "1 2" "--netns /proc/self/ns/uts (a namespace, not a network one)" "uts" -- restrict --netns /proc/self/ns/uts "${A[@]}"
-bad "1 2" "--netns /run/netns (a directory)" "/run/netns" -- restrict --netns /run/netns "${A[@]}"
+bad 1 "--netns /etc/hostname (not a namespace)" "/etc/hostname" -- restrict --netns /etc/hostname "${A[@]}"
+bad 1 "--netns /proc/self/ns/uts (a namespace, not a network one)" "uts" -- restrict --netns /proc/self/ns/uts "${A[@]}"
+bad 1 "--netns /run/netns (a directory)" "/run/netns" -- restrict --netns /run/netns "${A[@]}"
+
+section "--netns: the opened file is judged, not the path"
+# nsegress runs in gw (see nsg): a link to gw's namespace is a link to the host's, as far as
+# this run is concerned; a link to ctr's is fine (the control case).
+ln -s "/run/netns/${P}_gw" "$TMPD/link-to-own"
+bad 2 "--netns symlink to the namespace nsegress runs in" "itself runs in" -- restrict --netns "$TMPD/link-to-own" "${A[@]}"
+# (run from inside ctr, as test_refuse_host does: the link resolves to nsegress's own namespace,
+# so a broken refusal could only hit the lab)
+ln -s /proc/self/ns/net "$TMPD/link-to-self"
+DESC="--netns symlink to /proc/self/ns/net" expect_exit 2 in_ctr "$NSEGRESS" restrict --netns "$TMPD/link-to-self" "${A[@]}"
+assert_contains "$ERR" "itself runs in" "symlink to /proc/self/ns/net: refused as nsegress's own namespace"
+snapshot >"$TMPD/now"
+assert_same "$TMPD/baseline" "$TMPD/now" "symlink to /proc/self/ns/net: ctr unchanged"
+ln -s "$TMPD/nothing-here" "$TMPD/dangling"
+bad 2 "--netns dangling symlink" "does not exist" -- restrict --netns "$TMPD/dangling" "${A[@]}"
+bad 1 "--netns /proc/self/ns/user (a namespace of the wrong type)" "not a network namespace" -- restrict --netns /proc/self/ns/user "${A[@]}"
+bad 1 "--netns /proc/self/ns/mnt (a namespace of the wrong type)" "not a network namespace" -- restrict --netns /proc/self/ns/mnt "${A[@]}"
+bad 1 "--netns /dev/null (a character device)" "not a namespace file" -- restrict --netns /dev/null "${A[@]}"
+: >"$TMPD/regular"
+bad 1 "--netns a regular empty file" "not a namespace file" -- restrict --netns "$TMPD/regular" "${A[@]}"
+# A FIFO with no writer: a blocking open would hang forever. timeout turns a hang into 124.
+mkfifo "$TMPD/fifo"
+DESC="--netns a FIFO with no writer is refused, not waited on" \
+	expect_exit 1 timeout 20 ip netns exec "${P}_gw" "$NSEGRESS" restrict --netns "$TMPD/fifo" "${A[@]}"
+assert_contains "$ERR" "not a namespace file" "FIFO: the error says why"
+ln -s "$CTR_NS" "$TMPD/link-to-ctr"
+DESC="--netns symlink to ctr's namespace (control: a link as such is fine)" \
+	expect_exit 0 nsg restrict --netns "$TMPD/link-to-ctr" "${A[@]}" --no-probe
+assert_contains "$(nft_table)" "192.168.1.0/24" "restricted through the link"
+expect_exit 0 nsg release --netns "$TMPD/link-to-ctr"
+snapshot >"$TMPD/now"
+assert_same "$TMPD/baseline" "$TMPD/now" "after release through the link: ctr as before"
 
 section "a zombie (exited, not reaped) is no target"
 # perl (Essential in Debian) forks a child that exits and is never reaped until perl ends.
