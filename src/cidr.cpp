@@ -159,24 +159,31 @@ std::string Range::str() const {
 
 AllowList::AllowList(const std::vector<Cidr>& cidrs) {
     // Bulk: sort, then one merge pass per family -- O(n log n) for 100k CIDRs, where inserting
-    // them one by one into a sorted vector would move memory quadratically.
+    // them one by one into a sorted vector would move memory quadratically. Sorted and merged in
+    // place, in lists sized exactly, so a 10^5 list is held once, not copied.
     inputs_ = cidrs.size();
-    std::vector<Range> all;
-    all.reserve(cidrs.size());
-    for (const auto& c : cidrs) all.push_back(Range{c.first(), c.last()});
-    std::sort(all.begin(), all.end(), [](const Range& a, const Range& b) {
-        return std::tie(a.first.family, a.first.value) < std::tie(b.first.family, b.first.value);
-    });
-    for (const auto& r : all) {
-        auto& list = r.first.family == Family::v4 ? v4_ : v6_;
-        // Overlapping or adjacent to the last range: extend it (no wrap: last < all-ones here).
-        if (!list.empty() && r.first.value <= list.back().last.value + 1 &&
-            list.back().last.value != (r.first.family == Family::v4 ? u128{0xffffffffu} : ~u128{0}))
-            list.back().last.value = std::max(list.back().last.value, r.last.value);
-        else if (!list.empty() && list.back().last.value >= r.first.value)
-            continue;  // the last range already reaches the top of the address space
-        else
-            list.push_back(r);
+    std::size_t n4 = 0;
+    for (const auto& c : cidrs) n4 += c.addr.family == Family::v4;
+    v4_.reserve(n4);
+    v6_.reserve(cidrs.size() - n4);
+    for (const auto& c : cidrs) (c.addr.family == Family::v4 ? v4_ : v6_).push_back(Range{c.first(), c.last()});
+    for (auto* list : {&v4_, &v6_}) {
+        std::sort(list->begin(), list->end(),
+                  [](const Range& x, const Range& y) { return x.first.value < y.first.value; });
+        const u128 top = list == &v4_ ? u128{0xffffffffu} : ~u128{0};
+        std::size_t kept = 0;
+        for (std::size_t i = 0; i < list->size(); ++i) {
+            const Range& r = (*list)[i];
+            Range* last = kept ? &(*list)[kept - 1] : nullptr;
+            // Overlapping or adjacent to the last range: extend it (no wrap: last < all-ones).
+            if (last && last->last.value != top && r.first.value <= last->last.value + 1)
+                last->last.value = std::max(last->last.value, r.last.value);
+            else if (last && last->last.value >= r.first.value)
+                continue;  // the last range already reaches the top of the address space
+            else
+                (*list)[kept++] = r;
+        }
+        list->resize(kept);
     }
 }
 

@@ -242,6 +242,9 @@ template <typename What>
 
 RoutePlan plan_route_set(const Snapshot& snap, const AllowList& allow) {
     RoutePlan plan;
+    // Reserved once for both families: growing it for IPv6 after IPv4 would briefly hold two
+    // copies of a list as long as the allow-list (the peak memory of a 10^5-CIDR restrict).
+    plan.routes.reserve(allow.ranges(Family::v4).size() + allow.ranges(Family::v6).size());
     for (Family f : {Family::v4, Family::v6}) {
         // prefix -> (main route it copies). For each allowed prefix A and main route R that
         // overlap, the intersection is the longer of the two prefixes and its nexthop is that of
@@ -284,7 +287,6 @@ RoutePlan plan_route_set(const Snapshot& snap, const AllowList& allow) {
             }
         }
         chosen.resize(kept);
-        plan.routes.reserve(plan.routes.size() + kept);
         for (const auto& [prefix, main] : chosen) {
             Route r = *main;
             r.dst = prefix;
