@@ -143,11 +143,13 @@ void add_element(nftnl_set* s, const IpAddr& key, bool interval_end) {
     nftnl_set_elem_add(s, e);  // the set owns it now
 }
 
-void add_set(BatchWriter& w, Family f, const AllowList& allow) {
-    const char* name = f == Family::v4 ? kSet4 : kSet6;
-    std::uint32_t id = f == Family::v4 ? kSetId4 : kSetId6;
+// An interval set of table nsegress in `nfproto` (inet, or netdev for the egress filter), with
+// its elements in messages of kElementsPerMessage ranges.
+void add_interval_set(BatchWriter& w, std::uint32_t nfproto, const char* name, std::uint32_t id, Family f,
+                      const std::vector<Range>& ranges) {
     {
         auto s = make_set(name, id);
+        nftnl_set_set_u32(s.get(), NFTNL_SET_FAMILY, nfproto);
         nftnl_set_set_u32(s.get(), NFTNL_SET_FLAGS, NFT_SET_INTERVAL);
         nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE, f == Family::v4 ? kTypeIpAddr : kTypeIp6Addr);
         nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, f == Family::v4 ? 4 : 16);
@@ -156,11 +158,11 @@ void add_set(BatchWriter& w, Family f, const AllowList& allow) {
     }
     // Interval sets store [first, last+1): a start key, and an end key flagged INTERVAL_END.
     // A range reaching the top of the address space has no end key (last+1 would wrap).
-    const auto& ranges = allow.ranges(f);
     const u128 top = f == Family::v4 ? u128{0xffffffffu} : ~u128{0};
     for (std::size_t i = 0; i < ranges.size(); i += kElementsPerMessage) {
         std::size_t n = std::min(kElementsPerMessage, ranges.size() - i);
         auto s = make_set(name, id);
+        nftnl_set_set_u32(s.get(), NFTNL_SET_FAMILY, nfproto);
         for (std::size_t j = i; j < i + n; ++j) {
             add_element(s.get(), ranges[j].first, false);
             if (ranges[j].last.value != top)
@@ -168,16 +170,19 @@ void add_set(BatchWriter& w, Family f, const AllowList& allow) {
         }
         // Per element: nest + key nest + key (<=16) + flags, well under 64 bytes.
         w.add(NFT_MSG_NEWSETELEM, NLM_F_CREATE,
-              fmt::format("set {} elements {}-{} (first {})", name, i + 1, i + n,
-                          ranges[i].str()),
-              4096 + n * 2 * 64,
-              [&](nlmsghdr* nlh) {
+              fmt::format("set {} elements {}-{} (first {})", name, i + 1, i + n, ranges[i].str()),
+              4096 + n * 2 * 64, [&](nlmsghdr* nlh) {
                   nftnl_set_elems_nlmsg_build_payload(nlh, s.get());
                   // A nest over 64 KiB would wrap nla_len and silently lose elements.
                   if (nlh->nlmsg_len > 65000)
                       throw std::length_error("set element message exceeds a netlink nest");
               });
     }
+}
+
+void add_set(BatchWriter& w, Family f, const AllowList& allow) {
+    add_interval_set(w, NFPROTO_INET, f == Family::v4 ? kSet4 : kSet6, f == Family::v4 ? kSetId4 : kSetId6, f,
+                     allow.ranges(f));
 }
 
 void add_chain(BatchWriter& w, Mode mode) {
@@ -382,36 +387,6 @@ constexpr std::uint32_t kNetdevSetId4 = 11;
 constexpr std::uint32_t kNetdevSetId6 = 12;
 constexpr std::uint32_t kNetdevSetIdNd6 = 13;
 
-void add_netdev_set(BatchWriter& w, const char* name, std::uint32_t id, Family f,
-                    const std::vector<Range>& ranges) {
-    {
-        auto s = make_set(name, id);
-        nftnl_set_set_u32(s.get(), NFTNL_SET_FAMILY, NFPROTO_NETDEV);
-        nftnl_set_set_u32(s.get(), NFTNL_SET_FLAGS, NFT_SET_INTERVAL);
-        nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE, f == Family::v4 ? kTypeIpAddr : kTypeIp6Addr);
-        nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, f == Family::v4 ? 4 : 16);
-        w.add(NFT_MSG_NEWSET, NLM_F_CREATE, fmt::format("set {}", name), 1024,
-              [&](nlmsghdr* nlh) { nftnl_set_nlmsg_build_payload(nlh, s.get()); });
-    }
-    const u128 top = f == Family::v4 ? u128{0xffffffffu} : ~u128{0};
-    for (std::size_t i = 0; i < ranges.size(); i += kElementsPerMessage) {
-        std::size_t n = std::min(kElementsPerMessage, ranges.size() - i);
-        auto s = make_set(name, id);
-        for (std::size_t j = i; j < i + n; ++j) {
-            add_element(s.get(), ranges[j].first, false);
-            if (ranges[j].last.value != top)
-                add_element(s.get(), IpAddr{f, ranges[j].last.value + 1}, true);
-        }
-        w.add(NFT_MSG_NEWSETELEM, NLM_F_CREATE,
-              fmt::format("set {} elements {}-{} (first {})", name, i + 1, i + n, ranges[i].str()),
-              4096 + n * 2 * 64, [&](nlmsghdr* nlh) {
-                  nftnl_set_elems_nlmsg_build_payload(nlh, s.get());
-                  if (nlh->nlmsg_len > 65000)
-                      throw std::length_error("set element message exceeds a netlink nest");
-              });
-    }
-}
-
 std::string netdev_chain_name(const NetdevDevice& d) { return kNetdevChainPrefix + d.name; }
 
 // Where the fields a rule reads sit in the frame. Ethernet devices: behind the 14-byte header,
@@ -495,9 +470,9 @@ void add_netdev(BatchWriter& w, const AllowList& allow, const NetdevPlan& plan) 
     add_table(w, NFT_MSG_DELTABLE, plan.install ? "table netdev nsegress (replace)" : "table netdev nsegress (delete)");
     if (plan.install) {
         add_table(w, NFT_MSG_NEWTABLE, "table netdev nsegress");
-        add_netdev_set(w, kSet4, kNetdevSetId4, Family::v4, allow.ranges(Family::v4));
-        add_netdev_set(w, kSet6, kNetdevSetId6, Family::v6, allow.ranges(Family::v6));
-        add_netdev_set(w, kSetNd6, kNetdevSetIdNd6, Family::v6, plan.neighbour6.ranges(Family::v6));
+        add_interval_set(w, NFPROTO_NETDEV, kSet4, kNetdevSetId4, Family::v4, allow.ranges(Family::v4));
+        add_interval_set(w, NFPROTO_NETDEV, kSet6, kNetdevSetId6, Family::v6, allow.ranges(Family::v6));
+        add_interval_set(w, NFPROTO_NETDEV, kSetNd6, kNetdevSetIdNd6, Family::v6, plan.neighbour6.ranges(Family::v6));
         for (const auto& d : plan.devices) add_netdev_chain(w, d, allow);
     }
     w.family = NFPROTO_INET;
