@@ -253,8 +253,8 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     if (!opt.dry_run) close_nfnl_in_background(h);
     Snapshot before = inspect(h.rtnl.get());
     RoutePlan plan = route_set ? plan_route_set(before, allow) : RoutePlan{};
-    nft::NetdevPlan netdev = netdev_plan(before, netdev_egress,
-                                         h.nfnl && nft::netdev_table_present(h.nfnl.get()));
+    // The devices to filter; whether an earlier netdev table must go is decided at commit.
+    nft::NetdevPlan netdev = netdev_plan(before, netdev_egress, false);
     testing::test_point("inspected");
 
     if (opt.dry_run) {
@@ -275,9 +275,18 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     //    one must go). Nothing after this can leave the namespace less restricted than it.
     int attempts = 0;
     {   // The batch is as large as the allow-list: gone before the route set is built.
-        nft::Batch batch = nft::compile_policy(allow, batch_seq(), mode, netdev);
-        if (testing::g_hooks.mutate_batch) testing::g_hooks.mutate_batch(batch);
-        attempts = nft::commit(h.nfnl.get(), batch);
+        std::optional<nft::Batch> batch;
+        attempts = nft::commit(h.nfnl.get(), [&]() -> const nft::Batch& {
+            // What an earlier run left decides how the batch replaces it (in place when it
+            // can); read after the generation, so the kernel vouches that it still holds.
+            nft::Installed installed = nft::probe_installed(h.nfnl.get());
+            batch.reset();
+            batch = nft::compile_policy(allow, batch_seq(), mode,
+                                        netdev_plan(before, netdev_egress, installed.netdev != nft::Found::absent),
+                                        installed);
+            if (testing::g_hooks.mutate_batch) testing::g_hooks.mutate_batch(*batch);
+            return *batch;
+        });
     }
     doc["policy"] = json{{"table", "inet nsegress"}, {"committed", true}, {"commit_attempts", attempts},
                          {"mode", nft::mode_name(mode)}, {"log_group", nft::kNflogGroup}};

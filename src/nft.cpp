@@ -125,6 +125,17 @@ void add_table(BatchWriter& w, std::uint16_t type, const char* what) {
           [&](nlmsghdr* nlh) { nftnl_table_nlmsg_build_payload(nlh, t.get()); });
 }
 
+// "flush chain": deletes every rule of the chain in the next generation (DELRULE without a
+// handle). Sent before the new rules, which it would otherwise delete too.
+void flush_chain(BatchWriter& w, std::uint32_t family, const std::string& chain) {
+    auto r = checked<nftnl_rule, RuleFree>(nftnl_rule_alloc());
+    nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, kTable);
+    nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, chain.c_str());
+    nftnl_rule_set_u32(r.get(), NFTNL_RULE_FAMILY, family);
+    w.add(NFT_MSG_DELRULE, 0, fmt::format("flush chain {}", chain), 512,
+          [&](nlmsghdr* nlh) { nftnl_rule_nlmsg_build_payload(nlh, r.get()); });
+}
+
 SetPtr make_set(const char* name, std::uint32_t id) {
     auto s = checked<nftnl_set, SetFree>(nftnl_set_alloc());
     nftnl_set_set_str(s.get(), NFTNL_SET_TABLE, kTable);
@@ -145,9 +156,17 @@ void add_element(nftnl_set* s, const IpAddr& key, bool interval_end) {
 
 // An interval set of table nsegress in `nfproto` (inet, or netdev for the egress filter), with
 // its elements in messages of kElementsPerMessage ranges.
+// With `existing`, the set is already there with this shape (probe_installed): its elements
+// are flushed (DELSETELEM without elements) and the new ones added, in the same transaction.
 void add_interval_set(BatchWriter& w, std::uint32_t nfproto, const char* name, std::uint32_t id, Family f,
-                      const std::vector<Range>& ranges) {
-    {
+                      const std::vector<Range>& ranges, bool existing = false) {
+    if (existing) {
+        auto s = make_set(name, id);
+        nftnl_set_set_u32(s.get(), NFTNL_SET_FAMILY, nfproto);
+        nftnl_set_unset(s.get(), NFTNL_SET_ID);  // by name: the set is not new in this batch
+        w.add(NFT_MSG_DELSETELEM, 0, fmt::format("flush set {}", name), 512,
+              [&](nlmsghdr* nlh) { nftnl_set_elems_nlmsg_build_payload(nlh, s.get()); });
+    } else {
         auto s = make_set(name, id);
         nftnl_set_set_u32(s.get(), NFTNL_SET_FAMILY, nfproto);
         nftnl_set_set_u32(s.get(), NFTNL_SET_FLAGS, NFT_SET_INTERVAL);
@@ -180,9 +199,9 @@ void add_interval_set(BatchWriter& w, std::uint32_t nfproto, const char* name, s
     }
 }
 
-void add_set(BatchWriter& w, Family f, const AllowList& allow) {
+void add_set(BatchWriter& w, Family f, const AllowList& allow, bool existing = false) {
     add_interval_set(w, NFPROTO_INET, f == Family::v4 ? kSet4 : kSet6, f == Family::v4 ? kSetId4 : kSetId6, f,
-                     allow.ranges(f));
+                     allow.ranges(f), existing);
 }
 
 void add_chain(BatchWriter& w, Mode mode) {
@@ -409,7 +428,7 @@ RuleBuilder& frame_is(RuleBuilder& r, const FrameLayout& l, Family f) {
     return r.masked_eq_u8(0xf0, f == Family::v4 ? 0x40 : 0x60);
 }
 
-void add_netdev_chain(BatchWriter& w, const NetdevDevice& dev, const AllowList& allow) {
+void add_netdev_chain(BatchWriter& w, const NetdevDevice& dev, const AllowList& allow, bool existing) {
     const std::string chain = netdev_chain_name(dev);
     {
         auto c = checked<nftnl_chain, ChainFree>(nftnl_chain_alloc());
@@ -424,6 +443,7 @@ void add_netdev_chain(BatchWriter& w, const NetdevDevice& dev, const AllowList& 
         w.add(NFT_MSG_NEWCHAIN, NLM_F_CREATE, fmt::format("chain {} (egress hook of '{}')", chain, dev.name),
               1024, [&](nlmsghdr* nlh) { nftnl_chain_nlmsg_build_payload(nlh, c.get()); });
     }
+    if (existing) flush_chain(w, NFPROTO_NETDEV, chain);
     const FrameLayout l{dev.ethernet ? NFT_PAYLOAD_LL_HEADER : NFT_PAYLOAD_NETWORK_HEADER,
                         dev.ethernet ? 14u : 0u, dev.ethernet};
     auto rule = [&] { return RuleBuilder(NFPROTO_NETDEV, chain); };
@@ -461,19 +481,46 @@ void add_netdev_chain(BatchWriter& w, const NetdevDevice& dev, const AllowList& 
     rule().counter().drop().comment(kCommentDeny).emit(w, what("drop"));
 }
 
-void add_netdev(BatchWriter& w, const AllowList& allow, const NetdevPlan& plan) {
+void add_netdev(BatchWriter& w, const AllowList& allow, const NetdevPlan& plan, const Installed& installed) {
     if (!plan.install && !plan.replace_existing) return;
     w.family = NFPROTO_NETDEV;
     w.label = "netdev ";
-    // Same shape as the inet table: ensure, delete, (re)create; all inside the one batch.
-    add_table(w, NFT_MSG_NEWTABLE, "table netdev nsegress (ensure)");
-    add_table(w, NFT_MSG_DELTABLE, plan.install ? "table netdev nsegress (replace)" : "table netdev nsegress (delete)");
-    if (plan.install) {
-        add_table(w, NFT_MSG_NEWTABLE, "table netdev nsegress");
-        add_interval_set(w, NFPROTO_NETDEV, kSet4, kNetdevSetId4, Family::v4, allow.ranges(Family::v4));
-        add_interval_set(w, NFPROTO_NETDEV, kSet6, kNetdevSetId6, Family::v6, allow.ranges(Family::v6));
-        add_interval_set(w, NFPROTO_NETDEV, kSetNd6, kNetdevSetIdNd6, Family::v6, plan.neighbour6.ranges(Family::v6));
-        for (const auto& d : plan.devices) add_netdev_chain(w, d, allow);
+    if (plan.install && installed.netdev == Found::reusable) {
+        // In place (see Installed): chains of devices still there keep their hooks.
+        add_table(w, NFT_MSG_NEWTABLE, "table netdev nsegress (kept)");
+        add_interval_set(w, NFPROTO_NETDEV, kSet4, kNetdevSetId4, Family::v4, allow.ranges(Family::v4), true);
+        add_interval_set(w, NFPROTO_NETDEV, kSet6, kNetdevSetId6, Family::v6, allow.ranges(Family::v6), true);
+        add_interval_set(w, NFPROTO_NETDEV, kSetNd6, kNetdevSetIdNd6, Family::v6, plan.neighbour6.ranges(Family::v6),
+                         true);
+        auto had = [&](const std::string& dev) {
+            return std::find(installed.netdev_devices.begin(), installed.netdev_devices.end(), dev) !=
+                   installed.netdev_devices.end();
+        };
+        for (const auto& d : plan.devices) add_netdev_chain(w, d, allow, had(d.name));
+        for (const auto& dev : installed.netdev_devices) {
+            if (std::any_of(plan.devices.begin(), plan.devices.end(), [&](const NetdevDevice& d) { return d.name == dev; }))
+                continue;
+            // A device that is gone (or no longer filtered): its chain goes, rules first.
+            const std::string chain = kNetdevChainPrefix + dev;
+            flush_chain(w, NFPROTO_NETDEV, chain);
+            auto c = checked<nftnl_chain, ChainFree>(nftnl_chain_alloc());
+            nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, kTable);
+            nftnl_chain_set_str(c.get(), NFTNL_CHAIN_NAME, chain.c_str());
+            nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_FAMILY, NFPROTO_NETDEV);
+            w.add(NFT_MSG_DELCHAIN, 0, fmt::format("chain {} (stale)", chain), 512,
+                  [&](nlmsghdr* nlh) { nftnl_chain_nlmsg_build_payload(nlh, c.get()); });
+        }
+    } else {
+        // Same shape as the inet table: ensure, delete, (re)create; all inside the one batch.
+        add_table(w, NFT_MSG_NEWTABLE, "table netdev nsegress (ensure)");
+        add_table(w, NFT_MSG_DELTABLE, plan.install ? "table netdev nsegress (replace)" : "table netdev nsegress (delete)");
+        if (plan.install) {
+            add_table(w, NFT_MSG_NEWTABLE, "table netdev nsegress");
+            add_interval_set(w, NFPROTO_NETDEV, kSet4, kNetdevSetId4, Family::v4, allow.ranges(Family::v4));
+            add_interval_set(w, NFPROTO_NETDEV, kSet6, kNetdevSetId6, Family::v6, allow.ranges(Family::v6));
+            add_interval_set(w, NFPROTO_NETDEV, kSetNd6, kNetdevSetIdNd6, Family::v6, plan.neighbour6.ranges(Family::v6));
+            for (const auto& d : plan.devices) add_netdev_chain(w, d, allow, false);
+        }
     }
     w.family = NFPROTO_INET;
     w.label.clear();
@@ -583,17 +630,28 @@ int dump(mnl_socket* sock, nlmsghdr* req, Cb cb) {
 
 const char* mode_name(Mode m) { return m == Mode::audit ? "audit" : "enforce"; }
 
-Batch compile_policy(const AllowList& allow, std::uint32_t first_seq, Mode mode, const NetdevPlan& netdev) {
+Batch compile_policy(const AllowList& allow, std::uint32_t first_seq, Mode mode, const NetdevPlan& netdev,
+                     const Installed& installed) {
     BatchWriter w(first_seq);
     w.begin();
-    add_table(w, NFT_MSG_NEWTABLE, "table inet nsegress (ensure)");
-    add_table(w, NFT_MSG_DELTABLE, "table inet nsegress (replace)");
-    add_table(w, NFT_MSG_NEWTABLE, "table inet nsegress");
-    add_set(w, Family::v4, allow);
-    add_set(w, Family::v6, allow);
-    add_chain(w, mode);
+    if (installed.inet == Found::reusable) {
+        // In place (see Installed): the chain keeps its hook; a policy change (enforce <->
+        // audit) is applied at commit, and the final rule is a catch-all either way.
+        add_table(w, NFT_MSG_NEWTABLE, "table inet nsegress (kept)");
+        add_chain(w, mode);
+        flush_chain(w, NFPROTO_INET, kChain);
+        add_set(w, Family::v4, allow, true);
+        add_set(w, Family::v6, allow, true);
+    } else {
+        add_table(w, NFT_MSG_NEWTABLE, "table inet nsegress (ensure)");
+        add_table(w, NFT_MSG_DELTABLE, "table inet nsegress (replace)");
+        add_table(w, NFT_MSG_NEWTABLE, "table inet nsegress");
+        add_set(w, Family::v4, allow);
+        add_set(w, Family::v6, allow);
+        add_chain(w, mode);
+    }
     add_rules(w, allow, mode);
-    add_netdev(w, allow, netdev);
+    add_netdev(w, allow, netdev, installed);
     return w.end();
 }
 
@@ -604,7 +662,7 @@ Batch compile_delete(std::uint32_t first_seq, bool netdev_present) {
     add_table(w, NFT_MSG_DELTABLE, "table inet nsegress (delete)");
     NetdevPlan plan;
     plan.replace_existing = netdev_present;
-    add_netdev(w, AllowList{}, plan);
+    add_netdev(w, AllowList{}, plan, Installed{});
     return w.end();
 }
 
@@ -821,8 +879,13 @@ std::uint32_t read_genid(mnl_socket* sock) {
 }
 
 int commit(mnl_socket* sock, const Batch& batch) {
+    return commit(sock, [&]() -> const Batch& { return batch; });
+}
+
+int commit(mnl_socket* sock, const std::function<const Batch&()>& build) {
     for (int attempt = 1; attempt <= kCommitAttempts; ++attempt) {
         std::uint32_t genid = read_genid(sock);
+        const Batch& batch = build();
         // Test builds only: pretend the ruleset changed between our read and our send.
         if (attempt <= testing::g_hooks.stale_genid_attempts) genid += 0x10000;
         if (commit_attempt(sock, batch, genid)) return attempt;
@@ -965,17 +1028,128 @@ PolicyState read_policy(mnl_socket* sock) {
     return st;
 }
 
-bool netdev_table_present(mnl_socket* sock) {
+namespace {
+
+bool table_present(mnl_socket* sock, std::uint32_t family) {
     static std::uint32_t seq = 0x20000000;
     std::vector<char> req(MNL_SOCKET_BUFFER_SIZE);
     auto t = make_table();
-    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETTABLE, NFPROTO_NETDEV, NLM_F_ACK, ++seq);
+    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETTABLE, family, NLM_F_ACK, ++seq);
     nftnl_table_nlmsg_build_payload(nlh, t.get());
     int err = dump(sock, nlh, [](const nlmsghdr*) { return MNL_CB_OK; });
     // EAFNOSUPPORT: a kernel without the netdev family cannot have such a table.
     if (err == -ENOENT || err == -EAFNOSUPPORT) return false;
-    if (err < 0) throw_errno("get table netdev nsegress", -err);
+    if (err < 0)
+        throw_errno(fmt::format("get table {} nsegress", family == NFPROTO_NETDEV ? "netdev" : "inet"), -err);
     return true;
+}
+
+struct ChainShape {
+    std::string name, type, device;
+    std::uint32_t hook = ~0u;
+    std::int32_t prio = 0;
+    bool base = false;
+};
+struct SetShape {
+    std::string name;
+    std::uint32_t key_type = 0, key_len = 0, flags = 0;
+};
+
+// The chains and sets of table nsegress in `family`: one dump each, no rules, no elements.
+void dump_shapes(mnl_socket* sock, std::uint32_t family, std::vector<ChainShape>& chains, std::vector<SetShape>& sets) {
+    static std::uint32_t seq = 0x28000000;
+    std::vector<char> req(MNL_SOCKET_BUFFER_SIZE);
+    const char* fam = family == NFPROTO_NETDEV ? "netdev" : "inet";
+    {
+        auto c = checked<nftnl_chain, ChainFree>(nftnl_chain_alloc());
+        nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, kTable);
+        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETCHAIN, family, NLM_F_DUMP, ++seq);
+        nftnl_chain_nlmsg_build_payload(nlh, c.get());
+        int err = dump(sock, nlh, [&](const nlmsghdr* m) {
+            auto chain = checked<nftnl_chain, ChainFree>(nftnl_chain_alloc());
+            if (nftnl_chain_nlmsg_parse(m, chain.get()) < 0) return MNL_CB_ERROR;
+            const char* table = nftnl_chain_get_str(chain.get(), NFTNL_CHAIN_TABLE);
+            const char* name = nftnl_chain_get_str(chain.get(), NFTNL_CHAIN_NAME);
+            if (!table || std::strcmp(table, kTable) != 0 || !name) return MNL_CB_OK;
+            ChainShape cs;
+            cs.name = name;
+            cs.base = nftnl_chain_is_set(chain.get(), NFTNL_CHAIN_HOOKNUM);
+            if (cs.base) {
+                cs.hook = nftnl_chain_get_u32(chain.get(), NFTNL_CHAIN_HOOKNUM);
+                cs.prio = nftnl_chain_get_s32(chain.get(), NFTNL_CHAIN_PRIO);
+            }
+            if (const char* t = nftnl_chain_get_str(chain.get(), NFTNL_CHAIN_TYPE)) cs.type = t;
+            if (nftnl_chain_is_set(chain.get(), NFTNL_CHAIN_DEV)) {
+                cs.device = nftnl_chain_get_str(chain.get(), NFTNL_CHAIN_DEV);
+            } else if (nftnl_chain_is_set(chain.get(), NFTNL_CHAIN_DEVICES)) {
+                // The kernel reports a single device as a one-element list on some versions.
+                const auto* devs = static_cast<const char* const*>(nftnl_chain_get(chain.get(), NFTNL_CHAIN_DEVICES));
+                if (devs && devs[0] && !devs[1]) cs.device = devs[0];
+            }
+            chains.push_back(std::move(cs));
+            return MNL_CB_OK;
+        });
+        if (err < 0 && err != -ENOENT) throw_errno(fmt::format("dump chains of table {} nsegress", fam), -err);
+    }
+    {
+        auto st = make_set(kSet4, 0);
+        nftnl_set_unset(st.get(), NFTNL_SET_NAME);
+        nftnl_set_unset(st.get(), NFTNL_SET_ID);
+        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETSET, family, NLM_F_DUMP, ++seq);
+        nftnl_set_nlmsg_build_payload(nlh, st.get());
+        int err = dump(sock, nlh, [&](const nlmsghdr* m) {
+            auto set = checked<nftnl_set, SetFree>(nftnl_set_alloc());
+            if (nftnl_set_nlmsg_parse(m, set.get()) < 0) return MNL_CB_ERROR;
+            const char* table = nftnl_set_get_str(set.get(), NFTNL_SET_TABLE);
+            const char* name = nftnl_set_get_str(set.get(), NFTNL_SET_NAME);
+            if (!table || std::strcmp(table, kTable) != 0 || !name) return MNL_CB_OK;
+            sets.push_back(SetShape{name, nftnl_set_get_u32(set.get(), NFTNL_SET_KEY_TYPE),
+                                    nftnl_set_get_u32(set.get(), NFTNL_SET_KEY_LEN),
+                                    nftnl_set_get_u32(set.get(), NFTNL_SET_FLAGS)});
+            return MNL_CB_OK;
+        });
+        if (err < 0 && err != -ENOENT) throw_errno(fmt::format("dump sets of table {} nsegress", fam), -err);
+    }
+}
+
+bool has_set(const std::vector<SetShape>& sets, const char* name, Family f) {
+    return std::any_of(sets.begin(), sets.end(), [&](const SetShape& s) {
+        return s.name == name && s.key_type == (f == Family::v4 ? kTypeIpAddr : kTypeIp6Addr) &&
+               s.key_len == (f == Family::v4 ? 4u : 16u) && s.flags == NFT_SET_INTERVAL;
+    });
+}
+
+}  // namespace
+
+bool netdev_table_present(mnl_socket* sock) { return table_present(sock, NFPROTO_NETDEV); }
+
+Installed probe_installed(mnl_socket* sock) {
+    Installed in;
+    if (table_present(sock, NFPROTO_INET)) {
+        std::vector<ChainShape> chains;
+        std::vector<SetShape> sets;
+        dump_shapes(sock, NFPROTO_INET, chains, sets);
+        bool chain_ok = std::any_of(chains.begin(), chains.end(), [](const ChainShape& c) {
+            return c.name == kChain && c.base && c.hook == NF_INET_LOCAL_OUT && c.prio == 0 && c.type == "filter";
+        });
+        in.inet = chain_ok && has_set(sets, kSet4, Family::v4) && has_set(sets, kSet6, Family::v6) ? Found::reusable
+                                                                                                 : Found::foreign;
+    }
+    if (table_present(sock, NFPROTO_NETDEV)) {
+        std::vector<ChainShape> chains;
+        std::vector<SetShape> sets;
+        dump_shapes(sock, NFPROTO_NETDEV, chains, sets);
+        // Reusable only when every chain is one of ours, bound to the device its name says.
+        bool ok = has_set(sets, kSet4, Family::v4) && has_set(sets, kSet6, Family::v6) && has_set(sets, kSetNd6, Family::v6);
+        for (const auto& c : chains) {
+            ok = ok && c.base && c.hook == NF_NETDEV_EGRESS && c.prio == 0 && c.type == "filter" &&
+                 !c.device.empty() && c.name == kNetdevChainPrefix + c.device;
+            if (ok) in.netdev_devices.push_back(c.device);
+        }
+        in.netdev = ok ? Found::reusable : Found::foreign;
+        if (!ok) in.netdev_devices.clear();
+    }
+    return in;
 }
 
 NetdevState read_netdev(mnl_socket* sock) {

@@ -52,13 +52,15 @@
 // Commit and the ruleset generation id: commit() reads the generation with NFT_MSG_GETGEN just
 // before sending and puts it in BATCH_BEGIN (NFNL_BATCH_GENID). If any other writer committed
 // in between, the kernel refuses the whole batch with ERESTART before looking at it, and commit
-// sends it again with the new generation, at most kCommitAttempts times. The policy batch does
-// not depend on what it replaces ("add; delete; add"), so a retry is always correct; the genid
-// makes sure a batch is never applied on top of a ruleset that changed after we last looked.
+// sends it again with the new generation, at most kCommitAttempts times. The policy batch
+// depends on what it replaces (probe_installed): it is built after the generation is read and
+// rebuilt for every retry, so it is never applied on top of a ruleset that changed after we
+// last looked.
 // Writers of other tables are never touched: only tables named nsegress are in our batches.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -127,13 +129,33 @@ struct NetdevPlan {
     AllowList neighbour6;          // destinations neighbour discovery may go to (set nd6)
 };
 
-// Replace-or-create the whole table in one transaction: "add table; delete table; add table
-// {...}" is committed at BATCH_END, so there is no moment with an empty or missing policy.
-// Mode::audit: accept (counted and logged) instead of rejecting; see the top of this file.
-// The netdev table is replaced (or created) in the same transaction when netdev.install,
-// otherwise deleted when netdev.replace_existing.
+// What an earlier run left in the namespace, as far as replacing it goes: read with one dump of
+// the chains and one of the sets per family (no elements, no rules), just before compiling.
+//   reusable  the table holds our base chains and sets with exactly our hooks and key types:
+//             the new policy is written into them (rules flushed and re-added, set elements
+//             flushed and re-added). The base chains stay registered throughout, so the switch
+//             is one generation flip for the packets: atomic.
+//   absent / foreign  "add table; delete table; add table {...}". Deleting a base chain leaves
+//             it registered, with no rules and its drop policy, for a moment of the commit
+//             (after the generation flip, before its hook is unregistered): an allowed packet
+//             can be refused then (test_atomic_traffic.sh caught it). Harmless when there was
+//             no policy, and fail-closed otherwise.
+enum class Found { absent, reusable, foreign };
+struct Installed {
+    Found inet = Found::absent;
+    Found netdev = Found::absent;
+    std::vector<std::string> netdev_devices;  // netdev reusable: the devices of its chains
+};
+Installed probe_installed(mnl_socket* sock);
+
+// Replace-or-create the whole policy in one transaction, committed at BATCH_END: there is no
+// moment with an empty or missing policy. How it replaces depends on `installed` (above); the
+// default is the delete-and-create form, always correct. Mode::audit: accept (counted and
+// logged) instead of rejecting; see the top of this file. The netdev table is replaced (or
+// created) in the same transaction when netdev.install, otherwise deleted when
+// netdev.replace_existing.
 Batch compile_policy(const AllowList& allow, std::uint32_t first_seq, Mode mode = Mode::enforce,
-                     const NetdevPlan& netdev = {});
+                     const NetdevPlan& netdev = {}, const Installed& installed = {});
 // "add table; delete table": removes the table, and succeeds when it was not there; also the
 // netdev table when `netdev_present`.
 Batch compile_delete(std::uint32_t first_seq, bool netdev_present = false);
@@ -158,6 +180,10 @@ MnlSocket open_nfnl_socket();
 // Returns the number of attempts it took (1 when nobody interfered).
 inline constexpr int kCommitAttempts = 10;
 int commit(mnl_socket* sock, const Batch& batch);
+// The same for a batch that depends on what is installed: `build` is called after the
+// generation is read, on every attempt, so whatever it reads (probe_installed) belongs to the
+// generation the kernel checks; if anything changed meanwhile, the batch is rebuilt.
+int commit(mnl_socket* sock, const std::function<const Batch&()>& build);
 
 // The current ruleset generation id (NFT_MSG_GETGEN).
 std::uint32_t read_genid(mnl_socket* sock);

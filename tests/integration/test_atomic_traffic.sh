@@ -113,5 +113,34 @@ r=$(line_of "$ev" "table 28275")
 assert_true "none -> route set: routes (line $r), then the lookup rule (line $l), then the unreachable rule (line $u)" \
 	test "$r" -lt "$l" -a "$l" -lt "$u" -a "$u" -lt 999999
 
+section "the nft replacement keeps the base chain (nft monitor): its hook never goes away"
+# Deleting and re-creating the table would leave the old chain hooked, empty and with policy
+# drop, for a moment of the commit: rare refusals that sampling only sometimes catches. The
+# events say which way the batch went.
+nft_monitor_during() {
+	ip netns exec "${P}_ctr" nft monitor >"$TMPD/nftmon" 2>&1 &
+	local mon=$!
+	sleep 0.3
+	nsg restrict --netns "$CTR_NS" "$@" --no-probe >/dev/null 2>&1
+	sleep 0.3
+	kill "$mon"
+	wait "$mon" 2>/dev/null
+	cat "$TMPD/nftmon"
+}
+ev=$(nft_monitor_during "${list_a[@]}")
+assert_not_contains "$ev" "delete table inet nsegress" "re-restrict: the table is not deleted"
+assert_not_contains "$ev" "delete chain inet nsegress output" "re-restrict: the output chain is not deleted"
+assert_match "$ev" 'delete rule inet nsegress output handle' "re-restrict: the old rules are flushed from the kept chain"
+assert_match "$ev" 'add rule inet nsegress output .*comment "nsegress: allowed ipv4"' "re-restrict: the new rules go into it"
+ev=$(nft_monitor_during "${list_b[@]}" --audit)
+assert_not_contains "$ev" "delete chain inet nsegress output" "enforce -> audit: the chain is kept"
+assert_contains "$(ip netns exec "${P}_ctr" nft list chain inet nsegress output)" "policy accept" "audit: chain policy accept"
+ev=$(nft_monitor_during "${list_b[@]}")
+assert_contains "$(ip netns exec "${P}_ctr" nft list chain inet nsegress output)" "policy drop" "audit -> enforce: chain policy drop again"
+set4=$(ip netns exec "${P}_ctr" nft list set inet nsegress allow4)
+assert_match "$set4" '192\.168\.1\.10[^0-9/]' "list B in place: allow4 holds the lan host"
+assert_contains "$set4" "203.0.113.0/24" "list B in place: allow4 holds 203.0.113.0/24"
+assert_not_contains "$set4" "192.168.1.0/24" "list B in place: list A's 192.168.1.0/24 was flushed"
+
 expect_exit 0 nsg release --netns "$CTR_NS"
 finish

@@ -12,6 +12,7 @@
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -395,4 +396,55 @@ TEST_CASE("a stale netdev table is deleted in the same batch; release deletes bo
     CHECK(netdev_tables == 2);  // ensure + delete
     CHECK(walk(nft::compile_delete(7, true)).msgs.size() == 6);
     CHECK(walk(nft::compile_delete(7, false)).msgs.size() == 4);
+}
+
+TEST_CASE("an earlier policy of our shape is replaced in place: chain kept, rules and elements flushed first") {
+    AllowList allow({parse_cidr("192.168.1.0/24"), parse_cidr("2001:db8:1::/64")});
+    nft::Installed reusable;
+    reusable.inet = nft::Found::reusable;
+    nft::Batch b = nft::compile_policy(allow, 500, nft::Mode::enforce, nft::NetdevPlan{}, reusable);
+    std::vector<std::uint16_t> types;
+    for (const auto* nlh : walk(b).msgs)
+        if (is_nft(nlh)) types.push_back(nft_type(nlh));
+    auto first = [&](std::uint16_t t) {
+        return std::find(types.begin(), types.end(), t) - types.begin();
+    };
+    auto count = [&](std::uint16_t t) { return std::count(types.begin(), types.end(), t); };
+    CHECK(count(NFT_MSG_DELTABLE) == 0);   // the base chain's hook never goes away
+    CHECK(count(NFT_MSG_DELCHAIN) == 0);
+    CHECK(count(NFT_MSG_NEWSET) == 0);     // the sets are kept too
+    CHECK(count(NFT_MSG_NEWCHAIN) == 1);   // same hook; carries the (maybe new) policy
+    CHECK(count(NFT_MSG_DELRULE) == 1);    // flush chain output
+    CHECK(count(NFT_MSG_DELSETELEM) == 2); // flush set allow4, allow6
+    // Flushes first: a flush after the additions would delete them as well.
+    CHECK(first(NFT_MSG_DELRULE) < first(NFT_MSG_NEWRULE));
+    CHECK(first(NFT_MSG_DELSETELEM) < first(NFT_MSG_NEWSETELEM));
+    // The same rules as the delete-and-create form.
+    CHECK(rules_text(b) == rules_text(nft::compile_policy(allow, 500)));
+    // Without knowledge of what is installed: the delete-and-create form.
+    nft::Batch fresh = nft::compile_policy(allow, 500);
+    std::size_t deletes = 0;
+    for (const auto* nlh : walk(fresh).msgs) deletes += is_nft(nlh) && nft_type(nlh) == NFT_MSG_DELTABLE;
+    CHECK(deletes == 1);
+}
+
+TEST_CASE("netdev in place: kept chains are flushed, new devices get chains, gone devices lose theirs") {
+    AllowList allow({parse_cidr("192.168.1.0/24")});
+    nft::NetdevPlan plan;
+    plan.install = true;
+    plan.replace_existing = true;
+    plan.devices = {{"eth0", true}, {"eth1", true}};
+    nft::Installed in;
+    in.inet = nft::Found::reusable;
+    in.netdev = nft::Found::reusable;
+    in.netdev_devices = {"eth0", "eth9"};
+    nft::Batch b = nft::compile_policy(allow, 1, nft::Mode::enforce, plan, in);
+    std::vector<std::string> what;
+    for (const auto& m : b.messages) what.push_back(m.what);
+    auto has = [&](const std::string& w) { return std::find(what.begin(), what.end(), w) != what.end(); };
+    CHECK(has("netdev flush chain egress_eth0"));
+    CHECK_FALSE(has("netdev flush chain egress_eth1"));  // new: nothing to flush
+    CHECK(has("netdev flush chain egress_eth9"));
+    CHECK(has("netdev chain egress_eth9 (stale)"));
+    CHECK_FALSE(has("netdev table netdev nsegress (replace)"));
 }
