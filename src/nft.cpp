@@ -1045,25 +1045,27 @@ bool table_present(mnl_socket* sock, std::uint32_t family) {
 }
 
 struct ChainShape {
-    std::string name, type, device;
+    std::string name, type, device;  // device: the first one a netdev chain is bound to
     std::uint32_t hook = ~0u;
     std::int32_t prio = 0;
     bool base = false;
+    bool single_device = true;
 };
 struct SetShape {
     std::string name;
     std::uint32_t key_type = 0, key_len = 0, flags = 0;
 };
 
-// The chains and sets of table nsegress in `family`: one dump each, no rules, no elements.
-void dump_shapes(mnl_socket* sock, std::uint32_t family, std::vector<ChainShape>& chains, std::vector<SetShape>& sets) {
-    static std::uint32_t seq = 0x28000000;
+std::uint32_t shape_seq = 0x28000000;
+
+// The chains of table nsegress in `family` (one dump, no rules); none when there is no table.
+std::vector<ChainShape> dump_chains(mnl_socket* sock, std::uint32_t family) {
+    std::vector<ChainShape> chains;
     std::vector<char> req(MNL_SOCKET_BUFFER_SIZE);
-    const char* fam = family == NFPROTO_NETDEV ? "netdev" : "inet";
     {
         auto c = checked<nftnl_chain, ChainFree>(nftnl_chain_alloc());
         nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, kTable);
-        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETCHAIN, family, NLM_F_DUMP, ++seq);
+        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETCHAIN, family, NLM_F_DUMP, ++shape_seq);
         nftnl_chain_nlmsg_build_payload(nlh, c.get());
         int err = dump(sock, nlh, [&](const nlmsghdr* m) {
             auto chain = checked<nftnl_chain, ChainFree>(nftnl_chain_alloc());
@@ -1084,18 +1086,29 @@ void dump_shapes(mnl_socket* sock, std::uint32_t family, std::vector<ChainShape>
             } else if (nftnl_chain_is_set(chain.get(), NFTNL_CHAIN_DEVICES)) {
                 // The kernel reports a single device as a one-element list on some versions.
                 const auto* devs = static_cast<const char* const*>(nftnl_chain_get(chain.get(), NFTNL_CHAIN_DEVICES));
-                if (devs && devs[0] && !devs[1]) cs.device = devs[0];
+                if (devs && devs[0]) {
+                    cs.device = devs[0];
+                    cs.single_device = !devs[1];
+                }
             }
             chains.push_back(std::move(cs));
             return MNL_CB_OK;
         });
-        if (err < 0 && err != -ENOENT) throw_errno(fmt::format("dump chains of table {} nsegress", fam), -err);
+        if (err < 0 && err != -ENOENT)
+            throw_errno(fmt::format("dump chains of table {} nsegress", family == NFPROTO_NETDEV ? "netdev" : "inet"), -err);
     }
+    return chains;
+}
+
+// The sets of table nsegress in `family` (one dump, no elements).
+std::vector<SetShape> dump_sets(mnl_socket* sock, std::uint32_t family) {
+    std::vector<SetShape> sets;
+    std::vector<char> req(MNL_SOCKET_BUFFER_SIZE);
     {
         auto st = make_set(kSet4, 0);
         nftnl_set_unset(st.get(), NFTNL_SET_NAME);
         nftnl_set_unset(st.get(), NFTNL_SET_ID);
-        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETSET, family, NLM_F_DUMP, ++seq);
+        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETSET, family, NLM_F_DUMP, ++shape_seq);
         nftnl_set_nlmsg_build_payload(nlh, st.get());
         int err = dump(sock, nlh, [&](const nlmsghdr* m) {
             auto set = checked<nftnl_set, SetFree>(nftnl_set_alloc());
@@ -1108,8 +1121,10 @@ void dump_shapes(mnl_socket* sock, std::uint32_t family, std::vector<ChainShape>
                                     nftnl_set_get_u32(set.get(), NFTNL_SET_FLAGS)});
             return MNL_CB_OK;
         });
-        if (err < 0 && err != -ENOENT) throw_errno(fmt::format("dump sets of table {} nsegress", fam), -err);
+        if (err < 0 && err != -ENOENT)
+            throw_errno(fmt::format("dump sets of table {} nsegress", family == NFPROTO_NETDEV ? "netdev" : "inet"), -err);
     }
+    return sets;
 }
 
 bool has_set(const std::vector<SetShape>& sets, const char* name, Family f) {
@@ -1126,9 +1141,8 @@ bool netdev_table_present(mnl_socket* sock) { return table_present(sock, NFPROTO
 Installed probe_installed(mnl_socket* sock) {
     Installed in;
     if (table_present(sock, NFPROTO_INET)) {
-        std::vector<ChainShape> chains;
-        std::vector<SetShape> sets;
-        dump_shapes(sock, NFPROTO_INET, chains, sets);
+        auto chains = dump_chains(sock, NFPROTO_INET);
+        auto sets = dump_sets(sock, NFPROTO_INET);
         bool chain_ok = std::any_of(chains.begin(), chains.end(), [](const ChainShape& c) {
             return c.name == kChain && c.base && c.hook == NF_INET_LOCAL_OUT && c.prio == 0 && c.type == "filter";
         });
@@ -1136,14 +1150,13 @@ Installed probe_installed(mnl_socket* sock) {
                                                                                                  : Found::foreign;
     }
     if (table_present(sock, NFPROTO_NETDEV)) {
-        std::vector<ChainShape> chains;
-        std::vector<SetShape> sets;
-        dump_shapes(sock, NFPROTO_NETDEV, chains, sets);
+        auto chains = dump_chains(sock, NFPROTO_NETDEV);
+        auto sets = dump_sets(sock, NFPROTO_NETDEV);
         // Reusable only when every chain is one of ours, bound to the device its name says.
         bool ok = has_set(sets, kSet4, Family::v4) && has_set(sets, kSet6, Family::v6) && has_set(sets, kSetNd6, Family::v6);
         for (const auto& c : chains) {
             ok = ok && c.base && c.hook == NF_NETDEV_EGRESS && c.prio == 0 && c.type == "filter" &&
-                 !c.device.empty() && c.name == kNetdevChainPrefix + c.device;
+                 !c.device.empty() && c.single_device && c.name == kNetdevChainPrefix + c.device;
             if (ok) in.netdev_devices.push_back(c.device);
         }
         in.netdev = ok ? Found::reusable : Found::foreign;
@@ -1159,33 +1172,7 @@ NetdevState read_netdev(mnl_socket* sock) {
     static std::uint32_t seq = 0x30000000;
     std::vector<char> req(MNL_SOCKET_BUFFER_SIZE);
     std::map<std::string, NetdevChainState> chains;
-    {
-        auto c = checked<nftnl_chain, ChainFree>(nftnl_chain_alloc());
-        nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, kTable);
-        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETCHAIN, NFPROTO_NETDEV, NLM_F_DUMP, ++seq);
-        nftnl_chain_nlmsg_build_payload(nlh, c.get());
-        int err = dump(sock, nlh, [&](const nlmsghdr* m) {
-            auto chain = checked<nftnl_chain, ChainFree>(nftnl_chain_alloc());
-            if (nftnl_chain_nlmsg_parse(m, chain.get()) < 0) return MNL_CB_ERROR;
-            const char* table = nftnl_chain_get_str(chain.get(), NFTNL_CHAIN_TABLE);
-            const char* name = nftnl_chain_get_str(chain.get(), NFTNL_CHAIN_NAME);
-            if (!table || std::strcmp(table, kTable) != 0 || !name) return MNL_CB_OK;
-            NetdevChainState cs;
-            cs.chain = name;
-            if (nftnl_chain_is_set(chain.get(), NFTNL_CHAIN_DEV))
-                cs.device = nftnl_chain_get_str(chain.get(), NFTNL_CHAIN_DEV);
-            else if (nftnl_chain_is_set(chain.get(), NFTNL_CHAIN_DEVICES)) {
-                // The kernel reports a single device as a one-element list on some versions.
-                const char* const* devs = static_cast<const char* const*>(
-                    nftnl_chain_get(chain.get(), NFTNL_CHAIN_DEVICES));
-                if (devs && devs[0]) cs.device = devs[0];
-            }
-            chains[cs.chain] = cs;
-            return MNL_CB_OK;
-        });
-        if (err == -ENOENT) return st;
-        if (err < 0) throw_errno("dump chains of table netdev nsegress", -err);
-    }
+    for (auto& c : dump_chains(sock, NFPROTO_NETDEV)) chains[c.name] = NetdevChainState{c.name, c.device, {}, {}};
     {
         auto r = checked<nftnl_rule, RuleFree>(nftnl_rule_alloc());
         nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, kTable);
