@@ -81,9 +81,16 @@ assert_eq 0 "$(counter wan stream6)" "IPv6: not one stream datagram reached wan"
 
 section "the order of the kernel's route and rule events (ip monitor): never a moment without a route"
 # Sampling traffic cannot see a window of microseconds; the kernel's own event order can.
-# monitor_during ARGS...: the rule and route events of ctr while one restrict runs.
-monitor_during() {
-	ip -n "${P}_ctr" monitor rule route >"$TMPD/mon" 2>&1 &
+# events_during MONITOR-COMMAND -- RESTRICT-ARGS...: what the monitor (run inside ctr) printed
+# while one restrict ran.
+events_during() {
+	local cmd=()
+	while [[ $1 != -- ]]; do
+		cmd+=("$1")
+		shift
+	done
+	shift
+	ip netns exec "${P}_ctr" "${cmd[@]}" >"$TMPD/mon" 2>&1 &
 	local mon=$!
 	sleep 0.3
 	nsg restrict --netns "$CTR_NS" "$@" --no-probe >/dev/null 2>&1
@@ -92,6 +99,8 @@ monitor_during() {
 	wait "$mon" 2>/dev/null
 	cat "$TMPD/mon"
 }
+# monitor_during ARGS...: the rule and route events of ctr while one restrict runs.
+monitor_during() { events_during ip monitor rule route -- "$@"; }
 # line_of TEXT PATTERN: the first line number matching the extended regex, or 999999
 line_of() { grep -nE -- "$2" <<<"$1" | head -1 | cut -d: -f1 | grep . || echo 999999; }
 expect_exit 0 nsg restrict --netns "$CTR_NS" "${list_a[@]}" --no-probe
@@ -117,16 +126,7 @@ section "the nft replacement keeps the base chain (nft monitor): its hook never 
 # Deleting and re-creating the table would leave the old chain hooked, empty and with policy
 # drop, for a moment of the commit: rare refusals that sampling only sometimes catches. The
 # events say which way the batch went.
-nft_monitor_during() {
-	ip netns exec "${P}_ctr" nft monitor >"$TMPD/nftmon" 2>&1 &
-	local mon=$!
-	sleep 0.3
-	nsg restrict --netns "$CTR_NS" "$@" --no-probe >/dev/null 2>&1
-	sleep 0.3
-	kill "$mon"
-	wait "$mon" 2>/dev/null
-	cat "$TMPD/nftmon"
-}
+nft_monitor_during() { events_during nft monitor -- "$@"; }
 ev=$(nft_monitor_during "${list_a[@]}")
 assert_not_contains "$ev" "delete table inet nsegress" "re-restrict: the table is not deleted"
 assert_not_contains "$ev" "delete chain inet nsegress output" "re-restrict: the output chain is not deleted"
