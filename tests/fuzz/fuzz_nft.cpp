@@ -45,7 +45,13 @@ void add_expr(nftnl_rule* r, fuzz::Bytes& in) {
         nftnl_expr_set_u64(e, NFTNL_EXPR_CTR_BYTES, in.u64());
     } else if (name == "immediate") {
         nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
-        nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, in.u32());
+        std::uint32_t verdict = in.u32();
+        nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, verdict);
+        // The kernel sends a jump or goto with the name of its chain, always; libnftnl builds
+        // one without it and then crashes parsing that back (strdup of a wild pointer), which
+        // is libnftnl's contract, not input we can ever receive.
+        if (verdict == static_cast<std::uint32_t>(NFT_JUMP) || verdict == static_cast<std::uint32_t>(NFT_GOTO))
+            nftnl_expr_set_str(e, NFTNL_EXPR_IMM_CHAIN, pick_name(in, "output").c_str());
     } else if (name == "cmp") {
         auto data = in.blob(16);
         nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_SREG, NFT_REG_1);
