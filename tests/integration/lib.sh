@@ -262,6 +262,18 @@ why() { grep -Em1 'not permitted|nreachable|rohibited|100% packet loss' <<<"$1" 
 
 bracket() { if [[ $1 == *:* ]]; then printf '[%s]' "$1"; else printf '%s' "$1"; fi; }
 
+# eventually CMD...: poll CMD until it succeeds, up to 5 s. For state the kernel removes
+# asynchronously (a dead namespace's devices go in a workqueue, once its last reference, e.g.
+# a socket of nsegress's short-lived nsegress-close helper, is gone). Not a timing assertion.
+eventually() {
+	local i
+	for ((i = 0; i < 250; i++)); do
+		"$@" && return 0
+		sleep 0.02
+	done
+	return 1
+}
+
 # wait_for_text FILE TEXT [SECONDS]: poll until FILE contains TEXT.
 wait_for_text() {
 	local f=$1 text=$2 secs=${3:-3} i

@@ -265,7 +265,8 @@ plugin bridge CNI_COMMAND=DEL CNI_CONTAINERID="$CID" CNI_IFNAME=eth0 CNI_PATH="$
 	CNI_NETNS="$POD_A" < <(cni_netconf "$CONF" 0 "$TMPD/a.cache")
 assert_eq 0 "$RC" "bridge DEL on a deleted netns exits 0 ${OUT:+(stdout: $OUT)}"
 assert_eq "" "$(find "$TMPD/ipam" -name '10.88.7.*')" "host-local released the pod's address"
-assert_eq "" "$(ip -n "${P}_gw" -o link show type veth master nsgbr0)" "node: no veth left on the bridge"
+no_pod_veth() { [[ -z $(ip -n "${P}_gw" -o link show type veth master nsgbr0) ]]; }
+assert_true "node: no veth left on the bridge" eventually no_pod_veth
 
 section "bad netconf and environment: CNI error JSON, nothing installed"
 new_pod e

@@ -58,7 +58,8 @@ no_process_left() {
 	done
 	[[ -z $pids ]] || { echo "processes left: $pids" >&2; return 1; }
 }
-no_veth_left() { ! ip -n "${P}_gw" link show rc0 >/dev/null 2>&1; }
+# A dead namespace's veth goes asynchronously (lib.sh: eventually).
+no_veth_left() { eventually eval '! ip -n "${P}_gw" link show rc0 >/dev/null 2>&1'; }
 
 step "runc itself, before any policy (hook 1 only): the lab answers"
 assert_true "bundle 'open' built" bundle open -
