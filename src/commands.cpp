@@ -20,6 +20,7 @@
 #include "nsegress/procfs.hpp"
 #include "nsegress/routeset.hpp"
 #include "nsegress/testpoint.hpp"
+#include "nsegress/untrusted.hpp"
 #include "nsegress/verify.hpp"
 
 namespace nsegress {
@@ -418,7 +419,7 @@ std::vector<std::string> policy_drift(const RestrictOptions& want) {
     if (!netdev_egress && nd.present) drift.push_back("table netdev nsegress is installed but none was asked for");
     if (netdev_egress && nd.present)
         for (const auto& name : uncovered_interfaces(snap, nd))
-            drift.push_back(fmt::format("interface '{}' has no netdev egress chain", name));
+            drift.push_back(fmt::format("interface {} has no netdev egress chain", quote(name)));
     return drift;
 }
 

@@ -82,7 +82,7 @@ std::optional<RestrictOptions> hook_plan(const OciState& state, const HookArgs& 
     if (const std::string* a = note(kAnnotationAudit); a && !args.audit && args.allow.empty()) {
         if (*a == "true") o.audit = true;
         else if (*a != "false")
-            throw_usage(std::string("annotation ") + kAnnotationAudit + ": '" + *a + "' must be true or false");
+            throw_usage(std::string("annotation ") + kAnnotationAudit + ": " + quote(*a) + " must be true or false");
     }
     if (!args.allow.empty()) {
         o.allow = args.allow;

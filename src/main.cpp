@@ -306,7 +306,7 @@ int run(int argc, char** argv) {
                 double v = 0;
                 auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
                 if (s.empty() || ec != std::errc() || end != s.data() + s.size() || !(v > 0) || v > 31536000)
-                    throw_usage("--duration: '" + s + "' must be a number of seconds, more than 0");
+                    throw_usage("--duration: " + quote(s) + " must be a number of seconds, more than 0");
                 o.duration_s = v;
             }
             if (p.vm.count("buffer")) o.receive_buffer = parse_int("buffer", p.vm["buffer"].as<std::string>(), 1024, 1 << 30);
