@@ -12,6 +12,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <limits>
 
 #include <fmt/format.h>
 
@@ -280,7 +281,9 @@ std::vector<Item> parse_buffer(std::span<const std::uint8_t> buffer) {
                 int err;
                 std::memcpy(&err, mnl_nlmsg_get_payload(nlh), sizeof err);
                 it.kind = err == 0 ? Item::ack : Item::error;
-                it.error_code = err < 0 ? -err : err;
+                // Negated errno from the kernel; INT_MIN (never an errno) has no negation.
+                it.error_code = err == std::numeric_limits<int>::min() ? std::numeric_limits<int>::max()
+                                                                     : (err < 0 ? -err : err);
             }
             out.push_back(it);
         } else if (nlh->nlmsg_type == ((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET)) {

@@ -1,0 +1,33 @@
+// nfnetlink_log messages (nsegress watch): the receive buffer split into messages, each packet's
+// IP and transport headers, and the --summary allow-file built from them. The packet bytes are
+// whatever a process in the watched namespace chose to send.
+#include "fuzz_common.hpp"
+
+#include "nsegress/nflog.hpp"
+#include "nsegress/watch.hpp"
+
+using namespace nsegress;
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    std::span<const std::uint8_t> bytes(data, size);
+    // The payload alone, as if it were a logged packet.
+    if (auto p = nflog::parse_ip_packet(bytes)) {
+        fuzz::check(p->src.family == p->family && p->dst.family == p->family, "address of the wrong family");
+        fuzz::check(!p->fragment || !p->dport, "a fragment with a transport port");
+    }
+    // The buffer as the socket would hand it over, and the summary of what it logged.
+    SummaryBuilder summary;
+    std::vector<IpAddr> seen;
+    for (const auto& item : nflog::parse_buffer(bytes)) {
+        if (item.kind != nflog::Item::packet || !item.event.packet) continue;
+        summary.add(*item.event.packet);
+        seen.push_back(item.event.packet->dst);
+        fuzz::check(item.event.payload_len <= size, "payload longer than the buffer");
+    }
+    if (seen.empty()) return 0;
+    std::string text = render_allow_file({"fuzz"}, AllowList{}, summary.entries());
+    // The summary must be a valid allow-file covering exactly what was seen.
+    AllowList back(parse_allow_text(text, "summary"));
+    for (const auto& dst : seen) fuzz::check(back.contains(dst), "an observed destination is not allowed", dst.str());
+    return 0;
+}
