@@ -12,6 +12,8 @@
 #   cni_state_done                    forget the record (after a normal cleanup)
 #   cni_reap_stale                    clean up what runs whose owner died left behind
 #   cni_require_plugins TYPE...      fail (message on stderr) unless each system plugin exists
+#   cni_test_setup                    for tests/integration/test_cni*.sh (after lib.sh): reap what
+#                                     killed runs left, build the lab, record this run's state
 #   cni_pod_add NAME                  ip netns add NAME (refuses an existing one); prints its path
 #   cni_pod_del NAME                  delete it (killing what still runs in it); safe twice
 #   cni_plugin_dir DIR NSEGRESS       DIR holding a copy of NSEGRESS named `nsegress` (as it would be
@@ -418,4 +420,16 @@ _cni_podman_remove() {
 		umount -l "$n" 2>/dev/null || _cni_err "could not unmount $n"
 	done
 	rm -rf -- "$d"
+}
+
+cni_test_setup() {
+	# What a run killed before its trap (a ctest timeout) left beyond its lab: pods, podman
+	# state (before setup_lab reaps the lab: a container is found by its processes while they live).
+	cni_reap_stale
+	setup_lab
+	cni_state_init "$P" || {
+		fail "could not record the run's state in $CNI_STATE_ROOT"
+		finish
+	}
+	cni_state_note dir "$TMPD"
 }

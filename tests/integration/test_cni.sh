@@ -18,15 +18,7 @@ PYTHON=${CNI_TEST_PYTHON:-/usr/bin/python3}
 	exit 1
 }
 
-# What a run killed before its trap (a ctest timeout) left beyond its lab: pods, podman state
-# (before setup_lab reaps the lab: a container is found by its processes while they live).
-cni_reap_stale
-setup_lab
-cni_state_init "$P" || {
-	fail "could not record the run's state in $CNI_STATE_ROOT"
-	finish
-}
-cni_state_note dir "$TMPD"
+cni_test_setup
 
 NODE=$(lab_netns "$P" gw)
 BIN=$(cni_plugin_dir "$TMPD/cni-bin" "$NSEGRESS")

@@ -12,15 +12,7 @@ source "$REPO/testenv/cni.sh"
 require_tools podman conmon runc nsenter timeout
 cni_require_plugins bridge host-local || exit 1
 
-# What a run killed before its trap (a ctest timeout) left beyond its lab: pods, podman state
-# (before setup_lab reaps the lab: a container is found by its processes while they live).
-cni_reap_stale
-setup_lab
-cni_state_init "$P" || {
-	fail "could not record the run's state in $CNI_STATE_ROOT"
-	finish
-}
-cni_state_note dir "$TMPD"
+cni_test_setup
 
 NODE=$(lab_netns "$P" gw)
 PD=$TMPD/podman
