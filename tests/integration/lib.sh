@@ -241,10 +241,25 @@ nsg() {
 	ip netns exec "${P}_gw" "$NSEGRESS" "$@"
 }
 
-# Start CMD in ctr in the background; $! is then the command itself (ip netns exec execs it),
-# never a subshell of this script (a backgrounded shell function would be one, in the runner's
-# namespace).
-bg_in_ctr() { ip netns exec "${P}_ctr" "$@" & }
+# bg_in_ns NAME CMD...: start CMD in the background in namespace /run/netns/NAME and return once it
+# is really there. $! is then the command itself (ip netns exec execs it), never a subshell of this
+# script (a backgrounded shell function would be one, in the runner's namespace). Until ip has
+# called setns() and exec'd CMD, that pid is still in the runner's namespace: a test that passed
+# it as --pid straight away would race (and _guard_target refuses it).
+bg_in_ns() {
+	local ns=$1
+	shift
+	ip netns exec "$ns" "$@" &
+	eventually _entered "$!" "$(stat -L -c %i "/run/netns/$ns")" || true
+}
+
+# _entered PID NETNS_INO: PID is in that namespace and has exec'd its command (or is gone).
+_entered() {
+	[[ -e /proc/$1 ]] || return 0
+	[[ $(stat -L -c %i "/proc/$1/ns/net" 2>/dev/null) == "$2" && $(cat "/proc/$1/comm" 2>/dev/null) != ip ]]
+}
+
+bg_in_ctr() { bg_in_ns "${P}_ctr" "$@"; }
 
 in_ctr() { ip netns exec "${P}_ctr" "$@"; }
 

@@ -92,17 +92,11 @@ resume() {
 	OUT=$(<"$TMPD/th.out")
 	ERR=$(grep -v '^nsegress-test: ' "$TMPD/th.err")
 }
-# start_victim: a process in F, returned once it really is in F (ip netns exec starts in ours).
+# start_victim: a process in F, returned once it really is in F; fails if it is not.
 start_victim() {
-	ip netns exec "$F" sleep 600 &
+	bg_in_ns "$F" sleep 600
 	victim=$!
-	local want i
-	want=$(stat -L -c %i "$FNS")
-	for ((i = 0; i < 250; i++)); do
-		[[ $(stat -L -c %i "/proc/$victim/ns/net" 2>/dev/null) == "$want" ]] && return 0
-		sleep 0.02
-	done
-	return 1
+	[[ $(stat -L -c %i "/proc/$victim/ns/net" 2>/dev/null) == "$(stat -L -c %i "$FNS")" ]]
 }
 kill9() {
 	kill -KILL "$TH_PID"

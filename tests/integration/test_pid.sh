@@ -4,14 +4,9 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 setup_lab
 
-ip netns exec "${P}_ctr" sleep 1000 &
+bg_in_ctr sleep 1000
 spid=$!
 on_exit "kill $spid 2>/dev/null"
-# ip netns exec enters ctr and then execs sleep under the same pid: wait for the exec.
-for i in $(seq 1 100); do
-	[[ $(tr '\0' ' ' <"/proc/$spid/cmdline" 2>/dev/null) == "sleep 1000 " ]] && break
-	sleep 0.02
-done
 if [[ $(stat -L -c %i "/proc/$spid/ns/net") != "$(stat -L -c %i "$CTR_NS")" ]]; then
 	fail "the sleep ($spid) does not run in ctr; stopping before pointing nsegress at it"
 	finish

@@ -10,13 +10,9 @@ V=(--allow 192.168.1.0/24 --reach 192.168.1.10 --block 198.51.100.10)
 start_in_ctr() {
 	local var=$1
 	shift
-	ip netns exec "${P}_ctr" "$@" &
-	local pid=$! want="$* "
+	bg_in_ctr "$@"
+	local pid=$!
 	on_exit "kill $pid 2>/dev/null"
-	for _ in $(seq 1 100); do
-		[[ $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) == *"$want" ]] && break
-		sleep 0.02
-	done
 	printf -v "$var" '%s' "$pid"
 }
 
