@@ -1,5 +1,6 @@
 #include "nsegress/inspect.hpp"
 
+#include <fmt/format.h>
 #include <linux/fib_rules.h>
 #include <linux/rtnetlink.h>
 #include <netlink/addr.h>
@@ -221,9 +222,11 @@ void sort_snapshot(Snapshot& snap) {
     });
 }
 
-// One dump over the socket, every reply message through parse_message().
+// One dump over the socket, every reply message through parse_message(). False when a change
+// in the namespace interrupted it (NLM_F_DUMP_INTR: libnl reads the dump to its end and reports
+// NLE_DUMP_INTR), so that what it added mixes two states.
 template <typename Header>
-void dump(nl_sock* sock, int type, const Header& header, const char* what, Snapshot& snap) {
+bool dump(nl_sock* sock, int type, const Header& header, const char* what, Snapshot& snap) {
     struct Ctx {
         Snapshot* snap;
         int err;
@@ -241,8 +244,11 @@ void dump(nl_sock* sock, int type, const Header& header, const char* what, Snaps
     nl_cb_set(cb.get(), NL_CB_VALID, NL_CB_CUSTOM, on_msg, &ctx);
     if (int err = nl_send_simple(sock, type, NLM_F_DUMP, const_cast<Header*>(&header), sizeof header); err < 0)
         throw_nl(std::string("dump ") + what, err);
-    if (int err = nl_recvmsgs(sock, cb.get()); err < 0) throw_nl(std::string("dump ") + what, err);
+    int err = nl_recvmsgs(sock, cb.get());
     if (ctx.err < 0) throw_nl(std::string("parse ") + what, ctx.err);
+    if (err == -NLE_DUMP_INTR) return false;
+    if (err < 0) throw_nl(std::string("dump ") + what, err);
+    return true;
 }
 
 }  // namespace
@@ -259,13 +265,22 @@ NlSock open_rtnl_socket() {
 }
 
 Snapshot inspect(nl_sock* sock, unsigned what) {
-    Snapshot snap;
-    if (what & inspect_links) dump(sock, RTM_GETLINK, ifinfomsg{}, "links", snap);
-    if (what & inspect_addresses) dump(sock, RTM_GETADDR, ifaddrmsg{}, "addresses", snap);
-    if (what & inspect_routes) dump(sock, RTM_GETROUTE, rtmsg{}, "routes", snap);
-    if (what & inspect_rules) dump(sock, RTM_GETRULE, fib_rule_hdr{}, "rules", snap);
-    sort_snapshot(snap);
-    return snap;
+    // An interrupted dump is read again, whole (bounded: a namespace that never stops changing
+    // is an error, not a loop).
+    constexpr int kAttempts = 10;
+    for (int attempt = 1; attempt <= kAttempts; ++attempt) {
+        Snapshot snap;
+        if ((!(what & inspect_links) || dump(sock, RTM_GETLINK, ifinfomsg{}, "links", snap)) &&
+            (!(what & inspect_addresses) || dump(sock, RTM_GETADDR, ifaddrmsg{}, "addresses", snap)) &&
+            (!(what & inspect_routes) || dump(sock, RTM_GETROUTE, rtmsg{}, "routes", snap)) &&
+            (!(what & inspect_rules) || dump(sock, RTM_GETRULE, fib_rule_hdr{}, "rules", snap))) {
+            sort_snapshot(snap);
+            return snap;
+        }
+    }
+    throw_failed(fmt::format("read the namespace's links, addresses, routes and rules: every one of {} "
+                             "dumps in a row was interrupted by a change",
+                             kAttempts));
 }
 
 void parse_rtnl_messages(std::span<const std::uint8_t> bytes, Snapshot& snap) {

@@ -615,10 +615,27 @@ int dump(mnl_socket* sock, nlmsghdr* req, Cb cb) {
     auto trampoline = [](const nlmsghdr* nlh, void* data) -> int {
         return (*static_cast<Ctx*>(data)->cb)(nlh);
     };
+    // The end of this dump (or its error) in one receive buffer.
+    auto ends_dump = [&](ssize_t n) {
+        int left = static_cast<int>(n);
+        for (auto* m = reinterpret_cast<const nlmsghdr*>(buf.data()); mnl_nlmsg_ok(m, left);
+             m = mnl_nlmsg_next(m, &left))
+            if (m->nlmsg_seq == req->nlmsg_seq && (m->nlmsg_type == NLMSG_DONE || m->nlmsg_type == NLMSG_ERROR))
+                return true;
+        return false;
+    };
     while (true) {
         ssize_t n = mnl_socket_recvfrom(sock, buf.data(), buf.size());
         if (n < 0) return -errno;
         int ret = mnl_cb_run(buf.data(), n, req->nlmsg_seq, portid, trampoline, &ctx);
+        if (ret < 0 && errno == EINTR) {
+            // NLM_F_DUMP_INTR: a commit came in while the kernel was dumping, so what we got
+            // mixes two generations. Read the rest away (the socket serves the next request
+            // too) and say so; the caller reads again (consistent_read).
+            while (!ends_dump(n))
+                if ((n = mnl_socket_recvfrom(sock, buf.data(), buf.size())) < 0) return -errno;
+            return -EINTR;
+        }
         if (ret < 0) return -errno;
         if (ret == MNL_CB_STOP) return 0;
     }
@@ -878,6 +895,34 @@ std::uint32_t read_genid(mnl_socket* sock) {
     return *id;
 }
 
+namespace {
+
+// A reading made of several dumps describes one state of the ruleset only if no commit came in
+// between: the kernel flags a dump that a commit interrupted (NLM_F_DUMP_INTR, EINTR from dump()),
+// and a commit between two dumps shows as a new generation. Either way, read again, as nft does
+// with its cache. Bounded like commit(): a writer that commits without pause wins, and we say so.
+template <typename F>
+auto consistent_read(mnl_socket* sock, const char* what, F read) -> decltype(read(sock)) {
+    for (int attempt = 1;; ++attempt) {
+        const std::uint32_t before = read_genid(sock);
+        try {
+            auto result = read(sock);
+            // Test builds only: pretend a commit came in while we read.
+            if (read_genid(sock) == before && attempt > testing::g_hooks.changed_reads) return result;
+        } catch (const Error& e) {
+            if (e.sys_errno() != EINTR) throw;
+        }
+        if (attempt == kCommitAttempts)
+            throw Error(Exit::failed,
+                        fmt::format("{}: the ruleset changed during each of {} reads in a row (another "
+                                    "writer commits continuously)",
+                                    what, kCommitAttempts),
+                        EINTR);
+    }
+}
+
+}  // namespace
+
 int commit(mnl_socket* sock, const Batch& batch) {
     return commit(sock, [&]() -> const Batch& { return batch; });
 }
@@ -956,7 +1001,7 @@ bool parse_setelem_message(const nlmsghdr* nlh, Family f, std::vector<ElementKey
     return true;
 }
 
-PolicyState read_policy(mnl_socket* sock) {
+static PolicyState read_policy_once(mnl_socket* sock) {
     PolicyState st;
     std::vector<char> req(MNL_SOCKET_BUFFER_SIZE);
     static std::uint32_t seq = 1;
@@ -1138,7 +1183,7 @@ bool has_set(const std::vector<SetShape>& sets, const char* name, Family f) {
 
 bool netdev_table_present(mnl_socket* sock) { return table_present(sock, NFPROTO_NETDEV); }
 
-Installed probe_installed(mnl_socket* sock) {
+static Installed probe_installed_once(mnl_socket* sock) {
     Installed in;
     if (table_present(sock, NFPROTO_INET)) {
         auto chains = dump_chains(sock, NFPROTO_INET);
@@ -1165,7 +1210,7 @@ Installed probe_installed(mnl_socket* sock) {
     return in;
 }
 
-NetdevState read_netdev(mnl_socket* sock) {
+static NetdevState read_netdev_once(mnl_socket* sock) {
     NetdevState st;
     st.present = netdev_table_present(sock);
     if (!st.present) return st;
@@ -1202,7 +1247,7 @@ NetdevState read_netdev(mnl_socket* sock) {
     return st;
 }
 
-std::vector<EgressHook> list_egress_hooks(mnl_socket* sock) {
+static std::vector<EgressHook> list_egress_hooks_once(mnl_socket* sock) {
     static std::uint32_t seq = 0x38000000;
     std::vector<char> req(MNL_SOCKET_BUFFER_SIZE);
     std::vector<EgressHook> out;
@@ -1233,6 +1278,23 @@ std::vector<EgressHook> list_egress_hooks(mnl_socket* sock) {
     });
     if (err < 0 && err != -ENOENT && err != -EAFNOSUPPORT) throw_errno("dump netdev chains", -err);
     return out;
+}
+
+// The readers above, each made one consistent reading.
+PolicyState read_policy(mnl_socket* sock) {
+    return consistent_read(sock, "read table inet nsegress", read_policy_once);
+}
+
+Installed probe_installed(mnl_socket* sock) {
+    return consistent_read(sock, "read what an earlier run installed", probe_installed_once);
+}
+
+NetdevState read_netdev(mnl_socket* sock) {
+    return consistent_read(sock, "read table netdev nsegress", read_netdev_once);
+}
+
+std::vector<EgressHook> list_egress_hooks(mnl_socket* sock) {
+    return consistent_read(sock, "list the netdev egress hooks", list_egress_hooks_once);
 }
 
 }  // namespace nsegress::nft

@@ -20,6 +20,7 @@ struct Hooks {
     void (*pause_at)(const char* step) = nullptr;      // called at every named step
     void (*mutate_batch)(nft::Batch& batch) = nullptr;  // called on the policy batch before commit
     int stale_genid_attempts = 0;  // commit() sends a stale generation id this many times first
+    int changed_reads = 0;         // consistent_read() takes this many readings as changed first
 };
 
 extern Hooks g_hooks;

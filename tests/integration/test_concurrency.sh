@@ -55,10 +55,6 @@ pristine=$(snapshot)
 section "parallel writers on one namespace: restrict, release, the OCI hook, CNI ADD"
 bg_in_ctr sleep 600
 ctr_pid=$!
-for _ in $(seq 1 250); do # ip netns exec starts in our namespace, then enters ctr
-	[[ $(stat -L -c %i "/proc/$ctr_pid/ns/net" 2>/dev/null) == "$(stat -L -c %i "$CTR_NS")" ]] && break
-	sleep 0.02
-done
 cni_conf() {
 	printf '{"cniVersion":"1.0.0","name":"t","type":"nsegress","allow":["%s","%s"],"routeSet":true,' "$A4" "$A6"
 	printf '"prevResult":{"cniVersion":"1.0.0","interfaces":[],"ips":[]}}\n'
@@ -189,21 +185,31 @@ bg_in_ctr bash -c 'n=0; f=0
 	done
 	echo "$n $f" >"$2"' loop "$TMPD/stop" "$TMPD/loop.result"
 loop=$!
-ok=0 attempts=0
+ok=0 attempts=0 status_ok=0
 for i in $(seq 1 20); do
 	list=$A4
 	((i % 2)) && list=$B4 # the last one (20) is A4
+	# restrict reads what it replaces, status reads the whole table: several dumps each, which a
+	# commit of the loop can interrupt (NLM_F_DUMP_INTR) or come in between. Both read again.
 	if out=$(nsg restrict --netns "$CTR_NS" --allow "$list" --allow "$A6" --no-probe --json); then
 		ok=$((ok + 1))
 		attempts=$((attempts + $(jq -r .policy.commit_attempts <<<"$out")))
 	else
 		printf '%s\n' "$out" | jq -r .error | sed 's/^/#   /'
 	fi
+	for _ in 1 2 3 4 5; do
+		if out=$(nsg status --netns "$CTR_NS" --json) && [[ $(jq -r .policy.complete <<<"$out") == true ]]; then
+			status_ok=$((status_ok + 1))
+		else
+			printf '%s\n' "$out" | jq -r .error | sed 's/^/#   /'
+		fi
+	done
 done
 touch "$TMPD/stop"
 wait "$loop"
 read -r iterations loop_failures <"$TMPD/loop.result"
 assert_eq 20 "$ok" "20 restricts during the nft loop all succeed ($attempts commit attempts in all)"
+assert_eq 100 "$status_ok" "100 status reads during the nft loop all succeed and see a complete policy"
 assert_true "the nft loop ran meanwhile ($iterations iterations)" test "${iterations:-0}" -gt 0
 assert_eq 0 "${loop_failures:-x}" "no nft command of the loop failed"
 assert_eq "$keep_before" "$(in_ctr nft -s list table inet keep)" "table inet keep is untouched"
@@ -226,6 +232,14 @@ else
 	assert_eq "$before" "$(snapshot)" "nothing was changed"
 	expect_exit 0 th NSEGRESS_TEST_STALE_GENID=100 "$NSEGRESS" restrict --netns "$CTR_NS" --allow "$B4" --no-probe
 	assert_eq "$B4" "$(nft_elements ipv4_addr | tr -d '\n')" "the production binary ignores NSEGRESS_TEST_* variables"
+
+	# A reading of the ruleset that a commit interrupted is read again, a bounded number of times.
+	expect_exit 0 th NSEGRESS_TEST_CHANGED_READS=3 "$NSEGRESS_TESTHOOKS" status --netns "$CTR_NS" --json
+	assert_eq "true" "$(jq -r .policy.complete <<<"$OUT")" "status reads again after three changed readings"
+	expect_exit 0 th NSEGRESS_TEST_CHANGED_READS=3 "$NSEGRESS_TESTHOOKS" restrict --netns "$CTR_NS" --allow "$A4" --no-probe
+	assert_eq "$A4" "$(nft_elements ipv4_addr | tr -d '\n')" "restrict reads what it replaces again, and commits"
+	expect_exit 2 th NSEGRESS_TEST_CHANGED_READS=100 "$NSEGRESS_TESTHOOKS" status --netns "$CTR_NS"
+	assert_contains "$ERR" "changed during each of 10 reads" "a ruleset that never holds still is an error, not a loop"
 fi
 
 expect_exit 0 nsg release --netns "$CTR_NS"

@@ -9,6 +9,8 @@
 //                                          of the policy batch: the kernel must refuse it
 //   NSEGRESS_TEST_STALE_GENID=N            send the first N attempts of every commit with a
 //                                          generation id that is not the current one
+//   NSEGRESS_TEST_CHANGED_READS=N          take the first N readings of every ruleset read
+//                                          (status, and what restrict replaces) as interrupted
 #include <netinet/in.h>
 
 #include <libnftnl/common.h>
@@ -83,6 +85,7 @@ struct Install {
         testing::g_hooks.pause_at = pause_at;
         testing::g_hooks.mutate_batch = bad_element;
         if (const char* n = std::getenv("NSEGRESS_TEST_STALE_GENID")) testing::g_hooks.stale_genid_attempts = std::atoi(n);
+        if (const char* n = std::getenv("NSEGRESS_TEST_CHANGED_READS")) testing::g_hooks.changed_reads = std::atoi(n);
     }
 } install;
 
