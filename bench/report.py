@@ -132,7 +132,9 @@ def main():
 
     # 3
     dp = [("no policy", "m3.none"), (f"nsegress, {n} CIDRs (policy + route set)", "m3.nsegress"),
-          ("nsegress, 1 CIDR", "m3.nsegress1"), (f"iptables-legacy, linear list of {n} rules", "m3.iptlegacy")]
+          ("nsegress, 1 CIDR", "m3.nsegress1"),
+          (f"floor: the {n}-CIDR sets alone, stateless (nft -f)", "m3.bare"),
+          (f"iptables-legacy, linear list of {n} rules", "m3.iptlegacy")]
     data = [(label, key, load(raw, key)) for label, key in dp]
     if any(d for _, _, d in data):
         base = load(raw, "m3.none")

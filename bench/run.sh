@@ -12,7 +12,8 @@
 #      set), re-restrict with the same list, against nft -f (the same set), nft -f + ip -batch
 #      (the same route set), iptables-nft-restore and iptables-legacy-restore (wall, peak RSS)
 #   3  new TCP connections/s from a restricted namespace to an allowed host: no policy, nsegress
-#      with BENCH_N CIDRs, nsegress with 1 CIDR, an iptables-legacy linear list of BENCH_N rules
+#      with BENCH_N CIDRs, nsegress with 1 CIDR, the floor (nsegress's BENCH_N-CIDR sets with no
+#      conntrack rule and no route set, loaded by nft -f), an iptables-legacy linear list
 #   4  `runc run` of a busybox container with and without the `nsegress hook` createRuntime hook
 #      (and with a no-op /bin/true hook: what any hook costs the runtime)
 #   5  restrict + probe (one reach, one block target: the lab's allowed and forbidden hosts) on a
@@ -273,7 +274,7 @@ if metric_on 3; then
 	done
 	# One client namespace per configuration, each on its own veth into gw, so that the
 	# configurations can be interleaved without reloading 10^5 CIDRs between samples.
-	DP=(none nsegress nsegress1 iptlegacy)
+	DP=(none nsegress nsegress1 bare iptlegacy)
 	declare -A DPNS
 	k=40
 	for c in "${DP[@]}"; do
@@ -283,6 +284,15 @@ if metric_on 3; then
 	done
 	ip netns exec "$GW" "$NSEGRESS" restrict --netns "/run/netns/${DPNS[nsegress]}" --allow-file "$IN/cidrs.txt" --no-probe >/dev/null
 	ip netns exec "$GW" "$NSEGRESS" restrict --netns "/run/netns/${DPNS[nsegress1]}" --allow "$ALLOW1" --no-probe >/dev/null
+	# The floor any nftables policy of this list has: nsegress's own sets and chain minus every
+	# rule that needs conntrack (reply/related, the deny log) or ND, and no route set. What is
+	# left is one set lookup per packet, nothing issue 2's semantics could do without.
+	ip netns exec "$GW" "$NSEGRESS" restrict --netns "/run/netns/${DPNS[bare]}" --allow-file "$IN/cidrs.txt" \
+		--no-route-set --dry-run --json | jq -r .nft | grep -v -E '(^|[[:space:]])ct |icmpv6 type' >"$IN/bare.nft"
+	ip netns exec "${DPNS[bare]}" nft -f "$IN/bare.nft"
+	if ip netns exec "${DPNS[bare]}" nft list ruleset | grep -q -E '(^|[[:space:]])(ct|log) '; then
+		die "metric 3: the bare set policy still uses conntrack"
+	fi
 	ip netns exec "${DPNS[iptlegacy]}" iptables-legacy-restore "$IN/ipt4.rules"
 	ip netns exec "${DPNS[iptlegacy]}" ip6tables-legacy-restore "$IN/ipt6.rules"
 	for c in "${DP[@]}"; do
