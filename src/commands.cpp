@@ -253,7 +253,12 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     testing::test_point("entered");
     if (!opt.dry_run) close_nfnl_in_background(h);
     Snapshot before = inspect(h.rtnl.get());
-    RoutePlan plan = route_set ? plan_route_set(before, allow) : RoutePlan{};
+    // A namespace without routes in our table (the container start path) gets its route set
+    // streamed to the kernel as it is planned; otherwise the plan is diffed against what is there.
+    const bool fresh_route_set =
+        route_set && !opt.dry_run &&
+        std::none_of(before.routes.begin(), before.routes.end(), [](const Route& r) { return r.table == kRouteTable; });
+    RoutePlan plan = route_set && !fresh_route_set ? plan_route_set(before, allow) : RoutePlan{};
     // The devices to filter; whether an earlier netdev table must go is decided at commit.
     nft::NetdevPlan netdev = netdev_plan(before, netdev_egress, false);
     testing::test_point("inspected");
@@ -303,15 +308,27 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     if (opt.audit) rs["disabled_by"] = "audit";
     try {
         if (route_set) {
-            apply_route_set(h.rtnl.get(), before, plan);
-            rs["installed"] = true;
             // The report names at most kReportedRoutes routes: with a long allow-list the route
             // set is as long, and formatting 10^5 lines nobody reads would cost the container
             // start path tens of MiB and milliseconds (status lists them all).
-            rs["route_count"] = plan.routes.size();
-            rs["rule_count"] = plan.rules.size();
-            rs["routes_truncated"] = plan.routes.size() > kReportedRoutes;
-            rs["routes"] = route_set_lines(plan, before, kReportedRoutes);
+            std::size_t routes = 0;
+            if (fresh_route_set) {
+                RoutePlan head;  // the routes the report names
+                head.rules = route_set_rules();
+                routes = apply_fresh_route_set(h.rtnl.get(), before, allow, [&](const Route& r) {
+                    if (head.routes.size() < kReportedRoutes) head.routes.push_back(r);
+                });
+                rs["routes"] = route_set_lines(head, before);
+                rs["rule_count"] = head.rules.size();
+            } else {
+                apply_route_set(h.rtnl.get(), before, plan);
+                routes = plan.routes.size();
+                rs["routes"] = route_set_lines(plan, before, kReportedRoutes);
+                rs["rule_count"] = plan.rules.size();
+            }
+            rs["installed"] = true;
+            rs["route_count"] = routes;
+            rs["routes_truncated"] = routes > kReportedRoutes;
         } else {
             auto removed = remove_route_set(h.rtnl.get(), before);  // a previous run's, if any
             rs["removed_rules"] = removed.rules;

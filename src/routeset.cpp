@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <tuple>
@@ -238,68 +239,94 @@ template <typename What>
     throw Error(Exit::failed, msg, f.error);
 }
 
+// The rules phase, last: adds the rules that are not there yet (they make the table live).
+void add_rules(RtnlBatch& batch, const std::vector<Rule>& old_rules, const std::vector<Rule>& rules) {
+    std::size_t tolerated = batch.failures().size();
+    for (std::size_t i = 0; i < rules.size(); ++i) {
+        const Rule& r = rules[i];
+        bool present = std::any_of(old_rules.begin(), old_rules.end(), [&](const Rule& o) {
+            return o.family == r.family && o.priority == r.priority && o.action == r.action &&
+                   o.table == r.table;
+        });
+        if (present) continue;
+        batch.add(rule_request(r, true, NLM_F_CREATE | NLM_F_EXCL), i);
+    }
+    batch.flush();
+    if (batch.failures().size() > tolerated)
+        throw_failure(batch, tolerated, [&](std::size_t i) {
+            const Rule& r = rules[i];
+            return fmt::format("route set: add rule '{}' ({})", format_rule(r), family_name(r.family));
+        });
+    testing::test_point("route-set-rules");
+}
+
 }  // namespace
 
-RoutePlan plan_route_set(const Snapshot& snap, const AllowList& allow) {
-    RoutePlan plan;
-    // Reserved once for both families: growing it for IPv6 after IPv4 would briefly hold two
-    // copies of a list as long as the allow-list (the peak memory of a 10^5-CIDR restrict).
-    plan.routes.reserve(allow.ranges(Family::v4).size() + allow.ranges(Family::v6).size());
+void for_each_planned_route(const Snapshot& snap, const AllowList& allow,
+                            const std::function<void(const Route&)>& emit) {
     for (Family f : {Family::v4, Family::v6}) {
-        // prefix -> (main route it copies). For each allowed prefix A and main route R that
-        // overlap, the intersection is the longer of the two prefixes and its nexthop is that of
-        // the most specific R containing it -- exactly main's longest-prefix-match, restricted
-        // to the allow-list.
-        // (prefix, main route it copies), sorted by prefix and reduced below: a flat vector, not
-        // a map, as this holds as many entries as the allow-list has CIDRs.
-        std::vector<std::pair<Cidr, const Route*>> chosen;
-        auto better = [](const Route* a, const Route* b) {
-            if (!b) return true;
-            if (a->dst.prefix != b->dst.prefix) return a->dst.prefix > b->dst.prefix;
-            return a->metric < b->metric;
-        };
         // Main's routes only (a handful), not the snapshot's every route: on a re-run the
         // snapshot also holds our own table, as large as the allow-list.
         std::vector<const Route*> main_routes;
         for (const auto& r : snap.routes)
             if (r.family == f && copyable(r)) main_routes.push_back(&r);
+        auto better = [](const Route* a, const Route* b) {
+            if (!b) return true;
+            if (a->dst.prefix != b->dst.prefix) return a->dst.prefix > b->dst.prefix;
+            return a->metric < b->metric;
+        };
+        // For each allowed prefix A and main route R that overlap, the intersection is the
+        // longer of the two prefixes and its nexthop is that of the most specific R containing
+        // it -- exactly main's longest-prefix-match, restricted to the allow-list. The allowed
+        // CIDRs come sorted and disjoint, and every intersection lies inside its A, so sorting
+        // one A's candidates (a handful) puts the whole sequence in order: nothing as long as
+        // the allow-list is ever held.
+        std::vector<std::pair<Cidr, const Route*>> chosen;
         for (const auto& range : allow.ranges(f)) {
             for (const Cidr& a : range.to_cidrs()) {
+                chosen.clear();
                 for (const Route* rp : main_routes) {
-                    const Route& r = *rp;
-                    Cidr p;
-                    if (r.dst.contains(a)) p = a;
-                    else if (a.contains(r.dst)) p = r.dst;
-                    else continue;
-                    chosen.emplace_back(p, &r);
+                    if (rp->dst.contains(a)) chosen.emplace_back(a, rp);
+                    else if (a.contains(rp->dst)) chosen.emplace_back(rp->dst, rp);
+                }
+                // Per prefix, the best route wins (the first of equals, as the candidates came).
+                std::stable_sort(chosen.begin(), chosen.end(),
+                                 [](const auto& x, const auto& y) { return x.first < y.first; });
+                for (std::size_t i = 0; i < chosen.size();) {
+                    const Route* best = chosen[i].second;
+                    std::size_t j = i + 1;
+                    for (; j < chosen.size() && chosen[j].first == chosen[i].first; ++j)
+                        if (better(chosen[j].second, best)) best = chosen[j].second;
+                    Route r = *best;
+                    r.dst = chosen[i].first;
+                    r.table = kRouteTable;
+                    r.protocol = kRouteProtocol;
+                    // The gateway check at insert time would consult the rules, which (on a
+                    // re-run) already refuse the gateway itself; onlink states what main
+                    // already established.
+                    if (r.gateway) r.onlink = true;
+                    emit(r);
+                    i = j;
                 }
             }
         }
-        // Per prefix, the best route wins (the first of equals, as the candidates came).
-        std::stable_sort(chosen.begin(), chosen.end(),
-                         [](const auto& a, const auto& b) { return a.first < b.first; });
-        std::size_t kept = 0;
-        for (std::size_t i = 0; i < chosen.size(); ++i) {
-            if (kept > 0 && chosen[kept - 1].first == chosen[i].first) {
-                if (better(chosen[i].second, chosen[kept - 1].second)) chosen[kept - 1].second = chosen[i].second;
-            } else {
-                chosen[kept++] = chosen[i];
-            }
-        }
-        chosen.resize(kept);
-        for (const auto& [prefix, main] : chosen) {
-            Route r = *main;
-            r.dst = prefix;
-            r.table = kRouteTable;
-            r.protocol = kRouteProtocol;
-            // The gateway check at insert time would consult the rules, which (on a re-run)
-            // already refuse the gateway itself; onlink states what main already established.
-            if (r.gateway) r.onlink = true;
-            plan.routes.push_back(r);
-        }
-        plan.rules.push_back(Rule{f, kRulePriorityLookup, kRouteTable, FR_ACT_TO_TBL, kRouteProtocol, false});
-        plan.rules.push_back(Rule{f, kRulePriorityUnreachable, 0, FR_ACT_UNREACHABLE, kRouteProtocol, false});
     }
+}
+
+std::vector<Rule> route_set_rules() {
+    std::vector<Rule> rules;
+    for (Family f : {Family::v4, Family::v6}) {
+        rules.push_back(Rule{f, kRulePriorityLookup, kRouteTable, FR_ACT_TO_TBL, kRouteProtocol, false});
+        rules.push_back(Rule{f, kRulePriorityUnreachable, 0, FR_ACT_UNREACHABLE, kRouteProtocol, false});
+    }
+    return rules;
+}
+
+RoutePlan plan_route_set(const Snapshot& snap, const AllowList& allow) {
+    RoutePlan plan;
+    plan.routes.reserve(allow.ranges(Family::v4).size() + allow.ranges(Family::v6).size());
+    for_each_planned_route(snap, allow, [&](const Route& r) { plan.routes.push_back(r); });
+    plan.rules = route_set_rules();
     return plan;
 }
 
@@ -361,23 +388,39 @@ void apply_route_set(nl_sock* sock, const Snapshot& before, const RoutePlan& pla
                 return fmt::format("route set: delete stale route {}", format_route(*old_routes[i], before));
             });
     testing::test_point("route-set-stale");
-    std::size_t tolerated = batch.failures().size();
-    for (std::size_t i = 0; i < plan.rules.size(); ++i) {
-        const Rule& r = plan.rules[i];
-        bool present = std::any_of(old_rules.begin(), old_rules.end(), [&](const Rule& o) {
-            return o.family == r.family && o.priority == r.priority && o.action == r.action &&
-                   o.table == r.table;
-        });
-        if (present) continue;
-        batch.add(rule_request(r, true, NLM_F_CREATE | NLM_F_EXCL), i);
-    }
+    add_rules(batch, old_rules, plan.rules);
+}
+
+std::size_t apply_fresh_route_set(nl_sock* sock, const Snapshot& before, const AllowList& allow,
+                                  const std::function<void(const Route&)>& seen) {
+    // The same phases as apply_route_set, with nothing to replace: every route is new, none is
+    // stale. The routes go to the kernel as they are planned, a chunk at a time.
+    std::vector<Rule> old_rules;
+    for (const auto& r : before.routes)
+        if (r.table == kRouteTable) throw_failed("route set: the namespace already has routes in table 28275");
+    for (const auto& r : before.rules)
+        if (ours(r)) old_rules.push_back(r);
+    RtnlBatch batch(sock);
+    std::size_t n = 0;
+    for_each_planned_route(before, allow, [&](const Route& r) {
+        batch.add(route_request(r, true, NLM_F_CREATE | NLM_F_REPLACE), n++);
+        seen(r);
+    });
     batch.flush();
-    if (batch.failures().size() > tolerated)
-        throw_failure(batch, tolerated, [&](std::size_t i) {
-            const Rule& r = plan.rules[i];
-            return fmt::format("route set: add rule '{}' ({})", format_rule(r), family_name(r.family));
+    if (!batch.failures().empty())
+        throw_failure(batch, 0, [&](std::size_t i) {
+            // Only on failure: plan again up to the route that failed, to name it.
+            std::string name;
+            std::size_t k = 0;
+            for_each_planned_route(before, allow, [&](const Route& r) {
+                if (k++ == i) name = format_route(r, before);
+            });
+            return fmt::format("route set: add route {}", name);
         });
-    testing::test_point("route-set-rules");
+    testing::test_point("route-set-routes");
+    testing::test_point("route-set-stale");
+    add_rules(batch, old_rules, route_set_rules());
+    return n;
 }
 
 RouteSetRemoval remove_route_set(nl_sock* sock, const Snapshot& snap) {

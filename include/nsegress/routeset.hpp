@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -34,11 +35,24 @@ struct RoutePlan {
 // Pure: main's routes intersected with the allow-list, plus the two rules per family.
 RoutePlan plan_route_set(const Snapshot& snap, const AllowList& allow);
 
+// The routes of plan_route_set one at a time, in its order, without holding them all: with
+// 10^5 CIDRs the plan alone is about 20 MiB.
+void for_each_planned_route(const Snapshot& snap, const AllowList& allow,
+                            const std::function<void(const Route&)>& emit);
+
+// The rules of every route set: lookup 28275 and unreachable, per family.
+std::vector<Rule> route_set_rules();
+
 // Our rules and our table's routes, as found in a snapshot.
 RoutePlan installed_route_set(const Snapshot& snap);
 
 // Installs `plan` (routes first, then rules), replacing what an earlier run installed.
 void apply_route_set(nl_sock* sock, const Snapshot& before, const RoutePlan& plan);
+
+// The same for a namespace with no routes in our table yet (the container start path): plans
+// and sends the routes as it goes, in chunks, and calls `seen` on each. Returns how many.
+std::size_t apply_fresh_route_set(nl_sock* sock, const Snapshot& before, const AllowList& allow,
+                                  const std::function<void(const Route&)>& seen);
 
 struct RouteSetRemoval {
     std::size_t rules = 0;

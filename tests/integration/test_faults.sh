@@ -185,6 +185,16 @@ for step in entered inspected committed conntrack route-set-routes route-set-sta
 	fi
 done
 
+section "SIGKILL at every step of a first restrict (the route set streamed to the kernel), then a rerun"
+for step in committed conntrack route-set-routes route-set-stale route-set-rules probe; do
+	nsg release --netns "$FNS" >/dev/null 2>&1
+	if paused "$step" restrict --netns "$FNS" "${A[@]}" --no-probe; then
+		kill9
+		expect_exit 0 nsg restrict --netns "$FNS" "${A[@]}" --no-probe
+		assert_eq "$ref_a" "$(snap_f)" "killed at '$step': a rerun of restrict converges to the full policy A"
+	fi
+done
+
 section "SIGKILL at every step of release, then a rerun"
 for step in release-entered release-committed release-rules; do
 	nsg restrict --netns "$FNS" "${A[@]}" --netdev-egress --no-probe >/dev/null 2>&1
@@ -194,5 +204,26 @@ for step in release-entered release-committed release-rules; do
 		assert_eq "$pristine" "$(snap_f)" "killed at '$step': a rerun of release leaves the namespace clean"
 	fi
 done
+
+section "a route the kernel refuses in a first restrict: named, fail closed, and a rerun converges"
+expect_exit 0 nsg release --netns "$FNS"
+if paused committed restrict --netns "$FNS" "${A[@]}" --no-probe --json; then
+	# The device of every planned route goes down after nsegress read the namespace: the
+	# kernel refuses the routes (ENETDOWN), a real refusal in the streamed route set.
+	ip -n "$F" link set d0 down
+	resume
+	assert_eq 2 "$RC" "exit 2"
+	assert_match "$ERR" "route set: add route [0-9a-f.:/]+ .*dev d0" "the error names a route the kernel refused"
+	assert_contains "$ERR" "the nftables policy is installed and stays (fail closed)" "the message says the policy stays"
+	assert_eq false "$(jq -r .route_set.installed <<<"$OUT")" "--json: route_set.installed is false"
+	assert_eq "" "$(ip -n "$F" rule show | grep 'proto 245')" "no route-set rule was added: the table never went live"
+	assert_contains "$(ip netns exec "$F" nft list table inet nsegress)" "192.0.2.0/24" "the policy is installed"
+fi
+# The namespace as it was (a link that went down lost its routes and IPv6 address).
+ip netns del "$F"
+assert_true "the namespace, rebuilt" make_f
+expect_exit 0 nsg restrict --netns "$FNS" "${A[@]}" --no-probe
+assert_eq "$ref_a" "$(snap_f)" "a rerun converges to the full policy and route set"
+expect_exit 0 nsg release --netns "$FNS"
 
 finish
