@@ -402,7 +402,7 @@ _cni_podman_remove() {
 		# root mount counts: any process started meanwhile in a mount namespace of its own
 		# (`ip netns exec`, another test's lab listener) has copies of DIR's mounts too.
 		elif [[ $(readlink "/proc/$pid/ns/mnt" 2>/dev/null) != "$mine" ]] &&
-			awk '$5 == "/"' "/proc/$pid/mountinfo" 2>/dev/null | grep -qF -- "$d/"; then
+			[[ $(awk '$5 == "/"' "/proc/$pid/mountinfo" 2>/dev/null) == *"$d/"* ]]; then
 			kids+=("$pid")
 			ino=$(stat -L -c %i "/proc/$pid/ns/net" 2>/dev/null) && inos+="$ino "
 		fi
