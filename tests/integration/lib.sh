@@ -289,6 +289,14 @@ eventually() {
 	return 1
 }
 
+# wait_all PID...: wait for each background job of this shell (not in a subshell: it could not
+# wait for them); WAIT_FAILED is how many exited non-zero.
+wait_all() {
+	local pid
+	WAIT_FAILED=0
+	for pid in "$@"; do wait "$pid" || WAIT_FAILED=$((WAIT_FAILED + 1)); done
+}
+
 # wait_for_text FILE TEXT [SECONDS]: poll until FILE contains TEXT.
 wait_for_text() {
 	local f=$1 text=$2 secs=${3:-3} i

@@ -76,10 +76,9 @@ for round in 1 2 3; do
 	cni_conf | ip netns exec "${P}_gw" env CNI_COMMAND=ADD CNI_CONTAINERID=c1 CNI_NETNS="$CTR_NS" \
 		CNI_IFNAME=eth0 CNI_PATH=/nonexistent "$NSEGRESS" >"$TMPD/par.$round.cni" 2>&1 &
 	pids+=($!)
-	failed=0
-	for pid in "${pids[@]}"; do wait "$pid" || failed=$((failed + 1)); done
-	assert_eq 0 "$failed" "round $round: all ${#pids[@]} parallel writers succeed"
-	[[ $failed -eq 0 ]] || cat "$TMPD"/par."$round".* | head -20 | sed 's/^/#   /'
+	wait_all "${pids[@]}"
+	assert_eq 0 "$WAIT_FAILED" "round $round: all ${#pids[@]} parallel writers succeed"
+	[[ $WAIT_FAILED -eq 0 ]] || cat "$TMPD"/par."$round".* | head -20 | sed 's/^/#   /'
 	tables=$(in_ctr nft list tables | grep -c 'table inet nsegress')
 	assert_eq 1 "$tables" "round $round: exactly one table inet nsegress"
 	assert_eq true "$(nsg status --netns "$CTR_NS" --json | jq -r .policy.complete)" "round $round: the policy is complete"
@@ -105,9 +104,8 @@ for i in 1 2 3 4; do
 	nsg release --netns "$CTR_NS" >/dev/null 2>&1 &
 	pids+=($!)
 done
-failed=0
-for pid in "${pids[@]}"; do wait "$pid" || failed=$((failed + 1)); done
-assert_eq 0 "$failed" "four parallel releases all succeed"
+wait_all "${pids[@]}"
+assert_eq 0 "$WAIT_FAILED" "four parallel releases all succeed"
 assert_eq "$pristine" "$(snapshot)" "and leave the namespace exactly as it was"
 kill "$ctr_pid" 2>/dev/null
 
@@ -134,9 +132,8 @@ for i in $(seq 1 $N); do
 		--no-probe >"$TMPD/many.$i" 2>&1 &
 	pids+=($!)
 done
-failed=0
-for pid in "${pids[@]}"; do wait "$pid" || failed=$((failed + 1)); done
-assert_eq 0 "$failed" "all $N parallel restricts exit 0"
+wait_all "${pids[@]}"
+assert_eq 0 "$WAIT_FAILED" "all $N parallel restricts exit 0"
 good=0
 for i in $(seq 1 $N); do
 	ns=${P}_n$i
@@ -156,9 +153,8 @@ for i in $(seq 1 $N); do
 	nsg release --netns "/run/netns/${P}_n$i" >/dev/null 2>&1 &
 	pids+=($!)
 done
-failed=0
-for pid in "${pids[@]}"; do wait "$pid" || failed=$((failed + 1)); done
-assert_eq 0 "$failed" "all $N parallel releases exit 0"
+wait_all "${pids[@]}"
+assert_eq 0 "$WAIT_FAILED" "all $N parallel releases exit 0"
 left=0
 for i in $(seq 1 $N); do
 	ns=${P}_n$i
