@@ -1103,6 +1103,19 @@ struct SetShape {
 
 std::uint32_t shape_seq = 0x28000000;
 
+// The devices a netdev base chain is bound to. The kernel reports a single device as
+// NFTA_HOOK_DEV, or as a one-element NFTA_HOOK_DEVS list on some versions.
+std::vector<std::string> chain_devices(const nftnl_chain* chain) {
+    std::vector<std::string> out;
+    if (nftnl_chain_is_set(chain, NFTNL_CHAIN_DEV)) {
+        out.emplace_back(nftnl_chain_get_str(chain, NFTNL_CHAIN_DEV));
+    } else if (nftnl_chain_is_set(chain, NFTNL_CHAIN_DEVICES)) {
+        const auto* devs = static_cast<const char* const*>(nftnl_chain_get(chain, NFTNL_CHAIN_DEVICES));
+        for (std::size_t i = 0; devs && devs[i]; ++i) out.emplace_back(devs[i]);
+    }
+    return out;
+}
+
 // The chains of table nsegress in `family` (one dump, no rules); none when there is no table.
 std::vector<ChainShape> dump_chains(mnl_socket* sock, std::uint32_t family) {
     std::vector<ChainShape> chains;
@@ -1126,16 +1139,9 @@ std::vector<ChainShape> dump_chains(mnl_socket* sock, std::uint32_t family) {
                 cs.prio = nftnl_chain_get_s32(chain.get(), NFTNL_CHAIN_PRIO);
             }
             if (const char* t = nftnl_chain_get_str(chain.get(), NFTNL_CHAIN_TYPE)) cs.type = t;
-            if (nftnl_chain_is_set(chain.get(), NFTNL_CHAIN_DEV)) {
-                cs.device = nftnl_chain_get_str(chain.get(), NFTNL_CHAIN_DEV);
-            } else if (nftnl_chain_is_set(chain.get(), NFTNL_CHAIN_DEVICES)) {
-                // The kernel reports a single device as a one-element list on some versions.
-                const auto* devs = static_cast<const char* const*>(nftnl_chain_get(chain.get(), NFTNL_CHAIN_DEVICES));
-                if (devs && devs[0]) {
-                    cs.device = devs[0];
-                    cs.single_device = !devs[1];
-                }
-            }
+            const auto devices = chain_devices(chain.get());
+            if (!devices.empty()) cs.device = devices[0];
+            cs.single_device = devices.size() <= 1;
             chains.push_back(std::move(cs));
             return MNL_CB_OK;
         });
@@ -1264,15 +1270,9 @@ static std::vector<EgressHook> list_egress_hooks_once(mnl_socket* sock) {
         EgressHook h;
         h.table = nftnl_chain_get_str(chain.get(), NFTNL_CHAIN_TABLE);
         h.chain = nftnl_chain_get_str(chain.get(), NFTNL_CHAIN_NAME);
-        if (nftnl_chain_is_set(chain.get(), NFTNL_CHAIN_DEV)) {
-            h.device = nftnl_chain_get_str(chain.get(), NFTNL_CHAIN_DEV);
+        for (auto& d : chain_devices(chain.get())) {
+            h.device = std::move(d);
             out.push_back(h);
-        } else if (nftnl_chain_is_set(chain.get(), NFTNL_CHAIN_DEVICES)) {
-            auto devs = static_cast<const char* const*>(nftnl_chain_get(chain.get(), NFTNL_CHAIN_DEVICES));
-            for (std::size_t i = 0; devs && devs[i]; ++i) {
-                h.device = devs[i];
-                out.push_back(h);
-            }
         }
         return MNL_CB_OK;
     });
