@@ -137,15 +137,16 @@ json opt_json(const std::optional<std::uint64_t>& v) { return v ? json(*v) : jso
 constexpr unsigned kArphrdEther = 1;  // ARPHRD_ETHER
 
 // The netdev egress layer for restrict --netdev-egress: one chain per non-loopback interface
-// of the snapshot; neighbour discovery may go to link-local and multicast destinations and to
+// of the snapshot; in both tables, neighbour discovery may go to link-local and multicast destinations and to
 // the namespace's own on-link IPv6 prefixes (unicast NUD probes to a global gateway address).
 nft::NetdevPlan netdev_plan(const Snapshot& snap, bool install, bool present) {
     nft::NetdevPlan plan;
     plan.install = install;
     plan.replace_existing = present;
-    if (!install) return plan;
-    for (const auto& l : snap.links)
-        if (!l.loopback) plan.devices.push_back(nft::NetdevDevice{l.name, l.arptype == kArphrdEther});
+    if (install)
+        for (const auto& l : snap.links)
+            if (!l.loopback) plan.devices.push_back(nft::NetdevDevice{l.name, l.arptype == kArphrdEther});
+    // The inet table's nd6 set too, netdev table or not.
     plan.neighbour6.add(parse_cidr("fe80::/10"));
     plan.neighbour6.add(parse_cidr("ff02::/16"));
     for (const auto& a : snap.addresses) {
@@ -264,7 +265,7 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     testing::test_point("inspected");
 
     if (opt.dry_run) {
-        doc["nft"] = nft::render_policy(allow, mode) + nft::render_netdev(allow, netdev);
+        doc["nft"] = nft::render_policy(allow, mode, netdev) + nft::render_netdev(allow, netdev);
         doc["route_set"] = json{{"enabled", route_set},
                                 {"commands", render_route_set(plan, before)}};
         doc["netdev_egress"] = netdev_json(netdev);

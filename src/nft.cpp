@@ -22,6 +22,7 @@
 #include <sys/uio.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -64,6 +65,7 @@ constexpr std::uint32_t kTypeIpAddr = 7;
 constexpr std::uint32_t kTypeIp6Addr = 8;
 constexpr std::uint32_t kSetId4 = 1;
 constexpr std::uint32_t kSetId6 = 2;
+constexpr std::uint32_t kSetIdNd6 = 3;
 
 // ---- Batch building ---------------------------------------------------------------------------
 
@@ -204,19 +206,24 @@ void add_set(BatchWriter& w, Family f, const AllowList& allow, bool existing = f
                      allow.ranges(f), existing);
 }
 
-void add_chain(BatchWriter& w, Mode mode) {
+void add_base_chain(BatchWriter& w, const char* name, std::uint32_t hook, std::int32_t prio, std::uint32_t policy) {
     auto c = checked<nftnl_chain, ChainFree>(nftnl_chain_alloc());
     nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, kTable);
-    nftnl_chain_set_str(c.get(), NFTNL_CHAIN_NAME, kChain);
+    nftnl_chain_set_str(c.get(), NFTNL_CHAIN_NAME, name);
     nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_FAMILY, NFPROTO_INET);
-    nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_HOOKNUM, NF_INET_LOCAL_OUT);
-    nftnl_chain_set_s32(c.get(), NFTNL_CHAIN_PRIO, 0);  // "filter"
+    nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_HOOKNUM, hook);
+    nftnl_chain_set_s32(c.get(), NFTNL_CHAIN_PRIO, prio);
     nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TYPE, "filter");
+    nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_POLICY, policy);
+    w.add(NFT_MSG_NEWCHAIN, NLM_F_CREATE, fmt::format("chain {}", name), 1024,
+          [&](nlmsghdr* nlh) { nftnl_chain_nlmsg_build_payload(nlh, c.get()); });
+}
+
+void add_chains(BatchWriter& w, Mode mode) {
     // Audit mode lets everything through, the chain policy included (the final rule accepts
     // everything anyway; the policy only matters if someone deletes that rule by hand).
-    nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_POLICY, mode == Mode::audit ? NF_ACCEPT : NF_DROP);
-    w.add(NFT_MSG_NEWCHAIN, NLM_F_CREATE, "chain output", 1024,
-          [&](nlmsghdr* nlh) { nftnl_chain_nlmsg_build_payload(nlh, c.get()); });
+    add_base_chain(w, kChain, NF_INET_LOCAL_OUT, 0, mode == Mode::audit ? NF_ACCEPT : NF_DROP);  // "filter"
+    add_base_chain(w, kChainInbound, NF_INET_PRE_ROUTING, kInboundPriority, NF_ACCEPT);
 }
 
 // Expression helpers: each appends one expression to a rule, in nft's register conventions.
@@ -282,8 +289,74 @@ public:
         nftnl_expr_set(e.get(), NFTNL_EXPR_CMP_DATA, data, len);
         return push(std::move(e));
     }
+    // (reg & mask) OP value on one byte.
+    RuleBuilder& masked_cmp_u8(std::uint8_t mask, std::uint32_t op, std::uint8_t value) {
+        auto e = expr("bitwise");
+        std::uint8_t zero = 0;
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_BITWISE_LEN, 1);
+        nftnl_expr_set(e.get(), NFTNL_EXPR_BITWISE_MASK, &mask, 1);
+        nftnl_expr_set(e.get(), NFTNL_EXPR_BITWISE_XOR, &zero, 1);
+        push(std::move(e));
+        return cmp(op, &value, 1);
+    }
+    // `fib saddr type`: the kernel's address type of the packet's source (RTN_LOCAL: ours).
+    RuleBuilder& fib_saddr_type() {
+        auto e = expr("fib");
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_FIB_FLAGS, NFTA_FIB_F_SADDR);
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_FIB_RESULT, NFT_FIB_RESULT_ADDRTYPE);
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_FIB_DREG, NFT_REG_1);
+        return push(std::move(e));
+    }
+    // `ip option T exists` / `exthdr T exists`: 1 in the register when the header is there.
+    RuleBuilder& exthdr_present(std::uint32_t op, std::uint8_t type) {
+        auto e = expr("exthdr");
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_EXTHDR_DREG, NFT_REG_1);
+        nftnl_expr_set_u8(e.get(), NFTNL_EXPR_EXTHDR_TYPE, type);
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_EXTHDR_OFFSET, 0);
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_EXTHDR_LEN, 1);
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_EXTHDR_FLAGS, NFT_EXTHDR_F_PRESENT);
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_EXTHDR_OP, op);
+        push(std::move(e));
+        return eq_u8(1);
+    }
+    // `ct label L` (a test) and `ct label set L`. Labels are a 128-bit map; nft keeps bit L in
+    // host-order 32-bit words, as the kernel's test_bit() reads them.
+    static std::array<std::uint32_t, 4> label_bits(unsigned label) {
+        std::array<std::uint32_t, 4> b{};
+        b[label / 32] = 1u << (label % 32);
+        return b;
+    }
+    RuleBuilder& has_label(unsigned label) {
+        ct(NFT_CT_LABELS);
+        auto mask = label_bits(label);
+        std::array<std::uint32_t, 4> zero{};
+        auto e = expr("bitwise");
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_BITWISE_LEN, sizeof mask);
+        nftnl_expr_set(e.get(), NFTNL_EXPR_BITWISE_MASK, mask.data(), sizeof mask);
+        nftnl_expr_set(e.get(), NFTNL_EXPR_BITWISE_XOR, zero.data(), sizeof zero);
+        push(std::move(e));
+        return cmp(NFT_CMP_NEQ, zero.data(), sizeof zero);
+    }
+    RuleBuilder& set_label(unsigned label) {
+        auto bits = label_bits(label);
+        auto imm = expr("immediate");
+        nftnl_expr_set_u32(imm.get(), NFTNL_EXPR_IMM_DREG, NFT_REG_1);
+        nftnl_expr_set(imm.get(), NFTNL_EXPR_IMM_DATA, bits.data(), sizeof bits);
+        push(std::move(imm));
+        auto e = expr("ct");
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_CT_KEY, NFT_CT_LABELS);
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_CT_SREG, NFT_REG_1);
+        return push(std::move(e));
+    }
     RuleBuilder& eq_u8(std::uint8_t v) { return cmp(NFT_CMP_EQ, &v, 1); }
+    RuleBuilder& neq_u8(std::uint8_t v) { return cmp(NFT_CMP_NEQ, &v, 1); }
+    RuleBuilder& neq_u32(std::uint32_t v) { return cmp(NFT_CMP_NEQ, &v, 4); }  // host order
     RuleBuilder& eq_u32(std::uint32_t v) { return cmp(NFT_CMP_EQ, &v, 4); }  // host order
+    RuleBuilder& eq_bytes(const void* data, std::uint32_t len) { return cmp(NFT_CMP_EQ, data, len); }
     // (reg & mask) ^ 0 != 0: how nft tests bits such as `ct state related`.
     RuleBuilder& has_bits(std::uint32_t mask) {
         auto e = expr("bitwise");
@@ -359,9 +432,60 @@ constexpr std::uint32_t kCtStateRelated = 1u << (IP_CT_RELATED + 1);  // NF_CT_S
 constexpr std::uint32_t kCtStateNew = 1u << (IP_CT_NEW + 1);
 constexpr std::uint8_t kCtDirReply = 1;  // IP_CT_DIR_REPLY (kernel-internal enum)
 
+constexpr std::uint32_t kCtStateInvalid = 1u << 0;                  // NF_CT_STATE_INVALID_BIT
+constexpr std::uint32_t kCtStateUntracked = 1u << 6;                // NF_CT_STATE_UNTRACKED_BIT
+constexpr std::uint8_t kTcpFlagSyn = 0x02, kTcpFlagAck = 0x10;
+constexpr std::uint32_t kLoopbackIfindex = 1;                       // lo is 1 in every netns
+constexpr std::uint32_t kRtnLocal = 2;                              // RTN_LOCAL
+constexpr std::uint8_t kIpoptLsrr = 131, kIpoptSsrr = 137;          // IPOPT_LSRR, IPOPT_SSRR
+constexpr std::uint8_t kIpv6Routing = 43;                           // NEXTHDR_ROUTING
+constexpr std::uint8_t kNdRouterSolicit = 133, kNdNeighbourSolicit = 135, kNdNeighbourAdvert = 136;
+
+// The inbound chain: label the connections whose first packet came in from a real interface
+// (see nft.hpp). TCP only counts from a SYN without ACK: never a connection picked up mid-stream.
+void add_inbound_rules(BatchWriter& w) {
+    RuleBuilder(NFPROTO_INET, kChainInbound)
+        .meta(NFT_META_IIF).neq_u32(kLoopbackIfindex)
+        .ct(NFT_CT_STATE).has_bits(kCtStateNew)
+        .meta(NFT_META_L4PROTO).eq_u8(IPPROTO_TCP)
+        .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 13, 1).masked_cmp_u8(kTcpFlagSyn | kTcpFlagAck, NFT_CMP_EQ, kTcpFlagSyn)
+        .counter().set_label(kInboundLabel).comment(kCommentInbound)
+        .emit(w, "inbound tcp syn: ct label set");
+    RuleBuilder(NFPROTO_INET, kChainInbound)
+        .meta(NFT_META_IIF).neq_u32(kLoopbackIfindex)
+        .ct(NFT_CT_STATE).has_bits(kCtStateNew)
+        .meta(NFT_META_L4PROTO).neq_u8(IPPROTO_TCP)
+        .counter().set_label(kInboundLabel).comment(kCommentInbound)
+        .emit(w, "inbound other: ct label set");
+}
+
 void add_rules(BatchWriter& w, const AllowList& allow, Mode mode) {
-    RuleBuilder().meta(NFT_META_OIF).eq_u32(1).accept().emit(w, "oif lo accept");  // lo is 1 in every netns
-    RuleBuilder().ct(NFT_CT_DIRECTION).eq_u8(kCtDirReply).accept().emit(w, "ct direction reply accept");
+    const bool nd = allow.has(Family::v6);
+    const std::array<std::uint8_t, 16> unspecified{};
+    if (nd) {
+        // Duplicate address detection: a solicitation from :: (no address yet), on the link only.
+        RuleBuilder()
+            .meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV6)
+            .payload(NFT_PAYLOAD_NETWORK_HEADER, 8, 16).eq_bytes(unspecified.data(), 16)  // ipv6hdr.saddr
+            .meta(NFT_META_L4PROTO).eq_u8(IPPROTO_ICMPV6)
+            .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1).eq_u8(kNdNeighbourSolicit)
+            .payload(NFT_PAYLOAD_NETWORK_HEADER, 24, 16).lookup(kSetNd6, kSetIdNd6)
+            .counter().accept().comment(kCommentDad).emit(w, "duplicate address detection accept");
+    }
+    RuleBuilder()
+        .ct(NFT_CT_STATE).has_bits(kCtStateNew | kCtStateInvalid | kCtStateUntracked)
+        .fib_saddr_type().neq_u32(kRtnLocal)
+        .counter().drop().comment(kCommentForged).emit(w, "fib saddr type != local drop");
+    for (std::uint8_t opt : {kIpoptLsrr, kIpoptSsrr})
+        RuleBuilder().meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV4)
+            .exthdr_present(NFT_EXTHDR_OP_IPV4, opt)
+            .counter().drop().comment(kCommentSourceRoute)
+            .emit(w, fmt::format("ip option {} exists drop", opt == kIpoptLsrr ? "lsrr" : "ssrr"));
+    RuleBuilder().meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV6)
+        .exthdr_present(NFT_EXTHDR_OP_IPV6, kIpv6Routing)
+        .counter().drop().comment(kCommentSourceRoute).emit(w, "exthdr rt exists drop");
+    RuleBuilder().meta(NFT_META_OIF).eq_u32(kLoopbackIfindex).counter().accept().comment(kCommentLoopback)
+        .emit(w, "oif lo accept");
     RuleBuilder()
         .meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV4)
         .payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4)  // iphdr.daddr
@@ -372,16 +496,23 @@ void add_rules(BatchWriter& w, const AllowList& allow, Mode mode) {
         .payload(NFT_PAYLOAD_NETWORK_HEADER, 24, 16)  // ipv6hdr.daddr
         .lookup(kSet6, kSetId6).counter().accept().comment(kCommentAllow6)
         .emit(w, "ip6 daddr @allow6 accept");
-    RuleBuilder().meta(NFT_META_L4PROTO).eq_u8(IPPROTO_ICMP).ct(NFT_CT_STATE)
-        .has_bits(kCtStateRelated).accept().emit(w, "icmp related accept");
-    RuleBuilder().meta(NFT_META_L4PROTO).eq_u8(IPPROTO_ICMPV6).ct(NFT_CT_STATE)
-        .has_bits(kCtStateRelated).accept().emit(w, "icmpv6 related accept");
-    if (allow.has(Family::v6)) {
-        // Without neighbour discovery no IPv6 packet leaves, allowed or not.
-        for (std::uint8_t type : {133, 135, 136}) {
+    // After the allow-list: these counters are what got out to peers outside it.
+    RuleBuilder().ct(NFT_CT_DIRECTION).eq_u8(kCtDirReply).has_label(kInboundLabel)
+        .counter().accept().comment(kCommentReplies).emit(w, "ct direction reply ct label inbound accept");
+    for (std::uint8_t proto : {std::uint8_t{IPPROTO_ICMP}, std::uint8_t{IPPROTO_ICMPV6}})
+        RuleBuilder().meta(NFT_META_L4PROTO).eq_u8(proto).ct(NFT_CT_STATE).has_bits(kCtStateRelated)
+            .has_label(kInboundLabel).counter().accept().comment(kCommentRelated)
+            .emit(w, fmt::format("{} related (inbound) accept", proto == IPPROTO_ICMP ? "icmp" : "icmpv6"));
+    if (nd) {
+        // Without neighbour discovery no IPv6 packet leaves, allowed or not; but only towards the
+        // link (nd6): an ND message to a far address would be routed on, carrying data with it.
+        for (std::uint8_t type : {kNdRouterSolicit, kNdNeighbourSolicit, kNdNeighbourAdvert}) {
             RuleBuilder().meta(NFT_META_L4PROTO).eq_u8(IPPROTO_ICMPV6)
-                .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1).eq_u8(type).accept()
-                .emit(w, fmt::format("icmpv6 type {} accept", type));
+                .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1).eq_u8(type)
+                .meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV6)
+                .payload(NFT_PAYLOAD_NETWORK_HEADER, 24, 16).lookup(kSetNd6, kSetIdNd6)
+                .counter().accept().comment(kCommentNd)
+                .emit(w, fmt::format("icmpv6 type {} to @nd6 accept", type));
         }
     }
     // The deny log, a rule of its own: the limit must not sit on the verdict rule, or packets
@@ -449,6 +580,21 @@ void add_netdev_chain(BatchWriter& w, const NetdevDevice& dev, const AllowList& 
     auto rule = [&] { return RuleBuilder(NFPROTO_NETDEV, chain); };
     auto what = [&](const char* text) { return fmt::format("{}: {}", chain, text); };
 
+    // Source routing first (see the inet chain): the frame's own bytes, as everywhere here. IPv4
+    // with any option at all (IHL != 5: LSRR/SSRR may sit behind padding options), IPv6 whose
+    // first extension header is hop-by-hop, routing or destination options (a routing header
+    // may follow either of the others).
+    {
+        auto r = rule();
+        frame_is(r, l, Family::v4).payload(l.base, l.ip, 1).masked_cmp_u8(0x0f, NFT_CMP_NEQ, 5)
+            .counter().drop().comment(kCommentSourceRoute).emit(w, what("ip options drop"));
+    }
+    for (std::uint8_t next : {std::uint8_t{0}, kIpv6Routing, std::uint8_t{60}}) {
+        auto r = rule();
+        frame_is(r, l, Family::v6).payload(l.base, l.ip + 6, 1).eq_u8(next)
+            .counter().drop().comment(kCommentSourceRoute)
+            .emit(w, what(fmt::format("ip6 nexthdr {} drop", next).c_str()));
+    }
     // No `ct direction reply accept` here, unlike the inet chain: the kernel refuses the ct
     // expression in the netdev family (nf_ct_netns_get: EPROTO), and nothing else a packet
     // socket cannot forge marks a reply (skb->mark can be set with CAP_NET_RAW). So replies to
@@ -647,26 +793,42 @@ int dump(mnl_socket* sock, nlmsghdr* req, Cb cb) {
 
 const char* mode_name(Mode m) { return m == Mode::audit ? "audit" : "enforce"; }
 
+AllowList neighbour_destinations(const NetdevPlan& netdev) {
+    if (!netdev.neighbour6.empty()) return netdev.neighbour6;
+    AllowList link;
+    link.add(parse_cidr("fe80::/10"));
+    link.add(parse_cidr("ff02::/16"));
+    return link;
+}
+
 Batch compile_policy(const AllowList& allow, std::uint32_t first_seq, Mode mode, const NetdevPlan& netdev,
                      const Installed& installed) {
     BatchWriter w(first_seq);
     w.begin();
+    const AllowList nd6 = neighbour_destinations(netdev);
+    auto add_nd6 = [&](bool existing) {
+        add_interval_set(w, NFPROTO_INET, kSetNd6, kSetIdNd6, Family::v6, nd6.ranges(Family::v6), existing);
+    };
     if (installed.inet == Found::reusable) {
-        // In place (see Installed): the chain keeps its hook; a policy change (enforce <->
+        // In place (see Installed): the chains keep their hooks; a policy change (enforce <->
         // audit) is applied at commit, and the final rule is a catch-all either way.
         add_table(w, NFT_MSG_NEWTABLE, "table inet nsegress (kept)");
-        add_chain(w, mode);
+        add_chains(w, mode);
         flush_chain(w, NFPROTO_INET, kChain);
+        flush_chain(w, NFPROTO_INET, kChainInbound);
         add_set(w, Family::v4, allow, true);
         add_set(w, Family::v6, allow, true);
+        add_nd6(true);
     } else {
         add_table(w, NFT_MSG_NEWTABLE, "table inet nsegress (ensure)");
         add_table(w, NFT_MSG_DELTABLE, "table inet nsegress (replace)");
         add_table(w, NFT_MSG_NEWTABLE, "table inet nsegress");
         add_set(w, Family::v4, allow);
         add_set(w, Family::v6, allow);
-        add_chain(w, mode);
+        add_nd6(false);
+        add_chains(w, mode);
     }
+    add_inbound_rules(w);
     add_rules(w, allow, mode);
     add_netdev(w, allow, netdev, installed);
     return w.end();
@@ -725,7 +887,11 @@ std::string render_netdev(const AllowList& allow, const NetdevPlan& netdev) {
         unsigned ip = d.ethernet ? 14 * 8 : 0;
         out << "\tchain " << netdev_chain_name(d) << " {\n"
             << "\t\ttype filter hook egress device \"" << d.name << "\" priority filter; policy drop;\n"
-            << "\t\t" << v4 << " " << b << "," << ip + 128 << ",32 @allow4 counter accept comment \"" << kCommentAllow4 << "\"\n"
+            << "\t\t" << v4 << " " << b << "," << ip + 4 << ",4 != 5 counter drop comment \"" << kCommentSourceRoute << "\"\n";
+        for (int next : {0, 43, 60})
+            out << "\t\t" << v6 << " " << b << "," << ip + 48 << ",8 " << next << " counter drop comment \""
+                << kCommentSourceRoute << "\"\n";
+        out << "\t\t" << v4 << " " << b << "," << ip + 128 << ",32 @allow4 counter accept comment \"" << kCommentAllow4 << "\"\n"
             << "\t\t" << v6 << " " << b << "," << ip + 192 << ",128 @allow6 counter accept comment \"" << kCommentAllow6 << "\"\n";
         if (d.ethernet) out << "\t\t@ll,96,16 0x0806 accept\n";
         if (allow.has(Family::v6))
@@ -738,43 +904,58 @@ std::string render_netdev(const AllowList& allow, const NetdevPlan& netdev) {
     return out.str();
 }
 
-std::string render_policy(const AllowList& allow, Mode mode) {
+std::string render_policy(const AllowList& allow, Mode mode, const NetdevPlan& netdev) {
     std::ostringstream out;
-    auto elements = [&](Family f) {
-        const auto& rs = allow.ranges(f);
-        if (rs.empty()) return;
-        out << "\t\telements = { ";
-        for (std::size_t i = 0; i < rs.size(); ++i) out << (i ? ",\n\t\t\t     " : "") << rs[i].str();
-        out << " }\n";
+    auto set = [&](const char* name, const char* type, const std::vector<Range>& rs) {
+        out << "\tset " << name << " {\n\t\ttype " << type << "\n\t\tflags interval\n";
+        if (!rs.empty()) {
+            out << "\t\telements = { ";
+            for (std::size_t i = 0; i < rs.size(); ++i) out << (i ? ",\n\t\t\t     " : "") << rs[i].str();
+            out << " }\n";
+        }
+        out << "\t}\n\n";
     };
+    auto comment = [](const char* c) { return fmt::format(" comment \"{}\"\n", c); };
     out << "table inet nsegress\n"
            "delete table inet nsegress\n"
-           "table inet nsegress {\n"
-           "\tset allow4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n";
-    elements(Family::v4);
-    out << "\t}\n\n\tset allow6 {\n\t\ttype ipv6_addr\n\t\tflags interval\n";
-    elements(Family::v6);
-    out << "\t}\n\n"
-           "\tchain output {\n"
-        << "\t\ttype filter hook output priority filter; policy "
-        << (mode == Mode::audit ? "accept" : "drop") << ";\n"
-           "\t\toif \"lo\" accept\n"
-           "\t\tct direction reply accept\n"
-        << "\t\tip daddr @allow4 counter accept comment \"" << kCommentAllow4 << "\"\n"
-        << "\t\tip6 daddr @allow6 counter accept comment \"" << kCommentAllow6 << "\"\n"
-        << "\t\tmeta l4proto icmp ct state related accept\n"
-           "\t\tmeta l4proto ipv6-icmp ct state related accept\n";
-    if (allow.has(Family::v6))
-        out << "\t\ticmpv6 type nd-router-solicit accept\n"
-               "\t\ticmpv6 type nd-neighbor-solicit accept\n"
-               "\t\ticmpv6 type nd-neighbor-advert accept\n";
+           "table inet nsegress {\n";
+    set(kSet4, "ipv4_addr", allow.ranges(Family::v4));
+    set(kSet6, "ipv6_addr", allow.ranges(Family::v6));
+    set(kSetNd6, "ipv6_addr", neighbour_destinations(netdev).ranges(Family::v6));
+    out << "\tchain " << kChainInbound << " {\n"
+        << "\t\ttype filter hook prerouting priority mangle; policy accept;\n"
+        << "\t\tiif != \"lo\" ct state new tcp flags & (syn | ack) == syn counter ct label set " << kInboundLabel
+        << comment(kCommentInbound)
+        << "\t\tiif != \"lo\" ct state new meta l4proto != tcp counter ct label set " << kInboundLabel
+        << comment(kCommentInbound) << "\t}\n\n";
+    const bool nd = allow.has(Family::v6);
+    out << "\tchain output {\n"
+        << "\t\ttype filter hook output priority filter; policy " << (mode == Mode::audit ? "accept" : "drop") << ";\n";
+    if (nd)
+        out << "\t\tip6 saddr :: icmpv6 type nd-neighbor-solicit ip6 daddr @nd6 counter accept" << comment(kCommentDad);
+    out << "\t\tct state new,invalid,untracked fib saddr type != local counter drop" << comment(kCommentForged)
+        << "\t\tip option lsrr exists counter drop" << comment(kCommentSourceRoute)
+        << "\t\tip option ssrr exists counter drop" << comment(kCommentSourceRoute)
+        << "\t\texthdr rt exists counter drop" << comment(kCommentSourceRoute)
+        << "\t\toif \"lo\" counter accept" << comment(kCommentLoopback)
+        << "\t\tip daddr @allow4 counter accept" << comment(kCommentAllow4)
+        << "\t\tip6 daddr @allow6 counter accept" << comment(kCommentAllow6)
+        << "\t\tct direction reply ct label " << kInboundLabel << " counter accept" << comment(kCommentReplies)
+        << "\t\tmeta l4proto icmp ct state related ct label " << kInboundLabel << " counter accept"
+        << comment(kCommentRelated)
+        << "\t\tmeta l4proto ipv6-icmp ct state related ct label " << kInboundLabel << " counter accept"
+        << comment(kCommentRelated);
+    if (nd)
+        for (const char* type : {"nd-router-solicit", "nd-neighbor-solicit", "nd-neighbor-advert"})
+            out << "\t\tmeta l4proto ipv6-icmp icmpv6 type " << type << " ip6 daddr @nd6 counter accept"
+                << comment(kCommentNd);
     out << "\t\tct state new limit rate " << kLogRatePerSecond << "/second burst " << kLogBurst
         << " packets counter log prefix \"" << (mode == Mode::audit ? kLogPrefixAudit : kLogPrefixEnforce)
-        << "\" group " << kNflogGroup << " comment \"" << kCommentLog << "\"\n";
+        << "\" group " << kNflogGroup << comment(kCommentLog);
     if (mode == Mode::audit)
-        out << "\t\tcounter accept comment \"" << kCommentAudit << "\"\n";
+        out << "\t\tcounter accept" << comment(kCommentAudit);
     else
-        out << "\t\tcounter reject with icmpx admin-prohibited comment \"" << kCommentDeny << "\"\n";
+        out << "\t\tcounter reject with icmpx admin-prohibited" << comment(kCommentDeny);
     out << "\t}\n}\n";
     return out.str();
 }
@@ -975,9 +1156,11 @@ bool parse_rule_message(const nlmsghdr* nlh, std::optional<RuleSummary>& out) {
     const char* table = nftnl_rule_get_str(rule.get(), NFTNL_RULE_TABLE);
     const char* chain = nftnl_rule_get_str(rule.get(), NFTNL_RULE_CHAIN);
     if (nftnl_rule_get_u32(rule.get(), NFTNL_RULE_FAMILY) != NFPROTO_INET || !table ||
-        std::strcmp(table, kTable) != 0 || !chain || std::strcmp(chain, kChain) != 0)
+        std::strcmp(table, kTable) != 0 || !chain ||
+        (std::strcmp(chain, kChain) != 0 && std::strcmp(chain, kChainInbound) != 0))
         return true;
     RuleSummary r;
+    r.chain = chain;
     r.comment = rule_comment(rule.get());
     r.counter = rule_counter(rule.get());
     out = std::move(r);
@@ -1021,18 +1204,37 @@ static PolicyState read_policy_once(mnl_socket* sock) {
     // Rules of our chain: how many, and the counters of the tagged ones.
     {
         auto r = checked<nftnl_rule, RuleFree>(nftnl_rule_alloc());
-        nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, kTable);
-        nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, kChain);
+        nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, kTable);  // both chains
         nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETRULE, NFPROTO_INET,
                                               NLM_F_DUMP, ++seq);
         nftnl_rule_nlmsg_build_payload(nlh, r.get());
         bool saw_allow4 = false, saw_allow6 = false, saw_deny = false, saw_audit = false;
+        bool saw_inbound = false, saw_replies = false;
+        auto add = [](Counter& to, const Counter& c) {
+            to.packets += c.packets;
+            to.bytes += c.bytes;
+        };
         int err = dump(sock, nlh, [&](const nlmsghdr* m) {
             std::optional<RuleSummary> rule;
             if (!parse_rule_message(m, rule)) return MNL_CB_ERROR;
             if (!rule) return MNL_CB_OK;
+            if (rule->chain == kChainInbound) {
+                if (rule->comment == kCommentInbound) {
+                    saw_inbound = true;
+                    add(st.inbound, rule->counter);
+                }
+                return MNL_CB_OK;
+            }
             ++st.rules;
-            if (rule->comment == kCommentAllow4 || rule->comment == kCommentAllow6) {
+            if (rule->comment == kCommentLoopback) add(st.loopback, rule->counter);
+            else if (rule->comment == kCommentReplies) {
+                saw_replies = true;
+                add(st.replies, rule->counter);
+            } else if (rule->comment == kCommentRelated) add(st.related, rule->counter);
+            else if (rule->comment == kCommentNd || rule->comment == kCommentDad) add(st.neighbour, rule->counter);
+            else if (rule->comment == kCommentForged) add(st.forged, rule->counter);
+            else if (rule->comment == kCommentSourceRoute) add(st.source_route, rule->counter);
+            else if (rule->comment == kCommentAllow4 || rule->comment == kCommentAllow6) {
                 (rule->comment == kCommentAllow4 ? saw_allow4 : saw_allow6) = true;
                 st.allowed.packets += rule->counter.packets;
                 st.allowed.bytes += rule->counter.bytes;
@@ -1050,6 +1252,7 @@ static PolicyState read_policy_once(mnl_socket* sock) {
         // Exactly one final rule: both would mean the table was edited by hand.
         st.complete = saw_allow4 && saw_allow6 && (saw_deny != saw_audit);
         st.mode = saw_audit && !saw_deny ? Mode::audit : Mode::enforce;
+        st.reply_marking = saw_inbound && saw_replies;
     }
 
     for (Family f : {Family::v4, Family::v6}) {
@@ -1194,11 +1397,17 @@ static Installed probe_installed_once(mnl_socket* sock) {
     if (table_present(sock, NFPROTO_INET)) {
         auto chains = dump_chains(sock, NFPROTO_INET);
         auto sets = dump_sets(sock, NFPROTO_INET);
-        bool chain_ok = std::any_of(chains.begin(), chains.end(), [](const ChainShape& c) {
-            return c.name == kChain && c.base && c.hook == NF_INET_LOCAL_OUT && c.prio == 0 && c.type == "filter";
-        });
-        in.inet = chain_ok && has_set(sets, kSet4, Family::v4) && has_set(sets, kSet6, Family::v6) ? Found::reusable
-                                                                                                 : Found::foreign;
+        auto has_chain = [&](const char* name, std::uint32_t hook, std::int32_t prio) {
+            return std::any_of(chains.begin(), chains.end(), [&](const ChainShape& c) {
+                return c.name == name && c.base && c.hook == hook && c.prio == prio && c.type == "filter";
+            });
+        };
+        // A table of an older nsegress (no inbound chain, no nd6) is replaced whole.
+        in.inet = has_chain(kChain, NF_INET_LOCAL_OUT, 0) && has_chain(kChainInbound, NF_INET_PRE_ROUTING, kInboundPriority) &&
+                          has_set(sets, kSet4, Family::v4) && has_set(sets, kSet6, Family::v6) &&
+                          has_set(sets, kSetNd6, Family::v6)
+                      ? Found::reusable
+                      : Found::foreign;
     }
     if (table_present(sock, NFPROTO_NETDEV)) {
         auto chains = dump_chains(sock, NFPROTO_NETDEV);

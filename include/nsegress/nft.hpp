@@ -4,20 +4,55 @@
 // Table `inet nsegress`:
 //   set allow4 { type ipv4_addr; flags interval; }   the normalized IPv4 allow-list
 //   set allow6 { type ipv6_addr; flags interval; }   the normalized IPv6 allow-list
+//   set nd6    { type ipv6_addr; flags interval; }   where neighbour discovery may go: fe80::/10,
+//                                                    ff02::/16 and the on-link IPv6 prefixes
+//   chain inbound { type filter hook prerouting priority mangle; policy accept;
+//     iif != "lo" ct state new tcp flags syn / syn,ack  ct label set 127  (counted)
+//     iif != "lo" ct state new meta l4proto != tcp     ct label set 127  (counted)
+//   }                                          marks connections that really came from outside
 //   chain output { type filter hook output priority filter; policy drop;
-//     oif "lo" accept
-//     ct direction reply accept                  replies to connections initiated from outside
+//     ct state invalid,new,untracked fib saddr type != local  counter drop
+//                                                a source that is not ours: forged (see below)
+//     ip option lsrr exists counter drop         source routing: an allowed first hop would
+//     ip option ssrr exists counter drop         forward the packet anywhere
+//     exthdr rt exists counter drop              (IPv6: any routing header)
+//     oif "lo" counter accept                    the namespace talking to itself
 //     ip daddr @allow4 counter accept            allowed destinations (counted)
 //     ip6 daddr @allow6 counter accept
-//     meta l4proto icmp ct state related accept  ICMP errors about flows conntrack knows
-//     meta l4proto ipv6-icmp ct state related accept
-//     icmpv6 type {nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert} accept
-//                                                only when an IPv6 CIDR is allowed
+//     ct direction reply ct label 127 counter accept
+//                                                replies, only to connections marked inbound
+//     meta l4proto { icmp, ipv6-icmp } ct state related ct label 127 counter accept
+//                                                ICMP errors about such connections
+//     icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert }
+//         ip6 daddr @nd6 counter accept          only when an IPv6 CIDR is allowed
 //     ct state new limit rate 50/second burst 100 packets counter
 //         log prefix "nsegress refused" group 28275
 //                                                the deny log (see below)
 //     counter reject with icmpx admin-prohibited everything else, refused at once (counted)
 //   }
+//
+// Who may be answered. A reply is only legitimate for a connection whose first packet arrived
+// on a real interface: conntrack's direction alone can be forged from inside, since a packet
+// with a spoofed source sent to the namespace's own address travels over lo and makes the
+// spoofed peer the "originator" (raw sockets with CAP_NET_RAW; IPV6_FREEBIND with no
+// capability at all; a TCP simultaneous open against a full accept queue). So the inbound
+// chain labels a connection (ct label 127) when its first packet comes in on a non-loopback
+// interface, and only labelled connections get their replies and related ICMP errors through.
+// For TCP the first packet must be a SYN: a connection picked up mid-stream (conntrack's
+// nf_conntrack_tcp_loose, after restrict deleted its entry or when conntrack was not yet active
+// in the namespace) is never labelled, whoever speaks first, so a connection opened before
+// restrict to a peer outside the allow-list cannot continue as a "reply". Connections that
+// peers outside the allow-list opened before the first restrict are cut for the same reason
+// (nothing can tell them from forged ones); those opened after it survive re-restrict and
+// audit -> enforce, since the label lives in the conntrack entry. Independently of that, a
+// packet whose source address is not one of the namespace's own (fib saddr type local) is
+// dropped before anything else looks at it: nothing legitimate leaves with another host's
+// address, and spoofed sources are also how a workload would reflect data off an allowed host
+// to a forbidden one. Only packets that start or lack a conntrack entry are checked (new,
+// invalid, untracked): an established entry's packets carry the addresses of its tuple, whose
+// non-local source can only be sent to the namespace itself. The unspecified source (::) is
+// let through for duplicate address detection only: neighbour solicitations to @nd6.
+// A ct label never collides with the ct mark other software (meshes, kube-proxy) may use.
 // There is deliberately no `ct state established accept` ahead of the destination check: a
 // connection to a forbidden host opened before restrict must stop working after it.
 //
@@ -75,6 +110,10 @@ namespace nsegress::nft {
 
 inline constexpr const char* kTable = "nsegress";  // family inet
 inline constexpr const char* kChain = "output";
+inline constexpr const char* kChainInbound = "inbound";  // prerouting: marks inbound connections
+inline constexpr std::int32_t kInboundPriority = -150;    // NF_IP_PRI_MANGLE: after conntrack (-200)
+// The conntrack label of connections that came from outside (labels are 128 bits per entry).
+inline constexpr unsigned kInboundLabel = 127;
 inline constexpr const char* kSet4 = "allow4";
 inline constexpr const char* kSet6 = "allow6";
 // Rule comments: how status finds the counted rules again.
@@ -83,6 +122,15 @@ inline constexpr const char* kCommentAllow6 = "nsegress: allowed ipv6";
 inline constexpr const char* kCommentDeny = "nsegress: refused";
 inline constexpr const char* kCommentAudit = "nsegress: audited";   // audit mode's final rule
 inline constexpr const char* kCommentLog = "nsegress: deny log";     // the rate-limited log rule
+// Every other path a packet can be accepted or dropped by has a counted, tagged rule too.
+inline constexpr const char* kCommentLoopback = "nsegress: loopback";
+inline constexpr const char* kCommentReplies = "nsegress: replies";  // to connections from outside
+inline constexpr const char* kCommentRelated = "nsegress: related";  // ICMP errors about them
+inline constexpr const char* kCommentNd = "nsegress: neighbour discovery";
+inline constexpr const char* kCommentDad = "nsegress: duplicate address detection";
+inline constexpr const char* kCommentForged = "nsegress: forged source";
+inline constexpr const char* kCommentSourceRoute = "nsegress: source route";
+inline constexpr const char* kCommentInbound = "nsegress: inbound";  // the labelling rules
 
 // The deny log. 28275 is also the route set's table number: one number to remember. nflog
 // groups are 16 bits and per network namespace, so every container can use the same one.
@@ -115,7 +163,7 @@ inline constexpr std::size_t kElementsPerMessage = 512;
 
 // ---- netdev egress layer (see the top of this file) ----
 inline constexpr const char* kNetdevChainPrefix = "egress_";  // + interface name
-inline constexpr const char* kSetNd6 = "nd6";
+inline constexpr const char* kSetNd6 = "nd6";  // in both tables
 
 struct NetdevDevice {
     std::string name;
@@ -126,7 +174,8 @@ struct NetdevPlan {
     bool install = false;          // add table netdev nsegress with one chain per device
     bool replace_existing = false; // a netdev nsegress table exists: delete it in the batch
     std::vector<NetdevDevice> devices;
-    AllowList neighbour6;          // destinations neighbour discovery may go to (set nd6)
+    AllowList neighbour6;          // destinations neighbour discovery may go to (set nd6, both
+                                   // tables; empty: link-local and link multicast only)
 };
 
 // What an earlier run left in the namespace, as far as replacing it goes: read with one dump of
@@ -163,7 +212,7 @@ Batch compile_delete(std::uint32_t first_seq, bool netdev_present = false);
 std::string render_netdev(const AllowList& allow, const NetdevPlan& netdev);
 
 // The same policy in nft syntax (an `nft -f` script doing exactly what the batch does).
-std::string render_policy(const AllowList& allow, Mode mode = Mode::enforce);
+std::string render_policy(const AllowList& allow, Mode mode = Mode::enforce, const NetdevPlan& netdev = {});
 
 struct MnlSocketDeleter {
     void operator()(mnl_socket* s) const;
@@ -202,6 +251,15 @@ struct PolicyState {
     Counter refused;          // the final rule's counter (in audit mode: would have been refused)
     bool deny_log = false;    // the rate-limited log rule is there (policies before it had none)
     Counter logged;           // its counter: packets handed to the nflog group
+    // The other accept and drop paths (zero on a table of an older nsegress, which had none).
+    Counter loopback;         // oif lo
+    Counter replies;          // replies to connections from outside, to peers outside the allow-list
+    Counter related;          // ICMP errors about such connections
+    Counter neighbour;        // neighbour discovery (and DAD) to @nd6
+    Counter forged;           // dropped: a source address that is not the namespace's
+    Counter source_route;     // dropped: IPv4 LSRR/SSRR, IPv6 routing header
+    Counter inbound;          // connections labelled as coming from outside
+    bool reply_marking = false;  // the inbound chain and labelled reply rule are there
     std::size_t rules = 0;
 };
 
@@ -242,10 +300,11 @@ std::vector<Range> elements_to_ranges(Family f, std::vector<ElementKey> elements
 // fuzzing: whoever else can write nftables could have written these bytes). Both return false
 // when libnftnl cannot parse the message.
 struct RuleSummary {
+    std::string chain;    // output or inbound
     std::string comment;  // the rule's comment, "" when none
     Counter counter;      // its counter expression, zero when none
 };
-// `out` is empty when the rule is not in inet nsegress / output.
+// `out` is empty when the rule is not in inet nsegress / output or inbound.
 bool parse_rule_message(const nlmsghdr* nlh, std::optional<RuleSummary>& out);
 // Appends the keys of one NEWSETELEM message of a set of family `f` (keys of another length
 // are skipped).

@@ -153,14 +153,18 @@ TEST_CASE("policy batch: framing, order, sequence numbers and ACK flags") {
         REQUIRE(is_nft(w.msgs[i]));
         types.push_back(nft_type(w.msgs[i]));
     }
-    // Ensure, delete, recreate the table; sets before the chain; rules last.
+    // Ensure, delete, recreate the table; sets (allow4, allow6, nd6) before the chains (output,
+    // inbound); rules last.
     std::vector<std::uint16_t> head{NFT_MSG_NEWTABLE, NFT_MSG_DELTABLE, NFT_MSG_NEWTABLE,
                                     NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM, NFT_MSG_NEWSET,
-                                    NFT_MSG_NEWSETELEM, NFT_MSG_NEWCHAIN};
+                                    NFT_MSG_NEWSETELEM, NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM,
+                                    NFT_MSG_NEWCHAIN, NFT_MSG_NEWCHAIN};
     REQUIRE(types.size() > head.size());
     CHECK(std::vector<std::uint16_t>(types.begin(), types.begin() + head.size()) == head);
     for (std::size_t i = head.size(); i < types.size(); ++i) CHECK(types[i] == NFT_MSG_NEWRULE);
-    CHECK(types.size() - head.size() == 11);  // 8 base rules (deny log included) + 3 neighbour-discovery rules
+    // 2 inbound-labelling rules; output: forged source, 3 source route, loopback, allow4, allow6,
+    // replies, 2 related, deny log, verdict = 12; with IPv6 allowed, DAD + 3 neighbour discovery.
+    CHECK(types.size() - head.size() == 2 + 12 + 4);
 }
 
 TEST_CASE("policy rules parse back with libnftnl and match the golden dump") {
@@ -276,7 +280,9 @@ TEST_CASE("neighbour discovery is accepted only when an IPv6 CIDR is allowed") {
         return n;
     };
     CHECK(count(v4, "payload load 1b @ transport header + 0") == 0);
-    CHECK(count(v6, "payload load 1b @ transport header + 0") == 3);
+    CHECK(count(v6, "payload load 1b @ transport header + 0") == 4);  // DAD + RS, NS, NA
+    // Only towards the link: every one of them looks its destination up in nd6.
+    CHECK(count(v6, "lookup reg 1 set nd6") == 4);
     CHECK(nft::render_policy(AllowList({parse_cidr("10.0.0.0/8")})).find("nd-neighbor") == std::string::npos);
     CHECK(nft::render_policy(AllowList({parse_cidr("2001:db8::/32")})).find("nd-neighbor-solicit") != std::string::npos);
 }
@@ -298,7 +304,13 @@ TEST_CASE("set elements round-trip, chunked, including the top of the address sp
 
 TEST_CASE("an empty allow-list compiles to empty sets and a refusing chain") {
     nft::Batch b = nft::compile_policy(AllowList{}, 1);
-    for (const auto* nlh : walk(b).msgs) CHECK((!is_nft(nlh) || nft_type(nlh) != NFT_MSG_NEWSETELEM));
+    // Only nd6 has elements (link-local and link multicast); allow4 and allow6 are empty.
+    std::size_t with_elements = 0;
+    for (const auto* nlh : walk(b).msgs) with_elements += is_nft(nlh) && nft_type(nlh) == NFT_MSG_NEWSETELEM;
+    CHECK(with_elements == 1);
+    std::size_t msgs = 0;
+    CHECK(elements_back(b, nft::kSet4, Family::v4, &msgs).empty());
+    CHECK(elements_back(b, nft::kSet6, Family::v6, &msgs).empty());
     CHECK(rules_text(b).find("reject type 2 code 3") != std::string::npos);
 }
 
@@ -360,8 +372,9 @@ TEST_CASE("netdev egress table: same batch, its own sets, one egress chain per d
         }
     }
     CHECK(chains == 2);
-    // eth0: allow4, allow6, arp, 3 x nd, drop; wg0 (no Ethernet header): the same without arp.
-    CHECK(rules == 7 + 6);
+    // eth0: ip options, 3 x IPv6 extension headers, allow4, allow6, arp, 3 x nd, drop; wg0 (no
+    // Ethernet header): the same without arp.
+    CHECK(rules == 11 + 10);
     CHECK(netdev_msgs > rules + chains);
     // The frame is read, never skb->protocol (which a packet socket's sender chooses).
     CHECK(netdev_rules.find("meta load protocol") == std::string::npos);
@@ -413,9 +426,9 @@ TEST_CASE("an earlier policy of our shape is replaced in place: chain kept, rule
     CHECK(count(NFT_MSG_DELTABLE) == 0);   // the base chain's hook never goes away
     CHECK(count(NFT_MSG_DELCHAIN) == 0);
     CHECK(count(NFT_MSG_NEWSET) == 0);     // the sets are kept too
-    CHECK(count(NFT_MSG_NEWCHAIN) == 1);   // same hook; carries the (maybe new) policy
-    CHECK(count(NFT_MSG_DELRULE) == 1);    // flush chain output
-    CHECK(count(NFT_MSG_DELSETELEM) == 2); // flush set allow4, allow6
+    CHECK(count(NFT_MSG_NEWCHAIN) == 2);   // same hooks; output carries the (maybe new) policy
+    CHECK(count(NFT_MSG_DELRULE) == 2);    // flush chain output, chain inbound
+    CHECK(count(NFT_MSG_DELSETELEM) == 3); // flush set allow4, allow6, nd6
     // Flushes first: a flush after the additions would delete them as well.
     CHECK(first(NFT_MSG_DELRULE) < first(NFT_MSG_NEWRULE));
     CHECK(first(NFT_MSG_DELSETELEM) < first(NFT_MSG_NEWSETELEM));

