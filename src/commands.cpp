@@ -470,9 +470,19 @@ CommandResult cmd_status(const TargetSpec& target) {
                                                          {"rate_per_second", nft::kLogRatePerSecond},
                                                          {"burst", nft::kLogBurst}}
                                                   : json(nullptr)},
+                         // Replies are only honoured for connections that came from outside; a
+                         // policy of an older nsegress honours any (forgeable) reply: say so.
+                         {"reply_marking", st.reply_marking},
                          {"counters", {{"allowed", counter_json(st.allowed)},
                                        {"refused", counter_json(st.refused)},
-                                       {"logged", counter_json(st.logged)}}}};
+                                       {"logged", counter_json(st.logged)},
+                                       {"loopback", counter_json(st.loopback)},
+                                       {"replies", counter_json(st.replies)},
+                                       {"related", counter_json(st.related)},
+                                       {"neighbour_discovery", counter_json(st.neighbour)},
+                                       {"inbound_connections", counter_json(st.inbound)},
+                                       {"forged_source", counter_json(st.forged)},
+                                       {"source_route", counter_json(st.source_route)}}}};
     doc["mode"] = doc["policy"]["mode"];
     doc["route_set"] = json{{"present", routes_present},
                             {"table", kRouteTable},
@@ -497,7 +507,9 @@ CommandResult cmd_status(const TargetSpec& target) {
     doc["bypass"] = json{{"processes", risks.processes},
                          {"net_admin", procs_json(risks.net_admin)},
                          {"net_raw", procs_json(risks.net_raw)},
-                         {"net_raw_filtered", nd.present && uncovered.empty()}};
+                         {"net_raw_filtered", nd.present && uncovered.empty()},
+                         // Never filtered from inside the namespace (no netfilter hook on its path).
+                         {"af_xdp_filtered", false}};
     return res;
 }
 

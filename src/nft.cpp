@@ -922,12 +922,6 @@ std::string render_policy(const AllowList& allow, Mode mode, const NetdevPlan& n
     set(kSet4, "ipv4_addr", allow.ranges(Family::v4));
     set(kSet6, "ipv6_addr", allow.ranges(Family::v6));
     set(kSetNd6, "ipv6_addr", neighbour_destinations(netdev).ranges(Family::v6));
-    out << "\tchain " << kChainInbound << " {\n"
-        << "\t\ttype filter hook prerouting priority mangle; policy accept;\n"
-        << "\t\tiif != \"lo\" ct state new tcp flags & (syn | ack) == syn counter ct label set " << kInboundLabel
-        << comment(kCommentInbound)
-        << "\t\tiif != \"lo\" ct state new meta l4proto != tcp counter ct label set " << kInboundLabel
-        << comment(kCommentInbound) << "\t}\n\n";
     const bool nd = allow.has(Family::v6);
     out << "\tchain output {\n"
         << "\t\ttype filter hook output priority filter; policy " << (mode == Mode::audit ? "accept" : "drop") << ";\n";
@@ -956,7 +950,14 @@ std::string render_policy(const AllowList& allow, Mode mode, const NetdevPlan& n
         out << "\t\tcounter accept" << comment(kCommentAudit);
     else
         out << "\t\tcounter reject with icmpx admin-prohibited" << comment(kCommentDeny);
-    out << "\t}\n}\n";
+    out << "\t}\n\n";
+    out << "\tchain " << kChainInbound << " {\n"
+        << "\t\ttype filter hook prerouting priority mangle; policy accept;\n"
+        << "\t\tiif != \"lo\" ct state new tcp flags & (syn | ack) == syn counter ct label set " << kInboundLabel
+        << comment(kCommentInbound)
+        << "\t\tiif != \"lo\" ct state new meta l4proto != tcp counter ct label set " << kInboundLabel
+        << comment(kCommentInbound) << "\t}\n}\n";
+
     return out.str();
 }
 

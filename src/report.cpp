@@ -180,6 +180,21 @@ std::string render_human(const json& doc) {
                                c["allowed"]["bytes"].get<std::uint64_t>());
             out += fmt::format("  {}: {} packets, {} bytes\n", audit ? "would be refused (let through)" : "refused by policy",
                                c["refused"]["packets"].get<std::uint64_t>(), c["refused"]["bytes"].get<std::uint64_t>());
+            auto pk = [&](const char* k) { return c[k]["packets"].get<std::uint64_t>(); };
+            if (p["reply_marking"].get<bool>()) {
+                out += fmt::format("  replies to peers outside the allow-list (connections they opened): {} packets, "
+                                   "{} bytes; related ICMP errors: {} packets\n",
+                                   pk("replies"), c["replies"]["bytes"].get<std::uint64_t>(), pk("related"));
+                out += fmt::format("  also accepted: loopback {} packets, neighbour discovery {} packets; "
+                                   "connections opened from outside: {}\n",
+                                   pk("loopback"), pk("neighbour_discovery"), pk("inbound_connections"));
+                out += fmt::format("  dropped before the allow-list: forged source address {} packets, "
+                                   "source routing {} packets\n",
+                                   pk("forged_source"), pk("source_route"));
+            } else {
+                out += "  WARNING: this policy accepts any conntrack reply, which a process inside can forge "
+                       "(installed by an older nsegress; run restrict again)\n";
+            }
             if (p["deny_log"].is_object())
                 out += fmt::format("  deny log: nflog group {}, {}/s burst {}: {} packets logged (`nsegress watch`)\n",
                                    p["deny_log"]["group"].get<int>(), p["deny_log"]["rate_per_second"].get<int>(),
@@ -222,11 +237,13 @@ std::string render_human(const json& doc) {
             else out += "bypass: WARNING: CAP_NET_ADMIN (can delete the policy): " + who(b["net_admin"]) + "\n";
             if (b["net_raw"].empty()) out += "bypass: no process holds CAP_NET_RAW over the namespace\n";
             else
-                out += fmt::format("bypass: {}CAP_NET_RAW (packet sockets, below the IP layer{}): {}\n",
-                                   b["net_raw_filtered"].get<bool>() ? "" : "WARNING: ",
-                                   b["net_raw_filtered"].get<bool>() ? "; caught by the netdev egress filter"
-                                                                      : "; not filtered",
-                                   who(b["net_raw"]));
+                out += fmt::format("bypass: WARNING: CAP_NET_RAW: {}: packet sockets sit below the IP layer ({}); "
+                                   "AF_XDP sockets pass no netfilter hook at all and are not filtered by any "
+                                   "layer inside the namespace (drop CAP_NET_RAW, or refuse socket(AF_XDP) "
+                                   "with seccomp)\n",
+                                   who(b["net_raw"]),
+                                   b["net_raw_filtered"].get<bool>() ? "ordinary ones are filtered by the netdev egress filter"
+                                                                      : "not filtered without --netdev-egress");
         }
     }
     return out;

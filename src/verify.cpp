@@ -311,14 +311,16 @@ CommandResult cmd_verify(const VerifyOptions& opt) {
         : cover.uncovered.empty() ? (cover.covered.empty() ? std::string("no interface but loopback")
                                                            : "every interface has a netdev egress filter (" + cover.detail + ")")
                                   : "no netdev egress filter on " + join_names(cover.uncovered);
-    if (!risks.net_raw.empty() && !all_covered)
+    // AF_XDP sockets (copy mode) transmit through __dev_direct_xmit: no netfilter hook at all,
+    // the netdev egress hook included. Nothing inside the namespace can filter them, so a
+    // CAP_NET_RAW holder is never "caught", whatever the coverage.
+    if (!risks.net_raw.empty())
         add("bypass-net-raw", CheckStatus::warn,
-            fmt::format("process {} holds CAP_NET_RAW: packet sockets sit below the IP layer and are not "
-                        "filtered by the output hook; {}", describe_procs(risks.net_raw), coverage));
-    else if (!risks.net_raw.empty())
-        add("bypass-net-raw", CheckStatus::pass,
-            fmt::format("process {} holds CAP_NET_RAW, but {}: packet sockets pass through it (its "
-                        "content is not judged here)", describe_procs(risks.net_raw), coverage));
+            fmt::format("process {} holds CAP_NET_RAW: packet sockets sit below the IP layer ({}), and "
+                        "AF_XDP sockets pass no netfilter hook at all, so nothing inside the namespace "
+                        "filters them; drop CAP_NET_RAW or refuse socket(AF_XDP) with seccomp",
+                        describe_procs(risks.net_raw),
+                        all_covered ? "the netdev egress filter catches ordinary packet sockets" : coverage));
     else
         add("bypass-net-raw", CheckStatus::pass,
             fmt::format("no process in the namespace holds CAP_NET_RAW over it; {}", coverage));

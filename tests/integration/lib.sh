@@ -327,11 +327,14 @@ snapshot() {
 nft_table() { in_ctr nft list table inet nsegress 2>/dev/null; }
 nft_table_json() { in_ctr nft -j list table inet nsegress 2>/dev/null; }
 
-# Elements of the table's sets of a given type (ipv4_addr|ipv6_addr), one per line, as nft shows
-# them: "192.168.1.0/24", "192.168.1.0-192.168.2.127" or a bare address.
+# Elements of the allow-list set of a given type (ipv4_addr: allow4, ipv6_addr: allow6; another
+# set by name as $2), one per line, as nft shows them: "192.168.1.0/24",
+# "192.168.1.0-192.168.2.127" or a bare address.
 nft_elements() {
-	nft_table_json | jq -r --arg t "$1" '
-		.nftables[] | select(.set) | .set | select(.type == $t) | (.elem // [])[] |
+	local name=${2:-}
+	[[ -n $name ]] || { [[ $1 == ipv4_addr ]] && name=allow4 || name=allow6; }
+	nft_table_json | jq -r --arg t "$1" --arg n "$name" '
+		.nftables[] | select(.set) | .set | select(.type == $t and .name == $n) | (.elem // [])[] |
 		if type == "string" then .
 		elif has("prefix") then "\(.prefix.addr)/\(.prefix.len)"
 		elif has("range") then "\(.range[0])-\(.range[1])"

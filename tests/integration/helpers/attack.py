@@ -20,6 +20,14 @@ listeners on the forbidden host, never by this side.
   nd-payload DST MARK                  an ICMPv6 neighbour solicitation carrying MARK, to DST
   lsrr HOP DST PORT MARK               UDP with an IPv4 loose source route via HOP
   srh HOP DST PORT MARK                UDP with an IPv6 segment routing header via HOP
+  unicast-if IFINDEX DST PORT MARK     UDP from a socket pinned to an interface (IP_UNICAST_IF /
+                                       IPV6_UNICAST_IF, no capability): routing failures fall
+                                       back to "on-link" for such sockets
+  peer-serve PORT TRIGGER LOG          (the remote side of an old connection) accept one TCP
+                                       connection, wait for the file TRIGGER, then speak first and
+                                       log for 2 s whatever comes back
+  peer-client HOST PORT MARK           connect, print "connected", wait for the remote to speak,
+                                       then send MARK three times
   sniff IFACE SECONDS MARK [TCPSPORT]  count frames on IFACE holding MARK (or TCP from TCPSPORT)
 """
 import errno
@@ -159,8 +167,9 @@ def nd_payload(dst, mark):
 
 def lsrr(hop, dst, port, mark):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    # NOP, then LSRR: type 131, length 7, pointer 4, one address (the final destination).
-    opt = bytes([1, 131, 7, 4]) + socket.inet_pton(socket.AF_INET, dst)
+    # NOP, then LSRR: type 131, length 7, pointer 4, one address: the first hop (the kernel sends
+    # there and writes sendto's address, the final destination, into the option).
+    opt = bytes([1, 131, 7, 4]) + socket.inet_pton(socket.AF_INET, hop)
     try:
         s.setsockopt(socket.IPPROTO_IP, IP_OPTIONS, opt)
         # With a source route the kernel sends to the first hop: sendto names the final destination.
@@ -182,6 +191,68 @@ def srh(hop, dst, port, mark):
         out("sent")
     except OSError as e:
         refused(e)
+
+
+def unicast_if(ifindex, dst, port, mark):
+    fam = 6 if ":" in dst else 4
+    s = socket.socket(af(fam), socket.SOCK_DGRAM)
+    try:
+        if fam == 4:
+            s.setsockopt(socket.IPPROTO_IP, 50, struct.pack("!I", ifindex))  # IP_UNICAST_IF: network order
+        else:
+            s.setsockopt(socket.IPPROTO_IPV6, 76, struct.pack("!I", ifindex))  # IPV6_UNICAST_IF: the same
+        s.sendto(mark.encode(), (dst, port))
+        out("sent")
+    except OSError as e:
+        refused(e)
+
+
+def peer_serve(port, trigger, log):
+    lst = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lst.bind(("::", port))
+    lst.listen(1)
+    out("listening")
+    c, _ = lst.accept()
+    while not os.path.exists(trigger):
+        time.sleep(0.02)
+    c.sendall(b"remote speaks first\n")
+    c.settimeout(0.2)
+    got = b""
+    end = time.monotonic() + 2
+    while time.monotonic() < end:
+        try:
+            d = c.recv(4096)
+            if not d:
+                break
+            got += d
+        except socket.timeout:
+            pass
+        except OSError:
+            break
+    with open(log, "wb") as f:
+        f.write(got)
+
+
+def peer_client(host, port, mark):
+    c = socket.create_connection((host, port), timeout=5)
+    out("connected")
+    c.settimeout(10)
+    try:
+        c.recv(4096)
+        out("the remote spoke")
+    except OSError as e:
+        out("nothing from the remote: %s" % e)
+        return
+    results = []
+    for _ in range(3):
+        try:
+            c.send(mark.encode())
+            results.append("sent")
+        except OSError as e:
+            results.append("refused: " + errno.errorcode.get(e.errno, str(e.errno)))
+        time.sleep(0.2)
+    out("data: " + ", ".join(results))
 
 
 def sniff(iface, seconds, mark, tcp_sport=None):
@@ -228,6 +299,12 @@ def main(argv):
             lsrr(args[0], args[1], int(args[2]), args[3])
         elif cmd == "srh":
             srh(args[0], args[1], int(args[2]), args[3])
+        elif cmd == "unicast-if":
+            unicast_if(int(args[0]), args[1], int(args[2]), args[3])
+        elif cmd == "peer-serve":
+            peer_serve(int(args[0]), args[1], args[2])
+        elif cmd == "peer-client":
+            peer_client(args[0], int(args[1]), args[2])
         elif cmd == "sniff":
             sniff(args[0], float(args[1]), args[2], int(args[3]) if len(args) > 3 else None)
         else:
