@@ -24,6 +24,8 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -84,6 +86,13 @@ public:
         nlmsghdr* nlh = nftnl_nlmsg_build_hdr(batch_.bytes.data() + at, type, family,
                                               flags | NLM_F_ACK, seq);
         fill(nlh);
+        // libnftnl cannot be told the room it has: a message that outgrew its reserve has
+        // already written past it. Stop before anything is sent (never a silent overrun).
+        if (NLMSG_ALIGN(nlh->nlmsg_len) > reserve) {
+            std::fprintf(stderr, "nsegress: internal error: %s outgrew its %zu-byte reserve\n",
+                         what.c_str(), reserve);
+            std::abort();
+        }
         batch_.bytes.resize(at + NLMSG_ALIGN(nlh->nlmsg_len));
         batch_.messages.push_back(BatchMessage{seq, type, label + std::move(what), true});
     }
@@ -1027,8 +1036,11 @@ bool commit_attempt(mnl_socket* sock, const Batch& batch, std::uint32_t genid) {
             if (errno == EAGAIN) break;
             throw_errno("receive nftables acknowledgements", errno);
         }
-        for (auto* nlh = reinterpret_cast<nlmsghdr*>(buf.data()); mnl_nlmsg_ok(nlh, static_cast<int>(n));
-             nlh = mnl_nlmsg_next(nlh, reinterpret_cast<int*>(&n))) {
+        // libmnl walks with an int: never alias the ssize_t (on big-endian the walk would read
+        // its high half and stop after one message).
+        int left = static_cast<int>(n);
+        for (auto* nlh = reinterpret_cast<nlmsghdr*>(buf.data()); mnl_nlmsg_ok(nlh, left);
+             nlh = mnl_nlmsg_next(nlh, &left)) {
             if (nlh->nlmsg_type != NLMSG_ERROR) continue;
             const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
             auto it = by_seq.find(nlh->nlmsg_seq);
