@@ -481,18 +481,25 @@ void add_rules(BatchWriter& w, const AllowList& allow, Mode mode) {
             .payload(NFT_PAYLOAD_NETWORK_HEADER, 24, 16).lookup(kSetNd6, kSetIdNd6)
             .counter().accept().comment(kCommentDad).emit(w, "duplicate address detection accept");
     }
-    RuleBuilder()
-        .ct(NFT_CT_STATE).has_bits(kCtStateNew | kCtStateInvalid | kCtStateUntracked)
-        .fib_saddr_type().neq_u32(kRtnLocal)
-        .counter().drop().comment(kCommentForged).emit(w, "fib saddr type != local drop");
-    for (std::uint8_t opt : {kIpoptLsrr, kIpoptSsrr})
-        RuleBuilder().meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV4)
-            .exthdr_present(NFT_EXTHDR_OP_IPV4, opt)
-            .counter().drop().comment(kCommentSourceRoute)
+    // Audit mode refuses nothing, these included: they only count what enforce mode would drop.
+    auto verdict = [&](RuleBuilder& r) -> RuleBuilder& { return mode == Mode::audit ? r : r.drop(); };
+    {
+        RuleBuilder r;
+        r.ct(NFT_CT_STATE).has_bits(kCtStateNew | kCtStateInvalid | kCtStateUntracked)
+            .fib_saddr_type().neq_u32(kRtnLocal).counter();
+        verdict(r).comment(kCommentForged).emit(w, "fib saddr type != local drop");
+    }
+    for (std::uint8_t opt : {kIpoptLsrr, kIpoptSsrr}) {
+        RuleBuilder r;
+        r.meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV4).exthdr_present(NFT_EXTHDR_OP_IPV4, opt).counter();
+        verdict(r).comment(kCommentSourceRoute)
             .emit(w, fmt::format("ip option {} exists drop", opt == kIpoptLsrr ? "lsrr" : "ssrr"));
-    RuleBuilder().meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV6)
-        .exthdr_present(NFT_EXTHDR_OP_IPV6, kIpv6Routing)
-        .counter().drop().comment(kCommentSourceRoute).emit(w, "exthdr rt exists drop");
+    }
+    {
+        RuleBuilder r;
+        r.meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV6).exthdr_present(NFT_EXTHDR_OP_IPV6, kIpv6Routing).counter();
+        verdict(r).comment(kCommentSourceRoute).emit(w, "exthdr rt exists drop");
+    }
     RuleBuilder().meta(NFT_META_OIF).eq_u32(kLoopbackIfindex).counter().accept().comment(kCommentLoopback)
         .emit(w, "oif lo accept");
     RuleBuilder()
@@ -936,10 +943,11 @@ std::string render_policy(const AllowList& allow, Mode mode, const NetdevPlan& n
         << "\t\ttype filter hook output priority filter; policy " << (mode == Mode::audit ? "accept" : "drop") << ";\n";
     if (nd)
         out << "\t\tip6 saddr :: icmpv6 type nd-neighbor-solicit ip6 daddr @nd6 counter accept" << comment(kCommentDad);
-    out << "\t\tct state new,invalid,untracked fib saddr type != local counter drop" << comment(kCommentForged)
-        << "\t\tip option lsrr exists counter drop" << comment(kCommentSourceRoute)
-        << "\t\tip option ssrr exists counter drop" << comment(kCommentSourceRoute)
-        << "\t\texthdr rt exists counter drop" << comment(kCommentSourceRoute)
+    const char* drop = mode == Mode::audit ? "" : " drop";  // audit mode only counts them
+    out << "\t\tct state new,invalid,untracked fib saddr type != local counter" << drop << comment(kCommentForged)
+        << "\t\tip option lsrr exists counter" << drop << comment(kCommentSourceRoute)
+        << "\t\tip option ssrr exists counter" << drop << comment(kCommentSourceRoute)
+        << "\t\texthdr rt exists counter" << drop << comment(kCommentSourceRoute)
         << "\t\toif \"lo\" counter accept" << comment(kCommentLoopback)
         << "\t\tip daddr @allow4 counter accept" << comment(kCommentAllow4)
         << "\t\tip6 daddr @allow6 counter accept" << comment(kCommentAllow6)
