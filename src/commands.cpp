@@ -150,11 +150,18 @@ nft::NetdevPlan netdev_plan(const Snapshot& snap, bool install, bool present) {
     plan.neighbour6.add(parse_cidr("fe80::/10"));
     plan.neighbour6.add(parse_cidr("ff02::/16"));
     for (const auto& a : snap.addresses) {
-        if (a.addr.family != Family::v6 || a.prefix == 0 || a.prefix > 128) continue;
-        if (a.scope == RT_SCOPE_HOST || a.addr.value == 1) continue;  // ::1 on lo
+        if (a.scope == RT_SCOPE_HOST) continue;  // 127.0.0.1, ::1 on lo: never a source beyond it
+        if (a.addr.family == Family::v4 && (a.addr.value >> 24) == 127) continue;
+        if (a.addr.family == Family::v6 && a.addr.value == 1) continue;
+        plan.own.add(Cidr{a.addr, a.addr.family == Family::v4 ? 32u : 128u});
+        // An on-link prefix as wide as a /32 is not a link: a router would forward ND beyond
+        // it. Only prefixes of /64 or longer count; gateways are added one by one below.
+        if (a.addr.family != Family::v6 || a.prefix < 64 || a.prefix > 128) continue;
         u128 mask = a.prefix == 128 ? ~u128{0} : ~((~u128{0}) >> a.prefix);
         plan.neighbour6.add(Range{IpAddr{Family::v6, a.addr.value & mask}, IpAddr{Family::v6, a.addr.value | ~mask}});
     }
+    for (const auto& r : snap.routes)  // unicast NUD probes to a global IPv6 gateway
+        if (r.gateway && r.gateway->family == Family::v6) plan.neighbour6.add(Cidr{*r.gateway, 128});
     return plan;
 }
 

@@ -65,6 +65,7 @@ std::unique_ptr<T, D> checked(T* p) {
 // nft's datatype ids, so that `nft list` prints "type ipv4_addr" for our sets.
 constexpr std::uint32_t kTypeIpAddr = 7;
 constexpr std::uint32_t kTypeIp6Addr = 8;
+constexpr std::uint32_t kTypeInteger = 4;
 constexpr std::uint32_t kSetId4 = 1;
 constexpr std::uint32_t kSetId6 = 2;
 constexpr std::uint32_t kSetIdNd6 = 3;
@@ -101,6 +102,7 @@ public:
     // (so that an error in the netdev table names it).
     std::uint16_t family = NFPROTO_INET;
     std::string label;
+    std::uint32_t next_anonymous_set_id = 100;  // ids of the batch's anonymous sets
 
     void begin() { frame(true); }
     Batch end() {
@@ -378,13 +380,15 @@ public:
         push(std::move(e));
         return cmp(NFT_CMP_NEQ, &zero, 4);
     }
-    RuleBuilder& lookup(const char* set, std::uint32_t set_id) {
+    RuleBuilder& lookup(const char* set, std::uint32_t set_id, bool inverted = false) {
         auto e = expr("lookup");
         nftnl_expr_set_u32(e.get(), NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1);
         nftnl_expr_set_str(e.get(), NFTNL_EXPR_LOOKUP_SET, set);
         nftnl_expr_set_u32(e.get(), NFTNL_EXPR_LOOKUP_SET_ID, set_id);
+        if (inverted) nftnl_expr_set_u32(e.get(), NFTNL_EXPR_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);  // "!= @set"
         return push(std::move(e));
     }
+    RuleBuilder& not_in(const char* set, std::uint32_t set_id) { return lookup(set, set_id, true); }
     RuleBuilder& counter() { return push(expr("counter")); }
     // limit rate N/second burst B packets: the token bucket holds B packets, refilled at N/s.
     RuleBuilder& limit_per_second(std::uint64_t rate, std::uint32_t burst) {
@@ -446,7 +450,6 @@ constexpr std::uint32_t kCtStateUntracked = 1u << 6;                // NF_CT_STA
 constexpr std::uint8_t kTcpFlagSyn = 0x02, kTcpFlagAck = 0x10;
 constexpr std::uint32_t kLoopbackIfindex = 1;                       // lo is 1 in every netns
 constexpr std::uint32_t kRtnLocal = 2;                              // RTN_LOCAL
-constexpr std::uint8_t kIpoptLsrr = 131, kIpoptSsrr = 137;          // IPOPT_LSRR, IPOPT_SSRR
 constexpr std::uint8_t kIpv6Routing = 43;                           // NEXTHDR_ROUTING
 constexpr std::uint8_t kNdRouterSolicit = 133, kNdNeighbourSolicit = 135, kNdNeighbourAdvert = 136;
 
@@ -468,38 +471,49 @@ void add_inbound_rules(BatchWriter& w) {
         .emit(w, "inbound other: ct label set");
 }
 
+// The solicited-node multicast prefix ff02::1:ff00:0/104, the only destination of a duplicate
+// address detection probe: its first 13 bytes, compared as nft compares a byte-aligned prefix.
+constexpr std::array<std::uint8_t, 13> kSolicitedNode104{0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff};
+
 void add_rules(BatchWriter& w, const AllowList& allow, Mode mode) {
     const bool nd = allow.has(Family::v6);
     const std::array<std::uint8_t, 16> unspecified{};
+    std::array<std::uint8_t, 16> loopback6{};
+    loopback6[15] = 1;
+    // First what no legitimate packet looks like, in both modes (audit mode would otherwise let
+    // a workload plant "inbound" connections that survive the switch to enforce): IPv4 options
+    // (LSRR/SSRR, also with a pointer the kernel's own option parser refuses to recognise),
+    // IPv6 routing headers, and sources that are not the namespace's.
+    RuleBuilder().meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV4)
+        .payload(NFT_PAYLOAD_NETWORK_HEADER, 0, 1).masked_cmp_u8(0x0f, NFT_CMP_NEQ, 5)  // ihl
+        .counter().drop().comment(kCommentSourceRoute).emit(w, "ip hdrlength != 5 drop");
+    RuleBuilder().meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV6)
+        .exthdr_present(NFT_EXTHDR_OP_IPV6, kIpv6Routing)
+        .counter().drop().comment(kCommentSourceRoute).emit(w, "exthdr rt exists drop");
     if (nd) {
-        // Duplicate address detection: a solicitation from :: (no address yet), on the link only.
+        // Duplicate address detection: a solicitation from :: (no address yet), to the
+        // solicited-node multicast group only, ICMPv6 straight behind the header.
         RuleBuilder()
             .meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV6)
             .payload(NFT_PAYLOAD_NETWORK_HEADER, 8, 16).eq_bytes(unspecified.data(), 16)  // ipv6hdr.saddr
-            .meta(NFT_META_L4PROTO).eq_u8(IPPROTO_ICMPV6)
+            .payload(NFT_PAYLOAD_NETWORK_HEADER, 6, 1).eq_u8(IPPROTO_ICMPV6)              // ipv6hdr.nexthdr
             .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1).eq_u8(kNdNeighbourSolicit)
-            .payload(NFT_PAYLOAD_NETWORK_HEADER, 24, 16).lookup(kSetNd6, kSetIdNd6)
+            .payload(NFT_PAYLOAD_NETWORK_HEADER, 24, kSolicitedNode104.size())
+            .eq_bytes(kSolicitedNode104.data(), kSolicitedNode104.size())
             .counter().accept().comment(kCommentDad).emit(w, "duplicate address detection accept");
     }
-    // Audit mode refuses nothing, these included: they only count what enforce mode would drop.
-    auto verdict = [&](RuleBuilder& r) -> RuleBuilder& { return mode == Mode::audit ? r : r.drop(); };
-    {
-        RuleBuilder r;
-        r.ct(NFT_CT_STATE).has_bits(kCtStateNew | kCtStateInvalid | kCtStateUntracked)
-            .fib_saddr_type().neq_u32(kRtnLocal).counter();
-        verdict(r).comment(kCommentForged).emit(w, "fib saddr type != local drop");
-    }
-    for (std::uint8_t opt : {kIpoptLsrr, kIpoptSsrr}) {
-        RuleBuilder r;
-        r.meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV4).exthdr_present(NFT_EXTHDR_OP_IPV4, opt).counter();
-        verdict(r).comment(kCommentSourceRoute)
-            .emit(w, fmt::format("ip option {} exists drop", opt == kIpoptLsrr ? "lsrr" : "ssrr"));
-    }
-    {
-        RuleBuilder r;
-        r.meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV6).exthdr_present(NFT_EXTHDR_OP_IPV6, kIpv6Routing).counter();
-        verdict(r).comment(kCommentSourceRoute).emit(w, "exthdr rt exists drop");
-    }
+    RuleBuilder()
+        .ct(NFT_CT_STATE).has_bits(kCtStateNew | kCtStateInvalid | kCtStateUntracked | kCtStateRelated)
+        .fib_saddr_type().neq_u32(kRtnLocal)
+        .counter().drop().comment(kCommentForged).emit(w, "fib saddr type != local drop");
+    // Loopback addresses are local, but never a source beyond lo.
+    const std::uint8_t net127 = 127;
+    RuleBuilder().meta(NFT_META_OIF).neq_u32(kLoopbackIfindex).meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV4)
+        .payload(NFT_PAYLOAD_NETWORK_HEADER, 12, 1).eq_bytes(&net127, 1)
+        .counter().drop().comment(kCommentForged).emit(w, "oif != lo ip saddr 127.0.0.0/8 drop");
+    RuleBuilder().meta(NFT_META_OIF).neq_u32(kLoopbackIfindex).meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV6)
+        .payload(NFT_PAYLOAD_NETWORK_HEADER, 8, 16).eq_bytes(loopback6.data(), 16)
+        .counter().drop().comment(kCommentForged).emit(w, "oif != lo ip6 saddr ::1 drop");
     RuleBuilder().meta(NFT_META_OIF).eq_u32(kLoopbackIfindex).counter().accept().comment(kCommentLoopback)
         .emit(w, "oif lo accept");
     RuleBuilder()
@@ -552,6 +566,42 @@ void add_rules(BatchWriter& w, const AllowList& allow, Mode mode) {
 constexpr std::uint32_t kNetdevSetId4 = 11;
 constexpr std::uint32_t kNetdevSetId6 = 12;
 constexpr std::uint32_t kNetdevSetIdNd6 = 13;
+constexpr std::uint32_t kNetdevSetIdOwn4 = 14;
+constexpr std::uint32_t kNetdevSetIdOwn6 = 15;
+constexpr std::uint32_t kNetdevSetIdIp6Next = 16;
+// What may follow an IPv6 header directly in a frame leaving the namespace: a transport header.
+// Any extension header (hop-by-hop, routing, fragment, destination options, AH, mobility, ...)
+// could carry or hide a routing header behind it, which an allowed router would honour.
+const std::vector<std::uint8_t> kIp6NextKeys{IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMPV6, IPPROTO_SCTP};
+
+// The set of those (ip6next): a plain set of one-byte keys.
+void add_byte_set(BatchWriter& w, const char* name, std::uint32_t id, const std::vector<std::uint8_t>& keys,
+                  bool existing) {
+    auto s = checked<nftnl_set, SetFree>(nftnl_set_alloc());
+    nftnl_set_set_str(s.get(), NFTNL_SET_TABLE, kTable);
+    nftnl_set_set_str(s.get(), NFTNL_SET_NAME, name);
+    nftnl_set_set_u32(s.get(), NFTNL_SET_FAMILY, NFPROTO_NETDEV);
+    if (existing) {
+        w.add(NFT_MSG_DELSETELEM, 0, fmt::format("flush set {}", name), 512,
+              [&](nlmsghdr* nlh) { nftnl_set_elems_nlmsg_build_payload(nlh, s.get()); });
+    } else {
+        nftnl_set_set_u32(s.get(), NFTNL_SET_ID, id);
+        nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, 1);
+        nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE, kTypeInteger);
+        w.add(NFT_MSG_NEWSET, NLM_F_CREATE, fmt::format("set {}", name), 1024,
+              [&](nlmsghdr* nlh) { nftnl_set_nlmsg_build_payload(nlh, s.get()); });
+        nftnl_set_unset(s.get(), NFTNL_SET_KEY_LEN);
+        nftnl_set_unset(s.get(), NFTNL_SET_KEY_TYPE);
+    }
+    for (std::uint8_t k : keys) {
+        nftnl_set_elem* e = nftnl_set_elem_alloc();
+        if (!e) throw std::bad_alloc();
+        nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, &k, 1);
+        nftnl_set_elem_add(s.get(), e);
+    }
+    w.add(NFT_MSG_NEWSETELEM, NLM_F_CREATE, fmt::format("set {} elements", name), 2048,
+          [&](nlmsghdr* nlh) { nftnl_set_elems_nlmsg_build_payload(nlh, s.get()); });
+}
 
 std::string netdev_chain_name(const NetdevDevice& d) { return kNetdevChainPrefix + d.name; }
 
@@ -596,20 +646,40 @@ void add_netdev_chain(BatchWriter& w, const NetdevDevice& dev, const AllowList& 
     auto rule = [&] { return RuleBuilder(NFPROTO_NETDEV, chain); };
     auto what = [&](const char* text) { return fmt::format("{}: {}", chain, text); };
 
-    // Source routing first (see the inet chain): the frame's own bytes, as everywhere here. IPv4
-    // with any option at all (IHL != 5: LSRR/SSRR may sit behind padding options), IPv6 whose
-    // first extension header is hop-by-hop, routing or destination options (a routing header
-    // may follow either of the others).
+    // What no legitimate frame looks like first (see the inet chain), read from the frame's own
+    // bytes as everywhere here: IPv4 with any option at all (IHL != 5), IPv6 with anything but a
+    // transport header behind the fixed header (a routing header may hide behind any other).
     {
         auto r = rule();
         frame_is(r, l, Family::v4).payload(l.base, l.ip, 1).masked_cmp_u8(0x0f, NFT_CMP_NEQ, 5)
             .counter().drop().comment(kCommentSourceRoute).emit(w, what("ip options drop"));
     }
-    for (std::uint8_t next : {std::uint8_t{0}, kIpv6Routing, std::uint8_t{60}}) {
+    {
         auto r = rule();
-        frame_is(r, l, Family::v6).payload(l.base, l.ip + 6, 1).eq_u8(next)
-            .counter().drop().comment(kCommentSourceRoute)
-            .emit(w, what(fmt::format("ip6 nexthdr {} drop", next).c_str()));
+        frame_is(r, l, Family::v6).payload(l.base, l.ip + 6, 1).not_in(kSetIp6Next, kNetdevSetIdIp6Next)
+            .counter().drop().comment(kCommentSourceRoute).emit(w, what("ip6 extension headers drop"));
+    }
+    if (allow.has(Family::v6)) {
+        // Duplicate address detection, the one frame with a source that is not ours (::).
+        const std::array<std::uint8_t, 16> unspecified{};
+        auto r = rule();
+        frame_is(r, l, Family::v6).payload(l.base, l.ip + 8, 16).eq_bytes(unspecified.data(), 16)
+            .payload(l.base, l.ip + 6, 1).eq_u8(IPPROTO_ICMPV6)
+            .payload(l.base, l.ip + 40, 1).eq_u8(kNdNeighbourSolicit)
+            .payload(l.base, l.ip + 24, kSolicitedNode104.size()).eq_bytes(kSolicitedNode104.data(), kSolicitedNode104.size())
+            .counter().accept().comment(kCommentDad).emit(w, what("duplicate address detection accept"));
+    }
+    // Only the namespace's own source addresses: a packet socket can write any, e.g. a forbidden
+    // host's, to have an allowed host answer it there.
+    {
+        auto r = rule();
+        frame_is(r, l, Family::v4).payload(l.base, l.ip + 12, 4).not_in(kSetOwn4, kNetdevSetIdOwn4)  // iphdr.saddr
+            .counter().drop().comment(kCommentForged).emit(w, what("ip saddr != @own4 drop"));
+    }
+    {
+        auto r = rule();
+        frame_is(r, l, Family::v6).payload(l.base, l.ip + 8, 16).not_in(kSetOwn6, kNetdevSetIdOwn6)  // ipv6hdr.saddr
+            .counter().drop().comment(kCommentForged).emit(w, what("ip6 saddr != @own6 drop"));
     }
     // No `ct direction reply accept` here, unlike the inet chain: the kernel refuses the ct
     // expression in the netdev family (nf_ct_netns_get: EPROTO), and nothing else a packet
@@ -654,6 +724,9 @@ void add_netdev(BatchWriter& w, const AllowList& allow, const NetdevPlan& plan, 
         add_interval_set(w, NFPROTO_NETDEV, kSet6, kNetdevSetId6, Family::v6, allow.ranges(Family::v6), true);
         add_interval_set(w, NFPROTO_NETDEV, kSetNd6, kNetdevSetIdNd6, Family::v6, plan.neighbour6.ranges(Family::v6),
                          true);
+        add_interval_set(w, NFPROTO_NETDEV, kSetOwn4, kNetdevSetIdOwn4, Family::v4, plan.own.ranges(Family::v4), true);
+        add_interval_set(w, NFPROTO_NETDEV, kSetOwn6, kNetdevSetIdOwn6, Family::v6, plan.own.ranges(Family::v6), true);
+        add_byte_set(w, kSetIp6Next, kNetdevSetIdIp6Next, kIp6NextKeys, true);
         auto had = [&](const std::string& dev) {
             return std::find(installed.netdev_devices.begin(), installed.netdev_devices.end(), dev) !=
                    installed.netdev_devices.end();
@@ -681,6 +754,9 @@ void add_netdev(BatchWriter& w, const AllowList& allow, const NetdevPlan& plan, 
             add_interval_set(w, NFPROTO_NETDEV, kSet4, kNetdevSetId4, Family::v4, allow.ranges(Family::v4));
             add_interval_set(w, NFPROTO_NETDEV, kSet6, kNetdevSetId6, Family::v6, allow.ranges(Family::v6));
             add_interval_set(w, NFPROTO_NETDEV, kSetNd6, kNetdevSetIdNd6, Family::v6, plan.neighbour6.ranges(Family::v6));
+            add_interval_set(w, NFPROTO_NETDEV, kSetOwn4, kNetdevSetIdOwn4, Family::v4, plan.own.ranges(Family::v4));
+            add_interval_set(w, NFPROTO_NETDEV, kSetOwn6, kNetdevSetIdOwn6, Family::v6, plan.own.ranges(Family::v6));
+            add_byte_set(w, kSetIp6Next, kNetdevSetIdIp6Next, kIp6NextKeys, false);
             for (const auto& d : plan.devices) add_netdev_chain(w, d, allow, false);
         }
     }
@@ -894,6 +970,11 @@ std::string render_netdev(const AllowList& allow, const NetdevPlan& netdev) {
     set(kSet4, "@ll,240,32", allow.ranges(Family::v4));
     set(kSet6, "@ll,304,128", allow.ranges(Family::v6));
     set(kSetNd6, "@ll,304,128", netdev.neighbour6.ranges(Family::v6));
+    set(kSetOwn4, "@ll,208,32", netdev.own.ranges(Family::v4));
+    set(kSetOwn6, "@ll,176,128", netdev.own.ranges(Family::v6));
+    out << "\tset " << kSetIp6Next << " {\n\t\ttypeof @ll,160,8\n\t\telements = { ";
+    for (std::size_t i = 0; i < kIp6NextKeys.size(); ++i) out << (i ? ", " : "") << static_cast<int>(kIp6NextKeys[i]);
+    out << " }\n\t}\n\n";
     for (const auto& d : netdev.devices) {
         // Raw payload expressions: `ether type` / `ip daddr` would let nft add a `meta
         // protocol` dependency, which a packet socket's sender controls.
@@ -904,9 +985,14 @@ std::string render_netdev(const AllowList& allow, const NetdevPlan& netdev) {
         out << "\tchain " << netdev_chain_name(d) << " {\n"
             << "\t\ttype filter hook egress device \"" << d.name << "\" priority filter; policy drop;\n"
             << "\t\t" << v4 << " " << b << "," << ip + 4 << ",4 != 5 counter drop comment \"" << kCommentSourceRoute << "\"\n";
-        for (int next : {0, 43, 60})
-            out << "\t\t" << v6 << " " << b << "," << ip + 48 << ",8 " << next << " counter drop comment \""
-                << kCommentSourceRoute << "\"\n";
+        out << "\t\t" << v6 << " " << b << "," << ip + 48 << ",8 != @" << kSetIp6Next << " counter drop comment \""
+            << kCommentSourceRoute << "\"\n";
+        if (allow.has(Family::v6))
+            out << "\t\t" << v6 << " " << b << "," << ip + 64 << ",128 0 " << b << "," << ip + 48 << ",8 58 " << b << ","
+                << ip + 320 << ",8 135 " << b << "," << ip + 192 << ",104 0xff0200000000000000000001ff counter accept comment \""
+                << kCommentDad << "\"\n";
+        out << "\t\t" << v4 << " " << b << "," << ip + 96 << ",32 != @own4 counter drop comment \"" << kCommentForged << "\"\n"
+            << "\t\t" << v6 << " " << b << "," << ip + 64 << ",128 != @own6 counter drop comment \"" << kCommentForged << "\"\n";
         out << "\t\t" << v4 << " " << b << "," << ip + 128 << ",32 @allow4 counter accept comment \"" << kCommentAllow4 << "\"\n"
             << "\t\t" << v6 << " " << b << "," << ip + 192 << ",128 @allow6 counter accept comment \"" << kCommentAllow6 << "\"\n";
         if (d.ethernet) out << "\t\t@ll,96,16 0x0806 accept\n";
@@ -941,13 +1027,15 @@ std::string render_policy(const AllowList& allow, Mode mode, const NetdevPlan& n
     const bool nd = allow.has(Family::v6);
     out << "\tchain output {\n"
         << "\t\ttype filter hook output priority filter; policy " << (mode == Mode::audit ? "accept" : "drop") << ";\n";
+    out << "\t\tip hdrlength != 5 counter drop" << comment(kCommentSourceRoute)
+        << "\t\texthdr rt exists counter drop" << comment(kCommentSourceRoute);
     if (nd)
-        out << "\t\tip6 saddr :: icmpv6 type nd-neighbor-solicit ip6 daddr @nd6 counter accept" << comment(kCommentDad);
-    const char* drop = mode == Mode::audit ? "" : " drop";  // audit mode only counts them
-    out << "\t\tct state new,invalid,untracked fib saddr type != local counter" << drop << comment(kCommentForged)
-        << "\t\tip option lsrr exists counter" << drop << comment(kCommentSourceRoute)
-        << "\t\tip option ssrr exists counter" << drop << comment(kCommentSourceRoute)
-        << "\t\texthdr rt exists counter" << drop << comment(kCommentSourceRoute)
+        out << "\t\tip6 saddr :: ip6 nexthdr ipv6-icmp icmpv6 type nd-neighbor-solicit ip6 daddr ff02::1:ff00:0/104 "
+               "counter accept"
+            << comment(kCommentDad);
+    out << "\t\tct state new,invalid,untracked,related fib saddr type != local counter drop" << comment(kCommentForged)
+        << "\t\toif != \"lo\" ip saddr 127.0.0.0/8 counter drop" << comment(kCommentForged)
+        << "\t\toif != \"lo\" ip6 saddr ::1 counter drop" << comment(kCommentForged)
         << "\t\toif \"lo\" counter accept" << comment(kCommentLoopback)
         << "\t\tip daddr @allow4 counter accept" << comment(kCommentAllow4)
         << "\t\tip6 daddr @allow6 counter accept" << comment(kCommentAllow6)
@@ -1434,7 +1522,9 @@ static Installed probe_installed_once(mnl_socket* sock) {
         auto chains = dump_chains(sock, NFPROTO_NETDEV);
         auto sets = dump_sets(sock, NFPROTO_NETDEV);
         // Reusable only when every chain is one of ours, bound to the device its name says.
-        bool ok = has_set(sets, kSet4, Family::v4) && has_set(sets, kSet6, Family::v6) && has_set(sets, kSetNd6, Family::v6);
+        bool ok = has_set(sets, kSet4, Family::v4) && has_set(sets, kSet6, Family::v6) && has_set(sets, kSetNd6, Family::v6) &&
+                  has_set(sets, kSetOwn4, Family::v4) && has_set(sets, kSetOwn6, Family::v6) &&
+                  std::any_of(sets.begin(), sets.end(), [](const SetShape& x) { return x.name == kSetIp6Next; });
         for (const auto& c : chains) {
             ok = ok && c.base && c.hook == NF_NETDEV_EGRESS && c.prio == 0 && c.type == "filter" &&
                  !c.device.empty() && c.single_device && c.name == kNetdevChainPrefix + c.device;

@@ -129,7 +129,7 @@ inline constexpr const char* kCommentRelated = "nsegress: related";  // ICMP err
 inline constexpr const char* kCommentNd = "nsegress: neighbour discovery";
 inline constexpr const char* kCommentDad = "nsegress: duplicate address detection";
 inline constexpr const char* kCommentForged = "nsegress: forged source";
-inline constexpr const char* kCommentSourceRoute = "nsegress: source route";
+inline constexpr const char* kCommentSourceRoute = "nsegress: ip options or routing header";
 inline constexpr const char* kCommentInbound = "nsegress: inbound";  // the labelling rules
 
 // The deny log. 28275 is also the route set's table number: one number to remember. nflog
@@ -164,6 +164,9 @@ inline constexpr std::size_t kElementsPerMessage = 512;
 // ---- netdev egress layer (see the top of this file) ----
 inline constexpr const char* kNetdevChainPrefix = "egress_";  // + interface name
 inline constexpr const char* kSetNd6 = "nd6";  // in both tables
+inline constexpr const char* kSetOwn4 = "own4";  // netdev table: the namespace's own addresses
+inline constexpr const char* kSetOwn6 = "own6";
+inline constexpr const char* kSetIp6Next = "ip6next";  // netdev table: what may follow an IPv6 header
 
 struct NetdevDevice {
     std::string name;
@@ -176,6 +179,8 @@ struct NetdevPlan {
     std::vector<NetdevDevice> devices;
     AllowList neighbour6;          // destinations neighbour discovery may go to (set nd6, both
                                    // tables; empty: link-local and link multicast only)
+    AllowList own;                 // the namespace's own addresses (sets own4, own6 of the netdev
+                                   // table: frames with another source are dropped there)
 };
 
 // What an earlier run left in the namespace, as far as replacing it goes: read with one dump of
