@@ -422,7 +422,13 @@ std::size_t apply_fresh_route_set(nl_sock* sock, const Snapshot& before, const A
     RtnlBatch batch(sock);
     std::size_t n = 0;
     for_each_planned_route(allow, [&](const Route& r) {
-        batch.add(route_request(r, true, NLM_F_CREATE | NLM_F_REPLACE), n++);
+        if (testing::g_hooks.mutate_route) {  // tests only (testpoint.hpp)
+            Route m = r;
+            testing::g_hooks.mutate_route(m);
+            batch.add(route_request(m, true, NLM_F_CREATE | NLM_F_REPLACE), n++);
+        } else {
+            batch.add(route_request(r, true, NLM_F_CREATE | NLM_F_REPLACE), n++);
+        }
         seen(r);
     });
     batch.flush();
