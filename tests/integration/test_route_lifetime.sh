@@ -30,6 +30,8 @@ wire() {
 		_lab_wait_ll "$C" "$cif" && _lab_wait_ll "$G" "$gif"
 }
 
+ping_ok_if() { in_ctr ping -n -c1 -W1 -q -I "$1" "$2" >/dev/null 2>&1; }
+
 # The kernel's first answers after new wiring wait for neighbour discovery: a few tries.
 reach() { eventually "$@"; }
 
@@ -125,6 +127,24 @@ rx_before=$(rx)
 allowed_answers "second-if"
 assert_true "gw's c8 received the LAN traffic ($rx_before -> $(rx) packets)" test "$(rx)" -gt "$rx_before"
 forbidden_refused "second-if"
+
+step "what the route set does not stop: sockets with a pinned interface (the policy does)"
+for dst in "$LAB_WAN4" "$LAB_WAN6"; do
+	msg=$(in_ctr ping -n -c1 -W1 -I eth1 "$dst" 2>&1)
+	assert_false "ping -I eth1 $dst refused with the policy in place: $(why "$msg")" ping_ok_if eth1 "$dst"
+done
+in_ctr nft delete table inet nsegress
+assert_match "$(ip -n "$C" -4 route get "$LAB_WAN4" oif eth1 2>&1)" "^$LAB_WAN4 dev eth1 " \
+	"route layer alone, IPv4 with oif: the kernel falls back to on-link (no gateway)"
+assert_false "route layer alone: ping -I eth1 $LAB_WAN4 gets no answer (ARP on the link, not via the gateway)" \
+	ping_ok_if eth1 "$LAB_WAN4"
+assert_contains "$(ip -n "$C" -6 route get "$LAB_WAN6" oif eth1 2>&1)" "via fd00:37::1 dev eth1" \
+	"route layer alone, IPv6 with oif: the table's routes are skipped, main answers (documented)"
+assert_true "route layer alone: ping -6 -I eth1 $LAB_WAN6 answers (documented: only the policy stops it)" \
+	reach ping_ok_if eth1 "$LAB_WAN6"
+expect_exit 0 nsg restrict --netns "$CTR_NS" "${ALLOW[@]}" --no-probe
+msg=$(in_ctr ping -n -c1 -W1 -I eth1 "$LAB_WAN6" 2>&1)
+assert_false "policy back: ping -6 -I eth1 $LAB_WAN6 refused: $(why "$msg")" ping_ok_if eth1 "$LAB_WAN6"
 
 step "release restores reachability"
 expect_exit 0 nsg release --netns "$CTR_NS"
