@@ -239,7 +239,7 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     const nft::Mode mode = opt.audit ? nft::Mode::audit : nft::Mode::enforce;
     doc["mode"] = nft::mode_name(mode);
     doc["allow"] = allow_json(allow);
-    // Audit mode installs no route set: its catch-all would refuse what audit lets through.
+    // Audit mode installs no route set: its unreachable route would refuse what audit lets through.
     const bool route_set = opt.route_set && !opt.audit;
     // Nor a netdev egress table: it drops what it does not allow, and audit refuses nothing.
     const bool netdev_egress = opt.netdev_egress && !opt.audit;
