@@ -354,7 +354,9 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
         for (const auto& a : opt.probe_block) targets.push_back({a, Expect::block});
         if (targets.empty() && opt.default_probes) {
             targets = default_probe_targets(before, allow);
-            if (targets.empty()) doc["probes_none"] = "no --probe-reach/--probe-block, and no default gateway to test";
+            if (targets.empty())
+                doc["probes_none"] =
+                    "no --probe-reach/--probe-block, and no default gateway to test";
         } else if (targets.empty()) {
             doc["probes_none"] = "no --probe-reach/--probe-block, and default probes are off";
         }
@@ -435,7 +437,8 @@ std::vector<std::string> policy_drift(const RestrictOptions& want) {
     if (route_set) {
         if (installed.rules.empty() && installed.routes.empty()) drift.push_back("the route set is missing");
         else
-            for (auto& d : route_set_drift(snap, plan_route_set(allow))) drift.push_back("route set: " + d);
+            for (auto& d : route_set_drift(snap, plan_route_set(allow)))
+                drift.push_back("route set: " + d);
     } else if (!installed.rules.empty() || !installed.routes.empty()) {
         drift.push_back("a route set is installed but none was asked for");
     }
@@ -494,24 +497,26 @@ CommandResult cmd_status(const TargetSpec& target) {
     // The earlier layout (a copy of main taken at restrict time) goes stale with the network:
     // said only when it is what is installed.
     const bool legacy = legacy_route_set(snap);
-    doc["route_set"] = json{{"present", routes_present},
-                            {"table", kRouteTable},
-                            {"layout", !routes_present ? json(nullptr) : json(legacy ? "snapshot" : "refers-to-main")},
-                            {"stale", legacy ? json("a copy of the main table taken at restrict time (an earlier "
-                                                    "nsegress): run restrict again")
-                                             : json(nullptr)},
-                            {"routes", route_set_lines(installed, snap)}};
+    doc["route_set"] = json{
+        {"present", routes_present},
+        {"table", kRouteTable},
+        {"layout", !routes_present ? json(nullptr) : json(legacy ? "snapshot" : "refers-to-main")},
+        {"stale", legacy ? json("a copy of the main table taken at restrict time (an earlier "
+                                "nsegress): run restrict again")
+                         : json(nullptr)},
+        {"routes", route_set_lines(installed, snap)}};
     // What the route set refuses is not counted: its unreachable route fails with EHOSTUNREACH,
     // and the kernel counts only ENETUNREACH (no route at all) in OutNoRoutes. That counter is
     // still reported, for what it is.
     NoRouteCounters no_route = h.snmp.out_no_routes();
-    doc["route_refused"] = json{{"counted", false},
-                                {"not_counted", legacy ? "refusals by the earlier layout's unreachable rule are in "
-                                                         "OutNoRoutes, except those of raw sockets (IPv4 ping)"
-                                                       : "refusals by the route set (EHOSTUNREACH from its "
-                                                         "unreachable route): no kernel counter counts them"},
-                                {"ipv4_out_no_routes", opt_json(no_route.ipv4)},
-                                {"ipv6_out_no_routes", opt_json(no_route.ipv6)}};
+    doc["route_refused"] =
+        json{{"counted", false},
+             {"not_counted", legacy ? "refusals by the earlier layout's unreachable rule are in "
+                                      "OutNoRoutes, except those of raw sockets (IPv4 ping)"
+                                    : "refusals by the route set (EHOSTUNREACH from its "
+                                      "unreachable route): no kernel counter counts them"},
+             {"ipv4_out_no_routes", opt_json(no_route.ipv4)},
+             {"ipv6_out_no_routes", opt_json(no_route.ipv6)}};
 
     // The netdev egress layer: which interfaces it covers (an interface created after restrict
     // is not covered until restrict runs again), and its counters per interface.

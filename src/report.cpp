@@ -111,7 +111,8 @@ std::string render_human(const json& doc) {
             out += fmt::format("  conntrack: dropped {} forbidden flow(s)\n", doc["conntrack_dropped"].get<int>());
         if (doc.contains("probes")) {
             if (doc["probes"].empty())
-                out += fmt::format("  probes: none ({})\n", doc.value("probes_none", std::string("no target")));
+                out += fmt::format("  probes: none ({})\n",
+                                   doc.value("probes_none", std::string("no target")));
             else out += "  probes:\n";
             probe_lines(out, doc["probes"]);
         }
@@ -120,8 +121,10 @@ std::string render_human(const json& doc) {
                            doc["duration_s"].get<double>(), target_line(doc), doc["attempts"].get<std::uint64_t>(),
                            doc["lost"].get<std::uint64_t>());
         if (doc.value("route_set", false))
-            out += "  not counted: what the route set refused meanwhile (no packet, and no kernel counter "
-                   "counts its EHOSTUNREACH)\n";
+            out +=
+                "  not counted: what the route set refused meanwhile (no packet, and no kernel "
+                "counter "
+                "counts its EHOSTUNREACH)\n";
     } else if (cmd == "release") {
         const json& r = doc["removed"];
         out += fmt::format("released {}: table {}{}, {} rule(s), {} route(s) removed\n", target_line(doc),
@@ -203,7 +206,8 @@ std::string render_human(const json& doc) {
         }
         const json& rs = doc["route_set"];
         out += fmt::format("route set: {}\n", rs["present"].get<bool>() ? fmt::format("table {}", rs["table"].get<int>()) : "none");
-        if (rs.contains("stale") && !rs["stale"].is_null()) out += "  STALE: " + rs["stale"].get<std::string>() + "\n";
+        if (rs.contains("stale") && !rs["stale"].is_null())
+            out += "  STALE: " + rs["stale"].get<std::string>() + "\n";
         for (const auto& l : rs["routes"]) out += "  " + l.get<std::string>() + "\n";
         const json& nr = doc["route_refused"];
         auto num = [](const json& v) { return v.is_null() ? std::string("?") : std::to_string(v.get<std::uint64_t>()); };

@@ -47,13 +47,15 @@ AddrPtr to_nl(const IpAddr& a, unsigned prefix) {
 bool ours(const Rule& r) {
     return r.protocol == kRouteProtocol ||
            // Also recognise our rules if a tool stripped the protocol: same priority and shape.
-           (!r.has_selector && ((r.priority == kRulePriorityLookup && r.action == FR_ACT_TO_TBL &&
-                                 r.table == kRouteTable) ||
-                                (r.priority == kLegacyRulePriorityUnreachable &&
-                                 r.action == FR_ACT_UNREACHABLE)));
+           (!r.has_selector &&
+            ((r.priority == kRulePriorityLookup && r.action == FR_ACT_TO_TBL &&
+              r.table == kRouteTable) ||
+             (r.priority == kLegacyRulePriorityUnreachable && r.action == FR_ACT_UNREACHABLE)));
 }
 
-bool legacy_rule(const Rule& r) { return r.action == FR_ACT_UNREACHABLE; }
+bool legacy_rule(const Rule& r) {
+    return r.action == FR_ACT_UNREACHABLE;
+}
 
 RoutePtr to_nl_route(const Route& r, bool with_nexthop) {
     RoutePtr out(rtnl_route_alloc());
@@ -103,8 +105,8 @@ auto route_key(const Route& r) { return std::tie(r.family, r.dst, r.metric); }
 auto route_all(const Route& r) {
     static const std::optional<IpAddr> none;
     const bool nh = r.type == RTN_UNICAST;
-    return std::make_tuple(r.family, r.dst, r.metric, r.type, r.scope, nh ? r.gateway : none, nh ? r.oif : 0,
-                           nh ? r.prefsrc : none, nh && r.onlink);
+    return std::make_tuple(r.family, r.dst, r.metric, r.type, r.scope, nh ? r.gateway : none,
+                           nh ? r.oif : 0, nh ? r.prefsrc : none, nh && r.onlink);
 }
 
 struct MsgFree { void operator()(nl_msg* m) const { nlmsg_free(m); } };
@@ -283,7 +285,8 @@ void for_each_planned_route(const AllowList& allow, const std::function<void(con
     for (Family f : {Family::v4, Family::v6}) {
         const Cidr all{IpAddr{f, 0}, 0};
         const auto& ranges = allow.ranges(f);
-        const bool whole = ranges.size() == 1 && ranges.front().first == all.first() && ranges.front().last == all.last();
+        const bool whole = ranges.size() == 1 && ranges.front().first == all.first() &&
+                           ranges.front().last == all.last();
         // The refusal first: on a re-run over the earlier layout it must be in the table before
         // that layout's catch-all rule goes (apply_route_set).
         if (!whole) emit(table_route(f, all, RTN_UNREACHABLE));
@@ -297,7 +300,8 @@ void for_each_planned_route(const AllowList& allow, const std::function<void(con
 std::vector<Rule> route_set_rules() {
     std::vector<Rule> rules;
     for (Family f : {Family::v4, Family::v6})
-        rules.push_back(Rule{f, kRulePriorityLookup, kRouteTable, FR_ACT_TO_TBL, kRouteProtocol, false});
+        rules.push_back(
+            Rule{f, kRulePriorityLookup, kRouteTable, FR_ACT_TO_TBL, kRouteProtocol, false});
     return rules;
 }
 
@@ -310,7 +314,8 @@ RoutePlan plan_route_set(const AllowList& allow) {
 }
 
 bool legacy_route_set(const Snapshot& snap) {
-    return std::any_of(snap.rules.begin(), snap.rules.end(), [](const Rule& r) { return ours(r) && legacy_rule(r); });
+    return std::any_of(snap.rules.begin(), snap.rules.end(),
+                       [](const Rule& r) { return ours(r) && legacy_rule(r); });
 }
 
 RoutePlan installed_route_set(const Snapshot& snap) {
@@ -326,13 +331,15 @@ namespace {
 
 // Deletes our rules that the plan has no place for (the earlier layout's catch-all): only once
 // the table refuses by itself, so nothing is let through meanwhile.
-void delete_obsolete_rules(RtnlBatch& batch, const std::vector<Rule>& old_rules, const std::vector<Rule>& rules) {
+void delete_obsolete_rules(RtnlBatch& batch, const std::vector<Rule>& old_rules,
+                           const std::vector<Rule>& rules) {
     std::size_t tolerated = batch.failures().size();
     std::vector<std::size_t> sent;
     for (std::size_t i = 0; i < old_rules.size(); ++i) {
         const Rule& o = old_rules[i];
         bool wanted = std::any_of(rules.begin(), rules.end(), [&](const Rule& r) {
-            return o.family == r.family && o.priority == r.priority && o.action == r.action && o.table == r.table;
+            return o.family == r.family && o.priority == r.priority && o.action == r.action &&
+                   o.table == r.table;
         });
         if (!wanted) batch.add(rule_request(o, false, 0), i);
     }
@@ -340,8 +347,8 @@ void delete_obsolete_rules(RtnlBatch& batch, const std::vector<Rule>& old_rules,
     for (std::size_t k = tolerated; k < batch.failures().size(); ++k)
         if (!already_gone(batch.failures()[k].error))
             throw_failure(batch, k, [&](std::size_t i) {
-                return fmt::format("route set: delete obsolete rule '{}' ({})", format_rule(old_rules[i]),
-                                   family_name(old_rules[i].family));
+                return fmt::format("route set: delete obsolete rule '{}' ({})",
+                                   format_rule(old_rules[i]), family_name(old_rules[i].family));
             });
     testing::test_point("route-set-obsolete-rules");
 }
@@ -379,7 +386,8 @@ void apply_route_set(nl_sock* sock, const Snapshot& before, const RoutePlan& pla
         for (std::size_t i = 0; i < plan.routes.size(); ++i) {
             const Route& r = plan.routes[i];
             if ((r.type == RTN_UNREACHABLE) != refusing) continue;
-            if (std::binary_search(have.begin(), have.end(), &r, by_all)) continue;  // already installed
+            if (std::binary_search(have.begin(), have.end(), &r, by_all))
+                continue;  // already installed
             batch.add(route_request(r, true, NLM_F_CREATE | NLM_F_REPLACE), i);
         }
         batch.flush();

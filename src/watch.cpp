@@ -254,10 +254,13 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
     RoutePlan routes = installed_route_set(inspect(rtnl.get(), inspect_rules | inspect_routes | inspect_links));
     const bool route_set = !routes.rules.empty();
     if (route_set && before.present && before.mode == nft::Mode::enforce)
-        notice("a route set is installed: it refuses forbidden destinations before any packet exists, so "
-               "those refusals are neither logged nor counted (no kernel counter counts them); for a "
-               "complete deny log, restrict with --no-route-set (the nftables policy alone still refuses "
-               "them)");
+        notice(
+            "a route set is installed: it refuses forbidden destinations before any packet exists, "
+            "so "
+            "those refusals are neither logged nor counted (no kernel counter counts them); for a "
+            "complete deny log, restrict with --no-route-set (the nftables policy alone still "
+            "refuses "
+            "them)");
     if (sink.ready)
         sink.ready(json{{"event", "ready"},
                         {"group", nft::kNflogGroup},

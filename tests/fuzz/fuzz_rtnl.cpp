@@ -37,9 +37,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     for (const auto& r : plan.routes) {
         fuzz::check(r.table == kRouteTable && r.protocol == kRouteProtocol, "planned route outside our table");
         // Only throw routes send a destination on to main: never outside the allow-list.
-        fuzz::check(r.type == RTN_UNREACHABLE || (r.type == RTN_THROW && allow.contains(r.dst.first()) &&
-                                                   allow.contains(r.dst.last())),
-                    "planned route reaches outside the allow-list", format_route(r, snap));
+        fuzz::check(
+            r.type == RTN_UNREACHABLE || (r.type == RTN_THROW && allow.contains(r.dst.first()) &&
+                                          allow.contains(r.dst.last())),
+            "planned route reaches outside the allow-list", format_route(r, snap));
     }
     (void)route_set_drift(snap, plan);
     (void)render_route_set(plan, snap);

@@ -49,10 +49,12 @@ std::vector<std::string> lines(const RoutePlan& p, const Snapshot& s) {
 
 TEST_CASE("one throw route per allowed CIDR, after one unreachable default per family") {
     Snapshot s = lab();
-    RoutePlan p = plan_route_set(AllowList({parse_cidr("192.168.1.0/24"), parse_cidr("2001:db8:1::/64")}));
-    CHECK(lines(p, s) == std::vector<std::string>{"unreachable default table 28275", "throw 192.168.1.0/24 table 28275",
-                                                   "unreachable default table 28275 metric 1024",
-                                                   "throw 2001:db8:1::/64 table 28275 metric 1024"});
+    RoutePlan p =
+        plan_route_set(AllowList({parse_cidr("192.168.1.0/24"), parse_cidr("2001:db8:1::/64")}));
+    CHECK(lines(p, s) == std::vector<std::string>{"unreachable default table 28275",
+                                                  "throw 192.168.1.0/24 table 28275",
+                                                  "unreachable default table 28275 metric 1024",
+                                                  "throw 2001:db8:1::/64 table 28275 metric 1024"});
     for (const auto& r : p.routes) {
         CHECK(r.table == kRouteTable);
         CHECK(r.protocol == kRouteProtocol);
@@ -66,7 +68,8 @@ TEST_CASE("one throw route per allowed CIDR, after one unreachable default per f
 }
 
 TEST_CASE("the plan is a function of the allow-list alone") {
-    AllowList allow({parse_cidr("10.0.0.0/8"), parse_cidr("192.168.1.0/24"), parse_cidr("2001:db8::/32")});
+    AllowList allow(
+        {parse_cidr("10.0.0.0/8"), parse_cidr("192.168.1.0/24"), parse_cidr("2001:db8::/32")});
     RoutePlan a = plan_route_set(allow), b = plan_route_set(allow);
     Snapshot empty, wired = lab();
     CHECK(lines(a, empty) == lines(b, wired));
@@ -96,35 +99,43 @@ TEST_CASE("an unallowed family is closed: its unreachable default alone") {
         if (r.family == Family::v6) v6.push_back(format_route(r, Snapshot{}));
     CHECK(v6 == std::vector<std::string>{"unreachable default table 28275 metric 1024"});
     RoutePlan none = plan_route_set(AllowList{});
-    CHECK(lines(none, Snapshot{}) == std::vector<std::string>{"unreachable default table 28275",
-                                                               "unreachable default table 28275 metric 1024"});
+    CHECK(lines(none, Snapshot{}) ==
+          std::vector<std::string>{"unreachable default table 28275",
+                                   "unreachable default table 28275 metric 1024"});
 }
 
 TEST_CASE("a family allowed whole: throw default instead of unreachable default (same key)") {
     RoutePlan p = plan_route_set(AllowList({parse_cidr("0.0.0.0/0"), parse_cidr("2001:db8::/32")}));
-    CHECK(lines(p, Snapshot{}) == std::vector<std::string>{"throw default table 28275",
-                                                            "unreachable default table 28275 metric 1024",
-                                                            "throw 2001:db8::/32 table 28275 metric 1024"});
+    CHECK(lines(p, Snapshot{}) ==
+          std::vector<std::string>{"throw default table 28275",
+                                   "unreachable default table 28275 metric 1024",
+                                   "throw 2001:db8::/32 table 28275 metric 1024"});
     // Two halves that merge into the whole family are the whole family too.
     RoutePlan q = plan_route_set(AllowList({parse_cidr("0.0.0.0/1"), parse_cidr("128.0.0.0/1")}));
     CHECK(format_route(q.routes[0], Snapshot{}) == "throw default table 28275");
 }
 
 TEST_CASE("allowed ranges become their minimal CIDR cover, in order") {
-    RoutePlan p = plan_route_set(AllowList({parse_cidr("10.0.0.1"), parse_cidr("10.0.0.2/31"), parse_cidr("10.0.0.4")}));
-    CHECK(lines(p, Snapshot{}) == std::vector<std::string>{"unreachable default table 28275", "throw 10.0.0.1/32 table 28275",
-                                                            "throw 10.0.0.2/31 table 28275", "throw 10.0.0.4/32 table 28275",
-                                                            "unreachable default table 28275 metric 1024"});
+    RoutePlan p = plan_route_set(
+        AllowList({parse_cidr("10.0.0.1"), parse_cidr("10.0.0.2/31"), parse_cidr("10.0.0.4")}));
+    CHECK(lines(p, Snapshot{}) ==
+          std::vector<std::string>{"unreachable default table 28275",
+                                   "throw 10.0.0.1/32 table 28275", "throw 10.0.0.2/31 table 28275",
+                                   "throw 10.0.0.4/32 table 28275",
+                                   "unreachable default table 28275 metric 1024"});
 }
 
 TEST_CASE("installed_route_set finds our rules (the earlier layout's too) and our table only") {
     Snapshot s = lab();
     s.routes.push_back(route("192.168.1.0/24", "172.31.0.1", 2, 0, kRouteTable));
-    s.rules = {Rule{Family::v4, 0, RT_TABLE_LOCAL, FR_ACT_TO_TBL, 2, false},
-               Rule{Family::v4, kRulePriorityLookup, kRouteTable, FR_ACT_TO_TBL, kRouteProtocol, false},
-               Rule{Family::v4, kLegacyRulePriorityUnreachable, 0, FR_ACT_UNREACHABLE, 0, false},  // proto stripped
-               Rule{Family::v4, kLegacyRulePriorityUnreachable, 0, FR_ACT_UNREACHABLE, 0, true},   // someone else's
-               Rule{Family::v4, 32766, RT_TABLE_MAIN, FR_ACT_TO_TBL, 2, false}};
+    s.rules = {
+        Rule{Family::v4, 0, RT_TABLE_LOCAL, FR_ACT_TO_TBL, 2, false},
+        Rule{Family::v4, kRulePriorityLookup, kRouteTable, FR_ACT_TO_TBL, kRouteProtocol, false},
+        Rule{Family::v4, kLegacyRulePriorityUnreachable, 0, FR_ACT_UNREACHABLE, 0,
+             false},  // proto stripped
+        Rule{Family::v4, kLegacyRulePriorityUnreachable, 0, FR_ACT_UNREACHABLE, 0,
+             true},  // someone else's
+        Rule{Family::v4, 32766, RT_TABLE_MAIN, FR_ACT_TO_TBL, 2, false}};
     RoutePlan p = installed_route_set(s);
     CHECK(p.routes.size() == 1);
     CHECK(p.rules.size() == 2);
@@ -161,7 +172,9 @@ TEST_CASE("default probe targets: the gateway is a reach target when allowed, bl
     CHECK(default_probe_targets(s, AllowList{}).size() == 1);
 }
 
-TEST_CASE("route_set_drift: none when installed as planned; names missing rules, stray routes, the earlier layout") {
+TEST_CASE(
+    "route_set_drift: none when installed as planned; names missing rules, stray routes, the "
+    "earlier layout") {
     Snapshot s = lab();
     AllowList allow({parse_cidr("192.168.1.0/24"), parse_cidr("2001:db8:1::/64")});
     RoutePlan want = plan_route_set(allow);
@@ -192,17 +205,23 @@ TEST_CASE("route_set_drift: none when installed as planned; names missing rules,
     // The refusal turned into a throw: missing and unexpected.
     Snapshot opened = installed;
     for (auto& r : opened.routes)
-        if (r.table == kRouteTable && r.type == RTN_UNREACHABLE && r.family == Family::v4) r.type = RTN_THROW;
+        if (r.table == kRouteTable && r.type == RTN_UNREACHABLE && r.family == Family::v4)
+            r.type = RTN_THROW;
     CHECK(route_set_drift(opened, want).size() == 2);
 
     // The earlier layout: copies of main's routes and a catch-all rule.
     Snapshot legacy = s;
     legacy.routes.push_back(route("192.168.1.0/24", "172.31.0.1", 2, 0, kRouteTable));
     for (Family f : {Family::v4, Family::v6}) {
-        legacy.rules.push_back(Rule{f, kRulePriorityLookup, kRouteTable, FR_ACT_TO_TBL, kRouteProtocol, false});
-        legacy.rules.push_back(Rule{f, kLegacyRulePriorityUnreachable, 0, FR_ACT_UNREACHABLE, kRouteProtocol, false});
+        legacy.rules.push_back(
+            Rule{f, kRulePriorityLookup, kRouteTable, FR_ACT_TO_TBL, kRouteProtocol, false});
+        legacy.rules.push_back(
+            Rule{f, kLegacyRulePriorityUnreachable, 0, FR_ACT_UNREACHABLE, kRouteProtocol, false});
     }
     auto l = route_set_drift(legacy, want);
-    CHECK(std::count_if(l.begin(), l.end(), [](const std::string& x) { return x.find("unexpected rule '101") == 0; }) == 2);
-    CHECK(std::count_if(l.begin(), l.end(), [](const std::string& x) { return x.find("missing route") == 0; }) == 3);
+    CHECK(std::count_if(l.begin(), l.end(), [](const std::string& x) {
+              return x.find("unexpected rule '101") == 0;
+          }) == 2);
+    CHECK(std::count_if(l.begin(), l.end(),
+                        [](const std::string& x) { return x.find("missing route") == 0; }) == 3);
 }
