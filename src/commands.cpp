@@ -246,7 +246,7 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     const nft::Mode mode = opt.audit ? nft::Mode::audit : nft::Mode::enforce;
     doc["mode"] = nft::mode_name(mode);
     doc["allow"] = allow_json(allow);
-    // Audit mode installs no route set: its catch-all would refuse what audit lets through.
+    // Audit mode installs no route set: its unreachable route would refuse what audit lets through.
     const bool route_set = opt.route_set && !opt.audit;
     // Nor a netdev egress table: it drops what it does not allow, and audit refuses nothing.
     const bool netdev_egress = opt.netdev_egress && !opt.audit;
@@ -266,7 +266,7 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     const bool fresh_route_set =
         route_set && !opt.dry_run &&
         std::none_of(before.routes.begin(), before.routes.end(), [](const Route& r) { return r.table == kRouteTable; });
-    RoutePlan plan = route_set && !fresh_route_set ? plan_route_set(before, allow) : RoutePlan{};
+    RoutePlan plan = route_set && !fresh_route_set ? plan_route_set(allow) : RoutePlan{};
     // The devices to filter; whether an earlier netdev table must go is decided at commit.
     nft::NetdevPlan netdev = netdev_plan(before, netdev_egress, false);
     testing::test_point("inspected");
@@ -359,7 +359,14 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
         std::vector<ProbeTarget> targets;
         for (const auto& a : opt.probe_reach) targets.push_back({a, Expect::reach});
         for (const auto& a : opt.probe_block) targets.push_back({a, Expect::block});
-        if (targets.empty() && opt.default_probes) targets = default_probe_targets(before, allow);
+        if (targets.empty() && opt.default_probes) {
+            targets = default_probe_targets(before, allow);
+            if (targets.empty())
+                doc["probes_none"] =
+                    "no --probe-reach/--probe-block, and no default gateway to test";
+        } else if (targets.empty()) {
+            doc["probes_none"] = "no --probe-reach/--probe-block, and default probes are off";
+        }
         if (opt.audit)  // what enforce mode would refuse must get out, not be refused
             for (auto& t : targets)
                 if (t.expect == Expect::block) t.expect = Expect::audit;
@@ -369,6 +376,8 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
         }
         if (exit == Exit::verify)
             doc["error"] = "a probe did not hold; the policy stays installed (fail closed)";
+    } else {
+        doc["probes_none"] = "--no-probe";
     }
     doc["probes"] = probes;
     finish(res, exit);
@@ -435,7 +444,8 @@ std::vector<std::string> policy_drift(const RestrictOptions& want) {
     if (route_set) {
         if (installed.rules.empty() && installed.routes.empty()) drift.push_back("the route set is missing");
         else
-            for (auto& d : route_set_drift(snap, plan_route_set(snap, allow))) drift.push_back("route set: " + d);
+            for (auto& d : route_set_drift(snap, plan_route_set(allow)))
+                drift.push_back("route set: " + d);
     } else if (!installed.rules.empty() || !installed.routes.empty()) {
         drift.push_back("a route set is installed but none was asked for");
     }
@@ -491,12 +501,29 @@ CommandResult cmd_status(const TargetSpec& target) {
                                        {"forged_source", counter_json(st.forged)},
                                        {"source_route", counter_json(st.source_route)}}}};
     doc["mode"] = doc["policy"]["mode"];
-    doc["route_set"] = json{{"present", routes_present},
-                            {"table", kRouteTable},
-                            {"routes", route_set_lines(installed, snap)}};
+    // The earlier layout (a copy of main taken at restrict time) goes stale with the network:
+    // said only when it is what is installed.
+    const bool legacy = legacy_route_set(snap);
+    doc["route_set"] = json{
+        {"present", routes_present},
+        {"table", kRouteTable},
+        {"layout", !routes_present ? json(nullptr) : json(legacy ? "snapshot" : "refers-to-main")},
+        {"stale", legacy ? json("a copy of the main table taken at restrict time (an earlier "
+                                "nsegress): run restrict again")
+                         : json(nullptr)},
+        {"routes", route_set_lines(installed, snap)}};
+    // What the route set refuses is not counted: its unreachable route fails with EHOSTUNREACH,
+    // and the kernel counts only ENETUNREACH (no route at all) in OutNoRoutes. That counter is
+    // still reported, for what it is.
     NoRouteCounters no_route = h.snmp.out_no_routes();
-    doc["route_refused"] = json{{"ipv4_out_no_routes", opt_json(no_route.ipv4)},
-                                {"ipv6_out_no_routes", opt_json(no_route.ipv6)}};
+    doc["route_refused"] =
+        json{{"counted", false},
+             {"not_counted", legacy ? "refusals by the earlier layout's unreachable rule are in "
+                                      "OutNoRoutes, except those of raw sockets (IPv4 ping)"
+                                    : "refusals by the route set (EHOSTUNREACH from its "
+                                      "unreachable route): no kernel counter counts them"},
+             {"ipv4_out_no_routes", opt_json(no_route.ipv4)},
+             {"ipv6_out_no_routes", opt_json(no_route.ipv6)}};
 
     // The netdev egress layer: which interfaces it covers (an interface created after restrict
     // is not covered until restrict runs again), and its counters per interface.

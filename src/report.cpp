@@ -59,9 +59,6 @@ std::string render_watch_event(const json& ev) {
         std::string verdict = str(ev, "verdict") == "would-be-refused" ? "would be refused (audit)" : "refused";
         return fmt::format("{}  {:<7} {:<40} {:<10} {}\n", str(ev, "time"), str(ev, "proto"), where, uid, verdict);
     }
-    if (kind == "route-refused")
-        return fmt::format("{}  route set refused {} IPv4 and {} IPv6 attempt(s) (no packet: destination unknown)\n",
-                           str(ev, "time"), ev["ipv4"].get<std::uint64_t>(), ev["ipv6"].get<std::uint64_t>());
     if (kind == "lost")
         return fmt::format("{}  LOST {} logged attempt(s): {}\n", str(ev, "time"), ev["count"].get<std::uint64_t>(),
                            str(ev, "reason"));
@@ -113,7 +110,9 @@ std::string render_human(const json& doc) {
         if (doc.contains("conntrack_dropped") && doc["conntrack_dropped"].get<int>() > 0)
             out += fmt::format("  conntrack: dropped {} forbidden flow(s)\n", doc["conntrack_dropped"].get<int>());
         if (doc.contains("probes")) {
-            if (doc["probes"].empty()) out += "  probes: none (no --probe-reach/--probe-block, no default gateway to test)\n";
+            if (doc["probes"].empty())
+                out += fmt::format("  probes: none ({})\n",
+                                   doc.value("probes_none", std::string("no target")));
             else out += "  probes:\n";
             probe_lines(out, doc["probes"]);
         }
@@ -122,9 +121,10 @@ std::string render_human(const json& doc) {
                            doc["duration_s"].get<double>(), target_line(doc), doc["attempts"].get<std::uint64_t>(),
                            doc["lost"].get<std::uint64_t>());
         if (doc.value("route_set", false))
-            out += fmt::format("  refused by the route set meanwhile (no destination known): IPv4 {}, IPv6 {}\n",
-                               doc["route_refused"]["ipv4"].get<std::uint64_t>(),
-                               doc["route_refused"]["ipv6"].get<std::uint64_t>());
+            out +=
+                "  not counted: what the route set refused meanwhile (no packet, and no kernel "
+                "counter "
+                "counts its EHOSTUNREACH)\n";
     } else if (cmd == "release") {
         const json& r = doc["removed"];
         out += fmt::format("released {}: table {}{}, {} rule(s), {} route(s) removed\n", target_line(doc),
@@ -206,10 +206,14 @@ std::string render_human(const json& doc) {
         }
         const json& rs = doc["route_set"];
         out += fmt::format("route set: {}\n", rs["present"].get<bool>() ? fmt::format("table {}", rs["table"].get<int>()) : "none");
+        if (rs.contains("stale") && !rs["stale"].is_null())
+            out += "  STALE: " + rs["stale"].get<std::string>() + "\n";
         for (const auto& l : rs["routes"]) out += "  " + l.get<std::string>() + "\n";
         const json& nr = doc["route_refused"];
         auto num = [](const json& v) { return v.is_null() ? std::string("?") : std::to_string(v.get<std::uint64_t>()); };
-        out += fmt::format("  refused by routing (OutNoRoutes, whole namespace): IPv4 {}, IPv6 {}\n",
+        if (rs["present"].get<bool>() && nr.contains("not_counted"))
+            out += "  not counted: " + nr["not_counted"].get<std::string>() + "\n";
+        out += fmt::format("  no route at all (OutNoRoutes, whole namespace): IPv4 {}, IPv6 {}\n",
                            num(nr["ipv4_out_no_routes"]), num(nr["ipv6_out_no_routes"]));
         if (doc.contains("netdev_egress")) {
             const json& nd = doc["netdev_egress"];

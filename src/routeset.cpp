@@ -47,18 +47,14 @@ AddrPtr to_nl(const IpAddr& a, unsigned prefix) {
 bool ours(const Rule& r) {
     return r.protocol == kRouteProtocol ||
            // Also recognise our rules if a tool stripped the protocol: same priority and shape.
-           (!r.has_selector && ((r.priority == kRulePriorityLookup && r.action == FR_ACT_TO_TBL &&
-                                 r.table == kRouteTable) ||
-                                (r.priority == kRulePriorityUnreachable &&
-                                 r.action == FR_ACT_UNREACHABLE)));
+           (!r.has_selector &&
+            ((r.priority == kRulePriorityLookup && r.action == FR_ACT_TO_TBL &&
+              r.table == kRouteTable) ||
+             (r.priority == kLegacyRulePriorityUnreachable && r.action == FR_ACT_UNREACHABLE)));
 }
 
-bool copyable(const Route& r) {
-    // Routes that decide where a destination goes: unicast and the refusing types. Local,
-    // broadcast and multicast live in the local table and stay untouched there.
-    return r.table == RT_TABLE_MAIN &&
-           (r.type == RTN_UNICAST || r.type == RTN_UNREACHABLE || r.type == RTN_BLACKHOLE ||
-            r.type == RTN_PROHIBIT);
+bool legacy_rule(const Rule& r) {
+    return r.action == FR_ACT_UNREACHABLE;
 }
 
 RoutePtr to_nl_route(const Route& r, bool with_nexthop) {
@@ -104,8 +100,13 @@ RulePtr to_nl_rule(const Rule& r) {
 // What identifies a route in its table (the kernel's own key), and everything that makes two
 // routes with that key the same route.
 auto route_key(const Route& r) { return std::tie(r.family, r.dst, r.metric); }
+// A throw or unreachable route has no nexthop: whatever device the kernel reports for it (IPv6
+// says `dev lo`) is no part of it.
 auto route_all(const Route& r) {
-    return std::tie(r.family, r.dst, r.metric, r.type, r.scope, r.gateway, r.oif, r.prefsrc, r.onlink);
+    static const std::optional<IpAddr> none;
+    const bool nh = r.type == RTN_UNICAST;
+    return std::make_tuple(r.family, r.dst, r.metric, r.type, r.scope, nh ? r.gateway : none,
+                           nh ? r.oif : 0, nh ? r.prefsrc : none, nh && r.onlink);
 }
 
 struct MsgFree { void operator()(nl_msg* m) const { nlmsg_free(m); } };
@@ -262,72 +263,59 @@ void add_rules(RtnlBatch& batch, const std::vector<Rule>& old_rules, const std::
 
 }  // namespace
 
-void for_each_planned_route(const Snapshot& snap, const AllowList& allow,
-                            const std::function<void(const Route&)>& emit) {
+namespace {
+
+Route table_route(Family f, const Cidr& dst, std::uint8_t type) {
+    Route r;
+    r.family = f;
+    r.dst = dst;
+    r.table = kRouteTable;
+    r.type = type;
+    r.protocol = kRouteProtocol;
+    r.scope = RT_SCOPE_UNIVERSE;  // wider than a gateway check asks for: it looks past them
+    // The metric the kernel would give the route anyway (IPv6 turns 0 into 1024), so what is
+    // read back compares equal to what was planned.
+    r.metric = f == Family::v6 ? 1024 : 0;
+    return r;
+}
+
+}  // namespace
+
+void for_each_planned_route(const AllowList& allow, const std::function<void(const Route&)>& emit) {
     for (Family f : {Family::v4, Family::v6}) {
-        // Main's routes only (a handful), not the snapshot's every route: on a re-run the
-        // snapshot also holds our own table, as large as the allow-list.
-        std::vector<const Route*> main_routes;
-        for (const auto& r : snap.routes)
-            if (r.family == f && copyable(r)) main_routes.push_back(&r);
-        auto better = [](const Route* a, const Route* b) {
-            if (!b) return true;
-            if (a->dst.prefix != b->dst.prefix) return a->dst.prefix > b->dst.prefix;
-            return a->metric < b->metric;
-        };
-        // For each allowed prefix A and main route R that overlap, the intersection is the
-        // longer of the two prefixes and its nexthop is that of the most specific R containing
-        // it -- exactly main's longest-prefix-match, restricted to the allow-list. The allowed
-        // CIDRs come sorted and disjoint, and every intersection lies inside its A, so sorting
-        // one A's candidates (a handful) puts the whole sequence in order: nothing as long as
-        // the allow-list is ever held.
-        std::vector<std::pair<Cidr, const Route*>> chosen;
-        for (const auto& range : allow.ranges(f)) {
-            for (const Cidr& a : range.to_cidrs()) {
-                chosen.clear();
-                for (const Route* rp : main_routes) {
-                    if (rp->dst.contains(a)) chosen.emplace_back(a, rp);
-                    else if (a.contains(rp->dst)) chosen.emplace_back(rp->dst, rp);
-                }
-                // Per prefix, the best route wins (the first of equals, as the candidates came).
-                std::stable_sort(chosen.begin(), chosen.end(),
-                                 [](const auto& x, const auto& y) { return x.first < y.first; });
-                for (std::size_t i = 0; i < chosen.size();) {
-                    const Route* best = chosen[i].second;
-                    std::size_t j = i + 1;
-                    for (; j < chosen.size() && chosen[j].first == chosen[i].first; ++j)
-                        if (better(chosen[j].second, best)) best = chosen[j].second;
-                    Route r = *best;
-                    r.dst = chosen[i].first;
-                    r.table = kRouteTable;
-                    r.protocol = kRouteProtocol;
-                    // The gateway check at insert time would consult the rules, which (on a
-                    // re-run) already refuse the gateway itself; onlink states what main
-                    // already established.
-                    if (r.gateway) r.onlink = true;
-                    emit(r);
-                    i = j;
-                }
-            }
-        }
+        const Cidr all{IpAddr{f, 0}, 0};
+        const auto& ranges = allow.ranges(f);
+        const bool whole = ranges.size() == 1 && ranges.front().first == all.first() &&
+                           ranges.front().last == all.last();
+        // The refusal first: on a re-run over the earlier layout it must be in the table before
+        // that layout's catch-all rule goes (apply_route_set).
+        if (!whole) emit(table_route(f, all, RTN_UNREACHABLE));
+        // The allowed CIDRs come sorted and disjoint, one range at a time: nothing as long as
+        // the allow-list is ever held here.
+        for (const auto& range : ranges)
+            for (const Cidr& a : range.to_cidrs()) emit(table_route(f, a, RTN_THROW));
     }
 }
 
 std::vector<Rule> route_set_rules() {
     std::vector<Rule> rules;
-    for (Family f : {Family::v4, Family::v6}) {
-        rules.push_back(Rule{f, kRulePriorityLookup, kRouteTable, FR_ACT_TO_TBL, kRouteProtocol, false});
-        rules.push_back(Rule{f, kRulePriorityUnreachable, 0, FR_ACT_UNREACHABLE, kRouteProtocol, false});
-    }
+    for (Family f : {Family::v4, Family::v6})
+        rules.push_back(
+            Rule{f, kRulePriorityLookup, kRouteTable, FR_ACT_TO_TBL, kRouteProtocol, false});
     return rules;
 }
 
-RoutePlan plan_route_set(const Snapshot& snap, const AllowList& allow) {
+RoutePlan plan_route_set(const AllowList& allow) {
     RoutePlan plan;
-    plan.routes.reserve(allow.ranges(Family::v4).size() + allow.ranges(Family::v6).size());
-    for_each_planned_route(snap, allow, [&](const Route& r) { plan.routes.push_back(r); });
+    plan.routes.reserve(2 + allow.ranges(Family::v4).size() + allow.ranges(Family::v6).size());
+    for_each_planned_route(allow, [&](const Route& r) { plan.routes.push_back(r); });
     plan.rules = route_set_rules();
     return plan;
+}
+
+bool legacy_route_set(const Snapshot& snap) {
+    return std::any_of(snap.rules.begin(), snap.rules.end(),
+                       [](const Rule& r) { return ours(r) && legacy_rule(r); });
 }
 
 RoutePlan installed_route_set(const Snapshot& snap) {
@@ -339,12 +327,41 @@ RoutePlan installed_route_set(const Snapshot& snap) {
     return p;
 }
 
+namespace {
+
+// Deletes our rules that the plan has no place for (the earlier layout's catch-all): only once
+// the table refuses by itself, so nothing is let through meanwhile.
+void delete_obsolete_rules(RtnlBatch& batch, const std::vector<Rule>& old_rules,
+                           const std::vector<Rule>& rules) {
+    std::size_t tolerated = batch.failures().size();
+    std::vector<std::size_t> sent;
+    for (std::size_t i = 0; i < old_rules.size(); ++i) {
+        const Rule& o = old_rules[i];
+        bool wanted = std::any_of(rules.begin(), rules.end(), [&](const Rule& r) {
+            return o.family == r.family && o.priority == r.priority && o.action == r.action &&
+                   o.table == r.table;
+        });
+        if (!wanted) batch.add(rule_request(o, false, 0), i);
+    }
+    batch.flush();
+    for (std::size_t k = tolerated; k < batch.failures().size(); ++k)
+        if (!already_gone(batch.failures()[k].error))
+            throw_failure(batch, k, [&](std::size_t i) {
+                return fmt::format("route set: delete obsolete rule '{}' ({})",
+                                   format_rule(old_rules[i]), family_name(old_rules[i].family));
+            });
+    testing::test_point("route-set-obsolete-rules");
+}
+
+}  // namespace
+
 void apply_route_set(nl_sock* sock, const Snapshot& before, const RoutePlan& plan) {
-    // Order matters under traffic: an allowed destination must have a route in our table at
-    // every moment. So new and changed routes go in first, each with NLM_F_REPLACE (a route's
-    // nexthop changes in place, never delete-then-add); stale routes go only after their
-    // replacements; the rules last, the lookup rule before the unreachable one. The kernel
-    // handles the requests of one send in order, and each phase is flushed before the next.
+    // Order matters under traffic: a forbidden destination must be refused, and an allowed one
+    // routed, at every moment. So: (1) the unreachable routes (the table now refuses by itself),
+    // (2) the earlier layout's catch-all rule goes, (3) the throw routes, (4) stale routes,
+    // (5) the lookup rules if missing. Routes go in with NLM_F_REPLACE (a copied route of the
+    // earlier layout becomes a throw route in place, never delete-then-add). The kernel handles
+    // the requests of one send in order, and each phase is flushed before the next.
     // What an earlier run installed (as in installed_route_set, without copying the routes).
     std::vector<const Route*> old_routes;
     std::vector<Rule> old_rules;
@@ -363,26 +380,34 @@ void apply_route_set(nl_sock* sock, const Snapshot& before, const RoutePlan& pla
     std::sort(have.begin(), have.end(), by_all);
     std::sort(want.begin(), want.end(), by_key);
     RtnlBatch batch(sock);
-    // Each phase completes before the next starts: routes, then stale routes, then the rules
-    // that make the table live. Requests are named by their index, described only on failure.
-    for (std::size_t i = 0; i < plan.routes.size(); ++i) {
-        const Route& r = plan.routes[i];
-        if (std::binary_search(have.begin(), have.end(), &r, by_all)) continue;  // already installed
-        batch.add(route_request(r, true, NLM_F_CREATE | NLM_F_REPLACE), i);
-    }
-    batch.flush();
-    if (!batch.failures().empty())
-        throw_failure(batch, 0, [&](std::size_t i) {
-            return fmt::format("route set: add route {}", format_route(plan.routes[i], before));
-        });
+    // Requests are named by their index, described only on failure.
+    auto add_routes = [&](bool refusing) {
+        std::size_t tolerated = batch.failures().size();
+        for (std::size_t i = 0; i < plan.routes.size(); ++i) {
+            const Route& r = plan.routes[i];
+            if ((r.type == RTN_UNREACHABLE) != refusing) continue;
+            if (std::binary_search(have.begin(), have.end(), &r, by_all))
+                continue;  // already installed
+            batch.add(route_request(r, true, NLM_F_CREATE | NLM_F_REPLACE), i);
+        }
+        batch.flush();
+        if (batch.failures().size() > tolerated)
+            throw_failure(batch, tolerated, [&](std::size_t i) {
+                return fmt::format("route set: add route {}", format_route(plan.routes[i], before));
+            });
+    };
+    add_routes(true);
+    delete_obsolete_rules(batch, old_rules, plan.rules);
+    add_routes(false);
     testing::test_point("route-set-routes");
+    std::size_t tolerated = batch.failures().size();
     for (std::size_t i = 0; i < old_routes.size(); ++i) {
         const Route& r = *old_routes[i];
         if (std::binary_search(want.begin(), want.end(), &r, by_key)) continue;  // replaced or kept
         batch.add(route_request(r, false, 0), i);
     }
     batch.flush();
-    for (std::size_t k = 0; k < batch.failures().size(); ++k)
+    for (std::size_t k = tolerated; k < batch.failures().size(); ++k)
         if (!already_gone(batch.failures()[k].error))
             throw_failure(batch, k, [&](std::size_t i) {
                 return fmt::format("route set: delete stale route {}", format_route(*old_routes[i], before));
@@ -394,7 +419,9 @@ void apply_route_set(nl_sock* sock, const Snapshot& before, const RoutePlan& pla
 std::size_t apply_fresh_route_set(nl_sock* sock, const Snapshot& before, const AllowList& allow,
                                   const std::function<void(const Route&)>& seen) {
     // The same phases as apply_route_set, with nothing to replace: every route is new, none is
-    // stale. The routes go to the kernel as they are planned, a chunk at a time.
+    // stale. The routes go to the kernel as they are planned, a chunk at a time (the
+    // unreachable ones first). An earlier layout's catch-all rule with an empty table (restrict
+    // of a namespace that had no routes yet) goes once the table is complete.
     std::vector<Rule> old_rules;
     for (const auto& r : before.routes)
         if (r.table == kRouteTable) throw_failed("route set: the namespace already has routes in table 28275");
@@ -402,8 +429,14 @@ std::size_t apply_fresh_route_set(nl_sock* sock, const Snapshot& before, const A
         if (ours(r)) old_rules.push_back(r);
     RtnlBatch batch(sock);
     std::size_t n = 0;
-    for_each_planned_route(before, allow, [&](const Route& r) {
-        batch.add(route_request(r, true, NLM_F_CREATE | NLM_F_REPLACE), n++);
+    for_each_planned_route(allow, [&](const Route& r) {
+        if (testing::g_hooks.mutate_route) {  // tests only (testpoint.hpp)
+            Route m = r;
+            testing::g_hooks.mutate_route(m);
+            batch.add(route_request(m, true, NLM_F_CREATE | NLM_F_REPLACE), n++);
+        } else {
+            batch.add(route_request(r, true, NLM_F_CREATE | NLM_F_REPLACE), n++);
+        }
         seen(r);
     });
     batch.flush();
@@ -412,14 +445,16 @@ std::size_t apply_fresh_route_set(nl_sock* sock, const Snapshot& before, const A
             // Only on failure: plan again up to the route that failed, to name it.
             std::string name;
             std::size_t k = 0;
-            for_each_planned_route(before, allow, [&](const Route& r) {
+            for_each_planned_route(allow, [&](const Route& r) {
                 if (k++ == i) name = format_route(r, before);
             });
             return fmt::format("route set: add route {}", name);
         });
     testing::test_point("route-set-routes");
     testing::test_point("route-set-stale");
-    add_rules(batch, old_rules, route_set_rules());
+    std::vector<Rule> rules = route_set_rules();
+    delete_obsolete_rules(batch, old_rules, rules);
+    add_rules(batch, old_rules, rules);
     return n;
 }
 

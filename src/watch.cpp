@@ -226,12 +226,10 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
     nflog::Socket log;
     nft::MnlSocket nfnl;
     NlSock rtnl;
-    NetSnmp snmp;
     ns.run_inside([&] {
         log = nflog::Socket::open();
         nfnl = nft::open_nfnl_socket();
         rtnl = open_rtnl_socket();
-        snmp = NetSnmp::open_here();
     });
     log.set_receive_buffer(opt.receive_buffer);
     log.bind_group(nft::kNflogGroup, ns.describe());
@@ -250,30 +248,19 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
         notice(fmt::format("the policy of {} has no deny log (installed by an older nsegress): run "
                            "`nsegress restrict` again to add it; listening anyway", ns.describe()));
     // The route set refuses forbidden destinations at the routing decision, before a packet
-    // exists: there is nothing for netfilter to log. What it refuses is only visible as the
-    // namespace's no-route counters, so watch reports their growth (a count, no destination).
+    // exists: there is nothing for netfilter to log, and its unreachable route fails with
+    // EHOSTUNREACH, which no kernel counter counts (OutNoRoutes counts only ENETUNREACH, a
+    // destination with no route at all). So watch can neither log nor count them, and says so.
     RoutePlan routes = installed_route_set(inspect(rtnl.get(), inspect_rules | inspect_routes | inspect_links));
     const bool route_set = !routes.rules.empty();
     if (route_set && before.present && before.mode == nft::Mode::enforce)
-        notice("a route set is installed: it refuses forbidden destinations before any packet exists, so "
-               "those refusals carry no destination and are reported only as counts (OutNoRoutes, "
-               "checked every second); for a complete deny log, restrict with --no-route-set (the "
-               "nftables policy alone still refuses them)");
-    NoRouteCounters no_route_last = snmp.out_no_routes();
-    std::uint64_t route_refused4 = 0, route_refused6 = 0;
-    auto poll_no_routes = [&] {
-        NoRouteCounters now = snmp.out_no_routes();
-        auto delta = [](const std::optional<std::uint64_t>& a, const std::optional<std::uint64_t>& b) {
-            return a && b && *b > *a ? *b - *a : std::uint64_t{0};
-        };
-        std::uint64_t d4 = delta(no_route_last.ipv4, now.ipv4), d6 = delta(no_route_last.ipv6, now.ipv6);
-        no_route_last = now;
-        route_refused4 += d4;
-        route_refused6 += d6;
-        if ((d4 || d6) && sink.event)
-            sink.event(json{{"event", "route-refused"}, {"time", now_iso()}, {"ipv4", d4}, {"ipv6", d6},
-                            {"detail", "refused by routing (OutNoRoutes): no packet, so no destination"}});
-    };
+        notice(
+            "a route set is installed: it refuses forbidden destinations before any packet exists, "
+            "so "
+            "those refusals are neither logged nor counted (no kernel counter counts them); for a "
+            "complete deny log, restrict with --no-route-set (the nftables policy alone still "
+            "refuses "
+            "them)");
     if (sink.ready)
         sink.ready(json{{"event", "ready"},
                         {"group", nft::kNflogGroup},
@@ -330,8 +317,7 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
     std::string reason;
     const int pidfd = ns.pidfd() ? ns.pidfd().get() : -1;
     while (reason.empty()) {
-        // With a route set, wake at least every second to read the no-route counters.
-        int timeout_ms = route_set ? 1000 : -1;
+        int timeout_ms = -1;
         if (deadline) {
             double left = *deadline - now_mono();
             if (left <= 0) {
@@ -352,9 +338,7 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
             if (int sig = signals.take()) reason = sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "signal";
         }
         if (pidfd >= 0 && (fds[2].revents & POLLIN)) reason = "target process exited";
-        if (route_set) poll_no_routes();
     }
-    poll_no_routes();
     const double elapsed = now_mono() - start;
 
     // The policy's log counter says how many packets were handed to the group meanwhile; what we
@@ -384,7 +368,7 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
     doc["foreign"] = foreign;
     doc["notices"] = notices;
     doc["route_set"] = route_set;
-    doc["route_refused"] = json{{"ipv4", route_refused4}, {"ipv6", route_refused6}};
+    doc["route_refused"] = json{{"counted", false}};
     doc["policy"] = json{{"before", policy_json(before)},
                          {"after", policy_json(after)},
                          {"logged_meanwhile", logged ? json(*logged) : json(nullptr)}};

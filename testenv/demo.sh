@@ -44,7 +44,7 @@ ping_from_ctr() {
 	out=$(ip netns exec "${P}_ctr" ping -n -c1 -W1 "$addr" 2>&1)
 	rc=$?
 	set -e
-	printf '%s\n' "$out" | grep -E 'bytes from|not permitted|nreachable|rohibited|packet loss' | sed 's/^/   /'
+	printf '%s\n' "$out" | grep -E 'bytes from|not permitted|nreachable|No route to host|rohibited|packet loss' | sed 's/^/   /'
 	if [[ $rc -eq 0 && $expect == reach ]]; then
 		good "$addr answers"
 	elif [[ $rc -ne 0 && $expect == refused ]]; then

@@ -19,9 +19,9 @@ bool write_text_file(const std::string& path, const std::string& text);
 // The value of "Key:\tvalue" in /proc/PID/status text, trimmed; empty when absent.
 std::string status_field(const std::string& status_text, const std::string& key);
 
-// What the route layer refused: the namespace's Ip OutNoRoutes / Ip6OutNoRoutes counters, which
-// count every locally generated packet the routing decision failed (the route set's unreachable
-// rule among them). Namespace-wide, not per rule.
+// The namespace's Ip OutNoRoutes / Ip6OutNoRoutes counters: locally generated traffic whose
+// routing decision failed with ENETUNREACH (no route at all). Not what the route set refuses:
+// its unreachable route fails with EHOSTUNREACH, which the kernel does not count. Namespace-wide.
 struct NoRouteCounters {
     std::optional<std::uint64_t> ipv4, ipv6;
 };

@@ -13,12 +13,16 @@
 namespace nsegress::nft {
 struct Batch;
 }
+namespace nsegress {
+struct Route;
+}
 
 namespace nsegress::testing {
 
 struct Hooks {
     void (*pause_at)(const char* step) = nullptr;      // called at every named step
     void (*mutate_batch)(nft::Batch& batch) = nullptr;  // called on the policy batch before commit
+    void (*mutate_route)(Route& route) = nullptr;  // called on each route a first restrict sends
     int stale_genid_attempts = 0;  // commit() sends a stale generation id this many times first
     int changed_reads = 0;         // consistent_read() takes this many readings as changed first
 };
@@ -26,8 +30,9 @@ struct Hooks {
 extern Hooks g_hooks;
 
 // Step names, in order: restrict: "entered", "inspected", "committed", "conntrack",
-// "route-set-routes", "route-set-stale", "route-set-rules", "probe"; release: "release-entered",
-// "release-committed", "release-rules", "release-routes".
+// "route-set-routes", "route-set-stale", "route-set-obsolete-rules", "route-set-rules", "probe"
+// (a re-run deletes obsolete rules between its unreachable and its throw routes); release:
+// "release-entered", "release-committed", "release-rules", "release-routes".
 inline void test_point(const char* step) {
     if (g_hooks.pause_at) g_hooks.pause_at(step);
 }

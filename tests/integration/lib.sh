@@ -273,7 +273,7 @@ tcp_ok() { in_ctr nc -z -w2 "$1" "$LAB_TCP_PORT" >/dev/null 2>&1; }
 udp_send() { printf '%s\n' "$2" | in_ctr socat -u - "UDP-SENDTO:$(bracket "$1"):$LAB_UDP_PORT" >/dev/null 2>&1; }
 
 # The line of a ping's output that says why it failed.
-why() { grep -Em1 'not permitted|nreachable|rohibited|100% packet loss' <<<"$1" || head -1 <<<"$1"; }
+why() { grep -Em1 'not permitted|nreachable|No route to host|rohibited|100% packet loss' <<<"$1" || head -1 <<<"$1"; }
 
 bracket() { if [[ $1 == *:* ]]; then printf '[%s]' "$1"; else printf '%s' "$1"; fi; }
 

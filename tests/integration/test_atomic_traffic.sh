@@ -3,7 +3,7 @@
 # IPv4 and IPv6) and one to a forbidden host (wan), the policy is replaced 100 times: two
 # allow-lists that both contain lan (one as a /24 and /64, one as host routes /32 and /128 with
 # other networks around), with and without the route set. Not one allowed datagram may be
-# refused (the sender sees no EPERM/ENETUNREACH, and lan receives exactly what was sent) and not
+# refused (the sender sees no EPERM/EHOSTUNREACH, and lan receives exactly what was sent) and not
 # one forbidden datagram may reach wan. Counted by nft counters inside lan and wan.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 setup_lab
@@ -105,22 +105,37 @@ monitor_during() { events_during ip monitor rule route -- "$@"; }
 line_of() { grep -nE -- "$2" <<<"$1" | head -1 | cut -d: -f1 | grep . || echo 999999; }
 expect_exit 0 nsg restrict --netns "$CTR_NS" "${list_a[@]}" --no-probe
 ev=$(monitor_during "${list_b[@]}")
-add=$(line_of "$ev" "^192\.168\.1\.10 .*table 28275")
-del=$(line_of "$ev" "^Deleted 192\.168\.1\.0/24 .*table 28275")
+add=$(line_of "$ev" "^throw 192\.168\.1\.10 .*table 28275")
+del=$(line_of "$ev" "^Deleted throw 192\.168\.1\.0/24 .*table 28275")
 assert_true "list A -> B: the /32 to lan is added (line $add) before the /24 goes (line $del)" test "$add" -lt "$del" -a "$del" -lt 999999
-add=$(line_of "$ev" "^2001:db8:1::10 .*table 28275")
-del=$(line_of "$ev" "^Deleted 2001:db8:1::/64 .*table 28275")
+add=$(line_of "$ev" "^throw 2001:db8:1::10 .*table 28275")
+del=$(line_of "$ev" "^Deleted throw 2001:db8:1::/64 .*table 28275")
 assert_true "list A -> B (IPv6): the /128 is added (line $add) before the /64 goes (line $del)" test "$add" -lt "$del" -a "$del" -lt 999999
 ev=$(monitor_during "${list_b[@]}" --no-route-set)
-u=$(line_of "$ev" "^Deleted 101:")
 l=$(line_of "$ev" "^Deleted 100:")
-assert_true "route set -> none: the unreachable rule goes (line $u) before the lookup rule (line $l)" test "$u" -lt "$l" -a "$l" -lt 999999
+r=$(line_of "$ev" "^Deleted .*table 28275")
+assert_true "route set -> none: the lookup rule goes (line $l) before the table's routes (line $r)" test "$l" -lt "$r" -a "$r" -lt 999999
 ev=$(monitor_during "${list_b[@]}")
+u=$(line_of "$ev" "^unreachable default .*table 28275")
+t=$(line_of "$ev" "^throw .*table 28275")
 l=$(line_of "$ev" "^100:")
-u=$(line_of "$ev" "^101:")
-r=$(line_of "$ev" "table 28275")
-assert_true "none -> route set: routes (line $r), then the lookup rule (line $l), then the unreachable rule (line $u)" \
-	test "$r" -lt "$l" -a "$l" -lt "$u" -a "$u" -lt 999999
+assert_true "none -> route set: the unreachable route (line $u), then the throw routes (line $t), then the lookup rule (line $l)" \
+	test "$u" -lt "$t" -a "$t" -lt "$l" -a "$l" -lt 999999
+# The earlier layout (copies of main, a catch-all rule 101): the table refuses by itself before
+# rule 101 goes, and the copies become throw routes only after it went.
+expect_exit 0 nsg release --netns "$CTR_NS"
+for fam in 4 6; do
+	ip -n "${P}_ctr" "-$fam" rule add priority 100 lookup 28275 proto 245
+	ip -n "${P}_ctr" "-$fam" rule add priority 101 unreachable proto 245
+done
+ip -n "${P}_ctr" -4 route add "$LAB_LAN_NET4" via "$LAB_GW4" dev eth0 onlink table 28275 proto 245
+ev=$(monitor_during "${list_a[@]}")
+u=$(line_of "$ev" "^unreachable default .*table 28275")
+d=$(line_of "$ev" "^Deleted 101:")
+t=$(line_of "$ev" "^throw 192\.168\.1\.0/24 .*table 28275")
+assert_true "earlier layout -> route set: the unreachable route (line $u), then rule 101 goes (line $d), then the copy becomes a throw route (line $t)" \
+	test "$u" -lt "$d" -a "$d" -lt "$t" -a "$t" -lt 999999
+assert_eq "" "$(extra_rules 4 | grep 101)$(extra_rules 6 | grep 101)" "earlier layout -> route set: no rule 101 left"
 
 section "the nft replacement keeps the base chain (nft monitor): its hook never goes away"
 # Deleting and re-creating the table would leave the old chain hooked, empty and with policy

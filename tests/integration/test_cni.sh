@@ -154,7 +154,8 @@ assert_contains "$table" "192.168.1.0/24" "pod: nft table inet nsegress holds 19
 assert_match "$table" 'hook output .*policy drop;' "pod: an output chain with policy drop"
 assert_not_contains "$table" "198.51.100" "pod: nothing about the forbidden network is allowed"
 assert_match "$(pod_rules a 4)" '^100:.*lookup 28275' "pod: route set rule 100 looks up table 28275"
-assert_match "$(pod_rules a 4)" '^101:.*unreachable' "pod: route set rule 101 is unreachable"
+assert_not_contains "$(pod_rules a 4)" "unreachable" "pod: no catch-all rule (the table refuses by itself)"
+assert_match "$(ip -n "${P}_a" -4 route show table 28275)" 'unreachable default' "pod: table 28275 refuses the rest"
 assert_eq "$gw_nft_before" "$(ip netns exec "${P}_gw" nft -s list ruleset)" "node: nft ruleset untouched"
 assert_eq "" "$(ip -n "${P}_gw" -4 rule show | grep -Ev '^(0|32766|32767):')" "node: no extra ip rules"
 
@@ -162,7 +163,7 @@ section "real packets from the pod"
 assert_true "ping 192.168.1.10 answers" pod_ping_ok a 192.168.1.10
 msg=$(in_pod a ping -n -c1 -W2 198.51.100.10 2>&1)
 assert_false "ping 198.51.100.10 is refused" pod_ping_ok a 198.51.100.10
-assert_match "$msg" 'Operation not permitted|[Uu]nreachable|Prohibited' "ping 198.51.100.10 says why: $(why "$msg")"
+assert_match "$msg" 'Operation not permitted|[Uu]nreachable|Prohibited|No route to host' "ping 198.51.100.10 says why: $(why "$msg")"
 assert_true "TCP to the lan listener connects" pod_tcp_ok a 192.168.1.10
 assert_false "TCP to the wan listener is refused" pod_tcp_ok a 198.51.100.10
 
@@ -190,10 +191,16 @@ assert_eq 0 "$RC" "ADD again restores the policy"
 plugin nsegress CNI_COMMAND=CHECK CNI_CONTAINERID="$CID" CNI_IFNAME=eth0 CNI_PATH="$CNIP" \
 	CNI_NETNS="$POD_A" <"$TMPD/nsegress-add.json"
 assert_eq 0 "$RC" "CHECK passes again ${OUT:+(stdout: $OUT)}"
-ip -n "${P}_a" -4 rule del priority 101
+ip -n "${P}_a" -4 route del unreachable default table 28275
 plugin nsegress CNI_COMMAND=CHECK CNI_CONTAINERID="$CID" CNI_IFNAME=eth0 CNI_PATH="$CNIP" \
 	CNI_NETNS="$POD_A" <"$TMPD/nsegress-add.json"
-expect_cni_error 102 'rule .*101.*missing' "CHECK after the route set's rule 101 was deleted by hand" details
+expect_cni_error 102 'missing route unreachable default' "CHECK after the route set's unreachable route was deleted by hand" details
+plugin nsegress "${ENV_ADD[@]}" CNI_NETNS="$POD_A" <"$TMPD/nsegress-add.json"
+assert_eq 0 "$RC" "ADD again restores it"
+ip -n "${P}_a" -4 rule del priority 100
+plugin nsegress CNI_COMMAND=CHECK CNI_CONTAINERID="$CID" CNI_IFNAME=eth0 CNI_PATH="$CNIP" \
+	CNI_NETNS="$POD_A" <"$TMPD/nsegress-add.json"
+expect_cni_error 102 'rule .*100.*missing' "CHECK after the route set's rule 100 was deleted by hand" details
 
 section "a probe that does not hold fails ADD with code 101"
 jq '.probeReach = ["198.51.100.10"] | .probeBlock = []' "$TMPD/nsegress-add.json" >"$TMPD/probe-bad.json"

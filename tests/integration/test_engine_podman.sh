@@ -67,7 +67,7 @@ step "--annotation io.nsegress.allow=$LANNET: restricted before the process runs
 expect_exit 0 prun --annotation "io.nsegress.allow=$LANNET"
 printf '%s\n' "$OUT" | sed 's/^/#   /'
 assert_contains "$OUT" "REACH $LAN" "first action: $LAN answers"
-assert_match "$OUT" "^REFUSED $WAN: .*(not permitted|nreachable)" "first action: $WAN refused, locally"
+assert_match "$OUT" "^REFUSED $WAN: .*(not permitted|nreachable|No route to host)" "first action: $WAN refused, locally"
 assert_match "$OUT" "^REFUSED $PGW: " "first action: the podman gateway $PGW refused"
 assert_true "no container left (--rm)" no_container_left
 

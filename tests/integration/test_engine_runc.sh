@@ -74,7 +74,7 @@ assert_true "bundle 'args' built" bundle args --allow "$LANNET"
 expect_exit 0 run args
 printf '%s\n' "$OUT" | sed 's/^/#   /'
 assert_contains "$OUT" "REACH $LAN" "first action: $LAN answers"
-assert_match "$OUT" "^REFUSED $WAN: .*(not permitted|nreachable)" "first action: $WAN refused, locally"
+assert_match "$OUT" "^REFUSED $WAN: .*(not permitted|nreachable|No route to host)" "first action: $WAN refused, locally"
 assert_match "$OUT" "^REFUSED $GW_IP: " "first action: the gateway $GW_IP refused"
 assert_true "args: no container left after it exited" no_container_left
 assert_true "args: its veth went with its namespace" no_veth_left

@@ -48,8 +48,8 @@ r4=$(extra_rules 4)
 r6=$(extra_rules 6)
 assert_eq "$(sort -u <<<"$r4" | wc -l)" "$(wc -l <<<"$r4")" "ip -4 rule: no duplicated rule"
 assert_eq "$(sort -u <<<"$r6" | wc -l)" "$(wc -l <<<"$r6")" "ip -6 rule: no duplicated rule"
-assert_eq "2" "$(grep -c . <<<"$r4")" "ip -4 rule: two nsegress rules"
-assert_eq "2" "$(grep -c . <<<"$r6")" "ip -6 rule: two nsegress rules"
+assert_eq "1" "$(grep -c . <<<"$r4")" "ip -4 rule: one nsegress rule"
+assert_eq "1" "$(grep -c . <<<"$r6")" "ip -6 rule: one nsegress rule"
 t=$(ip -n "${P}_ctr" -4 route show table 28275)
 assert_contains "$t" "198.51.100.0/24" "route set now holds the wan"
 assert_not_contains "$t" "192.168.1.0/24" "route set no longer holds the lan"

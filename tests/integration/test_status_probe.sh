@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# status reads the policy back and counts refusals (both layers); probe tells reachable from
+# status reads the policy back and counts the policy's refusals (and says it cannot count the route
+# set's); probe tells reachable from
 # refused; restrict fails closed when a probe does not hold; --dry-run changes nothing.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 setup_lab
@@ -43,20 +44,32 @@ assert_eq '["192.168.1.0/24"]' "$(jq -c .policy.allow.ipv4 <<<"$OUT")" "allow.ip
 assert_eq '["2001:db8:1::/64"]' "$(jq -c .policy.allow.ipv6 <<<"$OUT")" "allow.ipv6 read back"
 assert_eq "true" "$(jq -r .route_set.present <<<"$OUT")" "route set present"
 
-section "route layer refusals are counted (route set on)"
+section "route layer refusals: status says it cannot count them, and that is true"
+assert_eq "false" "$(jq -r .route_refused.counted <<<"$OUT")" "route_refused.counted is false"
+assert_match "$(jq -r .route_refused.not_counted <<<"$OUT")" 'EHOSTUNREACH' "route_refused.not_counted says what is not counted"
 r4_kernel_before=$(out_no_routes 4)
 r4_before=$(jq -r .route_refused.ipv4_out_no_routes <<<"$OUT")
-assert_eq "$r4_kernel_before" "$r4_before" "route_refused.ipv4 matches the kernel's OutNoRoutes"
-for i in 1 2 3; do ping_ok 198.51.100.10; done
+assert_eq "$r4_kernel_before" "$r4_before" "route_refused.ipv4_out_no_routes matches the kernel's OutNoRoutes"
+for i in 1 2 3; do assert_false "ping 198.51.100.10 refused ($i)" ping_ok 198.51.100.10; done
+assert_false "TCP to 198.51.100.10 refused" tcp_ok 198.51.100.10
 OUT=$(st)
 r4_after=$(jq -r .route_refused.ipv4_out_no_routes <<<"$OUT")
-assert_true "route_refused.ipv4 grew by at least 3 ($r4_before -> $r4_after)" test "$r4_after" -ge $((r4_before + 3))
-assert_eq "$(out_no_routes 4)" "$r4_after" "and matches the kernel's OutNoRoutes"
+assert_eq "$r4_before" "$r4_after" "the route set's refusals are not in OutNoRoutes (EHOSTUNREACH is not counted)"
+assert_eq "$(out_no_routes 4)" "$r4_after" "and the reported value matches the kernel's OutNoRoutes"
 r6_before=$(jq -r .route_refused.ipv6_out_no_routes <<<"$OUT")
-for i in 1 2; do ping_ok 2001:db8:2::10; done
+for i in 1 2; do assert_false "ping 2001:db8:2::10 refused ($i)" ping_ok 2001:db8:2::10; done
 r6_after=$(st | jq -r .route_refused.ipv6_out_no_routes)
-assert_true "route_refused.ipv6 grew by at least 2 ($r6_before -> $r6_after)" test "$r6_after" -ge $((r6_before + 2))
-assert_eq "$(out_no_routes 6)" "$r6_after" "and matches the kernel's Ip6OutNoRoutes"
+assert_eq "$r6_before" "$r6_after" "nor in Ip6OutNoRoutes"
+assert_eq "$(out_no_routes 6)" "$r6_after" "and the reported value matches the kernel's Ip6OutNoRoutes"
+# What OutNoRoutes does count: an allowed destination that main has no route for (ENETUNREACH
+# after the throw route sends the lookup on to main).
+ip -n "${P}_ctr" -4 route del default
+assert_false "ping 192.168.1.10 with no route in main fails" ping_ok 192.168.1.10
+r4_none=$(st | jq -r .route_refused.ipv4_out_no_routes)
+assert_true "an allowed destination with no route in main is in OutNoRoutes ($r4_after -> $r4_none)" test "$r4_none" -gt "$r4_after"
+ip -n "${P}_ctr" -4 route add default via 172.31.0.1
+expect_exit 0 nsg status --netns "$CTR_NS"
+assert_contains "$OUT" "not counted: refusals by the route set" "human output says what it cannot count"
 expect_exit 0 nsg status --netns "$CTR_NS"
 assert_match "$OUT" 'restricted: *yes' "human output says restricted"
 

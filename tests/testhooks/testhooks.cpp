@@ -7,6 +7,8 @@
 //                                          inspects the namespace, kills or continues us)
 //   NSEGRESS_TEST_BAD_ELEMENT=1            append an element with a 3-byte key to set allow4
 //                                          of the policy batch: the kernel must refuse it
+//   NSEGRESS_TEST_BAD_ROUTE=1              set a host bit in the destination of the first throw
+//                                          route a first restrict sends: the kernel must refuse it
 //   NSEGRESS_TEST_STALE_GENID=N            send the first N attempts of every commit with a
 //                                          generation id that is not the current one
 //   NSEGRESS_TEST_CHANGED_READS=N          take the first N readings of every ruleset read
@@ -28,6 +30,7 @@
 #include <memory>
 #include <string>
 
+#include "nsegress/inspect.hpp"
 #include "nsegress/nft.hpp"
 #include "nsegress/testpoint.hpp"
 
@@ -80,10 +83,18 @@ void bad_element(nft::Batch& b) {
     b.messages.push_back(end);
 }
 
+void bad_route(Route& r) {
+    static bool done = false;
+    if (done || r.type != 9 /* RTN_THROW */ || r.dst.prefix == bits_of(r.family)) return;
+    done = true;
+    r.dst.addr.value |= 1;  // "192.0.2.1/24": the kernel refuses a prefix with host bits set
+}
+
 struct Install {
     Install() {
         testing::g_hooks.pause_at = pause_at;
         testing::g_hooks.mutate_batch = bad_element;
+        if (std::getenv("NSEGRESS_TEST_BAD_ROUTE")) testing::g_hooks.mutate_route = bad_route;
         if (const char* n = std::getenv("NSEGRESS_TEST_STALE_GENID")) testing::g_hooks.stale_genid_attempts = std::atoi(n);
         if (const char* n = std::getenv("NSEGRESS_TEST_CHANGED_READS")) testing::g_hooks.changed_reads = std::atoi(n);
     }

@@ -5,7 +5,7 @@ usage: udp_stream.py STOPFILE OUT.json PORT INTERVAL_S ADDR...
 
 One datagram per target per interval, each from its own unconnected socket. For every target it
 records how many sendto() calls succeeded and, per errno name, how many failed (EPERM: an nft
-reject; ENETUNREACH: the route set's unreachable rule). Writes OUT.json when stopped, and
+reject; EHOSTUNREACH: the route set's unreachable route). Writes OUT.json when stopped, and
 OUT.json.started after the first round.
 """
 import errno
