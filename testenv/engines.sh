@@ -7,7 +7,8 @@
 #   engine_rootfs DIR               minimal busybox-static rootfs in DIR (sh, ping, nc, sleep, ip...)
 #   engine_tarball PREFIX           build a tarball of that rootfs once per PREFIX; print its path
 #   dockerd_up PREFIX               containerd + dockerd (--userns-remap=default) inside PREFIX_gw,
-#                                   and the busybox image imported as $ENGINE_IMAGE
+#                                   and the busybox image imported as $ENGINE_IMAGE; a JSON object
+#                                   in $ENGINES_DOCKERD_CONFIG is merged into its daemon.json
 #   docker_cmd PREFIX ARGS...       the docker CLI against that daemon
 #   docker_env PREFIX               print DOCKER_HOST=... (for tools that run `docker` themselves)
 #   dockerd_down PREFIX             remove its containers, stop both daemons, unmount, delete
@@ -312,7 +313,7 @@ _eng_docker_t() {
 dockerd_up() {
 	local p=${1-}
 	_eng_need_gw "$p" || return 1
-	_eng_need dockerd containerd containerd-shim-runc-v2 ctr runc nsenter flock tar iptables || return 1
+	_eng_need dockerd containerd containerd-shim-runc-v2 ctr runc nsenter flock tar iptables jq || return 1
 	if [[ ! -x $ENGINES_DOCKER_CLI ]]; then
 		_eng_err "$ENGINES_DOCKER_CLI is missing (install docker.io)"
 		return 1
@@ -359,7 +360,12 @@ dockerd_up() {
 
 	# A config file of our own (not /etc/docker/daemon.json); only there can the daemon's
 	# identity key be moved out of /etc/docker.
-	printf '{"deprecated-key-path": "%s"}\n' "$dir/key.json" >"$dir/daemon.json"
+	# ENGINES_DOCKERD_CONFIG: a JSON object merged into it (e.g. "runtimes").
+	jq -n --arg key "$dir/key.json" --argjson extra "${ENGINES_DOCKERD_CONFIG:-"{}"}" \
+		'{"deprecated-key-path": $key} + $extra' >"$dir/daemon.json" || {
+		_eng_err "ENGINES_DOCKERD_CONFIG is not a JSON object"
+		return 1
+	}
 	nsenter --net="$(_eng_gw "$p")" dockerd \
 		--config-file "$dir/daemon.json" \
 		--data-root "$dir/data" \
