@@ -57,6 +57,21 @@ ENGINES_DOCKERD_CONFIG=$(jq -n --arg rt "$RUNTIME" --arg lan "$LANNET" --arg wan
 	}}')
 export ENGINES_DOCKERD_CONFIG
 
+step "pass-through: what is not create/run/restore is the real runtime's, output and status"
+RUNC=$(command -v runc)
+assert_eq "$(runc --version 2>&1)" "$("$RUNTIME" --allow "$LANNET" --version 2>&1)" "--version: runc's own output"
+mkdir -p "$TMPD/runc-root"
+runc --root "$TMPD/runc-root" state nosuch >"$TMPD/want.out" 2>"$TMPD/want.err"
+want_rc=$?
+"$RUNTIME" --allow "$LANNET" --runtime "$RUNC" --root "$TMPD/runc-root" state nosuch >"$TMPD/got.out" 2>"$TMPD/got.err"
+got_rc=$?
+assert_eq "$want_rc" "$got_rc" "state of a missing container: runc's exit status ($want_rc)"
+assert_eq "$(sed 's/time="[^"]*"//' "$TMPD/want.err")" "$(sed 's/time="[^"]*"//' "$TMPD/got.err")" "... and runc's message"
+expect_exit 1 "$RUNTIME" --allow 300.1.1.1 --runtime "$RUNC" --root "$TMPD/runc-root" create --bundle "$TMPD/runc-root" x
+assert_contains "$ERR" "nsegress-runtime: --allow: invalid CIDR '300.1.1.1'" "an invalid policy: create refused with one line"
+expect_exit 127 "$RUNTIME" --runtime "$RUNTIME" --allow "$LANNET" state x
+assert_contains "$ERR" "is nsegress-runtime itself" "--runtime pointing at the wrapper itself is refused (no loop)"
+
 step "dockerd with nsegress-runtime registered in daemon.json"
 t0=$SECONDS
 if ! dockerd_up "$P"; then
