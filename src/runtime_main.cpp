@@ -90,6 +90,11 @@ int main(int argc, char** argv) {
     std::string runtime;
     try {
         runtime = real_runtime(call.policy);
+    } catch (const Error& e) {
+        report(call, e.what());
+        return 127;  // as a shell says of a command it cannot run
+    }
+    try {
         if (call.edits_bundle()) {
             validate_policy(call.policy);
             std::string hook = call.policy.nsegress;
@@ -106,7 +111,7 @@ int main(int argc, char** argv) {
         }
     } catch (const Error& e) {
         report(call, e.what());
-        return call.edits_bundle() ? 1 : 127;
+        return 1;
     } catch (const std::exception& e) {
         report(call, std::string("internal error: ") + e.what());
         return 1;
