@@ -290,7 +290,9 @@ void edit_bundle_config(const std::string& bundle, const ordered_json& entry) {
     if (::fchmod(t, st.st_mode & 07777) != 0) fail("chmod " + quote(tmp), errno);
     if ((st.st_uid != ::geteuid() || st.st_gid != ::getegid()) && ::fchown(t, st.st_uid, st.st_gid) != 0)
         fail("chown " + quote(tmp), errno);
-    if (::fsync(t) != 0) fail("fsync " + quote(tmp), errno);
+    // No fsync: the rename is what makes the edit atomic for runc, which reads the file next.
+    // A bundle does not outlive a crash of the host in any useful way (containerd keeps it on
+    // tmpfs, /run), and a file cut short by one would not parse: runc refuses it, fail closed.
     if (::close(t) != 0) {
         int err = errno;
         ::unlink(tmp.c_str());

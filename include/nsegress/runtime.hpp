@@ -65,7 +65,7 @@ void add_runtime_hook(nlohmann::ordered_json& config, const nlohmann::ordered_js
 std::string edit_config_text(std::string_view text, const nlohmann::ordered_json& entry);
 
 // Reads BUNDLE/config.json, edits it, writes it back atomically (a temporary file in the same
-// directory, same mode and owner, fsync, rename). Error(Exit::failed) naming the file.
+// directory, same mode and owner, rename). Error(Exit::failed) naming the file.
 void edit_bundle_config(const std::string& bundle, const nlohmann::ordered_json& entry);
 
 // One line in the format of runc's --log (json: {"level":"error","msg":...,"time":...}), which
