@@ -220,6 +220,50 @@ assert_true "c0 reaches $WAN" reach c0 "$WAN"
 expect_exit 0 nse status --container c0 --engine docker
 assert_contains "$OUT" "restricted: no" "status --container c0: not restricted"
 
+step "the wrapper under runc itself: \`run\`, and annotations that narrow but never widen"
+# A runc bundle whose first createRuntime hook plumbs a veth from gw (as in test_engine_runc.sh);
+# the wrapper appends its own hook after it. WANNET is in the runtime's list only to be
+# narrowed away.
+BUNDLES=$(engines_dir "$P")/bundles
+GW_NS=$(lab_netns "$P" gw)
+WANNET=$LAB_WAN_NET4
+wbundle() {
+	local dir=$BUNDLES/$1
+	if [[ ! -x $BUNDLES/rootfs/bin/sh ]]; then engine_rootfs "$BUNDLES/rootfs" || return 1; fi
+	runc_bundle "$dir" "$P" "$BUNDLES/rootfs" || return 1
+	runc_add_hook "$dir" createRuntime "$REPO/testenv/fixtures/veth-hook.sh" "$GW_NS" rc0 172.31.5.2/24 172.31.5.1/24 || return 1
+	runc_set "$dir" '.process.args = ["sh", "-c", $s, "pings", $lan, $wan] | .annotations = $a' \
+		--arg s "$PINGS" --arg lan "$LAN" --arg wan "$WAN" --argjson a "$2"
+}
+wrun() {
+	local name=$1
+	shift
+	mkdir -p "$(_eng_runc_root "$P")"
+	timeout 60 nsenter --net="$GW_NS" "$RUNTIME" "$@" --root "$(_eng_runc_root "$P")" \
+		run --bundle "$BUNDLES/$name" "$name" </dev/null
+}
+assert_true "bundle 'both' built" wbundle both '{}'
+expect_exit 0 wrun both --allow "$LANNET" --allow "$WANNET"
+printf '%s\n' "$OUT" | sed 's/^/#   /'
+assert_contains "$OUT" "REACH $WAN" "runtime $LANNET + $WANNET, no annotation: $WAN answers (the control)"
+assert_true "bundle 'narrow' built" wbundle narrow "{\"io.nsegress.allow\": \"$LANNET\"}"
+expect_exit 0 wrun narrow --allow "$LANNET" --allow "$WANNET"
+printf '%s\n' "$OUT" | sed 's/^/#   /'
+assert_contains "$OUT" "REACH $LAN" "runtime $LANNET + $WANNET, annotation $LANNET: $LAN answers"
+assert_match "$OUT" "^REFUSED $WAN: " "... $WAN (the runtime's, not the annotation's) refused: narrowed"
+assert_true "bundle 'widen' built" wbundle widen '{"io.nsegress.allow": "0.0.0.0/0, ::/0", "io.nsegress.audit": "true"}'
+expect_exit 0 wrun widen --allow "$LANNET"
+printf '%s\n' "$OUT" | sed 's/^/#   /'
+assert_contains "$OUT" "REACH $LAN" "runtime $LANNET, annotation 0.0.0.0/0 + audit: $LAN answers"
+assert_match "$OUT" "^REFUSED $WAN: " "... $WAN still refused: an annotation cannot widen, nor switch to audit mode"
+assert_eq 1 "$(jq '[.hooks.createRuntime[] | select((.env // []) | index("NSEGRESS_HOOK_BY=nsegress-runtime"))] | length' "$BUNDLES/widen/config.json" 2>&1)" \
+	"the bundle has one nsegress-runtime hook, after the veth hook"
+expect_exit 0 wrun widen --allow "$LANNET"
+assert_eq 1 "$(jq '[.hooks.createRuntime[] | select((.env // []) | index("NSEGRESS_HOOK_BY=nsegress-runtime"))] | length' "$BUNDLES/widen/config.json" 2>&1)" \
+	"run twice on the same bundle: still one (idempotent)"
+assert_eq 2 "$(jq '.hooks.createRuntime | length' "$BUNDLES/widen/config.json" 2>&1)" "... and the veth hook kept"
+assert_eq "" "$(runc_cmd "$P" list -q 2>&1)" "no runc container left"
+
 step "teardown: nothing left behind, root namespace untouched"
 engines_down "$P"
 left=$(engines_leftovers "$P")
