@@ -3,10 +3,11 @@
 # the wrapper is registered in daemon.json "runtimes" with its policy as runtimeArgs. A container
 # of that runtime is restricted before its first instruction (the first thing it does is ping the
 # allowed and the forbidden host), again after `docker restart` and after its process is killed
-# under --restart=always (a new network namespace each time); Docker's embedded DNS keeps working
-# on a user-defined network; a bad policy (the wrapper's, or a probe of the hook that does not
-# hold) keeps the container from starting with nsegress's reason in docker's error; a container
-# of the default runtime is left alone.
+# under --restart=always, and after dockerd itself restarts (a new network namespace each time);
+# Docker's embedded DNS keeps working on a user-defined network; a bad policy (the wrapper's, or a
+# probe of the hook that does not hold) keeps the container from starting with nsegress's reason
+# in docker's error; a container of the default runtime is left alone. Under runc itself, an
+# annotation narrows the runtime's allow-list and cannot widen it.
 # shellcheck disable=SC2016 # the container's script is single-quoted on purpose
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=../../testenv/engines.sh
@@ -159,6 +160,20 @@ assert_true "ra's log: $WAN refused by the restarted process's first instruction
 	eventually eval '[[ $(count ra "REFUSED $WAN") == 2 ]]'
 assert_eq 0 "$(count ra "REACH $WAN")" "ra never reached $WAN"
 assert_false "ra after the restart: $WAN refused (docker exec)" reach ra "$WAN"
+
+step "dockerd restarts: the --restart=always container comes back, restricted"
+RA=$RAB NSA=$NSAB
+exec {old_ns}<"/proc/$RA/ns/net"
+assert_true "dockerd restarted" dockerd_restart "$P"
+assert_true "ra runs again with a new pid" _eng_wait "$ENGINES_START_TIMEOUT" 0 running_with_new_pid ra "$RA"
+RAB=$(pid_of ra)
+NSAB=$(netns_of "$RAB")
+assert_true "ra's new namespace ($NSAB) is not the old one ($NSA)" test -n "$NSAB" -a "$NSAB" != "$NSA"
+exec {old_ns}<&-
+assert_true "ra's log: $WAN refused by the first instruction after the dockerd restart" \
+	eventually eval '[[ $(count ra "REFUSED $WAN") == 3 ]]'
+assert_eq 0 "$(count ra "REACH $WAN")" "ra never reached $WAN"
+assert_false "ra after the dockerd restart: $WAN refused (docker exec)" reach ra "$WAN"
 expect_exit 0 dk update --restart=no ra
 expect_exit 0 dk rm -f ra
 
