@@ -1,6 +1,7 @@
 #include "nsegress/runtime.hpp"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,8 +11,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
-
-#include <fmt/format.h>
 
 #include "nsegress/cidr.hpp"
 #include "nsegress/error.hpp"
@@ -48,14 +47,24 @@ bool one_of(std::string_view s, std::initializer_list<std::string_view> set) {
 }
 
 // runc's global options that take a value (runc 1.1; crun's are a subset of these forms).
+// runc's global options that take a value (runc 1.1), and crun's.
 bool global_takes_value(std::string_view name) {
-    return one_of(name, {"log", "log-format", "root", "criu", "rootless"});
+    return one_of(name,
+                  {"log", "log-format", "root", "criu", "rootless", "cgroup-manager", "log-level"});
+}
+
+// The subcommands of runc and crun.
+bool known_subcommand(std::string_view s) {
+    return one_of(s, {"checkpoint", "create", "delete", "events", "exec",    "features", "init",
+                      "kill",       "list",   "pause",  "ps",     "restore", "resume",   "run",
+                      "spec",       "start",  "state",  "update", "help",    "h",        "mounts"});
 }
 // Options of create, run and restore that take a value (so that a value is not taken for the
 // container id, and a value that looks like --bundle is not taken for one).
 bool sub_takes_value(std::string_view name) {
-    return one_of(name, {"bundle", "b", "console-socket", "pid-file", "preserve-fds", "image-path", "work-path",
-                         "parent-path", "manage-cgroups-mode", "empty-ns", "lsm-profile", "lsm-mount-context"});
+    return one_of(name, {"bundle", "b", "console-socket", "pid-file", "preserve-fds", "image-path",
+                         "work-path", "parent-path", "manage-cgroups-mode", "empty-ns",
+                         "lsm-profile", "lsm-mount-context"});
 }
 
 }  // namespace
@@ -73,15 +82,19 @@ RuntimeCall split_runtime_args(const std::vector<std::string>& argv) {
         if (a.rfind("--", 0) != 0) break;
         auto f = as_flag(a);
         if (!f) break;
-        const bool takes_value = one_of(f->name, {"allow", "allow-file", "probe-reach", "probe-block", "runtime",
-                                                  "nsegress", "hook-timeout"});
+        const bool takes_value =
+            one_of(f->name, {"allow", "allow-file", "probe-reach", "probe-block", "runtime",
+                             "nsegress", "hook-timeout"});
         const bool is_switch = one_of(f->name, {"no-route-set", "netdev-egress", "audit"});
         if (!takes_value && !is_switch) break;  // not ours: the real runtime's arguments start here
         if (is_switch) {
             if (f->value) throw_usage(fmt::format("--{} takes no value", f->name));
-            if (f->name == "no-route-set") p.route_set = false;
-            else if (f->name == "netdev-egress") p.netdev_egress = true;
-            else p.audit = true;
+            if (f->name == "no-route-set")
+                p.route_set = false;
+            else if (f->name == "netdev-egress")
+                p.netdev_egress = true;
+            else
+                p.audit = true;
             continue;
         }
         std::string value;
@@ -97,10 +110,14 @@ RuntimeCall split_runtime_args(const std::vector<std::string>& argv) {
         } else if (f->name == "allow-file" || f->name == "runtime" || f->name == "nsegress") {
             // The wrapper runs with the shim's working directory (the bundle): no relative paths.
             if (value.empty() || value[0] != '/')
-                throw_usage(fmt::format("--{}: {} must be an absolute path", f->name, quote(value)));
-            if (f->name == "allow-file") p.allow_files.push_back(value);
-            else if (f->name == "runtime") p.runtime = value;
-            else p.nsegress = value;
+                throw_usage(
+                    fmt::format("--{}: {} must be an absolute path", f->name, quote(value)));
+            if (f->name == "allow-file")
+                p.allow_files.push_back(value);
+            else if (f->name == "runtime")
+                p.runtime = value;
+            else
+                p.nsegress = value;
         } else if (f->name == "probe-reach") {
             p.probe_reach.push_back(value);
         } else if (f->name == "probe-block") {
@@ -108,8 +125,10 @@ RuntimeCall split_runtime_args(const std::vector<std::string>& argv) {
         } else {  // hook-timeout
             int v = 0;
             auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
-            if (value.empty() || ec != std::errc() || end != value.data() + value.size() || v < 1 || v > 3600)
-                throw_usage("--hook-timeout: " + quote(value) + " must be a whole number of seconds from 1 to 3600");
+            if (value.empty() || ec != std::errc() || end != value.data() + value.size() || v < 1 ||
+                v > 3600)
+                throw_usage("--hook-timeout: " + quote(value) +
+                            " must be a whole number of seconds from 1 to 3600");
             p.hook_timeout = v;
         }
     }
@@ -127,13 +146,25 @@ RuntimeCall split_runtime_args(const std::vector<std::string>& argv) {
         if (!f) break;
         std::string value;
         if (global_takes_value(f->name)) {
-            if (f->value) value = std::string(*f->value);
-            else if (j + 1 < r.size()) value = r[++j];
+            if (f->value)
+                value = std::string(*f->value);
+            else if (j + 1 < r.size())
+                value = r[++j];
         }
         if (f->name == "log") call.log_path = value;
         if (f->name == "log-format") call.log_format = value;
     }
     if (j < r.size()) call.subcommand = r[j];
+    // An option the wrapper does not know that takes a value would make its value look like
+    // the subcommand, and a `create` behind it would run without the hook: refuse to guess.
+    if (!call.subcommand.empty() && !known_subcommand(call.subcommand)) {
+        for (std::size_t k = j + 1; k < r.size(); ++k)
+            if (r[k] == "create" || r[k] == "run" || r[k] == "restore")
+                throw_usage(fmt::format(
+                    "cannot tell the runtime's subcommand: {} is not one, and {} follows "
+                    "(an option of the real runtime that takes a value?)",
+                    quote(call.subcommand), quote(r[k])));
+    }
     if (!call.edits_bundle()) return call;
 
     // The bundle: the last --bundle/-b wins (Go's flag package; urfave/cli also takes options
@@ -143,8 +174,10 @@ RuntimeCall split_runtime_args(const std::vector<std::string>& argv) {
         auto f = as_flag(r[k]);
         if (!f || !sub_takes_value(f->name)) continue;
         std::string value;
-        if (f->value) value = std::string(*f->value);
-        else if (k + 1 < r.size()) value = r[++k];
+        if (f->value)
+            value = std::string(*f->value);
+        else if (k + 1 < r.size())
+            value = r[++k];
         if (f->name == "bundle" || f->name == "b") call.bundle = value;
     }
     return call;
@@ -152,7 +185,9 @@ RuntimeCall split_runtime_args(const std::vector<std::string>& argv) {
 
 void validate_policy(const RuntimePolicy& p) {
     if (p.allow.empty() && p.allow_files.empty() && !p.audit)
-        throw_usage("no policy: give --allow CIDR, --allow-file FILE or --audit in the runtime's runtimeArgs");
+        throw_usage(
+            "no policy: give --allow CIDR, --allow-file FILE or --audit in the runtime's "
+            "runtimeArgs");
     for (const auto& a : p.allow) {
         try {
             parse_cidr(a);
@@ -166,7 +201,9 @@ void validate_policy(const RuntimePolicy& p) {
             try {
                 parse_ip(ip);
             } catch (const Error& e) {
-                throw_usage(std::string(list == &p.probe_reach ? "--probe-reach: " : "--probe-block: ") + e.what());
+                throw_usage(
+                    std::string(list == &p.probe_reach ? "--probe-reach: " : "--probe-block: ") +
+                    e.what());
             }
         }
     }
@@ -213,8 +250,9 @@ void add_runtime_hook(ordered_json& config, const ordered_json& entry) {
         if (!h.is_object()) return false;
         auto env = h.find("env");
         if (env == h.end() || !env->is_array()) return false;
-        return std::any_of(env->begin(), env->end(),
-                           [](const ordered_json& v) { return v.is_string() && v.get<std::string>() == kRuntimeHookMarker; });
+        return std::any_of(env->begin(), env->end(), [](const ordered_json& v) {
+            return v.is_string() && v.get<std::string>() == kRuntimeHookMarker;
+        });
     };
     ordered_json kept = ordered_json::array();
     for (auto& h : stage)
@@ -224,10 +262,13 @@ void add_runtime_hook(ordered_json& config, const ordered_json& entry) {
 }
 
 std::string edit_config_text(std::string_view text, const ordered_json& entry) {
-    if (text.size() > kMaxBundleConfig) throw_failed(fmt::format("config.json is larger than {} bytes", kMaxBundleConfig));
+    if (text.size() > kMaxBundleConfig)
+        throw_failed(fmt::format("config.json is larger than {} bytes", kMaxBundleConfig));
     bool too_deep = false;
-    ordered_json::parser_callback_t cb = [&](int depth, ordered_json::parse_event_t event, ordered_json&) {
-        if ((event == ordered_json::parse_event_t::object_start || event == ordered_json::parse_event_t::array_start) &&
+    ordered_json::parser_callback_t cb = [&](int depth, ordered_json::parse_event_t event,
+                                             ordered_json&) {
+        if ((event == ordered_json::parse_event_t::object_start ||
+             event == ordered_json::parse_event_t::array_start) &&
             depth > kMaxJsonDepth) {
             too_deep = true;
             return false;
@@ -235,7 +276,8 @@ std::string edit_config_text(std::string_view text, const ordered_json& entry) {
         return true;
     };
     ordered_json config = ordered_json::parse(text, cb, /*allow_exceptions=*/false);
-    if (too_deep) throw_failed(fmt::format("config.json nests deeper than {} levels", kMaxJsonDepth));
+    if (too_deep)
+        throw_failed(fmt::format("config.json nests deeper than {} levels", kMaxJsonDepth));
     if (config.is_discarded()) throw_failed("config.json is not valid JSON");
     add_runtime_hook(config, entry);
     return config.dump(-1, ' ', /*ensure_ascii=*/false, ordered_json::error_handler_t::replace);
@@ -288,7 +330,8 @@ void edit_bundle_config(const std::string& bundle, const ordered_json& entry) {
         off += static_cast<std::size_t>(n);
     }
     if (::fchmod(t, st.st_mode & 07777) != 0) fail("chmod " + quote(tmp), errno);
-    if ((st.st_uid != ::geteuid() || st.st_gid != ::getegid()) && ::fchown(t, st.st_uid, st.st_gid) != 0)
+    if ((st.st_uid != ::geteuid() || st.st_gid != ::getegid()) &&
+        ::fchown(t, st.st_uid, st.st_gid) != 0)
         fail("chown " + quote(tmp), errno);
     // No fsync: the rename is what makes the edit atomic for runc, which reads the file next.
     // A bundle does not outlive a crash of the host in any useful way (containerd keeps it on
@@ -305,7 +348,8 @@ void edit_bundle_config(const std::string& bundle, const ordered_json& entry) {
     }
 }
 
-std::string runtime_log_line(const std::string& format, const std::string& msg, long long unix_seconds) {
+std::string runtime_log_line(const std::string& format, const std::string& msg,
+                             long long unix_seconds) {
     std::time_t t = static_cast<std::time_t>(unix_seconds);
     std::tm tm{};
     ::gmtime_r(&t, &tm);
@@ -319,8 +363,9 @@ std::string runtime_log_line(const std::string& format, const std::string& msg, 
         return line.dump(-1, ' ', false, ordered_json::error_handler_t::replace) + "\n";
     }
     // logrus's text format, as runc writes it without --log-format json.
-    return fmt::format("time=\"{}\" level=error msg={}\n", when, nlohmann::json(msg).dump(-1, ' ', false,
-                                                                                         nlohmann::json::error_handler_t::replace));
+    return fmt::format(
+        "time=\"{}\" level=error msg={}\n", when,
+        nlohmann::json(msg).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
 }  // namespace nsegress

@@ -32,7 +32,8 @@ void report(const RuntimeCall& call, const std::string& msg) {
     if (call.log_path.empty()) return;
     int fd = ::open(call.log_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) return;
-    std::string text = runtime_log_line(call.log_format, line, static_cast<long long>(std::time(nullptr)));
+    std::string text =
+        runtime_log_line(call.log_format, line, static_cast<long long>(std::time(nullptr)));
     (void)!::write(fd, text.data(), text.size());
     ::close(fd);
 }
@@ -45,7 +46,8 @@ std::string self_path() {
 }
 
 bool same_file(const std::string& a, const std::string& b) {
-    struct stat sa {}, sb {};
+    struct stat sa {
+    }, sb{};
     return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
            sa.st_ino == sb.st_ino;
 }
@@ -54,15 +56,22 @@ bool same_file(const std::string& a, const std::string& b) {
 // daemon's PATH decides nothing here), and never this wrapper itself.
 std::string real_runtime(const RuntimePolicy& p) {
     std::vector<std::string> candidates;
-    if (!p.runtime.empty()) candidates = {p.runtime};
-    else candidates = {"/usr/bin/runc", "/usr/sbin/runc", "/usr/local/bin/runc", "/usr/local/sbin/runc", "/bin/runc", "/sbin/runc"};
+    if (!p.runtime.empty())
+        candidates = {p.runtime};
+    else
+        candidates = {"/usr/bin/runc",        "/usr/sbin/runc", "/usr/local/bin/runc",
+                      "/usr/local/sbin/runc", "/bin/runc",      "/sbin/runc"};
     for (const auto& c : candidates) {
         if (::access(c.c_str(), X_OK) != 0) continue;
-        if (same_file(c, "/proc/self/exe")) throw_usage("--runtime " + quote(c) + " is nsegress-runtime itself");
+        if (same_file(c, "/proc/self/exe"))
+            throw_usage("--runtime " + quote(c) + " is nsegress-runtime itself");
         return c;
     }
-    if (!p.runtime.empty()) throw_usage("--runtime " + quote(p.runtime) + " is not an executable file");
-    throw_usage("no runc found in /usr/bin, /usr/sbin, /usr/local/bin, /usr/local/sbin: give --runtime PATH");
+    if (!p.runtime.empty())
+        throw_usage("--runtime " + quote(p.runtime) + " is not an executable file");
+    throw_usage(
+        "no runc found in /usr/bin, /usr/sbin, /usr/local/bin, /usr/local/sbin: give --runtime "
+        "PATH");
 }
 
 }  // namespace
@@ -101,12 +110,13 @@ int main(int argc, char** argv) {
             if (hook.empty()) {
                 std::string self = self_path();
                 auto slash = self.rfind('/');
-                if (slash == std::string::npos) throw_failed("cannot find this executable's directory (/proc/self/exe)");
+                if (slash == std::string::npos)
+                    throw_failed("cannot find this executable's directory (/proc/self/exe)");
                 hook = self.substr(0, slash) + "/nsegress";
             }
             if (::access(hook.c_str(), X_OK) != 0)
-                throw_failed("the hook binary " + quote(hook) + " is not executable: " + std::strerror(errno) +
-                             " (give --nsegress PATH)");
+                throw_failed("the hook binary " + quote(hook) + " is not executable: " +
+                             std::strerror(errno) + " (give --nsegress PATH)");
             edit_bundle_config(call.bundle, runtime_hook_entry(call.policy, hook));
         }
     } catch (const Error& e) {

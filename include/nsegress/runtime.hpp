@@ -8,12 +8,11 @@
 // other subcommand passes straight through.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace nsegress {
 
@@ -22,15 +21,15 @@ inline constexpr const char* kRuntimeHookMarker = "NSEGRESS_HOOK_BY=nsegress-run
 inline constexpr std::size_t kMaxBundleConfig = 64u << 20;  // larger config.json is refused
 
 struct RuntimePolicy {
-    std::vector<std::string> allow;       // as given (validated by validate_policy)
-    std::vector<std::string> allow_files; // absolute paths
+    std::vector<std::string> allow;        // as given (validated by validate_policy)
+    std::vector<std::string> allow_files;  // absolute paths
     std::vector<std::string> probe_reach, probe_block;
     bool route_set = true;
     bool netdev_egress = false;
     bool audit = false;
-    std::string runtime;   // --runtime: the real runtime (absolute); empty: find runc
-    std::string nsegress;  // --nsegress: the hook binary (absolute); empty: next to the wrapper
-    int hook_timeout = 10; // seconds
+    std::string runtime;    // --runtime: the real runtime (absolute); empty: find runc
+    std::string nsegress;   // --nsegress: the hook binary (absolute); empty: next to the wrapper
+    int hook_timeout = 10;  // seconds
 };
 
 struct RuntimeCall {
@@ -42,7 +41,9 @@ struct RuntimeCall {
     std::string subcommand;
     std::string log_path, log_format;
     std::string bundle;
-    bool edits_bundle() const { return subcommand == "create" || subcommand == "run" || subcommand == "restore"; }
+    bool edits_bundle() const {
+        return subcommand == "create" || subcommand == "run" || subcommand == "restore";
+    }
 };
 
 // Splits the wrapper's argv[1..]. The wrapper's options come first (any order, `--opt V` or
@@ -70,6 +71,7 @@ void edit_bundle_config(const std::string& bundle, const nlohmann::ordered_json&
 
 // One line in the format of runc's --log (json: {"level":"error","msg":...,"time":...}), which
 // containerd reads back for its error message.
-std::string runtime_log_line(const std::string& format, const std::string& msg, long long unix_seconds);
+std::string runtime_log_line(const std::string& format, const std::string& msg,
+                             long long unix_seconds);
 
 }  // namespace nsegress

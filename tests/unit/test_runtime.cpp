@@ -1,6 +1,6 @@
 // nsegress-runtime: splitting dockerd's command line, and editing the bundle's config.json.
-#include <doctest/doctest.h>
 #include <dirent.h>
+#include <doctest/doctest.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -56,9 +56,23 @@ std::string read_file(const std::string& path) {
 
 TEST_CASE("runtime args: the wrapper's options first, then runc's, untouched") {
     // What dockerd's runtime script and containerd's shim produce.
-    V argv = {"--allow", "192.168.1.0/24", "--allow=10.0.0.0/8", "--no-route-set", "--audit",
-              "--root", "/run/docker/runtime-runc/moby", "--log", "/run/x/log.json", "--log-format", "json",
-              "create", "--bundle", "/run/x", "--pid-file", "/run/x/init.pid", "abc123"};
+    V argv = {"--allow",
+              "192.168.1.0/24",
+              "--allow=10.0.0.0/8",
+              "--no-route-set",
+              "--audit",
+              "--root",
+              "/run/docker/runtime-runc/moby",
+              "--log",
+              "/run/x/log.json",
+              "--log-format",
+              "json",
+              "create",
+              "--bundle",
+              "/run/x",
+              "--pid-file",
+              "/run/x/init.pid",
+              "abc123"};
     auto c = split_runtime_args(argv);
     CHECK(c.policy.allow == V{"192.168.1.0/24", "10.0.0.0/8"});
     CHECK_FALSE(c.policy.route_set);
@@ -73,8 +87,8 @@ TEST_CASE("runtime args: the wrapper's options first, then runc's, untouched") {
 }
 
 TEST_CASE("runtime args: every other subcommand passes through") {
-    for (const char* sub : {"state", "start", "kill", "delete", "exec", "ps", "update", "features", "pause",
-                            "resume", "events", "checkpoint", "list", "spec"}) {
+    for (const char* sub : {"state", "start", "kill", "delete", "exec", "ps", "update", "features",
+                            "pause", "resume", "events", "checkpoint", "list", "spec"}) {
         auto c = split_runtime_args({"--allow", "192.168.1.0/24", "--root", "/r", sub, "abc"});
         CHECK(c.subcommand == sub);
         CHECK_FALSE(c.edits_bundle());
@@ -95,6 +109,16 @@ TEST_CASE("runtime args: every other subcommand passes through") {
     CHECK(late.policy.allow.empty());
     CHECK(late.rest.size() == 5);
     CHECK(late.subcommand == "10.0.0.0/8");  // what runc would see, and refuse
+    // crun's global options with values.
+    auto crun = split_runtime_args(
+        {"--cgroup-manager", "systemd", "--log-level", "debug", "create", "-b", "/b", "x"});
+    CHECK(crun.subcommand == "create");
+    CHECK(crun.bundle == "/b");
+    // An unknown option whose value hides a create: refused, never passed through unhooked.
+    CHECK(split_error({"--allow", "10.0.0.0/8", "--unknown-opt", "value", "create", "--bundle",
+                       "/b", "x"}) == Exit::usage);
+    CHECK(split_runtime_args({"--unknown-opt", "value", "state", "x"}).subcommand ==
+          "value");  // harmless
 }
 
 TEST_CASE("runtime args: the bundle, in every form runc accepts") {
@@ -103,16 +127,18 @@ TEST_CASE("runtime args: the bundle, in every form runc accepts") {
     CHECK(split_runtime_args({"create", "-b=/b", "id"}).bundle == "/b");
     CHECK(split_runtime_args({"create", "-bundle", "/b", "id"}).bundle == "/b");
     CHECK(split_runtime_args({"create", "--bundle=/b", "id"}).bundle == "/b");
-    CHECK(split_runtime_args({"create", "id", "--bundle", "/b"}).bundle == "/b");  // urfave reorders
+    CHECK(split_runtime_args({"create", "id", "--bundle", "/b"}).bundle ==
+          "/b");  // urfave reorders
     CHECK(split_runtime_args({"run", "--bundle", "/b", "-d", "id"}).bundle == "/b");
     CHECK(split_runtime_args({"restore", "--image-path", "/img", "-b", "/b", "id"}).bundle == "/b");
-    CHECK(split_runtime_args({"create", "-b", "/a", "-b", "/b", "id"}).bundle == "/b");  // the last wins
+    CHECK(split_runtime_args({"create", "-b", "/a", "-b", "/b", "id"}).bundle ==
+          "/b");  // the last wins
     // A value of another option is not a bundle option.
     CHECK(split_runtime_args({"create", "--pid-file", "--bundle", "id"}).bundle.empty());
     CHECK(split_runtime_args({"create", "--console-socket", "/s", "id"}).bundle.empty());
     // Global options with values, in both forms, before the subcommand.
-    auto g = split_runtime_args({"--root=/r", "-log", "/l", "--log-format=text", "--systemd-cgroup", "--debug",
-                                 "--rootless", "true", "create", "-b", "/b", "id"});
+    auto g = split_runtime_args({"--root=/r", "-log", "/l", "--log-format=text", "--systemd-cgroup",
+                                 "--debug", "--rootless", "true", "create", "-b", "/b", "id"});
     CHECK(g.subcommand == "create");
     CHECK(g.log_path == "/l");
     CHECK(g.log_format == "text");
@@ -128,7 +154,8 @@ TEST_CASE("runtime args: errors") {
     CHECK(split_error({"--hook-timeout", "0", "create"}) == Exit::usage);
     CHECK(split_error({"--hook-timeout", "5s", "create"}) == Exit::usage);
     CHECK(split_runtime_args({"--hook-timeout", "30", "create"}).policy.hook_timeout == 30);
-    auto r = split_runtime_args({"--runtime", "/usr/bin/crun", "--nsegress=/opt/nsegress", "state", "x"});
+    auto r = split_runtime_args(
+        {"--runtime", "/usr/bin/crun", "--nsegress=/opt/nsegress", "state", "x"});
     CHECK(r.policy.runtime == "/usr/bin/crun");
     CHECK(r.policy.nsegress == "/opt/nsegress");
 
@@ -158,20 +185,22 @@ TEST_CASE("runtime hook entry: the policy as `nsegress hook` arguments, marked")
     p.hook_timeout = 20;
     auto e = runtime_hook_entry(p, "/usr/local/sbin/nsegress");
     CHECK(e["path"] == "/usr/local/sbin/nsegress");
-    CHECK(e["args"] == ordered_json::array({"nsegress", "hook", "--allow", "192.168.1.0/24", "--allow", "2001:db8::/32",
-                                            "--allow-file", "/etc/nsegress/lan.allow", "--probe-reach",
+    CHECK(e["args"] == ordered_json::array({"nsegress", "hook", "--allow", "192.168.1.0/24",
+                                            "--allow", "2001:db8::/32", "--allow-file",
+                                            "/etc/nsegress/lan.allow", "--probe-reach",
                                             "192.168.1.10", "--no-route-set", "--netdev-egress"}));
     CHECK(e["env"] == ordered_json::array({kRuntimeHookMarker}));
     CHECK(e["timeout"] == 20);
 }
 
 TEST_CASE("config.json: the hook is added once, everything else is kept as it was") {
-    const std::string docker = R"({"ociVersion":"1.0.2-dev","process":{"args":["sh","-c","echo \u003cok\u003e"],)"
-                               R"("env":["PATH=/bin","X=\u00e9"]},"root":{"path":"/r"},)"
-                               R"("hooks":{"prestart":[{"path":"/proc/1/exe","args":["libnetwork-setkey","-exec-root=/x","id","ctl"]}],)"
-                               R"("createRuntime":[{"path":"/other","args":["other"]}]},)"
-                               R"("linux":{"resources":{"memory":{"limit":18446744073709551615},"cpu":{"shares":-1}}},)"
-                               R"("annotations":{"io.nsegress.allow":"192.168.1.10"}})";
+    const std::string docker =
+        R"({"ociVersion":"1.0.2-dev","process":{"args":["sh","-c","echo \u003cok\u003e"],)"
+        R"("env":["PATH=/bin","X=\u00e9"]},"root":{"path":"/r"},)"
+        R"("hooks":{"prestart":[{"path":"/proc/1/exe","args":["libnetwork-setkey","-exec-root=/x","id","ctl"]}],)"
+        R"("createRuntime":[{"path":"/other","args":["other"]}]},)"
+        R"("linux":{"resources":{"memory":{"limit":18446744073709551615},"cpu":{"shares":-1}}},)"
+        R"("annotations":{"io.nsegress.allow":"192.168.1.10"}})";
     auto entry = runtime_hook_entry(lan_policy(), "/sbin/nsegress");
     std::string once = edit_config_text(docker, entry);
     std::string twice = edit_config_text(once, entry);
@@ -179,7 +208,8 @@ TEST_CASE("config.json: the hook is added once, everything else is kept as it wa
     auto j = ordered_json::parse(once);
     auto in = ordered_json::parse(docker);
     REQUIRE(j["hooks"]["createRuntime"].size() == 2);
-    CHECK(j["hooks"]["createRuntime"][0] == in["hooks"]["createRuntime"][0]);  // the other hook stays first
+    CHECK(j["hooks"]["createRuntime"][0] ==
+          in["hooks"]["createRuntime"][0]);  // the other hook stays first
     CHECK(j["hooks"]["createRuntime"][1] == entry);
     CHECK(j["hooks"]["prestart"] == in["hooks"]["prestart"]);
     // Everything but hooks.createRuntime is the same document, keys in the same order.
@@ -194,12 +224,14 @@ TEST_CASE("config.json: the hook is added once, everything else is kept as it wa
     // A different policy replaces the wrapper's hook instead of adding one.
     RuntimePolicy wan;
     wan.allow = {"198.51.100.0/24"};
-    auto other = ordered_json::parse(edit_config_text(once, runtime_hook_entry(wan, "/sbin/nsegress")));
+    auto other =
+        ordered_json::parse(edit_config_text(once, runtime_hook_entry(wan, "/sbin/nsegress")));
     REQUIRE(other["hooks"]["createRuntime"].size() == 2);
     CHECK(other["hooks"]["createRuntime"][1]["args"][3] == "198.51.100.0/24");
 
     // No hooks at all, or null ones.
-    for (const char* bare : {R"({"ociVersion":"1.0.2"})", R"({"hooks":null})", R"({"hooks":{"createRuntime":null}})"}) {
+    for (const char* bare : {R"({"ociVersion":"1.0.2"})", R"({"hooks":null})",
+                             R"({"hooks":{"createRuntime":null}})"}) {
         auto b = ordered_json::parse(edit_config_text(bare, entry));
         REQUIRE(b["hooks"]["createRuntime"].size() == 1);
         CHECK(b["hooks"]["createRuntime"][0] == entry);
@@ -266,11 +298,15 @@ TEST_CASE("config.json on disk: rewritten atomically, mode kept, no temporary fi
 
 TEST_CASE("runtime log line: what containerd reads back") {
     auto l = runtime_log_line("json", "nsegress-runtime: bad \"x\"", 0);
-    CHECK(l == "{\"level\":\"error\",\"msg\":\"nsegress-runtime: bad \\\"x\\\"\",\"time\":\"1970-01-01T00:00:00Z\"}\n");
-    CHECK(runtime_log_line("text", "m", 0) == "time=\"1970-01-01T00:00:00Z\" level=error msg=\"m\"\n");
+    CHECK(l ==
+          "{\"level\":\"error\",\"msg\":\"nsegress-runtime: bad "
+          "\\\"x\\\"\",\"time\":\"1970-01-01T00:00:00Z\"}\n");
+    CHECK(runtime_log_line("text", "m", 0) ==
+          "time=\"1970-01-01T00:00:00Z\" level=error msg=\"m\"\n");
 }
 
-TEST_CASE("hook plan: io.nsegress.allow narrows an allow-list from the arguments, never widens it") {
+TEST_CASE(
+    "hook plan: io.nsegress.allow narrows an allow-list from the arguments, never widens it") {
     OciState st;
     st.pid = 42;
     HookArgs args;
@@ -309,8 +345,10 @@ TEST_CASE("intersect_allow: exact, across ranges that are not prefixes") {
         for (const auto& x : v) out.push_back(x.str());
         return out;
     };
-    CHECK(strs(intersect_allow({c("10.0.0.0/8")}, {c("10.1.0.0/16"), c("10.2.3.4")})) == V{"10.1.0.0/16", "10.2.3.4/32"});
-    CHECK(strs(intersect_allow({c("10.0.0.0/24"), c("10.0.1.0/24")}, {c("10.0.0.128/25"), c("10.0.1.0/25")})) ==
+    CHECK(strs(intersect_allow({c("10.0.0.0/8")}, {c("10.1.0.0/16"), c("10.2.3.4")})) ==
+          V{"10.1.0.0/16", "10.2.3.4/32"});
+    CHECK(strs(intersect_allow({c("10.0.0.0/24"), c("10.0.1.0/24")},
+                               {c("10.0.0.128/25"), c("10.0.1.0/25")})) ==
           V{"10.0.0.128/25", "10.0.1.0/25"});
     CHECK(strs(intersect_allow({c("10.0.0.0/8")}, {c("::/0")})).empty());
     CHECK(strs(intersect_allow({c("::/0")}, {c("2001:db8::/32")})) == V{"2001:db8::/32"});
