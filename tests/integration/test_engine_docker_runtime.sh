@@ -70,6 +70,13 @@ assert_eq "$want_rc" "$got_rc" "state of a missing container: runc's exit status
 assert_eq "$(sed 's/time="[^"]*"//' "$TMPD/want.err")" "$(sed 's/time="[^"]*"//' "$TMPD/got.err")" "... and runc's message"
 expect_exit 1 "$RUNTIME" --allow 300.1.1.1 --runtime "$RUNC" --root "$TMPD/runc-root" create --bundle "$TMPD/runc-root" x
 assert_contains "$ERR" "nsegress-runtime: --allow: invalid CIDR '300.1.1.1'" "an invalid policy: create refused with one line"
+mkdir -p "$TMPD/bundle" && echo '{"ociVersion":"1.0.2"}' >"$TMPD/bundle/config.json"
+expect_exit 1 "$RUNTIME" --allow "$LANNET" --nsegress /nonexistent/nsegress --runtime "$RUNC" --root "$TMPD/runc-root" \
+	--log "$TMPD/runc.log" --log-format json create --bundle "$TMPD/bundle" x
+assert_contains "$ERR" "hook binary '/nonexistent/nsegress' is not executable" "a missing hook binary: create refused"
+assert_eq '{"ociVersion":"1.0.2"}' "$(cat "$TMPD/bundle/config.json")" "... and the bundle left as it was"
+assert_contains "$(jq -r 'select(.level == "error") | .msg' "$TMPD/runc.log" 2>&1)" "nsegress-runtime: the hook binary" \
+	"... with the reason in the runtime log (JSON), where containerd reads it"
 expect_exit 127 "$RUNTIME" --runtime "$RUNTIME" --allow "$LANNET" state x
 assert_contains "$ERR" "is nsegress-runtime itself" "--runtime pointing at the wrapper itself is refused (no loop)"
 
