@@ -93,7 +93,7 @@ int main(int argc, char** argv) {
             if (args[i] == "--log") call.log_path = args[i + 1];
             if (args[i] == "--log-format") call.log_format = args[i + 1];
         }
-        report(call, split_error + " (in the runtime's runtimeArgs)");
+        report(call, split_error);
         return 1;
     }
     std::string runtime;
