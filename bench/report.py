@@ -67,7 +67,7 @@ def main():
 
     w(f"nsegress benchmark, {datetime.date.today()}, commit {a.commit}, kernel {platform.release()}, "
       f"{os.cpu_count()} CPUs")
-    w(f"runs per tool: {a.runs_small} (metrics 1, 4, 5), {a.runs} (metrics 2, 3); large list: {n} CIDRs "
+    w(f"runs per tool: {a.runs_small} (metrics 1, 4, 5, 6), {a.runs} (metrics 2, 3); large list: {n} CIDRs "
       f"({n - n // 100} IPv4 /24 + {n // 100} IPv6 /48)")
     w(f"command: {a.command}")
     targets = []  # (label, measured text, target text, met)
@@ -173,6 +173,16 @@ def main():
     if "m5.nsegress" in g and rtt and len(rtt) == len(g["m5.nsegress"]["walls"]):
         over = med([wall - r for wall, r in zip(g["m5.nsegress"]["walls"], col(rtt, 0))])
         targets.append(("5  restrict + probe: wall - reach RTT, median", f"{over:.2f} ms", "<= 10 ms", over <= 10))
+
+    # 6
+    g = measured_section("6  docker run --rm of a busybox `true` (dockerd 20.10, userns-remap)", [
+        ("default runtime (runc)", "m6.plain"),
+        ("--runtime nsegress-runtime --allow CIDR", "m6.wrapper"),
+    ])
+    if "m6.plain" in g and "m6.wrapper" in g:
+        d = g["m6.wrapper"]["wall"] - g["m6.plain"]["wall"]
+        targets.append(("6  docker run: nsegress-runtime - default runtime, median (issue 17)",
+                        f"{d:+.2f} ms", "<= 15 ms", d <= 15))
 
     if targets:
         w("")

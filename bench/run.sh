@@ -18,18 +18,21 @@
 #      (and with a no-op /bin/true hook: what any hook costs the runtime)
 #   5  restrict + probe (one reach, one block target: the lab's allowed and forbidden hosts) on a
 #      fresh namespace wired to the lab, against nft -f + ip -batch + two pings
+#   6  `docker run --rm` of a busybox `true` with the default runtime and with nsegress-runtime
+#      (dockerd 20.10 with --userns-remap=default inside the lab's gw, testenv/engines.sh)
 # and prints one table with the medians, min-max and the ratios against the issue's targets.
 #
 # Environment:
 #   BENCH_RUNS        runs per tool for the heavy metrics 2 and 3 (default 5)
-#   BENCH_RUNS_SMALL  runs per tool for the cheap metrics 1, 4 and 5 (default 10 x BENCH_RUNS)
+#   BENCH_RUNS_SMALL  runs per tool for the cheap metrics 1, 4, 5 and 6 (default 10 x BENCH_RUNS)
 #   BENCH_N           CIDRs of the large allow-list, 1% of them IPv6 (default 100000)
 #   BENCH_DP_SECS     seconds per datapath sample (default 1)
 #   BENCH_SETTLE      seconds to let the kernel free deleted namespaces between runs of metric 2
 #                     (default 0.5)
 #   BENCH_OUT         where inputs, raw samples and the table go (default build/bench)
-#   BENCH_METRICS     which metrics to run (default "1 2 3 4 5")
+#   BENCH_METRICS     which metrics to run (default "1 2 3 4 5 6")
 #   NSEGRESS          a prebuilt binary to measure instead of building build/nsegress
+#   NSEGRESS_RUNTIME  the nsegress-runtime for metric 6 (default: the one next to NSEGRESS)
 #
 # Safety (shared/docs/lab-safety.md): everything happens in namespaces this script creates, all
 # named after its prefix: the lab (PREFIX_ctr/_gw/_lan/_wan), fresh namespaces PREFIX_fN (a veth
@@ -48,7 +51,7 @@ BENCH_N=${BENCH_N:-100000}
 BENCH_DP_SECS=${BENCH_DP_SECS:-1}
 BENCH_SETTLE=${BENCH_SETTLE:-0.5}
 BENCH_OUT=${BENCH_OUT:-$REPO/build/bench}
-BENCH_METRICS=${BENCH_METRICS:-1 2 3 4 5}
+BENCH_METRICS=${BENCH_METRICS:-1 2 3 4 5 6}
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 die() {
@@ -69,10 +72,11 @@ testenv/bootstrap.sh >&2
 if [[ -z ${NSEGRESS-} ]]; then
 	say "building nsegress (RelWithDebInfo, build/)"
 	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-	cmake --build build -j2 --target nsegress >&2
+	cmake --build build -j2 --target nsegress nsegress-runtime >&2
 	NSEGRESS=$REPO/build/nsegress
 fi
 [[ -x $NSEGRESS ]] || die "no nsegress binary at $NSEGRESS"
+NSEGRESS_RUNTIME=${NSEGRESS_RUNTIME:-$(dirname "$NSEGRESS")/nsegress-runtime}
 
 rm -rf -- "$BENCH_OUT"
 mkdir -p "$BENCH_OUT/raw" "$BENCH_OUT/in"
@@ -366,6 +370,43 @@ if metric_on 5; then
 		peer_measure m5.peer "$b" sh -c "$(peer_full wired) && ping -n -q -c1 -W1 $LAB_LAN4 >/dev/null && ! ping -n -q -c1 -W1 $LAB_WAN4 >/dev/null 2>&1"
 		drop_ns "$b"
 	done
+fi
+
+# --- 6: docker run through nsegress-runtime ------------------------------------------------------------
+if metric_on 6; then
+	say "metric 6: docker run --rm busybox true with and without nsegress-runtime ($BENCH_RUNS_SMALL runs each)"
+	[[ -x $NSEGRESS_RUNTIME ]] || die "metric 6: no nsegress-runtime at $NSEGRESS_RUNTIME"
+	ENGINES_DOCKERD_CONFIG=$(jq -n --arg rt "$NSEGRESS_RUNTIME" --arg a "$ALLOW1" \
+		'{runtimes: {"nsegress-bench": {path: $rt, runtimeArgs: ["--allow", $a]}}}')
+	export ENGINES_DOCKERD_CONFIG
+	dockerd_up "$P" || die "metric 6: dockerd did not start (logs: $(engines_dir "$P")/*.log)"
+	# The docker CLI as docker_cmd runs it, timed whole (it only talks to dockerd's socket).
+	docker_measure() {
+		local key=$1
+		shift
+		"$M" "$RAW/m6.$key" env "$(docker_env "$P")" DOCKER_CONFIG="$(engines_dir "$P")/docker-cli" \
+			"$ENGINES_DOCKER_CLI" run --rm "$@" "$ENGINE_IMAGE" true
+	}
+	# The wrapper really restricts (the forbidden host answers the default runtime).
+	docker_cmd "$P" run --rm "$ENGINE_IMAGE" ping -c1 -W1 "$LAB_WAN4" >/dev/null 2>&1 ||
+		die "metric 6: $LAB_WAN4 does not answer a container of the default runtime"
+	if docker_cmd "$P" run --rm --runtime nsegress-bench "$ENGINE_IMAGE" ping -c1 -W1 "$LAB_WAN4" >/dev/null 2>&1; then
+		die "metric 6: a container of nsegress-runtime reaches $LAB_WAN4"
+	fi
+	# Warm-up, not counted.
+	docker_measure plain >/dev/null
+	docker_measure wrapper --runtime nsegress-bench >/dev/null
+	rm -f "$RAW/m6.plain" "$RAW/m6.wrapper"
+	for ((r = 0; r < BENCH_RUNS_SMALL; r++)); do
+		if ((r % 2)); then
+			docker_measure wrapper --runtime nsegress-bench
+			docker_measure plain
+		else
+			docker_measure plain
+			docker_measure wrapper --runtime nsegress-bench
+		fi
+	done
+	dockerd_down "$P" || say "metric 6: dockerd_down reported a problem (the exit trap tries again)"
 fi
 
 # --- the table ---------------------------------------------------------------------------------------

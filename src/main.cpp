@@ -427,7 +427,10 @@ int run(int argc, char** argv) {
             po::options_description d("Hook (OCI state JSON on stdin)");
             d.add_options()
                 ("allow", po::value<std::vector<std::string>>()->value_name("CIDR")->composing(),
-                 "allow-list (else annotation io.nsegress.allow, comma-separated)")
+                 "allow-list (an annotation io.nsegress.allow narrows it; without --allow/--allow-file, "
+                 "the annotation is the allow-list)")
+                ("allow-file", po::value<std::vector<std::string>>()->value_name("FILE")->composing(),
+                 "read allowed CIDRs from FILE (as restrict; an empty file refuses everything)")
                 ("probe-reach", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
                  "must answer (else annotation io.nsegress.probe-reach)")
                 ("probe-block", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
@@ -437,11 +440,12 @@ int run(int argc, char** argv) {
                 ("audit", po::bool_switch(), "audit mode, as restrict --audit (else annotation io.nsegress.audit=true)");
             d.add(common_options());
             if (!parse(command, args, d,
-                       "[--allow CIDR]... [--probe-reach IP]... [--probe-block IP]... [--no-route-set]\n"
-                       "        [--netdev-egress] [--audit] < state.json", p))
+                       "[--allow CIDR]... [--allow-file FILE]... [--probe-reach IP]... [--probe-block IP]...\n"
+                       "        [--no-route-set] [--netdev-egress] [--audit] < state.json", p))
                 return 0;
             HookArgs h;
             h.allow = cidrs(p.vm);
+            h.allow_given = p.vm.count("allow") || p.vm.count("allow-file");
             h.probe_reach = ips(p.vm, "probe-reach");
             h.probe_block = ips(p.vm, "probe-block");
             h.route_set = !p.vm["no-route-set"].as<bool>();

@@ -7,9 +7,11 @@
 #   engine_rootfs DIR               minimal busybox-static rootfs in DIR (sh, ping, nc, sleep, ip...)
 #   engine_tarball PREFIX           build a tarball of that rootfs once per PREFIX; print its path
 #   dockerd_up PREFIX               containerd + dockerd (--userns-remap=default) inside PREFIX_gw,
-#                                   and the busybox image imported as $ENGINE_IMAGE
+#                                   and the busybox image imported as $ENGINE_IMAGE; a JSON object
+#                                   in $ENGINES_DOCKERD_CONFIG is merged into its daemon.json
 #   docker_cmd PREFIX ARGS...       the docker CLI against that daemon
 #   docker_env PREFIX               print DOCKER_HOST=... (for tools that run `docker` themselves)
+#   dockerd_restart PREFIX          stop dockerd and start it again (containerd stays)
 #   dockerd_down PREFIX             remove its containers, stop both daemons, unmount, delete
 #   podman_env PREFIX               private podman config + storage; the busybox image imported
 #   podman_cmd PREFIX ARGS...       podman with that setup, inside PREFIX_gw
@@ -312,7 +314,7 @@ _eng_docker_t() {
 dockerd_up() {
 	local p=${1-}
 	_eng_need_gw "$p" || return 1
-	_eng_need dockerd containerd containerd-shim-runc-v2 ctr runc nsenter flock tar iptables || return 1
+	_eng_need dockerd containerd containerd-shim-runc-v2 ctr runc nsenter flock tar iptables jq || return 1
 	if [[ ! -x $ENGINES_DOCKER_CLI ]]; then
 		_eng_err "$ENGINES_DOCKER_CLI is missing (install docker.io)"
 		return 1
@@ -359,7 +361,26 @@ dockerd_up() {
 
 	# A config file of our own (not /etc/docker/daemon.json); only there can the daemon's
 	# identity key be moved out of /etc/docker.
-	printf '{"deprecated-key-path": "%s"}\n' "$dir/key.json" >"$dir/daemon.json"
+	# ENGINES_DOCKERD_CONFIG: a JSON object merged into it (e.g. "runtimes").
+	jq -n --arg key "$dir/key.json" --argjson extra "${ENGINES_DOCKERD_CONFIG:-"{}"}" \
+		'{"deprecated-key-path": $key} + $extra' >"$dir/daemon.json" || {
+		_eng_err "ENGINES_DOCKERD_CONFIG is not a JSON object"
+		return 1
+	}
+	_eng_dockerd_start "$p" || return 1
+	local tarball
+	tarball=$(engine_tarball "$p") || return 1
+	if ! docker_cmd "$p" import -c 'CMD ["/bin/sh"]' "$tarball" "$ENGINE_IMAGE" >/dev/null; then
+		_eng_err "docker import of the busybox rootfs failed"
+		return 1
+	fi
+}
+
+# Start dockerd (its daemon.json and containerd exist) and wait until it answers.
+_eng_dockerd_start() {
+	local p=$1 dir ctd
+	dir=$(engines_dir "$p")
+	ctd=$dir/containerd
 	nsenter --net="$(_eng_gw "$p")" dockerd \
 		--config-file "$dir/daemon.json" \
 		--data-root "$dir/data" \
@@ -377,19 +398,28 @@ dockerd_up() {
 		--userland-proxy=false \
 		--shutdown-timeout 2 \
 		--log-level warn \
-		</dev/null >"$dir/dockerd.log" 2>&1 &
+		</dev/null >>"$dir/dockerd.log" 2>&1 &
 	echo $! >"$dir/dockerd.launch.pid"
 	if ! _eng_wait "$ENGINES_START_TIMEOUT" "$(<"$dir/dockerd.launch.pid")" docker_cmd "$p" version; then
 		_eng_err "dockerd did not start; its log:"
 		tail -20 "$dir/dockerd.log" >&2
 		return 1
 	fi
-	local tarball
-	tarball=$(engine_tarball "$p") || return 1
-	if ! docker_cmd "$p" import -c 'CMD ["/bin/sh"]' "$tarball" "$ENGINE_IMAGE" >/dev/null; then
-		_eng_err "docker import of the busybox rootfs failed"
+}
+
+# dockerd_restart PREFIX: stop dockerd (SIGTERM: it stops its containers) and start it again with
+# the same configuration; containerd keeps running. Containers with a restart policy come back.
+dockerd_restart() {
+	local p=${1-} dir pid
+	_eng_need_gw "$p" || return 1
+	dir=$(engines_dir "$p")
+	if ! pid=$(_eng_live_pid "$dir/dockerd.pid" "$dir/data"); then
+		_eng_err "no dockerd of lab $p is running"
 		return 1
 	fi
+	_eng_stop_pid "$pid"
+	rm -f "$dir/dockerd.pid" "$dir/dockerd.launch.pid"
+	_eng_dockerd_start "$p"
 }
 
 dockerd_down() {

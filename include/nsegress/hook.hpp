@@ -37,6 +37,7 @@ OciState parse_oci_state(std::string_view text);
 
 struct HookArgs {
     std::vector<Cidr> allow;
+    bool allow_given = false;  // --allow/--allow-file given (an empty allow-file refuses everything)
     std::vector<IpAddr> probe_reach;
     std::vector<IpAddr> probe_block;
     bool route_set = true;
@@ -45,12 +46,16 @@ struct HookArgs {
 };
 
 // What restrict would be asked to do, or nullopt when there is no policy (do nothing).
-// Arguments take precedence over annotations. io.nsegress.audit=true alone (no allow-list) is
+// Arguments take precedence over annotations; io.nsegress.allow next to an allow-list from the
+// arguments narrows it (the intersection: an annotation never widens the installer's policy). io.nsegress.audit=true alone (no allow-list) is
 // a policy too: audit everything. Exposed for tests.
 std::optional<RestrictOptions> hook_plan(const OciState& state, const HookArgs& args);
 
 // Reads the state from `stdin_text` (already read, at most kMaxOciState + 1 bytes).
 CommandResult cmd_hook(std::string_view stdin_text, const HookArgs& args);
+
+// The destinations that both lists allow, as prefixes (exact: ranges intersected, then covered).
+std::vector<Cidr> intersect_allow(const std::vector<Cidr>& a, const std::vector<Cidr>& b);
 
 // Splits "a, b,c" (annotation lists); empty items are errors.
 std::vector<std::string> split_list(std::string_view text, const std::string& what);

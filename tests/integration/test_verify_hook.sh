@@ -85,11 +85,23 @@ assert_false "forbidden host refused" ping_ok 198.51.100.10
 assert_contains "$(nft_table)" "2001:db8:1::/64" "allow6 holds the annotated IPv6 CIDR"
 expect_exit 0 nsg release --netns "$CTR_NS"
 
-section "hook: arguments win over annotations; empty environment behaves the same"
+section "hook: an annotation only narrows the arguments' allow-list; empty environment behaves the same"
 DESC="env -i hook --allow" expect_exit 0 sh -c 'printf "%s" "$1" | ip netns exec "$2" env -i "$3" hook --allow 198.51.100.0/24' _ \
 	"$(state "$hookpid" '{"io.nsegress.allow":"192.168.1.0/24"}')" "${P}_gw" "$NSEGRESS"
-assert_true "the argument's network answers" ping_ok 198.51.100.10
-assert_false "the annotation's network does not" ping_ok 192.168.1.10
+assert_false "the annotation's network is not added to the arguments' (no widening)" ping_ok 192.168.1.10
+assert_false "the arguments' network is not in the annotation: narrowed away" ping_ok 198.51.100.10
+DESC="hook --allow 192.168.0.0/16 --allow 198.51.100.0/24, annotation 192.168.1.0/24 + 10.0.0.0/8" \
+	expect_exit 0 sh -c 'printf "%s" "$1" | ip netns exec "$2" "$3" hook --allow 192.168.0.0/16 --allow 198.51.100.0/24' _ \
+	"$(state "$hookpid" '{"io.nsegress.allow":"192.168.1.0/24, 10.0.0.0/8"}')" "${P}_gw" "$NSEGRESS"
+assert_true "the intersection answers (192.168.1.10)" ping_ok 192.168.1.10
+assert_false "198.51.100.10: allowed by the arguments only, refused" ping_ok 198.51.100.10
+assert_contains "$(nft_table)" "192.168.1.0/24" "the table holds the intersection"
+assert_not_contains "$(nft_table)" "10.0.0.0/8" "... and not the annotation's 10.0.0.0/8"
+printf '# empty: refuse everything\n' >"$TMPD/empty.allow"
+DESC="hook --allow-file (empty)" expect_exit 0 sh -c 'printf "%s" "$1" | ip netns exec "$2" "$3" hook --allow-file "$4"' _ \
+	"$(state "$hookpid" '{}')" "${P}_gw" "$NSEGRESS" "$TMPD/empty.allow"
+assert_false "an empty --allow-file refuses everything: 192.168.1.10" ping_ok 192.168.1.10
+assert_contains "$(nft_table)" "table inet nsegress" "an empty --allow-file is a policy, not 'no policy'"
 expect_exit 0 nsg release --netns "$CTR_NS"
 
 section "hook: malformed or hostile states are refused with one line, nothing changed"

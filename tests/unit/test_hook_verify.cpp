@@ -43,7 +43,7 @@ TEST_CASE("OCI state: malformed or hostile input is refused cleanly") {
     CHECK(state_error(deep) == Exit::usage);
 }
 
-TEST_CASE("hook plan: arguments win over annotations; no policy means nothing to do") {
+TEST_CASE("hook plan: arguments win over annotations (which only narrow them); no policy means nothing to do") {
     OciState st;
     st.pid = 42;
     HookArgs none;
@@ -59,11 +59,17 @@ TEST_CASE("hook plan: arguments win over annotations; no policy means nothing to
     CHECK_FALSE(p->default_probes);
 
     HookArgs args;
-    args.allow = {parse_cidr("10.0.0.0/8")};
+    args.allow = {parse_cidr("192.168.0.0/16")};
     auto q = hook_plan(st, args);
     REQUIRE(q);
     REQUIRE(q->allow.size() == 1);
-    CHECK(q->allow[0].str() == "10.0.0.0/8");
+    CHECK(q->allow[0].str() == "192.168.1.0/24");  // the annotation's part of the arguments' list
+    st.annotations.erase(kAnnotationAllow);
+    q = hook_plan(st, args);
+    REQUIRE(q);
+    REQUIRE(q->allow.size() == 1);
+    CHECK(q->allow[0].str() == "192.168.0.0/16");
+    st.annotations[kAnnotationAllow] = " 192.168.1.0/24 , 2001:db8:1::/64";
 
     st.annotations[kAnnotationAllow] = "192.168.1.0/24,,10.0.0.0/8";
     CHECK_THROWS_AS(hook_plan(st, none), Error);
