@@ -1562,8 +1562,10 @@ static NetdevState read_netdev_once(mnl_socket* sock) {
             if (comment == kCommentAllow4 || comment == kCommentAllow6) {
                 it->second.allowed.packets += c.packets;
                 it->second.allowed.bytes += c.bytes;
-            } else if (comment == kCommentDeny) {
-                it->second.refused = c;
+            } else if (comment == kCommentDeny || comment == kCommentForged || comment == kCommentSourceRoute) {
+                // Every drop of the chain: the final one and those ahead of the allow-list.
+                it->second.refused.packets += c.packets;
+                it->second.refused.bytes += c.bytes;
             }
             return MNL_CB_OK;
         });

@@ -277,7 +277,8 @@ struct NetdevChainState {
     std::string chain;
     std::string device;      // the interface its egress hook is bound to
     Counter allowed;         // allow4 + allow6 rule counters
-    Counter refused;         // the final drop rule's counter
+    Counter refused;         // every drop rule's counter: forged source, options or extension
+                             // headers, and the final drop
 };
 struct NetdevState {
     bool present = false;

@@ -12,7 +12,11 @@
 # by sendto() to an allowed host; IPV6_FREEBIND with no capability; IP_TRANSPARENT TCP), old flows
 # whose remote speaks first (first restrict, audit -> enforce, re-restrict with another list), ND
 # with a payload to a far host, IPv4 LSRR and IPv6 segment routing through an allowed router that
-# honours them, spoofed sources reflected off an allowed host, a socket pinned to its interface.
+# honours them (also LSRR with a pointer the kernel's option parser does not recognise), spoofed
+# sources reflected off an allowed host (loopback sources too), a socket pinned to its interface;
+# with --netdev-egress, packet-socket frames with a forbidden source reflected off the allowed
+# host and a routing header hidden behind a fragment header; a forged flow planted in audit mode;
+# ND to a far host inside a wide address prefix.
 # And what must keep working: a peer outside the allow-list talking to a server in the container
 # (--no-route-set), with its replies counted by status.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -38,14 +42,16 @@ ETH0_INDEX=$(ip -n "${P}_ctr" -o link show dev eth0 | cut -d: -f1)
 # The allow-list: the LAN, and the router as the one allowed first hop.
 ALLOW=(--allow "$LAB_LAN_NET4" --allow "$LAB_LAN_NET6" --allow "$LAB_GW4/32" --allow "$LAB_GW6/128")
 
-# attack HOST CMD...: run CMD (an attack inside ctr) while a sniffer on HOST's eth0 counts frames
+# attack HOST[:IFACE] CMD...: run CMD (an attack inside ctr) while a sniffer on HOST's eth0 (or
+# IFACE) counts frames
 # holding $MARK (or TCP from $SPORT); HITS is the count, $TMPD/attack what the attacker printed.
 n=0
 attack() {
-	local host=$1
+	local host=${1%%:*} iface=eth0
+	[[ $1 == *:* ]] && iface=${1#*:}
 	shift
 	: >"$TMPD/sniff"
-	ip netns exec "${P}_$host" "$PY" "$A" sniff eth0 1.2 "$MARK" ${SPORT:-} >"$TMPD/sniff" 2>&1 &
+	ip netns exec "${P}_$host" "$PY" "$A" sniff "$iface" 1.2 "$MARK" ${SPORT:-} >"$TMPD/sniff" 2>&1 &
 	local sp=$!
 	wait_for_text "$TMPD/sniff" listening 5
 	"$@" >"$TMPD/attack" 2>&1
@@ -64,6 +70,9 @@ techniques=(
 	"transparent-tcp6|wan|40001|naive|docker_caps $PY $A tcp-transparent 6 $LAB_CTR6 $LAB_WAN6 $LAB_TCP_PORT"
 	"nd-payload6|wan||naive|docker_caps $PY $A nd-payload $LAB_WAN6 @MARK"
 	"lsrr4|wan||naive|docker_caps $PY $A lsrr $LAB_GW4 $LAB_WAN4 $LAB_UDP_PORT @MARK"
+	"lsrr4-pointer8|wan||naive|docker_caps $PY $A lsrr-raw $LAB_CTR4 $LAB_GW4 $LAB_WAN4 $LAB_UDP_PORT @MARK 8"
+	"loopback-source4|gw:c0||-|docker_caps $PY $A spoof 4 127.0.0.1 $LAB_LAN4 $LAB_UDP_PORT @MARK"
+	"loopback-source6|gw:c0||-|docker_caps $PY $A spoof 6 ::1 $LAB_LAN6 $LAB_UDP_PORT @MARK"
 	"srh6-nocap|wan||naive|no_caps $PY $A srh $LAB_GW6 $LAB_WAN6 $LAB_UDP_PORT @MARK"
 	"spoofed-source4|lan||-|docker_caps $PY $A spoof 4 $LAB_WAN4 $LAB_LAN4 $LAB_UDP_PORT @MARK"
 	"spoofed-source6|lan||-|docker_caps $PY $A spoof 6 $LAB_WAN6 $LAB_LAN6 $LAB_UDP_PORT @MARK"
@@ -135,6 +144,74 @@ for mode in default no-route-set; do
 	expect_exit 0 nsg release --netns "$CTR_NS"
 done
 
+section "packet sockets (CAP_NET_RAW) against --netdev-egress"
+# The router's MAC, for frames written by hand.
+ping_ok "$LAB_GW4" >/dev/null
+GWMAC=$(ip -n "${P}_ctr" neigh show "$LAB_GW4" dev eth0 | awk '{for (i = 1; i < NF; i++) if ($i == "lladdr") print $(i + 1)}')
+assert_match "$GWMAC" "^[0-9a-f:]{17}$" "the router's MAC is known ($GWMAC)"
+pkt_techniques=(
+	"pkt-reflect4|wan|docker_caps $PY $A pkt-reflect 4 $GWMAC $LAB_WAN4 $LAB_LAN4 @MARK"
+	"pkt-reflect6|wan|docker_caps $PY $A pkt-reflect 6 $GWMAC $LAB_WAN6 $LAB_LAN6 @MARK"
+	"pkt-fragment-hides-routing-header|wan|docker_caps $PY $A pkt-frag-srh $GWMAC $LAB_CTR6 $LAB_GW6 $LAB_WAN6 @MARK"
+)
+run_pkt() {
+	local where=$1 t name host cmd said
+	for t in "${pkt_techniques[@]}"; do
+		IFS='|' read -r name host cmd <<<"$t"
+		n=$((n + 1))
+		MARK="NSGLEAK-$n-$$"
+		SPORT=
+		# shellcheck disable=SC2086
+		attack "$host" ${cmd//@MARK/$MARK}
+		said=$(tr '\n' ' ' <"$TMPD/attack")
+		if [[ $where == none ]]; then
+			assert_true "no policy: $name reaches $host ($HITS frame(s); $said)" test "$HITS" -gt 0
+		else
+			assert_eq 0 "$HITS" "$where: $name: nothing arrives at $host ($said)"
+		fi
+	done
+}
+run_pkt none
+expect_exit 0 nsg restrict --netns "$CTR_NS" "${ALLOW[@]}" --netdev-egress --no-probe
+run_pkt "nsegress --netdev-egress"
+expect_exit 0 nsg status --netns "$CTR_NS" --json
+refused=$(jq '[.netdev_egress.chains[].counters.refused.packets] | add' <<<"$OUT")
+assert_true "status: the netdev chain counted what it dropped ($refused)" test "${refused:-0}" -gt 0
+assert_true "allowed traffic still flows with --netdev-egress (TCP to lan6)" tcp_ok "$LAB_LAN6"
+expect_exit 0 nsg release --netns "$CTR_NS"
+
+section "a flow planted in audit mode does not become an inbound connection"
+# Bounced off the router, a forged datagram would come back in on eth0 and look inbound; audit
+# mode must not let the forgery out, or its label would outlive the switch to enforce.
+in_ctr conntrack -F >/dev/null 2>&1
+expect_exit 0 nsg restrict --netns "$CTR_NS" "${ALLOW[@]}" --audit --no-probe
+n=$((n + 1))
+MARK="NSGLEAK-$n-$$"
+SPORT=
+attack wan docker_caps "$PY" "$A" plant "$LAB_LAN4" "$LAB_CTR4" "$LAB_WAN4" "$LAB_UDP_PORT"
+assert_contains "$(<"$TMPD/attack")" "refused" "audit mode: the forged datagram does not leave"
+expect_exit 0 nsg restrict --netns "$CTR_NS" "${ALLOW[@]}" --no-route-set --no-probe
+attack wan no_caps "$PY" "$A" speak "$LAB_CTR4" "$LAB_WAN4" "$LAB_UDP_PORT" "$MARK"
+assert_eq 0 "$HITS" "enforce: nothing reaches wan over the would-be planted flow ($(tr '\n' ' ' <"$TMPD/attack"))"
+expect_exit 0 nsg release --netns "$CTR_NS"
+
+section "neighbour discovery stays on the link when the address prefix is wider than a /64"
+# An address whose prefix (/47) holds the forbidden network: were it counted as "on-link", an ND
+# message carrying data could go to any host in it (a router forwards it).
+ip -n "${P}_ctr" addr add 2001:db8:3::31:2/47 dev eth0 nodad
+expect_exit 0 nsg restrict --netns "$CTR_NS" "${ALLOW[@]}" --no-route-set --no-probe
+assert_not_contains "$(nft_elements ipv6_addr nd6)" "2001:db8:2::/47" "nd6 does not hold the /47"
+assert_contains "$(nft_elements ipv6_addr nd6)" "fd00:31::/64" "nd6 holds the /64 on-link prefix (the gateway's)"
+n=$((n + 1))
+MARK="NSGLEAK-$n-$$"
+attack wan docker_caps "$PY" "$A" nd-payload "$LAB_WAN6" "$MARK"
+assert_contains "$(<"$TMPD/attack")" "refused: EPERM" "an ND message with a payload to wan6 is refused locally"
+assert_eq 0 "$HITS" "... and nothing arrives at wan"
+# (from the lab address: the /47 one would be picked as the source, and lan cannot answer it)
+assert_true "IPv6 to the allowed host still works" in_ctr ping -n -c1 -W1 -q -I "$LAB_CTR6" "$LAB_LAN6"
+expect_exit 0 nsg release --netns "$CTR_NS"
+ip -n "${P}_ctr" addr del 2001:db8:3::31:2/47 dev eth0
+
 section "old flows whose remote speaks first never become replies"
 # old_flow LABEL BEFORE AFTER: a TCP connection from ctr to wan:7070, policy BEFORE (a restrict
 # argument list, or "none") applied before connecting and AFTER once connected; then the remote
@@ -181,7 +258,10 @@ s2=$!
 bg_in_ctr socat UDP-RECVFROM:7102,fork SYSTEM:"echo served-udp"
 s3=$!
 on_exit "kill $s1 $s2 $s3 2>/dev/null"
-eventually in_ctr ss -Htln "sport = :7101" | grep -q 7101
+ready() { in_ctr ss -Htuln | grep -q ":$1 "; }
+eventually ready 7100
+eventually ready 7101
+eventually ready 7102
 assert_eq "served-v4" "$(ip netns exec "${P}_wan" timeout 5 socat -u TCP:"$LAB_CTR4":7100 - 2>&1)" "TCP over IPv4 from wan is answered"
 assert_eq "served-v6" "$(ip netns exec "${P}_wan" timeout 5 socat -u TCP6:"[$LAB_CTR6]":7101 - 2>&1)" "TCP over IPv6 from wan is answered"
 assert_eq "served-udp" "$(echo x | ip netns exec "${P}_wan" timeout 5 socat - UDP:"$LAB_CTR4":7102 2>&1)" "UDP from wan is answered"

@@ -28,6 +28,17 @@ listeners on the forbidden host, never by this side.
                                        log for 2 s whatever comes back
   peer-client HOST PORT MARK           connect, print "connected", wait for the remote to speak,
                                        then send MARK three times
+  lsrr-raw OWN HOP DST PORT MARK PTR   raw IP_HDRINCL UDP with an LSRR option whose pointer is PTR
+                                       (8: "first hop already visited", which the kernel's own
+                                       option parser does not recognise as a source route)
+  plant VIA OWN FORBIDDEN PORT         raw datagram FORBIDDEN:PORT -> OWN:40003, routed by sendto()
+                                       to VIA, which sends it back in: a forged "inbound" flow
+  speak OWN FORBIDDEN PORT MARK        (no capability) from OWN:40003, MARK to FORBIDDEN:PORT
+  pkt-reflect FAM GWMAC FORBIDDEN ALLOWED MARK
+                                       AF_PACKET frame to the router: an echo request "from"
+                                       FORBIDDEN to ALLOWED, which answers FORBIDDEN with MARK
+  pkt-frag-srh GWMAC OWN HOP DST MARK  AF_PACKET: two IPv6 fragments to HOP, a segment routing
+                                       header to DST hidden inside (behind the fragment header)
   sniff IFACE SECONDS MARK [TCPSPORT]  count frames on IFACE holding MARK (or TCP from TCPSPORT)
 """
 import errno
@@ -255,6 +266,95 @@ def peer_client(host, port, mark):
     out("data: " + ", ".join(results))
 
 
+def lsrr_raw(src, hop, dst, port, mark, ptr):
+    opt = bytes([1, 131, 11, ptr]) + socket.inet_pton(socket.AF_INET, hop) + socket.inet_pton(socket.AF_INET, dst)
+    payload = mark.encode()
+    udp = struct.pack("!HHHH", 40004, port, 8 + len(payload), 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x40 | (5 + len(opt) // 4), 0, 20 + len(opt) + len(udp), 0x4243, 0, 64, 17, 0,
+                     socket.inet_pton(socket.AF_INET, src), socket.inet_pton(socket.AF_INET, hop))
+    try:
+        raw_send(4, ip + opt + udp, hop)
+        out("sent")
+    except OSError as e:
+        refused(e)
+
+
+def plant(via, own, forbidden, port):
+    fam = 6 if ":" in own else 4
+    try:
+        raw_send(fam, udp_packet(fam, forbidden, own, port, 40003, b"planted"), via)
+        out("sent")
+    except OSError as e:
+        refused(e)
+
+
+def speak(own, forbidden, port, mark):
+    fam = 6 if ":" in own else 4
+    s = socket.socket(af(fam), socket.SOCK_DGRAM)
+    s.bind((own, 40003))
+    results = []
+    for _ in range(3):
+        try:
+            s.sendto(mark.encode(), (forbidden, port))
+            results.append("sent")
+        except OSError as e:
+            results.append("refused: " + errno.errorcode.get(e.errno, str(e.errno)))
+        time.sleep(0.05)
+    out(", ".join(results))
+
+
+def ifmac(ifname):
+    with open("/sys/class/net/%s/address" % ifname) as f:
+        return bytes.fromhex(f.read().strip().replace(":", ""))
+
+
+def pkt_send(gwmac, ethertype, payload):
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    s.bind(("eth0", 0))
+    s.send(bytes.fromhex(gwmac.replace(":", "")) + ifmac("eth0") + struct.pack("!H", ethertype) + payload)
+
+
+def pkt_reflect(fam, gwmac, forbidden, allowed, mark):
+    if fam == 4:
+        icmp = struct.pack("!BBHHH", 8, 0, 0, 0x1234, 1) + mark.encode()
+        icmp = icmp[:2] + struct.pack("!H", csum(icmp)) + icmp[4:]
+        s, d = socket.inet_pton(socket.AF_INET, forbidden), socket.inet_pton(socket.AF_INET, allowed)
+        hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 0x4244, 0, 64, 1, 0, s, d)
+        hdr = hdr[:10] + struct.pack("!H", csum(hdr)) + hdr[12:]
+        frame, et = hdr + icmp, 0x0800
+    else:
+        s, d = socket.inet_pton(socket.AF_INET6, forbidden), socket.inet_pton(socket.AF_INET6, allowed)
+        icmp = struct.pack("!BBHHH", 128, 0, 0, 0x1234, 1) + mark.encode()
+        c = csum(s + d + struct.pack("!I3xB", len(icmp), 58) + icmp)
+        icmp = icmp[:2] + struct.pack("!H", c) + icmp[4:]
+        frame, et = struct.pack("!IHBB16s16s", 0x60000000, len(icmp), 58, 64, s, d) + icmp, 0x86DD
+    try:
+        pkt_send(gwmac, et, frame)
+        out("sent")
+    except OSError as e:
+        refused(e)
+
+
+def pkt_frag_srh(gwmac, own, hop, dst, mark):
+    o, h, d = (socket.inet_pton(socket.AF_INET6, x) for x in (own, hop, dst))
+    payload = mark.encode() + b"-" * 40
+    udp = struct.pack("!HHHH", 40005, 9999, 8 + len(payload), 0) + payload
+    c = csum(o + d + struct.pack("!I3xB", len(udp), 17) + udp) or 0xFFFF
+    udp = udp[:6] + struct.pack("!H", c) + udp[8:]
+    segs = d + h  # segments[0] the final destination, segments[1] the first hop
+    srh = struct.pack("!BBBBBBH", 17, len(segs) // 8, 4, 1, 1, 0, 0) + segs
+    body = srh + udp
+    cut = (len(srh) + 8 + 16) // 8 * 8
+    frags = [struct.pack("!BBHI", 43, 0, 0 | 1, 0x5678) + body[:cut],
+             struct.pack("!BBHI", 43, 0, cut, 0x5678) + body[cut:]]
+    try:
+        for f in frags:
+            pkt_send(gwmac, 0x86DD, struct.pack("!IHBB16s16s", 0x60000000, len(f), 44, 64, o, h) + f)
+        out("sent")
+    except OSError as e:
+        refused(e)
+
+
 def sniff(iface, seconds, mark, tcp_sport=None):
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
     s.bind((iface, 0))
@@ -305,6 +405,16 @@ def main(argv):
             peer_serve(int(args[0]), args[1], args[2])
         elif cmd == "peer-client":
             peer_client(args[0], int(args[1]), args[2])
+        elif cmd == "lsrr-raw":
+            lsrr_raw(args[0], args[1], args[2], int(args[3]), args[4], int(args[5]))
+        elif cmd == "plant":
+            plant(args[0], args[1], args[2], int(args[3]))
+        elif cmd == "speak":
+            speak(args[0], args[1], int(args[2]), args[3])
+        elif cmd == "pkt-reflect":
+            pkt_reflect(int(args[0]), args[1], args[2], args[3], args[4])
+        elif cmd == "pkt-frag-srh":
+            pkt_frag_srh(args[0], args[1], args[2], args[3], args[4])
         elif cmd == "sniff":
             sniff(args[0], float(args[1]), args[2], int(args[3]) if len(args) > 3 else None)
         else:
