@@ -150,4 +150,16 @@ void resolve_container(TargetSpec& spec, std::optional<Engine> engine) {
     throw_failed("cannot resolve container " + quote(name) + " (" + printable(failures, 1000) + ")");
 }
 
+std::optional<std::string> container_network_mode(const std::string& name, std::optional<Engine> engine) {
+    std::vector<Engine> order = engine ? std::vector<Engine>{*engine}
+                                       : std::vector<Engine>{Engine::docker, Engine::podman};
+    for (Engine e : order) {
+        Run r = run({cli_name(e), "inspect", "--type", "container", "--format", "{{.HostConfig.NetworkMode}}", "--",
+                     name},
+                    10000);
+        if (r.spawned && r.status == 0) return first_line(r.out);
+    }
+    return std::nullopt;
+}
+
 }  // namespace nsegress

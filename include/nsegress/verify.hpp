@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "nsegress/commands.hpp"
+#include "nsegress/grade.hpp"
 
 namespace nsegress {
 
@@ -18,7 +19,16 @@ struct VerifyOptions {
     bool expect_userns_remap = false;
     bool expect_no_new_privs = false;
     ProbeOptions probe_options;
+    GradeOptions grade;  // TCP/UDP ports and the timeout of the grader's probes
+    // --container: the engine's own NetworkMode ("host", "container:ID", "bridge"...).
+    std::optional<std::string> network_mode;
 };
+
+// The teacher's own mistakes, caught before anything runs: a block target inside an allowed
+// CIDR, or a reach target outside every allowed CIDR. Throws Error(Exit::usage) with a clear
+// line (`reach_flag`/`block_flag` name the options, e.g. "--reach"/"--block").
+void validate_targets(const AllowList& allow, const std::vector<IpAddr>& reach, const std::vector<IpAddr>& block,
+                      const char* reach_flag, const char* block_flag);
 
 enum class CheckStatus { pass, fail, warn };
 
@@ -49,6 +59,17 @@ std::string describe_procs(const std::vector<BypassRisks::Proc>& who);
 // A JUnit XML report of the checks (one testcase each; a warning passes with its text as
 // system-out), as CI systems and graders read it.
 std::string junit_report(const std::string& target_label, const std::vector<Check>& checks);
+
+// One suite of a class report: a graded target, or one that could not be graded (`error`).
+struct JunitSuite {
+    std::string name;  // the container's name, else the label
+    std::vector<Check> checks;
+    std::string error;  // non-empty: the target could not be graded (a testcase with <error>)
+};
+std::string junit_report(const std::vector<JunitSuite>& suites);
+// The JUnit classname of a check: nsegress.verify.<group> (target, reach, block, outside,
+// forged, bypass, process, lab).
+std::string check_group(const std::string& check_name);
 
 // For a family, a destination outside every allowed CIDR (documentation/reserved ranges that
 // nobody answers for), or nothing when the allow-list covers them all.
