@@ -82,6 +82,23 @@ std::vector<unsigned long> ids_of(const std::string& status, const char* key) {
     return out;
 }
 
+// Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on a
+// hybrid system), from our mountinfo; empty when it is not.
+std::string cgroup2_mount() {
+    auto info = read_text_file("/proc/self/mountinfo");
+    if (!info) return {};
+    std::istringstream in(*info);
+    std::string line;
+    while (std::getline(in, line)) {
+        auto dash = line.find(" - ");
+        if (dash == std::string::npos || line.compare(dash + 3, 8, "cgroup2 ") != 0) continue;
+        std::istringstream ls(line.substr(0, dash));
+        std::string id, parent, devno, root, mount;
+        if (ls >> id >> parent >> devno >> root >> mount && root == "/") return mount;
+    }
+    return {};
+}
+
 [[noreturn]] void child_main(int sock, int netns_fd, std::optional<pid_t> pid,
                              const std::vector<SocketRequest>& reqs) {
     auto fatal = [&](const std::string& why) {
@@ -100,10 +117,20 @@ std::vector<unsigned long> ids_of(const std::string& status, const char* key) {
             while (std::getline(in, line))
                 if (line.rfind("0::", 0) == 0) path = line.substr(3);
         }
-        if (path.empty()) {
+        std::string own;
+        if (auto mine = read_text_file("/proc/self/cgroup")) {
+            std::istringstream in(*mine);
+            std::string line;
+            while (std::getline(in, line))
+                if (line.rfind("0::", 0) == 0) own = line.substr(3);
+        }
+        std::string mnt = cgroup2_mount();
+        if (path.empty() || mnt.empty()) {
             child_text(sock, 'N', "its cgroup (v2) is unknown: not joined");
+        } else if (path == own) {
+            identity += ", cgroup " + path + " (nsegress's own)";
         } else {
-            std::string dir = "/sys/fs/cgroup" + path;
+            std::string dir = mnt + path;
             auto events = read_text_file(dir + "/cgroup.events");
             if (events && events->find("frozen 1") != std::string::npos) {
                 child_text(sock, 'N', "its cgroup " + path + " is frozen (paused): not joined");
@@ -491,11 +518,21 @@ std::vector<GradeResult> run_grade_probes(const Netns& ns, std::optional<pid_t> 
     Observer obs;
     obs.open(ns);
 
-    // ICMP: the echo prober, from the container's raw sockets.
+    // ICMP: the echo prober, from the container's raw sockets. A container without
+    // CAP_NET_RAW over its namespace cannot open them: nsegress's own are used for ICMP then
+    // (said in the identity), TCP and UDP still go as the container.
     {
         ProbeSockets ps;
         ps.v4 = std::move(cs.fds[0]);
         ps.v6 = std::move(cs.fds[1]);
+        if ((!ps.v4 && cs.errs[0] == EPERM) || (!ps.v6 && cs.errs[1] == EPERM)) {
+            ProbeSockets own;
+            ns.run_inside([&] { own = open_probe_sockets(); });
+            if (!ps.v4) ps.v4 = std::move(own.v4);
+            if (!ps.v6) ps.v6 = std::move(own.v6);
+            identity += "; ICMP echoes from nsegress's own raw sockets (the container cannot open raw ICMP "
+                        "sockets: no CAP_NET_RAW over its network namespace)";
+        }
         prepare_probe_sockets(ps);
         std::vector<ProbeTarget> targets;
         std::vector<std::size_t> idx;
@@ -719,7 +756,8 @@ std::optional<IpAddr> own_address(const Snapshot& snap, Family f) {
 
 std::vector<ForgeAttempt> try_forged_replies(const Netns& ns, std::optional<pid_t> as_pid, const Snapshot& snap,
                                              const std::vector<IpAddr>& targets, const std::vector<IpAddr>& via,
-                                             bool net_raw) {
+                                             std::optional<pid_t> raw_pid) {
+    const bool net_raw = raw_pid.has_value();
     std::vector<ForgeAttempt> out;
     struct Plan {
         Family f;
@@ -764,15 +802,31 @@ std::vector<ForgeAttempt> try_forged_replies(const Netns& ns, std::optional<pid_
     }
     if (plans.empty()) return out;
 
-    // Per plan: forger (UDP freebind or raw), receiver B (UDP), optional raw replier.
-    std::vector<SocketRequest> reqs;
+    // Per plan: forger (UDP freebind or raw), receiver B (UDP), optional raw replier. The raw
+    // plans go as a process that holds CAP_NET_RAW, the others as the container's process.
+    std::vector<SocketRequest> plain_reqs, raw_reqs;
     for (const auto& p : plans) {
         int af = p.f == Family::v4 ? AF_INET : AF_INET6;
+        auto& reqs = p.raw_forge ? raw_reqs : plain_reqs;
         reqs.push_back(p.raw_forge ? SocketRequest{af, SOCK_RAW, IPPROTO_RAW} : SocketRequest{af, SOCK_DGRAM, 0});
         reqs.push_back({af, SOCK_DGRAM, 0});
-        reqs.push_back({af, SOCK_RAW, IPPROTO_RAW});
+        reqs.push_back({af, p.raw_forge ? SOCK_RAW : SOCK_DGRAM, p.raw_forge ? IPPROTO_RAW : 0});
     }
-    ContainerSockets cs = open_sockets_as(ns, as_pid, reqs);
+    ContainerSockets plain_cs = open_sockets_as(ns, as_pid, plain_reqs);
+    ContainerSockets raw_cs;
+    if (!raw_reqs.empty()) raw_cs = open_sockets_as(ns, raw_pid, raw_reqs);
+    ContainerSockets cs;
+    {
+        std::size_t pi = 0, ri = 0;
+        for (const auto& p : plans) {
+            auto& from = p.raw_forge ? raw_cs : plain_cs;
+            auto& i = p.raw_forge ? ri : pi;
+            for (int k = 0; k < 3; ++k, ++i) {
+                cs.fds.push_back(std::move(from.fds[i]));
+                cs.errs.push_back(from.errs[i]);
+            }
+        }
+    }
     Observer obs;
     obs.open(ns);
     struct Sent {

@@ -429,7 +429,11 @@ CommandResult cmd_verify(const VerifyOptions& opt) {
         std::vector<IpAddr> via = opt.reach;
         for (const auto& r : snap.routes)
             if (r.table == 254 && r.is_default() && r.gateway) via.push_back(*r.gateway);
-        auto forged = try_forged_replies(ns, as_pid, snap, forge_targets, via, !risks.net_raw.empty());
+        std::optional<pid_t> raw_pid;
+        if (!risks.net_raw.empty()) raw_pid = risks.net_raw.front().pid;
+        for (const auto& r : risks.net_raw)
+            if (as_pid && r.pid == *as_pid) raw_pid = r.pid;  // the target itself, when it holds it
+        auto forged = try_forged_replies(ns, as_pid, snap, forge_targets, via, raw_pid);
         std::string fdetail, leaked;
         json fj = json::array();
         for (const auto& f : forged) {

@@ -95,8 +95,8 @@ std::vector<GradeResult> run_grade_probes(const Netns& ns, std::optional<pid_t> 
 // The forged-reply technique (issue 10), tried as the container could: a packet with a forged
 // source (the block target) is sent to the namespace's own address over loopback, so conntrack
 // records the forbidden peer as originator, then the "reply" is sent to it. IPv6 with
-// IPV6_FREEBIND needs no capability; with `net_raw` (a process of the container holds
-// CAP_NET_RAW) IPv4 and IPv6 raw IP_HDRINCL forgeries too, the reply sent normally and through
+// IPV6_FREEBIND needs no capability; with `raw_pid` (a process of the container that holds
+// CAP_NET_RAW, whose identity the raw sockets take) IPv4 and IPv6 raw IP_HDRINCL forgeries too, the reply sent normally and through
 // a raw socket routed by `via` (an allowed host) with the block target in its header.
 struct ForgeAttempt {
     std::string technique;
@@ -106,7 +106,7 @@ struct ForgeAttempt {
 };
 std::vector<ForgeAttempt> try_forged_replies(const Netns& ns, std::optional<pid_t> as_pid,
                                              const Snapshot& snap, const std::vector<IpAddr>& targets,
-                                             const std::vector<IpAddr>& via, bool net_raw);
+                                             const std::vector<IpAddr>& via, std::optional<pid_t> raw_pid);
 
 // Can the container reach its own loopback (UDP to 127.0.0.1 and ::1)? Empty when it can,
 // else why not.
