@@ -126,7 +126,7 @@ std::string cgroup2_mount() {
         }
         std::string mnt = cgroup2_mount();
         if (path.empty() || mnt.empty()) {
-            child_text(sock, 'N', "its cgroup (v2) is unknown: not joined");
+            child_text(sock, 'N', path.empty() ? "its cgroup (v2) is unknown: not joined" : "no cgroup v2 hierarchy is mounted where nsegress runs: its cgroup " + path + " not joined");
         } else if (path == own) {
             identity += ", cgroup " + path + " (nsegress's own)";
         } else {
@@ -257,6 +257,58 @@ ContainerSockets open_sockets_as(const Netns& ns, std::optional<pid_t> pid,
         throw_failed(fmt::format("process {} exited while verify took its identity", *pid));
     out.as_process = true;
     return out;
+}
+
+std::optional<bool> writable_as(pid_t pid, const std::string& path, std::string& why) {
+    int pfd[2];
+    if (::pipe2(pfd, O_CLOEXEC) != 0) {
+        why = std::string("pipe: ") + std::strerror(errno);
+        return std::nullopt;
+    }
+    Fd rd(pfd[0]), wr(pfd[1]);
+    pid_t child = ::fork();
+    if (child < 0) {
+        why = std::string("fork: ") + std::strerror(errno);
+        return std::nullopt;
+    }
+    if (child == 0) {
+        auto say = [&](const std::string& m) {
+            (void)!::write(wr.get(), m.data(), m.size());
+            ::_exit(0);
+        };
+        std::string base = fmt::format("/proc/{}", pid);
+        Fd user(::open((base + "/ns/user").c_str(), O_RDONLY | O_CLOEXEC));
+        struct stat theirs {}, ours {};
+        if (!user || ::fstat(user.get(), &theirs) != 0) say(std::string("Eits user namespace: ") + std::strerror(errno));
+        ::stat("/proc/self/ns/user", &ours);
+        if (theirs.st_ino != ours.st_ino && ::setns(user.get(), CLONE_NEWUSER) != 0)
+            say(std::string("Esetns user: ") + std::strerror(errno));
+        auto status = read_text_file(base + "/status");
+        if (!status) say("Eits status is gone");
+        auto uid = ids_of(*status, "Uid"), gid = ids_of(*status, "Gid");
+        auto groups = ids_of(*status, "Groups");
+        std::vector<gid_t> g(groups.begin(), groups.end());
+        if (uid.size() < 4 || gid.size() < 4) say("Eunexpected Uid/Gid lines");
+        ::setgroups(g.size(), g.data());
+        if (::setresgid(gid[0], gid[1], gid[2]) != 0 || ::setresuid(uid[0], uid[1], uid[2]) != 0)
+            say(std::string("Esetresuid: ") + std::strerror(errno));
+        say(::faccessat(AT_FDCWD, path.c_str(), W_OK, AT_EACCESS) == 0 ? "W" : "R");
+    }
+    wr.reset();
+    char buf[256];
+    ssize_t n = ::read(rd.get(), buf, sizeof buf);
+    int st = 0;
+    while (::waitpid(child, &st, 0) < 0 && errno == EINTR) {
+    }
+    if (n <= 0) {
+        why = "the helper process said nothing";
+        return std::nullopt;
+    }
+    if (buf[0] == 'E') {
+        why = std::string(buf + 1, static_cast<std::size_t>(n - 1));
+        return std::nullopt;
+    }
+    return buf[0] == 'W';
 }
 
 // ----- derived targets -----------------------------------------------------------------------

@@ -236,6 +236,10 @@ int run_verify(const std::vector<std::string>& args, Parsed& p) {
         ("udp-port", po::value<std::string>()->value_name("PORT"), "port of the UDP probes (default 53)")
         ("expect-userns-remap", po::bool_switch(), "uid 0 in the container must map to a non-zero host uid")
         ("expect-no-new-privs", po::bool_switch(), "the container's process must have NoNewPrivs set")
+        ("lab-profile", po::bool_switch(),
+         "the whole seed lab: both expectations above, container root is uid 0 inside, id maps within the "
+         "remap user's /etc/subuid and /etc/subgid, the daemon's userns-remap and data directory, a "
+         "root-owned host directory not writable by container root")
         ("count", po::value<std::string>()->value_name("N"), "echoes per probe (default 1)")
         ("timeout-ms", po::value<std::string>()->value_name("MS"), "wait for answers (default 1000)")
         ("junit", po::value<std::string>()->value_name("FILE"), "also write a JUnit XML report to FILE (always written)");
@@ -243,7 +247,7 @@ int run_verify(const std::vector<std::string>& args, Parsed& p) {
     if (!parse("verify", args, desc,
                "(--pid PID | --netns PATH | --container NAME... | --containers-file FILE)\n"
                "        --allow CIDR [--allow CIDR]... [--reach IP]... [--block IP]... [--tcp-port P] [--udp-port P]\n"
-               "        [--expect-userns-remap] [--expect-no-new-privs] [--json] [--junit FILE]", p))
+               "        [--expect-userns-remap] [--expect-no-new-privs] [--lab-profile] [--json] [--junit FILE]", p))
         return 0;
     const po::variables_map& vm = p.vm;
     std::optional<std::string> junit;
@@ -265,6 +269,7 @@ int run_verify(const std::vector<std::string>& args, Parsed& p) {
         validate_targets(AllowList(o.allow), o.reach, o.block, "--reach", "--block");
         o.expect_userns_remap = vm["expect-userns-remap"].as<bool>();
         o.expect_no_new_privs = vm["expect-no-new-privs"].as<bool>();
+        o.lab_profile = vm["lab-profile"].as<bool>();
         o.probe_options = probe_options(vm);
         if (vm.count("tcp-port")) o.grade.tcp_port = static_cast<std::uint16_t>(parse_int("tcp-port", vm["tcp-port"].as<std::string>(), 1, 65535));
         if (vm.count("udp-port")) o.grade.udp_port = static_cast<std::uint16_t>(parse_int("udp-port", vm["udp-port"].as<std::string>(), 1, 65535));
@@ -326,6 +331,7 @@ int run_verify(const std::vector<std::string>& args, Parsed& p) {
                 v.target.container = n;
                 resolve_container(v.target, engine);
                 v.network_mode = container_network_mode(n, engine);
+                if (v.lab_profile && engine != Engine::podman) v.daemon = docker_daemon_info();
             });
     }
     // The worst outcome decides: a target that could not be graded, then a failed check.

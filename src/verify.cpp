@@ -150,7 +150,88 @@ EgressCoverage egress_coverage(const Netns& ns) {
     return out;
 }
 
+std::string flat_map(const std::string& map) {
+    std::string flat;
+    std::istringstream in(map);
+    std::string a, b, c;
+    while (in >> a >> b >> c) flat += (flat.empty() ? "" : "; ") + a + " " + b + " " + c;
+    return flat;
+}
+
 }  // namespace
+
+std::optional<unsigned long> host_uid_of_root(const std::string& uid_map);
+
+// The seed lab, beyond the network: each check says what it looked at.
+template <class ProcFile, class Add>
+void lab_checks(const VerifyOptions& opt, std::optional<pid_t> pid, ProcFile& proc_file, Add& add) {
+    auto uid_map = proc_file("uid_map"), gid_map = proc_file("gid_map"), status = proc_file("status");
+    if (!pid || !uid_map || !gid_map || !status) {
+        add("lab-container-root", CheckStatus::fail, "no process to read from");
+        return;
+    }
+    // Container root: the process's uid, as its own user namespace sees it, is 0.
+    std::istringstream us(status_field(*status, "Uid"));
+    unsigned long host_uid = 0;
+    us >> host_uid;
+    std::optional<unsigned long> inside;
+    {
+        std::istringstream in(*uid_map);
+        unsigned long i, o, c;
+        while (in >> i >> o >> c)
+            if (host_uid >= o && host_uid < o + c) inside = i + (host_uid - o);
+    }
+    add("lab-container-root", inside == 0ul ? CheckStatus::pass : CheckStatus::fail,
+        fmt::format("pid {}: host uid {} is uid {} in its user namespace (uid_map: {})", *pid, host_uid,
+                    inside ? std::to_string(*inside) : std::string("unmapped"), flat_map(*uid_map)));
+    // uid_map and gid_map: 0 to a non-root host id, inside the remap user's subordinate ranges.
+    auto subuid = read_text_file("/etc/subuid").value_or(""), subgid = read_text_file("/etc/subgid").value_or("");
+    auto hu = host_uid_of_root(*uid_map), hg = host_uid_of_root(*gid_map);
+    auto ou = hu ? subid_owner(subuid, *hu, root_range(*uid_map)) : std::nullopt;
+    auto og = hg ? subid_owner(subgid, *hg, root_range(*gid_map)) : std::nullopt;
+    bool maps_ok = hu && *hu != 0 && hg && *hg != 0 && ou && og;
+    add("lab-id-maps", maps_ok ? CheckStatus::pass : CheckStatus::fail,
+        fmt::format("uid_map {} {}; gid_map {} {}", flat_map(*uid_map),
+                    !hu || *hu == 0 ? "maps 0 to host root or not at all"
+                    : ou            ? "lies inside /etc/subuid's entry of '" + printable(*ou, 64) + "'"
+                                    : "is in no /etc/subuid entry",
+                    flat_map(*gid_map),
+                    !hg || *hg == 0 ? "maps 0 to host root or not at all"
+                    : og            ? "lies inside /etc/subgid's entry of '" + printable(*og, 64) + "'"
+                                    : "is in no /etc/subgid entry"));
+    // The daemon and its data directory: the engine's own answer.
+    if (!opt.daemon) {
+        add("lab-daemon-userns-remap", CheckStatus::fail,
+            "not checked: no docker daemon answered `docker info` (give --container of a docker container)");
+    } else {
+        add("lab-daemon-userns-remap", opt.daemon->userns_remap ? CheckStatus::pass : CheckStatus::fail,
+            fmt::format("docker info: SecurityOptions {}", printable(opt.daemon->security_options, 300)));
+        const std::string& dir = opt.daemon->root_dir;
+        std::string want = hu && hg ? fmt::format("{}.{}", *hu, *hg) : "?";
+        struct stat st {};
+        std::string base = dir.substr(dir.rfind('/') + 1);
+        if (::stat(dir.c_str(), &st) != 0) {
+            add("lab-data-dir", CheckStatus::fail, fmt::format("DockerRootDir {}: {}", printable(dir, 300), std::strerror(errno)));
+        } else {
+            bool named = base == want;
+            bool owned = (hu && st.st_uid == *hu) || (hg && st.st_gid == *hg);
+            bool closed = (st.st_mode & 044) == 0;
+            add("lab-data-dir", named && owned && closed ? CheckStatus::pass : CheckStatus::fail,
+                fmt::format("DockerRootDir {}: {}, owner {}:{}, mode {:04o}{}{}{}", printable(dir, 300),
+                            named ? "named after the remapped ids" : "not <uid>.<gid> of the remapped ids (" + want + ")",
+                            st.st_uid, st.st_gid, st.st_mode & 07777, owned ? "" : " (not the remapped ids)",
+                            closed ? ", not group/world readable" : " (group/world readable)", ""));
+        }
+    }
+    // A root-owned host directory, as container root: only the permission is asked (access(2)
+    // with the container's credentials), nothing is written.
+    std::string why;
+    auto w = writable_as(*pid, "/etc", why);
+    if (!w) add("lab-host-dir", CheckStatus::fail, "not checked: " + why);
+    else add("lab-host-dir", *w ? CheckStatus::fail : CheckStatus::pass,
+             fmt::format("/etc (root-owned, on the host) is {}writable by pid {}'s credentials{}", *w ? "" : "not ",
+                         *pid, *w ? ": container root is host root there" : ""));
+}
 
 std::string describe_procs(const std::vector<BypassRisks::Proc>& who) {
     std::string out;
@@ -183,6 +264,29 @@ std::optional<IpAddr> outside_destination(Family f, const AllowList& allow) {
         if (!allow.contains(a)) return a;
     }
     return std::nullopt;
+}
+
+std::optional<std::string> subid_owner(const std::string& text, unsigned long start, unsigned long count) {
+    std::istringstream in(text);
+    std::string line;
+    while (std::getline(in, line)) {
+        auto a = line.find(':'), b = line.find(':', a == std::string::npos ? a : a + 1);
+        if (a == std::string::npos || b == std::string::npos) continue;
+        try {
+            unsigned long s = std::stoul(line.substr(a + 1, b - a - 1)), n = std::stoul(line.substr(b + 1));
+            if (start >= s && start + count <= s + n) return line.substr(0, a);
+        } catch (...) {
+        }
+    }
+    return std::nullopt;
+}
+
+unsigned long root_range(const std::string& map) {
+    std::istringstream in(map);
+    unsigned long inside, outside, count;
+    while (in >> inside >> outside >> count)
+        if (inside == 0) return count;
+    return 0;
 }
 
 std::optional<unsigned long> host_uid_of_root(const std::string& uid_map) {
@@ -501,7 +605,7 @@ CommandResult cmd_verify(const VerifyOptions& opt) {
         if (ns.pidfd() && !pidfd_alive(ns.pidfd().get())) return std::nullopt;
         return text;
     };
-    if (opt.expect_userns_remap) {
+    if (opt.expect_userns_remap || opt.lab_profile) {
         auto map = proc_file("uid_map");
         if (!map) {
             add("userns-remap", CheckStatus::fail, "no process to read a uid map from");
@@ -520,13 +624,15 @@ CommandResult cmd_verify(const VerifyOptions& opt) {
                                 host_uid ? "uid 0, i.e. root," : "not mapped", *pid, flat));
         }
     }
-    if (opt.expect_no_new_privs) {
+    if (opt.expect_no_new_privs || opt.lab_profile) {
         auto status = proc_file("status");
         std::string nnp = status ? status_field(*status, "NoNewPrivs") : "";
         if (!status) add("no-new-privs", CheckStatus::fail, "no process to read NoNewPrivs from");
         else if (nnp == "1") add("no-new-privs", CheckStatus::pass, fmt::format("pid {}: NoNewPrivs: 1", *pid));
         else add("no-new-privs", CheckStatus::fail, fmt::format("pid {}: NoNewPrivs: {} (setuid binaries can still gain privileges)", *pid, nnp.empty() ? "?" : nnp));
     }
+
+    if (opt.lab_profile) lab_checks(opt, pid, proc_file, add);
 
     json list = json::array();
     std::size_t fails = 0, warns = 0;

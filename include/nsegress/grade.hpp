@@ -46,6 +46,11 @@ struct ContainerSockets {
 ContainerSockets open_sockets_as(const Netns& ns, std::optional<pid_t> pid,
                                  const std::vector<SocketRequest>& requests);
 
+// Is `path` (on the host) writable with pid's credentials (its user namespace, uid, gids)?
+// Asked with faccessat(AT_EACCESS) from a helper process: nothing is written. nullopt (and
+// `why`) when it cannot be told.
+std::optional<bool> writable_as(pid_t pid, const std::string& path, std::string& why);
+
 // Outside targets derived from the namespace itself.
 struct DerivedTarget {
     IpAddr addr;

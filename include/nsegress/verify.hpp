@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "nsegress/commands.hpp"
+#include "nsegress/engine.hpp"
 #include "nsegress/grade.hpp"
 
 namespace nsegress {
@@ -22,6 +23,11 @@ struct VerifyOptions {
     GradeOptions grade;  // TCP/UDP ports and the timeout of the grader's probes
     // --container: the engine's own NetworkMode ("host", "container:ID", "bridge"...).
     std::optional<std::string> network_mode;
+    // --lab-profile: the whole seed lab (userns-remap, no-new-privileges, container root, id
+    // maps inside the remap user's /etc/subuid and /etc/subgid ranges, the daemon's remap, its
+    // namespaced data directory, a root-owned host directory not writable by container root).
+    bool lab_profile = false;
+    std::optional<DaemonInfo> daemon;  // --container with docker: what `docker info` says
 };
 
 // The teacher's own mistakes, caught before anything runs: a block target inside an allowed
@@ -74,6 +80,11 @@ std::string check_group(const std::string& check_name);
 // For a family, a destination outside every allowed CIDR (documentation/reserved ranges that
 // nobody answers for), or nothing when the allow-list covers them all.
 std::optional<IpAddr> outside_destination(Family f, const AllowList& allow);
+
+// The user of /etc/subuid (or subgid) text whose range holds [start, start + count), if any.
+std::optional<std::string> subid_owner(const std::string& subid_text, unsigned long start, unsigned long count);
+// The length of the uid/gid map line that maps 0 ("0 100000 65536" -> 65536), 0 if none.
+unsigned long root_range(const std::string& map);
 
 // "0 100000 65536" lines -> the host uid that uid 0 maps to (nullopt: 0 is not mapped).
 std::optional<unsigned long> host_uid_of_root(const std::string& uid_map);

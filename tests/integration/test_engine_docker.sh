@@ -109,6 +109,22 @@ assert_match "$OUT" '^FAIL no-new-privs' "c1 (started without it): FAIL no-new-p
 assert_eq "no-new-privs" "$(grep '^FAIL' <<<"$OUT" | sed -E 's/^FAIL ([^:]+):.*/\1/' | tr '\n' ' ' | sed 's/ $//')" \
 	"no-new-privs is c1's only failed check"
 
+step "--lab-profile: the whole seed lab, each check saying what it looked at"
+nse verify --container nnp --allow "$LANNET" --reach "$LAN" --lab-profile --json >"$TMPD/lab.json" 2>"$TMPD/lab.err"
+labcheck() { jq -r --arg n "$1" '.checks[] | select(.name==$n) | "\(.status) \(.detail)"' "$TMPD/lab.json"; }
+for c in lab-container-root lab-id-maps lab-daemon-userns-remap lab-data-dir lab-host-dir userns-remap no-new-privs; do
+	assert_match "$(labcheck "$c")" '^pass ' "lab profile: $c passes"
+done
+assert_match "$(labcheck lab-id-maps)" "inside /etc/subuid's entry of 'dockremap'" "the remap user's subuid range is named"
+assert_match "$(labcheck lab-data-dir)" 'DockerRootDir .*/[0-9]+\.[0-9]+: named after the remapped ids' "the data directory is named"
+assert_match "$(labcheck lab-host-dir)" '/etc .* not writable' "container root cannot write a root-owned host directory"
+assert_match "$(labcheck probe-identity)" "uid 0 gid 0 .*in user namespace" "the probes went as container root, in its user namespace"
+
+step "a class in one run: one JUnit report, a missing container is an error testcase"
+expect_exit 2 nse verify --engine docker --container nnp --container nosuch --allow "$LANNET" --reach "$LAN" --junit "$TMPD/class.xml"
+assert_match "$(cat "$TMPD/class.xml")" '<testsuite name="nnp" ' "a suite named after the container"
+assert_match "$(cat "$TMPD/class.xml")" '<testsuite name="nosuch" tests="1" failures="0" errors="1"' "the missing one: an error"
+
 step "--cap-add NET_ADMIN: the container could remove the policy"
 expect_exit 0 dk run -d --name adm --cap-add NET_ADMIN "$ENGINE_IMAGE" sleep 600
 expect_exit 0 nse restrict --container adm --allow "$LANNET"
