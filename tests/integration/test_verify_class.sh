@@ -195,6 +195,25 @@ assert_contains "$(detail_of netns-not-host)" "process $D (dockerd)" "the daemon
 kill "$D"
 wait "$D" 2>/dev/null
 
+section "status and release see a policy that is not nsegress's"
+reset_ctr
+model "" ""
+in_ctr iptables -A OUTPUT -d 198.51.100.0/24 -j REJECT
+expect_exit 0 nsg status --netns "$CTR_NS"
+assert_contains "$OUT" "restricted: not by nsegress" "status: not 'restricted: no'"
+assert_contains "$OUT" "table inet model, chain out: hook output priority 0, policy drop (not nsegress's)" "status names the nft chain"
+assert_contains "$OUT" "table ip filter, chain OUTPUT: hook output" "status names the iptables chain"
+expect_exit 0 nsg status --netns "$CTR_NS" --json
+assert_eq "model" "$(jq -r '.foreign.chains[] | select(.hook=="output" and .family=="inet") | .table' <<<"$OUT")" "status --json: foreign.chains"
+snapshot >"$TMPD/before"
+expect_exit 0 nsg release --netns "$CTR_NS"
+assert_contains "$OUT" "nothing of nsegress's was installed: nothing removed" "release says it removed nothing"
+assert_contains "$OUT" "table inet model" "release names what it left in place"
+snapshot >"$TMPD/after"
+assert_same "$TMPD/before" "$TMPD/after" "release left the other policies untouched"
+in_ctr iptables -F OUTPUT
+reset_ctr
+
 section "a whole class in one run: one report, errors as testcases, exit = the worst"
 mkdir -p "$TMPD/bin"
 cat >"$TMPD/bin/docker" <<EOF
