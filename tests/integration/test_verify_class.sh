@@ -213,6 +213,7 @@ snapshot >"$TMPD/after"
 assert_same "$TMPD/before" "$TMPD/after" "release left the other policies untouched"
 in_ctr iptables -F OUTPUT
 reset_ctr
+model "" ""
 
 section "a whole class in one run: one report, errors as testcases, exit = the worst"
 mkdir -p "$TMPD/bin"
