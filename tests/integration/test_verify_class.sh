@@ -151,6 +151,34 @@ before=$(udp6_noports_wan)
 grade model2 0
 assert_eq "$before" "$(udp6_noports_wan)" "control: under the model solution nothing reached the forbidden host"
 
+section "forged replies as a CAP_NET_RAW holder: 'ct direction reply accept' fails, nsegress's own policy passes"
+bg_in_ctr setpriv --inh-caps=-all --bounding-set=-all,+net_raw --ambient-caps=+net_raw sleep 100003
+RAW=$!
+on_exit "kill $RAW 2>/dev/null"
+assert_match "$(grep CapEff "/proc/$RAW/status")" '0000000000002000$' "the raw holder has CAP_NET_RAW and nothing else"
+VR=(--allow 192.168.1.0/24 --allow 2001:db8:1::/64 --reach 192.168.1.10 --reach 2001:db8:1::10 --block 198.51.100.10 --block 2001:db8:2::10)
+forged() { jq -r --arg t "$1" '.forged_replies[] | select(.technique==$t) | .leaked' <<<"$OUT"; }
+reset_ctr
+model "ct direction reply accept" ""
+expect_exit 3 nsg verify --pid "$RAW" "${VR[@]}" --json
+assert_eq fail "$(status_of forged-reply)" "ct direction reply accept: forged-reply fails"
+assert_eq true "$(forged "IPv6 IPV6_FREEBIND (no capability)")" "leaked: IPv6 IPV6_FREEBIND"
+assert_eq true "$(forged "IPv4 raw IP_HDRINCL (CAP_NET_RAW)")" "leaked: IPv4 raw forgery, plain reply"
+assert_eq true "$(forged "IPv4 raw IP_HDRINCL (CAP_NET_RAW), reply routed via 192.168.1.10")" "leaked: IPv4 raw forgery, raw reply routed via an allowed host"
+assert_eq true "$(forged "IPv6 raw IP_HDRINCL (CAP_NET_RAW), reply routed via 2001:db8:1::10")" "leaked: IPv6 raw forgery, raw reply routed via an allowed host"
+for rs in "" --no-route-set; do
+	reset_ctr
+	expect_exit 0 nsg restrict --pid "$RAW" --allow 192.168.1.0/24 --allow 2001:db8:1::/64 $rs --no-probe
+	before=$(udp6_noports_wan)
+	expect_exit 0 nsg verify --pid "$RAW" "${VR[@]}" --json
+	assert_eq pass "$(status_of forged-reply)" "nsegress restrict ${rs:-(default)}: forged-reply passes"
+	assert_eq "0" "$(jq '[.forged_replies[] | select(.applicable)] | length > 0 and all(.leaked | not) | if . then 0 else 1 end' <<<"$OUT")" \
+		"nsegress restrict ${rs:-(default)}: every technique was tried, none leaked"
+	assert_eq "$before" "$(udp6_noports_wan)" "nsegress restrict ${rs:-(default)}: nothing reached the forbidden host"
+	expect_exit 0 nsg release --pid "$RAW"
+done
+kill "$RAW"
+
 section "iptables: IPv4 only fails on IPv6; both halves pass"
 reset_ctr
 in_ctr iptables -A OUTPUT -o lo -j ACCEPT
