@@ -84,8 +84,8 @@ std::vector<unsigned long> ids_of(const std::string& status, const char* key) {
 
 // Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on a
 // hybrid system), from our mountinfo; empty when it is not.
-std::string cgroup2_mount() {
-    auto info = read_text_file("/proc/self/mountinfo");
+std::string cgroup2_mount(const std::string& pid = "self") {
+    auto info = read_text_file("/proc/" + pid + "/mountinfo");
     if (!info) return {};
     std::istringstream in(*info);
     std::string line;
@@ -125,6 +125,11 @@ std::string cgroup2_mount() {
                 if (line.rfind("0::", 0) == 0) own = line.substr(3);
         }
         std::string mnt = cgroup2_mount();
+        // Not mounted where we run (`ip netns exec` remounts /sys): PID 1's view of it.
+        if (mnt.empty()) {
+            std::string init = cgroup2_mount("1");
+            if (!init.empty()) mnt = "/proc/1/root" + init;
+        }
         if (path.empty() || mnt.empty()) {
             child_text(sock, 'N', path.empty() ? "its cgroup (v2) is unknown: not joined" : "no cgroup v2 hierarchy is mounted where nsegress runs: its cgroup " + path + " not joined");
         } else if (path == own) {
@@ -595,6 +600,7 @@ std::vector<GradeResult> run_grade_probes(const Netns& ns, std::optional<pid_t> 
             }
         ProbeOptions po;
         po.timeout_ms = opt.timeout_ms;
+        po.count = opt.count;
         auto r = run_probes(ps, targets, po);
         for (std::size_t k = 0; k < r.size(); ++k) {
             GradeResult& g = res[idx[k]];

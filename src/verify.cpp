@@ -459,6 +459,7 @@ CommandResult cmd_verify(const VerifyOptions& opt) {
         bool as_process = false, blind = false;
         GradeOptions go = opt.grade;
         go.timeout_ms = opt.probe_options.timeout_ms;
+        go.count = opt.probe_options.count;
         auto results = run_grade_probes(ns, as_pid, probes, go, identity, as_process, blind);
         add("probe-identity", as_process ? CheckStatus::pass : CheckStatus::warn,
             as_process ? "probes sent as the container: " + identity

@@ -85,6 +85,7 @@ struct GradeResult {
 
 struct GradeOptions {
     int timeout_ms = 1000;
+    int count = 1;  // ICMP echoes per target
     std::uint16_t tcp_port = 80;
     std::uint16_t udp_port = 53;
 };
