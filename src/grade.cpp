@@ -424,6 +424,8 @@ struct Seen {
     int ifindex = 0;
 };
 
+constexpr int kNeighbour = -1;  // Seen::proto of an ARP request / neighbour solicitation
+
 class Observer {
   public:
     void open(const Netns& ns) {
@@ -448,6 +450,18 @@ class Observer {
             }
             if (ll.sll_pkttype != PACKET_OUTGOING || ll.sll_hatype == ARPHRD_LOOPBACK) continue;
             std::size_t got = std::min<std::size_t>(static_cast<std::size_t>(n), sizeof buf);
+            if (ntohs(ll.sll_protocol) == ETH_P_ARP) {
+                // An ARP request (Ethernet/IPv4): the namespace resolves the target's address,
+                // i.e. a packet to it passed the policy and waits for the neighbour.
+                if (got >= 28 && buf[6] == 0 && buf[7] == 1 && buf[4] == 6 && buf[5] == 4) {
+                    Seen a;
+                    a.dst = IpAddr::from_bytes(Family::v4, buf + 24);
+                    a.proto = kNeighbour;
+                    a.ifindex = ll.sll_ifindex;
+                    seen_.push_back(a);
+                }
+                continue;
+            }
             parse(buf, got, ll.sll_ifindex);
         }
     }
@@ -487,6 +501,13 @@ class Observer {
             }
         } else {
             return;
+        }
+        if (s.proto == IPPROTO_ICMPV6 && s.src.family == Family::v6 && off + 24 <= n && p[off] == 135) {
+            // A neighbour solicitation: for its target address, as an ARP request is.
+            Seen a = s;
+            a.dst = IpAddr::from_bytes(Family::v6, p + off + 8);
+            a.proto = kNeighbour;
+            if (seen_.size() < 200000) seen_.push_back(a);
         }
         if ((s.proto == IPPROTO_TCP || s.proto == IPPROTO_UDP) && off + 4 <= n) {
             s.sport = static_cast<std::uint16_t>(p[off] << 8 | p[off + 1]);
@@ -609,6 +630,11 @@ std::vector<GradeResult> run_grade_probes(const Netns& ns, std::optional<pid_t> 
             g.answered = r[k].outcome == Outcome::reachable || r[k].outcome == Outcome::unreachable;
             g.real_answer = r[k].outcome == Outcome::reachable;
             if (r[k].outcome == Outcome::error) g.detail = "error: " + r[k].detail;
+            int e = cs.errs[r[k].target.family == Family::v4 ? 0 : 1];
+            if (r[k].outcome == Outcome::error && e == EAFNOSUPPORT) {
+                g.refused = true;  // the family does not exist in this kernel
+                g.detail = "socket: " + errtext(e);
+            }
         }
     }
 
@@ -624,7 +650,9 @@ std::vector<GradeResult> run_grade_probes(const Netns& ns, std::optional<pid_t> 
         GradeResult& g = res[i];
         Fd& fd = cs.fds[sock_of[i]];
         if (!fd) {
-            g.detail = "error: socket: " + errtext(cs.errs[sock_of[i]]);
+            int e = cs.errs[sock_of[i]];
+            g.refused = e == EAFNOSUPPORT;  // no such family in this kernel: nothing can be sent
+            g.detail = (g.refused ? "socket: " : "error: socket: ") + errtext(e);
             continue;
         }
         set_nonblock(fd.get());
@@ -710,9 +738,20 @@ std::vector<GradeResult> run_grade_probes(const Netns& ns, std::optional<pid_t> 
         if (p.proto != Proto::icmp) port = p.port;
         int ifindex = 0;
         g.left = obs.saw(p.addr, proto, port, std::nullopt, &ifindex);
+        const bool errno_refused = g.refused && !g.detail.ends_with("nothing left the namespace");
         if (g.left) {
             g.refused = false;
             g.detail += fmt::format("; it left the namespace (ifindex {})", ifindex);
+        } else if (!errno_refused && !g.real_answer &&
+                   std::find(opt.next_hops.begin(), opt.next_hops.end(), p.addr) == opt.next_hops.end() &&
+                   obs.saw(p.addr, kNeighbour, std::nullopt, std::nullopt, &ifindex)) {
+            // On-link and absent: nothing left but ARP/ND for it, which only a packet that
+            // passed the policy triggers (per address: which protocol did is not known).
+            g.left = true;
+            g.refused = false;
+            g.detail += fmt::format("; the namespace asked for its link-layer address (ARP/ND on ifindex {}): packets "
+                                    "to it passed the policy",
+                                    ifindex);
         } else if (!g.refused && !g.real_answer && !g.detail.starts_with("error")) {
             // Nothing left and only a local answer (a reject) or silence: refused inside.
             g.refused = true;

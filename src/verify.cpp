@@ -460,6 +460,8 @@ CommandResult cmd_verify(const VerifyOptions& opt) {
         GradeOptions go = opt.grade;
         go.timeout_ms = opt.probe_options.timeout_ms;
         go.count = opt.probe_options.count;
+        for (const auto& r : snap.routes)
+            if (r.gateway) go.next_hops.push_back(*r.gateway);
         auto results = run_grade_probes(ns, as_pid, probes, go, identity, as_process, blind);
         add("probe-identity", as_process ? CheckStatus::pass : CheckStatus::warn,
             as_process ? "probes sent as the container: " + identity

@@ -88,6 +88,9 @@ struct GradeOptions {
     int count = 1;  // ICMP echoes per target
     std::uint16_t tcp_port = 80;
     std::uint16_t udp_port = 53;
+    // Gateways of the namespace's routes: ARP/ND for them is no sign that a probe to them
+    // passed the policy (the allowed traffic resolves them too).
+    std::vector<IpAddr> next_hops;
 };
 
 // ICMP, TCP and UDP probes from sockets of the container (open_sockets_as), judged with an

@@ -128,6 +128,15 @@ assert_eq pass "$(status_of "block 198.51.100.10")" "wide mask: the forbidden ho
 assert_eq fail "$(status_of ipv4-outside-refused)" "wide mask: ipv4-outside-refused fails"
 assert_contains "$(detail_of ipv4-outside-refused)" "192.168.2.0 (just above 192.168.1.0/24)" "wide mask: the address just above the allowed /24 is named"
 
+section "own subnet allowed (the other containers on the bridge), gateway refused"
+reset_ctr
+model "ip daddr 172.31.0.1 reject" "ip daddr 172.31.0.0/24 accept"
+grade subnet 3
+assert_eq fail "$(status_of ipv4-outside-refused)" "own subnet: ipv4-outside-refused fails"
+assert_match "$(detail_of ipv4-outside-refused)" '172\.31\.0\.3 \(on-link 172\.31\.0\.0/24\) -- .*asked for its link-layer address' \
+	"own subnet: an absent on-link host is caught by the ARP request its packets caused"
+assert_false "172.31.0.1 (the gateway) is not among the leaks" grep -q '172\.31\.0\.1 (' <<<"$(detail_of ipv4-outside-refused)"
+
 section "no loopback: passes with a warning that says why"
 reset_ctr
 model "" "" "oif lo reject"
