@@ -1,5 +1,6 @@
 #include "nsegress/foreign.hpp"
 
+#include <fmt/format.h>
 #include <libmnl/libmnl.h>
 #include <libnftnl/chain.h>
 #include <linux/netfilter.h>
@@ -8,8 +9,6 @@
 #include <cerrno>
 #include <memory>
 #include <sstream>
-
-#include <fmt/format.h>
 
 #include "nsegress/error.hpp"
 #include "nsegress/procfs.hpp"
@@ -21,13 +20,20 @@ namespace {
 
 const char* family_of(std::uint32_t f) {
     switch (f) {
-        case NFPROTO_INET: return "inet";
-        case NFPROTO_IPV4: return "ip";
-        case NFPROTO_IPV6: return "ip6";
-        case NFPROTO_NETDEV: return "netdev";
-        case NFPROTO_BRIDGE: return "bridge";
-        case NFPROTO_ARP: return "arp";
-        default: return "?";
+        case NFPROTO_INET:
+            return "inet";
+        case NFPROTO_IPV4:
+            return "ip";
+        case NFPROTO_IPV6:
+            return "ip6";
+        case NFPROTO_NETDEV:
+            return "netdev";
+        case NFPROTO_BRIDGE:
+            return "bridge";
+        case NFPROTO_ARP:
+            return "arp";
+        default:
+            return "?";
     }
 }
 
@@ -40,37 +46,45 @@ bool dump_once(mnl_socket* sock, std::vector<ForeignHook>& out) {
     static std::uint32_t seq = 0x3c000000;
     std::vector<char> req(MNL_SOCKET_BUFFER_SIZE);
     std::unique_ptr<nftnl_chain, ChainFree> c(nftnl_chain_alloc());
-    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETCHAIN, NFPROTO_UNSPEC, NLM_F_DUMP, ++seq);
+    nlmsghdr* nlh =
+        nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETCHAIN, NFPROTO_UNSPEC, NLM_F_DUMP, ++seq);
     nftnl_chain_nlmsg_build_payload(nlh, c.get());
-    if (mnl_socket_sendto(sock, nlh, nlh->nlmsg_len) < 0) throw_errno("dump nftables chains", errno);
+    if (mnl_socket_sendto(sock, nlh, nlh->nlmsg_len) < 0)
+        throw_errno("dump nftables chains", errno);
     std::vector<char> buf(1 << 16);
     auto cb = [](const nlmsghdr* m, void* data) -> int {
         auto* v = static_cast<std::vector<ForeignHook>*>(data);
         std::unique_ptr<nftnl_chain, ChainFree> ch(nftnl_chain_alloc());
         if (nftnl_chain_nlmsg_parse(m, ch.get()) < 0) return MNL_CB_ERROR;
-        if (!nftnl_chain_is_set(ch.get(), NFTNL_CHAIN_HOOKNUM)) return MNL_CB_OK;  // not a base chain
+        if (!nftnl_chain_is_set(ch.get(), NFTNL_CHAIN_HOOKNUM))
+            return MNL_CB_OK;  // not a base chain
         std::uint32_t fam = nftnl_chain_get_u32(ch.get(), NFTNL_CHAIN_FAMILY);
         std::uint32_t hook = nftnl_chain_get_u32(ch.get(), NFTNL_CHAIN_HOOKNUM);
         ForeignHook h;
         h.family = family_of(fam);
         h.table = printable(nftnl_chain_get_str(ch.get(), NFTNL_CHAIN_TABLE), 128);
         h.chain = printable(nftnl_chain_get_str(ch.get(), NFTNL_CHAIN_NAME), 128);
-        if (h.table == "nsegress" && (fam == NFPROTO_INET || fam == NFPROTO_NETDEV)) return MNL_CB_OK;
+        if (h.table == "nsegress" && (fam == NFPROTO_INET || fam == NFPROTO_NETDEV))
+            return MNL_CB_OK;
         if (fam == NFPROTO_NETDEV) {
             if (hook != 1 /* NF_NETDEV_EGRESS */) return MNL_CB_OK;
             h.hook = "egress";
             if (nftnl_chain_is_set(ch.get(), NFTNL_CHAIN_DEV))
                 h.device = printable(nftnl_chain_get_str(ch.get(), NFTNL_CHAIN_DEV), 64);
         } else if (fam == NFPROTO_INET || fam == NFPROTO_IPV4 || fam == NFPROTO_IPV6) {
-            if (hook == NF_INET_LOCAL_OUT) h.hook = "output";
-            else if (hook == NF_INET_POST_ROUTING) h.hook = "postrouting";
-            else return MNL_CB_OK;
+            if (hook == NF_INET_LOCAL_OUT)
+                h.hook = "output";
+            else if (hook == NF_INET_POST_ROUTING)
+                h.hook = "postrouting";
+            else
+                return MNL_CB_OK;
         } else {
             return MNL_CB_OK;
         }
         h.priority = static_cast<int>(nftnl_chain_get_s32(ch.get(), NFTNL_CHAIN_PRIO));
         if (nftnl_chain_is_set(ch.get(), NFTNL_CHAIN_POLICY))
-            h.policy = nftnl_chain_get_u32(ch.get(), NFTNL_CHAIN_POLICY) == NF_DROP ? "drop" : "accept";
+            h.policy =
+                nftnl_chain_get_u32(ch.get(), NFTNL_CHAIN_POLICY) == NF_DROP ? "drop" : "accept";
         v->push_back(std::move(h));
         return MNL_CB_OK;
     };
@@ -88,7 +102,8 @@ bool dump_once(mnl_socket* sock, std::vector<ForeignHook>& out) {
                      m = mnl_nlmsg_next(m, &left))
                     if (m->nlmsg_type == NLMSG_DONE || m->nlmsg_type == NLMSG_ERROR) done = true;
                 if (done) break;
-                if ((n = mnl_socket_recvfrom(sock, buf.data(), buf.size())) < 0) throw_errno("dump nftables chains", errno);
+                if ((n = mnl_socket_recvfrom(sock, buf.data(), buf.size())) < 0)
+                    throw_errno("dump nftables chains", errno);
             }
             return false;
         }
@@ -123,24 +138,34 @@ std::vector<std::string> legacy_iptables_tables() {
     return out;
 }
 
-nlohmann::json foreign_json(const std::vector<ForeignHook>& hooks, const std::vector<std::string>& legacy) {
+nlohmann::json foreign_json(const std::vector<ForeignHook>& hooks,
+                            const std::vector<std::string>& legacy) {
     nlohmann::json chains = nlohmann::json::array();
     for (const auto& h : hooks)
-        chains.push_back({{"family", h.family}, {"table", h.table}, {"chain", h.chain}, {"hook", h.hook},
-                          {"priority", h.priority}, {"device", h.device}, {"policy", h.policy}});
+        chains.push_back({{"family", h.family},
+                          {"table", h.table},
+                          {"chain", h.chain},
+                          {"hook", h.hook},
+                          {"priority", h.priority},
+                          {"device", h.device},
+                          {"policy", h.policy}});
     return {{"chains", chains}, {"legacy_iptables", legacy}};
 }
 
 std::string foreign_lines(const nlohmann::json& f) {
     std::string out;
     for (const auto& c : f["chains"])
-        out += fmt::format("  table {} {}, chain {}: hook {}{} priority {}{} (not nsegress's)\n",
-                           c["family"].get<std::string>(), c["table"].get<std::string>(), c["chain"].get<std::string>(),
-                           c["hook"].get<std::string>(),
-                           c["device"].get<std::string>().empty() ? "" : " device " + c["device"].get<std::string>(),
-                           c["priority"].get<int>(),
-                           c["policy"].get<std::string>().empty() ? "" : ", policy " + c["policy"].get<std::string>());
-    for (const auto& l : f["legacy_iptables"]) out += "  " + l.get<std::string>() + " (not nsegress's)\n";
+        out += fmt::format(
+            "  table {} {}, chain {}: hook {}{} priority {}{} (not nsegress's)\n",
+            c["family"].get<std::string>(), c["table"].get<std::string>(),
+            c["chain"].get<std::string>(), c["hook"].get<std::string>(),
+            c["device"].get<std::string>().empty() ? ""
+                                                   : " device " + c["device"].get<std::string>(),
+            c["priority"].get<int>(),
+            c["policy"].get<std::string>().empty() ? ""
+                                                   : ", policy " + c["policy"].get<std::string>());
+    for (const auto& l : f["legacy_iptables"])
+        out += "  " + l.get<std::string>() + " (not nsegress's)\n";
     return out;
 }
 

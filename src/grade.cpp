@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <grp.h>
 #include <linux/capability.h>
 #include <linux/if_arp.h>
@@ -10,10 +11,10 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/fsuid.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -25,8 +26,6 @@
 #include <cstring>
 #include <set>
 #include <sstream>
-
-#include <fmt/format.h>
 
 #include "nsegress/error.hpp"
 #include "nsegress/inspect.hpp"
@@ -131,7 +130,11 @@ std::string cgroup2_mount(const std::string& pid = "self") {
             if (!init.empty()) mnt = "/proc/1/root" + init;
         }
         if (path.empty() || mnt.empty()) {
-            child_text(sock, 'N', path.empty() ? "its cgroup (v2) is unknown: not joined" : "no cgroup v2 hierarchy is mounted where nsegress runs: its cgroup " + path + " not joined");
+            child_text(sock, 'N',
+                       path.empty()
+                           ? "its cgroup (v2) is unknown: not joined"
+                           : "no cgroup v2 hierarchy is mounted where nsegress runs: its cgroup " +
+                                 path + " not joined");
         } else if (path == own) {
             identity += ", cgroup " + path + " (nsegress's own)";
         } else {
@@ -140,18 +143,22 @@ std::string cgroup2_mount(const std::string& pid = "self") {
             if (events && events->find("frozen 1") != std::string::npos) {
                 child_text(sock, 'N', "its cgroup " + path + " is frozen (paused): not joined");
             } else if (!write_text_file(dir + "/cgroup.procs", "0")) {
-                child_text(sock, 'N', fmt::format("cannot join its cgroup {}: {}", path, std::strerror(errno)));
+                child_text(
+                    sock, 'N',
+                    fmt::format("cannot join its cgroup {}: {}", path, std::strerror(errno)));
             } else {
                 identity += ", cgroup " + path;
             }
         }
     }
-    if (::setns(netns_fd, CLONE_NEWNET) != 0) fatal(std::string("setns net: ") + std::strerror(errno));
+    if (::setns(netns_fd, CLONE_NEWNET) != 0)
+        fatal(std::string("setns net: ") + std::strerror(errno));
     if (pid) {
         std::string base = fmt::format("/proc/{}", *pid);
         Fd user(::open((base + "/ns/user").c_str(), O_RDONLY | O_CLOEXEC));
         if (!user) fatal("open its user namespace: " + std::string(std::strerror(errno)));
-        struct stat theirs {}, ours {};
+        struct stat theirs {
+        }, ours{};
         ::fstat(user.get(), &theirs);
         ::stat("/proc/self/ns/user", &ours);
         if (theirs.st_ino != ours.st_ino || theirs.st_dev != ours.st_dev) {
@@ -167,10 +174,14 @@ std::string cgroup2_mount(const std::string& pid = "self") {
         std::vector<gid_t> g(groups.begin(), groups.end());
         ::prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0);
         if (::setgroups(g.size(), g.data()) != 0)
-            child_text(sock, 'N', std::string("setgroups: ") + std::strerror(errno) + " (supplementary groups not taken)");
-        if (::setresgid(gid[0], gid[1], gid[2]) != 0) fatal(std::string("setresgid: ") + std::strerror(errno));
+            child_text(sock, 'N',
+                       std::string("setgroups: ") + std::strerror(errno) +
+                           " (supplementary groups not taken)");
+        if (::setresgid(gid[0], gid[1], gid[2]) != 0)
+            fatal(std::string("setresgid: ") + std::strerror(errno));
         ::setfsgid(gid[3]);
-        if (::setresuid(uid[0], uid[1], uid[2]) != 0) fatal(std::string("setresuid: ") + std::strerror(errno));
+        if (::setresuid(uid[0], uid[1], uid[2]) != 0)
+            fatal(std::string("setresuid: ") + std::strerror(errno));
         ::setfsuid(uid[3]);
         // Only CAP_NET_RAW is kept (ICMP and raw sockets); the owner fields do not depend on it.
         __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
@@ -178,10 +189,12 @@ std::string cgroup2_mount(const std::string& pid = "self") {
         data[0].effective = data[0].permitted = 1u << CAP_NET_RAW;
         if (::syscall(SYS_capset, &hdr, data) != 0)
             child_text(sock, 'N', std::string("capset: ") + std::strerror(errno));
-        identity = fmt::format("pid {}'s: uid {} gid {}{} in user namespace {}{}", *pid, uid[3], gid[3],
-                               g.empty() ? "" : fmt::format(" groups {}", status_field(*status, "Groups")),
-                               static_cast<unsigned long>(theirs.st_ino),
-                               theirs.st_ino == ours.st_ino ? " (nsegress's own)" : "") + identity;
+        identity =
+            fmt::format("pid {}'s: uid {} gid {}{} in user namespace {}{}", *pid, uid[3], gid[3],
+                        g.empty() ? "" : fmt::format(" groups {}", status_field(*status, "Groups")),
+                        static_cast<unsigned long>(theirs.st_ino),
+                        theirs.st_ino == ours.st_ino ? " (nsegress's own)" : "") +
+            identity;
     }
     child_text(sock, 'I', identity);
     for (const auto& r : reqs) {
@@ -212,7 +225,8 @@ ContainerSockets open_sockets_as(const Netns& ns, std::optional<pid_t> pid,
         return out;
     }
     int sv[2];
-    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) throw_errno("socketpair", errno);
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+        throw_errno("socketpair", errno);
     Fd mine(sv[0]), theirs(sv[1]);
     pid_t child = ::fork();
     if (child < 0) throw_errno("fork", errno);
@@ -236,7 +250,8 @@ ContainerSockets open_sockets_as(const Netns& ns, std::optional<pid_t> pid,
         if (n <= 0) break;
         int fd = -1;
         for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
-            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+                std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
         if (buf[0] == 'S' && n == 1 + sizeof(int)) {
             int err;
             std::memcpy(&err, buf + 1, sizeof err);
@@ -246,15 +261,17 @@ ContainerSockets open_sockets_as(const Netns& ns, std::optional<pid_t> pid,
         }
         if (fd >= 0) ::close(fd);
         std::string text(buf + 1, static_cast<std::size_t>(n - 1));
-        if (buf[0] == 'I') out.identity = text;
-        else if (buf[0] == 'N') out.notes += (out.notes.empty() ? "" : "; ") + text;
-        else if (buf[0] == 'E') fatal = text;
+        if (buf[0] == 'I')
+            out.identity = text;
+        else if (buf[0] == 'N')
+            out.notes += (out.notes.empty() ? "" : "; ") + text;
+        else if (buf[0] == 'E')
+            fatal = text;
     }
     int status = 0;
     while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
     }
-    if (!fatal.empty())
-        throw_failed(fmt::format("cannot probe as pid {}: {}", *pid, fatal));
+    if (!fatal.empty()) throw_failed(fmt::format("cannot probe as pid {}: {}", *pid, fatal));
     if (out.errs.size() != requests.size())
         throw_failed(fmt::format("cannot probe as pid {}: the helper process ended early", *pid));
     // The identity was read through /proc/PID: only trust it while that process lives.
@@ -283,8 +300,10 @@ std::optional<bool> writable_as(pid_t pid, const std::string& path, std::string&
         };
         std::string base = fmt::format("/proc/{}", pid);
         Fd user(::open((base + "/ns/user").c_str(), O_RDONLY | O_CLOEXEC));
-        struct stat theirs {}, ours {};
-        if (!user || ::fstat(user.get(), &theirs) != 0) say(std::string("Eits user namespace: ") + std::strerror(errno));
+        struct stat theirs {
+        }, ours{};
+        if (!user || ::fstat(user.get(), &theirs) != 0)
+            say(std::string("Eits user namespace: ") + std::strerror(errno));
         ::stat("/proc/self/ns/user", &ours);
         if (theirs.st_ino != ours.st_ino && ::setns(user.get(), CLONE_NEWUSER) != 0)
             say(std::string("Esetns user: ") + std::strerror(errno));
@@ -324,15 +343,16 @@ bool plain_unicast(const IpAddr& a) {
     if (a.family == Family::v4) {
         auto v = static_cast<std::uint32_t>(a.value);
         if (v == 0 || v == 0xffffffffu) return false;
-        if ((v >> 24) == 127 || (v >> 24) == 0 || (v >> 28) == 0xe) return false;  // loopback, this-net, multicast
+        if ((v >> 24) == 127 || (v >> 24) == 0 || (v >> 28) == 0xe)
+            return false;                       // loopback, this-net, multicast
         if ((v >> 16) == 0xa9fe) return false;  // 169.254/16 link-local
         return true;
     }
     if (a.value == 0 || a.value == 1) return false;
     auto top = static_cast<unsigned>(a.value >> 120);
-    if (top == 0xff) return false;                                // multicast
-    if ((a.value >> 118) == 0x3fa) return false;                  // fe80::/10 needs a zone
-    if ((a.value >> 32) == 0xffff) return false;                  // v4-mapped
+    if (top == 0xff) return false;                // multicast
+    if ((a.value >> 118) == 0x3fa) return false;  // fe80::/10 needs a zone
+    if ((a.value >> 32) == 0xffff) return false;  // v4-mapped
     return true;
 }
 
@@ -365,17 +385,21 @@ std::vector<DerivedTarget> derive_outside_targets(const Snapshot& snap, const Al
         const Link* l = snap.link(a.ifindex);
         if ((l && l->loopback) || !plain_unicast(a.addr)) continue;
         Cidr c{a.addr, a.prefix};
-        u128 hostmask = a.prefix >= bits_of(a.addr.family) ? 0 : ((u128{1} << (bits_of(a.addr.family) - a.prefix)) - 1);
+        u128 hostmask = a.prefix >= bits_of(a.addr.family)
+                            ? 0
+                            : ((u128{1} << (bits_of(a.addr.family) - a.prefix)) - 1);
         c.addr.value &= ~hostmask;
         onlink.push_back(c);
     }
     auto special = [&](const IpAddr& x) {
         for (const auto& c : onlink)
-            if (c.addr.family == Family::v4 && c.prefix < 31 && (x == c.first() || x == c.last())) return true;
+            if (c.addr.family == Family::v4 && c.prefix < 31 && (x == c.first() || x == c.last()))
+                return true;
         return false;
     };
     auto push = [&](const IpAddr& a, std::string why) {
-        if (!family_usable(a.family, snap) || !plain_unicast(a) || allow.contains(a) || special(a)) return;
+        if (!family_usable(a.family, snap) || !plain_unicast(a) || allow.contains(a) || special(a))
+            return;
         if (snap.is_local_address(a) || !seen.insert(a).second) return;
         out.push_back({a, std::move(why)});
     };
@@ -406,9 +430,10 @@ std::vector<DerivedTarget> derive_outside_targets(const Snapshot& snap, const Al
     }
     // A spread over the rest of the space (reserved and private ranges: a packet to one only
     // has to leave the namespace to be seen).
-    for (const char* s : {"192.0.2.1", "198.18.0.1", "203.0.113.1", "240.0.0.1", "100.64.0.1", "10.255.255.254",
-                          "172.16.0.1", "172.31.255.254", "192.168.255.254", "2001:db8:ffff::1", "100::1",
-                          "3fff:ffff::1", "fdff:ffff::1", "fc00::1", "64:ff9b::c000:201"})
+    for (const char* s :
+         {"192.0.2.1", "198.18.0.1", "203.0.113.1", "240.0.0.1", "100.64.0.1", "10.255.255.254",
+          "172.16.0.1", "172.31.255.254", "192.168.255.254", "2001:db8:ffff::1", "100::1",
+          "3fff:ffff::1", "fdff:ffff::1", "fc00::1", "64:ff9b::c000:201"})
         push(parse_ip(s), "spread");
     return out;
 }
@@ -430,7 +455,8 @@ class Observer {
   public:
     void open(const Netns& ns) {
         ns.run_inside([&] {
-            fd_ = Fd(::socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, htons(ETH_P_ALL)));
+            fd_ = Fd(
+                ::socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, htons(ETH_P_ALL)));
         });
         if (!fd_) throw_errno("open the packet observer in the namespace", errno);
         int size = 8 << 20;
@@ -443,7 +469,8 @@ class Observer {
         for (;;) {
             sockaddr_ll ll{};
             socklen_t len = sizeof ll;
-            ssize_t n = ::recvfrom(fd_.get(), buf, sizeof buf, MSG_TRUNC, reinterpret_cast<sockaddr*>(&ll), &len);
+            ssize_t n = ::recvfrom(fd_.get(), buf, sizeof buf, MSG_TRUNC,
+                                   reinterpret_cast<sockaddr*>(&ll), &len);
             if (n < 0) {
                 if (errno == EINTR) continue;
                 return;
@@ -493,7 +520,8 @@ class Observer {
             s.src = IpAddr::from_bytes(Family::v6, p + 8);
             s.dst = IpAddr::from_bytes(Family::v6, p + 24);
             off = 40;
-            for (int i = 0; i < 6 && (s.proto == 0 || s.proto == 43 || s.proto == 60 || s.proto == 44); ++i) {
+            for (int i = 0;
+                 i < 6 && (s.proto == 0 || s.proto == 43 || s.proto == 60 || s.proto == 44); ++i) {
                 if (off + 8 > n) break;
                 int next = p[off];
                 off += s.proto == 44 ? 8 : (std::size_t{p[off + 1]} + 1) * 8;
@@ -502,7 +530,8 @@ class Observer {
         } else {
             return;
         }
-        if (s.proto == IPPROTO_ICMPV6 && s.src.family == Family::v6 && off + 24 <= n && p[off] == 135) {
+        if (s.proto == IPPROTO_ICMPV6 && s.src.family == Family::v6 && off + 24 <= n &&
+            p[off] == 135) {
             // A neighbour solicitation: for its target address, as an ARP request is.
             Seen a = s;
             a.dst = IpAddr::from_bytes(Family::v6, p + off + 8);
@@ -547,7 +576,8 @@ std::uint16_t local_port(int fd) {
 }
 
 bool local_refusal(int err) {
-    return err == EPERM || err == ENETUNREACH || err == EHOSTUNREACH || err == EACCES || err == EINVAL;
+    return err == EPERM || err == ENETUNREACH || err == EHOSTUNREACH || err == EACCES ||
+           err == EINVAL;
 }
 
 void set_nonblock(int fd) {
@@ -563,9 +593,12 @@ std::string errtext(int err) {
 
 const char* proto_name(Proto p) {
     switch (p) {
-        case Proto::icmp: return "icmp";
-        case Proto::tcp: return "tcp";
-        case Proto::udp: return "udp";
+        case Proto::icmp:
+            return "icmp";
+        case Proto::tcp:
+            return "tcp";
+        case Proto::udp:
+            return "udp";
     }
     return "?";
 }
@@ -577,12 +610,14 @@ bool GradeResult::ok() const {
 }
 
 std::vector<GradeResult> run_grade_probes(const Netns& ns, std::optional<pid_t> as_pid,
-                                          const std::vector<GradeProbe>& probes, const GradeOptions& opt,
-                                          std::string& identity, bool& as_process, bool& observer_blind) {
+                                          const std::vector<GradeProbe>& probes,
+                                          const GradeOptions& opt, std::string& identity,
+                                          bool& as_process, bool& observer_blind) {
     std::vector<GradeResult> res(probes.size());
     for (std::size_t i = 0; i < probes.size(); ++i) res[i].probe = probes[i];
     // Sockets: two raw ICMP ones, then one per TCP/UDP probe.
-    std::vector<SocketRequest> reqs{{AF_INET, SOCK_RAW, IPPROTO_ICMP}, {AF_INET6, SOCK_RAW, IPPROTO_ICMPV6}};
+    std::vector<SocketRequest> reqs{{AF_INET, SOCK_RAW, IPPROTO_ICMP},
+                                    {AF_INET6, SOCK_RAW, IPPROTO_ICMPV6}};
     std::vector<std::size_t> sock_of(probes.size(), 0);
     for (std::size_t i = 0; i < probes.size(); ++i) {
         if (probes[i].proto == Proto::icmp) continue;
@@ -608,8 +643,9 @@ std::vector<GradeResult> run_grade_probes(const Netns& ns, std::optional<pid_t> 
             ns.run_inside([&] { own = open_probe_sockets(); });
             if (!ps.v4) ps.v4 = std::move(own.v4);
             if (!ps.v6) ps.v6 = std::move(own.v6);
-            identity += "; ICMP echoes from nsegress's own raw sockets (the container cannot open raw ICMP "
-                        "sockets: no CAP_NET_RAW over its network namespace)";
+            identity +=
+                "; ICMP echoes from nsegress's own raw sockets (the container cannot open raw ICMP "
+                "sockets: no CAP_NET_RAW over its network namespace)";
         }
         prepare_probe_sockets(ps);
         std::vector<ProbeTarget> targets;
@@ -626,7 +662,8 @@ std::vector<GradeResult> run_grade_probes(const Netns& ns, std::optional<pid_t> 
         for (std::size_t k = 0; k < r.size(); ++k) {
             GradeResult& g = res[idx[k]];
             g.detail = fmt::format("{} {}", outcome_name(r[k].outcome), r[k].detail);
-            g.refused = r[k].outcome == Outcome::refused_policy || r[k].outcome == Outcome::refused_route;
+            g.refused =
+                r[k].outcome == Outcome::refused_policy || r[k].outcome == Outcome::refused_route;
             g.answered = r[k].outcome == Outcome::reachable || r[k].outcome == Outcome::unreachable;
             g.real_answer = r[k].outcome == Outcome::reachable;
             if (r[k].outcome == Outcome::error) g.detail = "error: " + r[k].detail;
@@ -671,8 +708,9 @@ std::vector<GradeResult> run_grade_probes(const Netns& ns, std::optional<pid_t> 
                 g.detail = "answered at once: connection refused";
             } else {
                 g.refused = local_refusal(err);
-                g.detail = fmt::format("{}: {}{}", probes[i].proto == Proto::tcp ? "connect" : "send", errtext(err),
-                                       g.refused ? " (refused inside the namespace)" : "");
+                g.detail =
+                    fmt::format("{}: {}{}", probes[i].proto == Proto::tcp ? "connect" : "send",
+                                errtext(err), g.refused ? " (refused inside the namespace)" : "");
             }
             continue;
         }
@@ -684,7 +722,9 @@ std::vector<GradeResult> run_grade_probes(const Netns& ns, std::optional<pid_t> 
         std::vector<std::size_t> which;
         for (std::size_t k = 0; k < open.size(); ++k) {
             if (open[k].done) continue;
-            pf.push_back({open[k].fd, static_cast<short>(probes[open[k].i].proto == Proto::tcp ? POLLOUT : POLLIN), 0});
+            pf.push_back(
+                {open[k].fd,
+                 static_cast<short>(probes[open[k].i].proto == Proto::tcp ? POLLOUT : POLLIN), 0});
             which.push_back(k);
         }
         Ns now = now_ns();
@@ -708,7 +748,8 @@ std::vector<GradeResult> run_grade_probes(const Netns& ns, std::optional<pid_t> 
                     g.detail = "connection refused (RST)";
                 } else {
                     g.answered = true;
-                    g.detail = "connect: " + errtext(err) + " (an ICMP error or a failed neighbour)";
+                    g.detail =
+                        "connect: " + errtext(err) + " (an ICMP error or a failed neighbour)";
                 }
             } else {
                 char b[64];
@@ -731,7 +772,8 @@ std::vector<GradeResult> run_grade_probes(const Netns& ns, std::optional<pid_t> 
     for (auto& g : res) {
         const GradeProbe& p = g.probe;
         if (g.detail.empty()) g.detail = fmt::format("no answer within {} ms", opt.timeout_ms);
-        int proto = p.proto == Proto::icmp ? (p.addr.family == Family::v4 ? IPPROTO_ICMP : IPPROTO_ICMPV6)
+        int proto = p.proto == Proto::icmp
+                        ? (p.addr.family == Family::v4 ? IPPROTO_ICMP : IPPROTO_ICMPV6)
                     : p.proto == Proto::tcp ? IPPROTO_TCP
                                             : IPPROTO_UDP;
         std::optional<std::uint16_t> port;
@@ -743,15 +785,17 @@ std::vector<GradeResult> run_grade_probes(const Netns& ns, std::optional<pid_t> 
             g.refused = false;
             g.detail += fmt::format("; it left the namespace (ifindex {})", ifindex);
         } else if (!errno_refused && !g.real_answer &&
-                   std::find(opt.next_hops.begin(), opt.next_hops.end(), p.addr) == opt.next_hops.end() &&
+                   std::find(opt.next_hops.begin(), opt.next_hops.end(), p.addr) ==
+                       opt.next_hops.end() &&
                    obs.saw(p.addr, kNeighbour, std::nullopt, std::nullopt, &ifindex)) {
             // On-link and absent: nothing left but ARP/ND for it, which only a packet that
             // passed the policy triggers (per address: which protocol did is not known).
             g.left = true;
             g.refused = false;
-            g.detail += fmt::format("; the namespace asked for its link-layer address (ARP/ND on ifindex {}): packets "
-                                    "to it passed the policy",
-                                    ifindex);
+            g.detail += fmt::format(
+                "; the namespace asked for its link-layer address (ARP/ND on ifindex {}): packets "
+                "to it passed the policy",
+                ifindex);
         } else if (!g.refused && !g.real_answer && !g.detail.starts_with("error")) {
             // Nothing left and only a local answer (a reject) or silence: refused inside.
             g.refused = true;
@@ -777,7 +821,8 @@ namespace {
 
 std::uint16_t random_port() {
     std::uint16_t r = 0;
-    if (::getrandom(&r, sizeof r, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof r)) r = static_cast<std::uint16_t>(now_ns());
+    if (::getrandom(&r, sizeof r, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof r))
+        r = static_cast<std::uint16_t>(now_ns());
     return static_cast<std::uint16_t>(40000 + r % 20000);
 }
 
@@ -793,8 +838,8 @@ std::uint64_t csum_add(std::uint64_t sum, const std::uint8_t* p, std::size_t n) 
 }
 
 // An IPv4 or IPv6 header + UDP header + payload.
-std::vector<std::uint8_t> build_udp(const IpAddr& src, const IpAddr& dst, std::uint16_t sport, std::uint16_t dport,
-                                    const std::string& payload) {
+std::vector<std::uint8_t> build_udp(const IpAddr& src, const IpAddr& dst, std::uint16_t sport,
+                                    std::uint16_t dport, const std::string& payload) {
     std::size_t ulen = 8 + payload.size();
     std::vector<std::uint8_t> udp(ulen);
     udp[0] = sport >> 8, udp[1] = sport & 0xff, udp[2] = dport >> 8, udp[3] = dport & 0xff;
@@ -851,8 +896,10 @@ std::optional<IpAddr> own_address(const Snapshot& snap, Family f) {
 
 }  // namespace
 
-std::vector<ForgeAttempt> try_forged_replies(const Netns& ns, std::optional<pid_t> as_pid, const Snapshot& snap,
-                                             const std::vector<IpAddr>& targets, const std::vector<IpAddr>& via,
+std::vector<ForgeAttempt> try_forged_replies(const Netns& ns, std::optional<pid_t> as_pid,
+                                             const Snapshot& snap,
+                                             const std::vector<IpAddr>& targets,
+                                             const std::vector<IpAddr>& via,
                                              std::optional<pid_t> raw_pid) {
     const bool net_raw = raw_pid.has_value();
     std::vector<ForgeAttempt> out;
@@ -881,7 +928,8 @@ std::vector<ForgeAttempt> try_forged_replies(const Netns& ns, std::optional<pid_
         if (f == Family::v6) {
             ForgeAttempt a{"IPv6 IPV6_FREEBIND (no capability)", false, false, ""};
             if (!t || !own) {
-                a.detail = !own ? "not applicable: the namespace has no IPv6 address" : "not applicable: no IPv6 target outside the allow-list";
+                a.detail = !own ? "not applicable: the namespace has no IPv6 address"
+                                : "not applicable: no IPv6 target outside the allow-list";
                 out.push_back(a);
             } else {
                 plans.push_back({f, false, false, *t, *own, std::nullopt});
@@ -890,7 +938,8 @@ std::vector<ForgeAttempt> try_forged_replies(const Netns& ns, std::optional<pid_
         if (!net_raw) continue;
         if (!t || !own) {
             out.push_back({fam + " raw IP_HDRINCL (CAP_NET_RAW)", false, false,
-                           !own ? "not applicable: no " + fam + " address" : "not applicable: no " + fam + " target outside the allow-list"});
+                           !own ? "not applicable: no " + fam + " address"
+                                : "not applicable: no " + fam + " target outside the allow-list"});
             continue;
         }
         plans.push_back({f, true, false, *t, *own, std::nullopt});
@@ -905,7 +954,8 @@ std::vector<ForgeAttempt> try_forged_replies(const Netns& ns, std::optional<pid_
     for (const auto& p : plans) {
         int af = p.f == Family::v4 ? AF_INET : AF_INET6;
         auto& reqs = p.raw_forge ? raw_reqs : plain_reqs;
-        reqs.push_back(p.raw_forge ? SocketRequest{af, SOCK_RAW, IPPROTO_RAW} : SocketRequest{af, SOCK_DGRAM, 0});
+        reqs.push_back(p.raw_forge ? SocketRequest{af, SOCK_RAW, IPPROTO_RAW}
+                                   : SocketRequest{af, SOCK_DGRAM, 0});
         reqs.push_back({af, SOCK_DGRAM, 0});
         reqs.push_back({af, p.raw_forge ? SOCK_RAW : SOCK_DGRAM, p.raw_forge ? IPPROTO_RAW : 0});
     }
@@ -963,22 +1013,27 @@ std::vector<ForgeAttempt> try_forged_replies(const Netns& ns, std::optional<pid_
             socklen_t tl;
             auto tsa = sockaddr_of(p.target, s.pa, tl);
             if (::bind(forger.get(), reinterpret_cast<sockaddr*>(&tsa), tl) != 0) {
-                fail(fmt::format("bind to [{}]:{}: {} (the technique is not available)", p.target.str(), s.pa, errtext(errno)));
+                fail(fmt::format("bind to [{}]:{}: {} (the technique is not available)",
+                                 p.target.str(), s.pa, errtext(errno)));
                 continue;
             }
-            rc = ::sendto(forger.get(), payload.data(), payload.size(), 0, reinterpret_cast<sockaddr*>(&own_b), len);
+            rc = ::sendto(forger.get(), payload.data(), payload.size(), 0,
+                          reinterpret_cast<sockaddr*>(&own_b), len);
         } else {
             auto pkt = build_udp(p.target, p.own, s.pa, s.pb, payload);
             auto own_raw = sockaddr_of(p.own, 0, len);
-            rc = ::sendto(forger.get(), pkt.data(), pkt.size(), 0, reinterpret_cast<sockaddr*>(&own_raw), len);
+            rc = ::sendto(forger.get(), pkt.data(), pkt.size(), 0,
+                          reinterpret_cast<sockaddr*>(&own_raw), len);
         }
         if (rc < 0) {
             int e = errno;
-            fail(fmt::format("the forged packet from {} was refused: {}", p.target.str(), errtext(e)));
+            fail(fmt::format("the forged packet from {} was refused: {}", p.target.str(),
+                             errtext(e)));
             continue;
         }
         if (!wait_readable(b.get(), 300)) {
-            fail(fmt::format("the forged packet from {} never arrived (dropped inside)", p.target.str()));
+            fail(fmt::format("the forged packet from {} never arrived (dropped inside)",
+                             p.target.str()));
             continue;
         }
         char buf[128];
@@ -986,18 +1041,22 @@ std::vector<ForgeAttempt> try_forged_replies(const Netns& ns, std::optional<pid_
         std::string reply = "nsegress verify forged reply " + std::to_string(k);
         if (!p.raw_reply) {
             auto tsa = sockaddr_of(p.target, s.pa, len);
-            rc = ::sendto(b.get(), reply.data(), reply.size(), 0, reinterpret_cast<sockaddr*>(&tsa), len);
+            rc = ::sendto(b.get(), reply.data(), reply.size(), 0, reinterpret_cast<sockaddr*>(&tsa),
+                          len);
         } else if (!raw) {
             fail("cannot open a raw socket: " + errtext(cs.errs[3 * k + 2]));
             continue;
         } else {
             auto pkt = build_udp(p.own, p.target, s.pb, s.pa, reply);
             auto vsa = sockaddr_of(*p.via, 0, len);
-            rc = ::sendto(raw.get(), pkt.data(), pkt.size(), 0, reinterpret_cast<sockaddr*>(&vsa), len);
+            rc = ::sendto(raw.get(), pkt.data(), pkt.size(), 0, reinterpret_cast<sockaddr*>(&vsa),
+                          len);
         }
         if (rc < 0) {
             int e = errno;
-            fail(fmt::format("the forged conversation was set up, but the reply to {} was refused: {}", p.target.str(), errtext(e)));
+            fail(fmt::format(
+                "the forged conversation was set up, but the reply to {} was refused: {}",
+                p.target.str(), errtext(e)));
             continue;
         }
         s.sent = true;
@@ -1011,18 +1070,24 @@ std::vector<ForgeAttempt> try_forged_replies(const Netns& ns, std::optional<pid_
         a.applicable = true;
         std::string fam = family_name(p.f);
         a.technique = !p.raw_forge ? "IPv6 IPV6_FREEBIND (no capability)"
-                      : p.raw_reply ? fmt::format("{} raw IP_HDRINCL (CAP_NET_RAW), reply routed via {}", fam, p.via->str())
-                                    : fam + " raw IP_HDRINCL (CAP_NET_RAW)";
+                      : p.raw_reply
+                          ? fmt::format("{} raw IP_HDRINCL (CAP_NET_RAW), reply routed via {}", fam,
+                                        p.via->str())
+                          : fam + " raw IP_HDRINCL (CAP_NET_RAW)";
         if (!s.sent) {
             a.detail = s.detail;
         } else {
             int ifindex = 0;
             a.leaked = obs.saw(p.target, IPPROTO_UDP, s.pa, s.pb, &ifindex);
-            a.detail = a.leaked ? fmt::format("a datagram to [{}]:{} left the namespace (interface index {}) as the \"reply\" "
-                                              "to a packet forged from it",
-                                              p.target.str(), s.pa, ifindex)
-                                : fmt::format("the reply to [{}]:{} was accepted by the socket but never left the namespace",
-                                              p.target.str(), s.pa);
+            a.detail = a.leaked ? fmt::format(
+                                      "a datagram to [{}]:{} left the namespace (interface index "
+                                      "{}) as the \"reply\" "
+                                      "to a packet forged from it",
+                                      p.target.str(), s.pa, ifindex)
+                                : fmt::format(
+                                      "the reply to [{}]:{} was accepted by the socket but never "
+                                      "left the namespace",
+                                      p.target.str(), s.pa);
         }
         out.push_back(a);
     }
@@ -1047,14 +1112,19 @@ std::string loopback_problem(const Netns& ns, std::optional<pid_t> as_pid, const
         std::string why;
         socklen_t len;
         auto sa = sockaddr_of(lo, 0, len);
-        if (!r || !s) why = "cannot open a socket";
-        else if (::bind(r.get(), reinterpret_cast<sockaddr*>(&sa), len) != 0) why = "bind: " + errtext(errno);
+        if (!r || !s)
+            why = "cannot open a socket";
+        else if (::bind(r.get(), reinterpret_cast<sockaddr*>(&sa), len) != 0)
+            why = "bind: " + errtext(errno);
         else {
             auto to = sockaddr_of(lo, local_port(r.get()), len);
-            if (::sendto(s.get(), "x", 1, 0, reinterpret_cast<sockaddr*>(&to), len) < 0) why = "sendto: " + errtext(errno);
-            else if (!wait_readable(r.get(), 300)) why = "a datagram sent to it never arrived";
+            if (::sendto(s.get(), "x", 1, 0, reinterpret_cast<sockaddr*>(&to), len) < 0)
+                why = "sendto: " + errtext(errno);
+            else if (!wait_readable(r.get(), 300))
+                why = "a datagram sent to it never arrived";
         }
-        if (!why.empty()) problems += fmt::format("{}{}: {}", problems.empty() ? "" : "; ", lo.str(), why);
+        if (!why.empty())
+            problems += fmt::format("{}{}: {}", problems.empty() ? "" : "; ", lo.str(), why);
     }
     return problems;
 }

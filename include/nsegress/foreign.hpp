@@ -3,10 +3,9 @@
 // `status` lists them as "not nsegress's"; `release` says it removed nothing of theirs.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 struct mnl_socket;
 
@@ -15,7 +14,7 @@ namespace nsegress {
 struct ForeignHook {
     std::string family;  // "inet", "ip", "ip6", "netdev"
     std::string table, chain;
-    std::string hook;    // "output", "postrouting", "egress"
+    std::string hook;  // "output", "postrouting", "egress"
     int priority = 0;
     std::string device;  // netdev egress
     std::string policy;  // "accept" / "drop"
@@ -27,7 +26,8 @@ std::vector<ForeignHook> foreign_output_hooks(mnl_socket* nfnl);
 // as "iptables filter", "ip6tables mangle"... (iptables-nft's show up as nft tables instead).
 std::vector<std::string> legacy_iptables_tables();
 
-nlohmann::json foreign_json(const std::vector<ForeignHook>& hooks, const std::vector<std::string>& legacy);
+nlohmann::json foreign_json(const std::vector<ForeignHook>& hooks,
+                            const std::vector<std::string>& legacy);
 // One human line per entry ("  table ip filter, chain OUTPUT: hook output priority 0, policy
 // accept (not nsegress's)"), empty when there is none.
 std::string foreign_lines(const nlohmann::json& foreign);

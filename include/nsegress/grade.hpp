@@ -34,11 +34,11 @@ struct SocketRequest {
 
 // Sockets created with a process's identity (see above).
 struct ContainerSockets {
-    std::vector<Fd> fds;     // in request order; empty when that socket failed
-    std::vector<int> errs;   // errno per request (0: created)
-    bool as_process = false; // false: created with nsegress's own identity (no process)
-    std::string identity;    // "pid 42's: uid 0 gid 0 in user namespace 4026532..., cgroup /x"
-    std::string notes;       // what could not be taken over (cgroup frozen, ...)
+    std::vector<Fd> fds;      // in request order; empty when that socket failed
+    std::vector<int> errs;    // errno per request (0: created)
+    bool as_process = false;  // false: created with nsegress's own identity (no process)
+    std::string identity;     // "pid 42's: uid 0 gid 0 in user namespace 4026532..., cgroup /x"
+    std::string notes;        // what could not be taken over (cgroup frozen, ...)
 };
 
 // `pid`: the process whose identity to take; nullopt: nsegress's own (said in identity).
@@ -75,12 +75,12 @@ struct GradeProbe {
 
 struct GradeResult {
     GradeProbe probe;
-    bool refused = false;   // refused locally (errno, or nothing left and no outside answer)
-    bool left = false;      // seen leaving the namespace (observer)
-    bool answered = false;  // any answer came back
+    bool refused = false;      // refused locally (errno, or nothing left and no outside answer)
+    bool left = false;         // seen leaving the namespace (observer)
+    bool answered = false;     // any answer came back
     bool real_answer = false;  // an answer only the far side gives (echo reply, SYN-ACK, data)
     std::string detail;
-    bool ok() const;        // reach: answered (or udp/tcp left); block: refused, nothing left
+    bool ok() const;  // reach: answered (or udp/tcp left); block: refused, nothing left
 };
 
 struct GradeOptions {
@@ -105,8 +105,9 @@ std::vector<GradeResult> run_grade_probes(const Netns& ns, std::optional<pid_t> 
 // source (the block target) is sent to the namespace's own address over loopback, so conntrack
 // records the forbidden peer as originator, then the "reply" is sent to it. IPv6 with
 // IPV6_FREEBIND needs no capability; with `raw_pid` (a process of the container that holds
-// CAP_NET_RAW, whose identity the raw sockets take) IPv4 and IPv6 raw IP_HDRINCL forgeries too, the reply sent normally and through
-// a raw socket routed by `via` (an allowed host) with the block target in its header.
+// CAP_NET_RAW, whose identity the raw sockets take) IPv4 and IPv6 raw IP_HDRINCL forgeries too, the
+// reply sent normally and through a raw socket routed by `via` (an allowed host) with the block
+// target in its header.
 struct ForgeAttempt {
     std::string technique;
     bool applicable = false;
@@ -114,8 +115,10 @@ struct ForgeAttempt {
     std::string detail;
 };
 std::vector<ForgeAttempt> try_forged_replies(const Netns& ns, std::optional<pid_t> as_pid,
-                                             const Snapshot& snap, const std::vector<IpAddr>& targets,
-                                             const std::vector<IpAddr>& via, std::optional<pid_t> raw_pid);
+                                             const Snapshot& snap,
+                                             const std::vector<IpAddr>& targets,
+                                             const std::vector<IpAddr>& via,
+                                             std::optional<pid_t> raw_pid);
 
 // Can the container reach its own loopback (UDP to 127.0.0.1 and ::1)? Empty when it can,
 // else why not.
