@@ -229,3 +229,13 @@ TEST_CASE("verify: a class report (one suite per target, errors as testcases)") 
     CHECK(check_group("ipv6-outside-refused") == "nsegress.verify.outside");
     CHECK(check_group("forged-reply") == "nsegress.verify.conntrack");
 }
+
+TEST_CASE("verify: the remap user's subordinate ranges") {
+    const std::string subuid = "alice:100000:65536\n# comment\ndockremap:165536:65536\nbroken\nbob:x:y\n";
+    CHECK(subid_owner(subuid, 165536, 65536) == std::optional<std::string>("dockremap"));
+    CHECK(subid_owner(subuid, 100000, 1) == std::optional<std::string>("alice"));
+    CHECK_FALSE(subid_owner(subuid, 165536, 65537).has_value());  // runs past the entry
+    CHECK_FALSE(subid_owner(subuid, 0, 65536).has_value());
+    CHECK(root_range("         0     165536      65536\n") == 65536ul);
+    CHECK(root_range("1000 1000 1\n") == 0ul);
+}
