@@ -591,6 +591,13 @@ std::string errtext(int err) {
 
 }  // namespace
 
+namespace {
+std::string ifname(const GradeOptions& opt, int ifindex) {
+    auto it = opt.ifnames.find(ifindex);
+    return it != opt.ifnames.end() ? it->second : fmt::format("ifindex {}", ifindex);
+}
+}  // namespace
+
 const char* proto_name(Proto p) {
     switch (p) {
         case Proto::icmp:
@@ -783,7 +790,7 @@ std::vector<GradeResult> run_grade_probes(const Netns& ns, std::optional<pid_t> 
         const bool errno_refused = g.refused && !g.detail.ends_with("nothing left the namespace");
         if (g.left) {
             g.refused = false;
-            g.detail += fmt::format("; it left the namespace (ifindex {})", ifindex);
+            g.detail += fmt::format("; it left the namespace via {}", ifname(opt, ifindex));
         } else if (!errno_refused && !g.real_answer &&
                    std::find(opt.next_hops.begin(), opt.next_hops.end(), p.addr) ==
                        opt.next_hops.end() &&
@@ -793,7 +800,7 @@ std::vector<GradeResult> run_grade_probes(const Netns& ns, std::optional<pid_t> 
             g.left = true;
             g.refused = false;
             g.detail += fmt::format(
-                "; the namespace asked for its link-layer address (ARP/ND on ifindex {}): packets "
+                "; the namespace asked for its link-layer address (ARP/ND on {}): packets "
                 "to it passed the policy",
                 ifindex);
         } else if (!g.refused && !g.real_answer && !g.detail.starts_with("error")) {
@@ -1080,10 +1087,9 @@ std::vector<ForgeAttempt> try_forged_replies(const Netns& ns, std::optional<pid_
             int ifindex = 0;
             a.leaked = obs.saw(p.target, IPPROTO_UDP, s.pa, s.pb, &ifindex);
             a.detail = a.leaked ? fmt::format(
-                                      "a datagram to [{}]:{} left the namespace (interface index "
-                                      "{}) as the \"reply\" "
-                                      "to a packet forged from it",
-                                      p.target.str(), s.pa, ifindex)
+                                      "a datagram to [{}]:{} left the namespace via {} as the "
+                                      "\"reply\" to a packet forged from it",
+                                      p.target.str(), s.pa, snap.link_name(ifindex))
                                 : fmt::format(
                                       "the reply to [{}]:{} was accepted by the socket but never "
                                       "left the namespace",

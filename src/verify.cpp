@@ -462,6 +462,7 @@ CommandResult cmd_verify(const VerifyOptions& opt) {
         go.count = opt.probe_options.count;
         for (const auto& r : snap.routes)
             if (r.gateway) go.next_hops.push_back(*r.gateway);
+        for (const auto& l : snap.links) go.ifnames[l.ifindex] = printable(l.name, 32);
         auto results = run_grade_probes(ns, as_pid, probes, go, identity, as_process, blind);
         add("probe-identity", as_process ? CheckStatus::pass : CheckStatus::warn,
             as_process ? "probes sent as the container: " + identity

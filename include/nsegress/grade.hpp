@@ -15,6 +15,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -91,6 +92,7 @@ struct GradeOptions {
     // Gateways of the namespace's routes: ARP/ND for them is no sign that a probe to them
     // passed the policy (the allowed traffic resolves them too).
     std::vector<IpAddr> next_hops;
+    std::map<int, std::string> ifnames;  // interface names by index, for the details
 };
 
 // ICMP, TCP and UDP probes from sockets of the container (open_sockets_as), judged with an
