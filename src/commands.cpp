@@ -15,6 +15,7 @@
 
 #include "nsegress/conntrack.hpp"
 #include "nsegress/deferred_close.hpp"
+#include "nsegress/foreign.hpp"
 #include "nsegress/inspect.hpp"
 #include "nsegress/nft.hpp"
 #include "nsegress/procfs.hpp"
@@ -384,6 +385,13 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     return res;
 }
 
+// Other people's egress policies in the namespace (foreign.hpp), as the "foreign" object.
+json foreign_policies(const Netns& ns, mnl_socket* nfnl) {
+    std::vector<std::string> legacy;
+    ns.run_inside([&] { legacy = legacy_iptables_tables(); });
+    return foreign_json(foreign_output_hooks(nfnl), legacy);
+}
+
 CommandResult cmd_release(const TargetSpec& target) {
     CommandResult res{base_doc("release")};
     json& doc = res.doc;
@@ -414,6 +422,10 @@ CommandResult cmd_release(const TargetSpec& target) {
                           {"netdev_table", had_netdev && !failure},
                           {"rules", removed.rules},
                           {"routes", removed.routes}};
+    try {
+        doc["foreign"] = foreign_policies(ns, h.nfnl.get());  // left in place: not ours
+    } catch (const Error&) {
+    }
     if (failure) {
         doc["error"] = failure->what();
         finish(res, failure->exit_code());
@@ -536,6 +548,7 @@ CommandResult cmd_status(const TargetSpec& target) {
         for (const auto& name : uncovered_interfaces(snap, nd)) uncovered.push_back(name);
     doc["netdev_egress"] = json{{"present", nd.present}, {"chains", chains}, {"uncovered", uncovered}};
 
+    doc["foreign"] = foreign_policies(ns, h.nfnl.get());
     // Who could undo or go around the policy from inside (see verify's bypass checks).
     BypassRisks risks = bypass_risks(ns);
     doc["bypass"] = json{{"processes", risks.processes},

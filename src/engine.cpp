@@ -150,4 +150,29 @@ void resolve_container(TargetSpec& spec, std::optional<Engine> engine) {
     throw_failed("cannot resolve container " + quote(name) + " (" + printable(failures, 1000) + ")");
 }
 
+std::optional<DaemonInfo> docker_daemon_info() {
+    Run r = run({"docker", "info", "--format", "{{.DockerRootDir}}|{{json .SecurityOptions}}"}, 10000);
+    if (!r.spawned || r.status != 0) return std::nullopt;
+    std::string line = first_line(r.out);
+    auto bar = line.find('|');
+    if (bar == std::string::npos) return std::nullopt;
+    DaemonInfo d;
+    d.root_dir = line.substr(0, bar);
+    d.security_options = line.substr(bar + 1);
+    d.userns_remap = d.security_options.find("name=userns") != std::string::npos;
+    return d;
+}
+
+std::optional<std::string> container_network_mode(const std::string& name, std::optional<Engine> engine) {
+    std::vector<Engine> order = engine ? std::vector<Engine>{*engine}
+                                       : std::vector<Engine>{Engine::docker, Engine::podman};
+    for (Engine e : order) {
+        Run r = run({cli_name(e), "inspect", "--type", "container", "--format", "{{.HostConfig.NetworkMode}}", "--",
+                     name},
+                    10000);
+        if (r.spawned && r.status == 0) return first_line(r.out);
+    }
+    return std::nullopt;
+}
+
 }  // namespace nsegress

@@ -4,7 +4,10 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <functional>
 #include <map>
+#include <optional>
+#include <sstream>
 #include <charconv>
 #include <cstdio>
 #include <cstring>
@@ -206,6 +209,187 @@ int run_as_cni_plugin() {
     return out.exit;
 }
 
+// verify: one target, or a whole class (--container repeated, --containers-file), one report.
+int run_verify(const std::vector<std::string>& args, Parsed& p) {
+    po::options_description desc;
+    po::options_description t("Target (--pid or --netns, or one or more containers)");
+    t.add_options()
+        ("pid", po::value<std::string>()->value_name("PID"), "the network namespace of process PID (race-free: pidfd)")
+        ("netns", po::value<std::string>()->value_name("PATH"), "a network namespace file, e.g. /run/netns/NAME")
+        ("container", po::value<std::vector<std::string>>()->value_name("NAME")->composing(),
+         "a running docker/podman container (repeatable: grade several in one run)")
+        ("containers-file", po::value<std::string>()->value_name("FILE"),
+         "grade the containers named in FILE (one per line, '#' comments)")
+        ("engine", po::value<std::string>()->value_name("docker|podman"),
+         "engine for --container (default: docker, then podman)");
+    po::options_description d("Verify");
+    d.add_options()
+        ("allow", po::value<std::vector<std::string>>()->value_name("CIDR")->composing(),
+         "what the namespace is meant to reach (repeatable)")
+        ("allow-file", po::value<std::vector<std::string>>()->value_name("FILE")->composing(),
+         "read allowed CIDRs from FILE")
+        ("reach", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
+         "this IP must answer (ICMP echo, TCP, UDP) (repeatable)")
+        ("block", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
+         "ICMP, TCP and UDP to this IP must be refused inside the namespace (repeatable)")
+        ("tcp-port", po::value<std::string>()->value_name("PORT"), "port of the TCP probes (default 80)")
+        ("udp-port", po::value<std::string>()->value_name("PORT"), "port of the UDP probes (default 53)")
+        ("expect-userns-remap", po::bool_switch(), "uid 0 in the container must map to a non-zero host uid")
+        ("expect-no-new-privs", po::bool_switch(), "the container's process must have NoNewPrivs set")
+        ("lab-profile", po::bool_switch(),
+         "the whole seed lab: both expectations above, container root is uid 0 inside, id maps within the "
+         "remap user's /etc/subuid and /etc/subgid, the daemon's userns-remap and data directory, a "
+         "root-owned host directory not writable by container root")
+        ("count", po::value<std::string>()->value_name("N"), "echoes per probe (default 1)")
+        ("timeout-ms", po::value<std::string>()->value_name("MS"), "wait for answers (default 1000)")
+        ("junit", po::value<std::string>()->value_name("FILE"), "also write a JUnit XML report to FILE (always written)");
+    desc.add(t).add(d).add(common_options());
+    if (!parse("verify", args, desc,
+               "(--pid PID | --netns PATH | --container NAME... | --containers-file FILE)\n"
+               "        --allow CIDR [--allow CIDR]... [--reach IP]... [--block IP]... [--tcp-port P] [--udp-port P]\n"
+               "        [--expect-userns-remap] [--expect-no-new-privs] [--lab-profile] [--json] [--junit FILE]", p))
+        return 0;
+    const po::variables_map& vm = p.vm;
+    std::optional<std::string> junit;
+    if (vm.count("junit")) junit = vm["junit"].as<std::string>();
+    std::vector<JunitSuite> suites;
+    auto write_junit = [&] {
+        if (!junit) return;
+        if (!write_text_file(*junit, junit_report(suites)))
+            throw_errno("write JUnit report " + quote(*junit), errno);
+    };
+    VerifyOptions o;
+    std::vector<std::string> names = strings(vm, "container");
+    try {
+        if (!vm.count("allow") && !vm.count("allow-file"))
+            throw_usage("no allow-list: give --allow CIDR (what the namespace is meant to reach)");
+        o.allow = cidrs(vm);
+        o.reach = ips(vm, "reach");
+        o.block = ips(vm, "block");
+        validate_targets(AllowList(o.allow), o.reach, o.block, "--reach", "--block");
+        o.expect_userns_remap = vm["expect-userns-remap"].as<bool>();
+        o.expect_no_new_privs = vm["expect-no-new-privs"].as<bool>();
+        o.lab_profile = vm["lab-profile"].as<bool>();
+        o.probe_options = probe_options(vm);
+        if (vm.count("tcp-port")) o.grade.tcp_port = static_cast<std::uint16_t>(parse_int("tcp-port", vm["tcp-port"].as<std::string>(), 1, 65535));
+        if (vm.count("udp-port")) o.grade.udp_port = static_cast<std::uint16_t>(parse_int("udp-port", vm["udp-port"].as<std::string>(), 1, 65535));
+        if (vm.count("containers-file")) {
+            const std::string f = vm["containers-file"].as<std::string>();
+            auto text = read_text_file(f);
+            if (!text) throw_usage("--containers-file: cannot read " + quote(f) + ": " + std::strerror(errno));
+            std::istringstream in(*text);
+            std::string line;
+            while (std::getline(in, line)) {
+                auto h = line.find('#');
+                if (h != std::string::npos) line.resize(h);
+                auto b = line.find_first_not_of(" \t\r"), e = line.find_last_not_of(" \t\r");
+                if (b == std::string::npos) continue;
+                names.push_back(line.substr(b, e - b + 1));
+            }
+            if (names.empty()) throw_usage("--containers-file: " + quote(f) + " names no container");
+        }
+        int given = static_cast<int>(vm.count("pid") + vm.count("netns")) + (names.empty() ? 0 : 1);
+        if (given > 1) throw_usage("give one kind of target: --pid, --netns, or containers");
+        if (given == 0) throw_usage("no target: give --pid PID, --netns PATH or --container NAME");
+        if (vm.count("engine") && names.empty()) throw_usage("--engine goes with --container");
+    } catch (const Error& e) {
+        suites.push_back({"nsegress verify", {}, e.what()});
+        write_junit();
+        throw;
+    }
+    std::optional<Engine> engine;
+    if (vm.count("engine")) {
+        engine = parse_engine(vm["engine"].as<std::string>());
+        if (!engine) throw_usage("--engine: " + quote(vm["engine"].as<std::string>()) + " must be docker or podman");
+    }
+    struct One {
+        std::string name;
+        std::optional<CommandResult> result;
+        std::optional<Error> error;
+    };
+    std::vector<One> graded;
+    auto grade = [&](const std::string& name, const std::function<void(VerifyOptions&)>& fill) {
+        One one{name, std::nullopt, std::nullopt};
+        try {
+            VerifyOptions mine = o;
+            fill(mine);
+            one.result = cmd_verify(mine);
+        } catch (const Error& e) {
+            one.error = e;
+        }
+        graded.push_back(std::move(one));
+    };
+    if (names.empty()) {
+        grade(vm.count("pid") ? "pid " + vm["pid"].as<std::string>() : vm["netns"].as<std::string>(),
+              [&](VerifyOptions& v) {
+                  if (vm.count("pid")) v.target.pid = parse_pid(vm["pid"].as<std::string>());
+                  if (vm.count("netns")) v.target.netns_path = vm["netns"].as<std::string>();
+              });
+    } else {
+        for (const auto& n : names)
+            grade(n, [&](VerifyOptions& v) {
+                v.target.container = n;
+                resolve_container(v.target, engine);
+                v.network_mode = container_network_mode(n, engine);
+                if (v.lab_profile && engine != Engine::podman) v.daemon = docker_daemon_info();
+            });
+    }
+    // The worst outcome decides: a target that could not be graded, then a failed check.
+    Exit worst = Exit::ok;
+    auto rank = [](Exit e) { return e == Exit::ok ? 0 : e == Exit::verify ? 1 : e == Exit::failed ? 2 : 3; };
+    nlohmann::json all = nlohmann::json::array();
+    for (auto& g : graded) {
+        Exit ex = g.error ? g.error->exit_code() : g.result->exit;
+        if (rank(ex) > rank(worst)) worst = ex;
+        if (g.error) {
+            suites.push_back({g.name, {}, g.error->what()});
+            auto doc = error_document("verify", *g.error);
+            doc["target"] = nlohmann::json{{"label", g.name}};
+            all.push_back(doc);
+            continue;
+        }
+        std::vector<Check> checks;
+        for (const auto& c : g.result->doc["checks"]) {
+            auto st = c["status"].get<std::string>();
+            checks.push_back(Check{c["name"].get<std::string>(),
+                                   st == "fail" ? CheckStatus::fail : st == "warn" ? CheckStatus::warn : CheckStatus::pass,
+                                   c["detail"].get<std::string>()});
+        }
+        suites.push_back({g.name, checks, ""});
+        all.push_back(g.result->doc);
+    }
+    write_junit();
+    if (graded.size() == 1) {
+        auto& g = graded.front();
+        if (g.error) throw *g.error;
+        print(*g.result, p.json);
+        return static_cast<int>(g.result->exit);
+    }
+    if (p.json) {
+        nlohmann::json doc{{"command", "verify"},
+                           {"ok", worst == Exit::ok},
+                           {"exit_code", static_cast<int>(worst)},
+                           {"targets", all}};
+        std::cout << dump_json(doc, 2) << "\n";
+    } else {
+        for (std::size_t i = 0; i < graded.size(); ++i) {
+            auto& g = graded[i];
+            if (i) std::cout << "\n";
+            if (g.error) std::cout << fmt::format("verify {}: ERROR {}\n", g.name, g.error->what());
+            else std::cout << render_human(g.result->doc);
+        }
+        std::size_t failed = 0, errors = 0;
+        for (auto& g : graded) {
+            errors += g.error.has_value();
+            failed += g.result && g.result->exit != Exit::ok;
+        }
+        std::cout << fmt::format("\nclass: {} target(s), {} passed, {} failed, {} could not be graded\n", graded.size(),
+                                 graded.size() - failed - errors, failed, errors);
+    }
+    std::cout.flush();
+    return static_cast<int>(worst);
+}
+
 int run(int argc, char** argv) {
     if (std::getenv("CNI_COMMAND")) return run_as_cni_plugin();
     if (argc < 2) {
@@ -274,6 +458,9 @@ int run(int argc, char** argv) {
             o.probe_options = probe_options(p.vm);
             if (!o.probe && (!o.probe_reach.empty() || !o.probe_block.empty()))
                 throw_usage("--no-probe contradicts --probe-reach/--probe-block");
+            // The operator's own contradictions, before anything is committed (in audit mode
+            // nothing is refused, so a reach target outside the list is what one checks there).
+            if (!o.audit) validate_targets(AllowList(o.allow), o.probe_reach, o.probe_block, "--probe-reach", "--probe-block");
             auto r = cmd_restrict(o);
             print(r, p.json);
             return static_cast<int>(r.exit);
@@ -375,54 +562,7 @@ int run(int argc, char** argv) {
             print(r, p.json);
             return static_cast<int>(r.exit);
         }
-        if (command == "verify") {
-            po::options_description d("Verify");
-            d.add_options()
-                ("allow", po::value<std::vector<std::string>>()->value_name("CIDR")->composing(),
-                 "what the namespace is meant to reach (repeatable)")
-                ("allow-file", po::value<std::vector<std::string>>()->value_name("FILE")->composing(),
-                 "read allowed CIDRs from FILE")
-                ("reach", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
-                 "this IP must answer a ping (repeatable)")
-                ("block", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
-                 "a ping to this IP must be refused inside the namespace (repeatable)")
-                ("expect-userns-remap", po::bool_switch(), "uid 0 in the container must map to a non-zero host uid")
-                ("expect-no-new-privs", po::bool_switch(), "the container's process must have NoNewPrivs set")
-                ("count", po::value<std::string>()->value_name("N"), "echoes per probe (default 1)")
-                ("timeout-ms", po::value<std::string>()->value_name("MS"), "wait for answers (default 1000)")
-                ("junit", po::value<std::string>()->value_name("FILE"), "also write a JUnit XML report to FILE");
-            desc.add(d).add(common_options());
-            if (!parse(command, args, desc,
-                       "(--pid PID | --netns PATH | --container NAME) --allow CIDR [--allow CIDR]...\n"
-                       "        [--reach IP]... [--block IP]... [--expect-userns-remap] [--expect-no-new-privs]\n"
-                       "        [--json] [--junit FILE]", p))
-                return 0;
-            VerifyOptions o;
-            if (!p.vm.count("allow") && !p.vm.count("allow-file"))
-                throw_usage("no allow-list: give --allow CIDR (what the namespace is meant to reach)");
-            o.allow = cidrs(p.vm);
-            o.reach = ips(p.vm, "reach");
-            o.block = ips(p.vm, "block");
-            o.expect_userns_remap = p.vm["expect-userns-remap"].as<bool>();
-            o.expect_no_new_privs = p.vm["expect-no-new-privs"].as<bool>();
-            o.probe_options = probe_options(p.vm);
-            o.target = target_of(p.vm);
-            auto r = cmd_verify(o);
-            if (p.vm.count("junit")) {
-                std::vector<Check> checks;
-                for (const auto& c : r.doc["checks"]) {
-                    auto st = c["status"].get<std::string>();
-                    checks.push_back(Check{c["name"].get<std::string>(),
-                                           st == "fail" ? CheckStatus::fail : st == "warn" ? CheckStatus::warn : CheckStatus::pass,
-                                           c["detail"].get<std::string>()});
-                }
-                const std::string path = p.vm["junit"].as<std::string>();
-                if (!write_text_file(path, junit_report(r.doc["target"]["label"].get<std::string>(), checks)))
-                    throw_errno("write JUnit report " + quote(path), errno);
-            }
-            print(r, p.json);
-            return static_cast<int>(r.exit);
-        }
+        if (command == "verify") return run_verify(args, p);
         if (command == "hook") {
             po::options_description d("Hook (OCI state JSON on stdin)");
             d.add_options()

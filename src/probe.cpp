@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/icmp6.h>
 #include <netinet/in.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -404,6 +405,19 @@ Fd open_raw(int af, int proto) {
 ProbeSockets open_probe_sockets() {
     ProbeSockets s;
     s.v4 = open_raw(AF_INET, IPPROTO_ICMP);
+    s.v6 = open_raw(AF_INET6, IPPROTO_ICMPV6);
+    prepare_probe_sockets(s);
+    return s;
+}
+
+void prepare_probe_sockets(ProbeSockets& s) {
+    for (Fd* fd : {&s.v4, &s.v6}) {
+        if (!*fd) continue;
+        int fl = ::fcntl(fd->get(), F_GETFL);
+        if (fl >= 0) ::fcntl(fd->get(), F_SETFL, fl | O_NONBLOCK);
+        ::fcntl(fd->get(), F_SETFD, FD_CLOEXEC);
+        enlarge_send_buffer(fd->get());
+    }
     if (s.v4) {
         // A raw ICMP socket receives a copy of every ICMP message of the namespace (including
         // echo requests others or we ourselves send to local addresses). Let the kernel keep
@@ -413,7 +427,6 @@ ProbeSockets open_probe_sockets() {
         if (::setsockopt(s.v4.get(), SOL_RAW, kIcmpFilter, &f, sizeof f) != 0)
             throw_errno("set ICMP_FILTER", errno);
     }
-    s.v6 = open_raw(AF_INET6, IPPROTO_ICMPV6);
     if (s.v6) {
         // The same for ICMPv6, where the filter matters more: every neighbour discovery and
         // MLD message would otherwise land here too.
@@ -427,7 +440,6 @@ ProbeSockets open_probe_sockets() {
         if (::setsockopt(s.v6.get(), IPPROTO_ICMPV6, ICMP6_FILTER, &f, sizeof f) != 0)
             throw_errno("set ICMP6_FILTER", errno);
     }
-    return s;
 }
 
 // ---------------------------------------------------------------------------------------------

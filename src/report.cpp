@@ -1,5 +1,7 @@
 #include "nsegress/report.hpp"
 
+#include "nsegress/foreign.hpp"
+
 #include <cctype>
 
 #include <fmt/format.h>
@@ -9,6 +11,25 @@ namespace nsegress {
 using nlohmann::json;
 
 namespace {
+
+bool has_foreign(const json& doc) {
+    return doc.contains("foreign") && !foreign_lines(doc["foreign"]).empty();
+}
+
+// status's "restricted:" when nsegress's policy is absent.
+std::string not_by_nsegress(const json& doc) {
+    return has_foreign(doc) ? "not by nsegress (another egress policy is installed: see below)" : "no";
+}
+
+// release: say plainly when nothing of nsegress's was there, and what it left alone.
+void release_foreign(std::string& out, const json& doc) {
+    const json& r = doc["removed"];
+    bool nothing = !r["table"].get<bool>() && !r.value("netdev_table", false) && r["rules"].get<int>() == 0 &&
+                   r["routes"].get<int>() == 0;
+    if (nothing) out += "  nothing of nsegress's was installed: nothing removed\n";
+    if (has_foreign(doc))
+        out += "  left in place (not nsegress's):\n" + foreign_lines(doc["foreign"]);
+}
 
 std::string str(const json& j, const char* key, const char* fallback = "") {
     auto it = j.find(key);
@@ -131,6 +152,7 @@ std::string render_human(const json& doc) {
                            r["table"].get<bool>() ? "inet nsegress" : "(none)",
                            r.value("netdev_table", false) ? " and table netdev nsegress" : "", r["rules"].get<int>(),
                            r["routes"].get<int>());
+        release_foreign(out, doc);
     } else if (cmd == "probe") {
         out += fmt::format("probe from {}\n", target_line(doc));
         probe_lines(out, doc["probes"]);
@@ -168,7 +190,7 @@ std::string render_human(const json& doc) {
         const json& p = doc["policy"];
         out += fmt::format("restricted: {}\n", doc["restricted"].get<bool>() ? "yes"
                                                 : str(p, "mode") == "audit" ? "no (audit mode: nothing is refused)"
-                                                                              : "no");
+                                                                              : not_by_nsegress(doc));
         if (p["present"].get<bool>()) {
             bool audit = str(p, "mode") == "audit";
             out += fmt::format("policy: table inet nsegress{}{}\n", p["complete"].get<bool>() ? "" : " (INCOMPLETE: modified by hand?)",
@@ -204,6 +226,9 @@ std::string render_human(const json& doc) {
         } else {
             out += "policy: none\n";
         }
+        if (doc.contains("foreign") && !foreign_lines(doc["foreign"]).empty())
+            out += "other egress policies (not nsegress's; status reports, release leaves them):\n" +
+                   foreign_lines(doc["foreign"]);
         const json& rs = doc["route_set"];
         out += fmt::format("route set: {}\n", rs["present"].get<bool>() ? fmt::format("table {}", rs["table"].get<int>()) : "none");
         if (rs.contains("stale") && !rs["stale"].is_null())

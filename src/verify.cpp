@@ -150,7 +150,88 @@ EgressCoverage egress_coverage(const Netns& ns) {
     return out;
 }
 
+std::string flat_map(const std::string& map) {
+    std::string flat;
+    std::istringstream in(map);
+    std::string a, b, c;
+    while (in >> a >> b >> c) flat += (flat.empty() ? "" : "; ") + a + " " + b + " " + c;
+    return flat;
+}
+
 }  // namespace
+
+std::optional<unsigned long> host_uid_of_root(const std::string& uid_map);
+
+// The seed lab, beyond the network: each check says what it looked at.
+template <class ProcFile, class Add>
+void lab_checks(const VerifyOptions& opt, std::optional<pid_t> pid, ProcFile& proc_file, Add& add) {
+    auto uid_map = proc_file("uid_map"), gid_map = proc_file("gid_map"), status = proc_file("status");
+    if (!pid || !uid_map || !gid_map || !status) {
+        add("lab-container-root", CheckStatus::fail, "no process to read from");
+        return;
+    }
+    // Container root: the process's uid, as its own user namespace sees it, is 0.
+    std::istringstream us(status_field(*status, "Uid"));
+    unsigned long host_uid = 0;
+    us >> host_uid;
+    std::optional<unsigned long> inside;
+    {
+        std::istringstream in(*uid_map);
+        unsigned long i, o, c;
+        while (in >> i >> o >> c)
+            if (host_uid >= o && host_uid < o + c) inside = i + (host_uid - o);
+    }
+    add("lab-container-root", inside == 0ul ? CheckStatus::pass : CheckStatus::fail,
+        fmt::format("pid {}: host uid {} is uid {} in its user namespace (uid_map: {})", *pid, host_uid,
+                    inside ? std::to_string(*inside) : std::string("unmapped"), flat_map(*uid_map)));
+    // uid_map and gid_map: 0 to a non-root host id, inside the remap user's subordinate ranges.
+    auto subuid = read_text_file("/etc/subuid").value_or(""), subgid = read_text_file("/etc/subgid").value_or("");
+    auto hu = host_uid_of_root(*uid_map), hg = host_uid_of_root(*gid_map);
+    auto ou = hu ? subid_owner(subuid, *hu, root_range(*uid_map)) : std::nullopt;
+    auto og = hg ? subid_owner(subgid, *hg, root_range(*gid_map)) : std::nullopt;
+    bool maps_ok = hu && *hu != 0 && hg && *hg != 0 && ou && og;
+    add("lab-id-maps", maps_ok ? CheckStatus::pass : CheckStatus::fail,
+        fmt::format("uid_map {} {}; gid_map {} {}", flat_map(*uid_map),
+                    !hu || *hu == 0 ? "maps 0 to host root or not at all"
+                    : ou            ? "lies inside /etc/subuid's entry of '" + printable(*ou, 64) + "'"
+                                    : "is in no /etc/subuid entry",
+                    flat_map(*gid_map),
+                    !hg || *hg == 0 ? "maps 0 to host root or not at all"
+                    : og            ? "lies inside /etc/subgid's entry of '" + printable(*og, 64) + "'"
+                                    : "is in no /etc/subgid entry"));
+    // The daemon and its data directory: the engine's own answer.
+    if (!opt.daemon) {
+        add("lab-daemon-userns-remap", CheckStatus::fail,
+            "not checked: no docker daemon answered `docker info` (give --container of a docker container)");
+    } else {
+        add("lab-daemon-userns-remap", opt.daemon->userns_remap ? CheckStatus::pass : CheckStatus::fail,
+            fmt::format("docker info: SecurityOptions {}", printable(opt.daemon->security_options, 300)));
+        const std::string& dir = opt.daemon->root_dir;
+        std::string want = hu && hg ? fmt::format("{}.{}", *hu, *hg) : "?";
+        struct stat st {};
+        std::string base = dir.substr(dir.rfind('/') + 1);
+        if (::stat(dir.c_str(), &st) != 0) {
+            add("lab-data-dir", CheckStatus::fail, fmt::format("DockerRootDir {}: {}", printable(dir, 300), std::strerror(errno)));
+        } else {
+            bool named = base == want;
+            bool owned = (hu && st.st_uid == *hu) || (hg && st.st_gid == *hg);
+            bool closed = (st.st_mode & 044) == 0;
+            add("lab-data-dir", named && owned && closed ? CheckStatus::pass : CheckStatus::fail,
+                fmt::format("DockerRootDir {}: {}, owner {}:{}, mode {:04o}{}{}{}", printable(dir, 300),
+                            named ? "named after the remapped ids" : "not <uid>.<gid> of the remapped ids (" + want + ")",
+                            st.st_uid, st.st_gid, st.st_mode & 07777, owned ? "" : " (not the remapped ids)",
+                            closed ? ", not group/world readable" : " (group/world readable)", ""));
+        }
+    }
+    // A root-owned host directory, as container root: only the permission is asked (access(2)
+    // with the container's credentials), nothing is written.
+    std::string why;
+    auto w = writable_as(*pid, "/etc", why);
+    if (!w) add("lab-host-dir", CheckStatus::fail, "not checked: " + why);
+    else add("lab-host-dir", *w ? CheckStatus::fail : CheckStatus::pass,
+             fmt::format("/etc (root-owned, on the host) is {}writable by pid {}'s credentials{}", *w ? "" : "not ",
+                         *pid, *w ? ": container root is host root there" : ""));
+}
 
 std::string describe_procs(const std::vector<BypassRisks::Proc>& who) {
     std::string out;
@@ -185,6 +266,29 @@ std::optional<IpAddr> outside_destination(Family f, const AllowList& allow) {
     return std::nullopt;
 }
 
+std::optional<std::string> subid_owner(const std::string& text, unsigned long start, unsigned long count) {
+    std::istringstream in(text);
+    std::string line;
+    while (std::getline(in, line)) {
+        auto a = line.find(':'), b = line.find(':', a == std::string::npos ? a : a + 1);
+        if (a == std::string::npos || b == std::string::npos) continue;
+        try {
+            unsigned long s = std::stoul(line.substr(a + 1, b - a - 1)), n = std::stoul(line.substr(b + 1));
+            if (start >= s && start + count <= s + n) return line.substr(0, a);
+        } catch (...) {
+        }
+    }
+    return std::nullopt;
+}
+
+unsigned long root_range(const std::string& map) {
+    std::istringstream in(map);
+    unsigned long inside, outside, count;
+    while (in >> inside >> outside >> count)
+        if (inside == 0) return count;
+    return 0;
+}
+
 std::optional<unsigned long> host_uid_of_root(const std::string& uid_map) {
     std::istringstream in(uid_map);
     unsigned long inside, outside, count;
@@ -193,108 +297,275 @@ std::optional<unsigned long> host_uid_of_root(const std::string& uid_map) {
     return std::nullopt;
 }
 
-std::string junit_report(const std::string& target_label, const std::vector<Check>& checks) {
-    auto esc = [](const std::string& s) {
-        std::string o;
-        for (char c : s) {
-            switch (c) {
-                case '&': o += "&amp;"; break;
-                case '<': o += "&lt;"; break;
-                case '>': o += "&gt;"; break;
-                case '"': o += "&quot;"; break;
-                case '\'': o += "&apos;"; break;
-                default:
-                    if (static_cast<unsigned char>(c) >= 0x20 || c == '\n' || c == '\t') o += c;
-            }
+namespace {
+
+std::string xml_escape(const std::string& s) {
+    std::string o;
+    for (char c : s) {
+        switch (c) {
+            case '&': o += "&amp;"; break;
+            case '<': o += "&lt;"; break;
+            case '>': o += "&gt;"; break;
+            case '"': o += "&quot;"; break;
+            case '\'': o += "&apos;"; break;
+            default:
+                if (static_cast<unsigned char>(c) >= 0x20 || c == '\n' || c == '\t') o += c;
         }
-        return o;
-    };
-    std::size_t failures = 0;
-    for (const auto& c : checks) failures += c.status == CheckStatus::fail;
-    std::string out = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
-    out += fmt::format("<testsuites tests=\"{}\" failures=\"{}\">\n", checks.size(), failures);
-    out += fmt::format("  <testsuite name=\"nsegress verify {}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"0\">\n",
-                       esc(target_label), checks.size(), failures);
-    for (const auto& c : checks) {
-        out += fmt::format("    <testcase classname=\"nsegress.verify\" name=\"{}\">\n", esc(c.name));
-        if (c.status == CheckStatus::fail)
-            out += fmt::format("      <failure message=\"{}\"/>\n", esc(c.detail));
-        else
-            out += fmt::format("      <system-out>{}: {}</system-out>\n", c.status == CheckStatus::warn ? "WARN" : "PASS", esc(c.detail));
-        out += "    </testcase>\n";
     }
-    out += "  </testsuite>\n</testsuites>\n";
+    return o;
+}
+
+}  // namespace
+
+std::string check_group(const std::string& n) {
+    auto starts = [&](const char* p) { return n.rfind(p, 0) == 0; };
+    if (starts("netns-") || starts("probe-identity") || starts("reach-targets")) return "nsegress.verify.target";
+    if (starts("reach ")) return "nsegress.verify.reach";
+    if (starts("block ")) return "nsegress.verify.block";
+    if (n.find("outside-refused") != std::string::npos) return "nsegress.verify.outside";
+    if (starts("forged-reply") || starts("loopback")) return "nsegress.verify.conntrack";
+    if (starts("bypass-")) return "nsegress.verify.bypass";
+    if (starts("userns-remap") || starts("no-new-privs")) return "nsegress.verify.process";
+    return "nsegress.verify.lab";
+}
+
+std::string junit_report(const std::vector<JunitSuite>& suites) {
+    std::size_t tests = 0, failures = 0, errors = 0;
+    for (const auto& s : suites) {
+        tests += s.error.empty() ? s.checks.size() : 1;
+        errors += !s.error.empty();
+        for (const auto& c : s.checks) failures += c.status == CheckStatus::fail;
+    }
+    std::string out = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
+    out += fmt::format("<testsuites tests=\"{}\" failures=\"{}\" errors=\"{}\">\n", tests, failures, errors);
+    for (const auto& s : suites) {
+        std::size_t f = 0;
+        for (const auto& c : s.checks) f += c.status == CheckStatus::fail;
+        if (!s.error.empty()) {
+            out += fmt::format("  <testsuite name=\"{}\" tests=\"1\" failures=\"0\" errors=\"1\" skipped=\"0\">\n",
+                               xml_escape(s.name));
+            out += "    <testcase classname=\"nsegress.verify.target\" name=\"target\">\n";
+            out += fmt::format("      <error message=\"{}\"/>\n", xml_escape(s.error));
+            out += "    </testcase>\n  </testsuite>\n";
+            continue;
+        }
+        out += fmt::format("  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"0\">\n",
+                           xml_escape(s.name), s.checks.size(), f);
+        for (const auto& c : s.checks) {
+            out += fmt::format("    <testcase classname=\"{}\" name=\"{}\">\n", check_group(c.name), xml_escape(c.name));
+            if (c.status == CheckStatus::fail)
+                out += fmt::format("      <failure message=\"{}\"/>\n", xml_escape(c.detail));
+            else
+                out += fmt::format("      <system-out>{}: {}</system-out>\n",
+                                   c.status == CheckStatus::warn ? "WARN" : "PASS", xml_escape(c.detail));
+            out += "    </testcase>\n";
+        }
+        out += "  </testsuite>\n";
+    }
+    out += "</testsuites>\n";
     return out;
+}
+
+std::string junit_report(const std::string& target_label, const std::vector<Check>& checks) {
+    return junit_report(std::vector<JunitSuite>{{target_label, checks, ""}});
+}
+
+void validate_targets(const AllowList& allow, const std::vector<IpAddr>& reach, const std::vector<IpAddr>& block,
+                      const char* reach_flag, const char* block_flag) {
+    for (const auto& b : block)
+        if (allow.contains(b))
+            throw_usage(fmt::format("{} {} is inside the allow-list: a correct policy lets it through, so this "
+                                    "check could only fail (remove it, or narrow the allow-list)",
+                                    block_flag, b.str()));
+    for (const auto& r : reach)
+        if (!allow.contains(r))
+            throw_usage(fmt::format("{} {} is outside every allowed CIDR: a correct policy refuses it, so this "
+                                    "check could only fail (add its CIDR to the allow-list, or drop it)",
+                                    reach_flag, r.str()));
 }
 
 CommandResult cmd_verify(const VerifyOptions& opt) {
     CommandResult res{json{{"command", "verify"}, {"ok", true}, {"exit_code", 0}, {"error", nullptr}}};
     require_privileges(priv_enter | priv_net_raw);
     AllowList allow(opt.allow);
+    validate_targets(allow, opt.reach, opt.block, "--reach", "--block");
     Netns ns = open_target(opt.target, HostCheck::report);
     std::vector<Check> checks;
     auto add = [&](std::string name, CheckStatus st, std::string detail) {
         checks.push_back(Check{std::move(name), st, std::move(detail)});
     };
 
-    bool host = !ns.host_reason().empty();
+    // The host's namespace, whoever runs verify: the engine's own answer, our own view of the
+    // namespace, and the engine's daemons living in it (Docker-in-Docker, lab VMs).
+    auto members = members_of(ns);
+    std::string host_why = ns.host_reason();
+    if (host_why.empty() && opt.network_mode &&
+        (*opt.network_mode == "host" || opt.network_mode->rfind("container:", 0) == 0))
+        host_why = *opt.network_mode == "host"
+                       ? "the engine says its NetworkMode is 'host'"
+                       : fmt::format("the engine says its NetworkMode is '{}': another container's namespace",
+                                     printable(*opt.network_mode, 200));
+    if (host_why.empty())
+        for (const auto& m : members)
+            if (m.comm == "dockerd" || m.comm == "containerd" || m.comm == "podman")
+                host_why = fmt::format("process {} ({}), the container engine's own daemon, lives in it: it is "
+                                       "the host's namespace as far as the lab is concerned",
+                                       m.pid, m.comm);
+    bool host = !host_why.empty();
     add("netns-not-host", host ? CheckStatus::fail : CheckStatus::pass,
-        host ? fmt::format("the namespace is the host's: {} (a container run with --net=host?)", ns.host_reason())
-             : fmt::format("netns inode {} is the container's own", ns.id().ino));
+        host ? fmt::format("the namespace is the host's: {} (a container run with --net=host?)", host_why)
+             : fmt::format("netns inode {} is the container's own ({}no engine daemon lives in it)", ns.id().ino,
+                           opt.network_mode ? "NetworkMode '" + printable(*opt.network_mode, 200) + "', " : ""));
 
-    // Probes and inspection, from sockets opened inside (never from the host's namespace).
+    // Whose identity the probes take: the target process, else a process of the namespace.
+    std::optional<pid_t> as_pid = opt.target.pid;
+    if (!as_pid && !members.empty()) as_pid = members.front().pid;
+    BypassRisks risks = bypass_risks(ns);
+
     if (!host) {
         NlSock rtnl;
-        ProbeSockets sockets;
+        std::string arp;
         ns.run_inside([&] {
             rtnl = open_rtnl_socket();
-            sockets = open_probe_sockets();
+            arp = read_text_file("/proc/thread-self/net/arp").value_or("");
         });
-        Snapshot snap = inspect(rtnl.get(), inspect_addresses | inspect_routes);
-        std::vector<ProbeTarget> targets;
-        std::vector<std::string> names;
-        for (const auto& a : opt.reach) {
-            targets.push_back({a, Expect::reach});
-            names.push_back("reach " + a.str());
+        Snapshot snap = inspect(rtnl.get(), inspect_links | inspect_addresses | inspect_routes);
+        std::vector<IpAddr> neighbours;
+        {
+            std::istringstream in(arp);
+            std::string line;
+            std::getline(in, line);  // header
+            while (std::getline(in, line)) {
+                std::istringstream ls(line);
+                std::string ip, hw, flags;
+                if (!(ls >> ip >> hw >> flags) || flags == "0x0") continue;
+                if (auto a = IpAddr::parse(ip)) neighbours.push_back(*a);
+            }
         }
-        for (const auto& a : opt.block) {
-            targets.push_back({a, Expect::block});
-            names.push_back("block " + a.str());
-        }
-        std::vector<std::string> skipped;
+        if (opt.reach.empty())
+            add("reach-targets", CheckStatus::warn,
+                "no --reach given: a namespace that refuses everything would pass (give an allowed host that must answer)");
+        auto derived = derive_outside_targets(snap, allow, neighbours);
+        std::vector<GradeProbe> probes;
+        auto add_probes = [&](const IpAddr& a, Expect e) {
+            probes.push_back({a, Proto::icmp, e, 0});
+            probes.push_back({a, Proto::tcp, e, opt.grade.tcp_port});
+            probes.push_back({a, Proto::udp, e, opt.grade.udp_port});
+        };
+        for (const auto& a : opt.reach) add_probes(a, Expect::reach);
+        for (const auto& a : opt.block) add_probes(a, Expect::block);
+        for (const auto& d : derived) add_probes(d.addr, Expect::block);
+        std::string identity;
+        bool as_process = false, blind = false;
+        GradeOptions go = opt.grade;
+        go.timeout_ms = opt.probe_options.timeout_ms;
+        go.count = opt.probe_options.count;
+        for (const auto& r : snap.routes)
+            if (r.gateway) go.next_hops.push_back(*r.gateway);
+        for (const auto& l : snap.links) go.ifnames[l.ifindex] = printable(l.name, 32);
+        auto results = run_grade_probes(ns, as_pid, probes, go, identity, as_process, blind);
+        add("probe-identity", as_process ? CheckStatus::pass : CheckStatus::warn,
+            as_process ? "probes sent as the container: " + identity
+                       : "probes sent with " + identity +
+                             ": rules keyed on socket owner, cgroup or mark were not exercised as the workload would");
+        json probes_json = json::array();
+        for (const auto& r : results)
+            probes_json.push_back(json{{"target", r.probe.addr.str()},
+                                       {"protocol", proto_name(r.probe.proto)},
+                                       {"port", r.probe.port},
+                                       {"expect", expect_name(r.probe.expect)},
+                                       {"ok", r.ok()},
+                                       {"refused", r.refused},
+                                       {"left", r.left},
+                                       {"answered", r.answered},
+                                       {"detail", r.detail}});
+        res.doc["probes"] = probes_json;
+        res.doc["observer_blind"] = blind;
+        auto label = [](const GradeResult& r) {
+            return r.probe.proto == Proto::icmp ? std::string("icmp")
+                                                : fmt::format("{}/{}", proto_name(r.probe.proto), r.probe.port);
+        };
+        // One check per reach/block target, all three protocols in it.
+        std::size_t i = 0;
+        auto target_check = [&](const std::string& name, bool block) {
+            bool ok = true;
+            std::string detail;
+            for (int k = 0; k < 3; ++k, ++i) {
+                const auto& r = results[i];
+                ok = ok && r.ok();
+                detail += fmt::format("{}{}: {}{}", k ? "; " : "", label(r),
+                                      r.ok() ? "" : (block ? "NOT REFUSED, " : "NOT REACHED, "), r.detail);
+            }
+            add(name, ok ? CheckStatus::pass : CheckStatus::fail, detail);
+        };
+        for (const auto& a : opt.reach) target_check("reach " + a.str(), false);
+        for (const auto& a : opt.block) target_check("block " + a.str(), true);
         for (Family f : {Family::v4, Family::v6}) {
             std::string name = fmt::format("{}-outside-refused", f == Family::v4 ? "ipv4" : "ipv6");
             if (!usable(f, snap)) {
-                skipped.push_back(name);
                 add(name, CheckStatus::pass, fmt::format("no {} address or default route: nothing can leave", family_name(f)));
                 continue;
             }
-            auto dst = outside_destination(f, allow);
-            if (!dst) {
-                add(name, CheckStatus::pass, fmt::format("the allow-list covers all of {}", family_name(f)));
-                continue;
+            std::size_t total = 0;
+            std::string leaks, tried;
+            for (std::size_t d = 0; d < derived.size(); ++d) {
+                if (derived[d].addr.family != f) continue;
+                ++total;
+                std::string bad;
+                for (int k = 0; k < 3; ++k) {
+                    const auto& r = results[i + 3 * d + k];
+                    if (!r.ok()) bad += fmt::format("{}{}: {}", bad.empty() ? "" : ", ", label(r), r.detail);
+                }
+                tried += fmt::format("{}{} ({})", tried.empty() ? "" : ", ", derived[d].addr.str(), derived[d].why);
+                if (!bad.empty())
+                    leaks += fmt::format("{}{} ({}) -- {}", leaks.empty() ? "" : "; ", derived[d].addr.str(), derived[d].why, bad);
             }
-            targets.push_back({*dst, Expect::block});
-            names.push_back(name);
+            if (total == 0)
+                add(name, CheckStatus::pass, fmt::format("the allow-list covers every derived {} target", family_name(f)));
+            else if (leaks.empty())
+                add(name, CheckStatus::pass,
+                    fmt::format("{} address(es) outside the allow-list refused over ICMP, TCP and UDP: {}", total, tried));
+            else
+                add(name, CheckStatus::fail,
+                    fmt::format("{} traffic outside the allow-list is not refused inside the namespace: {}",
+                                family_name(f), leaks));
         }
-        auto results = run_probes(sockets, targets, opt.probe_options);
-        for (std::size_t i = 0; i < results.size(); ++i) {
-            const auto& r = results[i];
-            std::string what = fmt::format("{} {}", outcome_name(r.outcome), r.detail);
-            if (names[i].find("outside-refused") != std::string::npos)
-                what = fmt::format("{} (outside every allowed CIDR): {}", r.target.str(), what);
-            if (!r.ok() && r.expect == Expect::block && names[i].find("outside") != std::string::npos)
-                what += fmt::format(" -- {} traffic is not refused inside the namespace", family_name(r.target.family));
-            add(names[i], r.ok() ? CheckStatus::pass : CheckStatus::fail, what);
+
+        // The forged-reply technique, with the capabilities the container really holds.
+        std::vector<IpAddr> forge_targets = opt.block;
+        for (const auto& d : derived) forge_targets.push_back(d.addr);
+        std::vector<IpAddr> via = opt.reach;
+        for (const auto& r : snap.routes)
+            if (r.table == 254 && r.is_default() && r.gateway) via.push_back(*r.gateway);
+        std::optional<pid_t> raw_pid;
+        if (!risks.net_raw.empty()) raw_pid = risks.net_raw.front().pid;
+        for (const auto& r : risks.net_raw)
+            if (as_pid && r.pid == *as_pid) raw_pid = r.pid;  // the target itself, when it holds it
+        auto forged = try_forged_replies(ns, as_pid, snap, forge_targets, via, raw_pid);
+        std::string fdetail, leaked;
+        json fj = json::array();
+        for (const auto& f : forged) {
+            fdetail += fmt::format("{}{}: {}", fdetail.empty() ? "" : "; ", f.technique, f.detail);
+            if (f.leaked) leaked += (leaked.empty() ? "" : ", ") + f.technique;
+            fj.push_back(json{{"technique", f.technique}, {"applicable", f.applicable}, {"leaked", f.leaked}, {"detail", f.detail}});
         }
+        res.doc["forged_replies"] = fj;
+        if (risks.net_raw.empty()) fdetail += (fdetail.empty() ? "" : "; ") + std::string("raw forgeries not tried: no process holds CAP_NET_RAW");
+        add("forged-reply", leaked.empty() ? CheckStatus::pass : CheckStatus::fail,
+            leaked.empty() ? fdetail
+                           : fmt::format("a forged packet to the namespace's own address made the forbidden peer the "
+                                         "connection's originator, and the \"reply\" to it left ({}): {}",
+                                         leaked, fdetail));
+        std::string lo = loopback_problem(ns, as_pid, snap);
+        add("loopback", lo.empty() ? CheckStatus::pass : CheckStatus::warn,
+            lo.empty() ? "the container reaches its own loopback (127.0.0.1, ::1)"
+                       : "the container cannot reach its own loopback, which local services and many programs need: " + lo);
     } else {
         for (const auto& a : opt.reach) add("reach " + a.str(), CheckStatus::fail, "not probed from the host's namespace");
         for (const auto& a : opt.block) add("block " + a.str(), CheckStatus::fail, "not probed from the host's namespace");
     }
 
     // Bypass risks: who in the namespace could undo or go around the policy.
-    auto members = members_of(ns);
-    BypassRisks risks = bypass_risks(ns);
     if (!risks.net_admin.empty())
         add("bypass-net-admin", CheckStatus::fail,
             fmt::format("process {} holds CAP_NET_ADMIN over this network namespace and can delete or "
@@ -330,8 +601,7 @@ CommandResult cmd_verify(const VerifyOptions& opt) {
                                     {"detail", cover.detail}};
 
     // The container's process, for the per-process checks.
-    std::optional<pid_t> pid = opt.target.pid;
-    if (!pid && !members.empty()) pid = members.front().pid;
+    std::optional<pid_t> pid = as_pid;
     auto proc_file = [&](const char* file) -> std::optional<std::string> {
         if (!pid) return std::nullopt;
         auto text = read_text_file(fmt::format("/proc/{}/{}", *pid, file));
@@ -339,7 +609,7 @@ CommandResult cmd_verify(const VerifyOptions& opt) {
         if (ns.pidfd() && !pidfd_alive(ns.pidfd().get())) return std::nullopt;
         return text;
     };
-    if (opt.expect_userns_remap) {
+    if (opt.expect_userns_remap || opt.lab_profile) {
         auto map = proc_file("uid_map");
         if (!map) {
             add("userns-remap", CheckStatus::fail, "no process to read a uid map from");
@@ -358,13 +628,15 @@ CommandResult cmd_verify(const VerifyOptions& opt) {
                                 host_uid ? "uid 0, i.e. root," : "not mapped", *pid, flat));
         }
     }
-    if (opt.expect_no_new_privs) {
+    if (opt.expect_no_new_privs || opt.lab_profile) {
         auto status = proc_file("status");
         std::string nnp = status ? status_field(*status, "NoNewPrivs") : "";
         if (!status) add("no-new-privs", CheckStatus::fail, "no process to read NoNewPrivs from");
         else if (nnp == "1") add("no-new-privs", CheckStatus::pass, fmt::format("pid {}: NoNewPrivs: 1", *pid));
         else add("no-new-privs", CheckStatus::fail, fmt::format("pid {}: NoNewPrivs: {} (setuid binaries can still gain privileges)", *pid, nnp.empty() ? "?" : nnp));
     }
+
+    if (opt.lab_profile) lab_checks(opt, pid, proc_file, add);
 
     json list = json::array();
     std::size_t fails = 0, warns = 0;

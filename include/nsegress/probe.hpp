@@ -57,6 +57,9 @@ struct ProbeSockets {
 };
 
 ProbeSockets open_probe_sockets();  // call while inside the target netns
+// Non-blocking, close-on-exec, a large send buffer and the ICMP filters, for raw ICMP sockets
+// created elsewhere (verify's sockets of the container, grade.hpp).
+void prepare_probe_sockets(ProbeSockets& s);
 
 struct ProbeOptions {
     int count = 1;          // echoes per target

@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "nsegress/commands.hpp"
+#include "nsegress/engine.hpp"
+#include "nsegress/grade.hpp"
 
 namespace nsegress {
 
@@ -18,7 +20,21 @@ struct VerifyOptions {
     bool expect_userns_remap = false;
     bool expect_no_new_privs = false;
     ProbeOptions probe_options;
+    GradeOptions grade;  // TCP/UDP ports and the timeout of the grader's probes
+    // --container: the engine's own NetworkMode ("host", "container:ID", "bridge"...).
+    std::optional<std::string> network_mode;
+    // --lab-profile: the whole seed lab (userns-remap, no-new-privileges, container root, id
+    // maps inside the remap user's /etc/subuid and /etc/subgid ranges, the daemon's remap, its
+    // namespaced data directory, a root-owned host directory not writable by container root).
+    bool lab_profile = false;
+    std::optional<DaemonInfo> daemon;  // --container with docker: what `docker info` says
 };
+
+// The teacher's own mistakes, caught before anything runs: a block target inside an allowed
+// CIDR, or a reach target outside every allowed CIDR. Throws Error(Exit::usage) with a clear
+// line (`reach_flag`/`block_flag` name the options, e.g. "--reach"/"--block").
+void validate_targets(const AllowList& allow, const std::vector<IpAddr>& reach, const std::vector<IpAddr>& block,
+                      const char* reach_flag, const char* block_flag);
 
 enum class CheckStatus { pass, fail, warn };
 
@@ -50,9 +66,25 @@ std::string describe_procs(const std::vector<BypassRisks::Proc>& who);
 // system-out), as CI systems and graders read it.
 std::string junit_report(const std::string& target_label, const std::vector<Check>& checks);
 
+// One suite of a class report: a graded target, or one that could not be graded (`error`).
+struct JunitSuite {
+    std::string name;  // the container's name, else the label
+    std::vector<Check> checks;
+    std::string error;  // non-empty: the target could not be graded (a testcase with <error>)
+};
+std::string junit_report(const std::vector<JunitSuite>& suites);
+// The JUnit classname of a check: nsegress.verify.<group> (target, reach, block, outside,
+// forged, bypass, process, lab).
+std::string check_group(const std::string& check_name);
+
 // For a family, a destination outside every allowed CIDR (documentation/reserved ranges that
 // nobody answers for), or nothing when the allow-list covers them all.
 std::optional<IpAddr> outside_destination(Family f, const AllowList& allow);
+
+// The user of /etc/subuid (or subgid) text whose range holds [start, start + count), if any.
+std::optional<std::string> subid_owner(const std::string& subid_text, unsigned long start, unsigned long count);
+// The length of the uid/gid map line that maps 0 ("0 100000 65536" -> 65536), 0 if none.
+unsigned long root_range(const std::string& map);
 
 // "0 100000 65536" lines -> the host uid that uid 0 maps to (nullopt: 0 is not mapped).
 std::optional<unsigned long> host_uid_of_root(const std::string& uid_map);

@@ -109,6 +109,22 @@ assert_match "$OUT" '^FAIL no-new-privs' "c1 (started without it): FAIL no-new-p
 assert_eq "no-new-privs" "$(grep '^FAIL' <<<"$OUT" | sed -E 's/^FAIL ([^:]+):.*/\1/' | tr '\n' ' ' | sed 's/ $//')" \
 	"no-new-privs is c1's only failed check"
 
+step "--lab-profile: the whole seed lab, each check saying what it looked at"
+nse verify --container nnp --allow "$LANNET" --reach "$LAN" --lab-profile --json >"$TMPD/lab.json" 2>"$TMPD/lab.err"
+labcheck() { jq -r --arg n "$1" '.checks[] | select(.name==$n) | "\(.status) \(.detail)"' "$TMPD/lab.json"; }
+for c in lab-container-root lab-id-maps lab-daemon-userns-remap lab-data-dir lab-host-dir userns-remap no-new-privs; do
+	assert_match "$(labcheck "$c")" '^pass ' "lab profile: $c passes"
+done
+assert_match "$(labcheck lab-id-maps)" "inside /etc/subuid's entry of 'dockremap'" "the remap user's subuid range is named"
+assert_match "$(labcheck lab-data-dir)" 'DockerRootDir .*/[0-9]+\.[0-9]+: named after the remapped ids' "the data directory is named"
+assert_match "$(labcheck lab-host-dir)" '/etc .* not writable' "container root cannot write a root-owned host directory"
+assert_match "$(labcheck probe-identity)" "uid 0 gid 0 .*in user namespace" "the probes went as container root, in its user namespace"
+
+step "a class in one run: one JUnit report, a missing container is an error testcase"
+expect_exit 2 nse verify --engine docker --container nnp --container nosuch --allow "$LANNET" --reach "$LAN" --junit "$TMPD/class.xml"
+assert_match "$(cat "$TMPD/class.xml")" '<testsuite name="nnp" ' "a suite named after the container"
+assert_match "$(cat "$TMPD/class.xml")" '<testsuite name="nosuch" tests="1" failures="0" errors="1"' "the missing one: an error"
+
 step "--cap-add NET_ADMIN: the container could remove the policy"
 expect_exit 0 dk run -d --name adm --cap-add NET_ADMIN "$ENGINE_IMAGE" sleep 600
 expect_exit 0 nse restrict --container adm --allow "$LANNET"
@@ -150,6 +166,58 @@ assert_true "ip6tables half by hand" eval 'hand6 -A OUTPUT -o lo -j ACCEPT && ha
 assert_false "hm: $LAB_WAN6 refused now" reach hm "$LAB_WAN6"
 expect_exit 0 nse verify --container hm --allow "$LANNET" --reach "$LAN" --block "$WAN" --block "$GW4"
 assert_not_contains "$OUT" "FAIL" "both families closed by hand: verify passes"
+
+step "a class on the userns-remapped daemon: five hand-written solutions, one report"
+for s in good cheat icmp wide routes; do
+	expect_exit 0 dk run -d --name "st_$s" "$ENGINE_IMAGE" sleep 600
+done
+# student NAME FIRST-LINE ALLOW4: the careful nft solution, in the container's namespace.
+student() {
+	engines_in_netns "$P" "$(pid_of "st_$1")" nft -f - <<EOF
+table inet hw {
+	chain out {
+		type filter hook output priority 0; policy drop;
+		$2
+		oif lo accept
+		ip daddr $3 accept
+		ip6 daddr { fe80::/10, ff02::/16 } icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } accept
+		reject
+	}
+}
+EOF
+}
+assert_true "st_good: the careful solution" student good "" "$LANNET"
+assert_true "st_cheat: 'meta skuid 0 accept' (container root) first" student cheat "meta skuid 0 accept" "$LANNET"
+assert_true "st_wide: 192.168.0.0/16" student wide "" 192.168.0.0/16
+assert_true "st_icmp: only ICMP refused" engines_in_netns "$P" "$(pid_of st_icmp)" nft -f - <<'EOF'
+table inet hw {
+	chain out {
+		type filter hook output priority 0;
+		ip daddr != 192.168.1.0/24 meta l4proto icmp reject
+		meta l4proto ipv6-icmp icmpv6 type echo-request reject
+	}
+}
+EOF
+assert_true "st_routes: routes only" engines_in_netns "$P" "$(pid_of st_routes)" sh -c \
+	"ip route del default && ip route add $LANNET via $GW4 && ip -6 route del default"
+assert_true "the cheat is real: st_cheat's root reaches $WAN" reach st_cheat "$WAN"
+assert_false "st_good: $WAN refused" reach st_good "$WAN"
+expect_exit 3 nse verify --engine docker --container st_good --container st_cheat --container st_icmp --container st_wide \
+	--container st_routes --allow "$LANNET" --reach "$LAN" --block "$WAN" --expect-userns-remap --json --junit "$TMPD/class.xml"
+verdict() { jq -r --arg c "$1" --arg n "$2" '.targets[] | select(.target.container==$c) | .checks[] | select(.name==$n) | .status' <<<"$OUT"; }
+fails() { jq -r --arg c "$1" '[.targets[] | select(.target.container==$c) | .checks[] | select(.status=="fail") | .name] | join(",")' <<<"$OUT"; }
+assert_eq "" "$(fails st_good)" "st_good passes"
+assert_eq pass "$(verdict st_good probe-identity)" "st_good: probes went as container root"
+assert_eq fail "$(verdict st_cheat "block $WAN")" "st_cheat: FAIL block $WAN"
+assert_eq fail "$(verdict st_icmp "block $WAN")" "st_icmp: FAIL block $WAN (TCP and UDP leave)"
+assert_eq fail "$(verdict st_wide ipv4-outside-refused)" "st_wide: FAIL ipv4-outside-refused"
+assert_eq pass "$(verdict st_wide "block $WAN")" "st_wide: the forbidden host itself is refused"
+assert_eq fail "$(verdict st_routes ipv4-outside-refused)" "st_routes: FAIL ipv4-outside-refused (the docker host stays reachable)"
+xml=$(cat "$TMPD/class.xml" 2>/dev/null)
+assert_match "$xml" '<testsuite name="st_good" tests="[0-9]+" failures="0"' "JUnit: st_good's suite, no failure"
+for s in cheat icmp wide routes; do
+	assert_match "$xml" "<testsuite name=\"st_$s\" tests=\"[0-9]+\" failures=\"[1-9]" "JUnit: st_$s's suite fails"
+done
 
 step "teardown: nothing left behind, root namespace untouched"
 engines_down "$P"

@@ -121,15 +121,27 @@ assert_eq "3" "$(jq -r '.probes[0].received' <<<"$OUT")" "--count 3: three repli
 
 section "restrict fails closed when a probe does not hold"
 expect_exit 0 nsg release --netns "$CTR_NS"
-expect_exit 3 nsg restrict --netns "$CTR_NS" --allow 192.168.1.0/24 --probe-block 192.168.1.10 --json
+# (192.168.1.99 is allowed, but nobody answers there)
+expect_exit 3 nsg restrict --netns "$CTR_NS" --allow 192.168.1.0/24 --probe-reach 192.168.1.99 --timeout-ms 300 --json
 assert_eq "false" "$(jq -r .ok <<<"$OUT")" "--json: ok is false"
 assert_eq "3" "$(jq -r .exit_code <<<"$OUT")" "--json: exit_code 3"
-assert_eq "false" "$(jq -r '.probes[] | select(.target=="192.168.1.10") | .ok' <<<"$OUT")" "the failing probe is marked"
+assert_eq "false" "$(jq -r '.probes[] | select(.target=="192.168.1.99") | .ok' <<<"$OUT")" "the failing probe is marked"
 assert_contains "$(nft_table)" "192.168.1.0/24" "the policy stays installed"
 assert_false "ping 198.51.100.10 still refused" ping_ok 198.51.100.10
 assert_true "ping 192.168.1.10 answers" ping_ok 192.168.1.10
-expect_exit 3 nsg restrict --netns "$CTR_NS" --allow 192.168.1.0/24 --probe-reach 198.51.100.10
+expect_exit 0 nsg release --netns "$CTR_NS"
+expect_exit 3 nsg restrict --netns "$CTR_NS" --allow 192.168.1.0/24 --probe-reach 192.168.1.99 --timeout-ms 300
 assert_contains "$(nft_table)" "policy drop" "a failed --probe-reach also keeps the policy"
+
+section "probes that contradict the allow-list are refused before anything is committed"
+expect_exit 0 nsg release --netns "$CTR_NS"
+snapshot >"$TMPD/before"
+expect_exit 1 nsg restrict --netns "$CTR_NS" --allow 192.168.1.0/24 --probe-block 192.168.1.10
+assert_contains "$ERR" "--probe-block 192.168.1.10 is inside the allow-list" "--probe-block inside the allow-list: exit 1, said"
+expect_exit 1 nsg restrict --netns "$CTR_NS" --allow 192.168.1.0/24 --probe-reach 198.51.100.10
+assert_contains "$ERR" "--probe-reach 198.51.100.10 is outside every allowed CIDR" "--probe-reach outside the allow-list: exit 1, said"
+snapshot >"$TMPD/after"
+assert_same "$TMPD/before" "$TMPD/after" "nothing was committed"
 
 section "default probes (no --probe-*): the gateway is outside the allow-list, so it must be refused"
 expect_exit 0 nsg restrict --netns "$CTR_NS" --allow 192.168.1.0/24 --json

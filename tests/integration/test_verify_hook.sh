@@ -38,7 +38,7 @@ in_ctr ip6tables -A OUTPUT -d 2001:db8:1::/64 -j ACCEPT
 in_ctr ip6tables -A OUTPUT -j REJECT
 expect_exit 0 nsg verify --netns "$CTR_NS" "${V[@]}" --junit "$TMPD/report.xml"
 assert_match "$OUT" '0 failed' "all checks pass"
-assert_contains "$(cat "$TMPD/report.xml")" '<testsuites tests="7" failures="0">' "JUnit report: 7 tests, 0 failures"
+assert_contains "$(cat "$TMPD/report.xml")" '<testsuites tests="10" failures="0" errors="0">' "JUnit report: 10 tests, 0 failures"
 assert_false "real packets agree: IPv6 to the forbidden network is refused" in_ctr ping -n -c1 -W1 -q 2001:db8:2::10
 in_ctr iptables -F OUTPUT
 in_ctr ip6tables -F OUTPUT

@@ -5,6 +5,7 @@
 #include "nsegress/engine.hpp"
 #include "nsegress/error.hpp"
 #include "nsegress/hook.hpp"
+#include "nsegress/inspect.hpp"
 #include "nsegress/verify.hpp"
 
 using namespace nsegress;
@@ -148,4 +149,93 @@ TEST_CASE("verify helpers: outside destinations, uid maps, JUnit") {
     CHECK(xml.find("pid &lt;7&gt;") != std::string::npos);
     CHECK(xml.find("<failure message=\"bad &quot;x&quot;\"/>") != std::string::npos);
     CHECK(xml.find("WARN: hm") != std::string::npos);
+}
+
+TEST_CASE("verify: derived outside targets") {
+    Snapshot s;
+    s.links = {Link{1, "lo", true, true, "", 772, 65536}, Link{2, "eth0", true, false, "veth", 1, 1500}};
+    s.addresses = {Address{1, parse_ip("127.0.0.1"), 8, 254}, Address{2, parse_ip("172.17.0.2"), 16, 0},
+                   Address{2, parse_ip("fd00:31::2"), 64, 0}};
+    Route def4;
+    def4.family = Family::v4;
+    def4.dst = parse_cidr("0.0.0.0/0");
+    def4.gateway = parse_ip("172.17.0.1");
+    def4.oif = 2;
+    s.routes = {def4};
+    AllowList allow({parse_cidr("192.168.1.0/24")});
+    auto t = derive_outside_targets(s, allow, {parse_ip("172.17.0.9"), parse_ip("192.168.1.7")});
+    auto has = [&](const char* a, const char* why) {
+        for (const auto& d : t)
+            if (d.addr.str() == a) return d.why.find(why) != std::string::npos;
+        return false;
+    };
+    CHECK(has("172.17.0.1", "default gateway"));
+    CHECK(has("172.17.0.3", "on-link 172.17.0.0/16"));
+    CHECK(has("172.17.0.9", "neighbour"));
+    CHECK(has("192.168.0.255", "just below 192.168.1.0/24"));
+    CHECK(has("192.168.2.0", "just above 192.168.1.0/24"));
+    CHECK(has("fd00:31::1", "on-link fd00:31::/64"));
+    CHECK(has("2001:db8:ffff::1", "spread"));
+    for (const auto& d : t) {
+        CHECK_FALSE(allow.contains(d.addr));  // the allowed neighbour 192.168.1.7 is not a target
+        CHECK(d.addr.str() != "172.17.0.2");  // nor the namespace's own address
+        CHECK(d.addr.str() != "172.17.255.255");  // nor the subnet's broadcast
+        CHECK(d.addr.str() != "127.0.0.1");
+    }
+    // A wide allow-list: the addresses just outside it, nothing inside it.
+    auto wide = derive_outside_targets(s, AllowList({parse_cidr("172.16.0.0/12")}), {});
+    bool above = false;
+    for (const auto& d : wide) {
+        CHECK_FALSE(AllowList({parse_cidr("172.16.0.0/12")}).contains(d.addr));
+        above = above || d.addr.str() == "172.32.0.0";
+    }
+    CHECK(above);
+    // No IPv4 address: no IPv4 target.
+    Snapshot v6only = s;
+    v6only.addresses.erase(v6only.addresses.begin() + 1);
+    for (const auto& d : derive_outside_targets(v6only, allow, {})) CHECK(d.addr.family == Family::v6);
+}
+
+TEST_CASE("verify: the teacher's own mistakes") {
+    AllowList allow({parse_cidr("192.168.1.0/24")});
+    CHECK_NOTHROW(validate_targets(allow, {parse_ip("192.168.1.10")}, {parse_ip("198.51.100.10")}, "--reach", "--block"));
+    try {
+        validate_targets(allow, {}, {parse_ip("192.168.1.20")}, "--reach", "--block");
+        FAIL("a block target inside the allow-list was accepted");
+    } catch (const Error& e) {
+        CHECK(e.exit_code() == Exit::usage);
+        CHECK(std::string(e.what()).find("--block 192.168.1.20 is inside the allow-list") != std::string::npos);
+    }
+    try {
+        validate_targets(allow, {parse_ip("198.51.100.10")}, {}, "--probe-reach", "--probe-block");
+        FAIL("a reach target outside the allow-list was accepted");
+    } catch (const Error& e) {
+        CHECK(e.exit_code() == Exit::usage);
+        CHECK(std::string(e.what()).find("--probe-reach 198.51.100.10 is outside every allowed CIDR") != std::string::npos);
+    }
+}
+
+TEST_CASE("verify: a class report (one suite per target, errors as testcases)") {
+    auto xml = junit_report(std::vector<JunitSuite>{
+        {"alice", {Check{"netns-not-host", CheckStatus::pass, "ok"}, Check{"block 1.2.3.4", CheckStatus::fail, "left"}}, ""},
+        {"bob", {}, "container 'bob' is not running"}});
+    CHECK(xml.find("<testsuites tests=\"3\" failures=\"1\" errors=\"1\">") != std::string::npos);
+    CHECK(xml.find("<testsuite name=\"alice\" tests=\"2\" failures=\"1\"") != std::string::npos);
+    CHECK(xml.find("<testsuite name=\"bob\" tests=\"1\" failures=\"0\" errors=\"1\"") != std::string::npos);
+    CHECK(xml.find("<error message=\"container &apos;bob&apos; is not running\"/>") != std::string::npos);
+    CHECK(xml.find("classname=\"nsegress.verify.block\" name=\"block 1.2.3.4\"") != std::string::npos);
+    CHECK(xml.find("classname=\"nsegress.verify.target\" name=\"netns-not-host\"") != std::string::npos);
+    CHECK(xml.find("alice") < xml.find("bob"));
+    CHECK(check_group("ipv6-outside-refused") == "nsegress.verify.outside");
+    CHECK(check_group("forged-reply") == "nsegress.verify.conntrack");
+}
+
+TEST_CASE("verify: the remap user's subordinate ranges") {
+    const std::string subuid = "alice:100000:65536\n# comment\ndockremap:165536:65536\nbroken\nbob:x:y\n";
+    CHECK(subid_owner(subuid, 165536, 65536) == std::optional<std::string>("dockremap"));
+    CHECK(subid_owner(subuid, 100000, 1) == std::optional<std::string>("alice"));
+    CHECK_FALSE(subid_owner(subuid, 165536, 65537).has_value());  // runs past the entry
+    CHECK_FALSE(subid_owner(subuid, 0, 65536).has_value());
+    CHECK(root_range("         0     165536      65536\n") == 65536ul);
+    CHECK(root_range("1000 1000 1\n") == 0ul);
 }
