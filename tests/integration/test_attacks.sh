@@ -219,7 +219,7 @@ section "old flows whose remote speaks first never become replies"
 # the client said.
 old_flow() {
 	local before=$1 after=$2 trig=$TMPD/trigger log=$TMPD/peer.log
-	rm -f "$trig" "$log"
+	rm -f "$trig" "$log" "$TMPD/peer.out" "$TMPD/client.out"
 	MARK="NSGOLD-$((++n))-$$"
 	[[ $before != none ]] && { nsg restrict --netns "$CTR_NS" $before --no-probe >/dev/null || fail "restrict $before"; }
 	ip netns exec "${P}_wan" "$PY" "$A" peer-serve 7070 "$trig" "$log" >"$TMPD/peer.out" 2>&1 &
@@ -227,7 +227,10 @@ old_flow() {
 	wait_for_text "$TMPD/peer.out" listening 5
 	in_ctr "$PY" "$A" peer-client "$LAB_WAN4" 7070 "$MARK" >"$TMPD/client.out" 2>&1 &
 	local cp=$!
-	wait_for_text "$TMPD/client.out" connected 5
+	if ! wait_for_text "$TMPD/client.out" connected 5; then
+		fail "the client did not connect: $(<"$TMPD/client.out")"
+		kill "$sp" 2>/dev/null
+	fi
 	[[ $after != none ]] && { nsg restrict --netns "$CTR_NS" $after --no-probe >/dev/null || fail "restrict $after"; }
 	touch "$trig"
 	wait "$cp" "$sp"
