@@ -167,10 +167,25 @@ AllowList::AllowList(const std::vector<Cidr>& cidrs) {
     v4_.reserve(n4);
     v6_.reserve(cidrs.size() - n4);
     for (const auto& c : cidrs) (c.addr.family == Family::v4 ? v4_ : v6_).push_back(Range{c.first(), c.last()});
-    for (auto* list : {&v4_, &v6_}) {
+    merge_sorted(v4_, Family::v4);
+    merge_sorted(v6_, Family::v6);
+}
+
+AllowList AllowList::from_ranges(std::vector<Range> ranges) {
+    AllowList a;
+    a.inputs_ = ranges.size();
+    for (auto& r : ranges) (r.first.family == Family::v4 ? a.v4_ : a.v6_).push_back(r);
+    merge_sorted(a.v4_, Family::v4);
+    merge_sorted(a.v6_, Family::v6);
+    return a;
+}
+
+void AllowList::merge_sorted(std::vector<Range>& list_ref, Family f) {
+    auto* list = &list_ref;
+    {
         std::sort(list->begin(), list->end(),
                   [](const Range& x, const Range& y) { return x.first.value < y.first.value; });
-        const u128 top = list == &v4_ ? u128{0xffffffffu} : ~u128{0};
+        const u128 top = f == Family::v4 ? u128{0xffffffffu} : ~u128{0};
         std::size_t kept = 0;
         for (std::size_t i = 0; i < list->size(); ++i) {
             const Range& r = (*list)[i];
@@ -243,7 +258,7 @@ std::vector<Cidr> parse_allow_text(std::string_view text, const std::string& sou
     return out;
 }
 
-std::vector<Cidr> parse_allow_file(const std::string& path) {
+std::string read_allow_file_text(const std::string& path) {
     // A directory opens fine with ifstream and then reads as empty -- which would silently
     // mean "allow nothing". Only regular files and pipes (e.g. <(generate-list)) are lists.
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -269,7 +284,11 @@ std::vector<Cidr> parse_allow_file(const std::string& path) {
     ::close(fd);
     if (text.find('\0') != std::string::npos)
         throw_usage("allow-file " + quote(path) + " is not a text file");
-    return parse_allow_text(text, path);
+    return text;
+}
+
+std::vector<Cidr> parse_allow_file(const std::string& path) {
+    return parse_allow_text(read_allow_file_text(path), path);
 }
 
 }  // namespace nsegress

@@ -66,7 +66,7 @@ CniNetconf parse_cni_netconf(std::string_view text) {
     if (allow == j.end()) fail(cni_invalid_config, "netconf has no 'allow' (the list of allowed CIDRs)");
     for (const auto& s : string_list(j, "allow")) {
         try {
-            nc.allow.push_back(parse_cidr(s));
+            nc.allow.push_back(parse_allow_entry(s));  // one entry of the grammar per string
         } catch (const Error& e) {
             fail(cni_invalid_config, std::string("'allow': ") + e.what());
         }

@@ -76,6 +76,19 @@ json allow_json(const AllowList& a) {
     return j;
 }
 
+// The policy's entries in the grammar, and the per-family view of its CIDR-only part.
+json entries_json(const Policy& p) {
+    json list = json::array();
+    for (const auto& e : p.entries()) list.push_back(e);
+    return list;
+}
+
+json allow_json(const Policy& p) {
+    json j = allow_json(p.all());
+    j["entries"] = entries_json(p);
+    return j;
+}
+
 json probe_json(const ProbeResult& r) {
     return json{{"target", r.target.str()},
                 {"family", r.target.family == Family::v4 ? "ipv4" : "ipv6"},
@@ -228,6 +241,13 @@ std::vector<ProbeTarget> default_probe_targets(const Snapshot& snap, const Allow
     return out;
 }
 
+std::vector<ProbeTarget> default_probe_targets(const Snapshot& snap, const Policy& policy) {
+    if (!policy.has_ports()) return default_probe_targets(snap, policy.all());
+    auto out = default_probe_targets(snap, AllowList{});
+    for (auto& t : out) t.expect = policy.echo_allowed(t.addr) ? Expect::reach : Expect::block;
+    return out;
+}
+
 nlohmann::json error_document(const std::string& command, const Error& e) {
     CommandResult res{base_doc(command.c_str())};
     finish(res, e.exit_code());
@@ -238,7 +258,12 @@ nlohmann::json error_document(const std::string& command, const Error& e) {
 CommandResult cmd_restrict(const RestrictOptions& opt) {
     CommandResult res{base_doc("restrict")};
     json& doc = res.doc;
-    AllowList allow(opt.allow);
+    const Policy policy(opt.allow);
+    const AllowList& allow = policy.all();
+    // What the route set admits and conntrack keeps: every destination some entry names (ports
+    // are the nft policy's job). The CIDR-only list itself when no entry has ports.
+    const AllowList scoped_destinations = policy.has_ports() ? policy.destinations() : AllowList{};
+    const AllowList& destinations = policy.has_ports() ? scoped_destinations : allow;
     require_privileges(priv_enter | (opt.dry_run ? 0u : unsigned{priv_net_admin}) |
                        (opt.probe && !opt.dry_run ? unsigned{priv_net_raw} : 0u));
     Netns ns = open_target(opt.target);
@@ -246,7 +271,7 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     doc["dry_run"] = opt.dry_run;
     const nft::Mode mode = opt.audit ? nft::Mode::audit : nft::Mode::enforce;
     doc["mode"] = nft::mode_name(mode);
-    doc["allow"] = allow_json(allow);
+    doc["allow"] = allow_json(policy);
     // Audit mode installs no route set: its unreachable route would refuse what audit lets through.
     const bool route_set = opt.route_set && !opt.audit;
     // Nor a netdev egress table: it drops what it does not allow, and audit refuses nothing.
@@ -267,13 +292,13 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     const bool fresh_route_set =
         route_set && !opt.dry_run &&
         std::none_of(before.routes.begin(), before.routes.end(), [](const Route& r) { return r.table == kRouteTable; });
-    RoutePlan plan = route_set && !fresh_route_set ? plan_route_set(allow) : RoutePlan{};
+    RoutePlan plan = route_set && !fresh_route_set ? plan_route_set(destinations) : RoutePlan{};
     // The devices to filter; whether an earlier netdev table must go is decided at commit.
     nft::NetdevPlan netdev = netdev_plan(before, netdev_egress, false);
     testing::test_point("inspected");
 
     if (opt.dry_run) {
-        doc["nft"] = nft::render_policy(allow, mode, netdev) + nft::render_netdev(allow, netdev);
+        doc["nft"] = nft::render_policy(policy, mode, netdev) + nft::render_netdev(policy, netdev);
         doc["route_set"] = json{{"enabled", route_set},
                                 {"commands", render_route_set(plan, before)}};
         doc["netdev_egress"] = netdev_json(netdev);
@@ -296,7 +321,7 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
             // can); read after the generation, so the kernel vouches that it still holds.
             nft::Installed installed = nft::probe_installed(h.nfnl.get());
             batch.reset();
-            batch = nft::compile_policy(allow, batch_seq(), mode,
+            batch = nft::compile_policy(policy, batch_seq(), mode,
                                         netdev_plan(before, netdev_egress, installed.netdev != nft::Found::absent),
                                         installed);
             if (testing::g_hooks.mutate_batch) testing::g_hooks.mutate_batch(*batch);
@@ -309,7 +334,7 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     testing::test_point("committed");
     // Audit mode disturbs nothing: forbidden flows keep their conntrack entries (and so are not
     // logged: only new flows are).
-    doc["conntrack_dropped"] = opt.audit ? 0 : drop_forbidden_flows(h.ctnl.get(), allow, local_addresses(before));
+    doc["conntrack_dropped"] = opt.audit ? 0 : drop_forbidden_flows(h.ctnl.get(), destinations, local_addresses(before));
     testing::test_point("conntrack");
 
     // 2. The route set, second layer. Failure: exit 2, policy stays (fail closed).
@@ -324,7 +349,7 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
             if (fresh_route_set) {
                 RoutePlan head;  // the routes the report names
                 head.rules = route_set_rules();
-                routes = apply_fresh_route_set(h.rtnl.get(), before, allow, [&](const Route& r) {
+                routes = apply_fresh_route_set(h.rtnl.get(), before, destinations, [&](const Route& r) {
                     if (head.routes.size() < kReportedRoutes) head.routes.push_back(r);
                 });
                 rs["routes"] = route_set_lines(head, before);
@@ -361,7 +386,7 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
         for (const auto& a : opt.probe_reach) targets.push_back({a, Expect::reach});
         for (const auto& a : opt.probe_block) targets.push_back({a, Expect::block});
         if (targets.empty() && opt.default_probes) {
-            targets = default_probe_targets(before, allow);
+            targets = default_probe_targets(before, policy);
             if (targets.empty())
                 doc["probes_none"] =
                     "no --probe-reach/--probe-block, and no default gateway to test";
@@ -442,16 +467,17 @@ std::vector<std::string> policy_drift(const RestrictOptions& want) {
     Handles h = open_handles(ns, need_rtnl | need_nfnl);
     Snapshot snap = inspect(h.rtnl.get());
     nft::PolicyState st = nft::read_policy(h.nfnl.get());
-    AllowList allow(want.allow);
+    const Policy policy(want.allow);
+    const AllowList allow = policy.destinations();  // what the route set admits
     std::vector<std::string> drift;
     if (!st.present) drift.push_back("table inet nsegress is missing");
     else if (!st.complete) drift.push_back("table inet nsegress is incomplete (modified by hand?)");
     if (st.present && st.complete && st.mode != (audit ? nft::Mode::audit : nft::Mode::enforce))
         drift.push_back(fmt::format("the policy is in {} mode but {} was asked for", nft::mode_name(st.mode),
                                     audit ? "audit" : "enforce"));
-    if (st.present && allow_json(st.allow) != allow_json(allow))
-        drift.push_back(fmt::format("allow-list is {} but {} was asked for", allow_json(st.allow).dump(),
-                                    allow_json(allow).dump()));
+    if (st.present && !(st.policy() == policy))
+        drift.push_back(fmt::format("allow-list is {} but {} was asked for", entries_json(st.policy()).dump(),
+                                    entries_json(policy).dump()));
     RoutePlan installed = installed_route_set(snap);
     if (route_set) {
         if (installed.rules.empty() && installed.routes.empty()) drift.push_back("the route set is missing");
@@ -494,7 +520,7 @@ CommandResult cmd_status(const TargetSpec& target) {
                          {"complete", st.complete},
                          {"mode", st.present && st.complete ? json(nft::mode_name(st.mode)) : json(nullptr)},
                          {"rules", st.rules},
-                         {"allow", allow_json(st.allow)},
+                         {"allow", allow_json(st.policy())},
                          {"deny_log", st.deny_log ? json{{"group", nft::kNflogGroup},
                                                          {"rate_per_second", nft::kLogRatePerSecond},
                                                          {"burst", nft::kLogBurst}}
@@ -503,6 +529,8 @@ CommandResult cmd_status(const TargetSpec& target) {
                          // policy of an older nsegress honours any (forgeable) reply: say so.
                          {"reply_marking", st.reply_marking},
                          {"counters", {{"allowed", counter_json(st.allowed)},
+                                       {"allowed_ports", counter_json(st.allowed_ports)},
+                                       {"allowed_echo", counter_json(st.allowed_echo)},
                                        {"refused", counter_json(st.refused)},
                                        {"logged", counter_json(st.logged)},
                                        {"loopback", counter_json(st.loopback)},

@@ -87,19 +87,12 @@ std::optional<RestrictOptions> hook_plan(const OciState& state, const HookArgs& 
             throw_usage(std::string("annotation ") + kAnnotationAudit + ": " + quote(*a) + " must be true or false");
     }
     auto annotated_allow = [&](const std::string& text) {
-        std::vector<Cidr> out;
-        for (const auto& item : split_list(text, std::string("annotation ") + kAnnotationAllow)) {
-            try {
-                out.push_back(parse_cidr(item));
-            } catch (const Error& e) {
-                throw_usage(std::string("annotation ") + kAnnotationAllow + ": " + e.what());
-            }
-        }
-        return out;
+        // Entries of the grammar, separated by commas (an entry contains spaces).
+        return parse_allow_entry_list(text, std::string("annotation ") + kAnnotationAllow);
     };
     if (args.allow_given || !args.allow.empty()) {
         o.allow = args.allow;
-        // Per-container narrowing: the annotation may only take destinations away.
+        // Per-container narrowing: the annotation may only take destinations (and ports) away.
         if (const std::string* a = note(kAnnotationAllow)) o.allow = intersect_allow(o.allow, annotated_allow(*a));
     } else if (const std::string* a = note(kAnnotationAllow)) {
         o.allow = annotated_allow(*a);
@@ -123,28 +116,6 @@ std::optional<RestrictOptions> hook_plan(const OciState& state, const HookArgs& 
     o.probe_reach = ips(args.probe_reach, kAnnotationProbeReach);
     o.probe_block = ips(args.probe_block, kAnnotationProbeBlock);
     return o;
-}
-
-std::vector<Cidr> intersect_allow(const std::vector<Cidr>& a, const std::vector<Cidr>& b) {
-    AllowList la(a), lb(b);
-    std::vector<Cidr> out;
-    for (Family f : {Family::v4, Family::v6}) {
-        const auto& x = la.ranges(f);
-        const auto& y = lb.ranges(f);
-        // Both sorted and disjoint: one sweep.
-        std::size_t i = 0, j = 0;
-        while (i < x.size() && j < y.size()) {
-            IpAddr first = std::max(x[i].first, y[j].first);
-            IpAddr last = std::min(x[i].last, y[j].last);
-            if (first <= last) {
-                auto cover = Range{first, last}.to_cidrs();
-                out.insert(out.end(), cover.begin(), cover.end());
-            }
-            if (x[i].last < y[j].last) ++i;
-            else ++j;
-        }
-    }
-    return out;
 }
 
 CommandResult cmd_hook(std::string_view stdin_text, const HookArgs& args) {

@@ -124,17 +124,18 @@ TargetSpec target_of(const po::variables_map& vm) {
     return t;
 }
 
-std::vector<Cidr> cidrs(const po::variables_map& vm) {
-    std::vector<Cidr> out;
+// One entry of the grammar (policy.hpp) per --allow; an allow-file holds one per line.
+std::vector<AllowEntry> cidrs(const po::variables_map& vm) {
+    std::vector<AllowEntry> out;
     for (const auto& s : strings(vm, "allow")) {
         try {
-            out.push_back(parse_cidr(s));
+            out.push_back(parse_allow_entry(s));
         } catch (const Error& e) {
             throw_usage(std::string("--allow: ") + e.what());
         }
     }
     for (const auto& f : strings(vm, "allow-file")) {
-        auto more = parse_allow_file(f);
+        auto more = read_allow_entries_file(f);
         out.insert(out.end(), more.begin(), more.end());
     }
     return out;
@@ -224,10 +225,10 @@ int run_verify(const std::vector<std::string>& args, Parsed& p) {
          "engine for --container (default: docker, then podman)");
     po::options_description d("Verify");
     d.add_options()
-        ("allow", po::value<std::vector<std::string>>()->value_name("CIDR")->composing(),
-         "what the namespace is meant to reach (repeatable)")
+        ("allow", po::value<std::vector<std::string>>()->value_name("ENTRY")->composing(),
+         "what the namespace is meant to reach, as restrict --allow (repeatable)")
         ("allow-file", po::value<std::vector<std::string>>()->value_name("FILE")->composing(),
-         "read allowed CIDRs from FILE")
+         "read allow entries from FILE")
         ("reach", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
          "this IP must answer (ICMP echo, TCP, UDP) (repeatable)")
         ("block", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
@@ -246,7 +247,7 @@ int run_verify(const std::vector<std::string>& args, Parsed& p) {
     desc.add(t).add(d).add(common_options());
     if (!parse("verify", args, desc,
                "(--pid PID | --netns PATH | --container NAME... | --containers-file FILE)\n"
-               "        --allow CIDR [--allow CIDR]... [--reach IP]... [--block IP]... [--tcp-port P] [--udp-port P]\n"
+               "        --allow ENTRY [--allow ENTRY]... [--reach IP]... [--block IP]... [--tcp-port P] [--udp-port P]\n"
                "        [--expect-userns-remap] [--expect-no-new-privs] [--lab-profile] [--json] [--junit FILE]", p))
         return 0;
     const po::variables_map& vm = p.vm;
@@ -262,11 +263,11 @@ int run_verify(const std::vector<std::string>& args, Parsed& p) {
     std::vector<std::string> names = strings(vm, "container");
     try {
         if (!vm.count("allow") && !vm.count("allow-file"))
-            throw_usage("no allow-list: give --allow CIDR (what the namespace is meant to reach)");
+            throw_usage("no allow-list: give --allow ENTRY (what the namespace is meant to reach)");
         o.allow = cidrs(vm);
         o.reach = ips(vm, "reach");
         o.block = ips(vm, "block");
-        validate_targets(AllowList(o.allow), o.reach, o.block, "--reach", "--block");
+        validate_targets(o.allow, o.reach, o.block, "--reach", "--block");
         o.expect_userns_remap = vm["expect-userns-remap"].as<bool>();
         o.expect_no_new_privs = vm["expect-no-new-privs"].as<bool>();
         o.lab_profile = vm["lab-profile"].as<bool>();
@@ -416,10 +417,12 @@ int run(int argc, char** argv) {
         if (command == "restrict") {
             po::options_description d("Policy");
             d.add_options()
-                ("allow", po::value<std::vector<std::string>>()->value_name("CIDR")->composing(),
-                 "allow this destination (repeatable); a bare IP is a host (/32, /128)")
+                ("allow", po::value<std::vector<std::string>>()->value_name("ENTRY")->composing(),
+                 "allow 'DEST [PROTO[/PORT[-PORT]]]...' (one entry per --allow, repeatable): DEST is a "
+                 "CIDR or a bare IP (/32, /128); PROTO tcp, udp, sctp, icmp or icmpv6 (echo only); "
+                 "no PROTO: all traffic to DEST")
                 ("allow-file", po::value<std::vector<std::string>>()->value_name("FILE")->composing(),
-                 "read CIDRs from FILE: one per line, '#' comments, blank lines")
+                 "read entries from FILE: one per line, '#' comments, blank lines")
                 ("probe-reach", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
                  "after restricting, this IP must answer a ping (repeatable)")
                 ("probe-block", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
@@ -436,7 +439,7 @@ int run(int argc, char** argv) {
                 ("dry-run", po::bool_switch(), "print the ruleset and route set; change nothing");
             desc.add(d).add(common_options());
             if (!parse(command, args, desc,
-                       "(--pid PID | --netns PATH | --container NAME) --allow CIDR [--allow CIDR]...\n"
+                       "(--pid PID | --netns PATH | --container NAME) --allow ENTRY [--allow ENTRY]...\n"
                        "        [--allow-file FILE] [--probe-reach IP]... [--probe-block IP]... [--no-probe]\n"
                        "        [--no-route-set] [--netdev-egress] [--audit] [--dry-run] [--json]", p))
                 return 0;
@@ -445,7 +448,7 @@ int run(int argc, char** argv) {
             // Enforcing needs an explicit list (an empty one would cut everything off); auditing
             // with none is the natural start: log everything the container sends.
             if (!p.vm.count("allow") && !p.vm.count("allow-file") && !o.audit)
-                throw_usage("no allow-list: give --allow CIDR and/or --allow-file FILE "
+                throw_usage("no allow-list: give --allow ENTRY and/or --allow-file FILE "
                             "(an empty allow-file refuses everything), or --audit to only watch");
             o.allow = cidrs(p.vm);  // input errors first: they need no target
             o.target = target_of(p.vm);
@@ -460,7 +463,7 @@ int run(int argc, char** argv) {
                 throw_usage("--no-probe contradicts --probe-reach/--probe-block");
             // The operator's own contradictions, before anything is committed (in audit mode
             // nothing is refused, so a reach target outside the list is what one checks there).
-            if (!o.audit) validate_targets(AllowList(o.allow), o.probe_reach, o.probe_block, "--probe-reach", "--probe-block");
+            if (!o.audit) validate_targets(o.allow, o.probe_reach, o.probe_block, "--probe-reach", "--probe-block");
             auto r = cmd_restrict(o);
             print(r, p.json);
             return static_cast<int>(r.exit);
@@ -566,11 +569,11 @@ int run(int argc, char** argv) {
         if (command == "hook") {
             po::options_description d("Hook (OCI state JSON on stdin)");
             d.add_options()
-                ("allow", po::value<std::vector<std::string>>()->value_name("CIDR")->composing(),
-                 "allow-list (an annotation io.nsegress.allow narrows it; without --allow/--allow-file, "
-                 "the annotation is the allow-list)")
+                ("allow", po::value<std::vector<std::string>>()->value_name("ENTRY")->composing(),
+                 "allow entry, as restrict --allow (an annotation io.nsegress.allow narrows the list; "
+                 "without --allow/--allow-file, the annotation is the allow-list: entries separated by commas)")
                 ("allow-file", po::value<std::vector<std::string>>()->value_name("FILE")->composing(),
-                 "read allowed CIDRs from FILE (as restrict; an empty file refuses everything)")
+                 "read allow entries from FILE (as restrict; an empty file refuses everything)")
                 ("probe-reach", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
                  "must answer (else annotation io.nsegress.probe-reach)")
                 ("probe-block", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
@@ -580,7 +583,7 @@ int run(int argc, char** argv) {
                 ("audit", po::bool_switch(), "audit mode, as restrict --audit (else annotation io.nsegress.audit=true)");
             d.add(common_options());
             if (!parse(command, args, d,
-                       "[--allow CIDR]... [--allow-file FILE]... [--probe-reach IP]... [--probe-block IP]...\n"
+                       "[--allow ENTRY]... [--allow-file FILE]... [--probe-reach IP]... [--probe-block IP]...\n"
                        "        [--no-route-set] [--netdev-egress] [--audit] < state.json", p))
                 return 0;
             HookArgs h;

@@ -46,6 +46,11 @@ std::string join(const json& list, const char* sep = ", ") {
 void allow_lines(std::string& out, const json& allow, const char* indent) {
     out += fmt::format("{}IPv4: {}\n", indent, join(allow["ipv4"]));
     out += fmt::format("{}IPv6: {}\n", indent, join(allow["ipv6"]));
+    // Entries with protocols and ports ("198.51.100.10/32 tcp/443"), one per line.
+    if (auto it = allow.find("entries"); it != allow.end() && it->is_array())
+        for (const auto& e : *it)
+            if (e.is_string() && e.get<std::string>().find(' ') != std::string::npos)
+                out += fmt::format("{}ports: {}\n", indent, e.get<std::string>());
 }
 
 void probe_lines(std::string& out, const json& probes) {
@@ -200,6 +205,11 @@ std::string render_human(const json& doc) {
             const json& c = p["counters"];
             out += fmt::format("  allowed: {} packets, {} bytes\n", c["allowed"]["packets"].get<std::uint64_t>(),
                                c["allowed"]["bytes"].get<std::uint64_t>());
+            if (c.contains("allowed_ports") && c.contains("allowed_echo") &&
+                (c["allowed_ports"]["packets"].get<std::uint64_t>() || c["allowed_echo"]["packets"].get<std::uint64_t>()))
+                out += fmt::format("    of which by port-scoped entries: {} packets, by echo entries: {} packets\n",
+                                   c["allowed_ports"]["packets"].get<std::uint64_t>(),
+                                   c["allowed_echo"]["packets"].get<std::uint64_t>());
             out += fmt::format("  {}: {} packets, {} bytes\n", audit ? "would be refused (let through)" : "refused by policy",
                                c["refused"]["packets"].get<std::uint64_t>(), c["refused"]["bytes"].get<std::uint64_t>());
             auto pk = [&](const char* k) { return c[k]["packets"].get<std::uint64_t>(); };

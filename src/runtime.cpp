@@ -13,6 +13,7 @@
 #include <ctime>
 
 #include "nsegress/cidr.hpp"
+#include "nsegress/policy.hpp"
 #include "nsegress/error.hpp"
 #include "nsegress/untrusted.hpp"
 
@@ -186,16 +187,16 @@ RuntimeCall split_runtime_args(const std::vector<std::string>& argv) {
 void validate_policy(const RuntimePolicy& p) {
     if (p.allow.empty() && p.allow_files.empty() && !p.audit)
         throw_usage(
-            "no policy: give --allow CIDR, --allow-file FILE or --audit in the runtime's "
+            "no policy: give --allow ENTRY, --allow-file FILE or --audit in the runtime's "
             "runtimeArgs");
     for (const auto& a : p.allow) {
         try {
-            parse_cidr(a);
+            parse_allow_entry(a);  // one entry of the grammar (policy.hpp) per --allow
         } catch (const Error& e) {
             throw_usage(std::string("--allow: ") + e.what());
         }
     }
-    for (const auto& f : p.allow_files) parse_allow_file(f);
+    for (const auto& f : p.allow_files) read_allow_entries_file(f);
     for (const auto* list : {&p.probe_reach, &p.probe_block}) {
         for (const auto& ip : *list) {
             try {
@@ -213,7 +214,7 @@ ordered_json runtime_hook_entry(const RuntimePolicy& p, const std::string& nsegr
     ordered_json args = ordered_json::array({"nsegress", "hook"});
     for (const auto& a : p.allow) {
         args.push_back("--allow");
-        args.push_back(parse_cidr(a).str());
+        args.push_back(parse_allow_entry(a).str());  // normalized, one argument per entry
     }
     for (const auto& f : p.allow_files) {
         args.push_back("--allow-file");

@@ -384,11 +384,19 @@ void validate_targets(const AllowList& allow, const std::vector<IpAddr>& reach, 
                                     reach_flag, r.str()));
 }
 
+void validate_targets(const std::vector<AllowEntry>& allow, const std::vector<IpAddr>& reach,
+                      const std::vector<IpAddr>& block, const char* reach_flag, const char* block_flag) {
+    const Policy p(allow);
+    validate_targets(p.all(), {}, block, reach_flag, block_flag);
+    validate_targets(p.destinations(), reach, {}, reach_flag, block_flag);
+}
+
 CommandResult cmd_verify(const VerifyOptions& opt) {
     CommandResult res{json{{"command", "verify"}, {"ok", true}, {"exit_code", 0}, {"error", nullptr}}};
     require_privileges(priv_enter | priv_net_raw);
-    AllowList allow(opt.allow);
-    validate_targets(allow, opt.reach, opt.block, "--reach", "--block");
+    // Outside every entry's destination, whatever its ports (the probes are ICMP echoes).
+    const AllowList allow = Policy(opt.allow).destinations();
+    validate_targets(opt.allow, opt.reach, opt.block, "--reach", "--block");
     Netns ns = open_target(opt.target, HostCheck::report);
     std::vector<Check> checks;
     auto add = [&](std::string name, CheckStatus st, std::string detail) {

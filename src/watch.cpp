@@ -16,6 +16,7 @@
 #include "nsegress/error.hpp"
 #include "nsegress/inspect.hpp"
 #include "nsegress/nft.hpp"
+#include "nsegress/policy.hpp"
 #include "nsegress/procfs.hpp"
 #include "nsegress/routeset.hpp"
 
@@ -77,17 +78,45 @@ std::string seen_text(const std::map<std::string, std::uint64_t>& seen) {
     return out;
 }
 
+// The entry suggested for what was seen: "DEST tcp/443 udp/53 icmp" when every protocol seen
+// has a place in the grammar (ports seen on any host of the line, echo requests), else the
+// bare CIDR (all traffic), as before.
+std::string suggested_entry(const SummaryEntry& e) {
+    std::vector<PortSpec> specs;
+    for (const auto& [label, n] : e.seen) {
+        const std::string_view l = label;
+        if (l == "icmp echo-request" || l == "icmpv6 echo-request") {
+            specs.push_back(PortSpec{l[4] == 'v' ? IpProto::icmpv6 : IpProto::icmp});
+            continue;
+        }
+        try {
+            auto one = parse_allow_entry(e.cidr.str() + " " + label);  // "tcp/443", "udp/53"
+            if (one.ports.size() == 1) {
+                specs.push_back(one.ports[0]);
+                continue;
+            }
+        } catch (const Error&) {
+        }
+        return e.cidr.str();  // gre, fragments, other ICMP types: no port spec says them
+    }
+    return AllowEntry(e.cidr, specs).str();
+}
+
 }  // namespace
 
 std::string render_allow_file(const std::vector<std::string>& header, const AllowList& current,
                               const std::vector<SummaryEntry>& observed) {
+    return render_allow_file(header, Policy(current), observed);
+}
+
+std::string render_allow_file(const std::vector<std::string>& header, const Policy& current,
+                              const std::vector<SummaryEntry>& observed) {
     std::string out;
     for (const auto& h : header) out += "# " + h + "\n";
-    if (!current.empty()) {
+    const auto kept = current.entries();
+    if (!kept.empty()) {
         out += "# allowed by the current policy (kept):\n";
-        for (Family f : {Family::v4, Family::v6})
-            for (const auto& r : current.ranges(f))
-                for (const auto& c : r.to_cidrs()) out += c.str() + "\n";
+        for (const auto& e : kept) out += e + "\n";
     }
     if (observed.empty()) {
         out += "# observed: nothing\n";
@@ -96,20 +125,24 @@ std::string render_allow_file(const std::vector<std::string>& header, const Allo
     out += "# observed:\n";
     for (const auto& e : observed) {
         std::string hosts = e.hosts > 1 ? fmt::format(" to {} hosts", e.hosts) : "";
-        out += fmt::format("{:<24} # {} attempt(s){}: {}\n", e.cidr.str(), e.attempts, hosts, seen_text(e.seen));
+        out += fmt::format("{:<24} # {} attempt(s){}: {}\n", suggested_entry(e), e.attempts, hosts, seen_text(e.seen));
     }
     return out;
 }
 
 json summary_json(const AllowList& current, const std::vector<SummaryEntry>& observed,
                   const std::string& allow_file) {
+    return summary_json(Policy(current), observed, allow_file);
+}
+
+json summary_json(const Policy& current, const std::vector<SummaryEntry>& observed,
+                  const std::string& allow_file) {
     json cur = json::array();
-    for (Family f : {Family::v4, Family::v6})
-        for (const auto& r : current.ranges(f))
-            for (const auto& c : r.to_cidrs()) cur.push_back(c.str());
+    for (const auto& e : current.entries()) cur.push_back(e);
     json obs = json::array();
     for (const auto& e : observed)
-        obs.push_back(json{{"cidr", e.cidr.str()}, {"hosts", e.hosts}, {"attempts", e.attempts}, {"seen", e.seen}});
+        obs.push_back(json{{"cidr", e.cidr.str()}, {"entry", suggested_entry(e)}, {"hosts", e.hosts},
+                           {"attempts", e.attempts}, {"seen", e.seen}});
     return json{{"current", cur}, {"observed", obs}, {"allow_file", allow_file}};
 }
 
@@ -385,8 +418,8 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
             header.push_back(fmt::format("WARNING: {} logged attempt(s) were lost (socket overrun): this list "
                                          "may be incomplete", lost));
         const nft::PolicyState& cur = after.present ? after : before;
-        std::string text = render_allow_file(header, cur.allow, entries);
-        doc["summary"] = summary_json(cur.allow, entries, text);
+        std::string text = render_allow_file(header, cur.policy(), entries);
+        doc["summary"] = summary_json(cur.policy(), entries, text);
     }
     return res;
 }

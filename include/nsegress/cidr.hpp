@@ -68,6 +68,8 @@ class AllowList {
 public:
     AllowList() = default;
     explicit AllowList(const std::vector<Cidr>& cidrs);
+    // Bulk, from ranges of either family (sorted and merged in one pass per family).
+    static AllowList from_ranges(std::vector<Range> ranges);
 
     void add(const Cidr& c);
     void add(const Range& r);
@@ -79,6 +81,7 @@ public:
     bool operator==(const AllowList& o) const { return v4_ == o.v4_ && v6_ == o.v6_; }
 
 private:
+    static void merge_sorted(std::vector<Range>& list, Family f);
     void insert(std::vector<Range>& list, Range r);
     std::vector<Range> v4_, v6_;
     std::size_t inputs_ = 0;
@@ -88,5 +91,7 @@ private:
 // line number ("allow.txt:3: invalid CIDR '10.0.0.300/8'").
 std::vector<Cidr> parse_allow_text(std::string_view text, const std::string& source);
 std::vector<Cidr> parse_allow_file(const std::string& path);  // Exit::usage when unreadable
+// The text of an allow-file (a regular file or a pipe, no NUL bytes); Exit::usage otherwise.
+std::string read_allow_file_text(const std::string& path);
 
 }  // namespace nsegress

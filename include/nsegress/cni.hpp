@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "nsegress/cidr.hpp"
+#include "nsegress/policy.hpp"
 
 namespace nsegress {
 
@@ -41,7 +42,7 @@ struct CniFailure {
 struct CniNetconf {
     std::string cni_version;
     std::string name;
-    std::vector<Cidr> allow;
+    std::vector<AllowEntry> allow;  // entries of the grammar, one JSON string each
     std::vector<IpAddr> probe_reach;
     std::vector<IpAddr> probe_block;
     bool route_set = true;

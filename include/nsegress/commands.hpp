@@ -11,6 +11,7 @@
 #include "nsegress/cidr.hpp"
 #include "nsegress/error.hpp"
 #include "nsegress/netns.hpp"
+#include "nsegress/policy.hpp"
 #include "nsegress/probe.hpp"
 
 namespace nsegress {
@@ -22,7 +23,7 @@ struct CommandResult {
 
 struct RestrictOptions {
     TargetSpec target;
-    std::vector<Cidr> allow;          // already parsed; may be empty (deny everything)
+    std::vector<AllowEntry> allow;    // already parsed; may be empty (deny everything)
     std::vector<IpAddr> probe_reach;
     std::vector<IpAddr> probe_block;
     bool probe = true;
@@ -68,5 +69,8 @@ nlohmann::json error_document(const std::string& command, const Error& e);
 // skipped: they need a zone). Exposed for unit tests.
 struct Snapshot;
 std::vector<ProbeTarget> default_probe_targets(const Snapshot& snap, const AllowList& allow);
+// The same for a policy with ports: the probes are ICMP echoes, so a gateway is a reach target
+// only when echo requests to it are allowed (a CIDR-only entry or an icmp entry covers it).
+std::vector<ProbeTarget> default_probe_targets(const Snapshot& snap, const Policy& policy);
 
 }  // namespace nsegress

@@ -36,7 +36,7 @@ struct OciState {
 OciState parse_oci_state(std::string_view text);
 
 struct HookArgs {
-    std::vector<Cidr> allow;
+    std::vector<AllowEntry> allow;   // entries of the grammar (policy.hpp)
     bool allow_given = false;  // --allow/--allow-file given (an empty allow-file refuses everything)
     std::vector<IpAddr> probe_reach;
     std::vector<IpAddr> probe_block;
@@ -54,8 +54,7 @@ std::optional<RestrictOptions> hook_plan(const OciState& state, const HookArgs& 
 // Reads the state from `stdin_text` (already read, at most kMaxOciState + 1 bytes).
 CommandResult cmd_hook(std::string_view stdin_text, const HookArgs& args);
 
-// The destinations that both lists allow, as prefixes (exact: ranges intersected, then covered).
-std::vector<Cidr> intersect_allow(const std::vector<Cidr>& a, const std::vector<Cidr>& b);
+// intersect_allow (what both allow-lists allow, ports included) is in policy.hpp.
 
 // Splits "a, b,c" (annotation lists); empty items are errors.
 std::vector<std::string> split_list(std::string_view text, const std::string& what);

@@ -6,6 +6,16 @@
 //   set allow6 { type ipv6_addr; flags interval; }   the normalized IPv6 allow-list
 //   set nd6    { type ipv6_addr; flags interval; }   where neighbour discovery may go: fe80::/10,
 //                                                    ff02::/16 and the on-link IPv6 prefixes
+//   set allowp4 { type ipv4_addr . inet_proto . inet_service; flags interval; }
+//   set allowp6 { type ipv6_addr . inet_proto . inet_service; flags interval; }
+//                                                    port-scoped entries (policy.hpp), disjoint
+//                                                    elements (a concatenated interval set:
+//                                                    pipapo, Linux >= 5.6)
+//   set icmp4 { type ipv4_addr; flags interval; }    icmp / icmpv6 echo destinations
+//   set icmp6 { type ipv6_addr; flags interval; }
+//   The four are always there (empty when no entry has ports): one table shape to replace in
+//   place. CIDR-only entries stay in allow4/allow6, as before: a large CIDR-only list keeps its
+//   sets and speed.
 //   chain inbound { type filter hook prerouting priority mangle; policy accept;
 //     iif != "lo" ct state new tcp flags syn / syn,ack  ct label set 127  (counted)
 //     iif != "lo" ct state new meta l4proto != tcp     ct label set 127  (counted)
@@ -19,6 +29,12 @@
 //     oif "lo" counter accept                    the namespace talking to itself
 //     ip daddr @allow4 counter accept            allowed destinations (counted)
 //     ip6 daddr @allow6 counter accept
+//     ip daddr . meta l4proto . th dport @allowp4 counter accept
+//     ip6 daddr . meta l4proto . th dport @allowp6 counter accept
+//                                                port-scoped entries ("198.51.100.0/24 tcp/443")
+//     icmp type echo-request ip daddr @icmp4 counter accept
+//     icmpv6 type echo-request ip6 daddr @icmp6 counter accept
+//                                                "203.0.113.7 icmp": echo requests only
 //     ct direction reply ct label 127 counter accept
 //                                                replies, only to connections marked inbound
 //     meta l4proto { icmp, ipv6-icmp } ct state related ct label 127 counter accept
@@ -74,6 +90,10 @@
 //   set allow4, set allow6        copies of the allow-list (a set belongs to one table)
 //   set nd6                       where IPv6 neighbour discovery may go: fe80::/10, ff02::/16
 //                                 and the namespace's own on-link IPv6 prefixes
+//   set allowp4, allowp6, icmp4, icmp6   copies of the port-scoped and echo sets, keyed on the
+//                                 frame's raw bytes: the transport header at a fixed offset
+//                                 (IPv4 with options and IPv6 with a first extension header are
+//                                 dropped before, so it is at ip+20 / ip+40)
 //   chain egress_<ifname> { type filter hook egress device "<ifname>" priority filter;
 //                           policy drop; ... }   one per non-loopback interface (Linux 5.16+)
 // The netdev egress hook runs in dev_queue_xmit for every frame a device sends, including
@@ -102,6 +122,7 @@
 #include <vector>
 
 #include "nsegress/cidr.hpp"
+#include "nsegress/policy.hpp"
 
 struct mnl_socket;
 struct nlmsghdr;
@@ -116,9 +137,16 @@ inline constexpr std::int32_t kInboundPriority = -150;    // NF_IP_PRI_MANGLE: a
 inline constexpr unsigned kInboundLabel = 127;
 inline constexpr const char* kSet4 = "allow4";
 inline constexpr const char* kSet6 = "allow6";
+inline constexpr const char* kSetPorts4 = "allowp4";  // address . protocol . port
+inline constexpr const char* kSetPorts6 = "allowp6";
+inline constexpr const char* kSetEcho4 = "icmp4";     // echo-request destinations
+inline constexpr const char* kSetEcho6 = "icmp6";
 // Rule comments: how status finds the counted rules again.
 inline constexpr const char* kCommentAllow4 = "nsegress: allowed ipv4";
 inline constexpr const char* kCommentAllow6 = "nsegress: allowed ipv6";
+inline constexpr const char* kCommentPorts4 = "nsegress: allowed ipv4 ports";
+inline constexpr const char* kCommentPorts6 = "nsegress: allowed ipv6 ports";
+inline constexpr const char* kCommentEcho = "nsegress: allowed echo";
 inline constexpr const char* kCommentDeny = "nsegress: refused";
 inline constexpr const char* kCommentAudit = "nsegress: audited";   // audit mode's final rule
 inline constexpr const char* kCommentLog = "nsegress: deny log";     // the rate-limited log rule
@@ -208,15 +236,20 @@ Installed probe_installed(mnl_socket* sock);
 // logged) instead of rejecting; see the top of this file. The netdev table is replaced (or
 // created) in the same transaction when netdev.install, otherwise deleted when
 // netdev.replace_existing.
+Batch compile_policy(const Policy& policy, std::uint32_t first_seq, Mode mode = Mode::enforce,
+                     const NetdevPlan& netdev = {}, const Installed& installed = {});
+// CIDR-only (today's allow-list, no port-scoped entries).
 Batch compile_policy(const AllowList& allow, std::uint32_t first_seq, Mode mode = Mode::enforce,
                      const NetdevPlan& netdev = {}, const Installed& installed = {});
 // "add table; delete table": removes the table, and succeeds when it was not there; also the
 // netdev table when `netdev_present`.
 Batch compile_delete(std::uint32_t first_seq, bool netdev_present = false);
 // The netdev part in nft syntax, appended to render_policy() for --dry-run.
+std::string render_netdev(const Policy& policy, const NetdevPlan& netdev);
 std::string render_netdev(const AllowList& allow, const NetdevPlan& netdev);
 
 // The same policy in nft syntax (an `nft -f` script doing exactly what the batch does).
+std::string render_policy(const Policy& policy, Mode mode = Mode::enforce, const NetdevPlan& netdev = {});
 std::string render_policy(const AllowList& allow, Mode mode = Mode::enforce, const NetdevPlan& netdev = {});
 
 struct MnlSocketDeleter {
@@ -251,8 +284,13 @@ struct PolicyState {
     bool present = false;     // the table exists
     bool complete = false;    // chain, both sets and the counted rules are all there
     Mode mode = Mode::enforce;  // audit when the final rule is the audit accept
-    AllowList allow;          // read back from the kernel's sets
-    Counter allowed;          // allow4 + allow6 rule counters
+    AllowList allow;          // read back from the kernel's sets (CIDR-only entries)
+    std::vector<PortRange> ports;  // elements of allowp4 / allowp6 (none on an older table)
+    AllowList echo;           // icmp4 / icmp6
+    Policy policy() const { return Policy(allow, ports, echo); }  // the whole policy, normalized
+    Counter allowed;          // every allowed-destination rule's counter (all of those below)
+    Counter allowed_ports;    // allowp4 + allowp6 rule counters
+    Counter allowed_echo;     // icmp4 + icmp6 rule counters
     Counter refused;          // the final rule's counter (in audit mode: would have been refused)
     bool deny_log = false;    // the rate-limited log rule is there (policies before it had none)
     Counter logged;           // its counter: packets handed to the nflog group
@@ -276,7 +314,7 @@ bool netdev_table_present(mnl_socket* sock);
 struct NetdevChainState {
     std::string chain;
     std::string device;      // the interface its egress hook is bound to
-    Counter allowed;         // allow4 + allow6 rule counters
+    Counter allowed;         // allow4 + allow6 (+ port-scoped and echo) rule counters
     Counter refused;         // every drop rule's counter: forged source, options or extension
                              // headers, and the final drop
 };
@@ -315,5 +353,10 @@ bool parse_rule_message(const nlmsghdr* nlh, std::optional<RuleSummary>& out);
 // Appends the keys of one NEWSETELEM message of a set of family `f` (keys of another length
 // are skipped).
 bool parse_setelem_message(const nlmsghdr* nlh, Family f, std::vector<ElementKey>& keys);
+// The same for allowp4 / allowp6: address . protocol . port keys with their interval ends
+// (elements of another shape are skipped).
+bool parse_port_setelem_message(const nlmsghdr* nlh, Family f, std::vector<PortRange>& out);
+// The key of a port-scoped element as the kernel stores it (each field padded to 4 bytes).
+std::vector<std::uint8_t> port_key(const IpAddr& a, IpProto p, std::uint16_t port);
 
 }  // namespace nsegress::nft

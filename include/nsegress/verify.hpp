@@ -14,7 +14,7 @@ namespace nsegress {
 
 struct VerifyOptions {
     TargetSpec target;
-    std::vector<Cidr> allow;
+    std::vector<AllowEntry> allow;   // entries of the grammar (policy.hpp)
     std::vector<IpAddr> reach;
     std::vector<IpAddr> block;
     bool expect_userns_remap = false;
@@ -35,6 +35,10 @@ struct VerifyOptions {
 // line (`reach_flag`/`block_flag` name the options, e.g. "--reach"/"--block").
 void validate_targets(const AllowList& allow, const std::vector<IpAddr>& reach, const std::vector<IpAddr>& block,
                       const char* reach_flag, const char* block_flag);
+// With entries of the grammar: a block target is a mistake inside an entry without ports (all
+// traffic to it is allowed), a reach target outside every entry's destination.
+void validate_targets(const std::vector<AllowEntry>& allow, const std::vector<IpAddr>& reach,
+                      const std::vector<IpAddr>& block, const char* reach_flag, const char* block_flag);
 
 enum class CheckStatus { pass, fail, warn };
 

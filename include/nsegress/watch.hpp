@@ -39,8 +39,10 @@ struct SummaryEntry {
 // covers *exactly* the destination addresses observed, never more: each one is a host (/32,
 // /128); hosts that are adjacent are merged into ranges, and each range is written as its
 // minimal set of CIDRs (10.0.0.4 and .5 become 10.0.0.4/31; .5 and .6 stay two /32s, since
-// no single prefix covers exactly those two). Allow-lists are by address only, so ports and
-// protocols are kept as a comment per entry.
+// no single prefix covers exactly those two). Each line carries the ports and protocols seen
+// (policy.hpp grammar: "198.51.100.10/32 tcp/443 udp/53 icmp"; on a merged line, those seen on
+// any of its hosts); a line where something without a port spec was seen (gre, a fragment, an
+// ICMP type other than echo) allows all traffic to its CIDR. The counts stay in a comment.
 class SummaryBuilder {
 public:
     void add(const nflog::PacketInfo& p);
@@ -61,8 +63,13 @@ std::string seen_label(const nflog::PacketInfo& p);
 // anything off), then one line per observed entry with a comment of what was seen.
 std::string render_allow_file(const std::vector<std::string>& header, const AllowList& current,
                               const std::vector<SummaryEntry>& observed);
+// The same with a policy that may have port-scoped entries (all kept, in the grammar).
+std::string render_allow_file(const std::vector<std::string>& header, const Policy& current,
+                              const std::vector<SummaryEntry>& observed);
 
 nlohmann::json summary_json(const AllowList& current, const std::vector<SummaryEntry>& observed,
+                            const std::string& allow_file);
+nlohmann::json summary_json(const Policy& current, const std::vector<SummaryEntry>& observed,
                             const std::string& allow_file);
 
 // ---- Events ----------------------------------------------------------------------------------

@@ -138,19 +138,20 @@ stop_watch INT
 assert_eq 0 "$WATCH_RC" "watch ends with status 0 on SIGINT"
 cp "$TMPD/summary.out" "$TMPD/observed.allow"
 entries=$(grep -v '^#' "$TMPD/observed.allow" | sed 's/ *#.*//' | grep . | sort | tr '\n' ' ')
-assert_eq "192.168.1.0/24 198.51.100.10/32 2001:db8:2::10/128 " "$entries" \
-	"summary: the current allow-list plus exactly the observed hosts"
-assert_match "$(<"$TMPD/observed.allow")" '^198\.51\.100\.10/32 +# 1 attempt\(s\): tcp/8080 x1$' \
+assert_eq "192.168.1.0/24 198.51.100.10/32 tcp/8080 2001:db8:2::10/128 tcp/8080 udp/9999 " "$entries" \
+	"summary: the current allow-list plus exactly the observed hosts, with the ports seen"
+assert_match "$(<"$TMPD/observed.allow")" '^198\.51\.100\.10/32 tcp/8080 +# 1 attempt\(s\): tcp/8080 x1$' \
 	"summary: a comment with what was seen"
-assert_match "$(<"$TMPD/observed.allow")" '^2001:db8:2::10/128 +# 2 attempt\(s\): (tcp/8080 x1, udp/9999 x1|udp/9999 x1, tcp/8080 x1)$' \
+assert_match "$(<"$TMPD/observed.allow")" '^2001:db8:2::10/128 tcp/8080 udp/9999 +# 2 attempt\(s\): (tcp/8080 x1, udp/9999 x1|udp/9999 x1, tcp/8080 x1)$' \
 	"summary: both protocols to the IPv6 host"
 assert_match "$(<"$TMPD/observed.allow")" '^# .*tcp +198\.51\.100\.10:8080 .*would be refused \(audit\)' \
 	"summary mode: the attempt lines are comments"
 assert_contains "$(<"$TMPD/summary.err")" "ended (SIGINT)" "stderr: why it ended"
 
 section "enforce with the summary: the observed destinations now reach, the others are still refused"
+# Only the ports seen: a ping (an echo, never seen) to the observed hosts is refused too.
 expect_exit 0 nsg restrict --netns "$CTR_NS" --allow-file "$TMPD/observed.allow" \
-	--probe-reach 198.51.100.10 --probe-reach 2001:db8:2::10 --probe-block 198.51.100.1 --probe-block 2001:db8:2::1
+	--probe-block 198.51.100.10 --probe-block 2001:db8:2::10 --probe-block 198.51.100.1 --probe-block 2001:db8:2::1
 assert_eq "enforce" "$(nsg status --netns "$CTR_NS" --json | jq -r .mode)" "status: enforce mode"
 assert_true "TCP to 198.51.100.10:8080 connects" tcp_ok 198.51.100.10
 assert_true "TCP to [2001:db8:2::10]:8080 connects" in_ctr nc -z -w2 2001:db8:2::10 8080

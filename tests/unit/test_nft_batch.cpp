@@ -8,6 +8,7 @@
 #include <libmnl/libmnl.h>
 #include <libnftnl/chain.h>
 #include <libnftnl/rule.h>
+#include <libnftnl/set.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
@@ -158,14 +159,17 @@ TEST_CASE("policy batch: framing, order, sequence numbers and ACK flags") {
     std::vector<std::uint16_t> head{NFT_MSG_NEWTABLE, NFT_MSG_DELTABLE, NFT_MSG_NEWTABLE,
                                     NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM, NFT_MSG_NEWSET,
                                     NFT_MSG_NEWSETELEM, NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM,
+                                    // allowp4, allowp6, icmp4, icmp6: empty, always there
+                                    NFT_MSG_NEWSET, NFT_MSG_NEWSET, NFT_MSG_NEWSET, NFT_MSG_NEWSET,
                                     NFT_MSG_NEWCHAIN, NFT_MSG_NEWCHAIN};
     REQUIRE(types.size() > head.size());
     CHECK(std::vector<std::uint16_t>(types.begin(), types.begin() + head.size()) == head);
     for (std::size_t i = head.size(); i < types.size(); ++i) CHECK(types[i] == NFT_MSG_NEWRULE);
     // 2 inbound-labelling rules; output: IPv4 options, IPv6 routing header, 3 forged source
-    // (not ours; 127/8 and ::1 beyond lo), loopback, allow4, allow6, replies, 2 related, deny log,
-    // verdict = 13; with IPv6 allowed, DAD + 3 neighbour discovery.
-    CHECK(types.size() - head.size() == 2 + 13 + 4);
+    // (not ours; 127/8 and ::1 beyond lo), loopback, allow4, allow6, allowp4, allowp6, icmp4,
+    // icmp6, replies, 2 related, deny log, verdict = 17; with IPv6 allowed, DAD + 3 neighbour
+    // discovery.
+    CHECK(types.size() - head.size() == 2 + 17 + 4);
 }
 
 TEST_CASE("policy rules parse back with libnftnl and match the golden dump") {
@@ -280,8 +284,9 @@ TEST_CASE("neighbour discovery is accepted only when an IPv6 CIDR is allowed") {
         for (auto p = s.find(what); p != std::string::npos; p = s.find(what, p + 1)) ++n;
         return n;
     };
-    CHECK(count(v4, "payload load 1b @ transport header + 0") == 0);
-    CHECK(count(v6, "payload load 1b @ transport header + 0") == 4);  // DAD + RS, NS, NA
+    // The two echo rules (icmp4, icmp6) read the ICMP type in every policy.
+    CHECK(count(v4, "payload load 1b @ transport header + 0") == 2);
+    CHECK(count(v6, "payload load 1b @ transport header + 0") == 2 + 4);  // DAD + RS, NS, NA
     // Only towards the link: RS, NS and NA look their destination up in nd6, DAD compares it
     // with the solicited-node prefix ff02::1:ff00:0/104.
     CHECK(count(v6, "lookup reg 1 set nd6") == 3);
@@ -375,9 +380,9 @@ TEST_CASE("netdev egress table: same batch, its own sets, one egress chain per d
         }
     }
     CHECK(chains == 2);
-    // eth0: ip options, IPv6 extension headers, DAD, own4, own6, allow4, allow6, arp, 3 x nd, drop;
-    // wg0 (no Ethernet header): the same without arp.
-    CHECK(rules == 12 + 11);
+    // eth0: ip options, IPv6 extension headers, DAD, own4, own6, allow4, allow6, allowp4,
+    // allowp6, icmp4, icmp6, arp, 3 x nd, drop; wg0 (no Ethernet header): the same without arp.
+    CHECK(rules == 16 + 15);
     CHECK(netdev_msgs > rules + chains);
     // The frame is read, never skb->protocol (which a packet socket's sender chooses).
     CHECK(netdev_rules.find("meta load protocol") == std::string::npos);
@@ -428,10 +433,12 @@ TEST_CASE("an earlier policy of our shape is replaced in place: chain kept, rule
     auto count = [&](std::uint16_t t) { return std::count(types.begin(), types.end(), t); };
     CHECK(count(NFT_MSG_DELTABLE) == 0);   // the base chain's hook never goes away
     CHECK(count(NFT_MSG_DELCHAIN) == 0);
-    CHECK(count(NFT_MSG_NEWSET) == 0);     // the sets are kept too
+    CHECK(count(NFT_MSG_NEWSET) == 2);     // the sets are kept too, but for allowp4/allowp6:
+    CHECK(count(NFT_MSG_DELSET) == 2);     // replaced (a large pipapo flush is slow), after
+    CHECK(first(NFT_MSG_DELRULE) < first(NFT_MSG_DELSET));  // the rules using them are flushed
     CHECK(count(NFT_MSG_NEWCHAIN) == 2);   // same hooks; output carries the (maybe new) policy
     CHECK(count(NFT_MSG_DELRULE) == 2);    // flush chain output, chain inbound
-    CHECK(count(NFT_MSG_DELSETELEM) == 3); // flush set allow4, allow6, nd6
+    CHECK(count(NFT_MSG_DELSETELEM) == 5); // flush set allow4, allow6, nd6, icmp4, icmp6
     // Flushes first: a flush after the additions would delete them as well.
     CHECK(first(NFT_MSG_DELRULE) < first(NFT_MSG_NEWRULE));
     CHECK(first(NFT_MSG_DELSETELEM) < first(NFT_MSG_NEWSETELEM));
@@ -463,4 +470,109 @@ TEST_CASE("netdev in place: kept chains are flushed, new devices get chains, gon
     CHECK(has("netdev flush chain egress_eth9"));
     CHECK(has("netdev chain egress_eth9 (stale)"));
     CHECK_FALSE(has("netdev table netdev nsegress (replace)"));
+}
+
+// allowp4 / allowp6 elements decoded by attribute walking: KEY and KEY_END, padded fields.
+std::vector<PortRange> port_elements_back(const nft::Batch& b, const char* set, Family f) {
+    std::vector<PortRange> out;
+    const std::size_t alen = f == Family::v4 ? 4 : 16;
+    for (const auto* nlh : walk(b).msgs) {
+        if (!is_nft(nlh) || nft_type(nlh) != NFT_MSG_NEWSETELEM) continue;
+        std::string name;
+        const nlattr* list = nullptr;
+        const auto* a = static_cast<const nlattr*>(mnl_nlmsg_get_payload_offset(nlh, sizeof(nfgenmsg)));
+        int left = static_cast<int>(static_cast<const char*>(mnl_nlmsg_get_payload_tail(nlh)) -
+                                    reinterpret_cast<const char*>(a));
+        while (mnl_attr_ok(a, left)) {
+            if (mnl_attr_get_type(a) == NFTA_SET_ELEM_LIST_SET) name = mnl_attr_get_str(a);
+            if (mnl_attr_get_type(a) == NFTA_SET_ELEM_LIST_ELEMENTS) list = a;
+            left -= static_cast<int>(MNL_ALIGN(a->nla_len));
+            a = mnl_attr_next(a);
+        }
+        if (name != set) continue;
+        REQUIRE(list);
+        nested(list, [&](const nlattr* elem) {
+            std::vector<std::uint8_t> key, end;
+            nested(elem, [&](const nlattr* x) {
+                CHECK(mnl_attr_get_type(x) != NFTA_SET_ELEM_FLAGS);  // no interval-end elements
+                auto* to = mnl_attr_get_type(x) == NFTA_SET_ELEM_KEY ? &key
+                           : mnl_attr_get_type(x) == NFTA_SET_ELEM_KEY_END ? &end : nullptr;
+                if (to)
+                    nested(x, [&](const nlattr* v) {
+                        const auto* p = static_cast<const std::uint8_t*>(mnl_attr_get_payload(v));
+                        to->assign(p, p + mnl_attr_get_payload_len(v));
+                    });
+            });
+            REQUIRE(key.size() == alen + 8);
+            REQUIRE(end.size() == alen + 8);
+            // padding is zero; the protocol is the same at both ends
+            for (auto* k : {&key, &end}) {
+                CHECK(((*k)[alen + 1] | (*k)[alen + 2] | (*k)[alen + 3] | (*k)[alen + 6] | (*k)[alen + 7]) == 0);
+            }
+            CHECK(key[alen] == end[alen]);
+            PortRange pr;
+            pr.addrs = Range{IpAddr::from_bytes(f, key.data()), IpAddr::from_bytes(f, end.data())};
+            pr.proto = static_cast<IpProto>(key[alen]);
+            pr.first = static_cast<std::uint16_t>(key[alen + 4] << 8 | key[alen + 5]);
+            pr.last = static_cast<std::uint16_t>(end[alen + 4] << 8 | end[alen + 5]);
+            out.push_back(pr);
+        });
+    }
+    return out;
+}
+
+TEST_CASE("port-scoped entries: concatenated interval sets, exact elements, the port and echo rules") {
+    std::vector<AllowEntry> es;
+    for (const char* e : {"192.168.1.0/24", "198.51.100.0/24 tcp/443 tcp/8443 udp/53", "198.51.100.10 tcp",
+                          "2001:db8::/32 tcp/8000-8100 sctp/9", "203.0.113.7 icmp", "2001:db8:2::1 icmpv6"})
+        es.push_back(parse_allow_entry(e));
+    Policy policy(es);
+    nft::Batch b = nft::compile_policy(policy, 1);
+    CHECK(port_elements_back(b, nft::kSetPorts4, Family::v4) == policy.scoped(Family::v4));
+    CHECK(port_elements_back(b, nft::kSetPorts6, Family::v6) == policy.scoped(Family::v6));
+    std::size_t m = 0;
+    CHECK(elements_back(b, nft::kSetEcho4, Family::v4, &m) == policy.echo().ranges(Family::v4));
+    CHECK(elements_back(b, nft::kSetEcho6, Family::v6, &m) == policy.echo().ranges(Family::v6));
+    CHECK(elements_back(b, nft::kSet4, Family::v4, &m) == policy.all().ranges(Family::v4));
+    // The sets are declared concatenated intervals with their field lengths.
+    bool p4 = false;
+    for (const auto* nlh : walk(b).msgs) {
+        if (!is_nft(nlh) || nft_type(nlh) != NFT_MSG_NEWSET) continue;
+        nftnl_set* s = nftnl_set_alloc();
+        REQUIRE(nftnl_set_nlmsg_parse(nlh, s) == 0);
+        if (std::string(nftnl_set_get_str(s, NFTNL_SET_NAME)) == nft::kSetPorts4) {
+            p4 = true;
+            CHECK(nftnl_set_get_u32(s, NFTNL_SET_FLAGS) == (NFT_SET_INTERVAL | NFT_SET_CONCAT));
+            CHECK(nftnl_set_get_u32(s, NFTNL_SET_KEY_LEN) == 12);
+            CHECK(nftnl_set_get_u32(s, NFTNL_SET_KEY_TYPE) == ((7u << 6 | 12u) << 6 | 13u));
+        }
+        nftnl_set_free(s);
+    }
+    CHECK(p4);
+    auto rules = rules_text(b);
+    CHECK(rules.find("lookup reg 1 set allowp4") != std::string::npos);
+    CHECK(rules.find("payload load 2b @ transport header + 2 => reg 10") != std::string::npos);
+    CHECK(rules.find("lookup reg 1 set icmp6") != std::string::npos);
+    auto text = nft::render_policy(policy);
+    CHECK(text.find("198.51.100.10/32 . tcp . 1-442") != std::string::npos);  // the /24 holds 443
+    CHECK(text.find("ip daddr . meta l4proto . th dport @allowp4 counter accept") != std::string::npos);
+    CHECK(text.find("icmp type echo-request ip daddr @icmp4") != std::string::npos);
+    // The same policy read back element by element normalizes to itself (what status compares).
+    Policy back(policy.all(), [&] {
+        auto v = port_elements_back(b, nft::kSetPorts4, Family::v4);
+        auto v6 = port_elements_back(b, nft::kSetPorts6, Family::v6);
+        v.insert(v.end(), v6.begin(), v6.end());
+        return v;
+    }(), policy.echo());
+    CHECK(back == policy);
+}
+
+TEST_CASE("10^4 port-scoped entries compile into chunked messages") {
+    std::vector<AllowEntry> es;
+    for (unsigned i = 0; i < 10000; ++i)
+        es.push_back(AllowEntry{Cidr{IpAddr{Family::v4, (u128{10} << 24) | (2 * i)}, 32},
+                                {PortSpec{IpProto::tcp, 443, 443}, PortSpec{IpProto::udp, static_cast<std::uint16_t>(1000 + i % 7), static_cast<std::uint16_t>(1000 + i % 7)}}});
+    Policy policy(es);
+    nft::Batch b = nft::compile_policy(policy, 1);
+    CHECK(port_elements_back(b, nft::kSetPorts4, Family::v4) == policy.scoped(Family::v4));
 }

@@ -340,7 +340,7 @@ TEST_CASE(
 
 TEST_CASE("intersect_allow: exact, across ranges that are not prefixes") {
     auto c = [](const char* s) { return parse_cidr(s); };
-    auto strs = [](const std::vector<Cidr>& v) {
+    auto strs = [](const auto& v) {
         std::vector<std::string> out;
         for (const auto& x : v) out.push_back(x.str());
         return out;

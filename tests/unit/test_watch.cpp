@@ -6,6 +6,7 @@
 
 #include "nsegress/procfs.hpp"
 #include "nsegress/report.hpp"
+#include "nsegress/policy.hpp"
 #include "nsegress/watch.hpp"
 
 using namespace nsegress;
@@ -72,8 +73,13 @@ TEST_CASE("summary: the allow-file covers exactly what was observed, plus the cu
     CHECK(text.find("198.51.100.10/31") != std::string::npos);
     CHECK(text.find("# 3 attempt(s) to 2 hosts: udp/9999 x2, tcp/8080 x1") != std::string::npos);
 
-    AllowList parsed(parse_allow_text(text, "summary"));
-    for (const auto& s : seen) CHECK(parsed.contains(parse_ip(s)));
+    CHECK(text.find("198.51.100.10/31 tcp/8080 udp/9999") != std::string::npos);  // the grammar's ports
+    Policy policy(parse_allow_entries(text, "summary"));
+    AllowList parsed = policy.destinations();
+    for (const auto& s : seen) CHECK(policy.allows(parse_ip(s), IpProto::udp, 9999));
+    CHECK_FALSE(policy.allows(parse_ip("203.0.113.7"), IpProto::udp, 9998));
+    CHECK_FALSE(policy.allows(parse_ip("203.0.113.7"), IpProto::tcp, 9999));
+    CHECK(policy.allows(parse_ip("192.168.1.77"), IpProto::sctp, 1));  // the current CIDRs, kept whole
     for (const char* not_seen : {"198.51.100.9", "198.51.100.12", "198.51.100.199", "198.51.100.201",
                                  "203.0.113.6", "203.0.113.8", "2001:db8:2::11", "2001:db8:2::fe"})
         CHECK_FALSE(parsed.contains(parse_ip(not_seen)));
@@ -104,7 +110,13 @@ TEST_CASE("summary: many protocols on one host are listed, the rest counted") {
     for (std::uint16_t port = 1; port <= 20; ++port) b.add(pkt("203.0.113.1", IPPROTO_TCP, port));
     auto text = render_allow_file({}, AllowList{}, b.entries());
     CHECK(text.find("and 8 more") != std::string::npos);
-    CHECK(AllowList(parse_allow_text(text, "s")).contains(parse_ip("203.0.113.1")));
+    Policy p(parse_allow_entries(text, "s"));
+    for (std::uint16_t port = 1; port <= 20; ++port) CHECK(p.allows(parse_ip("203.0.113.1"), IpProto::tcp, port));
+    CHECK_FALSE(p.allows(parse_ip("203.0.113.1"), IpProto::tcp, 21));
+    // Something no port spec says: the whole host.
+    b.add(pkt("203.0.113.1", IPPROTO_GRE));
+    CHECK(Policy(parse_allow_entries(render_allow_file({}, AllowList{}, b.entries()), "s"))
+              .allows(parse_ip("203.0.113.1"), IpProto::tcp, 21));
 }
 
 TEST_CASE("seen labels") {
