@@ -341,6 +341,22 @@ std::vector<std::string> Policy::entries() const {
     return out;
 }
 
+std::optional<PortProbe> port_outside(const Policy& p) {
+    for (Family f : {Family::v4, Family::v6}) {
+        for (const auto& x : p.scoped(f)) {
+            const IpAddr a = x.addrs.first;
+            // Ports nobody should be using first (discard, then the top of the range), then any.
+            for (std::uint32_t port : {9u, 65535u, 65534u})
+                if (!p.allows(a, IpProto::udp, static_cast<std::uint16_t>(port)))
+                    return PortProbe{a, static_cast<std::uint16_t>(port)};
+            for (std::uint32_t port = 1; port <= 65535; ++port)
+                if (!p.allows(a, IpProto::udp, static_cast<std::uint16_t>(port)))
+                    return PortProbe{a, static_cast<std::uint16_t>(port)};
+        }
+    }
+    return std::nullopt;
+}
+
 namespace {
 
 // A policy as boxes: an address range and what it allows there (every protocol, echo requests,

@@ -5,9 +5,13 @@
 #include <linux/capability.h>
 #include <linux/nsfs.h>
 #include <sys/ioctl.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -15,6 +19,7 @@
 #include <fmt/format.h>
 
 #include "nsegress/inspect.hpp"
+#include "nsegress/fd.hpp"
 #include "nsegress/nft.hpp"
 #include "nsegress/procfs.hpp"
 #include "nsegress/untrusted.hpp"
@@ -568,6 +573,40 @@ CommandResult cmd_verify(const VerifyOptions& opt) {
         add("loopback", lo.empty() ? CheckStatus::pass : CheckStatus::warn,
             lo.empty() ? "the container reaches its own loopback (127.0.0.1, ::1)"
                        : "the container cannot reach its own loopback, which local services and many programs need: " + lo);
+        // A port outside the allowed ones, on an address a port-scoped entry allows: one empty
+        // UDP datagram from a socket opened inside, which the policy must refuse at once.
+        if (auto pp = port_outside(Policy(opt.allow))) {
+            Fd udp;
+            ns.run_inside([&] { udp = Fd(::socket(to_af(pp->addr.family), SOCK_DGRAM | SOCK_CLOEXEC, 0)); });
+            int err = udp ? 0 : errno;
+            if (udp) {
+                sockaddr_storage ss{};
+                socklen_t len = 0;
+                auto b = pp->addr.bytes();
+                if (pp->addr.family == Family::v4) {
+                    auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
+                    sin->sin_family = AF_INET;
+                    sin->sin_port = htons(pp->port);
+                    std::memcpy(&sin->sin_addr, b.data(), 4);
+                    len = sizeof *sin;
+                } else {
+                    auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
+                    sin6->sin6_family = AF_INET6;
+                    sin6->sin6_port = htons(pp->port);
+                    std::memcpy(&sin6->sin6_addr, b.data(), 16);
+                    len = sizeof *sin6;
+                }
+                if (::sendto(udp.get(), "", 0, 0, reinterpret_cast<sockaddr*>(&ss), len) < 0) err = errno;
+            }
+            const std::string where = fmt::format("udp {}:{} (an allowed address, a port outside its entries)",
+                                                  pp->addr.str(), pp->port);
+            if (err == EPERM || err == EACCES)
+                add("ports-outside-refused", CheckStatus::pass, where + ": refused-policy " + std::strerror(err));
+            else if (err == 0)
+                add("ports-outside-refused", CheckStatus::fail, where + ": sent -- ports are not enforced inside the namespace");
+            else
+                add("ports-outside-refused", CheckStatus::fail, where + ": " + std::strerror(err));
+        }
     } else {
         for (const auto& a : opt.reach) add("reach " + a.str(), CheckStatus::fail, "not probed from the host's namespace");
         for (const auto& a : opt.block) add("block " + a.str(), CheckStatus::fail, "not probed from the host's namespace");

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <compare>
+#include <optional>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -106,6 +107,15 @@ private:
 
 // Whether `list` holds every address of `r`.
 bool covers(const AllowList& list, const Range& r);
+
+// For verify: an address some port-scoped entry allows, and a UDP port the policy does not allow
+// there (another port of the same protocol, or UDP when only other protocols are allowed);
+// nothing when no entry has ports, or when every UDP port of each such address is allowed.
+struct PortProbe {
+    IpAddr addr;
+    std::uint16_t port = 0;
+};
+std::optional<PortProbe> port_outside(const Policy& p);
 
 // What both allow-lists allow (address, protocol and port), as entries (exact: address ranges
 // and port ranges intersected, then covered by prefixes). The runtime wrapper's annotation may

@@ -240,3 +240,20 @@ TEST_CASE("intersect_allow: addresses, protocols and ports") {
                 CHECK(both.allows(addr, p, port) == (pa.allows(addr, p, port) && pb.allows(addr, p, port)));
             }
 }
+
+TEST_CASE("port_outside: a UDP port the policy does not allow on a port-scoped address") {
+    auto pol = [](std::initializer_list<const char*> l) {
+        std::vector<AllowEntry> v;
+        for (const char* s : l) v.push_back(parse_allow_entry(s));
+        return Policy(v);
+    };
+    CHECK_FALSE(port_outside(pol({"192.168.1.0/24"})).has_value());
+    auto p = port_outside(pol({"198.51.100.10 tcp/443"}));
+    REQUIRE(p);
+    CHECK(p->addr.str() == "198.51.100.10");
+    CHECK(p->port == 9);
+    auto q = port_outside(pol({"198.51.100.10 udp/1-9 udp/65535"}));
+    REQUIRE(q);
+    CHECK(q->port == 65534);
+    CHECK_FALSE(port_outside(pol({"198.51.100.10 udp"})).has_value());
+}
