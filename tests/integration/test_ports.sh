@@ -82,6 +82,9 @@ for h in $WAN4 $WAN6; do
 	((SCTP)) && assert_eq ok "$(conn sctp "$h" "$SCTP_NEXT")" "SCTP $h:$SCTP_NEXT connects"
 done
 assert_eq ok "$(conn tcp "$LAN4" "$TCP_OK")" "TCP lan $LAN4:$TCP_OK connects"
+ports_check() { jq -r '.checks[] | select(.name == "ports-outside-refused") | "\(.status): \(.detail)"' <<<"$OUT"; }
+OUT=$(nsg verify --netns "$CTR_NS" --allow "$WAN4 tcp/$TCP_OK" --json)
+assert_match "$(ports_check)" '^fail: udp 198\.51\.100\.10:9 .*sent' "verify without a policy: a port outside the entry is not refused"
 
 section "bad entries: one line, exit 1, nothing changed"
 snapshot >"$TMPD/before"
@@ -122,6 +125,8 @@ for mode in --no-route-set route-set; do
 	assert_contains "$(in_ctr nft list set inet nsegress allowp6)" "$WAN6 . tcp . $TCP_OK" "nft: allowp6 holds wan . tcp"
 	assert_contains "$(in_ctr nft list set inet nsegress icmp4)" "$WAN4" "nft: icmp4 holds wan"
 	before_ports=$(jq -r .policy.counters.allowed_ports.packets <<<"$st")
+	OUT=$(nsg verify --netns "$CTR_NS" --allow "$v4_entry" --allow "$v6_entry" --json)
+	assert_match "$(ports_check)" '^pass: udp 198\.51\.100\.10:9 .*refused-policy' "verify: a port outside the entries is refused at once"
 
 	for h in $WAN4 $WAN6; do
 		assert_eq ok "$(conn tcp "$h" "$TCP_OK")" "TCP $h:$TCP_OK (allowed) connects"
