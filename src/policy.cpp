@@ -1,10 +1,10 @@
 #include "nsegress/policy.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <map>
 #include <tuple>
-
-#include <fmt/format.h>
 
 #include "nsegress/error.hpp"
 #include "nsegress/untrusted.hpp"
@@ -63,7 +63,8 @@ void segment(std::vector<PortRange> items, IpProto p, std::vector<PortRange>& ou
     }
     std::sort(bounds.begin(), bounds.end());
     bounds.erase(std::unique(bounds.begin(), bounds.end()), bounds.end());
-    std::sort(items.begin(), items.end(), [](const PortRange& a, const PortRange& b) { return a.first < b.first; });
+    std::sort(items.begin(), items.end(),
+              [](const PortRange& a, const PortRange& b) { return a.first < b.first; });
     std::vector<std::size_t> active;
     std::size_t next = 0;
     std::vector<Range> pending;
@@ -97,11 +98,16 @@ void segment(std::vector<PortRange> items, IpProto p, std::vector<PortRange>& ou
 // Display order: tcp, udp, sctp, then the echo protocols.
 int proto_rank(IpProto p) {
     switch (p) {
-        case IpProto::tcp: return 0;
-        case IpProto::udp: return 1;
-        case IpProto::sctp: return 2;
-        case IpProto::icmp: return 3;
-        case IpProto::icmpv6: return 4;
+        case IpProto::tcp:
+            return 0;
+        case IpProto::udp:
+            return 1;
+        case IpProto::sctp:
+            return 2;
+        case IpProto::icmp:
+            return 3;
+        case IpProto::icmpv6:
+            return 4;
     }
     return 5;
 }
@@ -115,16 +121,23 @@ bool spec_less(const PortSpec& a, const PortSpec& b) {
 
 const char* proto_name(IpProto p) {
     switch (p) {
-        case IpProto::tcp: return "tcp";
-        case IpProto::udp: return "udp";
-        case IpProto::sctp: return "sctp";
-        case IpProto::icmp: return "icmp";
-        case IpProto::icmpv6: return "icmpv6";
+        case IpProto::tcp:
+            return "tcp";
+        case IpProto::udp:
+            return "udp";
+        case IpProto::sctp:
+            return "sctp";
+        case IpProto::icmp:
+            return "icmp";
+        case IpProto::icmpv6:
+            return "icmpv6";
     }
     return "?";
 }
 
-bool proto_has_ports(IpProto p) { return p == IpProto::tcp || p == IpProto::udp || p == IpProto::sctp; }
+bool proto_has_ports(IpProto p) {
+    return p == IpProto::tcp || p == IpProto::udp || p == IpProto::sctp;
+}
 
 std::string PortSpec::str() const {
     if (!proto_has_ports(proto) || any_port()) return proto_name(proto);
@@ -145,7 +158,8 @@ AllowEntry parse_allow_entry(std::string_view text) {
     };
     if (entry.empty()) return bad("empty");
     if (entry.find(',') != std::string_view::npos)
-        return bad("a comma-separated list: give one entry per --allow (one per line in an allow-file)");
+        return bad(
+            "a comma-separated list: give one entry per --allow (one per line in an allow-file)");
     std::vector<std::string_view> words;
     for (std::string_view rest = entry; !rest.empty();) {
         auto b = rest.find_first_not_of(kBlanks);
@@ -167,19 +181,27 @@ AllowEntry parse_allow_entry(std::string_view text) {
         const auto slash = w.find('/');
         const std::string_view name = w.substr(0, slash);
         PortSpec ps;
-        if (name == "tcp") ps.proto = IpProto::tcp;
-        else if (name == "udp") ps.proto = IpProto::udp;
-        else if (name == "sctp") ps.proto = IpProto::sctp;
-        else if (name == "icmp") ps.proto = IpProto::icmp;
-        else if (name == "icmpv6") ps.proto = IpProto::icmpv6;
-        else return bad(fmt::format("unknown protocol {} (tcp, udp, sctp, icmp or icmpv6)", quote(name)));
+        if (name == "tcp")
+            ps.proto = IpProto::tcp;
+        else if (name == "udp")
+            ps.proto = IpProto::udp;
+        else if (name == "sctp")
+            ps.proto = IpProto::sctp;
+        else if (name == "icmp")
+            ps.proto = IpProto::icmp;
+        else if (name == "icmpv6")
+            ps.proto = IpProto::icmpv6;
+        else
+            return bad(
+                fmt::format("unknown protocol {} (tcp, udp, sctp, icmp or icmpv6)", quote(name)));
         if (ps.proto == IpProto::icmp && f == Family::v6)
             return bad("icmp is IPv4's echo: use icmpv6 for an IPv6 destination");
         if (ps.proto == IpProto::icmpv6 && f == Family::v4)
             return bad("icmpv6 is IPv6's echo: use icmp for an IPv4 destination");
         if (slash != std::string_view::npos) {
             if (!proto_has_ports(ps.proto))
-                return bad(fmt::format("{} takes no port (it allows echo requests only)", proto_name(ps.proto)));
+                return bad(fmt::format("{} takes no port (it allows echo requests only)",
+                                       proto_name(ps.proto)));
             const std::string_view ports = w.substr(slash + 1);
             const auto dash = ports.find('-');
             std::string why;
@@ -188,7 +210,8 @@ AllowEntry parse_allow_entry(std::string_view text) {
             if (dash != std::string_view::npos) {
                 if (!parse_port(ports.substr(dash + 1), ps.last, why)) return bad(why);
                 if (ps.last < ps.first)
-                    return bad(fmt::format("port range {} is inverted (write {}-{})", quote(ports), ps.last, ps.first));
+                    return bad(fmt::format("port range {} is inverted (write {}-{})", quote(ports),
+                                           ps.last, ps.first));
             }
         }
         out.ports.push_back(ps);
@@ -241,8 +264,9 @@ std::vector<AllowEntry> parse_allow_entry_list(std::string_view text, const std:
 
 bool covers(const AllowList& list, const Range& r) {
     const auto& rs = list.ranges(r.first.family);
-    auto it = std::lower_bound(rs.begin(), rs.end(), r.first,
-                               [](const Range& x, const IpAddr& v) { return x.last.value < v.value; });
+    auto it = std::lower_bound(rs.begin(), rs.end(), r.first, [](const Range& x, const IpAddr& v) {
+        return x.last.value < v.value;
+    });
     return it != rs.end() && it->first.value <= r.first.value && it->last.value >= r.last.value;
 }
 
@@ -257,15 +281,18 @@ Policy::Policy(const std::vector<AllowEntry>& entries) {
         }
         const Range r{e.dest.first(), e.dest.last()};
         for (const auto& p : e.ports) {
-            if (proto_has_ports(p.proto)) raw.push_back(PortRange{r, p.proto, p.first, p.last});
-            else echo.push_back(r);
+            if (proto_has_ports(p.proto))
+                raw.push_back(PortRange{r, p.proto, p.first, p.last});
+            else
+                echo.push_back(r);
         }
     }
     all_ = AllowList(all);
     normalize(std::move(raw), std::move(echo));
 }
 
-Policy::Policy(AllowList all, std::vector<PortRange> scoped, const AllowList& echo) : all_(std::move(all)) {
+Policy::Policy(AllowList all, std::vector<PortRange> scoped, const AllowList& echo)
+    : all_(std::move(all)) {
     std::vector<Range> e = echo.ranges(Family::v4);
     e.insert(e.end(), echo.ranges(Family::v6).begin(), echo.ranges(Family::v6).end());
     normalize(std::move(scoped), std::move(e));
@@ -301,7 +328,8 @@ AllowList Policy::destinations() const {
 
 bool Policy::allows(const IpAddr& a, IpProto p, std::uint16_t port) const {
     if (all_.contains(a)) return true;
-    if (!proto_has_ports(p)) return (p == IpProto::icmp) == (a.family == Family::v4) && echo_.contains(a);
+    if (!proto_has_ports(p))
+        return (p == IpProto::icmp) == (a.family == Family::v4) && echo_.contains(a);
     for (const auto& x : scoped(a.family))
         if (x.proto == p && port >= x.first && port <= x.last && a.value >= x.addrs.first.value &&
             a.value <= x.addrs.last.value)
@@ -317,7 +345,8 @@ std::vector<std::string> Policy::entries() const {
     std::map<Cidr, std::vector<PortSpec>> by_dest;
     for (Family f : {Family::v4, Family::v6}) {
         for (const auto& x : scoped(f))
-            for (const auto& c : x.addrs.to_cidrs()) by_dest[c].push_back(PortSpec{x.proto, x.first, x.last});
+            for (const auto& c : x.addrs.to_cidrs())
+                by_dest[c].push_back(PortSpec{x.proto, x.first, x.last});
         for (const auto& r : echo_.ranges(f))
             for (const auto& c : r.to_cidrs())
                 by_dest[c].push_back(PortSpec{f == Family::v4 ? IpProto::icmp : IpProto::icmpv6});
@@ -373,14 +402,16 @@ std::vector<Box> boxes_of(const Policy& p) {
     for (Family f : {Family::v4, Family::v6}) {
         for (const auto& r : p.all().ranges(f)) out.push_back(Box{r, Box::all});
         for (const auto& r : p.echo().ranges(f)) out.push_back(Box{r, Box::echo});
-        for (const auto& x : p.scoped(f)) out.push_back(Box{x.addrs, Box::ports, x.proto, x.first, x.last});
+        for (const auto& x : p.scoped(f))
+            out.push_back(Box{x.addrs, Box::ports, x.proto, x.first, x.last});
     }
     return out;
 }
 
 }  // namespace
 
-std::vector<AllowEntry> intersect_allow(const std::vector<AllowEntry>& a, const std::vector<AllowEntry>& b) {
+std::vector<AllowEntry> intersect_allow(const std::vector<AllowEntry>& a,
+                                        const std::vector<AllowEntry>& b) {
     const Policy pa(a), pb(b);
     std::vector<Cidr> all;
     // CIDR-only with CIDR-only: both sorted and disjoint, one sweep (large lists stay fast).
@@ -395,8 +426,10 @@ std::vector<AllowEntry> intersect_allow(const std::vector<AllowEntry>& a, const 
                 auto cover = Range{first, last}.to_cidrs();
                 all.insert(all.end(), cover.begin(), cover.end());
             }
-            if (x[i].last < y[j].last) ++i;
-            else ++j;
+            if (x[i].last < y[j].last)
+                ++i;
+            else
+                ++j;
         }
     }
     std::vector<AllowEntry> out;
@@ -419,7 +452,9 @@ std::vector<AllowEntry> intersect_allow(const std::vector<AllowEntry>& a, const 
             const Box& narrow = x.kind == Box::all ? y : x;  // the other one when one allows all
             const Box& other = x.kind == Box::all ? x : y;
             if (other.kind == Box::all) {
-                emit(r, narrow.kind == Box::echo ? PortSpec{echo} : PortSpec{narrow.proto, narrow.first, narrow.last});
+                emit(r, narrow.kind == Box::echo
+                            ? PortSpec{echo}
+                            : PortSpec{narrow.proto, narrow.first, narrow.last});
             } else if (x.kind == Box::echo && y.kind == Box::echo) {
                 emit(r, PortSpec{echo});
             } else if (x.kind == Box::ports && y.kind == Box::ports && x.proto == y.proto) {

@@ -13,8 +13,8 @@
 #pragma once
 
 #include <compare>
-#include <optional>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -24,8 +24,8 @@
 namespace nsegress {
 
 enum class IpProto : std::uint8_t { icmp = 1, tcp = 6, udp = 17, icmpv6 = 58, sctp = 132 };
-const char* proto_name(IpProto p);                 // "tcp", ...
-bool proto_has_ports(IpProto p);                   // tcp, udp, sctp
+const char* proto_name(IpProto p);  // "tcp", ...
+bool proto_has_ports(IpProto p);    // tcp, udp, sctp
 inline constexpr IpProto kPortProtos[] = {IpProto::tcp, IpProto::udp, IpProto::sctp};
 
 struct PortSpec {
@@ -35,7 +35,7 @@ struct PortSpec {
     std::uint16_t first = 1;
     std::uint16_t last = 65535;
     bool any_port() const { return first == 1 && last == 65535; }
-    std::string str() const;      // "tcp", "tcp/443", "tcp/8000-8100", "icmp"
+    std::string str() const;  // "tcp", "tcp/443", "tcp/8000-8100", "icmp"
     auto operator<=>(const PortSpec&) const = default;
 };
 
@@ -55,7 +55,8 @@ AllowEntry parse_allow_entry(std::string_view text);
 // One entry per line; '#' starts a comment; blank lines are ignored. Errors name the source and
 // line number ("allow.txt:3: invalid allow entry ...").
 std::vector<AllowEntry> parse_allow_entries(std::string_view text, const std::string& source);
-std::vector<AllowEntry> read_allow_entries_file(const std::string& path);  // Exit::usage when unreadable
+std::vector<AllowEntry> read_allow_entries_file(
+    const std::string& path);  // Exit::usage when unreadable
 // Entries separated by commas (the OCI annotation: entries contain spaces). Empty items are an
 // error; `what` prefixes every message ("annotation io.nsegress.allow").
 std::vector<AllowEntry> parse_allow_entry_list(std::string_view text, const std::string& what);
@@ -76,7 +77,7 @@ struct PortRange {
 //                  equal neighbouring segments joined; nothing that all() covers
 //   echo()         icmp / icmpv6 echo destinations (sets icmp4/icmp6), nothing all() covers
 class Policy {
-public:
+  public:
     Policy() = default;
     explicit Policy(const std::vector<AllowEntry>& entries);
     // From parts (what status reads back from the kernel's sets): normalized the same way.
@@ -84,7 +85,9 @@ public:
     explicit Policy(AllowList all) : all_(std::move(all)) {}
 
     const AllowList& all() const { return all_; }
-    const std::vector<PortRange>& scoped(Family f) const { return f == Family::v4 ? scoped4_ : scoped6_; }
+    const std::vector<PortRange>& scoped(Family f) const {
+        return f == Family::v4 ? scoped4_ : scoped6_;
+    }
     const AllowList& echo() const { return echo_; }
     bool has_ports() const { return !scoped4_.empty() || !scoped6_.empty() || !echo_.empty(); }
     // Every destination some entry names (the route set admits these; ports are nft's job).
@@ -95,10 +98,11 @@ public:
     // The policy as entries in the grammar, CIDR-only ones first (what status and --dry-run show).
     std::vector<std::string> entries() const;
     bool operator==(const Policy& o) const {
-        return all_ == o.all_ && scoped4_ == o.scoped4_ && scoped6_ == o.scoped6_ && echo_ == o.echo_;
+        return all_ == o.all_ && scoped4_ == o.scoped4_ && scoped6_ == o.scoped6_ &&
+               echo_ == o.echo_;
     }
 
-private:
+  private:
     void normalize(std::vector<PortRange> raw, std::vector<Range> echo);
     AllowList all_;
     std::vector<PortRange> scoped4_, scoped6_;
@@ -120,6 +124,7 @@ std::optional<PortProbe> port_outside(const Policy& p);
 // What both allow-lists allow (address, protocol and port), as entries (exact: address ranges
 // and port ranges intersected, then covered by prefixes). The runtime wrapper's annotation may
 // only narrow the installer's list with it.
-std::vector<AllowEntry> intersect_allow(const std::vector<AllowEntry>& a, const std::vector<AllowEntry>& b);
+std::vector<AllowEntry> intersect_allow(const std::vector<AllowEntry>& a,
+                                        const std::vector<AllowEntry>& b);
 
 }  // namespace nsegress

@@ -3,7 +3,6 @@
 // entries allow at every range end), its grammar round trip (what status prints parses back to
 // the same policy), re-normalization of read-back elements, and the compiled batch.
 #include "fuzz_common.hpp"
-
 #include "nsegress/nft.hpp"
 #include "nsegress/policy.hpp"
 
@@ -26,7 +25,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         const auto& el = p.scoped(f);
         for (std::size_t i = 0; i < el.size(); ++i) {
             fuzz::check(el[i].addrs.first.family == f && el[i].first <= el[i].last &&
-                            el[i].addrs.first.value <= el[i].addrs.last.value && proto_has_ports(el[i].proto),
+                            el[i].addrs.first.value <= el[i].addrs.last.value &&
+                            proto_has_ports(el[i].proto),
                         "a malformed element");
             fuzz::check(!covers(p.all(), el[i].addrs), "an element a CIDR-only entry covers");
             for (std::size_t j = i + 1; j < el.size(); ++j) {
@@ -44,15 +44,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             if (!e.dest.contains(a)) continue;
             if (e.ports.empty()) return true;
             for (const auto& s : e.ports)
-                if (s.proto == pr && (!proto_has_ports(pr) || (port >= s.first && port <= s.last))) return true;
+                if (s.proto == pr && (!proto_has_ports(pr) || (port >= s.first && port <= s.last)))
+                    return true;
         }
         return false;
     };
     for (const auto& e : entries) {
         for (const IpAddr& a : {e.dest.first(), e.dest.last()}) {
             for (const auto& s : e.ports) {
-                for (std::uint32_t port : {std::uint32_t{s.first}, std::uint32_t{s.last}, std::uint32_t{s.last} + 1,
-                                           std::uint32_t{s.first} - 1}) {
+                for (std::uint32_t port : {std::uint32_t{s.first}, std::uint32_t{s.last},
+                                           std::uint32_t{s.last} + 1, std::uint32_t{s.first} - 1}) {
                     if (port > 65535) continue;
                     auto p16 = static_cast<std::uint16_t>(port);
                     fuzz::check(p.allows(a, s.proto, p16) == entries_allow(a, s.proto, p16),
@@ -62,14 +63,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             fuzz::check(p.destinations().contains(a), "a destination left out", e.str());
         }
     }
-    // What status prints parses back to the same policy; elements read back normalize to themselves.
+    // What status prints parses back to the same policy; elements read back normalize to
+    // themselves.
     std::vector<AllowEntry> again;
     for (const auto& line : p.entries()) again.push_back(parse_allow_entry(line));
     fuzz::check(Policy(again) == p, "the printed entries do not parse back to the policy");
     std::vector<PortRange> els = p.scoped(Family::v4);
     els.insert(els.end(), p.scoped(Family::v6).begin(), p.scoped(Family::v6).end());
     fuzz::check(Policy(p.all(), els, p.echo()) == p, "normalizing the elements again changed them");
-    if (els.size() + p.all().ranges(Family::v4).size() + p.all().ranges(Family::v6).size() <= 2048) {
+    if (els.size() + p.all().ranges(Family::v4).size() + p.all().ranges(Family::v6).size() <=
+        2048) {
         auto batch = nft::compile_policy(p, 1);
         fuzz::check(!batch.bytes.empty(), "empty batch");
         fuzz::check(!nft::render_policy(p).empty(), "empty rendering");

@@ -25,7 +25,9 @@ std::string joined(const std::vector<std::string>& v) {
     for (const auto& s : v) out += (out.empty() ? "" : " | ") + s;
     return out;
 }
-IpAddr ip(const char* s) { return parse_ip(s); }
+IpAddr ip(const char* s) {
+    return parse_ip(s);
+}
 }  // namespace
 
 TEST_CASE("allow entries: the grammar's examples parse and print back") {
@@ -42,7 +44,8 @@ TEST_CASE("allow entries: the grammar's examples parse and print back") {
     CHECK(any.ports[0].any_port());
     CHECK(any.str() == "198.51.100.10/32 tcp");
     CHECK(parse_allow_entry("2001:db8::1 icmpv6 sctp/9").str() == "2001:db8::1/128 sctp/9 icmpv6");
-    CHECK(parse_allow_entry("10.0.0.1 tcp/1-65535").str() == "10.0.0.1/32 tcp");  // the same as "tcp"
+    CHECK(parse_allow_entry("10.0.0.1 tcp/1-65535").str() ==
+          "10.0.0.1/32 tcp");  // the same as "tcp"
     CHECK(parse_allow_entry("10.0.0.1 udp/53 udp/53").ports.size() == 1);
 }
 
@@ -71,8 +74,9 @@ TEST_CASE("allow entries: one line naming the entry and what is wrong") {
 }
 
 TEST_CASE("allow-file and annotation lists of entries") {
-    auto es = parse_allow_entries("# web\n192.168.1.0/24\n\n198.51.100.10 tcp/443 # https\n2001:db8::1 icmpv6\n",
-                                  "web.allow");
+    auto es = parse_allow_entries(
+        "# web\n192.168.1.0/24\n\n198.51.100.10 tcp/443 # https\n2001:db8::1 icmpv6\n",
+        "web.allow");
     REQUIRE(es.size() == 3);
     CHECK(es[1].str() == "198.51.100.10/32 tcp/443");
     try {
@@ -81,7 +85,8 @@ TEST_CASE("allow-file and annotation lists of entries") {
     } catch (const Error& e) {
         CHECK(std::string(e.what()).rfind("web.allow:2: invalid allow entry", 0) == 0);
     }
-    auto list = parse_allow_entry_list("192.168.1.0/24, 198.51.100.10 tcp/443 udp/53 ,2001:db8::/64", "annotation x");
+    auto list = parse_allow_entry_list(
+        "192.168.1.0/24, 198.51.100.10 tcp/443 udp/53 ,2001:db8::/64", "annotation x");
     REQUIRE(list.size() == 3);
     CHECK(list[1].ports.size() == 2);
     CHECK_THROWS_AS(parse_allow_entry_list("10.0.0.1,,10.0.0.2", "annotation x"), Error);
@@ -89,7 +94,8 @@ TEST_CASE("allow-file and annotation lists of entries") {
 }
 
 TEST_CASE("policy: CIDR-only entries stay today's allow-list; ports are scoped") {
-    Policy p = policy_of({"192.168.1.0/24", "198.51.100.10 tcp/8080", "2001:db8:2::10 udp/9999 icmpv6"});
+    Policy p =
+        policy_of({"192.168.1.0/24", "198.51.100.10 tcp/8080", "2001:db8:2::10 udp/9999 icmpv6"});
     CHECK(p.all() == AllowList({parse_cidr("192.168.1.0/24")}));
     REQUIRE(p.scoped(Family::v4).size() == 1);
     CHECK(p.scoped(Family::v4)[0].proto == IpProto::tcp);
@@ -106,7 +112,8 @@ TEST_CASE("policy: CIDR-only entries stay today's allow-list; ports are scoped")
     CHECK_FALSE(p.allows(ip("2001:db8:2::10"), IpProto::tcp, 9999));
     CHECK(p.echo_allowed(ip("192.168.1.1")));
     CHECK_FALSE(p.echo_allowed(ip("198.51.100.10")));
-    CHECK(joined(p.entries()) == "192.168.1.0/24 | 198.51.100.10/32 tcp/8080 | 2001:db8:2::10/128 udp/9999 icmpv6");
+    CHECK(joined(p.entries()) ==
+          "192.168.1.0/24 | 198.51.100.10/32 tcp/8080 | 2001:db8:2::10/128 udp/9999 icmpv6");
     auto d = p.destinations();
     CHECK(d.contains(ip("198.51.100.10")));
     CHECK(d.contains(ip("2001:db8:2::10")));
@@ -124,13 +131,15 @@ TEST_CASE("policy: an entry without ports absorbs the port-scoped entries it cov
 }
 
 TEST_CASE("policy: overlapping port-scoped entries become disjoint set elements") {
-    Policy p = policy_of({"10.0.0.0/24 tcp/80-90", "10.0.0.128/25 tcp/85-100", "10.0.1.0/24 tcp/80-90",
-                          "10.0.0.7 udp/53", "10.0.0.8 udp/53", "10.0.0.7 tcp"});
+    Policy p =
+        policy_of({"10.0.0.0/24 tcp/80-90", "10.0.0.128/25 tcp/85-100", "10.0.1.0/24 tcp/80-90",
+                   "10.0.0.7 udp/53", "10.0.0.8 udp/53", "10.0.0.7 tcp"});
     const auto& el = p.scoped(Family::v4);
     // No two elements overlap in (address, protocol, port).
     for (std::size_t i = 0; i < el.size(); ++i)
         for (std::size_t j = i + 1; j < el.size(); ++j) {
-            bool addr = el[i].addrs.first.value <= el[j].addrs.last.value && el[j].addrs.first.value <= el[i].addrs.last.value;
+            bool addr = el[i].addrs.first.value <= el[j].addrs.last.value &&
+                        el[j].addrs.first.value <= el[i].addrs.last.value;
             bool port = el[i].first <= el[j].last && el[j].first <= el[i].last;
             CAPTURE(i);
             CAPTURE(j);
@@ -140,7 +149,8 @@ TEST_CASE("policy: overlapping port-scoped entries become disjoint set elements"
     for (unsigned host : {0u, 7u, 100u, 128u, 200u, 255u})
         for (unsigned port : {79u, 80u, 84u, 85u, 90u, 91u, 100u, 101u, 8080u}) {
             IpAddr a{Family::v4, (u128{10} << 24) | host};
-            bool want = (port >= 80 && port <= 90) || (host >= 128 && port >= 85 && port <= 100) || host == 7;
+            bool want = (port >= 80 && port <= 90) || (host >= 128 && port >= 85 && port <= 100) ||
+                        host == 7;
             CAPTURE(host);
             CAPTURE(port);
             CHECK(p.allows(a, IpProto::tcp, static_cast<std::uint16_t>(port)) == want);
@@ -163,7 +173,8 @@ TEST_CASE("policy: 10^4 port-scoped entries normalize quickly and stay disjoint"
     for (unsigned i = 0; i < 10000; ++i) {
         AllowEntry e;
         e.dest = Cidr{IpAddr{Family::v4, (u128{10} << 24) | (i * 7)}, 32};
-        e.ports.push_back(PortSpec{IpProto::tcp, static_cast<std::uint16_t>(1 + i % 300), static_cast<std::uint16_t>(1 + i % 300)});
+        e.ports.push_back(PortSpec{IpProto::tcp, static_cast<std::uint16_t>(1 + i % 300),
+                                   static_cast<std::uint16_t>(1 + i % 300)});
         e.ports.push_back(PortSpec{IpProto::udp, 53, 53});
         es.push_back(e);
     }
@@ -188,19 +199,22 @@ TEST_CASE("CNI 'allow' and the annotation io.nsegress.allow speak the grammar") 
         CHECK(e.code == cni_invalid_config);
         CHECK(e.msg.find("port 0") != std::string::npos);
     }
-    auto st = parse_oci_state(R"({"ociVersion":"1.0.2","id":"c1","status":"creating","pid":42,"bundle":"/b",
+    auto st = parse_oci_state(
+        R"({"ociVersion":"1.0.2","id":"c1","status":"creating","pid":42,"bundle":"/b",
         "annotations":{"io.nsegress.allow":"192.168.1.0/24, 198.51.100.10 tcp/443 udp/53"}})");
     auto plan = hook_plan(st, HookArgs{});
     REQUIRE(plan);
     REQUIRE(plan->allow.size() == 2);
     CHECK(plan->allow[1].str() == "198.51.100.10/32 tcp/443 udp/53");
-    auto bad = parse_oci_state(R"({"ociVersion":"1.0.2","id":"c1","status":"creating","pid":42,"bundle":"/b",
+    auto bad = parse_oci_state(
+        R"({"ociVersion":"1.0.2","id":"c1","status":"creating","pid":42,"bundle":"/b",
         "annotations":{"io.nsegress.allow":"198.51.100.10 tcp/443-80"}})");
     try {
         hook_plan(bad, HookArgs{});
         FAIL("accepted an inverted range");
     } catch (const Error& e) {
-        CHECK(std::string(e.what()).rfind("annotation io.nsegress.allow: invalid allow entry", 0) == 0);
+        CHECK(std::string(e.what()).rfind("annotation io.nsegress.allow: invalid allow entry", 0) ==
+              0);
     }
 }
 
@@ -222,7 +236,8 @@ TEST_CASE("intersect_allow: addresses, protocols and ports") {
     // The annotation cannot widen ports: tcp/443 stays, udp/53 goes.
     CHECK(strs(intersect_allow(es({"198.51.100.0/24 tcp/443"}), es({"198.51.100.0/24"}))) ==
           V{"198.51.100.0/24 tcp/443"});
-    CHECK(strs(intersect_allow(es({"198.51.100.0/24 tcp/400-500"}), es({"198.51.100.10 tcp/443-600 udp/53"}))) ==
+    CHECK(strs(intersect_allow(es({"198.51.100.0/24 tcp/400-500"}),
+                               es({"198.51.100.10 tcp/443-600 udp/53"}))) ==
           V{"198.51.100.10/32 tcp/443-500"});
     CHECK(strs(intersect_allow(es({"198.51.100.0/24 icmp"}), es({"198.51.100.10 icmp tcp"}))) ==
           V{"198.51.100.10/32 icmp"});
@@ -231,13 +246,15 @@ TEST_CASE("intersect_allow: addresses, protocols and ports") {
     auto a = es({"10.0.0.0/16 tcp/1-1000", "10.0.5.0/24", "2001:db8::/32 udp"});
     auto b = es({"10.0.0.0/8 tcp/500-2000 icmp", "2001:db8::1", "10.0.5.7"});
     Policy pa(a), pb(b), both(intersect_allow(a, b));
-    for (const char* ip : {"10.0.0.1", "10.0.5.7", "10.0.5.8", "10.1.0.1", "2001:db8::1", "2001:db8::2"})
+    for (const char* ip :
+         {"10.0.0.1", "10.0.5.7", "10.0.5.8", "10.1.0.1", "2001:db8::1", "2001:db8::2"})
         for (IpProto p : {IpProto::tcp, IpProto::udp, IpProto::icmp})
             for (std::uint16_t port : {1, 499, 500, 1000, 1001, 2001}) {
                 auto addr = parse_ip(ip);
                 CAPTURE(ip);
                 CAPTURE(port);
-                CHECK(both.allows(addr, p, port) == (pa.allows(addr, p, port) && pb.allows(addr, p, port)));
+                CHECK(both.allows(addr, p, port) ==
+                      (pa.allows(addr, p, port) && pb.allows(addr, p, port)));
             }
 }
 
