@@ -3,7 +3,10 @@
 // whatever a process in the watched namespace chose to send.
 #include "fuzz_common.hpp"
 
+#include <netinet/in.h>
+
 #include "nsegress/nflog.hpp"
+#include "nsegress/policy.hpp"
 #include "nsegress/watch.hpp"
 
 using namespace nsegress;
@@ -26,8 +29,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     if (seen.empty()) return 0;
     std::string text = render_allow_file({"fuzz"}, AllowList{}, summary.entries());
-    // The summary must be a valid allow-file covering exactly what was seen.
-    AllowList back(parse_allow_text(text, "summary"));
-    for (const auto& dst : seen) fuzz::check(back.contains(dst), "an observed destination is not allowed", dst.str());
+    // The summary must be a valid allow-file (entries of the grammar, policy.hpp) covering what
+    // was seen: every destination, and every TCP/UDP port seen there.
+    Policy back(parse_allow_entries(text, "summary"));
+    AllowList dests = back.destinations();
+    for (const auto& dst : seen) fuzz::check(dests.contains(dst), "an observed destination is not allowed", dst.str());
+    for (const auto& item : nflog::parse_buffer(bytes)) {
+        if (item.kind != nflog::Item::packet || !item.event.packet) continue;
+        const auto& p = *item.event.packet;
+        if (!p.dport || *p.dport == 0 || (p.protocol != IPPROTO_TCP && p.protocol != IPPROTO_UDP)) continue;
+        fuzz::check(back.allows(p.dst, p.protocol == IPPROTO_TCP ? Proto::tcp : Proto::udp, *p.dport),
+                    "an observed port is not allowed", p.dst.str());
+    }
     return 0;
 }
