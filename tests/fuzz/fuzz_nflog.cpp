@@ -38,7 +38,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         if (item.kind != nflog::Item::packet || !item.event.packet) continue;
         const auto& p = *item.event.packet;
         if (!p.dport || *p.dport == 0 || (p.protocol != IPPROTO_TCP && p.protocol != IPPROTO_UDP)) continue;
-        fuzz::check(back.allows(p.dst, p.protocol == IPPROTO_TCP ? Proto::tcp : Proto::udp, *p.dport),
+        fuzz::check(back.allows(p.dst, p.protocol == IPPROTO_TCP ? IpProto::tcp : IpProto::udp, *p.dport),
                     "an observed port is not allowed", p.dst.str());
     }
     return 0;
