@@ -69,7 +69,7 @@ got_rc=$?
 assert_eq "$want_rc" "$got_rc" "state of a missing container: runc's exit status ($want_rc)"
 assert_eq "$(sed 's/time="[^"]*"//' "$TMPD/want.err")" "$(sed 's/time="[^"]*"//' "$TMPD/got.err")" "... and runc's message"
 expect_exit 1 "$RUNTIME" --allow 300.1.1.1 --runtime "$RUNC" --root "$TMPD/runc-root" create --bundle "$TMPD/runc-root" x
-assert_contains "$ERR" "nsegress-runtime: --allow: invalid CIDR '300.1.1.1'" "an invalid policy: create refused with one line"
+assert_contains "$ERR" "nsegress-runtime: --allow: invalid allow entry '300.1.1.1'" "an invalid policy: create refused with one line"
 mkdir -p "$TMPD/bundle" && echo '{"ociVersion":"1.0.2"}' >"$TMPD/bundle/config.json"
 expect_exit 1 "$RUNTIME" --allow "$LANNET" --nsegress /nonexistent/nsegress --runtime "$RUNC" --root "$TMPD/runc-root" \
 	--log "$TMPD/runc.log" --log-format json create --bundle "$TMPD/bundle" x
