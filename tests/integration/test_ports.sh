@@ -208,7 +208,7 @@ for h in $WAN4 $WAN6; do
 done
 # A packet socket never meets the inet chain: only the netdev chain can refuse what it sends.
 raw_send() {
-	in_ctr python3 - "$1" <<'EOF'
+	in_ctr python3 - "$1" "$GW_MAC" <<'EOF'
 import errno, socket, struct, sys
 port = int(sys.argv[1])
 def csum(b):
@@ -222,8 +222,7 @@ udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
 ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, src, dst)
 ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
 s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
-# to the gateway's MAC: read from the neighbour table
-gw = open("/proc/net/arp").read().split("\n")[1].split()[3]
+gw = sys.argv[2]  # the gateway's MAC
 try:
     s.sendto(ip + udp, ("eth0", 0x0800, 0, 0, bytes.fromhex(gw.replace(":", ""))))
     print("sent")
@@ -231,8 +230,9 @@ except OSError as e:
     print(errno.errorcode.get(e.errno, str(e.errno)))
 EOF
 }
-# (the gateway's MAC is in the neighbour table: the TCP connections above went through it)
-if [[ $(in_ctr awk 'NR == 2 {print $4}' /proc/net/arp) =~ ^([0-9a-f]{2}:){5}[0-9a-f]{2}$ ]]; then
+# The gateway's MAC, read in gw (c0 is its end of ctr's link).
+GW_MAC=$(ip -n "${P}_gw" -br link show c0 | awk '{print $3}')
+if [[ $GW_MAC =~ ^([0-9a-f]{2}:){5}[0-9a-f]{2}$ ]]; then
 	assert_eq sent "$(raw_send "$UDP_OK")" "netdev: a packet socket sends to the allowed UDP port"
 	# dev_queue_xmit reports the netdev chain's drop as ENOBUFS (NET_XMIT_DROP)
 	assert_eq ENOBUFS "$(raw_send "$UDP_NEXT")" "netdev: a packet socket's datagram to the neighbouring port is dropped"
@@ -241,7 +241,7 @@ if [[ $(in_ctr awk 'NR == 2 {print $4}' /proc/net/arp) =~ ^([0-9a-f]{2}:){5}[0-9
 	sleep 0.3
 	assert_not_contains "$(<"$UDP_NEXT_LOG")" "rawudp-$UDP_NEXT" "netdev: one to the neighbouring port never arrives"
 else
-	fail "no neighbour entry for ctr's gateway: the packet-socket check cannot run"
+	fail "the gateway's MAC could not be read ('$GW_MAC'): the packet-socket check cannot run"
 fi
 expect_exit 0 nsg release --netns "$CTR_NS"
 
