@@ -503,7 +503,10 @@ CommandResult cmd_status(const TargetSpec& target) {
                          // policy of an older nsegress honours any (forgeable) reply: say so.
                          {"reply_marking", st.reply_marking},
                          {"counters", {{"allowed", counter_json(st.allowed)},
-                                       {"refused", counter_json(st.refused)},
+                                       // audit mode refuses nothing: its final rule counts what
+                                       // enforce mode would refuse (and lets it through)
+                                       {"refused", counter_json(st.mode == nft::Mode::audit ? nft::Counter{} : st.refused)},
+                                       {"would_be_refused", st.mode == nft::Mode::audit ? counter_json(st.refused) : json(nullptr)},
                                        {"logged", counter_json(st.logged)},
                                        {"loopback", counter_json(st.loopback)},
                                        {"replies", counter_json(st.replies)},

@@ -77,6 +77,13 @@ std::string seen_text(const std::map<std::string, std::uint64_t>& seen) {
     return out;
 }
 
+// The allow-list covers the whole prefix (its ranges are coalesced: one range must hold it).
+bool covers(const AllowList& list, const Cidr& c) {
+    for (const auto& r : list.ranges(c.addr.family))
+        if (r.first <= c.first() && c.last() <= r.last) return true;
+    return false;
+}
+
 }  // namespace
 
 std::string render_allow_file(const std::vector<std::string>& header, const AllowList& current,
@@ -93,11 +100,22 @@ std::string render_allow_file(const std::vector<std::string>& header, const Allo
         out += "# observed: nothing\n";
         return out;
     }
-    out += "# observed:\n";
+    // What the current allow-list does not cover is commented out: a raw `--summary > f` fed
+    // to --allow-file must not silently allow whatever the container tried (the forbidden host,
+    // the gateway, ...). Someone reads the list and uncomments what the container needs.
+    std::string inside, outside;
     for (const auto& e : observed) {
         std::string hosts = e.hosts > 1 ? fmt::format(" to {} hosts", e.hosts) : "";
-        out += fmt::format("{:<24} # {} attempt(s){}: {}\n", e.cidr.str(), e.attempts, hosts, seen_text(e.seen));
+        std::string line =
+            fmt::format("{:<24} # {} attempt(s){}: {}\n", e.cidr.str(), e.attempts, hosts, seen_text(e.seen));
+        if (covers(current, e.cidr)) inside += line;
+        else outside += std::string(kSummaryDisabled) + line;
     }
+    if (!outside.empty())
+        out += "# observed outside the current allow-list: REVIEW each one. They are commented out ('#- ');\n"
+               "# remove the '#- ' of each destination the container must reach (sed 's/^#- //' takes all):\n" +
+               outside;
+    if (!inside.empty()) out += "# observed, already allowed by the current allow-list:\n" + inside;
     return out;
 }
 
@@ -109,7 +127,11 @@ json summary_json(const AllowList& current, const std::vector<SummaryEntry>& obs
             for (const auto& c : r.to_cidrs()) cur.push_back(c.str());
     json obs = json::array();
     for (const auto& e : observed)
-        obs.push_back(json{{"cidr", e.cidr.str()}, {"hosts", e.hosts}, {"attempts", e.attempts}, {"seen", e.seen}});
+        obs.push_back(json{{"cidr", e.cidr.str()},
+                           {"hosts", e.hosts},
+                           {"attempts", e.attempts},
+                           {"seen", e.seen},
+                           {"allowed_now", covers(current, e.cidr)}});
     return json{{"current", cur}, {"observed", obs}, {"allow_file", allow_file}};
 }
 
@@ -378,7 +400,7 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
         std::vector<std::string> header{
             fmt::format("nsegress watch --summary: {} attempt(s) to {} destination(s) in {:.1f} s from {}",
                         summary.attempts(), summary.destinations(), elapsed, ns.describe()),
-            "an --allow-file for `nsegress restrict` (it replaces the allow-list: the current one is kept below)",
+            "an --allow-file for `nsegress restrict` once reviewed (it replaces the allow-list: the current one is kept below)",
             fmt::format("only the first packet of each flow is logged, at most {}/s after a burst of {}",
                         nft::kLogRatePerSecond, nft::kLogBurst)};
         if (lost > 0)

@@ -72,7 +72,21 @@ TEST_CASE("summary: the allow-file covers exactly what was observed, plus the cu
     CHECK(text.find("198.51.100.10/31") != std::string::npos);
     CHECK(text.find("# 3 attempt(s) to 2 hosts: udp/9999 x2, tcp/8080 x1") != std::string::npos);
 
-    AllowList parsed(parse_allow_text(text, "summary"));
+    // As printed, the observed destinations outside the current list are commented out: the
+    // raw output allows nothing new (review first).
+    CHECK(text.find("\n#- 198.51.100.10/31") != std::string::npos);
+    CHECK(text.find("REVIEW") != std::string::npos);
+    CHECK(AllowList(parse_allow_text(text, "raw summary")) == current);
+    // Reviewed: every '#- ' removed.
+    std::string reviewed;
+    for (std::size_t pos = 0; pos < text.size();) {
+        auto nl = text.find('\n', pos);
+        std::string line = text.substr(pos, nl - pos);
+        if (line.rfind(kSummaryDisabled, 0) == 0) line.erase(0, std::string(kSummaryDisabled).size());
+        reviewed += line + "\n";
+        pos = nl == std::string::npos ? text.size() : nl + 1;
+    }
+    AllowList parsed(parse_allow_text(reviewed, "summary"));
     for (const auto& s : seen) CHECK(parsed.contains(parse_ip(s)));
     for (const char* not_seen : {"198.51.100.9", "198.51.100.12", "198.51.100.199", "198.51.100.201",
                                  "203.0.113.6", "203.0.113.8", "2001:db8:2::11", "2001:db8:2::fe"})
@@ -87,7 +101,24 @@ TEST_CASE("summary: the allow-file covers exactly what was observed, plus the cu
     CHECK(j["current"] == nlohmann::json::array({"10.1.0.0/16", "192.168.1.0/24"}));
     CHECK(j["observed"][0]["cidr"] == "198.51.100.10/31");
     CHECK(j["observed"][0]["seen"]["udp/9999"] == 2);
+    CHECK(j["observed"][0]["allowed_now"] == false);
     CHECK(j["allow_file"] == text);
+}
+
+TEST_CASE("summary: an observed destination the current list covers is a plain line") {
+    SummaryBuilder b;
+    b.add(pkt("192.168.1.7", IPPROTO_TCP, 443));  // e.g. logged before the list was widened
+    b.add(pkt("203.0.113.9", IPPROTO_TCP, 443));
+    AllowList current({parse_cidr("192.168.1.0/24")});
+    std::string text = render_allow_file({}, current, b.entries());
+    CAPTURE(text);
+    CHECK(text.find("\n192.168.1.7/32 ") != std::string::npos);
+    CHECK(text.find("\n#- 203.0.113.9/32 ") != std::string::npos);
+    AllowList parsed(parse_allow_text(text, "summary"));
+    CHECK_FALSE(parsed.contains(parse_ip("203.0.113.9")));
+    auto j = summary_json(current, b.entries(), text);
+    CHECK(j["observed"][0]["allowed_now"] == true);
+    CHECK(j["observed"][1]["allowed_now"] == false);
 }
 
 TEST_CASE("summary: nothing observed is still a valid allow-file (the current list, or empty)") {
@@ -104,7 +135,8 @@ TEST_CASE("summary: many protocols on one host are listed, the rest counted") {
     for (std::uint16_t port = 1; port <= 20; ++port) b.add(pkt("203.0.113.1", IPPROTO_TCP, port));
     auto text = render_allow_file({}, AllowList{}, b.entries());
     CHECK(text.find("and 8 more") != std::string::npos);
-    CHECK(AllowList(parse_allow_text(text, "s")).contains(parse_ip("203.0.113.1")));
+    CHECK(text.find("#- 203.0.113.1/32") != std::string::npos);
+    CHECK_FALSE(AllowList(parse_allow_text(text, "s")).contains(parse_ip("203.0.113.1")));
 }
 
 TEST_CASE("seen labels") {
