@@ -13,6 +13,8 @@ packages=(
 	# tests, demo and man page check
 	nftables iproute2 iputils-ping conntrack netcat-openbsd socat jq
 	groff-base man-db iptables procps util-linux
+	# the Debian package (testenv/package.sh, tests/integration/test_package.sh): dpkg-shlibdeps
+	dpkg-dev
 	# test helpers in tests/integration/helpers (UDP streams, router advertisements, AF_PACKET
 	# frames) and descriptor hygiene (tests/integration/test_env_fds.sh: strace as the observer)
 	strace python3
