@@ -41,8 +41,8 @@ packages=(
 	doctest-dev
 	# fuzzing (testenv/fuzz.sh): clang with libFuzzer and the sanitizer runtimes
 	clang libclang-rt-14-dev
-	# tests and man page check
-	conntrack jq groff-base man-db iptables util-linux
+	# tests and man page check; bash-completion's helpers for the completion test
+	conntrack jq groff-base man-db iptables util-linux bash-completion
 	# the Debian package (testenv/package.sh, tests/integration/test_package.sh): dpkg-shlibdeps
 	dpkg-dev
 	# test helpers in tests/integration/helpers (UDP streams, router advertisements, AF_PACKET

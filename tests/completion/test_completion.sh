@@ -101,6 +101,32 @@ web-db" "$got" "as uid 65534: docker's containers only"
 	check_eq "0" "$(grep -c '^podman' "$TMPD/calls")" "as uid 65534: podman never run"
 fi
 
+# The same with bash-completion loaded, as in an interactive shell: its _init_completion then
+# splits the words (testenv/bootstrap.sh installs it; CI must not skip this).
+BC=/usr/share/bash-completion/bash_completion
+if [[ -r $BC ]]; then
+	with_bc() {
+		env -i PATH="$CPATH" HOME="$TMPD" bash --norc --noprofile -c '
+			source "$1"; source "$2"; shift 2
+			COMP_WORDS=("$@"); COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
+			COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}
+			_nsegress nsegress "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD - 1]}"
+			printf "%s\n" "${COMPREPLY[@]}"' completion "$BC" "$COMPLETION" "$@" 2>"$TMPD/stderr" | sort
+	}
+	check_eq "release restrict" "$(with_bc nsegress re | tr '\n' ' ' | sed 's/ $//')" "bash-completion loaded: commands"
+	check_eq "docker
+podman" "$(with_bc nsegress status --engine '')" "bash-completion loaded: --engine"
+	check_eq "web
+web-db" "$(with_bc nsegress status --engine docker --container w)" "bash-completion loaded: --container names"
+	check_eq "--no-probe
+--no-route-set" "$(with_bc nsegress restrict --netns /x --no-)" "bash-completion loaded: options"
+	check_eq "" "$(<"$TMPD/stderr")" "bash-completion loaded: nothing on stderr"
+	check_eq "_init_completion" "$(env -i PATH="$CPATH" bash --norc --noprofile -c 'source "$1"; declare -F _init_completion' x "$BC")" \
+		"bash-completion loaded: its _init_completion is what _nsegress used"
+elif [[ -n ${CI-} ]]; then
+	bad "$BC is missing (testenv/bootstrap.sh installs bash-completion)"
+fi
+
 # No engine installed at all: nothing offered, nothing printed.
 CPATH="/usr/bin:/bin"
 if ! command -v docker >/dev/null && ! command -v podman >/dev/null; then
