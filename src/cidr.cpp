@@ -3,14 +3,14 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <sys/socket.h>
 
 #include <algorithm>
-#include <tuple>
 #include <cerrno>
 #include <cstring>
+#include <tuple>
 
 #include "nsegress/error.hpp"
 #include "nsegress/untrusted.hpp"
@@ -286,9 +286,10 @@ std::vector<Cidr> parse_allow_file(const std::string& path) {
                 if (r != 0) continue;
             }
             ::close(fd);
-            throw_usage("allow-file " + quote(path) +
-                        " is a pipe with no writer, or one that wrote nothing (an empty allow-list must be "
-                        "a regular empty file)");
+            throw_usage(
+                "allow-file " + quote(path) +
+                " is a pipe with no writer, or one that wrote nothing (an empty allow-list must be "
+                "a regular empty file)");
         }
         if (n == 0) break;
         text.append(buf, static_cast<std::size_t>(n));

@@ -149,7 +149,8 @@ void resolve_container(TargetSpec& spec, std::optional<Engine> engine) {
         // (~/.local/share/containers, a `podman pause` process that stays). nsegress needs root
         // anyway (the caller checks the privileges first); it never starts that state.
         if (e == Engine::podman && ::geteuid() != 0) {
-            note(e, "not asked: as a non-root user it would start rootless podman state (run nsegress as root)");
+            note(e, "not asked: as a non-root user it would start rootless podman state "
+                    "(run nsegress as root)");
             continue;
         }
         Run r = run({cli_name(e), "inspect", "--type", "container", "--format",
@@ -167,11 +168,13 @@ void resolve_container(TargetSpec& spec, std::optional<Engine> engine) {
         // The daemon answered: the container does not exist. That is the answer (asking podman
         // too cost 300 ms and gave a mixed message); --engine podman asks podman instead.
         if (e == Engine::docker && why.find("No such container") != std::string::npos)
-            throw_failed("no such container " + quote(name) + " (docker: " + printable(why, 500) + ")" +
-                         (engine ? "" : "; for a podman container give --engine podman") + sudo_hint());
+            throw_failed("no such container " + quote(name) + " (docker: " + printable(why, 500) +
+                         ")" + (engine ? "" : "; for a podman container give --engine podman") +
+                         sudo_hint());
         note(e, why);
     }
-    throw_failed("cannot resolve container " + quote(name) + " (" + printable(failures, 1000) + ")" + sudo_hint());
+    throw_failed("cannot resolve container " + quote(name) + " (" + printable(failures, 1000) +
+                 ")" + sudo_hint());
 }
 
 std::optional<DaemonInfo> docker_daemon_info() {

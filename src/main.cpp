@@ -133,7 +133,8 @@ std::vector<Cidr> cidrs(const po::variables_map& vm) {
     std::vector<Cidr> out;
     for (const auto& s : strings(vm, "allow")) {
         if (s.find(',') != std::string::npos)
-            throw_usage("--allow: " + quote(s) + ": one CIDR per --allow (repeat --allow for each, or use --allow-file)");
+            throw_usage("--allow: " + quote(s) +
+                        ": one CIDR per --allow (repeat --allow for each, or use --allow-file)");
         try {
             out.push_back(parse_cidr(s));
         } catch (const Error& e) {
@@ -203,9 +204,10 @@ bool parse(const std::string& command, const std::vector<std::string>& args,
                   .run(),
               out.vm);
     if (out.vm.count("nsegress-positional") && !out.vm.count("help")) {
-        const std::string word = out.vm["nsegress-positional"].as<std::vector<std::string>>().front();
-        throw_usage("unexpected argument " + quote(word) + ": every value goes with an option (a container "
-                    "is --container " + printable(word, 100) + ", a namespace --netns PATH)");
+        const auto& words = out.vm["nsegress-positional"].as<std::vector<std::string>>();
+        throw_usage("unexpected argument " + quote(words.front()) +
+                    ": every value goes with an option (a container is --container " +
+                    printable(words.front(), 100) + ", a namespace --netns PATH)");
     }
     po::notify(out.vm);
     if (out.vm.count("help")) {

@@ -149,8 +149,8 @@ void require_privileges(unsigned needed) {
 NetnsLock::NetnsLock(const Netns& ns, int timeout_ms) {
     const char* dir = "/run/nsegress";
     if (::mkdir(dir, 0700) != 0 && errno != EEXIST) throw_errno(std::string("create lock directory '") + dir + "'", errno);
-    path_ = std::string(dir) + "/netns-" + std::to_string(static_cast<unsigned long>(ns.id().dev)) + "-" +
-            std::to_string(static_cast<unsigned long>(ns.id().ino)) + ".lock";
+    path_ = std::string(dir) + "/netns-" + std::to_string(static_cast<unsigned long>(ns.id().dev)) +
+            "-" + std::to_string(static_cast<unsigned long>(ns.id().ino)) + ".lock";
     const std::string& path = path_;
     for (int waited = 0;; waited += 10) {
         if (!fd_) {
@@ -160,9 +160,10 @@ NetnsLock::NetnsLock(const Netns& ns, int timeout_ms) {
         if (::flock(fd_.get(), LOCK_EX | LOCK_NB) == 0) {
             // Ours only if the path still names this file: the previous holder removes it
             // (under the lock) when it is done, and a later writer then creates a new one.
-            struct stat held {}, named {};
-            if (::fstat(fd_.get(), &held) == 0 && ::stat(path.c_str(), &named) == 0 && held.st_dev == named.st_dev &&
-                held.st_ino == named.st_ino)
+            struct stat held {};
+            struct stat named {};
+            if (::fstat(fd_.get(), &held) == 0 && ::stat(path.c_str(), &named) == 0 &&
+                held.st_dev == named.st_dev && held.st_ino == named.st_ino)
                 return;
             fd_.reset();
             continue;

@@ -106,14 +106,17 @@ std::string render_allow_file(const std::vector<std::string>& header, const Allo
     std::string inside, outside;
     for (const auto& e : observed) {
         std::string hosts = e.hosts > 1 ? fmt::format(" to {} hosts", e.hosts) : "";
-        std::string line =
-            fmt::format("{:<24} # {} attempt(s){}: {}\n", e.cidr.str(), e.attempts, hosts, seen_text(e.seen));
-        if (covers(current, e.cidr)) inside += line;
-        else outside += std::string(kSummaryDisabled) + line;
+        std::string line = fmt::format("{:<24} # {} attempt(s){}: {}\n", e.cidr.str(), e.attempts,
+                                       hosts, seen_text(e.seen));
+        if (covers(current, e.cidr))
+            inside += line;
+        else
+            outside += std::string(kSummaryDisabled) + line;
     }
     if (!outside.empty())
-        out += "# observed outside the current allow-list: REVIEW each one. They are commented out ('#- ');\n"
-               "# remove the '#- ' of each destination the container must reach (sed 's/^#- //' takes all):\n" +
+        out += "# observed outside the current allow-list: REVIEW each one. They are commented "
+               "out ('#- ');\n# remove the '#- ' of each destination the container must reach "
+               "(sed 's/^#- //' takes all):\n" +
                outside;
     if (!inside.empty()) out += "# observed, already allowed by the current allow-list:\n" + inside;
     return out;
@@ -398,11 +401,14 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
         auto entries = summary.entries();
         std::uint64_t lost = loss.lost() + lost_tail;
         std::vector<std::string> header{
-            fmt::format("nsegress watch --summary: {} attempt(s) to {} destination(s) in {:.1f} s from {}",
-                        summary.attempts(), summary.destinations(), elapsed, ns.describe()),
-            "an --allow-file for `nsegress restrict` once reviewed (it replaces the allow-list: the current one is kept below)",
-            fmt::format("only the first packet of each flow is logged, at most {}/s after a burst of {}",
-                        nft::kLogRatePerSecond, nft::kLogBurst)};
+            fmt::format(
+                "nsegress watch --summary: {} attempt(s) to {} destination(s) in {:.1f} s from {}",
+                summary.attempts(), summary.destinations(), elapsed, ns.describe()),
+            "an --allow-file for `nsegress restrict` once reviewed (it replaces the allow-list: "
+            "the current one is kept below)",
+            fmt::format(
+                "only the first packet of each flow is logged, at most {}/s after a burst of {}",
+                nft::kLogRatePerSecond, nft::kLogBurst)};
         if (lost > 0)
             header.push_back(fmt::format("WARNING: {} logged attempt(s) were lost (socket overrun): this list "
                                          "may be incomplete", lost));

@@ -28,7 +28,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::string text = render_allow_file({"fuzz"}, AllowList{}, summary.entries());
     // As printed, the summary is a valid allow-file that allows nothing beyond the current list
     // (empty here): every observed destination waits, commented out, for review.
-    fuzz::check(parse_allow_text(text, "summary").empty(), "the unreviewed summary allows something");
+    fuzz::check(parse_allow_text(text, "summary").empty(),
+                "the unreviewed summary allows something");
     // Reviewed (every kSummaryDisabled prefix removed), it covers exactly what was seen.
     std::string reviewed;
     const std::string disabled = kSummaryDisabled;

@@ -82,7 +82,8 @@ TEST_CASE("summary: the allow-file covers exactly what was observed, plus the cu
     for (std::size_t pos = 0; pos < text.size();) {
         auto nl = text.find('\n', pos);
         std::string line = text.substr(pos, nl - pos);
-        if (line.rfind(kSummaryDisabled, 0) == 0) line.erase(0, std::string(kSummaryDisabled).size());
+        if (line.rfind(kSummaryDisabled, 0) == 0)
+            line.erase(0, std::string(kSummaryDisabled).size());
         reviewed += line + "\n";
         pos = nl == std::string::npos ? text.size() : nl + 1;
     }
