@@ -552,7 +552,19 @@ int run(int argc, char** argv) {
                 std::cout << dump_json(r.doc, -1) << "\n";
             } else {
                 std::cerr << "nsegress watch: " << render_human(r.doc);
-                if (o.summary) std::cout << r.doc["summary"]["allow_file"].get<std::string>();
+                if (o.summary && r.doc.contains("summary")) {
+                    std::cout << r.doc["summary"]["allow_file"].get<std::string>();
+                    // stdout usually goes to a file: say on the terminal that it needs a review.
+                    std::size_t pending = 0;
+                    for (const auto& e : r.doc["summary"]["observed"])
+                        if (!e["allowed_now"].get<bool>()) ++pending;
+                    if (pending > 0)
+                        std::cerr << fmt::format(
+                            "nsegress watch: the summary comments out ('{}') the {} observed "
+                            "destination(s) outside the current allow-list: review it, and "
+                            "uncomment only what the container must reach\n",
+                            kSummaryDisabled, pending);
+                }
             }
             std::cout.flush();
             return static_cast<int>(r.exit);

@@ -160,6 +160,8 @@ assert_match "$(<"$TMPD/raw.allow")" '^#- 2001:db8:2::10/128 +# 2 attempt\(s\): 
 assert_match "$(<"$TMPD/observed.allow")" '^# .*tcp +198\.51\.100\.10:8080 .*would be refused \(audit\)' \
 	"summary mode: the attempt lines are comments"
 assert_contains "$(<"$TMPD/summary.err")" "ended (SIGINT)" "stderr: why it ended"
+assert_contains "$(<"$TMPD/summary.err")" "the 2 observed destination(s) outside the current allow-list: review it" \
+	"stderr: says the summary needs a review, and how many destinations wait for it"
 
 section "enforce with the raw summary (not reviewed): nothing beyond the current list is allowed"
 expect_exit 0 nsg restrict --netns "$CTR_NS" --allow-file "$TMPD/raw.allow" \
