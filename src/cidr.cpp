@@ -2,14 +2,15 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <sys/socket.h>
 
 #include <algorithm>
-#include <tuple>
 #include <cerrno>
 #include <cstring>
+#include <tuple>
 
 #include "nsegress/error.hpp"
 #include "nsegress/untrusted.hpp"
@@ -261,22 +262,49 @@ std::vector<Cidr> parse_allow_text(std::string_view text, const std::string& sou
 std::string read_allow_file_text(const std::string& path) {
     // A directory opens fine with ifstream and then reads as empty -- which would silently
     // mean "allow nothing". Only regular files and pipes (e.g. <(generate-list)) are lists.
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // Opened non-blocking: a blocking open of a FIFO without a writer waits forever.
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) throw_usage("cannot read allow-file " + quote(path) + ": " + std::strerror(errno));
     struct stat st {};
     if (::fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISFIFO(st.st_mode))) {
         ::close(fd);
         throw_usage("allow-file " + quote(path) + " is not a regular file");
     }
+    const bool fifo = S_ISFIFO(st.st_mode);
+    auto fail_read = [&](int err) {
+        ::close(fd);
+        throw_usage("cannot read allow-file " + quote(path) + ": " + std::strerror(err));
+    };
     std::string text;
     char buf[65536];
+    bool waited_for_writer = false;
     while (true) {
         ssize_t n = ::read(fd, buf, sizeof buf);
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            int err = errno;
+        if (n < 0 && errno == EAGAIN && fifo) {
+            // A writer is there and has not written (everything) yet: wait for it.
+            pollfd p{fd, POLLIN, 0};
+            if (::poll(&p, 1, -1) < 0 && errno != EINTR) fail_read(errno);
+            continue;
+        }
+        if (n < 0) fail_read(errno);
+        if (n == 0 && fifo && text.empty()) {
+            // No writer, or one that wrote nothing. A writer blocked in its own open() of a
+            // named FIFO connects just after ours: give it a moment (poll wakes up as soon as
+            // it writes or goes away), never forever. An empty list refuses everything; that
+            // must be said with a regular file, not by a pipe that delivered nothing.
+            pollfd p{fd, POLLIN, 0};
+            if (!waited_for_writer) {
+                waited_for_writer = true;
+                int r = ::poll(&p, 1, 1000);
+                if (r < 0 && errno != EINTR) fail_read(errno);
+                if (r != 0) continue;
+            }
             ::close(fd);
-            throw_usage("cannot read allow-file " + quote(path) + ": " + std::strerror(err));
+            throw_usage(
+                "allow-file " + quote(path) +
+                " is a pipe with no writer, or one that wrote nothing (an empty allow-list must be "
+                "a regular empty file)");
         }
         if (n == 0) break;
         text.append(buf, static_cast<std::size_t>(n));

@@ -531,7 +531,10 @@ CommandResult cmd_status(const TargetSpec& target) {
                          {"counters", {{"allowed", counter_json(st.allowed)},
                                        {"allowed_ports", counter_json(st.allowed_ports)},
                                        {"allowed_echo", counter_json(st.allowed_echo)},
-                                       {"refused", counter_json(st.refused)},
+                                       // audit mode refuses nothing: its final rule counts what
+                                       // enforce mode would refuse (and lets it through)
+                                       {"refused", counter_json(st.mode == nft::Mode::audit ? nft::Counter{} : st.refused)},
+                                       {"would_be_refused", st.mode == nft::Mode::audit ? counter_json(st.refused) : json(nullptr)},
                                        {"logged", counter_json(st.logged)},
                                        {"loopback", counter_json(st.loopback)},
                                        {"replies", counter_json(st.replies)},

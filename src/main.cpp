@@ -51,6 +51,7 @@ Commands:
 Audit first, then enforce:
   nsegress restrict --container web --audit          # let everything through, log the rest
   nsegress watch --container web --duration 600 --summary > web.allow
+  # review web.allow: observed destinations are commented out ('#- '); uncomment the ones to allow
   nsegress restrict --container web --allow-file web.allow
 
 Run 'nsegress COMMAND --help' for a command's options. See nsegress(8).
@@ -104,7 +105,10 @@ std::vector<std::string> strings(const po::variables_map& vm, const char* key) {
     return vm.count(key) ? vm[key].as<std::vector<std::string>>() : std::vector<std::string>{};
 }
 
-TargetSpec target_of(const po::variables_map& vm) {
+// privileges: what the command needs (as it checks them itself). With --container they are
+// checked before the engine's CLI runs: a user who cannot restrict anyway gets the same
+// "missing privilege" line as with --pid, and no docker/podman is started on their behalf.
+TargetSpec target_of(const po::variables_map& vm, unsigned privileges) {
     TargetSpec t;
     int given = static_cast<int>(vm.count("pid") + vm.count("netns") + vm.count("container"));
     if (given > 1) throw_usage("give one target: --pid, --netns or --container");
@@ -119,6 +123,7 @@ TargetSpec target_of(const po::variables_map& vm) {
             engine = parse_engine(vm["engine"].as<std::string>());
             if (!engine) throw_usage("--engine: " + quote(vm["engine"].as<std::string>()) + " must be docker or podman");
         }
+        require_privileges(privileges);
         resolve_container(t, engine);
     }
     return t;
@@ -128,6 +133,9 @@ TargetSpec target_of(const po::variables_map& vm) {
 std::vector<AllowEntry> cidrs(const po::variables_map& vm) {
     std::vector<AllowEntry> out;
     for (const auto& s : strings(vm, "allow")) {
+        if (s.find(',') != std::string::npos)
+            throw_usage("--allow: " + quote(s) +
+                        ": one CIDR per --allow (repeat --allow for each, or use --allow-file)");
         try {
             out.push_back(parse_allow_entry(s));
         } catch (const Error& e) {
@@ -186,10 +194,22 @@ bool parse(const std::string& command, const std::vector<std::string>& args,
     // Decide --json before anything can fail, so that even a usage error prints JSON.
     for (const auto& a : args)
         if (a == "--json") out.json = true;
-    po::store(po::command_line_parser(args).options(desc).style(
+    // Words that are no option's value: boost would drop them silently ("restrict web --allow
+    // ..." then said "no target" without naming the ignored word).
+    po::options_description all;
+    all.add(desc).add_options()("nsegress-positional", po::value<std::vector<std::string>>());
+    po::positional_options_description positional;
+    positional.add("nsegress-positional", -1);
+    po::store(po::command_line_parser(args).options(all).positional(positional).style(
                   po::command_line_style::unix_style & ~po::command_line_style::allow_guessing)
                   .run(),
               out.vm);
+    if (out.vm.count("nsegress-positional") && !out.vm.count("help")) {
+        const auto& words = out.vm["nsegress-positional"].as<std::vector<std::string>>();
+        throw_usage("unexpected argument " + quote(words.front()) +
+                    ": every value goes with an option (a container is --container " +
+                    printable(words.front(), 100) + ", a namespace --netns PATH)");
+    }
     po::notify(out.vm);
     if (out.vm.count("help")) {
         std::cout << "Usage: nsegress " << command << " " << synopsis << "\n\n" << desc << "\n";
@@ -330,6 +350,7 @@ int run_verify(const std::vector<std::string>& args, Parsed& p) {
         for (const auto& n : names)
             grade(n, [&](VerifyOptions& v) {
                 v.target.container = n;
+                require_privileges(priv_enter | priv_net_raw);  // before any engine CLI runs
                 resolve_container(v.target, engine);
                 v.network_mode = container_network_mode(n, engine);
                 if (v.lab_profile && engine != Engine::podman) v.daemon = docker_daemon_info();
@@ -439,9 +460,9 @@ int run(int argc, char** argv) {
                 ("dry-run", po::bool_switch(), "print the ruleset and route set; change nothing");
             desc.add(d).add(common_options());
             if (!parse(command, args, desc,
-                       "(--pid PID | --netns PATH | --container NAME) --allow ENTRY [--allow ENTRY]...\n"
-                       "        [--allow-file FILE] [--probe-reach IP]... [--probe-block IP]... [--no-probe]\n"
-                       "        [--no-route-set] [--netdev-egress] [--audit] [--dry-run] [--json]", p))
+                       "(--pid PID | --netns PATH | --container NAME [--engine docker|podman])\n"
+                       "        (--allow ENTRY... | --allow-file FILE... | --audit) [--probe-reach IP]...\n"
+                       "        [--probe-block IP]... [--no-probe] [--no-route-set] [--netdev-egress] [--dry-run] [--json]", p))
                 return 0;
             RestrictOptions o;
             o.audit = p.vm["audit"].as<bool>();
@@ -451,13 +472,15 @@ int run(int argc, char** argv) {
                 throw_usage("no allow-list: give --allow ENTRY and/or --allow-file FILE "
                             "(an empty allow-file refuses everything), or --audit to only watch");
             o.allow = cidrs(p.vm);  // input errors first: they need no target
-            o.target = target_of(p.vm);
+            o.probe = !p.vm["no-probe"].as<bool>();
+            o.dry_run = p.vm["dry-run"].as<bool>();
+            // the privileges cmd_restrict checks (keep the two in step)
+            o.target = target_of(p.vm, priv_enter | (o.dry_run ? 0u : unsigned{priv_net_admin}) |
+                                           (o.probe && !o.dry_run ? unsigned{priv_net_raw} : 0u));
             o.probe_reach = ips(p.vm, "probe-reach");
             o.probe_block = ips(p.vm, "probe-block");
-            o.probe = !p.vm["no-probe"].as<bool>();
             o.route_set = !p.vm["no-route-set"].as<bool>();
             o.netdev_egress = p.vm["netdev-egress"].as<bool>();
-            o.dry_run = p.vm["dry-run"].as<bool>();
             o.probe_options = probe_options(p.vm);
             if (!o.probe && (!o.probe_reach.empty() || !o.probe_block.empty()))
                 throw_usage("--no-probe contradicts --probe-reach/--probe-block");
@@ -470,8 +493,9 @@ int run(int argc, char** argv) {
         }
         if (command == "release" || command == "status") {
             desc.add(common_options());
-            if (!parse(command, args, desc, "(--pid PID | --netns PATH) [--json]", p)) return 0;
-            auto r = command == "release" ? cmd_release(target_of(p.vm)) : cmd_status(target_of(p.vm));
+            if (!parse(command, args, desc, "(--pid PID | --netns PATH | --container NAME) [--json]", p)) return 0;
+            auto t = target_of(p.vm, priv_enter | priv_net_admin);
+            auto r = command == "release" ? cmd_release(t) : cmd_status(t);
             print(r, p.json);
             return static_cast<int>(r.exit);
         }
@@ -501,7 +525,7 @@ int run(int argc, char** argv) {
             }
             if (p.vm.count("buffer")) o.receive_buffer = parse_int("buffer", p.vm["buffer"].as<std::string>(), 1024, 1 << 30);
             o.summary = p.vm["summary"].as<bool>();
-            o.target = target_of(p.vm);
+            o.target = target_of(p.vm, priv_enter | priv_net_admin);
             const bool as_json = p.json;
             const bool commented = o.summary && !as_json;
             WatchSink sink;
@@ -531,7 +555,19 @@ int run(int argc, char** argv) {
                 std::cout << dump_json(r.doc, -1) << "\n";
             } else {
                 std::cerr << "nsegress watch: " << render_human(r.doc);
-                if (o.summary) std::cout << r.doc["summary"]["allow_file"].get<std::string>();
+                if (o.summary && r.doc.contains("summary")) {
+                    std::cout << r.doc["summary"]["allow_file"].get<std::string>();
+                    // stdout usually goes to a file: say on the terminal that it needs a review.
+                    std::size_t pending = 0;
+                    for (const auto& e : r.doc["summary"]["observed"])
+                        if (!e["allowed_now"].get<bool>()) ++pending;
+                    if (pending > 0)
+                        std::cerr << fmt::format(
+                            "nsegress watch: the summary comments out ('{}') the {} observed "
+                            "destination(s) outside the current allow-list: review it, and "
+                            "uncomment only what the container must reach\n",
+                            kSummaryDisabled, pending);
+                }
             }
             std::cout.flush();
             return static_cast<int>(r.exit);
@@ -547,11 +583,11 @@ int run(int argc, char** argv) {
                 ("timeout-ms", po::value<std::string>()->value_name("MS"), "wait for answers (default 1000)");
             desc.add(d).add(common_options());
             if (!parse(command, args, desc,
-                       "(--pid PID | --netns PATH) --target IP [--expect reach|block]\n"
+                       "(--pid PID | --netns PATH | --container NAME) --target IP [--expect reach|block]\n"
                        "        [--count N] [--timeout-ms MS] [--json]", p))
                 return 0;
             ProbeCommandOptions o;
-            o.target = target_of(p.vm);
+            o.target = target_of(p.vm, priv_enter | priv_net_raw);
             o.targets = ips(p.vm, "target");
             if (o.targets.empty()) throw_usage("no --target given");
             if (p.vm.count("expect")) {

@@ -149,18 +149,35 @@ void require_privileges(unsigned needed) {
 NetnsLock::NetnsLock(const Netns& ns, int timeout_ms) {
     const char* dir = "/run/nsegress";
     if (::mkdir(dir, 0700) != 0 && errno != EEXIST) throw_errno(std::string("create lock directory '") + dir + "'", errno);
-    std::string path = std::string(dir) + "/netns-" + std::to_string(static_cast<unsigned long>(ns.id().dev)) +
-                       "-" + std::to_string(static_cast<unsigned long>(ns.id().ino)) + ".lock";
-    fd_ = Fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-    if (!fd_) throw_errno("open lock '" + path + "'", errno);
+    path_ = std::string(dir) + "/netns-" + std::to_string(static_cast<unsigned long>(ns.id().dev)) +
+            "-" + std::to_string(static_cast<unsigned long>(ns.id().ino)) + ".lock";
+    const std::string& path = path_;
     for (int waited = 0;; waited += 10) {
-        if (::flock(fd_.get(), LOCK_EX | LOCK_NB) == 0) return;
+        if (!fd_) {
+            fd_ = Fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+            if (!fd_) throw_errno("open lock '" + path + "'", errno);
+        }
+        if (::flock(fd_.get(), LOCK_EX | LOCK_NB) == 0) {
+            // Ours only if the path still names this file: the previous holder removes it
+            // (under the lock) when it is done, and a later writer then creates a new one.
+            struct stat held {};
+            struct stat named {};
+            if (::fstat(fd_.get(), &held) == 0 && ::stat(path.c_str(), &named) == 0 &&
+                held.st_dev == named.st_dev && held.st_ino == named.st_ino)
+                return;
+            fd_.reset();
+            continue;
+        }
         if (errno != EWOULDBLOCK && errno != EINTR) throw_errno("lock '" + path + "'", errno);
         if (waited >= timeout_ms)
             throw_failed("another nsegress has held the lock on " + ns.describe() + " for " +
                          std::to_string(timeout_ms / 1000) + " s ('" + path + "')");
         ::usleep(10000);
     }
+}
+
+NetnsLock::~NetnsLock() {
+    if (fd_) ::unlink(path_.c_str());
 }
 
 bool pidfd_alive(int pidfd) {

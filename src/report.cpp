@@ -210,8 +210,11 @@ std::string render_human(const json& doc) {
                 out += fmt::format("    of which by port-scoped entries: {} packets, by echo entries: {} packets\n",
                                    c["allowed_ports"]["packets"].get<std::uint64_t>(),
                                    c["allowed_echo"]["packets"].get<std::uint64_t>());
+            const json& r = audit && c.contains("would_be_refused") && c["would_be_refused"].is_object()
+                                ? c["would_be_refused"]
+                                : c["refused"];
             out += fmt::format("  {}: {} packets, {} bytes\n", audit ? "would be refused (let through)" : "refused by policy",
-                               c["refused"]["packets"].get<std::uint64_t>(), c["refused"]["bytes"].get<std::uint64_t>());
+                               r["packets"].get<std::uint64_t>(), r["bytes"].get<std::uint64_t>());
             auto pk = [&](const char* k) { return c[k]["packets"].get<std::uint64_t>(); };
             if (p["reply_marking"].get<bool>()) {
                 out += fmt::format("  replies to peers outside the allow-list (connections they opened): {} packets, "

@@ -622,7 +622,7 @@ CommandResult cmd_verify(const VerifyOptions& opt) {
             fmt::format("no process in the namespace holds CAP_NET_ADMIN over it ({} process(es) checked)", risks.processes));
     // Packet sockets are caught only at the netdev egress hook: is every interface covered?
     // It is reported (JSON netdev_egress, and in bypass-net-raw's text), not judged by itself.
-    EgressCoverage cover = host ? EgressCoverage{} : egress_coverage(ns);
+    EgressCoverage cover = host ? EgressCoverage{false, {}, {}, "not read in the host's namespace"} : egress_coverage(ns);
     const bool all_covered = cover.readable && cover.uncovered.empty();
     std::string coverage =
         !cover.readable ? "netdev egress filters unknown: " + cover.detail

@@ -102,6 +102,15 @@ std::string suggested_entry(const SummaryEntry& e) {
     return AllowEntry(e.cidr, specs).str();
 }
 
+// Whether the current policy already allows all of `suggestion` (the line's entry): adding it
+// changes nothing. Such lines are listed as they are; the others are commented out for review.
+bool already_allowed(const Policy& current, const std::string& suggestion) {
+    std::vector<AllowEntry> all;
+    for (const auto& e : current.entries()) all.push_back(parse_allow_entry(e));
+    all.push_back(parse_allow_entry(suggestion));
+    return Policy(all) == current;
+}
+
 }  // namespace
 
 std::string render_allow_file(const std::vector<std::string>& header, const AllowList& current,
@@ -122,11 +131,25 @@ std::string render_allow_file(const std::vector<std::string>& header, const Poli
         out += "# observed: nothing\n";
         return out;
     }
-    out += "# observed:\n";
+    // What the current allow-list does not cover is commented out: a raw `--summary > f` fed
+    // to --allow-file must not silently allow whatever the container tried (the forbidden host,
+    // the gateway, ...). Someone reads the list and uncomments what the container needs.
+    std::string inside, outside;
     for (const auto& e : observed) {
         std::string hosts = e.hosts > 1 ? fmt::format(" to {} hosts", e.hosts) : "";
-        out += fmt::format("{:<24} # {} attempt(s){}: {}\n", suggested_entry(e), e.attempts, hosts, seen_text(e.seen));
+        const std::string entry = suggested_entry(e);
+        std::string line = fmt::format("{:<24} # {} attempt(s){}: {}\n", entry, e.attempts, hosts, seen_text(e.seen));
+        if (already_allowed(current, entry))
+            inside += line;
+        else
+            outside += std::string(kSummaryDisabled) + line;
     }
+    if (!outside.empty())
+        out += "# observed outside the current allow-list: REVIEW each one. They are commented "
+               "out ('#- ');\n# remove the '#- ' of each destination the container must reach "
+               "(sed 's/^#- //' takes all):\n" +
+               outside;
+    if (!inside.empty()) out += "# observed, already allowed by the current allow-list:\n" + inside;
     return out;
 }
 
@@ -141,8 +164,12 @@ json summary_json(const Policy& current, const std::vector<SummaryEntry>& observ
     for (const auto& e : current.entries()) cur.push_back(e);
     json obs = json::array();
     for (const auto& e : observed)
-        obs.push_back(json{{"cidr", e.cidr.str()}, {"entry", suggested_entry(e)}, {"hosts", e.hosts},
-                           {"attempts", e.attempts}, {"seen", e.seen}});
+        obs.push_back(json{{"cidr", e.cidr.str()},
+                           {"entry", suggested_entry(e)},
+                           {"hosts", e.hosts},
+                           {"attempts", e.attempts},
+                           {"seen", e.seen},
+                           {"allowed_now", already_allowed(current, suggested_entry(e))}});
     return json{{"current", cur}, {"observed", obs}, {"allow_file", allow_file}};
 }
 
@@ -409,11 +436,14 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
         auto entries = summary.entries();
         std::uint64_t lost = loss.lost() + lost_tail;
         std::vector<std::string> header{
-            fmt::format("nsegress watch --summary: {} attempt(s) to {} destination(s) in {:.1f} s from {}",
-                        summary.attempts(), summary.destinations(), elapsed, ns.describe()),
-            "an --allow-file for `nsegress restrict` (it replaces the allow-list: the current one is kept below)",
-            fmt::format("only the first packet of each flow is logged, at most {}/s after a burst of {}",
-                        nft::kLogRatePerSecond, nft::kLogBurst)};
+            fmt::format(
+                "nsegress watch --summary: {} attempt(s) to {} destination(s) in {:.1f} s from {}",
+                summary.attempts(), summary.destinations(), elapsed, ns.describe()),
+            "an --allow-file for `nsegress restrict` once reviewed (it replaces the allow-list: "
+            "the current one is kept below)",
+            fmt::format(
+                "only the first packet of each flow is logged, at most {}/s after a burst of {}",
+                nft::kLogRatePerSecond, nft::kLogBurst)};
         if (lost > 0)
             header.push_back(fmt::format("WARNING: {} logged attempt(s) were lost (socket overrun): this list "
                                          "may be incomplete", lost));

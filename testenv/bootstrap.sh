@@ -1,18 +1,50 @@
 #!/usr/bin/env bash
-# testenv/bootstrap.sh: install what nsegress needs to build and test, on Debian 12, as root.
-# Idempotent: asks dpkg first and touches apt only when something is missing.
+# testenv/bootstrap.sh [--demo]: install what nsegress needs on Debian 12, as root.
+#   (default)  everything the build, the whole test suite, the fuzzers and the benchmark need:
+#              what testenv/test-all.sh (and so CI, .ci/run) runs with. This includes docker.io,
+#              podman and containerd (the engine tests run them in sealed namespaces); note that
+#              installing docker.io on a normal host starts dockerd, which rewrites the host's
+#              iptables (FORWARD policy DROP).
+#   --demo     only what testenv/demo.sh needs: the compiler and the libraries to build the
+#              nsegress binary, and the few tools the lab and the demo run (ip, nft, ping, nc,
+#              socat, sysctl). No container engine, no clang, no test-only tools.
+# Idempotent: asks dpkg first and touches apt only when something is missing; says what it
+# installs before installing it.
 set -euo pipefail
 
-packages=(
-	# build
+profile=all
+case ${1-} in
+'') ;;
+--demo) profile=demo ;;
+*)
+	echo "usage: $0 [--demo]" >&2
+	exit 1
+	;;
+esac
+
+# To build the nsegress binary (tests excluded: -DBUILD_TESTING=OFF).
+build_packages=(
 	build-essential cmake pkg-config
 	libnl-3-dev libnl-route-3-dev libmnl-dev libnftnl-dev
-	libboost-program-options-dev doctest-dev nlohmann-json3-dev libfmt-dev
+	libboost-program-options-dev nlohmann-json3-dev libfmt-dev
+)
+# What the sealed lab (testenv/lab.sh) and testenv/demo.sh run: ip and ss (iproute2), nft (to
+# show what nsegress installed), ping, nc, socat (the lab's listeners), sysctl (procps),
+# timeout (coreutils, essential).
+demo_packages=(
+	"${build_packages[@]}"
+	nftables iproute2 iputils-ping netcat-openbsd socat procps
+)
+packages=(
+	"${demo_packages[@]}"
+	# unit tests
+	doctest-dev
 	# fuzzing (testenv/fuzz.sh): clang with libFuzzer and the sanitizer runtimes
 	clang libclang-rt-14-dev
-	# tests, demo and man page check
-	nftables iproute2 iputils-ping conntrack netcat-openbsd socat jq
-	groff-base man-db iptables procps util-linux
+	# tests and man page check; bash-completion's helpers for the completion test
+	conntrack jq groff-base man-db iptables util-linux bash-completion
+	# the Debian package (testenv/package.sh, tests/integration/test_package.sh): dpkg-shlibdeps
+	dpkg-dev
 	# test helpers in tests/integration/helpers (UDP streams, router advertisements, AF_PACKET
 	# frames) and descriptor hygiene (tests/integration/test_env_fds.sh: strace as the observer)
 	strace python3
@@ -26,6 +58,7 @@ packages=(
 	# runc, busybox-static and jq from above)
 	python3
 )
+[[ $profile == demo ]] && packages=("${demo_packages[@]}")
 
 missing=()
 for p in "${packages[@]}"; do
@@ -34,7 +67,7 @@ for p in "${packages[@]}"; do
 done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
-	echo "bootstrap: all ${#packages[@]} packages already installed"
+	echo "bootstrap ($profile): all ${#packages[@]} packages already installed"
 	exit 0
 fi
 
@@ -43,7 +76,7 @@ if [[ $(id -u) -ne 0 ]]; then
 	exit 1
 fi
 
-echo "bootstrap: installing: ${missing[*]}"
+echo "bootstrap ($profile): installing ${#missing[@]} Debian package(s): ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null

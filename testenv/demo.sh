@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# testenv/demo.sh: install what is missing, build, and show nsegress at work in a sealed lab:
-# a "container" namespace behind a router, an allowed LAN and a forbidden network.
-# Run as root on Debian 12. Everything it creates is torn down on exit.
+# testenv/demo.sh: show nsegress at work in a sealed lab: a "container" namespace behind a
+# router, an allowed LAN and a forbidden network. Run as root on Debian 12.
+#
+# What it changes on this machine, and nothing else:
+#   - installs the Debian packages missing from `testenv/bootstrap.sh --demo` (the compiler and
+#     libraries to build nsegress, and ip/nft/ping/nc/socat for the lab); it lists them first.
+#     No container engine, no clang: those are for the test suite (testenv/test-all.sh);
+#   - builds the nsegress binary into build-demo/ (tests not built);
+#   - creates network namespaces of its own (nsgdemoPID_*), and removes them on exit.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$PWD
@@ -11,12 +17,17 @@ if [[ $(id -u) -ne 0 ]]; then
 	exit 1
 fi
 
-testenv/bootstrap.sh
-testenv/build.sh >/tmp/nsegress-demo-build.log 2>&1 || {
+echo "demo: checking for the Debian packages the demo needs (testenv/bootstrap.sh --demo)"
+testenv/bootstrap.sh --demo
+echo "demo: building nsegress into build-demo/ (log: /tmp/nsegress-demo-build.log)"
+{
+	cmake -S . -B build-demo -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF &&
+		cmake --build build-demo -j2 --target nsegress
+} >/tmp/nsegress-demo-build.log 2>&1 || {
 	cat /tmp/nsegress-demo-build.log >&2
 	exit 1
 }
-NSEGRESS=$REPO/build/nsegress
+NSEGRESS=$REPO/build-demo/nsegress
 
 # shellcheck source=testenv/lab.sh
 source testenv/lab.sh

@@ -93,8 +93,15 @@ void require_privileges(unsigned needed);  // throws Error(Exit::failed) naming 
 class NetnsLock {
 public:
     explicit NetnsLock(const Netns& ns, int timeout_ms = 30000);
+    // Removes the lock file while still holding the lock, so that /run/nsegress does not keep
+    // one file per namespace ever restricted. A waiter that then gets the lock on the removed
+    // file sees that the path no longer names it, and starts over.
+    ~NetnsLock();
+    NetnsLock(const NetnsLock&) = delete;
+    NetnsLock& operator=(const NetnsLock&) = delete;
 
 private:
+    std::string path_;
     Fd fd_;
 };
 

@@ -60,7 +60,10 @@ std::string seen_label(const nflog::PacketInfo& p);
 
 // The summary in --allow-file format: `header` lines as comments, then the CIDRs the current
 // policy already allows (kept, so that the file can replace the allow-list without cutting
-// anything off), then one line per observed entry with a comment of what was seen.
+// anything off), then one line per observed entry with a comment of what was seen. Entries the
+// current allow-list does not cover are commented out with kSummaryDisabled in front: the raw
+// output allows nothing new until someone reviews it and removes that prefix.
+inline constexpr const char* kSummaryDisabled = "#- ";
 std::string render_allow_file(const std::vector<std::string>& header, const AllowList& current,
                               const std::vector<SummaryEntry>& observed);
 // The same with a policy that may have port-scoped entries (all kept, in the grammar).

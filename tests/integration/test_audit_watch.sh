@@ -127,6 +127,17 @@ end=$(end_doc audit)
 assert_eq "SIGTERM" "$(jq -r .reason <<<"$end")" "end document: reason SIGTERM"
 assert_eq "0" "$(jq -r .lost <<<"$end")" "end document: nothing lost"
 assert_eq "true" "$(jq -r '.ok and .exit_code == 0 and .error == null' <<<"$end")" "end document: ok"
+# The counter may still move (a late retransmission): nft reads it before and after status.
+audited0=$(rule_packets audited)
+expect_exit 0 nsg status --netns "$CTR_NS" --json
+audited1=$(rule_packets audited)
+assert_eq "0" "$(jq -r .policy.counters.refused.packets <<<"$OUT")" \
+	"status --json in audit mode: counters.refused is 0 (nothing was refused)"
+wbr=$(jq -r .policy.counters.would_be_refused.packets <<<"$OUT")
+assert_true "status --json in audit mode: counters.would_be_refused ($wbr) is the audited rule's counter (nft: $audited0..$audited1)" \
+	test "$wbr" -ge "$audited0" -a "$wbr" -le "$audited1"
+assert_true "would_be_refused counted the forbidden traffic" \
+	test "$(jq -r .policy.counters.would_be_refused.packets <<<"$OUT")" -ge 5
 
 section "audit mode: --summary (human output, ended with SIGINT) is an allow-file of what was seen"
 start_watch summary --wrap env --default-signal=INT -- --netns "$CTR_NS" --summary
@@ -136,19 +147,34 @@ udp_send 2001:db8:2::10 "udp6-audit-$$"
 assert_true "UDP to [2001:db8:2::10] arrives" wait_for_text "$(lab_log "$P" wan udp)" "udp6-audit-$$"
 stop_watch INT
 assert_eq 0 "$WATCH_RC" "watch ends with status 0 on SIGINT"
-cp "$TMPD/summary.out" "$TMPD/observed.allow"
+cp "$TMPD/summary.out" "$TMPD/raw.allow"
+entries=$(grep -v '^#' "$TMPD/raw.allow" | sed 's/ *#.*//' | grep . | sort | tr '\n' ' ')
+assert_eq "192.168.1.0/24 " "$entries" \
+	"summary as printed: only the current allow-list is active (observed destinations await review)"
+assert_contains "$(<"$TMPD/raw.allow")" "REVIEW" "summary: says to review the observed destinations"
+# The review: accept every observed destination (what a user does after reading the list).
+sed 's/^#- //' "$TMPD/raw.allow" >"$TMPD/observed.allow"
 entries=$(grep -v '^#' "$TMPD/observed.allow" | sed 's/ *#.*//' | grep . | sort | tr '\n' ' ')
 assert_eq "192.168.1.0/24 198.51.100.10/32 tcp/8080 2001:db8:2::10/128 tcp/8080 udp/9999 " "$entries" \
-	"summary: the current allow-list plus exactly the observed hosts, with the ports seen"
-assert_match "$(<"$TMPD/observed.allow")" '^198\.51\.100\.10/32 tcp/8080 +# 1 attempt\(s\): tcp/8080 x1$' \
-	"summary: a comment with what was seen"
-assert_match "$(<"$TMPD/observed.allow")" '^2001:db8:2::10/128 tcp/8080 udp/9999 +# 2 attempt\(s\): (tcp/8080 x1, udp/9999 x1|udp/9999 x1, tcp/8080 x1)$' \
+	"summary, reviewed: the current allow-list plus exactly the observed hosts, with the ports seen"
+assert_match "$(<"$TMPD/raw.allow")" '^#- 198\.51\.100\.10/32 tcp/8080 +# 1 attempt\(s\): tcp/8080 x1$' \
+	"summary: a commented-out line with what was seen"
+assert_match "$(<"$TMPD/raw.allow")" '^#- 2001:db8:2::10/128 tcp/8080 udp/9999 +# 2 attempt\(s\): (tcp/8080 x1, udp/9999 x1|udp/9999 x1, tcp/8080 x1)$' \
 	"summary: both protocols to the IPv6 host"
 assert_match "$(<"$TMPD/observed.allow")" '^# .*tcp +198\.51\.100\.10:8080 .*would be refused \(audit\)' \
 	"summary mode: the attempt lines are comments"
 assert_contains "$(<"$TMPD/summary.err")" "ended (SIGINT)" "stderr: why it ended"
+assert_contains "$(<"$TMPD/summary.err")" "the 2 observed destination(s) outside the current allow-list: review it" \
+	"stderr: says the summary needs a review, and how many destinations wait for it"
 
-section "enforce with the summary: the observed destinations now reach, the others are still refused"
+section "enforce with the raw summary (not reviewed): nothing beyond the current list is allowed"
+expect_exit 0 nsg restrict --netns "$CTR_NS" --allow-file "$TMPD/raw.allow" \
+	--probe-reach 192.168.1.10 --probe-block 198.51.100.10 --probe-block 2001:db8:2::10
+assert_false "TCP to 198.51.100.10:8080 (observed, not reviewed) is refused" tcp_ok 198.51.100.10
+assert_false "ping 2001:db8:2::10 (observed, not reviewed) is refused" ping6_ok 2001:db8:2::10
+assert_true "ping lan 192.168.1.10 answers" ping_ok 192.168.1.10
+
+section "enforce with the reviewed summary: the observed destinations now reach, the others are still refused"
 # Only the ports seen: a ping (an echo, never seen) to the observed hosts is refused too.
 expect_exit 0 nsg restrict --netns "$CTR_NS" --allow-file "$TMPD/observed.allow" \
 	--probe-block 198.51.100.10 --probe-block 2001:db8:2::10 --probe-block 198.51.100.1 --probe-block 2001:db8:2::1

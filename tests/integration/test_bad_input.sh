@@ -117,8 +117,37 @@ assert_contains "$ERR$(<"$TMPD/err")" "banana" "malformed allow-file: the error 
 bad 1 "allow-file that does not exist" "$TMPD/none.allow" -- restrict --netns "$CTR_NS" --allow-file "$TMPD/none.allow"
 mkdir "$TMPD/dir.allow"
 bad 1 "allow-file that is a directory (unreadable)" "$TMPD/dir.allow" -- restrict --netns "$CTR_NS" --allow-file "$TMPD/dir.allow"
+# A named FIFO nobody writes to: a blocking open waits forever. timeout turns a hang into 124.
+mkfifo "$TMPD/fifo.allow"
+DESC="allow-file a FIFO with no writer is refused, not waited on" \
+	expect_exit 1 timeout 20 ip netns exec "${P}_gw" "$NSEGRESS" restrict --netns "$CTR_NS" --allow-file "$TMPD/fifo.allow"
+assert_contains "$ERR" "no writer" "FIFO allow-file: the error says why"
+snapshot >"$TMPD/now"
+assert_same "$TMPD/baseline" "$TMPD/now" "FIFO allow-file: ctr unchanged"
+DESC="allow-file a pipe that ends without a line (<(true)): refused, not an empty list" \
+	expect_exit 1 timeout 20 ip netns exec "${P}_gw" "$NSEGRESS" restrict --netns "$CTR_NS" --allow-file <(true)
+assert_contains "$ERR" "wrote nothing" "empty pipe: the error says why"
+# Control: a pipe with a writer (process substitution, a slow generator) is read to its end.
+DESC="allow-file a pipe whose writer is slow (<(sleep 1; echo CIDR))" \
+	expect_exit 0 timeout 20 ip netns exec "${P}_gw" "$NSEGRESS" restrict --netns "$CTR_NS" --no-probe \
+	--allow-file <(sleep 1; echo 192.168.1.0/24)
+assert_contains "$(nft_table)" "192.168.1.0/24" "slow pipe: its list was installed"
+expect_exit 0 nsg release --netns "$CTR_NS"
+# A writer already waiting in its open() of the named FIFO (a shell's `> fifo`) connects once
+# nsegress opens it, and its list is read.
+(echo started >"$TMPD/writer.started"; exec 3>"$TMPD/fifo.allow"; sleep 1; echo 192.168.1.0/24 >&3) &
+writer=$!
+wait_for_text "$TMPD/writer.started" started 5
+DESC="allow-file a FIFO with a writer" \
+	expect_exit 0 timeout 20 ip netns exec "${P}_gw" "$NSEGRESS" restrict --netns "$CTR_NS" --no-probe --allow-file "$TMPD/fifo.allow"
+wait "$writer"
+assert_contains "$(nft_table)" "192.168.1.0/24" "FIFO with a writer: its list was installed"
+expect_exit 0 nsg release --netns "$CTR_NS"
 
 section "usage"
+bad 1 "--allow with a comma-separated list" "one CIDR per --allow" -- restrict --netns "$CTR_NS" --allow 192.168.1.0/24,10.0.0.0/8
+bad 1 "a word that is no option's value (restrict web ...)" "'web'" -- restrict web --netns "$CTR_NS" "${A[@]}"
+bad 1 "restrict web without a target names the ignored word" "--container web" -- restrict web "${A[@]}"
 bad 1 "unknown option" "--bogus" -- restrict --netns "$CTR_NS" "${A[@]}" --bogus
 bad 1 "no --allow" "" -- restrict --netns "$CTR_NS"
 bad 1 "unknown command" "frobnicate" -- frobnicate --netns "$CTR_NS"

@@ -43,6 +43,7 @@ wait "$waiter"
 assert_eq 0 $? "restrict completes once the lock is free"
 assert_contains "$(nft_table)" "$A4" "and installs its policy"
 expect_exit 0 nsg release --netns "$CTR_NS"
+assert_false "the lock file is removed by the writer that held it last" test -e "$lock"
 
 section "reference states of two allow-lists, applied one after the other"
 expect_exit 0 nsg restrict --netns "$CTR_NS" --allow "$A4" --allow "$A6" --no-probe
@@ -107,6 +108,7 @@ done
 wait_all "${pids[@]}"
 assert_eq 0 "$WAIT_FAILED" "four parallel releases all succeed"
 assert_eq "$pristine" "$(snapshot)" "and leave the namespace exactly as it was"
+assert_false "no lock file left behind by $((3 * 8 + 4)) writers (one per namespace would accumulate)" test -e "$lock"
 kill "$ctr_pid" 2>/dev/null
 
 section "50 namespaces restricted in parallel"

@@ -144,6 +144,10 @@ step "--container errors"
 expect_exit 2 nse verify --container nosuch --engine docker --allow "$LANNET"
 assert_contains "$ERR" "nosuch" "the error names the missing container"
 expect_exit 2 nse restrict --container nosuch --engine docker --allow "$LANNET"
+# Without --engine: the real docker's "No such container" ends the search (podman not asked).
+expect_exit 2 nse restrict --container nosuch --allow "$LANNET"
+assert_contains "$ERR" "no such container 'nosuch'" "docker's 'No such container' is recognized"
+assert_not_contains "$ERR" "podman:" "and podman is not asked after it"
 expect_exit 0 dk stop -t 0 nnp
 expect_exit 2 nse verify --container nnp --engine docker --allow "$LANNET"
 assert_contains "$ERR" "not running" "a stopped container: 'not running'"

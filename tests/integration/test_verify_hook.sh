@@ -69,6 +69,10 @@ section "verify: the host's namespace fails netns-not-host and is never probed"
 expect_exit 3 ip netns exec "${P}_gw" "$NSEGRESS" verify --pid $$ --allow 192.168.1.0/24 --reach 192.168.1.10 --json
 assert_eq "fail" "$(jq -r '.checks[] | select(.name=="netns-not-host") | .status' <<<"$OUT")" "netns-not-host fails"
 assert_contains "$(jq -r '.checks[] | select(.name=="reach 192.168.1.10") | .detail' <<<"$OUT")" "not probed" "nothing is probed from the host's namespace"
+assert_eq "not read in the host's namespace" "$(jq -r .netdev_egress.detail <<<"$OUT")" \
+	"netdev egress: says why it is unknown (no empty detail)"
+assert_eq "0" "$(jq '[.checks[].detail | select(test(": *$|unknown: *[;,)]"))] | length' <<<"$OUT")" \
+	"no check detail has an empty 'unknown: ...'"
 
 section "hook: policy from annotations, applied to the state's pid"
 start_in_ctr hookpid sleep 1003

@@ -28,6 +28,20 @@ PacketInfo pkt(const char* dst, std::uint8_t proto, std::optional<std::uint16_t>
     return p;
 }
 
+// The summary as a reviewer leaves it: every '#- ' removed.
+std::string review(const std::string& text) {
+    std::string reviewed;
+    const std::string disabled = kSummaryDisabled;
+    for (std::size_t pos = 0; pos < text.size();) {
+        auto nl = text.find('\n', pos);
+        std::string line = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+        if (line.rfind(disabled, 0) == 0) line.erase(0, disabled.size());
+        reviewed += line + "\n";
+        pos = nl == std::string::npos ? text.size() : nl + 1;
+    }
+    return reviewed;
+}
+
 std::vector<std::string> cidrs_of(const std::vector<SummaryEntry>& v) {
     std::vector<std::string> out;
     for (const auto& e : v) out.push_back(e.cidr.str());
@@ -73,9 +87,17 @@ TEST_CASE("summary: the allow-file covers exactly what was observed, plus the cu
     CHECK(text.find("198.51.100.10/31") != std::string::npos);
     CHECK(text.find("# 3 attempt(s) to 2 hosts: udp/9999 x2, tcp/8080 x1") != std::string::npos);
 
-    CHECK(text.find("198.51.100.10/31 tcp/8080 udp/9999") != std::string::npos);  // the grammar's ports
-    Policy policy(parse_allow_entries(text, "summary"));
+    // As printed, the observed destinations outside the current list are commented out: the
+    // raw output allows nothing new (review first).
+    CHECK(text.find("\n#- 198.51.100.10/31") != std::string::npos);
+    CHECK(text.find("REVIEW") != std::string::npos);
+    CHECK(Policy(parse_allow_entries(text, "raw summary")) == Policy(current));
+    // Reviewed: every '#- ' removed.
+    const std::string reviewed = review(text);
+    CHECK(reviewed.find("198.51.100.10/31 tcp/8080 udp/9999") != std::string::npos);  // the grammar's ports
+    Policy policy(parse_allow_entries(reviewed, "summary"));
     AllowList parsed = policy.destinations();
+    for (const auto& s : seen) CHECK(parsed.contains(parse_ip(s)));
     for (const auto& s : seen) CHECK(policy.allows(parse_ip(s), IpProto::udp, 9999));
     CHECK_FALSE(policy.allows(parse_ip("203.0.113.7"), IpProto::udp, 9998));
     CHECK_FALSE(policy.allows(parse_ip("203.0.113.7"), IpProto::tcp, 9999));
@@ -93,16 +115,33 @@ TEST_CASE("summary: the allow-file covers exactly what was observed, plus the cu
     CHECK(j["current"] == nlohmann::json::array({"10.1.0.0/16", "192.168.1.0/24"}));
     CHECK(j["observed"][0]["cidr"] == "198.51.100.10/31");
     CHECK(j["observed"][0]["seen"]["udp/9999"] == 2);
+    CHECK(j["observed"][0]["allowed_now"] == false);
     CHECK(j["allow_file"] == text);
+}
+
+TEST_CASE("summary: an observed destination the current list covers is a plain line") {
+    SummaryBuilder b;
+    b.add(pkt("192.168.1.7", IPPROTO_TCP, 443));  // e.g. logged before the list was widened
+    b.add(pkt("203.0.113.9", IPPROTO_TCP, 443));
+    AllowList current({parse_cidr("192.168.1.0/24")});
+    std::string text = render_allow_file({}, current, b.entries());
+    CAPTURE(text);
+    CHECK(text.find("\n192.168.1.7/32 ") != std::string::npos);
+    CHECK(text.find("\n#- 203.0.113.9/32 ") != std::string::npos);
+    Policy parsed(parse_allow_entries(text, "summary"));
+    CHECK_FALSE(parsed.destinations().contains(parse_ip("203.0.113.9")));
+    auto j = summary_json(current, b.entries(), text);
+    CHECK(j["observed"][0]["allowed_now"] == true);
+    CHECK(j["observed"][1]["allowed_now"] == false);
 }
 
 TEST_CASE("summary: nothing observed is still a valid allow-file (the current list, or empty)") {
     SummaryBuilder b;
     std::string text = render_allow_file({"h"}, AllowList{}, b.entries());
     CHECK(text.find("# observed: nothing") != std::string::npos);
-    CHECK(parse_allow_text(text, "summary").empty());
+    CHECK(parse_allow_entries(text, "summary").empty());
     std::string kept = render_allow_file({}, AllowList({parse_cidr("10.0.0.0/8")}), b.entries());
-    CHECK(AllowList(parse_allow_text(kept, "summary")) == AllowList({parse_cidr("10.0.0.0/8")}));
+    CHECK(Policy(parse_allow_entries(kept, "summary")) == Policy(AllowList({parse_cidr("10.0.0.0/8")})));
 }
 
 TEST_CASE("summary: many protocols on one host are listed, the rest counted") {
@@ -110,12 +149,14 @@ TEST_CASE("summary: many protocols on one host are listed, the rest counted") {
     for (std::uint16_t port = 1; port <= 20; ++port) b.add(pkt("203.0.113.1", IPPROTO_TCP, port));
     auto text = render_allow_file({}, AllowList{}, b.entries());
     CHECK(text.find("and 8 more") != std::string::npos);
-    Policy p(parse_allow_entries(text, "s"));
+    CHECK(text.find("#- 203.0.113.1/32") != std::string::npos);
+    CHECK_FALSE(Policy(parse_allow_entries(text, "s")).destinations().contains(parse_ip("203.0.113.1")));
+    Policy p(parse_allow_entries(review(text), "s"));
     for (std::uint16_t port = 1; port <= 20; ++port) CHECK(p.allows(parse_ip("203.0.113.1"), IpProto::tcp, port));
     CHECK_FALSE(p.allows(parse_ip("203.0.113.1"), IpProto::tcp, 21));
     // Something no port spec says: the whole host.
     b.add(pkt("203.0.113.1", IPPROTO_GRE));
-    CHECK(Policy(parse_allow_entries(render_allow_file({}, AllowList{}, b.entries()), "s"))
+    CHECK(Policy(parse_allow_entries(review(render_allow_file({}, AllowList{}, b.entries())), "s"))
               .allows(parse_ip("203.0.113.1"), IpProto::tcp, 21));
 }
 
