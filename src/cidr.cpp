@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <tuple>
 
 #include "nsegress/error.hpp"
@@ -239,8 +240,8 @@ bool AllowList::contains(const IpAddr& a) const {
     return it != list.end() && it->first.value <= a.value;
 }
 
-std::vector<Cidr> parse_allow_text(std::string_view text, const std::string& source) {
-    std::vector<Cidr> out;
+void for_each_allow_line(std::string_view text, const std::string& source,
+                         const std::function<void(std::string_view)>& each) {
     std::size_t line_no = 0;
     while (!text.empty()) {
         ++line_no;
@@ -251,11 +252,16 @@ std::vector<Cidr> parse_allow_text(std::string_view text, const std::string& sou
         line = trim(line);
         if (line.empty()) continue;
         try {
-            out.push_back(parse_cidr(line));
+            each(line);
         } catch (const Error& e) {
             throw_usage(printable(source) + ":" + std::to_string(line_no) + ": " + e.what());
         }
     }
+}
+
+std::vector<Cidr> parse_allow_text(std::string_view text, const std::string& source) {
+    std::vector<Cidr> out;
+    for_each_allow_line(text, source, [&](std::string_view line) { out.push_back(parse_cidr(line)); });
     return out;
 }
 

@@ -331,16 +331,17 @@ public:
         return cmp(NFT_CMP_EQ, v.data(), static_cast<std::uint32_t>(v.size()));
     }
     // (reg & mask) == value on one byte: the IP version nibble.
-    RuleBuilder& masked_eq_u8(std::uint8_t mask, std::uint8_t value) {
+    RuleBuilder& masked_eq_u8(std::uint8_t mask, std::uint8_t value) { return masked_cmp_u8(mask, NFT_CMP_EQ, value); }
+    // reg = (reg & mask) ^ 0, over `len` bytes: nft's form of every masked test.
+    RuleBuilder& and_mask(const void* mask, std::uint32_t len) {
+        static constexpr std::array<std::uint8_t, 16> zero{};
         auto e = expr("bitwise");
-        std::uint8_t zero = 0;
         nftnl_expr_set_u32(e.get(), NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
         nftnl_expr_set_u32(e.get(), NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
-        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_BITWISE_LEN, 1);
-        nftnl_expr_set(e.get(), NFTNL_EXPR_BITWISE_MASK, &mask, 1);
-        nftnl_expr_set(e.get(), NFTNL_EXPR_BITWISE_XOR, &zero, 1);
-        push(std::move(e));
-        return eq_u8(value);
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_BITWISE_LEN, len);
+        nftnl_expr_set(e.get(), NFTNL_EXPR_BITWISE_MASK, mask, len);
+        nftnl_expr_set(e.get(), NFTNL_EXPR_BITWISE_XOR, zero.data(), len);
+        return push(std::move(e));
     }
     RuleBuilder& drop() {
         auto e = expr("immediate");
@@ -389,15 +390,7 @@ public:
     }
     // (reg & mask) OP value on one byte.
     RuleBuilder& masked_cmp_u8(std::uint8_t mask, std::uint32_t op, std::uint8_t value) {
-        auto e = expr("bitwise");
-        std::uint8_t zero = 0;
-        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
-        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
-        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_BITWISE_LEN, 1);
-        nftnl_expr_set(e.get(), NFTNL_EXPR_BITWISE_MASK, &mask, 1);
-        nftnl_expr_set(e.get(), NFTNL_EXPR_BITWISE_XOR, &zero, 1);
-        push(std::move(e));
-        return cmp(op, &value, 1);
+        return and_mask(&mask, 1).cmp(op, &value, 1);
     }
     // `fib saddr type`: the kernel's address type of the packet's source (RTN_LOCAL: ours).
     RuleBuilder& fib_saddr_type() {
@@ -427,17 +420,9 @@ public:
         return b;
     }
     RuleBuilder& has_label(unsigned label) {
-        ct(NFT_CT_LABELS);
-        auto mask = label_bits(label);
-        std::array<std::uint32_t, 4> zero{};
-        auto e = expr("bitwise");
-        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
-        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
-        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_BITWISE_LEN, sizeof mask);
-        nftnl_expr_set(e.get(), NFTNL_EXPR_BITWISE_MASK, mask.data(), sizeof mask);
-        nftnl_expr_set(e.get(), NFTNL_EXPR_BITWISE_XOR, zero.data(), sizeof zero);
-        push(std::move(e));
-        return cmp(NFT_CMP_NEQ, zero.data(), sizeof zero);
+        const auto mask = label_bits(label);
+        const std::array<std::uint32_t, 4> zero{};
+        return ct(NFT_CT_LABELS).and_mask(mask.data(), sizeof mask).cmp(NFT_CMP_NEQ, zero.data(), sizeof zero);
     }
     RuleBuilder& set_label(unsigned label) {
         auto bits = label_bits(label);
@@ -457,15 +442,8 @@ public:
     RuleBuilder& eq_bytes(const void* data, std::uint32_t len) { return cmp(NFT_CMP_EQ, data, len); }
     // (reg & mask) ^ 0 != 0: how nft tests bits such as `ct state related`.
     RuleBuilder& has_bits(std::uint32_t mask) {
-        auto e = expr("bitwise");
-        std::uint32_t zero = 0;
-        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
-        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
-        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_BITWISE_LEN, 4);
-        nftnl_expr_set(e.get(), NFTNL_EXPR_BITWISE_MASK, &mask, 4);
-        nftnl_expr_set(e.get(), NFTNL_EXPR_BITWISE_XOR, &zero, 4);
-        push(std::move(e));
-        return cmp(NFT_CMP_NEQ, &zero, 4);
+        const std::uint32_t zero = 0;
+        return and_mask(&mask, 4).cmp(NFT_CMP_NEQ, &zero, 4);
     }
     RuleBuilder& lookup(const char* set, std::uint32_t set_id, bool inverted = false) {
         auto e = expr("lookup");

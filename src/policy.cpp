@@ -223,21 +223,7 @@ AllowEntry parse_allow_entry(std::string_view text) {
 
 std::vector<AllowEntry> parse_allow_entries(std::string_view text, const std::string& source) {
     std::vector<AllowEntry> out;
-    std::size_t line_no = 0;
-    while (!text.empty()) {
-        ++line_no;
-        auto nl = text.find('\n');
-        auto line = text.substr(0, nl);
-        text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
-        if (auto hash = line.find('#'); hash != std::string_view::npos) line = line.substr(0, hash);
-        line = trim(line);
-        if (line.empty()) continue;
-        try {
-            out.push_back(parse_allow_entry(line));
-        } catch (const Error& e) {
-            throw_usage(printable(source) + ":" + std::to_string(line_no) + ": " + e.what());
-        }
-    }
+    for_each_allow_line(text, source, [&](std::string_view line) { out.push_back(parse_allow_entry(line)); });
     return out;
 }
 

@@ -4,6 +4,8 @@
 // number per family so that merging, containment and interval ends are plain arithmetic.
 #pragma once
 
+#include <functional>
+
 #include <array>
 #include <compare>
 #include <cstdint>
@@ -90,6 +92,10 @@ private:
 // One CIDR per line; '#' starts a comment; blank lines are ignored. Errors name the source and
 // line number ("allow.txt:3: invalid CIDR '10.0.0.300/8'").
 std::vector<Cidr> parse_allow_text(std::string_view text, const std::string& source);
+// The lines of an allow-file, `#` comments and blanks skipped, each trimmed: an Error thrown by
+// `each` becomes a usage error naming `source` and the line number.
+void for_each_allow_line(std::string_view text, const std::string& source,
+                         const std::function<void(std::string_view)>& each);
 std::vector<Cidr> parse_allow_file(const std::string& path);  // Exit::usage when unreadable
 // The text of an allow-file (a regular file or a pipe, no NUL bytes); Exit::usage otherwise.
 std::string read_allow_file_text(const std::string& path);
