@@ -89,7 +89,7 @@ std::optional<std::uint32_t> count_entries(mnl_socket* sock, std::vector<char>& 
     std::optional<std::uint32_t> count;
     auto cb = [](const nlmsghdr* m, void* data) -> int {
         const char* start = static_cast<const char*>(mnl_nlmsg_get_payload_offset(m, sizeof(nfgenmsg)));
-        const char* end = static_cast<const char*>(mnl_nlmsg_get_payload_tail(m));
+        const char* end = reinterpret_cast<const char*>(m) + m->nlmsg_len;  // not the aligned tail
         for_each_attr(start, static_cast<std::size_t>(end - start), [&](const nlattr* a) {
             if (mnl_attr_get_type(a) == CTA_STATS_GLOBAL_ENTRIES && mnl_attr_get_payload_len(a) == 4)
                 *static_cast<std::optional<std::uint32_t>*>(data) = ntohl(mnl_attr_get_u32(a));
@@ -105,7 +105,7 @@ bool parse_entry(const nlmsghdr* m, Entry& e) {
     if (m->nlmsg_len < MNL_NLMSG_HDRLEN + MNL_ALIGN(sizeof(nfgenmsg))) return false;
     const nlattr* orig = nullptr;
     const char* start = static_cast<const char*>(mnl_nlmsg_get_payload_offset(m, sizeof(nfgenmsg)));
-    const char* end = static_cast<const char*>(mnl_nlmsg_get_payload_tail(m));
+    const char* end = reinterpret_cast<const char*>(m) + m->nlmsg_len;  // not the aligned tail
     for_each_attr(start, static_cast<std::size_t>(end - start), [&](const nlattr* a) {
         if (mnl_attr_get_type(a) == CTA_TUPLE_ORIG) orig = a;
         if (mnl_attr_get_type(a) == CTA_ZONE) e.zone_attr = copy_attr(a);

@@ -147,7 +147,9 @@ Item parse_packet_message(const nlmsghdr* nlh) {
     // Walked by hand with libmnl's bounds checks (mnl_attr_ok), not mnl_attr_parse: an
     // attribute we do not know, or of a wrong length, is skipped rather than fatal.
     const auto* a = static_cast<const nlattr*>(mnl_nlmsg_get_payload_offset(nlh, sizeof(nfgenmsg)));
-    int left = static_cast<int>(static_cast<const char*>(mnl_nlmsg_get_payload_tail(nlh)) -
+    // The message's own bytes end at nlmsg_len; libmnl's payload tail is nlmsg_len aligned up,
+    // up to 3 bytes past a last message that is not padded (the fuzzer found the overread).
+    int left = static_cast<int>(reinterpret_cast<const char*>(nlh) + nlh->nlmsg_len -
                                 reinterpret_cast<const char*>(a));
     for (; mnl_attr_ok(a, left); a = mnl_attr_next(a)) {
         left -= static_cast<int>(MNL_ALIGN(a->nla_len));
