@@ -159,6 +159,9 @@ expect_exit() {
 		pass "exit $want: $desc"
 	else
 		fail "exit $want expected, got $RC: $desc"
+		# A JSON report (verify, grade, status): its checks that did not pass, whole, first.
+		jq -c '(.checks // [])[] | select(.status != "pass")' <<<"$OUT" 2>/dev/null | head -20 | sed 's/^/#   check: /'
+		jq -c '(.forged_replies // [])[] | select(.leaked)' <<<"$OUT" 2>/dev/null | head -10 | sed 's/^/#   leaked: /'
 		[[ -n $OUT ]] && printf '%s\n' "$OUT" | head -20 | sed 's/^/#   stdout: /'
 		[[ -n $ERR ]] && printf '%s\n' "$ERR" | head -20 | sed 's/^/#   stderr: /'
 	fi

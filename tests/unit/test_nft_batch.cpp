@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "nsegress/nft.hpp"
@@ -575,4 +576,95 @@ TEST_CASE("10^4 port-scoped entries compile into chunked messages") {
     Policy policy(es);
     nft::Batch b = nft::compile_policy(policy, 1);
     CHECK(port_elements_back(b, nft::kSetPorts4, Family::v4) == policy.scoped(Family::v4));
+}
+
+namespace {
+
+// A batch as a list of what it asks, one message a line: type, family and the object it names
+// (set elements as a count, not their values), so a change in what is sent, or in its order,
+// shows as a diff of the golden file.
+std::string message_list(const nft::Batch& b) {
+    static const std::map<std::uint16_t, const char*> names{
+        {NFT_MSG_NEWTABLE, "NEWTABLE"},     {NFT_MSG_DELTABLE, "DELTABLE"},
+        {NFT_MSG_NEWCHAIN, "NEWCHAIN"},     {NFT_MSG_DELCHAIN, "DELCHAIN"},
+        {NFT_MSG_NEWSET, "NEWSET"},         {NFT_MSG_DELSET, "DELSET"},
+        {NFT_MSG_NEWSETELEM, "NEWSETELEM"}, {NFT_MSG_DELSETELEM, "DELSETELEM"},
+        {NFT_MSG_NEWRULE, "NEWRULE"},       {NFT_MSG_DELRULE, "DELRULE"},
+    };
+    auto w = walk(b);
+    REQUIRE(w.msgs.size() == b.messages.size());
+    std::string out;
+    for (std::size_t i = 0; i < w.msgs.size(); ++i) {
+        const nlmsghdr* nlh = w.msgs[i];
+        if (!is_nft(nlh)) {
+            out += nlh->nlmsg_type == NFNL_MSG_BATCH_BEGIN ? "BATCH_BEGIN\n" : "BATCH_END\n";
+            continue;
+        }
+        const auto* g = static_cast<const nfgenmsg*>(mnl_nlmsg_get_payload(nlh));
+        auto it = names.find(nft_type(nlh));
+        std::string type = it == names.end() ? std::to_string(nft_type(nlh)) : it->second;
+        std::string fam = g->nfgen_family == NFPROTO_INET     ? "inet"
+                          : g->nfgen_family == NFPROTO_NETDEV ? "netdev"
+                                                              : std::to_string(g->nfgen_family);
+        out += type + " " + fam + " " + b.messages[i].what + "\n";
+    }
+    return out;
+}
+
+nft::NetdevPlan two_devices() {
+    nft::NetdevPlan plan;
+    plan.install = true;
+    plan.devices = {{"eth0", true}, {"wg0", false}};
+    plan.neighbour6.add(parse_cidr("fe80::/10"));
+    plan.neighbour6.add(parse_cidr("fd00:31::/64"));
+    plan.own.add(parse_cidr("172.31.0.2/32"));
+    plan.own.add(parse_cidr("fd00:31::2/128"));
+    return plan;
+}
+
+// The netdev table's rules only (the inet ones have golden files of their own).
+std::string netdev_rules_text(const nft::Batch& b) {
+    std::string out;
+    for (const auto* nlh : walk(b).msgs) {
+        if (!is_nft(nlh) || nft_type(nlh) != NFT_MSG_NEWRULE) continue;
+        const auto* g = static_cast<const nfgenmsg*>(mnl_nlmsg_get_payload(nlh));
+        if (g->nfgen_family != NFPROTO_NETDEV) continue;
+        nftnl_rule* r = nftnl_rule_alloc();
+        REQUIRE(nftnl_rule_nlmsg_parse(nlh, r) == 0);
+        char buf[4096];
+        nftnl_rule_snprintf(buf, sizeof buf, r, NFTNL_OUTPUT_DEFAULT, 0);
+        out += buf;
+        out += "\n";
+        nftnl_rule_free(r);
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("netdev rules match their golden dump (Ethernet and raw-IP devices)") {
+    AllowList allow({parse_cidr("192.168.1.0/24"), parse_cidr("2001:db8:1::/64")});
+    golden("netdev_v4v6.rules",
+           netdev_rules_text(nft::compile_policy(allow, 1, nft::Mode::enforce, two_devices())));
+    golden("netdev_v4v6_audit.rules",
+           netdev_rules_text(nft::compile_policy(allow, 1, nft::Mode::audit, two_devices())));
+}
+
+TEST_CASE("what each batch sends, message by message, matches its golden list") {
+    AllowList allow({parse_cidr("192.168.1.0/24"), parse_cidr("2001:db8:1::/64")});
+    // A first restrict (nothing installed), with and without the netdev table.
+    golden("batch_first.msgs", message_list(nft::compile_policy(allow, 1)));
+    golden("batch_first_netdev.msgs",
+           message_list(nft::compile_policy(allow, 1, nft::Mode::enforce, two_devices())));
+    // A re-restrict into our own table, and over a foreign table of the same name.
+    nft::Installed reusable;
+    reusable.inet = nft::Found::reusable;
+    golden("batch_reusable.msgs",
+           message_list(nft::compile_policy(allow, 1, nft::Mode::enforce, {}, reusable)));
+    nft::Installed foreign;
+    foreign.inet = nft::Found::foreign;
+    golden("batch_foreign.msgs",
+           message_list(nft::compile_policy(allow, 1, nft::Mode::enforce, {}, foreign)));
+    // release.
+    golden("batch_delete.msgs", message_list(nft::compile_delete(1, true)));
 }
