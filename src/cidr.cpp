@@ -251,11 +251,7 @@ void for_each_allow_line(std::string_view text, const std::string& source,
         if (auto hash = line.find('#'); hash != std::string_view::npos) line = line.substr(0, hash);
         line = trim(line);
         if (line.empty()) continue;
-        try {
-            each(line);
-        } catch (const Error& e) {
-            throw_usage(printable(source) + ":" + std::to_string(line_no) + ": " + e.what());
-        }
+        in_context(printable(source) + ":" + std::to_string(line_no), [&] { each(line); });
     }
 }
 

@@ -103,13 +103,10 @@ std::optional<RestrictOptions> hook_plan(const OciState& state, const HookArgs& 
         if (!from_args.empty()) return from_args;
         std::vector<IpAddr> out;
         if (const std::string* a = note(key)) {
-            for (const auto& item : split_list(*a, std::string("annotation ") + key)) {
-                try {
-                    out.push_back(parse_ip(item));
-                } catch (const Error& e) {
-                    throw_usage(std::string("annotation ") + key + ": " + e.what());
-                }
-            }
+            std::size_t n = 0;
+            for (const auto& item : split_list(*a, std::string("annotation ") + key))
+                out.push_back(in_context(fmt::format("annotation {}: item {}", key, ++n),
+                                         [&] { return parse_ip(item); }));
         }
         return out;
     };

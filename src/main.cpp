@@ -136,11 +136,7 @@ std::vector<AllowEntry> cidrs(const po::variables_map& vm) {
         if (s.find(',') != std::string::npos)
             throw_usage("--allow: " + quote(s) +
                         ": one CIDR per --allow (repeat --allow for each, or use --allow-file)");
-        try {
-            out.push_back(parse_allow_entry(s));
-        } catch (const Error& e) {
-            throw_usage(std::string("--allow: ") + e.what());
-        }
+        out.push_back(in_context("--allow", [&] { return parse_allow_entry(s); }));
     }
     for (const auto& f : strings(vm, "allow-file")) {
         auto more = read_allow_entries_file(f);
@@ -165,11 +161,7 @@ std::string read_stdin_bounded() {
 std::vector<IpAddr> ips(const po::variables_map& vm, const char* key) {
     std::vector<IpAddr> out;
     for (const auto& s : strings(vm, key)) {
-        try {
-            out.push_back(parse_ip(s));
-        } catch (const Error& e) {
-            throw_usage(fmt::format("--{}: {}", key, e.what()));
-        }
+        out.push_back(in_context(fmt::format("--{}", key), [&] { return parse_ip(s); }));
     }
     return out;
 }

@@ -236,12 +236,9 @@ std::vector<AllowEntry> parse_allow_entry_list(std::string_view text, const std:
     while (true) {
         auto comma = text.find(',');
         auto item = trim(text.substr(0, comma));
-        if (item.empty()) throw_usage(what + ": empty item in list");
-        try {
-            out.push_back(parse_allow_entry(item));
-        } catch (const Error& e) {
-            throw_usage(what + ": " + e.what());
-        }
+        const std::string where = what + ": item " + std::to_string(out.size() + 1);
+        if (item.empty()) throw_usage(where + ": empty");
+        out.push_back(in_context(where, [&] { return parse_allow_entry(item); }));
         if (comma == std::string_view::npos) break;
         text = text.substr(comma + 1);
     }

@@ -189,24 +189,13 @@ void validate_policy(const RuntimePolicy& p) {
         throw_usage(
             "no policy: give --allow ENTRY, --allow-file FILE or --audit in the runtime's "
             "runtimeArgs");
-    for (const auto& a : p.allow) {
-        try {
-            parse_allow_entry(a);  // one entry of the grammar (policy.hpp) per --allow
-        } catch (const Error& e) {
-            throw_usage(std::string("--allow: ") + e.what());
-        }
-    }
+    for (const auto& a : p.allow)  // one entry of the grammar (policy.hpp) per --allow
+        in_context("--allow", [&] { return parse_allow_entry(a); });
     for (const auto& f : p.allow_files) read_allow_entries_file(f);
     for (const auto* list : {&p.probe_reach, &p.probe_block}) {
-        for (const auto& ip : *list) {
-            try {
-                parse_ip(ip);
-            } catch (const Error& e) {
-                throw_usage(
-                    std::string(list == &p.probe_reach ? "--probe-reach: " : "--probe-block: ") +
-                    e.what());
-            }
-        }
+        for (const auto& ip : *list)
+            in_context(list == &p.probe_reach ? "--probe-reach" : "--probe-block",
+                       [&] { return parse_ip(ip); });
     }
 }
 
@@ -312,7 +301,7 @@ void edit_bundle_config(const std::string& bundle, const ordered_json& entry) {
     try {
         out = edit_config_text(text, entry);
     } catch (const Error& e) {
-        throw_failed(quote(path) + ": " + e.what());
+        throw e.in(quote(path), Exit::failed);
     }
 
     std::string tmp = dir + "/.config.json.nsegress-XXXXXX";

@@ -5,6 +5,8 @@
 
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <utility>
 
 namespace nsegress {
 
@@ -23,10 +25,29 @@ public:
     Exit exit_code() const noexcept { return code_; }
     int sys_errno() const noexcept { return errno_; }
 
+    // The same error with where it happened in front ("--allow: ", "annotation
+    // io.nsegress.allow: item 3: "), keeping its exit category and errno. Context is added by
+    // the caller that knows it, once, on the way out: `throw e.in("--allow")`.
+    [[nodiscard]] Error in(std::string_view where) const { return in(where, code_); }
+    // ... with another exit category (a usage error in a file nsegress edits is a failure).
+    [[nodiscard]] Error in(std::string_view where, Exit code) const {
+        return Error(code, std::string(where) + ": " + what(), errno_);
+    }
+
 private:
     Exit code_;
     int errno_;
 };
+
+// Runs fn(); an Error from it leaves with `where` in front of its message (see Error::in).
+template <typename Fn>
+decltype(auto) in_context(std::string_view where, Fn&& fn) {
+    try {
+        return std::forward<Fn>(fn)();
+    } catch (const Error& e) {
+        throw e.in(where);
+    }
+}
 
 [[noreturn]] void throw_usage(const std::string& message);
 [[noreturn]] void throw_failed(const std::string& message);

@@ -213,7 +213,7 @@ TEST_CASE("CNI 'allow' and the annotation io.nsegress.allow speak the grammar") 
         hook_plan(bad, HookArgs{});
         FAIL("accepted an inverted range");
     } catch (const Error& e) {
-        CHECK(std::string(e.what()).rfind("annotation io.nsegress.allow: invalid allow entry", 0) ==
+        CHECK(std::string(e.what()).rfind("annotation io.nsegress.allow: item 1: invalid allow entry", 0) ==
               0);
     }
 }
@@ -273,4 +273,23 @@ TEST_CASE("port_outside: a UDP port the policy does not allow on a port-scoped a
     REQUIRE(q);
     CHECK(q->port == 65534);
     CHECK_FALSE(port_outside(pol({"198.51.100.10 udp"})).has_value());
+}
+
+TEST_CASE("an Error carries its context out, keeping its exit category and errno") {
+    try {
+        in_context("annotation io.nsegress.allow", [] {
+            return in_context("item 3", [] { return parse_allow_entry("10.0.0.0/33"); });
+        });
+        FAIL("accepted a /33");
+    } catch (const Error& e) {
+        CHECK(std::string(e.what()).rfind("annotation io.nsegress.allow: item 3: ", 0) == 0);
+        CHECK(e.exit_code() == Exit::usage);
+    }
+    Error io(Exit::failed, "read 'x': Permission denied", EACCES);
+    CHECK(io.in("--allow-file").sys_errno() == EACCES);
+    CHECK(io.in("--allow-file").exit_code() == Exit::failed);
+    CHECK(io.in("config", Exit::usage).exit_code() == Exit::usage);
+    CHECK(std::string(io.in("--allow-file").what()) == "--allow-file: read 'x': Permission denied");
+    CHECK_THROWS_WITH(parse_allow_entry_list("10.0.0.0/8, 10.1.0.0/16,", "annotation a"),
+                      "annotation a: item 3: empty");
 }
