@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include "nsegress/error.hpp"
+#include "nsegress/fd.hpp"
 #include "nsegress/untrusted.hpp"
 
 namespace nsegress {
@@ -265,27 +266,25 @@ std::string read_allow_file_text(const std::string& path) {
     // A directory opens fine with ifstream and then reads as empty -- which would silently
     // mean "allow nothing". Only regular files and pipes (e.g. <(generate-list)) are lists.
     // Opened non-blocking: a blocking open of a FIFO without a writer waits forever.
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) throw_usage("cannot read allow-file " + quote(path) + ": " + std::strerror(errno));
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+    if (!fd) throw_usage("cannot read allow-file " + quote(path) + ": " + std::strerror(errno));
     struct stat st {};
-    if (::fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISFIFO(st.st_mode))) {
-        ::close(fd);
+    if (::fstat(fd.get(), &st) != 0 || !(S_ISREG(st.st_mode) || S_ISFIFO(st.st_mode))) {
         throw_usage("allow-file " + quote(path) + " is not a regular file");
     }
     const bool fifo = S_ISFIFO(st.st_mode);
     auto fail_read = [&](int err) {
-        ::close(fd);
         throw_usage("cannot read allow-file " + quote(path) + ": " + std::strerror(err));
     };
     std::string text;
     char buf[65536];
     bool waited_for_writer = false;
     while (true) {
-        ssize_t n = ::read(fd, buf, sizeof buf);
+        ssize_t n = ::read(fd.get(), buf, sizeof buf);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && errno == EAGAIN && fifo) {
             // A writer is there and has not written (everything) yet: wait for it.
-            pollfd p{fd, POLLIN, 0};
+            pollfd p{fd.get(), POLLIN, 0};
             if (::poll(&p, 1, -1) < 0 && errno != EINTR) fail_read(errno);
             continue;
         }
@@ -295,15 +294,14 @@ std::string read_allow_file_text(const std::string& path) {
             // named FIFO connects just after ours: give it a moment (poll wakes up as soon as
             // it writes or goes away), never forever. An empty list refuses everything; that
             // must be said with a regular file, not by a pipe that delivered nothing.
-            pollfd p{fd, POLLIN, 0};
+            pollfd p{fd.get(), POLLIN, 0};
             if (!waited_for_writer) {
                 waited_for_writer = true;
                 int r = ::poll(&p, 1, 1000);
                 if (r < 0 && errno != EINTR) fail_read(errno);
                 if (r != 0) continue;
             }
-            ::close(fd);
-            throw_usage(
+                throw_usage(
                 "allow-file " + quote(path) +
                 " is a pipe with no writer, or one that wrote nothing (an empty allow-list must be "
                 "a regular empty file)");
@@ -311,7 +309,6 @@ std::string read_allow_file_text(const std::string& path) {
         if (n == 0) break;
         text.append(buf, static_cast<std::size_t>(n));
     }
-    ::close(fd);
     if (text.find('\0') != std::string::npos)
         throw_usage("allow-file " + quote(path) + " is not a text file");
     return text;

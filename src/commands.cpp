@@ -429,31 +429,41 @@ CommandResult cmd_release(const TargetSpec& target) {
     close_nfnl_in_background(h);
     bool had_table = nft::read_policy(h.nfnl.get()).present;
     bool had_netdev = nft::netdev_table_present(h.nfnl.get());
-    // Keep going after a failure: remove as much as possible, then report.
-    std::optional<Error> failure;
+    // Keep going after a failure: remove as much as possible, then report every failure.
+    std::vector<Error> failures;
+    bool tables_removed = false;
     try {
         nft::commit(h.nfnl.get(), nft::compile_delete(batch_seq(), had_netdev));
+        tables_removed = true;
     } catch (const Error& e) {
-        failure = e;
+        failures.push_back(e.in("remove the nftables tables"));
     }
     testing::test_point("release-committed");
     RouteSetRemoval removed;
     try {
         removed = remove_route_set(h.rtnl.get(), inspect(h.rtnl.get(), inspect_routes | inspect_rules | inspect_links));
     } catch (const Error& e) {
-        if (!failure) failure = e;
+        failures.push_back(e.in("remove the route set"));
     }
-    doc["removed"] = json{{"table", had_table && !failure},
-                          {"netdev_table", had_netdev && !failure},
+    doc["removed"] = json{{"table", had_table && tables_removed},
+                          {"netdev_table", had_netdev && tables_removed},
                           {"rules", removed.rules},
                           {"routes", removed.routes}};
     try {
         doc["foreign"] = foreign_policies(ns, h.nfnl.get());  // left in place: not ours
     } catch (const Error&) {
+        // Only a report about other people's policies: release itself is done.
     }
-    if (failure) {
-        doc["error"] = failure->what();
-        finish(res, failure->exit_code());
+    if (!failures.empty()) {
+        json errors = json::array();
+        std::string all;
+        for (const auto& f : failures) {
+            errors.push_back(f.what());
+            all += (all.empty() ? "" : "; ") + std::string(f.what());
+        }
+        doc["errors"] = errors;
+        doc["error"] = all;
+        finish(res, failures.front().exit_code());
     }
     return res;
 }

@@ -1,3 +1,4 @@
+#include "nsegress/handle.hpp"
 #include "nsegress/foreign.hpp"
 
 #include <fmt/format.h>
@@ -37,9 +38,7 @@ const char* family_of(std::uint32_t f) {
     }
 }
 
-struct ChainFree {
-    void operator()(nftnl_chain* c) const { nftnl_chain_free(c); }
-};
+using ChainFree = CFree<nftnl_chain_free>;
 
 // One dump of every chain; false when a commit interrupted it (read again).
 bool dump_once(mnl_socket* sock, std::vector<ForeignHook>& out) {

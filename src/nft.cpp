@@ -34,6 +34,7 @@
 #include <fmt/format.h>
 
 #include "nsegress/error.hpp"
+#include "nsegress/handle.hpp"
 #include "nsegress/testpoint.hpp"
 
 namespace nsegress::nft {
@@ -42,13 +43,13 @@ namespace {
 
 // ---- RAII for libnftnl objects ---------------------------------------------------------------
 
-struct TableFree { void operator()(nftnl_table* p) const { nftnl_table_free(p); } };
-struct ChainFree { void operator()(nftnl_chain* p) const { nftnl_chain_free(p); } };
-struct SetFree { void operator()(nftnl_set* p) const { nftnl_set_free(p); } };
-struct RuleFree { void operator()(nftnl_rule* p) const { nftnl_rule_free(p); } };
-struct ExprFree { void operator()(nftnl_expr* p) const { nftnl_expr_free(p); } };
-struct UdataFree { void operator()(nftnl_udata_buf* p) const { nftnl_udata_buf_free(p); } };
-struct GenFree { void operator()(nftnl_gen* p) const { nftnl_gen_free(p); } };
+using TableFree = CFree<nftnl_table_free>;
+using ChainFree = CFree<nftnl_chain_free>;
+using SetFree = CFree<nftnl_set_free>;
+using RuleFree = CFree<nftnl_rule_free>;
+using ExprFree = CFree<nftnl_expr_free>;
+using UdataFree = CFree<nftnl_udata_buf_free>;
+using GenFree = CFree<nftnl_gen_free>;
 using TablePtr = std::unique_ptr<nftnl_table, TableFree>;
 using ChainPtr = std::unique_ptr<nftnl_chain, ChainFree>;
 using SetPtr = std::unique_ptr<nftnl_set, SetFree>;

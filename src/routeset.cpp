@@ -23,14 +23,15 @@
 #include <fmt/format.h>
 
 #include "nsegress/error.hpp"
+#include "nsegress/handle.hpp"
 #include "nsegress/testpoint.hpp"
 
 namespace nsegress {
 
 namespace {
 
-struct RouteFree { void operator()(rtnl_route* r) const { rtnl_route_put(r); } };
-struct RuleFree { void operator()(rtnl_rule* r) const { rtnl_rule_put(r); } };
+using RouteFree = CFree<rtnl_route_put>;
+using RuleFree = CFree<rtnl_rule_put>;
 struct AddrFree { void operator()(nl_addr* a) const { nl_addr_put(a); } };
 using RoutePtr = std::unique_ptr<rtnl_route, RouteFree>;
 using RulePtr = std::unique_ptr<rtnl_rule, RuleFree>;
@@ -73,15 +74,15 @@ RoutePtr to_nl_route(const Route& r, bool with_nexthop) {
         rtnl_route_set_pref_src(out.get(), src.get());
     }
     if (with_nexthop && r.oif) {
-        rtnl_nexthop* nh = rtnl_route_nh_alloc();
-        if (!nh) throw std::bad_alloc();
-        rtnl_route_nh_set_ifindex(nh, r.oif);
+        // Owned here until the route takes it: to_nl() below may throw.
+        auto nh = make_handle<rtnl_nexthop, rtnl_route_nh_free>(rtnl_route_nh_alloc());
+        rtnl_route_nh_set_ifindex(nh.get(), r.oif);
         if (r.gateway) {
             auto gw = to_nl(*r.gateway, r.gateway->family == Family::v4 ? 32 : 128);
-            rtnl_route_nh_set_gateway(nh, gw.get());
+            rtnl_route_nh_set_gateway(nh.get(), gw.get());
         }
-        if (r.onlink) rtnl_route_nh_set_flags(nh, RTNH_F_ONLINK);
-        rtnl_route_add_nexthop(out.get(), nh);  // the route owns it now
+        if (r.onlink) rtnl_route_nh_set_flags(nh.get(), RTNH_F_ONLINK);
+        rtnl_route_add_nexthop(out.get(), nh.release());  // the route owns it now
     }
     return out;
 }

@@ -15,6 +15,7 @@
 #include "nsegress/cidr.hpp"
 #include "nsegress/policy.hpp"
 #include "nsegress/error.hpp"
+#include "nsegress/fd.hpp"
 #include "nsegress/untrusted.hpp"
 
 namespace nsegress {
@@ -276,27 +277,25 @@ std::string edit_config_text(std::string_view text, const ordered_json& entry) {
 void edit_bundle_config(const std::string& bundle, const ordered_json& entry) {
     const std::string dir = bundle.empty() ? std::string(".") : bundle;
     const std::string path = dir + "/config.json";
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) throw_errno("open " + quote(path), errno);
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!fd) throw_errno("open " + quote(path), errno);
     struct stat st {};
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        ::close(fd);
+    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
         throw_failed(quote(path) + " is not a regular file");
     }
     std::string text;
     char buf[65536];
     while (text.size() <= kMaxBundleConfig) {
-        ssize_t n = ::read(fd, buf, sizeof buf);
+        ssize_t n = ::read(fd.get(), buf, sizeof buf);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
             int err = errno;
-            ::close(fd);
-            throw_errno("read " + quote(path), err);
+                throw_errno("read " + quote(path), err);
         }
         if (n == 0) break;
         text.append(buf, static_cast<std::size_t>(n));
     }
-    ::close(fd);
+    fd.reset();
     std::string out;
     try {
         out = edit_config_text(text, entry);

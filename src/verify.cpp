@@ -20,6 +20,7 @@
 
 #include "nsegress/inspect.hpp"
 #include "nsegress/fd.hpp"
+#include "nsegress/handle.hpp"
 #include "nsegress/nft.hpp"
 #include "nsegress/procfs.hpp"
 #include "nsegress/untrusted.hpp"
@@ -63,9 +64,9 @@ struct Member {
 // Processes whose network namespace is `ns`.
 std::vector<Member> members_of(const Netns& ns) {
     std::vector<Member> out;
-    DIR* d = ::opendir("/proc");
+    CHandle<DIR, ::closedir> d(::opendir("/proc"));
     if (!d) return out;
-    while (dirent* e = ::readdir(d)) {
+    while (dirent* e = ::readdir(d.get())) {
         if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
         std::string base = std::string("/proc/") + e->d_name;
         struct stat st {};
@@ -81,7 +82,6 @@ std::vector<Member> members_of(const Netns& ns) {
         if (::stat((base + "/ns/user").c_str(), &us) == 0) m.userns = us.st_ino;
         out.push_back(m);
     }
-    ::closedir(d);
     return out;
 }
 

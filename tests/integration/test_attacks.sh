@@ -51,10 +51,12 @@ attack() {
 	[[ $1 == *:* ]] && iface=${1#*:}
 	shift
 	: >"$TMPD/sniff"
-	ip netns exec "${P}_$host" "$PY" "$A" sniff "$iface" 1.2 "$MARK" ${SPORT:-} >"$TMPD/sniff" 2>&1 &
+	ip netns exec "${P}_$host" "$PY" "$A" sniff "$iface" 1 "$MARK" ${SPORT:-} >"$TMPD/sniff" 2>&1 &
 	local sp=$!
 	wait_for_text "$TMPD/sniff" listening 5
 	"$@" >"$TMPD/attack" 2>&1
+	# The sniffer counts until the attack is over and one second more.
+	kill -USR1 "$sp" 2>/dev/null
 	wait "$sp"
 	HITS=$(sed -n 's/^hits //p' "$TMPD/sniff")
 	HITS=${HITS:-0}

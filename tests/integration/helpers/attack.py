@@ -43,6 +43,7 @@ listeners on the forbidden host, never by this side.
 """
 import errno
 import os
+import signal
 import socket
 import struct
 import sys
@@ -356,14 +357,19 @@ def pkt_frag_srh(gwmac, own, hop, dst, mark):
 
 
 def sniff(iface, seconds, mark, tcp_sport=None):
+    # Counts until told the attack is over (SIGUSR1), then `seconds` more for what is still on
+    # its way: a fixed window would miss an attacker that starts late on a loaded machine. At
+    # most 60 s in all, should nobody say so.
+    stopped = []
+    signal.signal(signal.SIGUSR1, lambda *_: stopped.append(time.monotonic()))
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
     s.bind((iface, 0))
     s.settimeout(0.1)
     out("listening")
-    end = time.monotonic() + seconds
+    cap = time.monotonic() + 60
     hits = 0
     m = mark.encode()
-    while time.monotonic() < end:
+    while time.monotonic() < (stopped[0] + seconds if stopped else cap):
         try:
             frame = s.recv(65535)
         except socket.timeout:
