@@ -66,7 +66,7 @@ bool dump_once(mnl_socket* sock, std::vector<ForeignHook>& out) {
         if (h.table == "nsegress" && (fam == NFPROTO_INET || fam == NFPROTO_NETDEV))
             return MNL_CB_OK;
         if (fam == NFPROTO_NETDEV) {
-            if (hook != 1 /* NF_NETDEV_EGRESS */) return MNL_CB_OK;
+            if (hook != NF_NETDEV_EGRESS) return MNL_CB_OK;
             h.hook = "egress";
             if (nftnl_chain_is_set(ch.get(), NFTNL_CHAIN_DEV))
                 h.device = printable(nftnl_chain_get_str(ch.get(), NFTNL_CHAIN_DEV), 64);

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/nsfs.h>
+#include <linux/rtnetlink.h>
 #include <sys/ioctl.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -108,7 +109,7 @@ bool usable(Family f, const Snapshot& s) {
         if (!loop && !link_local) return true;
     }
     for (const auto& r : s.routes)
-        if (r.family == f && r.table != 255 && r.type == 1 && r.is_default()) return true;
+        if (r.family == f && r.table != RT_TABLE_LOCAL && r.type == RTN_UNICAST && r.is_default()) return true;
     return false;
 }
 

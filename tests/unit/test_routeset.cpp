@@ -88,8 +88,8 @@ TEST_CASE("one rule per family: lookup our table, ahead of main, no catch-all ru
         CHECK(r.table == kRouteTable);
         CHECK(!r.has_selector);
     }
-    CHECK(kRulePriorityLookup > 0);      // after the local table
-    CHECK(kRulePriorityLookup < 32766);  // before main
+    static_assert(kRulePriorityLookup > 0, "after the local table's rule (priority 0)");
+    static_assert(kRulePriorityLookup < 32766, "before the main table's rule");
 }
 
 TEST_CASE("an unallowed family is closed: its unreachable default alone") {

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The pure modules (parsers and policy logic, testable without root) reach the kernel through
+# nothing: no netlink or nftables library, no kernel-facing module of nsegress, no socket, no
+# namespace switch -- also not through a header they include (followed transitively).
+#   check_pure.sh REPO
+set -euo pipefail
+repo=${1:?repo}
+cd "$repo"
+
+# The pure modules: a file here may include only pure headers and the C/C++ library.
+pure=(error untrusted cidr policy fd handle)
+# Headers (or prefixes) that mean "talks to the kernel's networking".
+forbidden='^(libmnl/|libnftnl/|netlink/|linux/netlink\.h|linux/rtnetlink\.h|linux/netfilter|sys/socket\.h|net/if\.h|sched\.h)'
+# Calls that do.
+calls='(^|[^_[:alnum:]])(::)?(socket|setns|sendmsg|recvmsg|bind|connect|unshare)[[:space:]]*\('
+
+status=0
+declare -A seen=()
+visit() { # FILE WHY: check FILE and the project headers it includes
+	local f=$1 why=$2 inc
+	[[ -n ${seen[$f]:-} ]] && return 0
+	seen[$f]=1
+	[[ -f $f ]] || return 0
+	while IFS= read -r inc; do
+		if [[ $inc == nsegress/* ]]; then
+			local name=${inc#nsegress/}
+			name=${name%.hpp}
+			if [[ " ${pure[*]} " != *" $name "* ]]; then
+				echo "not ok - $why includes $inc, which is not a pure module"
+				status=1
+			fi
+			visit "include/$inc" "$why -> $inc"
+		elif [[ $inc =~ $forbidden ]]; then
+			echo "not ok - $why includes <$inc>"
+			status=1
+		fi
+	done < <(sed -nE 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*[<"]([^>"]+)[>"].*/\1/p' "$f")
+	if grep -nE "$calls" "$f" | grep -vE '^[0-9]+:[[:space:]]*//' >/dev/null; then
+		echo "not ok - $why calls into the kernel's networking: $(grep -nE "$calls" "$f" | head -3 | tr '\n' ' ')"
+		status=1
+	fi
+}
+
+for m in "${pure[@]}"; do
+	for f in "include/nsegress/$m.hpp" "src/$m.cpp"; do
+		[[ -f $f ]] && visit "$f" "$f"
+	done
+done
+# And the check itself must be able to fail: a kernel-facing module is caught.
+seen=()
+if (visit src/nft.cpp src/nft.cpp >/dev/null; exit $status); then
+	echo "not ok - the check does not catch src/nft.cpp (it cannot fail)"
+	status=1
+fi
+[[ $status -eq 0 ]] && echo "ok - pure modules (${pure[*]}) reach no socket, netlink or namespace"
+exit $status
