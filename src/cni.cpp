@@ -141,13 +141,8 @@ CniOutcome run_cni(const std::map<std::string, std::string>& env, std::string_vi
 
         // What the netconf asks for: ADD installs it, CHECK compares the pod against it.
         RestrictOptions want;
+        static_cast<PolicySpec&>(want) = nc;
         want.target = target;
-        want.allow = nc.allow;
-        want.probe_reach = nc.probe_reach;
-        want.probe_block = nc.probe_block;
-        want.route_set = nc.route_set;
-        want.audit = nc.audit;
-        want.netdev_egress = nc.netdev_egress;
         want.default_probes = false;
 
         if (command == "ADD") {

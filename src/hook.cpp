@@ -69,15 +69,13 @@ OciState parse_oci_state(std::string_view text) {
 
 std::optional<RestrictOptions> hook_plan(const OciState& state, const HookArgs& args) {
     RestrictOptions o;
+    static_cast<PolicySpec&>(o) = args;  // the installer's policy; annotations adjust it below
     o.target.pid = state.pid;
-    o.route_set = args.route_set;
-    o.netdev_egress = args.netdev_egress;
     o.default_probes = false;  // the network may still be being set up: probe only on request
     auto note = [&](const char* key) -> const std::string* {
         auto it = state.annotations.find(key);
         return it == state.annotations.end() ? nullptr : &it->second;
     };
-    o.audit = args.audit;
     // Annotations come from whoever creates the container; the hook's arguments from whoever
     // installed the hook. An annotation may choose audit mode only for a policy that annotations
     // choose too: it never weakens an allow-list given in the arguments to "refuse nothing".
@@ -91,7 +89,6 @@ std::optional<RestrictOptions> hook_plan(const OciState& state, const HookArgs& 
         return parse_allow_entry_list(text, std::string("annotation ") + kAnnotationAllow);
     };
     if (args.allow_given || !args.allow.empty()) {
-        o.allow = args.allow;
         // Per-container narrowing: the annotation may only take destinations (and ports) away.
         if (const std::string* a = note(kAnnotationAllow)) o.allow = intersect_allow(o.allow, annotated_allow(*a));
     } else if (const std::string* a = note(kAnnotationAllow)) {

@@ -166,6 +166,19 @@ std::vector<IpAddr> ips(const po::variables_map& vm, const char* key) {
     return out;
 }
 
+// The policy options restrict and hook share (--allow, --allow-file, --probe-reach,
+// --probe-block, --no-route-set, --audit, --netdev-egress), parsed into the one policy type.
+PolicySpec policy_of(const po::variables_map& vm) {
+    PolicySpec s;
+    s.allow = cidrs(vm);
+    s.probe_reach = ips(vm, "probe-reach");
+    s.probe_block = ips(vm, "probe-block");
+    s.route_set = !vm["no-route-set"].as<bool>();
+    s.audit = vm["audit"].as<bool>();
+    s.netdev_egress = vm["netdev-egress"].as<bool>();
+    return s;
+}
+
 ProbeOptions probe_options(const po::variables_map& vm) {
     ProbeOptions p;
     if (vm.count("count")) p.count = parse_int("count", vm["count"].as<std::string>(), 1, 100);
@@ -457,22 +470,17 @@ int run(int argc, char** argv) {
                        "        [--probe-block IP]... [--no-probe] [--no-route-set] [--netdev-egress] [--dry-run] [--json]", p))
                 return 0;
             RestrictOptions o;
-            o.audit = p.vm["audit"].as<bool>();
             // Enforcing needs an explicit list (an empty one would cut everything off); auditing
             // with none is the natural start: log everything the container sends.
-            if (!p.vm.count("allow") && !p.vm.count("allow-file") && !o.audit)
+            if (!p.vm.count("allow") && !p.vm.count("allow-file") && !p.vm["audit"].as<bool>())
                 throw_usage("no allow-list: give --allow ENTRY and/or --allow-file FILE "
                             "(an empty allow-file refuses everything), or --audit to only watch");
-            o.allow = cidrs(p.vm);  // input errors first: they need no target
+            static_cast<PolicySpec&>(o) = policy_of(p.vm);  // input errors first: they need no target
             o.probe = !p.vm["no-probe"].as<bool>();
             o.dry_run = p.vm["dry-run"].as<bool>();
             // the privileges cmd_restrict checks (keep the two in step)
             o.target = target_of(p.vm, priv_enter | (o.dry_run ? 0u : unsigned{priv_net_admin}) |
                                            (o.probe && !o.dry_run ? unsigned{priv_net_raw} : 0u));
-            o.probe_reach = ips(p.vm, "probe-reach");
-            o.probe_block = ips(p.vm, "probe-block");
-            o.route_set = !p.vm["no-route-set"].as<bool>();
-            o.netdev_egress = p.vm["netdev-egress"].as<bool>();
             o.probe_options = probe_options(p.vm);
             if (!o.probe && (!o.probe_reach.empty() || !o.probe_block.empty()))
                 throw_usage("--no-probe contradicts --probe-reach/--probe-block");
@@ -615,13 +623,8 @@ int run(int argc, char** argv) {
                        "        [--no-route-set] [--netdev-egress] [--audit] < state.json", p))
                 return 0;
             HookArgs h;
-            h.allow = cidrs(p.vm);
+            static_cast<PolicySpec&>(h) = policy_of(p.vm);
             h.allow_given = p.vm.count("allow") || p.vm.count("allow-file");
-            h.probe_reach = ips(p.vm, "probe-reach");
-            h.probe_block = ips(p.vm, "probe-block");
-            h.route_set = !p.vm["no-route-set"].as<bool>();
-            h.audit = p.vm["audit"].as<bool>();
-            h.netdev_egress = p.vm["netdev-egress"].as<bool>();
             auto r = cmd_hook(read_stdin_bounded(), h);
             if (p.json) std::cout << dump_json(r.doc, 2) << "\n";
             // A runtime shows a hook's stderr when it fails: exactly one line.

@@ -39,15 +39,11 @@ struct CniFailure {
     std::string details;
 };
 
-struct CniNetconf {
+// The policy ("allow": entries of the grammar, one JSON string each; "probeReach", "probeBlock",
+// "routeSet", "audit", "netdevEgress") and the plugin's own fields.
+struct CniNetconf : PolicySpec {
     std::string cni_version;
     std::string name;
-    std::vector<AllowEntry> allow;  // entries of the grammar, one JSON string each
-    std::vector<IpAddr> probe_reach;
-    std::vector<IpAddr> probe_block;
-    bool route_set = true;
-    bool audit = false;  // "audit": true -- restrict --audit (no route set, nothing refused)
-    bool netdev_egress = false;  // "netdevEgress"
     std::optional<nlohmann::json> prev_result;
 };
 

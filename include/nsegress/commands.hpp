@@ -21,20 +21,11 @@ struct CommandResult {
     Exit exit = Exit::ok;
 };
 
-struct RestrictOptions {
+// The policy (PolicySpec, policy.hpp) and how restrict is to apply it to which target.
+struct RestrictOptions : PolicySpec {
     TargetSpec target;
-    std::vector<AllowEntry> allow;    // already parsed; may be empty (deny everything)
-    std::vector<IpAddr> probe_reach;
-    std::vector<IpAddr> probe_block;
     bool probe = true;
-    bool route_set = true;
     bool dry_run = false;
-    // Audit mode: the same policy, but what it would refuse is accepted, counted and logged
-    // (nft.hpp). The route set is not installed (a previous one is removed: it would refuse),
-    // conntrack entries are left alone, and probe-block targets are probed with Expect::audit
-    // (they must get out, not be refused).
-    bool audit = false;
-    bool netdev_egress = false;  // also filter every interface's netdev egress hook
     bool default_probes = true;  // probe the default gateways when no target is given
     ProbeOptions probe_options;
 };

@@ -35,14 +35,10 @@ struct OciState {
 // malformed (not JSON, not an object, pid missing / not a positive integer / 1, ...).
 OciState parse_oci_state(std::string_view text);
 
-struct HookArgs {
-    std::vector<AllowEntry> allow;   // entries of the grammar (policy.hpp)
+// The installer's policy from the hook's arguments (audit: --audit, else annotation
+// io.nsegress.audit).
+struct HookArgs : PolicySpec {
     bool allow_given = false;  // --allow/--allow-file given (an empty allow-file refuses everything)
-    std::vector<IpAddr> probe_reach;
-    std::vector<IpAddr> probe_block;
-    bool route_set = true;
-    bool audit = false;  // --audit; else annotation io.nsegress.audit
-    bool netdev_egress = false;
 };
 
 // What restrict would be asked to do, or nullopt when there is no policy (do nothing).

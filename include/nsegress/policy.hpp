@@ -127,4 +127,22 @@ std::optional<PortProbe> port_outside(const Policy& p);
 std::vector<AllowEntry> intersect_allow(const std::vector<AllowEntry>& a,
                                         const std::vector<AllowEntry>& b);
 
+// What a policy asks for, whichever way it came in (the command line and allow-files, OCI hook
+// arguments and annotations, CNI netconf, the runtime wrapper's runtimeArgs): each parser fills
+// this one type, and restrict, the hook, CNI and `policy_drift` take it as it is. A new policy
+// field goes here, into its parsers, and into its use -- nowhere else. (The probe targets travel
+// with it: they are how the caller wants the policy proven.)
+struct PolicySpec {
+    std::vector<AllowEntry> allow;  // parsed; may be empty (refuse everything)
+    std::vector<IpAddr> probe_reach;
+    std::vector<IpAddr> probe_block;
+    bool route_set = true;
+    // Audit mode: the same policy, but what it would refuse is accepted, counted and logged
+    // (nft.hpp). The route set is not installed (a previous one is removed: it would refuse),
+    // conntrack entries are left alone, and probe-block targets are probed with Expect::audit
+    // (they must get out, not be refused).
+    bool audit = false;
+    bool netdev_egress = false;  // also filter every interface's netdev egress hook
+};
+
 }  // namespace nsegress
