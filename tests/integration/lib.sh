@@ -360,3 +360,22 @@ out_no_routes() {
 	6) in_ctr awk '$1=="Ip6OutNoRoutes" {print $2}' /proc/net/snmp6 ;;
 	esac
 }
+
+# --- shared by the tests that run real engines (they source testenv/engines.sh first) ----------
+nse() { engines_nsegress "$P" "$@"; }
+dk() { docker_cmd "$P" "$@"; }
+pid_of() { dk inspect -f '{{.State.Pid}}' "$1"; }
+# One echo request from inside container $1 to $2 (ping or ping6 by the address).
+dping() {
+	local cmd=ping
+	[[ $2 == *:* ]] && cmd=ping6
+	dk exec "$1" "$cmd" -c1 -W1 "$2" 2>&1
+}
+reach() { dping "$1" "$2" >/dev/null; }
+
+# count_packets HOST COMMENT: packets counted by the rule tagged COMMENT in table inet count of
+# ${P}_HOST (an observer table a test installs on a lab host).
+count_packets() {
+	ip netns exec "${P}_$1" nft -j list table inet count |
+		jq -r --arg c "$2" '.nftables[] | select(.rule) | .rule | select(.comment == $c) | .expr[] | select(.counter) | .counter.packets'
+}

@@ -25,17 +25,12 @@ table inet count {
 }
 EOF
 done
-# counter HOST COMMENT: packets counted by that rule
-counter() {
-	ip netns exec "${P}_$1" nft -j list table inet count |
-		jq -r --arg c "$2" '.nftables[] | select(.rule) | .rule | select(.comment == $c) | .expr[] | select(.counter) | .counter.packets'
-}
 
 list_a=(--allow "$LAB_LAN_NET4" --allow "$LAB_LAN_NET6")
 list_b=(--allow "$LAB_LAN4" --allow "$LAB_LAN6" --allow 203.0.113.0/24 --allow 2001:db8:99::/48 --allow 192.168.1.128/25)
 
 expect_exit 0 nsg restrict --netns "$CTR_NS" "${list_a[@]}" --no-probe
-base_wan4=$(counter wan all4) base_wan6=$(counter wan all6)
+base_wan4=$(count_packets wan all4) base_wan6=$(count_packets wan all6)
 
 bg_in_ctr /usr/bin/python3 "$REPO/tests/integration/helpers/udp_stream.py" "$TMPD/stop" "$TMPD/stream.json" \
 	"$PORT" 0.002 "$LAB_LAN4" "$LAB_LAN6" "$LAB_WAN4" "$LAB_WAN6"
@@ -71,13 +66,13 @@ for fam in 4 6; do
 	sent=$(tally "${!lan}" ok)
 	assert_true "IPv$fam: the client sent a real stream to lan ($sent datagrams)" test "$sent" -gt 200
 	assert_eq "{}" "$(tally "${!lan}" 'errors | tojson')" "IPv$fam: not one datagram to lan was refused (no EPERM, no ENETUNREACH)"
-	assert_eq "$sent" "$(counter lan "stream$fam")" "IPv$fam: lan received every datagram sent to it"
+	assert_eq "$sent" "$(count_packets lan "stream$fam")" "IPv$fam: lan received every datagram sent to it"
 	assert_eq 0 "$(tally "${!wan}" ok)" "IPv$fam: every datagram to wan was refused inside ctr"
 done
-assert_eq "$base_wan4" "$(counter wan all4)" "IPv4: wan received nothing from ctr during the replacements"
-assert_eq "$base_wan6" "$(counter wan all6)" "IPv6: wan received nothing from ctr during the replacements"
-assert_eq 0 "$(counter wan stream4)" "IPv4: not one stream datagram reached wan"
-assert_eq 0 "$(counter wan stream6)" "IPv6: not one stream datagram reached wan"
+assert_eq "$base_wan4" "$(count_packets wan all4)" "IPv4: wan received nothing from ctr during the replacements"
+assert_eq "$base_wan6" "$(count_packets wan all6)" "IPv6: wan received nothing from ctr during the replacements"
+assert_eq 0 "$(count_packets wan stream4)" "IPv4: not one stream datagram reached wan"
+assert_eq 0 "$(count_packets wan stream6)" "IPv6: not one stream datagram reached wan"
 
 section "the order of the kernel's route and rule events (ip monitor): never a moment without a route"
 # Sampling traffic cannot see a window of microseconds; the kernel's own event order can.

@@ -111,10 +111,6 @@ table inet count {
 	}
 }
 EOF
-counter() {
-	ip netns exec "${P}_$1" nft -j list table inet count |
-		jq -r --arg c "$2" '.nftables[] | select(.rule) | .rule | select(.comment == $c) | .expr[] | select(.counter) | .counter.packets'
-}
 # frames FAMILY DST COUNT [CLAIM]: crafted frames from ctr's eth0 to gw's MAC, sent as root
 # (CAP_NET_RAW) through an AF_PACKET socket.
 frames() {
@@ -127,8 +123,8 @@ expect_exit 0 nsg restrict --netns "$CTR_NS" --allow "$LAB_LAN_NET4" --allow "$L
 frames 4 "$LAB_WAN4" 5 >/dev/null
 frames 6 "$LAB_WAN6" 5 >/dev/null
 sleep 0.3
-assert_eq 5 "$(counter wan frame4)" "without --netdev-egress: 5 crafted IPv4 frames reach wan (the inet policy cannot see them)"
-assert_eq 5 "$(counter wan frame6)" "without --netdev-egress: 5 crafted IPv6 frames reach wan"
+assert_eq 5 "$(count_packets wan frame4)" "without --netdev-egress: 5 crafted IPv4 frames reach wan (the inet policy cannot see them)"
+assert_eq 5 "$(count_packets wan frame6)" "without --netdev-egress: 5 crafted IPv6 frames reach wan"
 
 expect_exit 0 nsg restrict --netns "$CTR_NS" --allow "$LAB_LAN_NET4" --allow "$LAB_LAN_NET6" --netdev-egress \
 	--probe-reach "$LAB_LAN4" --probe-reach "$LAB_LAN6" --probe-block "$LAB_WAN4" --probe-block "$LAB_WAN6" --json
@@ -140,9 +136,9 @@ frames 6 "$LAB_WAN6" 5 >/dev/null
 frames 6 "$LAB_WAN6" 5 arp >/dev/null
 frames 4 "$LAB_LAN4" 3 >/dev/null
 sleep 0.3
-assert_eq 5 "$(counter wan frame4)" "with --netdev-egress: no further IPv4 frame reaches wan (also when it claims to be ARP)"
-assert_eq 5 "$(counter wan frame6)" "with --netdev-egress: no further IPv6 frame reaches wan"
-assert_eq 3 "$(counter lan frame4)" "a crafted frame to an allowed host still passes (the filter reads the destination)"
+assert_eq 5 "$(count_packets wan frame4)" "with --netdev-egress: no further IPv4 frame reaches wan (also when it claims to be ARP)"
+assert_eq 5 "$(count_packets wan frame6)" "with --netdev-egress: no further IPv6 frame reaches wan"
+assert_eq 3 "$(count_packets lan frame4)" "a crafted frame to an allowed host still passes (the filter reads the destination)"
 expect_exit 0 nsg status --netns "$CTR_NS" --json
 refused=$(jq -r '.netdev_egress.chains[] | select(.device == "eth0") | .counters.refused.packets' <<<"$OUT")
 assert_true "status: the eth0 egress chain counted the refused frames ($refused >= 20)" test "${refused:-0}" -ge 20

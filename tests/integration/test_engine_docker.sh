@@ -11,16 +11,7 @@ source "$REPO/testenv/engines.sh"
 
 engines_test_setup
 
-nse() { engines_nsegress "$P" "$@"; }
-dk() { docker_cmd "$P" "$@"; }
-# One echo request from inside container $1 to $2 (ping or ping6 by the address).
-dping() {
-	local cmd=ping
-	[[ $2 == *:* ]] && cmd=ping6
-	dk exec "$1" "$cmd" -c1 -W1 "$2" 2>&1
-}
-reach() { dping "$1" "$2" >/dev/null; }
-pid_of() { dk inspect -f '{{.State.Pid}}' "$1"; }
+# nse, dk, dping, reach, pid_of: lib.sh
 GW4=$ENGINES_DOCKER_GW4
 LAN=$LAB_LAN4 WAN=$LAB_WAN4 LANNET=$LAB_LAN_NET4
 

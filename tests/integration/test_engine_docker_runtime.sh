@@ -21,9 +21,7 @@ fi
 
 engines_test_setup
 
-nse() { engines_nsegress "$P" "$@"; }
-dk() { docker_cmd "$P" "$@"; }
-pid_of() { dk inspect -f '{{.State.Pid}}' "$1"; }
+# nse, dk, dping, reach, pid_of: lib.sh
 netns_of() { stat -L -c %i "/proc/$1/ns/net" 2>/dev/null; }
 LAN=$LAB_LAN4 WAN=$LAB_WAN4 LANNET=$LAB_LAN_NET4
 CTD_STATE=$(engines_dir "$P")/containerd/state/io.containerd.runtime.v2.task/moby
@@ -33,8 +31,6 @@ PINGS='for t in "$@"; do if out=$(ping -c1 -W1 "$t" 2>&1); then echo "REACH $t";
 # The same, then stay up (for restarts).
 PINGS_STAY="$PINGS; exec sleep 600"
 
-dping() { dk exec "$1" ping -c1 -W1 "$2" 2>&1; }
-reach() { dping "$1" "$2" >/dev/null; }
 # count CONTAINER TEXT: lines of its log (stdout of every run so far) that start with TEXT.
 count() { dk logs "$1" 2>&1 | grep -c "^$2"; }
 # running_with_new_pid CONTAINER OLD-PID: running, and no longer as OLD-PID.

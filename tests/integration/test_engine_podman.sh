@@ -20,7 +20,6 @@ HOOKS=$TMPD/hooks.d
 PINGS='for t in "$@"; do if out=$(ping -c1 -W1 "$t" 2>&1); then echo "REACH $t"; else echo "REFUSED $t: $(echo "$out" | tail -1)"; fi; done'
 
 pm() { podman_cmd "$P" --hooks-dir "$HOOKS" "$@"; }
-nse() { engines_nsegress "$P" "$@"; }
 # prun ARGS...: podman run --rm the pings (lan, wan, the podman gateway), bounded.
 prun() {
 	_eng_podman_argv "$P"
