@@ -330,7 +330,7 @@ int run_verify(const std::vector<std::string>& args, Parsed& p) {
     }
     struct One {
         std::string name;
-        std::optional<CommandResult> result;
+        std::optional<VerifyResult> result;
         std::optional<Error> error;
     };
     std::vector<One> graded;
@@ -375,14 +375,7 @@ int run_verify(const std::vector<std::string>& args, Parsed& p) {
             all.push_back(doc);
             continue;
         }
-        std::vector<Check> checks;
-        for (const auto& c : g.result->doc["checks"]) {
-            auto st = c["status"].get<std::string>();
-            checks.push_back(Check{c["name"].get<std::string>(),
-                                   st == "fail" ? CheckStatus::fail : st == "warn" ? CheckStatus::warn : CheckStatus::pass,
-                                   c["detail"].get<std::string>()});
-        }
-        suites.push_back({g.name, checks, ""});
+        suites.push_back({g.name, g.result->checks, ""});
         all.push_back(g.result->doc);
     }
     write_junit();

@@ -323,15 +323,17 @@ std::string xml_escape(const std::string& s) {
 
 }  // namespace
 
-std::string check_group(const std::string& n) {
-    auto starts = [&](const char* p) { return n.rfind(p, 0) == 0; };
-    if (starts("netns-") || starts("probe-identity") || starts("reach-targets")) return "nsegress.verify.target";
-    if (starts("reach ")) return "nsegress.verify.reach";
-    if (starts("block ")) return "nsegress.verify.block";
-    if (n.find("outside-refused") != std::string::npos) return "nsegress.verify.outside";
-    if (starts("forged-reply") || starts("loopback")) return "nsegress.verify.conntrack";
-    if (starts("bypass-")) return "nsegress.verify.bypass";
-    if (starts("userns-remap") || starts("no-new-privs")) return "nsegress.verify.process";
+const char* group_name(CheckGroup g) {
+    switch (g) {
+        case CheckGroup::target: return "nsegress.verify.target";
+        case CheckGroup::reach: return "nsegress.verify.reach";
+        case CheckGroup::block: return "nsegress.verify.block";
+        case CheckGroup::outside: return "nsegress.verify.outside";
+        case CheckGroup::conntrack: return "nsegress.verify.conntrack";
+        case CheckGroup::bypass: return "nsegress.verify.bypass";
+        case CheckGroup::process: return "nsegress.verify.process";
+        case CheckGroup::lab: return "nsegress.verify.lab";
+    }
     return "nsegress.verify.lab";
 }
 
@@ -358,7 +360,7 @@ std::string junit_report(const std::vector<JunitSuite>& suites) {
         out += fmt::format("  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"0\">\n",
                            xml_escape(s.name), s.checks.size(), f);
         for (const auto& c : s.checks) {
-            out += fmt::format("    <testcase classname=\"{}\" name=\"{}\">\n", check_group(c.name), xml_escape(c.name));
+            out += fmt::format("    <testcase classname=\"{}\" name=\"{}\">\n", group_name(c.group), xml_escape(c.name));
             if (c.status == CheckStatus::fail)
                 out += fmt::format("      <failure message=\"{}\"/>\n", xml_escape(c.detail));
             else
@@ -397,16 +399,17 @@ void validate_targets(const std::vector<AllowEntry>& allow, const std::vector<Ip
     validate_targets(p.destinations(), reach, {}, reach_flag, block_flag);
 }
 
-CommandResult cmd_verify(const VerifyOptions& opt) {
-    CommandResult res{json{{"command", "verify"}, {"ok", true}, {"exit_code", 0}, {"error", nullptr}}};
+VerifyResult cmd_verify(const VerifyOptions& opt) {
+    VerifyResult res;
+    res.doc = json{{"command", "verify"}, {"ok", true}, {"exit_code", 0}, {"error", nullptr}};
     require_privileges(priv_enter | priv_net_raw);
     // Outside every entry's destination, whatever its ports (the probes are ICMP echoes).
     const AllowList allow = Policy(opt.allow).destinations();
     validate_targets(opt.allow, opt.reach, opt.block, "--reach", "--block");
     Netns ns = open_target(opt.target, HostCheck::report);
     std::vector<Check> checks;
-    auto add = [&](std::string name, CheckStatus st, std::string detail) {
-        checks.push_back(Check{std::move(name), st, std::move(detail)});
+    auto add = [&](CheckGroup g, std::string name, CheckStatus st, std::string detail) {
+        checks.push_back(Check{std::move(name), st, std::move(detail), g});
     };
 
     // The host's namespace, whoever runs verify: the engine's own answer, our own view of the
@@ -426,7 +429,7 @@ CommandResult cmd_verify(const VerifyOptions& opt) {
                                        "the host's namespace as far as the lab is concerned",
                                        m.pid, m.comm);
     bool host = !host_why.empty();
-    add("netns-not-host", host ? CheckStatus::fail : CheckStatus::pass,
+    add(CheckGroup::target, "netns-not-host", host ? CheckStatus::fail : CheckStatus::pass,
         host ? fmt::format("the namespace is the host's: {} (a container run with --net=host?)", host_why)
              : fmt::format("netns inode {} is the container's own ({}no engine daemon lives in it)", ns.id().ino,
                            opt.network_mode ? "NetworkMode '" + printable(*opt.network_mode, 200) + "', " : ""));
@@ -457,7 +460,7 @@ CommandResult cmd_verify(const VerifyOptions& opt) {
             }
         }
         if (opt.reach.empty())
-            add("reach-targets", CheckStatus::warn,
+            add(CheckGroup::target, "reach-targets", CheckStatus::warn,
                 "no --reach given: a namespace that refuses everything would pass (give an allowed host that must answer)");
         auto derived = derive_outside_targets(snap, allow, neighbours);
         std::vector<GradeProbe> probes;
@@ -478,7 +481,7 @@ CommandResult cmd_verify(const VerifyOptions& opt) {
             if (r.gateway) go.next_hops.push_back(*r.gateway);
         for (const auto& l : snap.links) go.ifnames[l.ifindex] = printable(l.name, 32);
         auto results = run_grade_probes(ns, as_pid, probes, go, identity, as_process, blind);
-        add("probe-identity", as_process ? CheckStatus::pass : CheckStatus::warn,
+        add(CheckGroup::target, "probe-identity", as_process ? CheckStatus::pass : CheckStatus::warn,
             as_process ? "probes sent as the container: " + identity
                        : "probes sent with " + identity +
                              ": rules keyed on socket owner, cgroup or mark were not exercised as the workload would");
@@ -510,14 +513,14 @@ CommandResult cmd_verify(const VerifyOptions& opt) {
                 detail += fmt::format("{}{}: {}{}", k ? "; " : "", label(r),
                                       r.ok() ? "" : (block ? "NOT REFUSED, " : "NOT REACHED, "), r.detail);
             }
-            add(name, ok ? CheckStatus::pass : CheckStatus::fail, detail);
+            add(block ? CheckGroup::block : CheckGroup::reach, name, ok ? CheckStatus::pass : CheckStatus::fail, detail);
         };
         for (const auto& a : opt.reach) target_check("reach " + a.str(), false);
         for (const auto& a : opt.block) target_check("block " + a.str(), true);
         for (Family f : {Family::v4, Family::v6}) {
             std::string name = fmt::format("{}-outside-refused", f == Family::v4 ? "ipv4" : "ipv6");
             if (!usable(f, snap)) {
-                add(name, CheckStatus::pass, fmt::format("no {} address or default route: nothing can leave", family_name(f)));
+                add(CheckGroup::outside, name, CheckStatus::pass, fmt::format("no {} address or default route: nothing can leave", family_name(f)));
                 continue;
             }
             std::size_t total = 0;
@@ -535,12 +538,12 @@ CommandResult cmd_verify(const VerifyOptions& opt) {
                     leaks += fmt::format("{}{} ({}) -- {}", leaks.empty() ? "" : "; ", derived[d].addr.str(), derived[d].why, bad);
             }
             if (total == 0)
-                add(name, CheckStatus::pass, fmt::format("the allow-list covers every derived {} target", family_name(f)));
+                add(CheckGroup::outside, name, CheckStatus::pass, fmt::format("the allow-list covers every derived {} target", family_name(f)));
             else if (leaks.empty())
-                add(name, CheckStatus::pass,
+                add(CheckGroup::outside, name, CheckStatus::pass,
                     fmt::format("{} address(es) outside the allow-list refused over ICMP, TCP and UDP: {}", total, tried));
             else
-                add(name, CheckStatus::fail,
+                add(CheckGroup::outside, name, CheckStatus::fail,
                     fmt::format("{} traffic outside the allow-list is not refused inside the namespace: {}",
                                 family_name(f), leaks));
         }
@@ -565,13 +568,13 @@ CommandResult cmd_verify(const VerifyOptions& opt) {
         }
         res.doc["forged_replies"] = fj;
         if (risks.net_raw.empty()) fdetail += (fdetail.empty() ? "" : "; ") + std::string("raw forgeries not tried: no process holds CAP_NET_RAW");
-        add("forged-reply", leaked.empty() ? CheckStatus::pass : CheckStatus::fail,
+        add(CheckGroup::conntrack, "forged-reply", leaked.empty() ? CheckStatus::pass : CheckStatus::fail,
             leaked.empty() ? fdetail
                            : fmt::format("a forged packet to the namespace's own address made the forbidden peer the "
                                          "connection's originator, and the \"reply\" to it left ({}): {}",
                                          leaked, fdetail));
         std::string lo = loopback_problem(ns, as_pid, snap);
-        add("loopback", lo.empty() ? CheckStatus::pass : CheckStatus::warn,
+        add(CheckGroup::conntrack, "loopback", lo.empty() ? CheckStatus::pass : CheckStatus::warn,
             lo.empty() ? "the container reaches its own loopback (127.0.0.1, ::1)"
                        : "the container cannot reach its own loopback, which local services and many programs need: " + lo);
         // A port outside the allowed ones, on an address a port-scoped entry allows: one empty
@@ -602,24 +605,24 @@ CommandResult cmd_verify(const VerifyOptions& opt) {
             const std::string where = fmt::format("udp {}:{} (an allowed address, a port outside its entries)",
                                                   pp->addr.str(), pp->port);
             if (err == EPERM || err == EACCES)
-                add("ports-outside-refused", CheckStatus::pass, where + ": refused-policy " + std::strerror(err));
+                add(CheckGroup::outside, "ports-outside-refused", CheckStatus::pass, where + ": refused-policy " + std::strerror(err));
             else if (err == 0)
-                add("ports-outside-refused", CheckStatus::fail, where + ": sent -- ports are not enforced inside the namespace");
+                add(CheckGroup::outside, "ports-outside-refused", CheckStatus::fail, where + ": sent -- ports are not enforced inside the namespace");
             else
-                add("ports-outside-refused", CheckStatus::fail, where + ": " + std::strerror(err));
+                add(CheckGroup::outside, "ports-outside-refused", CheckStatus::fail, where + ": " + std::strerror(err));
         }
     } else {
-        for (const auto& a : opt.reach) add("reach " + a.str(), CheckStatus::fail, "not probed from the host's namespace");
-        for (const auto& a : opt.block) add("block " + a.str(), CheckStatus::fail, "not probed from the host's namespace");
+        for (const auto& a : opt.reach) add(CheckGroup::reach, "reach " + a.str(), CheckStatus::fail, "not probed from the host's namespace");
+        for (const auto& a : opt.block) add(CheckGroup::block, "block " + a.str(), CheckStatus::fail, "not probed from the host's namespace");
     }
 
     // Bypass risks: who in the namespace could undo or go around the policy.
     if (!risks.net_admin.empty())
-        add("bypass-net-admin", CheckStatus::fail,
+        add(CheckGroup::bypass, "bypass-net-admin", CheckStatus::fail,
             fmt::format("process {} holds CAP_NET_ADMIN over this network namespace and can delete or "
                         "rewrite the policy", describe_procs(risks.net_admin)));
     else
-        add("bypass-net-admin", CheckStatus::pass,
+        add(CheckGroup::bypass, "bypass-net-admin", CheckStatus::pass,
             fmt::format("no process in the namespace holds CAP_NET_ADMIN over it ({} process(es) checked)", risks.processes));
     // Packet sockets are caught only at the netdev egress hook: is every interface covered?
     // It is reported (JSON netdev_egress, and in bypass-net-raw's text), not judged by itself.
@@ -634,14 +637,14 @@ CommandResult cmd_verify(const VerifyOptions& opt) {
     // the netdev egress hook included. Nothing inside the namespace can filter them, so a
     // CAP_NET_RAW holder is never "caught", whatever the coverage.
     if (!risks.net_raw.empty())
-        add("bypass-net-raw", CheckStatus::warn,
+        add(CheckGroup::bypass, "bypass-net-raw", CheckStatus::warn,
             fmt::format("process {} holds CAP_NET_RAW: packet sockets sit below the IP layer ({}), and "
                         "AF_XDP sockets pass no netfilter hook at all, so nothing inside the namespace "
                         "filters them; drop CAP_NET_RAW or refuse socket(AF_XDP) with seccomp",
                         describe_procs(risks.net_raw),
                         all_covered ? "the netdev egress filter catches ordinary packet sockets" : coverage));
     else
-        add("bypass-net-raw", CheckStatus::pass,
+        add(CheckGroup::bypass, "bypass-net-raw", CheckStatus::pass,
             fmt::format("no process in the namespace holds CAP_NET_RAW over it; {}", coverage));
     res.doc["netdev_egress"] = json{{"readable", cover.readable},
                                     {"covered", cover.covered},
@@ -660,7 +663,7 @@ CommandResult cmd_verify(const VerifyOptions& opt) {
     if (opt.expect_userns_remap || opt.lab_profile) {
         auto map = proc_file("uid_map");
         if (!map) {
-            add("userns-remap", CheckStatus::fail, "no process to read a uid map from");
+            add(CheckGroup::process, "userns-remap", CheckStatus::fail, "no process to read a uid map from");
         } else {
             std::string flat;
             std::istringstream in(*map);
@@ -668,10 +671,10 @@ CommandResult cmd_verify(const VerifyOptions& opt) {
             while (in >> a >> b >> c) flat += (flat.empty() ? "" : "; ") + a + " " + b + " " + c;
             auto host_uid = host_uid_of_root(*map);
             if (host_uid && *host_uid != 0)
-                add("userns-remap", CheckStatus::pass,
+                add(CheckGroup::process, "userns-remap", CheckStatus::pass,
                     fmt::format("uid 0 in the container is uid {} on the host (pid {} uid_map: {})", *host_uid, *pid, flat));
             else
-                add("userns-remap", CheckStatus::fail,
+                add(CheckGroup::process, "userns-remap", CheckStatus::fail,
                     fmt::format("uid 0 in the container is {} on the host (pid {} uid_map: {})",
                                 host_uid ? "uid 0, i.e. root," : "not mapped", *pid, flat));
         }
@@ -679,17 +682,25 @@ CommandResult cmd_verify(const VerifyOptions& opt) {
     if (opt.expect_no_new_privs || opt.lab_profile) {
         auto status = proc_file("status");
         std::string nnp = status ? status_field(*status, "NoNewPrivs") : "";
-        if (!status) add("no-new-privs", CheckStatus::fail, "no process to read NoNewPrivs from");
-        else if (nnp == "1") add("no-new-privs", CheckStatus::pass, fmt::format("pid {}: NoNewPrivs: 1", *pid));
-        else add("no-new-privs", CheckStatus::fail, fmt::format("pid {}: NoNewPrivs: {} (setuid binaries can still gain privileges)", *pid, nnp.empty() ? "?" : nnp));
+        if (!status) add(CheckGroup::process, "no-new-privs", CheckStatus::fail, "no process to read NoNewPrivs from");
+        else if (nnp == "1") add(CheckGroup::process, "no-new-privs", CheckStatus::pass, fmt::format("pid {}: NoNewPrivs: 1", *pid));
+        else add(CheckGroup::process, "no-new-privs", CheckStatus::fail, fmt::format("pid {}: NoNewPrivs: {} (setuid binaries can still gain privileges)", *pid, nnp.empty() ? "?" : nnp));
     }
 
-    if (opt.lab_profile) lab_checks(opt, pid, proc_file, add);
+    if (opt.lab_profile) {
+        auto add_lab = [&](std::string name, CheckStatus st, std::string detail) {
+            add(CheckGroup::lab, std::move(name), st, std::move(detail));
+        };
+        lab_checks(opt, pid, proc_file, add_lab);
+    }
 
     json list = json::array();
     std::size_t fails = 0, warns = 0;
     for (const auto& c : checks) {
-        list.push_back(json{{"name", c.name}, {"status", status_name(c.status)}, {"detail", c.detail}});
+        list.push_back(json{{"name", c.name},
+                            {"group", group_name(c.group)},
+                            {"status", status_name(c.status)},
+                            {"detail", c.detail}});
         fails += c.status == CheckStatus::fail;
         warns += c.status == CheckStatus::warn;
     }
@@ -710,6 +721,7 @@ CommandResult cmd_verify(const VerifyOptions& opt) {
         doc["exit_code"] = static_cast<int>(Exit::verify);
         doc["error"] = fmt::format("{} check(s) failed", fails);
     }
+    res.checks = std::move(checks);
     return res;
 }
 

@@ -42,13 +42,23 @@ void validate_targets(const std::vector<AllowEntry>& allow, const std::vector<Ip
 
 enum class CheckStatus { pass, fail, warn };
 
+// What a check is about; the JUnit classname (group_name) and the JSON's "group".
+enum class CheckGroup { target, reach, block, outside, conntrack, bypass, process, lab };
+const char* group_name(CheckGroup g);  // "nsegress.verify.<group>"
+
 struct Check {
     std::string name;
     CheckStatus status = CheckStatus::pass;
     std::string detail;
+    CheckGroup group = CheckGroup::lab;
 };
 
-CommandResult cmd_verify(const VerifyOptions& opt);
+// The report (JSON in doc) and the checks it was rendered from, for JUnit.
+struct VerifyResult : CommandResult {
+    std::vector<Check> checks;
+};
+
+VerifyResult cmd_verify(const VerifyOptions& opt);
 
 // Who in the namespace could undo or go around a policy: processes whose network namespace it
 // is and that hold CAP_NET_ADMIN (delete the policy) or CAP_NET_RAW (packet sockets, below the
@@ -77,9 +87,6 @@ struct JunitSuite {
     std::string error;  // non-empty: the target could not be graded (a testcase with <error>)
 };
 std::string junit_report(const std::vector<JunitSuite>& suites);
-// The JUnit classname of a check: nsegress.verify.<group> (target, reach, block, outside,
-// forged, bypass, process, lab).
-std::string check_group(const std::string& check_name);
 
 // For a family, a destination outside every allowed CIDR (documentation/reserved ranges that
 // nobody answers for), or nothing when the allow-list covers them all.

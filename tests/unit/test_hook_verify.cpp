@@ -217,7 +217,10 @@ TEST_CASE("verify: the teacher's own mistakes") {
 
 TEST_CASE("verify: a class report (one suite per target, errors as testcases)") {
     auto xml = junit_report(std::vector<JunitSuite>{
-        {"alice", {Check{"netns-not-host", CheckStatus::pass, "ok"}, Check{"block 1.2.3.4", CheckStatus::fail, "left"}}, ""},
+        {"alice",
+         {Check{"netns-not-host", CheckStatus::pass, "ok", CheckGroup::target},
+          Check{"block 1.2.3.4", CheckStatus::fail, "left", CheckGroup::block}},
+         ""},
         {"bob", {}, "container 'bob' is not running"}});
     CHECK(xml.find("<testsuites tests=\"3\" failures=\"1\" errors=\"1\">") != std::string::npos);
     CHECK(xml.find("<testsuite name=\"alice\" tests=\"2\" failures=\"1\"") != std::string::npos);
@@ -226,8 +229,8 @@ TEST_CASE("verify: a class report (one suite per target, errors as testcases)") 
     CHECK(xml.find("classname=\"nsegress.verify.block\" name=\"block 1.2.3.4\"") != std::string::npos);
     CHECK(xml.find("classname=\"nsegress.verify.target\" name=\"netns-not-host\"") != std::string::npos);
     CHECK(xml.find("alice") < xml.find("bob"));
-    CHECK(check_group("ipv6-outside-refused") == "nsegress.verify.outside");
-    CHECK(check_group("forged-reply") == "nsegress.verify.conntrack");
+    CHECK(std::string(group_name(CheckGroup::outside)) == "nsegress.verify.outside");
+    CHECK(std::string(group_name(CheckGroup::conntrack)) == "nsegress.verify.conntrack");
 }
 
 TEST_CASE("verify: the remap user's subordinate ranges") {
