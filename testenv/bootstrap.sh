@@ -37,8 +37,8 @@ demo_packages=(
 )
 packages=(
 	"${demo_packages[@]}"
-	# unit tests
-	doctest-dev
+	# unit tests; the source format check (testenv/format.sh)
+	doctest-dev clang-format
 	# fuzzing (testenv/fuzz.sh): clang with libFuzzer and the sanitizer runtimes
 	clang libclang-rt-14-dev
 	# tests and man page check; bash-completion's helpers for the completion test
