@@ -2,12 +2,14 @@
 
 #include <fcntl.h>
 #include <linux/fib_rules.h>
+#include <linux/netfilter/nf_tables.h>
 #include <linux/rtnetlink.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -216,6 +218,39 @@ void finish(CommandResult& res, Exit exit) {
     res.doc["exit_code"] = static_cast<int>(exit);
 }
 
+// Incremental re-restrict (nft.hpp, SetContents): what the last commit wrote into the inet
+// table's sets, kept beside the namespace's lock. Trusted only through the table's stamp.
+std::string state_path(const Netns& ns) {
+    return fmt::format("/run/nsegress/netns-{}-{}.sets", static_cast<unsigned long>(ns.id().dev),
+                       static_cast<unsigned long>(ns.id().ino));
+}
+
+std::optional<nft::SetContents> load_state(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return std::nullopt;
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return nft::parse_contents(bytes);
+}
+
+// Best effort: without the file the next re-restrict writes the sets whole, which is correct.
+void save_state(const std::string& path, const nft::SetContents& c) {
+    const std::string tmp = path + ".tmp";
+    const std::string bytes = nft::serialize_contents(c);
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return;
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+        ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        done += static_cast<std::size_t>(n);
+    }
+    bool ok = ::close(fd) == 0 && done == bytes.size();
+    if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) ::unlink(tmp.c_str());
+}
+
+void forget_state(const Netns& ns) { ::unlink(state_path(ns).c_str()); }
+
 }  // namespace
 
 json target_json(const Netns& ns, const TargetSpec& spec) {
@@ -314,22 +349,43 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     // 1. The policy: one atomic batch (inet table, and the netdev table when asked for or when
     //    one must go). Nothing after this can leave the namespace less restricted than it.
     int attempts = 0;
+    const std::string state = state_path(ns);
+    const char* update = "new";
+    std::size_t element_messages = 0;
     {   // The batch is as large as the allow-list: gone before the route set is built.
         std::optional<nft::Batch> batch;
-        attempts = nft::commit(h.nfnl.get(), [&]() -> const nft::Batch& {
+        attempts = nft::commit(h.nfnl.get(), [&](std::uint32_t genid) -> const nft::Batch& {
             // What an earlier run left decides how the batch replaces it (in place when it
             // can); read after the generation, so the kernel vouches that it still holds.
             nft::Installed installed = nft::probe_installed(h.nfnl.get());
+            installed.genid = genid;
+            update = installed.inet == nft::Found::reusable ? "full" : installed.inet == nft::Found::absent ? "new" : "replace";
+            // The sets' contents are known without a dump only when no commit came after the
+            // one that stamped them: then the state file it left must carry the same digest.
+            if (installed.inet == nft::Found::reusable && installed.stamp && installed.stamp->genid == genid) {
+                auto saved = load_state(state);
+                if (saved && nft::digest_of(*saved) == installed.stamp->digest) {
+                    installed.sets = std::move(saved);
+                    update = "incremental";
+                }
+            }
             batch.reset();
             batch = nft::compile_policy(policy, batch_seq(), mode,
                                         netdev_plan(before, netdev_egress, installed.netdev != nft::Found::absent),
                                         installed);
             if (testing::g_hooks.mutate_batch) testing::g_hooks.mutate_batch(*batch);
+            element_messages = static_cast<std::size_t>(
+                std::count_if(batch->messages.begin(), batch->messages.end(), [](const nft::BatchMessage& m) {
+                    return m.type == NFT_MSG_NEWSETELEM || m.type == NFT_MSG_DELSETELEM;
+                }));
             return *batch;
         });
     }
+    // What the sets hold now, for the next re-restrict (the stamp in the batch carries its digest).
+    save_state(state, nft::set_contents(policy, nft::neighbour_destinations(netdev)));
     doc["policy"] = json{{"table", "inet nsegress"}, {"committed", true}, {"commit_attempts", attempts},
-                         {"mode", nft::mode_name(mode)}, {"log_group", nft::kNflogGroup}};
+                         {"mode", nft::mode_name(mode)}, {"log_group", nft::kNflogGroup},
+                         {"update", update}, {"set_element_messages", element_messages}};
     doc["netdev_egress"] = netdev_json(netdev);
     testing::test_point("committed");
     // Audit mode disturbs nothing: forbidden flows keep their conntrack entries (and so are not
@@ -435,6 +491,7 @@ CommandResult cmd_release(const TargetSpec& target) {
     try {
         nft::commit(h.nfnl.get(), nft::compile_delete(batch_seq(), had_netdev));
         tables_removed = true;
+        forget_state(ns);
     } catch (const Error& e) {
         failures.push_back(e.in("remove the nftables tables"));
     }

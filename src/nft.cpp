@@ -226,6 +226,46 @@ void add_interval_set(BatchWriter& w, std::uint32_t nfproto, const char* name, s
     }
 }
 
+// The elements of `ranges` added to (NEWSETELEM) or deleted from (DELSETELEM) an interval set
+// that exists already (incremental re-restrict), in messages of kElementsPerMessage ranges.
+void interval_elements(BatchWriter& w, std::uint32_t nfproto, const char* name, Family f,
+                       const std::vector<Range>& ranges, std::uint16_t type) {
+    const u128 top = f == Family::v4 ? u128{0xffffffffu} : ~u128{0};
+    const bool add = type == NFT_MSG_NEWSETELEM;
+    for (std::size_t i = 0; i < ranges.size(); i += kElementsPerMessage) {
+        std::size_t n = std::min(kElementsPerMessage, ranges.size() - i);
+        auto s = make_set(name, 0);
+        nftnl_set_set_u32(s.get(), NFTNL_SET_FAMILY, nfproto);
+        nftnl_set_unset(s.get(), NFTNL_SET_ID);  // by name: the set is not new in this batch
+        for (std::size_t j = i; j < i + n; ++j) {
+            add_element(s.get(), ranges[j].first, false);
+            if (ranges[j].last.value != top) add_element(s.get(), IpAddr{f, ranges[j].last.value + 1}, true);
+        }
+        w.add(type, add ? NLM_F_CREATE : 0,
+              fmt::format("set {} {} elements {}-{} (first {})", name, add ? "add" : "delete", i + 1, i + n,
+                          ranges[i].str()),
+              4096 + n * 2 * 64, [&](nlmsghdr* nlh) {
+                  nftnl_set_elems_nlmsg_build_payload(nlh, s.get());
+                  if (nlh->nlmsg_len > 65000)
+                      throw std::length_error("set element message exceeds a netlink nest");
+              });
+    }
+}
+
+// Incremental: only what differs between what the set holds (`have`) and `want`, both sorted
+// and disjoint. Whole ranges: a range that changed is deleted and added again (an element-level
+// diff could leave a start key paired with another range's end key mid-transaction). Deletions
+// first, so that a range added back with the same start key finds its old one gone.
+void interval_set_diff(BatchWriter& w, std::uint32_t nfproto, const char* name, Family f,
+                       const std::vector<Range>& have, const std::vector<Range>& want) {
+    if (have == want) return;
+    std::vector<Range> gone, added;
+    std::set_difference(have.begin(), have.end(), want.begin(), want.end(), std::back_inserter(gone));
+    std::set_difference(want.begin(), want.end(), have.begin(), have.end(), std::back_inserter(added));
+    interval_elements(w, nfproto, name, f, gone, NFT_MSG_DELSETELEM);
+    interval_elements(w, nfproto, name, f, added, NFT_MSG_NEWSETELEM);
+}
+
 void add_set(BatchWriter& w, Family f, const AllowList& allow, bool existing = false) {
     add_interval_set(w, NFPROTO_INET, f == Family::v4 ? kSet4 : kSet6, f == Family::v4 ? kSetId4 : kSetId6, f,
                      allow.ranges(f), existing);
@@ -485,10 +525,13 @@ public:
         nftnl_expr_set_u8(e.get(), NFTNL_EXPR_REJECT_CODE, NFT_REJECT_ICMPX_ADMIN_PROHIBITED);
         return push(std::move(e));
     }
-    RuleBuilder& comment(const char* text) {
+    // The comment, and with `stamp` (a whole encoded record, encode_stamp) the re-restrict stamp.
+    RuleBuilder& comment(const char* text, const std::vector<std::uint8_t>* stamp = nullptr) {
         auto u = checked<nftnl_udata_buf, UdataFree>(nftnl_udata_buf_alloc(NFT_USERDATA_MAXLEN));
         if (!nftnl_udata_put_strz(u.get(), NFTNL_UDATA_RULE_COMMENT, text))
             throw std::length_error("rule comment too long");
+        if (stamp && !nftnl_udata_put(u.get(), kStampUdataType, static_cast<std::uint32_t>(stamp->size()), stamp->data()))
+            throw std::length_error("rule stamp too long");
         nftnl_rule_set_data(r_.get(), NFTNL_RULE_USERDATA, nftnl_udata_buf_data(u.get()),
                             nftnl_udata_buf_len(u.get()));
         return *this;
@@ -579,7 +622,7 @@ void add_scoped_rules(BatchWriter& w) {
         .emit(w, "icmpv6 type echo-request ip6 daddr @icmp6 accept");
 }
 
-void add_rules(BatchWriter& w, const Policy& policy, Mode mode) {
+void add_rules(BatchWriter& w, const Policy& policy, Mode mode, const std::vector<std::uint8_t>* stamp = nullptr) {
     const bool nd = needs_nd(policy);
     const std::array<std::uint8_t, 16> unspecified{};
     std::array<std::uint8_t, 16> loopback6{};
@@ -657,9 +700,9 @@ void add_rules(BatchWriter& w, const Policy& policy, Mode mode) {
         .log_group(mode == Mode::audit ? kLogPrefixAudit : kLogPrefixEnforce, kNflogGroup)
         .comment(kCommentLog).emit(w, "deny log");
     if (mode == Mode::audit)
-        RuleBuilder().counter().accept().comment(kCommentAudit).emit(w, "audit accept");
+        RuleBuilder().counter().accept().comment(kCommentAudit, stamp).emit(w, "audit accept");
     else
-        RuleBuilder().counter().reject_admin_prohibited().comment(kCommentDeny)
+        RuleBuilder().counter().reject_admin_prohibited().comment(kCommentDeny, stamp)
             .emit(w, "reject with icmpx admin-prohibited");
 }
 
@@ -970,6 +1013,22 @@ std::string rule_comment(const nftnl_rule* rule) {
     return comment;
 }
 
+// The re-restrict stamp in a rule's userdata (a record of type kStampUdataType), if any.
+std::optional<Stamp> rule_stamp(const nftnl_rule* rule) {
+    std::uint32_t ulen = 0;
+    const auto* p = static_cast<const std::uint8_t*>(nftnl_rule_get_data(rule, NFTNL_RULE_USERDATA, &ulen));
+    if (!p) return std::nullopt;
+    std::size_t left = ulen;
+    while (left >= 2) {
+        std::uint8_t type = p[0];
+        std::size_t len = std::min<std::size_t>(p[1], left - 2);
+        if (type == kStampUdataType) return decode_stamp(p + 2, len);
+        p += 2 + len;
+        left -= 2 + len;
+    }
+    return std::nullopt;
+}
+
 // The rule's counter expression (zero when it has none).
 Counter rule_counter(nftnl_rule* rule) {
     Counter c;
@@ -1029,6 +1088,186 @@ int dump(mnl_socket* sock, nlmsghdr* req, Cb cb) {
 
 const char* mode_name(Mode m) { return m == Mode::audit ? "audit" : "enforce"; }
 
+// ---- Incremental re-restrict: set contents, digest, stamp ---------------------------------------
+
+SetContents set_contents(const Policy& policy, const AllowList& nd6) {
+    SetContents c;
+    c.allow4 = policy.all().ranges(Family::v4);
+    c.allow6 = policy.all().ranges(Family::v6);
+    c.nd6 = nd6.ranges(Family::v6);
+    c.echo4 = policy.echo().ranges(Family::v4);
+    c.echo6 = policy.echo().ranges(Family::v6);
+    c.ports4 = policy.scoped(Family::v4);
+    c.ports6 = policy.scoped(Family::v6);
+    return c;
+}
+
+namespace {
+
+// Two independent 64-bit hashes over the same words (FNV-1a-like and a splitmix64 chain): a check
+// against a state file that does not belong to the stamp, not a cryptographic seal (only root
+// writes either).
+struct Hasher {
+    std::uint64_t a = 0xcbf29ce484222325ull, b = 0x9e3779b97f4a7c15ull;
+    void word(std::uint64_t v) {
+        a = (a ^ v) * 0x100000001b3ull;  // FNV-1a, a word at a time
+        a ^= a >> 29;
+        std::uint64_t z = (b += v + 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        b = z ^ (z >> 31);
+    }
+    void addr(const IpAddr& x) {
+        word(static_cast<std::uint64_t>(x.value >> 64));
+        word(static_cast<std::uint64_t>(x.value));
+    }
+    void ranges(std::uint64_t tag, const std::vector<Range>& rs) {
+        word(tag);
+        word(rs.size());
+        for (const auto& r : rs) {
+            addr(r.first);
+            addr(r.last);
+        }
+    }
+    void ports(std::uint64_t tag, const std::vector<PortRange>& ps) {
+        word(tag);
+        word(ps.size());
+        for (const auto& p : ps) {
+            addr(p.addrs.first);
+            addr(p.addrs.last);
+            word((std::uint64_t{static_cast<std::uint8_t>(p.proto)} << 32) | (std::uint64_t{p.first} << 16) | p.last);
+        }
+    }
+};
+
+constexpr std::uint32_t kStampMagic = 0x4e534731;  // "NSG1": the layout below
+constexpr std::size_t kStampLen = 4 + 4 + 16;      // magic, genid, digest (big-endian)
+
+}  // namespace
+
+Digest digest_of(const SetContents& c) {
+    Hasher h;
+    h.ranges(1, c.allow4);
+    h.ranges(2, c.allow6);
+    h.ranges(3, c.nd6);
+    h.ranges(4, c.echo4);
+    h.ranges(5, c.echo6);
+    h.ports(6, c.ports4);
+    h.ports(7, c.ports6);
+    return Digest{h.a, h.b};
+}
+
+std::string Digest::hex() const { return fmt::format("{:016x}{:016x}", hi, lo); }
+
+std::vector<std::uint8_t> encode_stamp(const Stamp& st) {
+    std::vector<std::uint8_t> out;
+    auto put = [&](std::uint64_t v, int bytes) {
+        for (int i = bytes - 1; i >= 0; --i) out.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+    };
+    put(kStampMagic, 4);
+    put(st.genid, 4);
+    put(st.digest.hi, 8);
+    put(st.digest.lo, 8);
+    return out;
+}
+
+namespace {
+constexpr std::string_view kContentsMagic{"NSGSETS1", 8};
+struct PackedRange {
+    u128 first, last;
+};
+struct PackedPort {
+    u128 first, last;
+    std::uint16_t pfirst, plast;
+    std::uint8_t proto;
+};
+}  // namespace
+
+std::string serialize_contents(const SetContents& c) {
+    std::string out(kContentsMagic);
+    auto count = [&](std::uint64_t n) { out.append(reinterpret_cast<const char*>(&n), sizeof n); };
+    auto ranges = [&](const std::vector<Range>& rs) {
+        count(rs.size());
+        for (const auto& r : rs) {
+            PackedRange p{r.first.value, r.last.value};
+            out.append(reinterpret_cast<const char*>(&p), sizeof p);
+        }
+    };
+    auto ports = [&](const std::vector<PortRange>& ps) {
+        count(ps.size());
+        for (const auto& r : ps) {
+            PackedPort p{};  // zeroed: the padding is written too
+            p.first = r.addrs.first.value;
+            p.last = r.addrs.last.value;
+            p.pfirst = r.first;
+            p.plast = r.last;
+            p.proto = static_cast<std::uint8_t>(r.proto);
+            out.append(reinterpret_cast<const char*>(&p), sizeof p);
+        }
+    };
+    ranges(c.allow4);
+    ranges(c.allow6);
+    ranges(c.nd6);
+    ranges(c.echo4);
+    ranges(c.echo6);
+    ports(c.ports4);
+    ports(c.ports6);
+    return out;
+}
+
+std::optional<SetContents> parse_contents(std::string_view b) {
+    if (b.substr(0, kContentsMagic.size()) != kContentsMagic) return std::nullopt;
+    std::size_t at = kContentsMagic.size();
+    auto count = [&](std::size_t elem) -> std::optional<std::uint64_t> {
+        std::uint64_t n = 0;
+        if (b.size() - at < sizeof n) return std::nullopt;
+        std::memcpy(&n, b.data() + at, sizeof n);
+        at += sizeof n;
+        if (n > (b.size() - at) / elem) return std::nullopt;
+        return n;
+    };
+    auto ranges = [&](Family f, std::vector<Range>& out) {
+        auto n = count(sizeof(PackedRange));
+        if (!n) return false;
+        out.reserve(*n);
+        for (std::uint64_t i = 0; i < *n; ++i, at += sizeof(PackedRange)) {
+            PackedRange p;
+            std::memcpy(&p, b.data() + at, sizeof p);
+            out.push_back(Range{IpAddr{f, p.first}, IpAddr{f, p.last}});
+        }
+        return true;
+    };
+    auto ports = [&](Family f, std::vector<PortRange>& out) {
+        auto n = count(sizeof(PackedPort));
+        if (!n) return false;
+        out.reserve(*n);
+        for (std::uint64_t i = 0; i < *n; ++i, at += sizeof(PackedPort)) {
+            PackedPort p;
+            std::memcpy(&p, b.data() + at, sizeof p);
+            out.push_back(PortRange{Range{IpAddr{f, p.first}, IpAddr{f, p.last}}, static_cast<IpProto>(p.proto),
+                                    p.pfirst, p.plast});
+        }
+        return true;
+    };
+    SetContents c;
+    if (!ranges(Family::v4, c.allow4) || !ranges(Family::v6, c.allow6) || !ranges(Family::v6, c.nd6) ||
+        !ranges(Family::v4, c.echo4) || !ranges(Family::v6, c.echo6) || !ports(Family::v4, c.ports4) ||
+        !ports(Family::v6, c.ports6) || at != b.size())
+        return std::nullopt;
+    return c;
+}
+
+std::optional<Stamp> decode_stamp(const std::uint8_t* p, std::size_t len) {
+    if (!p || len != kStampLen) return std::nullopt;
+    auto get = [&](std::size_t at, int bytes) {
+        std::uint64_t v = 0;
+        for (int i = 0; i < bytes; ++i) v = (v << 8) | p[at + i];
+        return v;
+    };
+    if (get(0, 4) != kStampMagic) return std::nullopt;
+    return Stamp{static_cast<std::uint32_t>(get(4, 4)), Digest{get(8, 8), get(16, 8)}};
+}
+
 AllowList neighbour_destinations(const NetdevPlan& netdev) {
     if (!netdev.neighbour6.empty()) return netdev.neighbour6;
     AllowList link;
@@ -1051,7 +1290,32 @@ Batch compile_policy(const Policy& policy, std::uint32_t first_seq, Mode mode, c
     auto add_nd6 = [&](bool existing) {
         add_interval_set(w, NFPROTO_INET, kSetNd6, kSetIdNd6, Family::v6, nd6.ranges(Family::v6), existing);
     };
-    if (installed.inet == Found::reusable) {
+    const SetContents want = set_contents(policy, nd6);
+    std::vector<std::uint8_t> stamp;
+    if (installed.genid != 0) {
+        std::uint32_t next = installed.genid + 1;
+        if (next == 0) next = 1;  // the kernel skips 0 when the counter wraps
+        stamp = encode_stamp(Stamp{next, digest_of(want)});
+    }
+    if (installed.inet == Found::reusable && installed.sets) {
+        // In place, incrementally: the sets hold installed.sets (proven by the stamp), so only
+        // the difference goes; unchanged sets get no message at all. The port sets, when either
+        // changed, are created anew as below (a pipapo set is rebuilt per commit anyway).
+        const SetContents& have = *installed.sets;
+        add_table(w, NFT_MSG_NEWTABLE, "table inet nsegress (kept)");
+        add_chains(w, mode);
+        flush_chain(w, NFPROTO_INET, kChain);
+        flush_chain(w, NFPROTO_INET, kChainInbound);
+        interval_set_diff(w, NFPROTO_INET, kSet4, Family::v4, have.allow4, want.allow4);
+        interval_set_diff(w, NFPROTO_INET, kSet6, Family::v6, have.allow6, want.allow6);
+        interval_set_diff(w, NFPROTO_INET, kSetNd6, Family::v6, have.nd6, want.nd6);
+        interval_set_diff(w, NFPROTO_INET, kSetEcho4, Family::v4, have.echo4, want.echo4);
+        interval_set_diff(w, NFPROTO_INET, kSetEcho6, Family::v6, have.echo6, want.echo6);
+        if (have.ports4 != want.ports4 || have.ports6 != want.ports6) {
+            add_port_set(w, NFPROTO_INET, kSetPorts4, kSetIdPorts4, Family::v4, want.ports4, true);
+            add_port_set(w, NFPROTO_INET, kSetPorts6, kSetIdPorts6, Family::v6, want.ports6, true);
+        }
+    } else if (installed.inet == Found::reusable) {
         // In place (see Installed): the chains keep their hooks; a policy change (enforce <->
         // audit) is applied at commit, and the final rule is a catch-all either way.
         add_table(w, NFT_MSG_NEWTABLE, "table inet nsegress (kept)");
@@ -1073,7 +1337,7 @@ Batch compile_policy(const Policy& policy, std::uint32_t first_seq, Mode mode, c
         add_chains(w, mode);
     }
     add_inbound_rules(w);
-    add_rules(w, policy, mode);
+    add_rules(w, policy, mode, stamp.empty() ? nullptr : &stamp);
     add_netdev(w, policy, netdev, installed);
     return w.end();
 }
@@ -1431,9 +1695,13 @@ int commit(mnl_socket* sock, const Batch& batch) {
 }
 
 int commit(mnl_socket* sock, const std::function<const Batch&()>& build) {
+    return commit(sock, [&](std::uint32_t) -> const Batch& { return build(); });
+}
+
+int commit(mnl_socket* sock, const std::function<const Batch&(std::uint32_t genid)>& build) {
     for (int attempt = 1; attempt <= kCommitAttempts; ++attempt) {
         std::uint32_t genid = read_genid(sock);
-        const Batch& batch = build();
+        const Batch& batch = build(genid);
         // Test builds only: pretend the ruleset changed between our read and our send.
         if (attempt <= testing::g_hooks.stale_genid_attempts) genid += 0x10000;
         if (commit_attempt(sock, batch, genid)) return attempt;
@@ -1790,6 +2058,38 @@ bool has_scoped_sets(const std::vector<SetShape>& sets) {
 
 bool netdev_table_present(mnl_socket* sock) { return table_present(sock, NFPROTO_NETDEV); }
 
+namespace {
+
+// The stamp of the output chain's final rule (one dump of that chain's rules, a few dozen);
+// nullopt when there is none, or more than one rule carries one (edited by hand).
+std::optional<Stamp> read_stamp(mnl_socket* sock) {
+    std::vector<char> req(MNL_SOCKET_BUFFER_SIZE);
+    auto r = checked<nftnl_rule, RuleFree>(nftnl_rule_alloc());
+    nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, kTable);
+    nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, kChain);
+    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP, ++shape_seq);
+    nftnl_rule_nlmsg_build_payload(nlh, r.get());
+    std::optional<Stamp> found;
+    int stamps = 0;
+    int err = dump(sock, nlh, [&](const nlmsghdr* m) {
+        auto rule = checked<nftnl_rule, RuleFree>(nftnl_rule_alloc());
+        if (nftnl_rule_nlmsg_parse(m, rule.get()) < 0) return MNL_CB_ERROR;
+        const char* table = nftnl_rule_get_str(rule.get(), NFTNL_RULE_TABLE);
+        const char* chain = nftnl_rule_get_str(rule.get(), NFTNL_RULE_CHAIN);
+        if (!table || !chain || std::strcmp(table, kTable) != 0 || std::strcmp(chain, kChain) != 0) return MNL_CB_OK;
+        if (auto st = rule_stamp(rule.get())) {
+            found = st;
+            ++stamps;
+        }
+        return MNL_CB_OK;
+    });
+    if (err == -ENOENT) return std::nullopt;
+    if (err < 0) throw_errno("dump rules of chain inet nsegress output", -err);
+    return stamps == 1 ? found : std::nullopt;
+}
+
+}  // namespace
+
 static Installed probe_installed_once(mnl_socket* sock) {
     Installed in;
     if (table_present(sock, NFPROTO_INET)) {
@@ -1806,6 +2106,7 @@ static Installed probe_installed_once(mnl_socket* sock) {
                           has_set(sets, kSetNd6, Family::v6) && has_scoped_sets(sets)
                       ? Found::reusable
                       : Found::foreign;
+        if (in.inet == Found::reusable) in.stamp = read_stamp(sock);
     }
     if (table_present(sock, NFPROTO_NETDEV)) {
         auto chains = dump_chains(sock, NFPROTO_NETDEV);

@@ -119,6 +119,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "nsegress/cidr.hpp"
@@ -225,10 +226,53 @@ struct NetdevPlan {
 //             can be refused then (test_atomic_traffic.sh caught it). Harmless when there was
 //             no policy, and fail-closed otherwise.
 enum class Found { absent, reusable, foreign };
+
+// Incremental re-restrict. The contents of the inet table's sets, as one commit wrote them, and
+// a 128-bit digest of them. Every policy batch writes a stamp into its final rule's userdata (a
+// record of type kStampUdataType beside the comment): the digest and the ruleset generation its
+// own commit creates (the genid in BATCH_BEGIN + 1: a commit is accepted only at that genid and
+// bumps it by one). A later run that reads the same generation back knows that nothing in the
+// namespace's nftables was committed since, so the sets hold exactly what the digest describes;
+// the contents themselves come from a state file the committing run left (commands.cpp), trusted
+// only when its digest is the stamp's. Then only the difference is sent. Any other commit in
+// between (another tool, a hand edit, the set flushed) moves the generation: the sets are then
+// flushed and written whole, as without a stamp. Our sets are static (no timeouts, no datapath
+// updates), so nothing changes them without a commit.
+struct SetContents {
+    std::vector<Range> allow4, allow6, nd6, echo4, echo6;
+    std::vector<PortRange> ports4, ports6;
+    bool operator==(const SetContents&) const = default;
+};
+struct Digest {
+    std::uint64_t hi = 0, lo = 0;
+    bool operator==(const Digest&) const = default;
+    std::string hex() const;
+};
+struct Stamp {
+    std::uint32_t genid = 0;  // the generation the stamping commit created
+    Digest digest;
+};
+inline constexpr std::uint8_t kStampUdataType = 0xa7;  // a rule udata type nft ignores
+SetContents set_contents(const Policy& policy, const AllowList& nd6);
+Digest digest_of(const SetContents& c);
+// The stamp as rule userdata bytes and back (nullopt: not a stamp of ours).
+std::vector<std::uint8_t> encode_stamp(const Stamp& s);
+std::optional<Stamp> decode_stamp(const std::uint8_t* p, std::size_t len);
+// The contents as the state file holds them (host byte order: the file never leaves the host),
+// and back; nullopt when the bytes are not a whole, well-formed record.
+std::string serialize_contents(const SetContents& c);
+std::optional<SetContents> parse_contents(std::string_view bytes);
+
 struct Installed {
     Found inet = Found::absent;
     Found netdev = Found::absent;
     std::vector<std::string> netdev_devices;  // netdev reusable: the devices of its chains
+    std::optional<Stamp> stamp;               // inet reusable: the stamp of its final rule, if any
+    // Set by the caller: the generation the batch will be committed against (0: write no stamp),
+    // and, when the stamp proves them (stamp->genid == genid), what the inet sets hold now: the
+    // batch then sends only the difference.
+    std::uint32_t genid = 0;
+    std::optional<SetContents> sets;
 };
 Installed probe_installed(mnl_socket* sock);
 
@@ -246,6 +290,8 @@ Batch compile_policy(const AllowList& allow, std::uint32_t first_seq, Mode mode 
 // "add table; delete table": removes the table, and succeeds when it was not there; also the
 // netdev table when `netdev_present`.
 Batch compile_delete(std::uint32_t first_seq, bool netdev_present = false);
+// Where IPv6 neighbour discovery may go (set nd6): the plan's, or link-local and link multicast.
+AllowList neighbour_destinations(const NetdevPlan& netdev);
 // The netdev part in nft syntax, appended to render_policy() for --dry-run.
 std::string render_netdev(const Policy& policy, const NetdevPlan& netdev);
 std::string render_netdev(const AllowList& allow, const NetdevPlan& netdev);
@@ -273,6 +319,8 @@ int commit(mnl_socket* sock, const Batch& batch);
 // generation is read, on every attempt, so whatever it reads (probe_installed) belongs to the
 // generation the kernel checks; if anything changed meanwhile, the batch is rebuilt.
 int commit(mnl_socket* sock, const std::function<const Batch&()>& build);
+// The same, and `build` is told the generation the batch will be committed against.
+int commit(mnl_socket* sock, const std::function<const Batch&(std::uint32_t genid)>& build);
 
 // The current ruleset generation id (NFT_MSG_GETGEN).
 std::uint32_t read_genid(mnl_socket* sock);
