@@ -321,13 +321,14 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     Handles h = open_handles(ns, need);
     testing::test_point("entered");
     if (!opt.dry_run) close_nfnl_in_background(h);
-    Snapshot before = inspect(h.rtnl.get());
+    // With a route set to install, our table's routes are read compactly (a re-run over 10^5).
+    const bool compact_routes = route_set && !opt.dry_run;
+    Snapshot before = inspect(h.rtnl.get(), inspect_all, compact_routes ? kRouteTable : 0);
     // A namespace without routes in our table (the container start path) gets its route set
-    // streamed to the kernel as it is planned; otherwise the plan is diffed against what is there.
-    const bool fresh_route_set =
-        route_set && !opt.dry_run &&
-        std::none_of(before.routes.begin(), before.routes.end(), [](const Route& r) { return r.table == kRouteTable; });
-    RoutePlan plan = route_set && !fresh_route_set ? plan_route_set(destinations) : RoutePlan{};
+    // streamed to the kernel as it is planned; otherwise the plan is streamed and merged against
+    // what is there, and only the difference is sent.
+    const bool fresh_route_set = compact_routes && before.table_routes.empty();
+    RoutePlan plan = opt.dry_run && route_set ? plan_route_set(destinations) : RoutePlan{};
     // The devices to filter; whether an earlier netdev table must go is decided at commit.
     nft::NetdevPlan netdev = netdev_plan(before, netdev_egress, false);
     testing::test_point("inspected");
@@ -411,10 +412,16 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
                 rs["routes"] = route_set_lines(head, before);
                 rs["rule_count"] = head.rules.size();
             } else {
-                apply_route_set(h.rtnl.get(), before, plan);
-                routes = plan.routes.size();
-                rs["routes"] = route_set_lines(plan, before, kReportedRoutes);
-                rs["rule_count"] = plan.rules.size();
+                RoutePlan head;
+                head.rules = route_set_rules();
+                auto changes = apply_route_set_diff(h.rtnl.get(), before, destinations, [&](const Route& r) {
+                    if (head.routes.size() < kReportedRoutes) head.routes.push_back(r);
+                });
+                routes = changes.routes;
+                rs["routes"] = route_set_lines(head, before);
+                rs["rule_count"] = head.rules.size();
+                rs["routes_added"] = changes.added;
+                rs["routes_deleted"] = changes.deleted;
             }
             rs["installed"] = true;
             rs["route_count"] = routes;

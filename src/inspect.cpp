@@ -162,6 +162,62 @@ bool route_well_formed(nlmsghdr* hdr) {
                                    rtm->rtm_family, 0);
 }
 
+// A route of snap.compact_table straight from the message, without libnl (which allocates an
+// object, addresses and nexthops per route). 1: taken, 0: another table's, <0: malformed.
+int take_table_route(const nlmsghdr* hdr, Snapshot& snap) {
+    const auto* rtm = static_cast<const rtmsg*>(nlmsg_data(hdr));
+    std::uint32_t table = rtm->rtm_table;
+    TableRoute r;
+    const void* dst = nullptr;
+    int dst_len = 0;
+    nlattr* a;
+    int rem;
+    nla_for_each_attr(a, nlmsg_attrdata(hdr, sizeof(rtmsg)), nlmsg_attrlen(hdr, sizeof(rtmsg)), rem) {
+        switch (nla_type(a)) {
+            case RTA_TABLE:
+                if (nla_len(a) >= 4) table = nla_get_u32(a);
+                break;
+            case RTA_DST:
+                dst = nla_data(a);
+                dst_len = nla_len(a);
+                break;
+            case RTA_PRIORITY:
+                if (nla_len(a) >= 4) r.metric = nla_get_u32(a);
+                break;
+            case RTA_GATEWAY:
+            case RTA_VIA:
+            case RTA_PREFSRC:
+            case RTA_MULTIPATH:
+            case RTA_NH_ID:
+                r.nexthop = true;
+                break;
+            default:
+                break;
+        }
+    }
+    if (table != snap.compact_table) return 0;
+    if (rtm->rtm_flags & RTM_F_CLONED) return 1;  // cache entries, not routes
+    if (rtm->rtm_family != AF_INET && rtm->rtm_family != AF_INET6) return 1;
+    r.family = rtm->rtm_family == AF_INET ? Family::v4 : Family::v6;
+    const unsigned bytes = r.family == Family::v4 ? 4 : 16;
+    if (rtm->rtm_dst_len > bits_of(r.family)) return -NLE_INVAL;
+    r.prefix = rtm->rtm_dst_len;
+    if (dst) {
+        if (static_cast<unsigned>(dst_len) != bytes) return -NLE_INVAL;
+        r.dst = IpAddr::from_bytes(r.family, dst).value;
+    } else if (r.prefix != 0) {
+        return -NLE_INVAL;
+    }
+    unsigned host_bits = bits_of(r.family) - r.prefix;
+    u128 host_mask = host_bits == 0 ? 0 : host_bits >= 128 ? ~u128{0} : (u128{1} << host_bits) - 1;
+    if (r.dst & host_mask) return -NLE_INVAL;
+    r.type = rtm->rtm_type;
+    r.protocol = rtm->rtm_protocol;
+    r.scope = rtm->rtm_scope;
+    snap.table_routes.push_back(r);
+    return 1;
+}
+
 int parse_message(nl_msg* msg, Snapshot& snap) {
     nlmsghdr* hdr = nlmsg_hdr(msg);
     switch (hdr->nlmsg_type) {
@@ -176,6 +232,10 @@ int parse_message(nl_msg* msg, Snapshot& snap) {
             // No nl_cache for routes: a route set can hold as many routes as the allow-list
             // has CIDRs, and libnl's cache hashing degrades badly at 10^5 objects.
             if (!route_well_formed(hdr)) return -NLE_INVAL;
+            if (snap.compact_table != 0) {
+                int taken = take_table_route(hdr, snap);
+                if (taken != 0) return taken < 0 ? taken : 0;
+            }
             rtnl_route* r = nullptr;
             if (int err = rtnl_route_parse(hdr, &r); err < 0) return err;
             std::unique_ptr<rtnl_route, void (*)(rtnl_route*)> owner(r, rtnl_route_put);
@@ -264,12 +324,13 @@ NlSock open_rtnl_socket() {
     return sock;
 }
 
-Snapshot inspect(nl_sock* sock, unsigned what) {
+Snapshot inspect(nl_sock* sock, unsigned what, std::uint32_t compact_table) {
     // An interrupted dump is read again, whole (bounded: a namespace that never stops changing
     // is an error, not a loop).
     constexpr int kAttempts = 10;
     for (int attempt = 1; attempt <= kAttempts; ++attempt) {
         Snapshot snap;
+        snap.compact_table = compact_table;
         if ((!(what & inspect_links) || dump(sock, RTM_GETLINK, ifinfomsg{}, "links", snap)) &&
             (!(what & inspect_addresses) || dump(sock, RTM_GETADDR, ifaddrmsg{}, "addresses", snap)) &&
             (!(what & inspect_routes) || dump(sock, RTM_GETROUTE, rtmsg{}, "routes", snap)) &&

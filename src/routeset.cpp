@@ -417,6 +417,102 @@ void apply_route_set(nl_sock* sock, const Snapshot& before, const RoutePlan& pla
     add_rules(batch, old_rules, plan.rules);
 }
 
+namespace {
+
+TableRoute compact(const Route& r) {
+    TableRoute t;
+    t.dst = r.dst.addr.value;
+    t.metric = r.metric;
+    t.family = r.family;
+    t.prefix = static_cast<std::uint8_t>(r.dst.prefix);
+    t.type = r.type;
+    t.protocol = r.protocol;
+    t.scope = r.scope;
+    t.nexthop = r.gateway || r.prefsrc || r.multipath;
+    return t;
+}
+
+Route expand(const TableRoute& t, std::uint32_t table) {
+    Route r;
+    r.family = t.family;
+    r.dst = Cidr{IpAddr{t.family, t.dst}, t.prefix};
+    r.table = table;
+    r.type = t.type;
+    r.protocol = t.protocol;
+    r.scope = t.scope;
+    r.metric = t.metric;
+    return r;
+}
+
+// The same route, as route_all() sees it: our routes are never unicast, so a unicast route (the
+// earlier layout's copy of main) or one with a nexthop never is.
+bool same_route(const TableRoute& a, const TableRoute& b) {
+    return a.key() == b.key() && a.type == b.type && a.scope == b.scope && a.type != RTN_UNICAST &&
+           !a.nexthop && !b.nexthop;
+}
+
+}  // namespace
+
+RouteSetChanges apply_route_set_diff(nl_sock* sock, const Snapshot& before, const AllowList& allow,
+                                     const std::function<void(const Route&)>& seen) {
+    std::vector<Rule> old_rules;
+    for (const auto& r : before.rules)
+        if (ours(r)) old_rules.push_back(r);
+    std::vector<TableRoute> have = before.table_routes;  // the kernel dumps them nearly sorted
+    auto by_key = [](const TableRoute& a, const TableRoute& b) { return a.key() < b.key(); };
+    if (!std::is_sorted(have.begin(), have.end(), by_key)) std::sort(have.begin(), have.end(), by_key);
+    std::vector<TableRoute> want;
+    want.reserve(2 + allow.ranges(Family::v4).size() + allow.ranges(Family::v6).size());
+    for_each_planned_route(allow, [&](const Route& r) {
+        want.push_back(compact(r));
+        seen(r);
+    });
+    if (!std::is_sorted(want.begin(), want.end(), by_key)) std::sort(want.begin(), want.end(), by_key);
+    // One merge: what to add (missing or different) and what to delete (stale).
+    std::vector<std::size_t> add_refusing, add_throw, stale;
+    std::size_t i = 0, j = 0;
+    while (i < want.size() || j < have.size()) {
+        if (j == have.size() || (i < want.size() && by_key(want[i], have[j]))) {
+            (want[i].type == RTN_UNREACHABLE ? add_refusing : add_throw).push_back(i);
+            ++i;
+        } else if (i == want.size() || by_key(have[j], want[i])) {
+            stale.push_back(j++);
+        } else {
+            if (!same_route(want[i], have[j])) (want[i].type == RTN_UNREACHABLE ? add_refusing : add_throw).push_back(i);
+            ++i;
+            ++j;  // replaced in place (NLM_F_REPLACE) or kept
+        }
+    }
+    RtnlBatch batch(sock);
+    auto add_routes = [&](const std::vector<std::size_t>& which) {
+        std::size_t tolerated = batch.failures().size();
+        for (std::size_t k : which) batch.add(route_request(expand(want[k], kRouteTable), true, NLM_F_CREATE | NLM_F_REPLACE), k);
+        batch.flush();
+        if (batch.failures().size() > tolerated)
+            throw_failure(batch, tolerated, [&](std::size_t k) {
+                return fmt::format("route set: add route {}", format_route(expand(want[k], kRouteTable), before));
+            });
+    };
+    // apply_route_set's order: refusal first, then the earlier layout's rule goes, then the throw
+    // routes, then what is stale, then the lookup rules if missing.
+    add_routes(add_refusing);
+    std::vector<Rule> rules = route_set_rules();
+    delete_obsolete_rules(batch, old_rules, rules);
+    add_routes(add_throw);
+    testing::test_point("route-set-routes");
+    std::size_t tolerated = batch.failures().size();
+    for (std::size_t k : stale) batch.add(route_request(expand(have[k], kRouteTable), false, 0), k);
+    batch.flush();
+    for (std::size_t k = tolerated; k < batch.failures().size(); ++k)
+        if (!already_gone(batch.failures()[k].error))
+            throw_failure(batch, k, [&](std::size_t x) {
+                return fmt::format("route set: delete stale route {}", format_route(expand(have[x], kRouteTable), before));
+            });
+    testing::test_point("route-set-stale");
+    add_rules(batch, old_rules, rules);
+    return RouteSetChanges{want.size(), add_refusing.size() + add_throw.size(), stale.size()};
+}
+
 std::size_t apply_fresh_route_set(nl_sock* sock, const Snapshot& before, const AllowList& allow,
                                   const std::function<void(const Route&)>& seen) {
     // The same phases as apply_route_set, with nothing to replace: every route is new, none is

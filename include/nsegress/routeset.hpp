@@ -76,6 +76,18 @@ void apply_route_set(nl_sock* sock, const Snapshot& before, const RoutePlan& pla
 std::size_t apply_fresh_route_set(nl_sock* sock, const Snapshot& before, const AllowList& allow,
                                   const std::function<void(const Route&)>& seen);
 
+// The same for a snapshot read with inspect(..., kRouteTable) (Snapshot::table_routes): the
+// plan is streamed and merged against the installed routes, so a re-run sends only what differs
+// (nothing at all when nothing does) without ever holding 10^5 Routes. The phases and their order
+// are apply_route_set's. `seen` gets every planned route.
+struct RouteSetChanges {
+    std::size_t routes = 0;   // planned
+    std::size_t added = 0;    // added or replaced
+    std::size_t deleted = 0;  // stale routes deleted
+};
+RouteSetChanges apply_route_set_diff(nl_sock* sock, const Snapshot& before, const AllowList& allow,
+                                     const std::function<void(const Route&)>& seen);
+
 struct RouteSetRemoval {
     std::size_t rules = 0;
     std::size_t routes = 0;

@@ -14,6 +14,8 @@
 #include <linux/netfilter/nfnetlink.h>
 
 #include <algorithm>
+#include <iterator>
+#include <optional>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -74,11 +76,12 @@ void nested(const nlattr* nest, Fn fn) {
     }
 }
 
-std::vector<Range> elements_back(const nft::Batch& b, const char* set, Family f, std::size_t* messages) {
+std::vector<Range> elements_back(const nft::Batch& b, const char* set, Family f, std::size_t* messages,
+                                 std::uint16_t type = NFT_MSG_NEWSETELEM) {
     std::vector<nft::ElementKey> keys;
     *messages = 0;
     for (const auto* nlh : walk(b).msgs) {
-        if (!is_nft(nlh) || nft_type(nlh) != NFT_MSG_NEWSETELEM) continue;
+        if (!is_nft(nlh) || nft_type(nlh) != type) continue;
         std::string name;
         const nlattr* list = nullptr;
         const auto* a = static_cast<const nlattr*>(mnl_nlmsg_get_payload_offset(nlh, sizeof(nfgenmsg)));
@@ -667,4 +670,166 @@ TEST_CASE("what each batch sends, message by message, matches its golden list") 
            message_list(nft::compile_policy(allow, 1, nft::Mode::enforce, {}, foreign)));
     // release.
     golden("batch_delete.msgs", message_list(nft::compile_delete(1, true)));
+// ---- Incremental re-restrict (nft.hpp: SetContents, Stamp) ---------------------------------------
+
+namespace {
+
+std::vector<std::uint16_t> nft_types(const nft::Batch& b) {
+    std::vector<std::uint16_t> types;
+    for (const auto* nlh : walk(b).msgs)
+        if (is_nft(nlh)) types.push_back(nft_type(nlh));
+    return types;
+}
+
+// The stamp the final rule of the output chain carries, read back with libnftnl.
+std::optional<nft::Stamp> stamp_back(const nft::Batch& b) {
+    std::optional<nft::Stamp> out;
+    int stamps = 0;
+    for (const auto* nlh : walk(b).msgs) {
+        if (!is_nft(nlh) || nft_type(nlh) != NFT_MSG_NEWRULE) continue;
+        nftnl_rule* r = nftnl_rule_alloc();
+        REQUIRE(nftnl_rule_nlmsg_parse(nlh, r) == 0);
+        std::uint32_t len = 0;
+        const auto* p = static_cast<const std::uint8_t*>(nftnl_rule_get_data(r, NFTNL_RULE_USERDATA, &len));
+        for (std::uint32_t at = 0; p && at + 2 <= len; at += 2u + p[at + 1])
+            if (p[at] == nft::kStampUdataType) {
+                out = nft::decode_stamp(p + at + 2, p[at + 1]);
+                ++stamps;
+            }
+        nftnl_rule_free(r);
+    }
+    CHECK(stamps <= 1);
+    return out;
+}
+
+AllowList big_list(unsigned n, unsigned skip_every = 0, unsigned shift = 0) {
+    AllowList a;
+    for (unsigned i = 0; i < n; ++i) {
+        unsigned k = i;
+        if (skip_every && i % skip_every == 0) k = i + shift;  // some entries moved elsewhere
+        a.add(Cidr{IpAddr{Family::v4, (u128{10} << 24) + (u128{k} << 9)}, 24});
+    }
+    a.add(parse_cidr("2001:db8:1::/64"));
+    return a;
+}
+
+}  // namespace
+
+TEST_CASE("re-restrict with what is installed: no set element messages, the same rules, a new stamp") {
+    const Policy policy(big_list(3000));
+    nft::Installed in;
+    in.inet = nft::Found::reusable;
+    in.genid = 41;
+    in.sets = nft::set_contents(policy, nft::neighbour_destinations({}));
+    nft::Batch b = nft::compile_policy(policy, 7, nft::Mode::enforce, {}, in);
+    auto types = nft_types(b);
+    auto count = [&](std::uint16_t t) { return std::count(types.begin(), types.end(), t); };
+    CHECK(count(NFT_MSG_NEWSETELEM) == 0);
+    CHECK(count(NFT_MSG_DELSETELEM) == 0);
+    CHECK(count(NFT_MSG_NEWSET) == 0);  // the port sets are kept too when unchanged
+    CHECK(count(NFT_MSG_DELSET) == 0);
+    CHECK(count(NFT_MSG_DELTABLE) == 0);
+    CHECK(count(NFT_MSG_DELRULE) == 2);  // rules are flushed and written again (a few dozen)
+    {   // The same rules (the stamp is a userdata record beside the final rule's comment).
+        nft::Installed unstamped = in;
+        unstamped.genid = 0;
+        CHECK(rules_text(nft::compile_policy(policy, 7, nft::Mode::enforce, {}, unstamped)) ==
+              rules_text(nft::compile_policy(policy, 7)));
+    }
+    auto st = stamp_back(b);
+    REQUIRE(st);
+    CHECK(st->genid == 42);  // the generation this commit creates
+    CHECK(st->digest == nft::digest_of(*in.sets));
+    // Without a generation no stamp is written (and the golden batches stay as they are).
+    CHECK_FALSE(stamp_back(nft::compile_policy(policy, 7)));
+    // The counter wraps past 0, as the kernel's does.
+    in.genid = 0xffffffffu;
+    CHECK(stamp_back(nft::compile_policy(policy, 7, nft::Mode::enforce, {}, in))->genid == 1);
+}
+
+TEST_CASE("re-restrict with 1% changed: exactly the removed ranges deleted and the new ones added") {
+    const Policy before(big_list(5000));
+    const Policy after(big_list(5000, 100, 7000));  // 50 of 5000 moved
+    nft::Installed in;
+    in.inet = nft::Found::reusable;
+    in.genid = 9;
+    in.sets = nft::set_contents(before, nft::neighbour_destinations({}));
+    nft::Batch b = nft::compile_policy(after, 7, nft::Mode::enforce, {}, in);
+    std::size_t msgs = 0;
+    auto added = elements_back(b, nft::kSet4, Family::v4, &msgs, NFT_MSG_NEWSETELEM);
+    auto gone = elements_back(b, nft::kSet4, Family::v4, &msgs, NFT_MSG_DELSETELEM);
+    std::vector<Range> want_added, want_gone;
+    const auto& o = before.all().ranges(Family::v4);
+    const auto& n = after.all().ranges(Family::v4);
+    std::set_difference(n.begin(), n.end(), o.begin(), o.end(), std::back_inserter(want_added));
+    std::set_difference(o.begin(), o.end(), n.begin(), n.end(), std::back_inserter(want_gone));
+    CHECK(added == want_added);
+    CHECK(gone == want_gone);
+    CHECK_FALSE(added.empty());
+    CHECK(added.size() < 200);
+    // Deletions before additions: a range added back with the same start key finds the old gone.
+    auto types = nft_types(b);
+    auto first = [&](std::uint16_t t) { return std::find(types.begin(), types.end(), t) - types.begin(); };
+    CHECK(first(NFT_MSG_DELSETELEM) < first(NFT_MSG_NEWSETELEM));
+    // allow6 did not change: nothing for it.
+    CHECK(elements_back(b, nft::kSet6, Family::v6, &msgs, NFT_MSG_NEWSETELEM).empty());
+    CHECK(elements_back(b, nft::kSet6, Family::v6, &msgs, NFT_MSG_DELSETELEM).empty());
+    // Applying the difference to what was there gives the new list.
+    AllowList result;
+    for (const auto& r : o)
+        if (!std::binary_search(gone.begin(), gone.end(), r)) result.add(r);
+    for (const auto& r : added) result.add(r);
+    CHECK(result.ranges(Family::v4) == n);
+}
+
+TEST_CASE("a changed port set is created anew; unknown contents fall back to flushing everything") {
+    const Policy before(big_list(10));
+    const Policy after(std::vector<AllowEntry>{parse_allow_entry("192.0.2.0/24 tcp/443")});
+    nft::Installed in;
+    in.inet = nft::Found::reusable;
+    in.genid = 3;
+    in.sets = nft::set_contents(before, nft::neighbour_destinations({}));
+    auto types = nft_types(nft::compile_policy(after, 7, nft::Mode::enforce, {}, in));
+    CHECK(std::count(types.begin(), types.end(), NFT_MSG_DELSET) == 2);
+    CHECK(std::count(types.begin(), types.end(), NFT_MSG_NEWSET) == 2);
+    in.sets.reset();  // the stamp did not prove them
+    types = nft_types(nft::compile_policy(after, 7, nft::Mode::enforce, {}, in));
+    CHECK(std::count(types.begin(), types.end(), NFT_MSG_DELSETELEM) == 5);  // flush as before
+}
+
+TEST_CASE("stamp and state file round-trip; malformed ones are refused") {
+    const Policy p(std::vector<AllowEntry>{parse_allow_entry("10.0.0.0/8"), parse_allow_entry("2001:db8::/32"),
+                                           parse_allow_entry("192.0.2.7 tcp/80-90 udp/53"),
+                                           parse_allow_entry("2001:db8:9::1 tcp/22"),
+                                           parse_allow_entry("198.51.100.1 icmp")});
+    auto c = nft::set_contents(p, nft::neighbour_destinations({}));
+    CHECK_FALSE(c.ports4.empty());
+    CHECK_FALSE(c.echo4.empty());
+    auto bytes = nft::serialize_contents(c);
+    auto back = nft::parse_contents(bytes);
+    REQUIRE(back);
+    CHECK(*back == c);
+    CHECK(nft::digest_of(*back) == nft::digest_of(c));
+    CHECK_FALSE(nft::parse_contents(bytes.substr(0, bytes.size() - 1)));
+    CHECK_FALSE(nft::parse_contents(bytes + "x"));
+    CHECK_FALSE(nft::parse_contents(""));
+    std::string bad = bytes;
+    bad[0] = 'X';
+    CHECK_FALSE(nft::parse_contents(bad));
+    // A huge count is refused, not allocated.
+    std::string huge = bytes.substr(0, 8) + std::string("\xff\xff\xff\xff\xff\xff\xff\x0f", 8);
+    CHECK_FALSE(nft::parse_contents(huge));
+    // The digest tells contents apart.
+    auto d = c;
+    d.allow4.back().last.value -= 1;
+    CHECK_FALSE(nft::digest_of(d) == nft::digest_of(c));
+    nft::Stamp st{12345, nft::digest_of(c)};
+    auto enc = nft::encode_stamp(st);
+    auto dec = nft::decode_stamp(enc.data(), enc.size());
+    REQUIRE(dec);
+    CHECK(dec->genid == 12345);
+    CHECK(dec->digest == st.digest);
+    CHECK_FALSE(nft::decode_stamp(enc.data(), enc.size() - 1));
+    enc[0] ^= 1;
+    CHECK_FALSE(nft::decode_stamp(enc.data(), enc.size()));
 }
