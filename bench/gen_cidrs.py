@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """bench/gen_cidrs.py: a deterministic allow-list for the 100k benchmark.
 
-Usage: gen_cidrs.py N4 N6 SEED OUTDIR
+Usage: gen_cidrs.py N4 N6 SEED OUTDIR [NPORTS]
 
 Writes into OUTDIR:
   cidrs.txt        N4 IPv4 /24s + N6 IPv6 /48s (nsegress --allow-file format), sorted
+  cidrs_changed.txt  the same list with 1% of the IPv4 /24s replaced by others (the LAN stays):
+                   the input of an incremental re-restrict
+  ports.txt        NPORTS port-scoped entries "10.A.B.1 tcp/P udp/53" (default N4 / 10): two
+                   elements each of the concatenated sets allowp4
   ipt4.rules       iptables-restore input: the same IPv4 CIDRs as a linear ACCEPT list in OUTPUT
   ipt6.rules       ip6tables-restore input: the same for the IPv6 CIDRs
 The lab's allowed LAN 192.168.1.0/24 is always one of the IPv4 CIDRs (the datapath test connects
@@ -25,6 +29,7 @@ SKIP4 = {0, 10, 127, 169, 172, 192, 198, 203}
 
 def main():
     n4, n6, seed, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    nports = int(sys.argv[5]) if len(sys.argv) > 5 else max(1, n4 // 10)
     rnd = random.Random(seed)
     octets = [o for o in range(1, 224) if o not in SKIP4]
     v4 = set()
@@ -42,6 +47,23 @@ def main():
     with open(os.path.join(out, "cidrs.txt"), "w") as f:
         f.write(f"# bench/gen_cidrs.py {n4} {n6} seed {seed}: {len(c4)} IPv4 /24 + {len(c6)} IPv6 /48\n")
         f.write("\n".join(c4 + c6) + "\n")
+    # 1% of the IPv4 entries (never the LAN) replaced by /24s of the same scheme not in the list.
+    lan = int(ipaddress.IPv4Address(LAN4.split("/")[0]))
+    drop = set(a for i, a in enumerate(v4) if i % 100 == 50 and a != lan)
+    taken = set(v4)
+    new = set()
+    while len(new) < len(drop):
+        a = (rnd.choice(octets) << 24) | (rnd.randrange(256) << 16) | (rnd.randrange(128) << 9)
+        if a not in taken:
+            new.add(a)
+    changed = sorted((set(v4) - drop) | new)
+    with open(os.path.join(out, "cidrs_changed.txt"), "w") as f:
+        f.write(f"# cidrs.txt with {len(drop)} IPv4 /24s replaced\n")
+        f.write("\n".join([f"{ipaddress.IPv4Address(a)}/24" for a in changed] + c6) + "\n")
+    with open(os.path.join(out, "ports.txt"), "w") as f:
+        f.write(f"# {nports} port-scoped entries\n")
+        for i in range(nports):
+            f.write(f"10.{(i >> 8) & 255}.{i & 255}.1 tcp/{1024 + i % 60000} udp/53\n")
     # The iptables peers mirror the nsegress chain: lo and replies first, the list, then reject.
     for name, cidrs, rej in (("ipt4.rules", c4, "icmp-admin-prohibited"), ("ipt6.rules", c6, "icmp6-adm-prohibited")):
         with open(os.path.join(out, name), "w") as f:

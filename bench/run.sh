@@ -9,17 +9,26 @@
 #   1  restrict --no-probe with 1 CIDR on a fresh namespace, against `nsenter --net=PATH nft -f`
 #      of the same policy plus the same route set with `ip -batch` (wall time)
 #   2  restrict --allow-file with BENCH_N CIDRs on a fresh namespace (with and without the route
-#      set), re-restrict with the same list, against nft -f (the same set), nft -f + ip -batch
-#      (the same route set), iptables-nft-restore and iptables-legacy-restore (wall, peak RSS)
+#      set), re-restrict with the same list, re-restrict with 1% of it changed (incremental:
+#      only the difference is sent), against nft -f (the same set), nft -f + ip -batch (the same
+#      route set), iptables-nft-restore and iptables-legacy-restore (wall, peak RSS)
 #   3  new TCP connections/s from a restricted namespace to an allowed host: no policy, nsegress
 #      with BENCH_N CIDRs, nsegress with 1 CIDR, the floor (nsegress's BENCH_N-CIDR sets with no
-#      conntrack rule and no route set, loaded by nft -f), an iptables-legacy linear list
+#      conntrack rule and no route set, loaded by nft -f), nsegress plus a `notrack` path for
+#      allowed traffic (what that path would gain; not what nsegress installs), an
+#      iptables-legacy linear list; and in a Docker-like topology (a second "host" namespace that
+#      masquerades its clients, as Docker's bridge does): no policy and nsegress with BENCH_N CIDRs
 #   4  `runc run` of a busybox container with and without the `nsegress hook` createRuntime hook
 #      (and with a no-op /bin/true hook: what any hook costs the runtime)
 #   5  restrict + probe (one reach, one block target: the lab's allowed and forbidden hosts) on a
 #      fresh namespace wired to the lab, against nft -f + ip -batch + two pings
 #   6  `docker run --rm` of a busybox `true` with the default runtime and with nsegress-runtime
 #      (dockerd 20.10 with --userns-remap=default inside the lab's gw, testenv/engines.sh)
+#   7  BENCH_PORTS port-scoped entries ("10.A.B.1 tcp/P udp/53": two elements each of the
+#      concatenated set allowp4) on a fresh namespace: restrict --no-route-set against nft -f of
+#      the same policy, and restrict with its route set
+#   8  BENCH_MANY restricted namespaces on the host: restrict (1 CIDR) of a fresh namespace
+#      before any other is restricted, and with BENCH_MANY others restricted
 # and prints one table with the medians, min-max and the ratios against the issue's targets.
 #
 # Environment:
@@ -30,7 +39,9 @@
 #   BENCH_SETTLE      seconds to let the kernel free deleted namespaces between runs of metric 2
 #                     (default 0.5)
 #   BENCH_OUT         where inputs, raw samples and the table go (default build/bench)
-#   BENCH_METRICS     which metrics to run (default "1 2 3 4 5 6")
+#   BENCH_PORTS       port-scoped entries of metric 7 (default BENCH_N / 10)
+#   BENCH_MANY        restricted namespaces of metric 8 (default 500)
+#   BENCH_METRICS     which metrics to run (default "1 2 3 4 5 6 7 8")
 #   NSEGRESS          a prebuilt binary to measure instead of building build/nsegress
 #   NSEGRESS_RUNTIME  the nsegress-runtime for metric 6 (default: the one next to NSEGRESS)
 #
@@ -51,7 +62,9 @@ BENCH_N=${BENCH_N:-100000}
 BENCH_DP_SECS=${BENCH_DP_SECS:-1}
 BENCH_SETTLE=${BENCH_SETTLE:-0.5}
 BENCH_OUT=${BENCH_OUT:-$REPO/build/bench}
-BENCH_METRICS=${BENCH_METRICS:-1 2 3 4 5 6}
+BENCH_PORTS=${BENCH_PORTS:-$((BENCH_N / 10 > 0 ? BENCH_N / 10 : 1))}
+BENCH_MANY=${BENCH_MANY:-500}
+BENCH_METRICS=${BENCH_METRICS:-1 2 3 4 5 6 7 8}
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 die() {
@@ -59,7 +72,7 @@ die() {
 	exit 1
 }
 
-for v in BENCH_RUNS BENCH_RUNS_SMALL BENCH_N; do
+for v in BENCH_RUNS BENCH_RUNS_SMALL BENCH_N BENCH_PORTS BENCH_MANY; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
 [[ $BENCH_DP_SECS =~ ^[0-9]+(\.[0-9]+)?$ && $BENCH_SETTLE =~ ^[0-9]+(\.[0-9]+)?$ ]] ||
@@ -87,7 +100,7 @@ M=$OUT/measure TCP=$OUT/tcp_cps
 
 N6=$((BENCH_N / 100))
 N4=$((BENCH_N - N6))
-python3 bench/gen_cidrs.py "$N4" "$N6" 42 "$IN"
+python3 bench/gen_cidrs.py "$N4" "$N6" 42 "$IN" "$BENCH_PORTS"
 
 # --- the lab and its cleanup ----------------------------------------------------------------------
 
@@ -237,6 +250,14 @@ if metric_on 2; then
 		nsg_measure m2.nsegress restrict --netns "/run/netns/$a" --allow-file "$IN/cidrs.txt" --no-probe >/dev/null
 		nsg_measure m2.nsegress_again restrict --netns "/run/netns/$a" --allow-file "$IN/cidrs.txt" --no-probe >/dev/null
 		[[ $(ip -n "$a" -4 route show table 28275 | wc -l) -ge $N4 ]] || die "metric 2: the route set is incomplete"
+		# 1% of the list changed: only the difference goes to the kernel (policy.update).
+		nsg_measure m2.nsegress_changed restrict --netns "/run/netns/$a" --allow-file "$IN/cidrs_changed.txt" --no-probe --json >"$OUT/m2.json"
+		jq -e '.policy.update == "incremental" and .route_set.routes_added > 0' "$OUT/m2.json" >/dev/null ||
+			die "metric 2: the changed list was not applied incrementally: $(jq -c '[.policy, .route_set.routes_added]' "$OUT/m2.json")"
+		# Both layers hold exactly the changed list (read back with nft and ip).
+		want_changed=$(grep -c '^[0-9]*\.' "$IN/cidrs_changed.txt")
+		[[ $(elements "$a") == "$want_changed" && $(ip -n "$a" -4 route show table 28275 | grep -c '^throw') == "$want_changed" ]] ||
+			die "metric 2: after the 1% change: $(elements "$a") elements, $(ip -n "$a" -4 route show table 28275 | grep -c '^throw') throw routes, want $want_changed"
 		drop_ns "$a"
 		fresh_ns
 		a=$NS
@@ -278,12 +299,50 @@ if metric_on 3; then
 	done
 	# One client namespace per configuration, each on its own veth into gw, so that the
 	# configurations can be interleaved without reloading 10^5 CIDRs between samples.
-	DP=(none nsegress nsegress1 bare iptlegacy)
-	declare -A DPNS
+	DP=(none nsegress nsegress1 bare notrack iptlegacy)
+	declare -A DPNS DPDST
 	k=40
 	for c in "${DP[@]}"; do
 		wired_ns "$k"
 		DPNS[$c]=$NS
+		DPDST[$c]=$LAB_LAN4
+		k=$((k + 1))
+	done
+	# The Docker-like topology: a second "host" namespace DH, linked to the LAN host (LAN side
+	# 192.168.3.10), that routes its clients (172.29.K.0/24) and masquerades them as Docker's
+	# bridge does (nat postrouting, so conntrack runs on the host end). The lab's gw is not
+	# involved: the plain topology above stays free of NAT.
+	DH=${P}_dh
+	EXTRA_NS+=("$DH")
+	ip netns add "$DH"
+	ip netns exec "$DH" sysctl -qw net.ipv4.ip_forward=1
+	ip -n "$DH" link set lo up
+	ip -n "${P}_lan" link add dh0 type veth peer name l3 netns "$DH"
+	ip -n "${P}_lan" addr add 192.168.3.10/24 dev dh0
+	ip -n "$DH" addr add 192.168.3.1/24 dev l3
+	ip -n "${P}_lan" link set dh0 up
+	ip -n "$DH" link set l3 up
+	ip -n "$DH" route add 192.168.1.0/24 via 192.168.3.10  # the LAN host's other address: forbidden
+	ip netns exec "$DH" nft -f - <<-'EOF'
+		table ip benchnat {
+			chain postrouting { type nat hook postrouting priority srcnat; policy accept; oifname "l3" masquerade; }
+		}
+	EOF
+	for c in nat_none nat_nsegress; do
+		ns=${P}_d$k
+		EXTRA_NS+=("$ns")
+		ip netns add "$ns"
+		ip -n "$ns" link set lo up
+		ip -n "$ns" link add eth0 type veth peer name "d$k" netns "$DH"
+		ip -n "$ns" addr add "172.29.$k.2/24" dev eth0
+		ip -n "$DH" addr add "172.29.$k.1/24" dev "d$k"
+		ip -n "$ns" link set eth0 up
+		ip -n "$DH" link set "d$k" up
+		ip -n "$ns" route add default via "172.29.$k.1"
+		for _ in 1 2 3 4 5; do ip netns exec "$ns" ping -c1 -W1 -q 192.168.3.10 >/dev/null 2>&1 && break; done
+		DP+=("$c")
+		DPNS[$c]=$ns
+		DPDST[$c]=192.168.3.10
 		k=$((k + 1))
 	done
 	ip netns exec "$GW" "$NSEGRESS" restrict --netns "/run/netns/${DPNS[nsegress]}" --allow-file "$IN/cidrs.txt" --no-probe >/dev/null
@@ -297,20 +356,36 @@ if metric_on 3; then
 	if ip netns exec "${DPNS[bare]}" nft list ruleset | grep -q -E '(^|[[:space:]])(ct|log) '; then
 		die "metric 3: the bare set policy still uses conntrack"
 	fi
+	# What a `notrack` path for allowed traffic would gain (docs/design.md: why nsegress has
+	# none): nsegress's own policy, plus raw-priority chains that take allowed flows out of
+	# conntrack in both directions.
+	ip netns exec "$GW" "$NSEGRESS" restrict --netns "/run/netns/${DPNS[notrack]}" --allow-file "$IN/cidrs.txt" --no-probe >/dev/null
+	ip netns exec "${DPNS[notrack]}" nft -f - <<-'EOF'
+		add chain inet nsegress raw_out { type filter hook output priority raw; policy accept; }
+		add rule inet nsegress raw_out ip daddr @allow4 notrack
+		add chain inet nsegress raw_pre { type filter hook prerouting priority raw; policy accept; }
+		add rule inet nsegress raw_pre ip saddr @allow4 notrack
+	EOF
+	ip netns exec "$GW" "$NSEGRESS" restrict --netns "/run/netns/${DPNS[nat_nsegress]}" --allow-file "$IN/cidrs.txt" \
+		--allow 192.168.3.0/24 --no-probe >/dev/null
 	ip netns exec "${DPNS[iptlegacy]}" iptables-legacy-restore "$IN/ipt4.rules"
 	ip netns exec "${DPNS[iptlegacy]}" ip6tables-legacy-restore "$IN/ipt6.rules"
 	for c in "${DP[@]}"; do
 		ns=${DPNS[$c]}
-		ip netns exec "$ns" "$TCP" connect "$LAB_LAN4" "$PORT" 0.3 >/dev/null || die "metric 3: $c cannot connect to $LAB_LAN4"
-		# The policies really hold: the forbidden host, which answers without them, is refused.
-		if [[ $c != none ]] && ip netns exec "$ns" nc -z -w1 "$LAB_WAN4" "$LAB_TCP_PORT" 2>/dev/null; then
-			die "metric 3: $c does not refuse $LAB_WAN4"
+		ip netns exec "$ns" "$TCP" connect "${DPDST[$c]}" "$PORT" 0.3 >/dev/null || die "metric 3: $c cannot connect to ${DPDST[$c]}"
+		# The policies really hold: the forbidden host, which answers without them, is refused
+		# (in the Docker-like topology: the LAN host's other address, outside the allow-list).
+		forbidden=$LAB_WAN4 fport=$LAB_TCP_PORT
+		[[ $c == nat_* ]] && forbidden=$LAB_LAN4 fport=$PORT
+		if [[ $c != none && $c != nat_none ]] && ip netns exec "$ns" nc -z -w1 "$forbidden" "$fport" 2>/dev/null; then
+			die "metric 3: $c does not refuse $forbidden"
 		fi
 	done
 	ip netns exec "${DPNS[none]}" nc -z -w1 "$LAB_WAN4" "$LAB_TCP_PORT" || die "metric 3: $LAB_WAN4 does not answer without a policy"
+	ip netns exec "${DPNS[nat_none]}" nc -z -w1 "$LAB_LAN4" "$PORT" || die "metric 3: $LAB_LAN4 does not answer the Docker-like topology without a policy"
 	for ((r = 0; r < BENCH_RUNS; r++)); do
 		for c in "${DP[@]}"; do
-			line=$(ip netns exec "${DPNS[$c]}" "$TCP" connect "$LAB_LAN4" "$PORT" "$BENCH_DP_SECS") ||
+			line=$(ip netns exec "${DPNS[$c]}" "$TCP" connect "${DPDST[$c]}" "$PORT" "$BENCH_DP_SECS") ||
 				die "metric 3: $c: failed connections ($line)"
 			echo "${line%% *}" >>"$RAW/m3.$c"
 		done
@@ -409,12 +484,64 @@ if metric_on 6; then
 	dockerd_down "$P" || say "metric 6: dockerd_down reported a problem (the exit trap tries again)"
 fi
 
+# --- 7: port-scoped entries ---------------------------------------------------------------------------
+if metric_on 7; then
+	say "metric 7: $BENCH_PORTS port-scoped entries on fresh namespaces ($BENCH_RUNS runs per tool)"
+	fresh_ns
+	ns=$NS
+	peer_inputs "$ns" ports --allow-file "$IN/ports.txt" --no-route-set
+	drop_ns "$ns"
+	port_elements() { ip netns exec "$1" nft -j list set inet nsegress allowp4 | jq '[.nftables[] | select(.set) | .set.elem // [] | length] | add'; }
+	for ((r = 0; r < BENCH_RUNS; r++)); do
+		fresh_ns
+		a=$NS
+		nsg_measure m7.nsegress restrict --netns "/run/netns/$a" --allow-file "$IN/ports.txt" --no-probe --no-route-set >/dev/null
+		n_nsg=$(port_elements "$a")
+		drop_ns "$a"
+		fresh_ns
+		a=$NS
+		peer_measure m7.nft "$a" nft -f "$IN/ports.nft"
+		n_nft=$(port_elements "$a")
+		drop_ns "$a"
+		[[ $n_nsg == "$n_nft" && $n_nft -ge $BENCH_PORTS ]] || die "metric 7: nsegress loaded $n_nsg port elements, nft -f $n_nft"
+		fresh_ns
+		a=$NS
+		nsg_measure m7.nsegress_routes restrict --netns "/run/netns/$a" --allow-file "$IN/ports.txt" --no-probe >/dev/null
+		drop_ns "$a"
+		sleep "$BENCH_SETTLE"
+	done
+fi
+
+# --- 8: many restricted namespaces ------------------------------------------------------------------
+if metric_on 8; then
+	say "metric 8: restrict with 0 and with $BENCH_MANY other restricted namespaces ($BENCH_RUNS_SMALL runs each)"
+	many_sample() {
+		fresh_ns
+		nsg_measure "$1" restrict --netns "/run/netns/$NS" --allow "$ALLOW1" --no-probe >/dev/null
+		drop_ns "$NS"
+	}
+	for ((r = 0; r < BENCH_RUNS_SMALL; r++)); do many_sample m8.first; done
+	MANY=()
+	for ((i = 0; i < BENCH_MANY; i++)); do
+		ns=${P}_m$i
+		EXTRA_NS+=("$ns")
+		MANY+=("$ns")
+		ip netns add "$ns"
+		ip -n "$ns" link set lo up
+		ip netns exec "$GW" "$NSEGRESS" restrict --netns "/run/netns/$ns" --allow "$ALLOW1" --no-probe >/dev/null ||
+			die "metric 8: restrict of namespace $i failed"
+	done
+	for ((r = 0; r < BENCH_RUNS_SMALL; r++)); do many_sample m8.many; done
+	for ns in "${MANY[@]}"; do ip netns del "$ns"; done
+fi
+
 # --- the table ---------------------------------------------------------------------------------------
 cmdline="sudo"
-for v in BENCH_RUNS BENCH_RUNS_SMALL BENCH_N BENCH_DP_SECS; do cmdline+=" $v=${!v}"; done
+for v in BENCH_RUNS BENCH_RUNS_SMALL BENCH_N BENCH_DP_SECS BENCH_PORTS BENCH_MANY; do cmdline+=" $v=${!v}"; done
 cmdline+=" bench/run.sh"
 python3 bench/report.py "$RAW" \
 	--command "$cmdline" --runs "$BENCH_RUNS" --runs-small "$BENCH_RUNS_SMALL" --n "$BENCH_N" \
+	--ports "$BENCH_PORTS" --many "$BENCH_MANY" \
 	--commit "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$REPO" diff --quiet HEAD -- src include 2>/dev/null || echo '+dirty')" |
 	tee "$OUT/table.txt"
 say "raw samples in $RAW, table in $OUT/table.txt"
