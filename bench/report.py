@@ -144,7 +144,7 @@ def main():
     dp = [("no policy", "m3.none"), (f"nsegress, {n} CIDRs (policy + route set)", "m3.nsegress"),
           ("nsegress, 1 CIDR", "m3.nsegress1"),
           (f"floor: the {n}-CIDR sets alone, stateless (nft -f)", "m3.bare"),
-          (f"nsegress, {n} CIDRs + a notrack path for allowed flows (not shipped)", "m3.notrack"),
+          (f"nsegress, {n} CIDRs + notrack for allowed (not shipped)", "m3.notrack"),
           (f"iptables-legacy, linear list of {n} rules", "m3.iptlegacy"),
           ("Docker-like (host end masquerades): no policy", "m3.nat_none"),
           (f"Docker-like: nsegress, {n} CIDRs (policy + route set)", "m3.nat_nsegress")]

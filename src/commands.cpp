@@ -353,6 +353,7 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     const std::string state = state_path(ns);
     const char* update = "new";
     std::size_t element_messages = 0;
+    std::optional<nft::Digest> proven;  // what the state file holds, when the stamp proved it
     {   // The batch is as large as the allow-list: gone before the route set is built.
         std::optional<nft::Batch> batch;
         attempts = nft::commit(h.nfnl.get(), [&](std::uint32_t genid) -> const nft::Batch& {
@@ -368,6 +369,7 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
                 if (saved && nft::digest_of(*saved) == installed.stamp->digest) {
                     installed.sets = std::move(saved);
                     update = "incremental";
+                    proven = installed.stamp->digest;
                 }
             }
             batch.reset();
@@ -382,8 +384,11 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
             return *batch;
         });
     }
-    // What the sets hold now, for the next re-restrict (the stamp in the batch carries its digest).
-    save_state(state, nft::set_contents(policy, nft::neighbour_destinations(netdev)));
+    {   // What the sets hold now, for the next re-restrict (the stamp in the batch carries its
+        // digest); the file is left as it is when it holds exactly that already.
+        auto contents = nft::set_contents(policy, nft::neighbour_destinations(netdev));
+        if (!proven || !(*proven == nft::digest_of(contents))) save_state(state, contents);
+    }
     doc["policy"] = json{{"table", "inet nsegress"}, {"committed", true}, {"commit_attempts", attempts},
                          {"mode", nft::mode_name(mode)}, {"log_group", nft::kNflogGroup},
                          {"update", update}, {"set_element_messages", element_messages}};
