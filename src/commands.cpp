@@ -226,16 +226,19 @@ std::string state_path(const Netns& ns) {
 }
 
 std::optional<nft::SetContents> load_state(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
+    std::ifstream in(path, std::ios::binary | std::ios::ate);
     if (!in) return std::nullopt;
-    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto size = static_cast<std::streamoff>(in.tellg());
+    if (size <= 0 || size > (std::streamoff{1} << 32)) return std::nullopt;
+    std::string bytes(static_cast<std::size_t>(size), '\0');  // read in one go, no regrowth
+    in.seekg(0);
+    if (!in.read(bytes.data(), size)) return std::nullopt;
     return nft::parse_contents(bytes);
 }
 
 // Best effort: without the file the next re-restrict writes the sets whole, which is correct.
-void save_state(const std::string& path, const nft::SetContents& c) {
+void save_state(const std::string& path, const std::string& bytes) {
     const std::string tmp = path + ".tmp";
-    const std::string bytes = nft::serialize_contents(c);
     int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) return;
     std::size_t done = 0;
@@ -386,8 +389,8 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     }
     {   // What the sets hold now, for the next re-restrict (the stamp in the batch carries its
         // digest); the file is left as it is when it holds exactly that already.
-        auto contents = nft::set_contents(policy, nft::neighbour_destinations(netdev));
-        if (!proven || !(*proven == nft::digest_of(contents))) save_state(state, contents);
+        const AllowList nd6 = nft::neighbour_destinations(netdev);
+        if (!proven || !(*proven == nft::digest_of(policy, nd6))) save_state(state, nft::serialize_contents(policy, nd6));
     }
     doc["policy"] = json{{"table", "inet nsegress"}, {"committed", true}, {"commit_attempts", attempts},
                          {"mode", nft::mode_name(mode)}, {"log_group", nft::kNflogGroup},
@@ -419,7 +422,8 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
             } else {
                 RoutePlan head;
                 head.rules = route_set_rules();
-                auto changes = apply_route_set_diff(h.rtnl.get(), before, destinations, [&](const Route& r) {
+                auto changes = apply_route_set_diff(h.rtnl.get(), before, std::move(before.table_routes), destinations,
+                                                    [&](const Route& r) {
                     if (head.routes.size() < kReportedRoutes) head.routes.push_back(r);
                 });
                 routes = changes.routes;

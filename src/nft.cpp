@@ -1143,9 +1143,19 @@ struct Hasher {
 constexpr std::uint32_t kStampMagic = 0x4e534731;  // "NSG1": the layout below
 constexpr std::size_t kStampLen = 4 + 4 + 16;      // magic, genid, digest (big-endian)
 
-}  // namespace
+// The contents of a Policy as it stands, without copying its lists.
+struct ContentsView {
+    const std::vector<Range>&allow4, &allow6, &nd6, &echo4, &echo6;
+    const std::vector<PortRange>&ports4, &ports6;
+};
+ContentsView view_of(const Policy& p, const AllowList& nd6) {
+    return ContentsView{p.all().ranges(Family::v4), p.all().ranges(Family::v6), nd6.ranges(Family::v6),
+                        p.echo().ranges(Family::v4), p.echo().ranges(Family::v6), p.scoped(Family::v4),
+                        p.scoped(Family::v6)};
+}
 
-Digest digest_of(const SetContents& c) {
+template <typename C>
+Digest digest_impl(const C& c) {
     Hasher h;
     h.ranges(1, c.allow4);
     h.ranges(2, c.allow6);
@@ -1156,6 +1166,11 @@ Digest digest_of(const SetContents& c) {
     h.ports(7, c.ports6);
     return Digest{h.a, h.b};
 }
+
+}  // namespace
+
+Digest digest_of(const SetContents& c) { return digest_impl(c); }
+Digest digest_of(const Policy& policy, const AllowList& nd6) { return digest_impl(view_of(policy, nd6)); }
 
 std::string Digest::hex() const { return fmt::format("{:016x}{:016x}", hi, lo); }
 
@@ -1183,7 +1198,8 @@ struct PackedPort {
 };
 }  // namespace
 
-std::string serialize_contents(const SetContents& c) {
+template <typename C>
+std::string serialize_impl(const C& c) {
     std::string out(kContentsMagic);
     auto count = [&](std::uint64_t n) { out.append(reinterpret_cast<const char*>(&n), sizeof n); };
     auto ranges = [&](const std::vector<Range>& rs) {
@@ -1213,6 +1229,11 @@ std::string serialize_contents(const SetContents& c) {
     ports(c.ports4);
     ports(c.ports6);
     return out;
+}
+
+std::string serialize_contents(const SetContents& c) { return serialize_impl(c); }
+std::string serialize_contents(const Policy& policy, const AllowList& nd6) {
+    return serialize_impl(view_of(policy, nd6));
 }
 
 std::optional<SetContents> parse_contents(std::string_view b) {
@@ -1290,12 +1311,12 @@ Batch compile_policy(const Policy& policy, std::uint32_t first_seq, Mode mode, c
     auto add_nd6 = [&](bool existing) {
         add_interval_set(w, NFPROTO_INET, kSetNd6, kSetIdNd6, Family::v6, nd6.ranges(Family::v6), existing);
     };
-    const SetContents want = set_contents(policy, nd6);
+    const ContentsView want = view_of(policy, nd6);
     std::vector<std::uint8_t> stamp;
     if (installed.genid != 0) {
         std::uint32_t next = installed.genid + 1;
         if (next == 0) next = 1;  // the kernel skips 0 when the counter wraps
-        stamp = encode_stamp(Stamp{next, digest_of(want)});
+        stamp = encode_stamp(Stamp{next, digest_impl(want)});
     }
     if (installed.inet == Found::reusable && installed.sets) {
         // In place, incrementally: the sets hold installed.sets (proven by the stamp), so only

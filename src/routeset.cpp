@@ -18,6 +18,8 @@
 #include <functional>
 #include <iterator>
 #include <map>
+#include <optional>
+#include <stdexcept>
 #include <tuple>
 
 #include <fmt/format.h>
@@ -453,44 +455,44 @@ bool same_route(const TableRoute& a, const TableRoute& b) {
 
 }  // namespace
 
-RouteSetChanges apply_route_set_diff(nl_sock* sock, const Snapshot& before, const AllowList& allow,
-                                     const std::function<void(const Route&)>& seen) {
+RouteSetChanges apply_route_set_diff(nl_sock* sock, const Snapshot& before, std::vector<TableRoute> have,
+                                     const AllowList& allow, const std::function<void(const Route&)>& seen) {
     std::vector<Rule> old_rules;
     for (const auto& r : before.rules)
         if (ours(r)) old_rules.push_back(r);
-    std::vector<TableRoute> have = before.table_routes;  // the kernel dumps them nearly sorted
     auto by_key = [](const TableRoute& a, const TableRoute& b) { return a.key() < b.key(); };
     if (!std::is_sorted(have.begin(), have.end(), by_key)) std::sort(have.begin(), have.end(), by_key);
-    std::vector<TableRoute> want;
-    want.reserve(2 + allow.ranges(Family::v4).size() + allow.ranges(Family::v6).size());
+    // One merge, as the plan streams by: it comes sorted by key (family v4 before v6; per family
+    // the default route first, then the CIDRs of sorted, disjoint ranges in ascending order), so
+    // only what must be added is ever held.
+    std::vector<Route> add_refusing, add_throw;
+    std::vector<bool> matched(have.size(), false);
+    std::size_t j = 0, planned = 0;
+    std::optional<TableRoute> prev;
     for_each_planned_route(allow, [&](const Route& r) {
-        want.push_back(compact(r));
         seen(r);
-    });
-    if (!std::is_sorted(want.begin(), want.end(), by_key)) std::sort(want.begin(), want.end(), by_key);
-    // One merge: what to add (missing or different) and what to delete (stale).
-    std::vector<std::size_t> add_refusing, add_throw, stale;
-    std::size_t i = 0, j = 0;
-    while (i < want.size() || j < have.size()) {
-        if (j == have.size() || (i < want.size() && by_key(want[i], have[j]))) {
-            (want[i].type == RTN_UNREACHABLE ? add_refusing : add_throw).push_back(i);
-            ++i;
-        } else if (i == want.size() || by_key(have[j], want[i])) {
-            stale.push_back(j++);
-        } else {
-            if (!same_route(want[i], have[j])) (want[i].type == RTN_UNREACHABLE ? add_refusing : add_throw).push_back(i);
-            ++i;
-            ++j;  // replaced in place (NLM_F_REPLACE) or kept
+        ++planned;
+        const TableRoute w = compact(r);
+        if (prev && !by_key(*prev, w)) throw std::logic_error("route set: the plan is not sorted");
+        prev = w;
+        while (j < have.size() && by_key(have[j], w)) ++j;  // stale: not matched
+        bool same = false;
+        if (j < have.size() && !by_key(w, have[j])) {  // the same key: replaced in place or kept
+            matched[j] = true;
+            same = same_route(w, have[j]);
+            ++j;
         }
-    }
+        if (!same) (r.type == RTN_UNREACHABLE ? add_refusing : add_throw).push_back(r);
+    });
     RtnlBatch batch(sock);
-    auto add_routes = [&](const std::vector<std::size_t>& which) {
+    auto add_routes = [&](const std::vector<Route>& which) {
         std::size_t tolerated = batch.failures().size();
-        for (std::size_t k : which) batch.add(route_request(expand(want[k], kRouteTable), true, NLM_F_CREATE | NLM_F_REPLACE), k);
+        for (std::size_t k = 0; k < which.size(); ++k)
+            batch.add(route_request(which[k], true, NLM_F_CREATE | NLM_F_REPLACE), k);
         batch.flush();
         if (batch.failures().size() > tolerated)
             throw_failure(batch, tolerated, [&](std::size_t k) {
-                return fmt::format("route set: add route {}", format_route(expand(want[k], kRouteTable), before));
+                return fmt::format("route set: add route {}", format_route(which[k], before));
             });
     };
     // apply_route_set's order: refusal first, then the earlier layout's rule goes, then the throw
@@ -501,7 +503,12 @@ RouteSetChanges apply_route_set_diff(nl_sock* sock, const Snapshot& before, cons
     add_routes(add_throw);
     testing::test_point("route-set-routes");
     std::size_t tolerated = batch.failures().size();
-    for (std::size_t k : stale) batch.add(route_request(expand(have[k], kRouteTable), false, 0), k);
+    std::size_t stale = 0;
+    for (std::size_t k = 0; k < have.size(); ++k)
+        if (!matched[k]) {
+            batch.add(route_request(expand(have[k], kRouteTable), false, 0), k);
+            ++stale;
+        }
     batch.flush();
     for (std::size_t k = tolerated; k < batch.failures().size(); ++k)
         if (!already_gone(batch.failures()[k].error))
@@ -510,7 +517,7 @@ RouteSetChanges apply_route_set_diff(nl_sock* sock, const Snapshot& before, cons
             });
     testing::test_point("route-set-stale");
     add_rules(batch, old_rules, rules);
-    return RouteSetChanges{want.size(), add_refusing.size() + add_throw.size(), stale.size()};
+    return RouteSetChanges{planned, add_refusing.size() + add_throw.size(), stale};
 }
 
 std::size_t apply_fresh_route_set(nl_sock* sock, const Snapshot& before, const AllowList& allow,

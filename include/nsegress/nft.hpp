@@ -255,12 +255,14 @@ struct Stamp {
 inline constexpr std::uint8_t kStampUdataType = 0xa7;  // a rule udata type nft ignores
 SetContents set_contents(const Policy& policy, const AllowList& nd6);
 Digest digest_of(const SetContents& c);
+Digest digest_of(const Policy& policy, const AllowList& nd6);  // == digest_of(set_contents(...))
 // The stamp as rule userdata bytes and back (nullopt: not a stamp of ours).
 std::vector<std::uint8_t> encode_stamp(const Stamp& s);
 std::optional<Stamp> decode_stamp(const std::uint8_t* p, std::size_t len);
 // The contents as the state file holds them (host byte order: the file never leaves the host),
 // and back; nullopt when the bytes are not a whole, well-formed record.
 std::string serialize_contents(const SetContents& c);
+std::string serialize_contents(const Policy& policy, const AllowList& nd6);
 std::optional<SetContents> parse_contents(std::string_view bytes);
 
 struct Installed {

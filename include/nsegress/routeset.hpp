@@ -85,8 +85,9 @@ struct RouteSetChanges {
     std::size_t added = 0;    // added or replaced
     std::size_t deleted = 0;  // stale routes deleted
 };
-RouteSetChanges apply_route_set_diff(nl_sock* sock, const Snapshot& before, const AllowList& allow,
-                                     const std::function<void(const Route&)>& seen);
+// `have`: the snapshot's table_routes, handed over (sorted here if the kernel did not).
+RouteSetChanges apply_route_set_diff(nl_sock* sock, const Snapshot& before, std::vector<TableRoute> have,
+                                     const AllowList& allow, const std::function<void(const Route&)>& seen);
 
 struct RouteSetRemoval {
     std::size_t rules = 0;

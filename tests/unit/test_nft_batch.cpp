@@ -805,7 +805,9 @@ TEST_CASE("stamp and state file round-trip; malformed ones are refused") {
     auto c = nft::set_contents(p, nft::neighbour_destinations({}));
     CHECK_FALSE(c.ports4.empty());
     CHECK_FALSE(c.echo4.empty());
+    CHECK(nft::digest_of(p, nft::neighbour_destinations({})) == nft::digest_of(c));  // without copies
     auto bytes = nft::serialize_contents(c);
+    CHECK(bytes == nft::serialize_contents(p, nft::neighbour_destinations({})));
     auto back = nft::parse_contents(bytes);
     REQUIRE(back);
     CHECK(*back == c);
