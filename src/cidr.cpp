@@ -76,8 +76,24 @@ std::array<std::uint8_t, 16> IpAddr::bytes() const {
     return out;
 }
 
+namespace {
+// Dotted quad into `out` (at least 16 bytes), without inet_ntop's sprintf: an allow-list of 10^5
+// entries is formatted twice per restrict (the report's lists). Returns the end.
+char* put_ipv4(char* out, std::uint32_t v) {
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        unsigned o = (v >> shift) & 0xff;
+        if (o >= 100) *out++ = static_cast<char>('0' + o / 100);
+        if (o >= 10) *out++ = static_cast<char>('0' + o / 10 % 10);
+        *out++ = static_cast<char>('0' + o % 10);
+        if (shift) *out++ = '.';
+    }
+    return out;
+}
+}  // namespace
+
 std::string IpAddr::str() const {
     char buf[INET6_ADDRSTRLEN];
+    if (family == Family::v4) return std::string(buf, put_ipv4(buf, static_cast<std::uint32_t>(value)));
     auto b = bytes();
     inet_ntop(to_af(family), b.data(), buf, sizeof buf);
     return buf;
@@ -91,7 +107,15 @@ bool Cidr::contains(const IpAddr& a) const {
 
 bool Cidr::contains(const Cidr& c) const { return c.prefix >= prefix && contains(c.addr); }
 
-std::string Cidr::str() const { return addr.str() + "/" + std::to_string(prefix); }
+std::string Cidr::str() const {
+    if (addr.family != Family::v4 || prefix > 32) return addr.str() + "/" + std::to_string(prefix);
+    char buf[24];
+    char* end = put_ipv4(buf, static_cast<std::uint32_t>(addr.value));
+    *end++ = '/';
+    if (prefix >= 10) *end++ = static_cast<char>('0' + prefix / 10);
+    *end++ = static_cast<char>('0' + prefix % 10);
+    return std::string(buf, end);
+}
 
 IpAddr parse_ip(std::string_view text) {
     auto a = IpAddr::parse(text);
