@@ -670,6 +670,8 @@ TEST_CASE("what each batch sends, message by message, matches its golden list") 
            message_list(nft::compile_policy(allow, 1, nft::Mode::enforce, {}, foreign)));
     // release.
     golden("batch_delete.msgs", message_list(nft::compile_delete(1, true)));
+}
+
 // ---- Incremental re-restrict (nft.hpp: SetContents, Stamp) ---------------------------------------
 
 namespace {
