@@ -4,10 +4,12 @@
 #include <linux/fib_rules.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/rtnetlink.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -226,14 +228,37 @@ std::string state_path(const Netns& ns) {
 }
 
 std::optional<nft::SetContents> load_state(const std::string& path) {
-    std::ifstream in(path, std::ios::binary | std::ios::ate);
-    if (!in) return std::nullopt;
-    const auto size = static_cast<std::streamoff>(in.tellg());
-    if (size <= 0 || size > (std::streamoff{1} << 32)) return std::nullopt;
-    std::string bytes(static_cast<std::size_t>(size), '\0');  // read in one go, no regrowth
-    in.seekg(0);
-    if (!in.read(bytes.data(), size)) return std::nullopt;
-    return nft::parse_contents(bytes);
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return std::nullopt;
+    struct stat st {};
+    std::optional<nft::SetContents> out;
+    if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+        // Read in 64 KiB pieces: the file is never held whole beside the lists it describes.
+        std::vector<char> buf(1 << 16);
+        std::size_t have = 0, at = 0;
+        bool failed = false;
+        out = nft::parse_contents(static_cast<std::size_t>(st.st_size), [&](void* dst, std::size_t n) {
+            auto* p = static_cast<char*>(dst);
+            while (n > 0) {
+                if (at == have) {
+                    ssize_t got = ::read(fd, buf.data(), buf.size());
+                    if (got < 0 && errno == EINTR) continue;
+                    if (got <= 0) return !(failed = true);
+                    have = static_cast<std::size_t>(got);
+                    at = 0;
+                }
+                std::size_t k = std::min(n, have - at);
+                std::memcpy(p, buf.data() + at, k);
+                p += k;
+                at += k;
+                n -= k;
+            }
+            return true;
+        });
+        if (failed) out.reset();
+    }
+    ::close(fd);
+    return out;
 }
 
 // Best effort: without the file the next re-restrict writes the sets whole, which is correct.

@@ -1237,23 +1237,36 @@ std::string serialize_contents(const Policy& policy, const AllowList& nd6) {
 }
 
 std::optional<SetContents> parse_contents(std::string_view b) {
-    if (b.substr(0, kContentsMagic.size()) != kContentsMagic) return std::nullopt;
-    std::size_t at = kContentsMagic.size();
+    std::size_t at = 0;
+    return parse_contents(b.size(), [&](void* out, std::size_t n) {
+        if (b.size() - at < n) return false;
+        std::memcpy(out, b.data() + at, n);
+        at += n;
+        return true;
+    });
+}
+
+std::optional<SetContents> parse_contents(std::size_t size, const std::function<bool(void*, std::size_t)>& read) {
+    char magic[8];
+    if (size < sizeof magic || !read(magic, sizeof magic) ||
+        std::string_view(magic, sizeof magic) != kContentsMagic)
+        return std::nullopt;
+    std::size_t left = size - sizeof magic;
     auto count = [&](std::size_t elem) -> std::optional<std::uint64_t> {
         std::uint64_t n = 0;
-        if (b.size() - at < sizeof n) return std::nullopt;
-        std::memcpy(&n, b.data() + at, sizeof n);
-        at += sizeof n;
-        if (n > (b.size() - at) / elem) return std::nullopt;
+        if (left < sizeof n || !read(&n, sizeof n)) return std::nullopt;
+        left -= sizeof n;
+        if (n > left / elem) return std::nullopt;  // more than the rest could hold
         return n;
     };
     auto ranges = [&](Family f, std::vector<Range>& out) {
         auto n = count(sizeof(PackedRange));
         if (!n) return false;
         out.reserve(*n);
-        for (std::uint64_t i = 0; i < *n; ++i, at += sizeof(PackedRange)) {
+        for (std::uint64_t i = 0; i < *n; ++i) {
             PackedRange p;
-            std::memcpy(&p, b.data() + at, sizeof p);
+            if (!read(&p, sizeof p)) return false;
+            left -= sizeof p;
             out.push_back(Range{IpAddr{f, p.first}, IpAddr{f, p.last}});
         }
         return true;
@@ -1262,9 +1275,10 @@ std::optional<SetContents> parse_contents(std::string_view b) {
         auto n = count(sizeof(PackedPort));
         if (!n) return false;
         out.reserve(*n);
-        for (std::uint64_t i = 0; i < *n; ++i, at += sizeof(PackedPort)) {
+        for (std::uint64_t i = 0; i < *n; ++i) {
             PackedPort p;
-            std::memcpy(&p, b.data() + at, sizeof p);
+            if (!read(&p, sizeof p)) return false;
+            left -= sizeof p;
             out.push_back(PortRange{Range{IpAddr{f, p.first}, IpAddr{f, p.last}}, static_cast<IpProto>(p.proto),
                                     p.pfirst, p.plast});
         }
@@ -1273,7 +1287,7 @@ std::optional<SetContents> parse_contents(std::string_view b) {
     SetContents c;
     if (!ranges(Family::v4, c.allow4) || !ranges(Family::v6, c.allow6) || !ranges(Family::v6, c.nd6) ||
         !ranges(Family::v4, c.echo4) || !ranges(Family::v6, c.echo6) || !ports(Family::v4, c.ports4) ||
-        !ports(Family::v6, c.ports6) || at != b.size())
+        !ports(Family::v6, c.ports6) || left != 0)
         return std::nullopt;
     return c;
 }

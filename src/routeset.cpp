@@ -455,7 +455,7 @@ bool same_route(const TableRoute& a, const TableRoute& b) {
 
 }  // namespace
 
-RouteSetChanges apply_route_set_diff(nl_sock* sock, const Snapshot& before, std::vector<TableRoute> have,
+RouteSetChanges apply_route_set_diff(nl_sock* sock, const Snapshot& before, std::deque<TableRoute> have,
                                      const AllowList& allow, const std::function<void(const Route&)>& seen) {
     std::vector<Rule> old_rules;
     for (const auto& r : before.rules)
