@@ -334,7 +334,9 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     doc["dry_run"] = opt.dry_run;
     const nft::Mode mode = opt.audit ? nft::Mode::audit : nft::Mode::enforce;
     doc["mode"] = nft::mode_name(mode);
-    doc["allow"] = allow_json(policy);
+    // The normalized lists go into the report last (before each return): for 10^5 entries they
+    // are ~14 MiB of JSON, which need not be held while the batch is built and committed.
+    auto add_allow = [&] { doc["allow"] = allow_json(policy); };
     // Audit mode installs no route set: its unreachable route would refuse what audit lets through.
     const bool route_set = opt.route_set && !opt.audit;
     // Nor a netdev egress table: it drops what it does not allow, and audit refuses nothing.
@@ -366,6 +368,7 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
         doc["route_set"] = json{{"enabled", route_set},
                                 {"commands", render_route_set(plan, before)}};
         doc["netdev_egress"] = netdev_json(netdev);
+        add_allow();
         finish(res, Exit::ok);
         return res;
     }
@@ -469,6 +472,7 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
         doc["route_set"] = rs;
         doc["error"] = std::string(e.what()) +
                        "; the nftables policy is installed and stays (fail closed)";
+        add_allow();
         finish(res, Exit::failed);
         return res;
     }
@@ -503,6 +507,7 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
         doc["probes_none"] = "--no-probe";
     }
     doc["probes"] = probes;
+    add_allow();
     finish(res, exit);
     return res;
 }

@@ -43,9 +43,24 @@ std::string join(const json& list, const char* sep = ", ") {
     return out.empty() ? "(none)" : out;
 }
 
+// Appended straight to `out`: a 10^5-entry list is never formatted into a copy first.
+void append_joined(std::string& out, const json& list) {
+    bool first = true;
+    for (const auto& e : list) {
+        if (!first) out += ", ";
+        out += e.get_ref<const std::string&>();
+        first = false;
+    }
+    if (first) out += "(none)";
+}
+
 void allow_lines(std::string& out, const json& allow, const char* indent) {
-    out += fmt::format("{}IPv4: {}\n", indent, join(allow["ipv4"]));
-    out += fmt::format("{}IPv6: {}\n", indent, join(allow["ipv6"]));
+    for (const char* fam : {"ipv4", "ipv6"}) {
+        out += indent;
+        out += fam == std::string_view("ipv4") ? "IPv4: " : "IPv6: ";
+        append_joined(out, allow[fam]);
+        out += "\n";
+    }
     // Entries with protocols and ports ("198.51.100.10/32 tcp/443"), one per line.
     if (auto it = allow.find("entries"); it != allow.end() && it->is_array())
         for (const auto& e : *it)
