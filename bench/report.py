@@ -99,7 +99,9 @@ def main():
         r = a_ / b_
         met = (r < limit if strict else r <= limit) if less else r >= limit
         op = ("<" if strict else "<=") if less else ">="
-        add(num, label, f"{r:.2f}{unit}", f"{op} {limit:g}{unit}", met)
+        # Three decimals where two would show the limit itself ("0.90x >= 0.9x  NO").
+        shown = f"{r:.2f}" if abs(round(r, 2) - limit) > 1e-9 else f"{r:.3f}"
+        add(num, label, f"{shown}{unit}", f"{op} {limit:g}{unit}", met)
 
     # 1
     g = measured_section("1  restrict, 1 CIDR, fresh namespace", [
