@@ -1,5 +1,6 @@
 #include "nsegress/commands.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/fib_rules.h>
 #include <linux/netfilter/nf_tables.h>
@@ -12,6 +13,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <set>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -279,6 +281,52 @@ void save_state(const std::string& path, const std::string& bytes) {
 
 void forget_state(const Netns& ns) { ::unlink(state_path(ns).c_str()); }
 
+// Small policies keep no state file: writing their sets whole costs less than the file, and a
+// container that dies without `release` then leaves nothing behind.
+constexpr std::size_t kStateMinRanges = 256;
+
+std::size_t range_count(const Policy& p, const AllowList& nd6) {
+    std::size_t n = nd6.ranges(Family::v6).size();
+    for (Family f : {Family::v4, Family::v6})
+        n += p.all().ranges(f).size() + p.echo().ranges(f).size() + p.scoped(f).size();
+    return n;
+}
+
+// State files of namespaces that are gone (containers that exited without `release`): removed
+// whenever a state file is written. A namespace counts as alive when a process is in it or it
+// is mounted under /run/netns; one kept alive only by an open fd or a mount elsewhere loses its
+// file, which costs its next restrict a full update, nothing else.
+void prune_states(const std::string& keep) {
+    std::set<ino_t> alive;
+    struct stat st {};
+    if (DIR* d = ::opendir("/proc")) {
+        while (const dirent* e = ::readdir(d)) {
+            if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+            if (::stat(fmt::format("/proc/{}/ns/net", e->d_name).c_str(), &st) == 0) alive.insert(st.st_ino);
+        }
+        ::closedir(d);
+    }
+    if (DIR* d = ::opendir("/run/netns")) {
+        while (const dirent* e = ::readdir(d)) {
+            if (e->d_name[0] == '.') continue;
+            if (::stat(fmt::format("/run/netns/{}", e->d_name).c_str(), &st) == 0) alive.insert(st.st_ino);
+        }
+        ::closedir(d);
+    }
+    DIR* d = ::opendir("/run/nsegress");
+    if (!d) return;
+    while (const dirent* e = ::readdir(d)) {
+        std::string_view name(e->d_name);
+        if (name.rfind("netns-", 0) != 0 || name.size() < 11 || name.substr(name.size() - 5) != ".sets") continue;
+        const std::string path = std::string("/run/nsegress/") + e->d_name;
+        if (path == keep) continue;
+        auto dash = name.rfind('-');
+        unsigned long ino = std::strtoul(std::string(name.substr(dash + 1, name.size() - 5 - dash - 1)).c_str(), nullptr, 10);
+        if (ino != 0 && !alive.count(static_cast<ino_t>(ino))) ::unlinkat(::dirfd(d), e->d_name, 0);
+    }
+    ::closedir(d);
+}
+
 }  // namespace
 
 json target_json(const Netns& ns, const TargetSpec& spec) {
@@ -418,7 +466,12 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     {   // What the sets hold now, for the next re-restrict (the stamp in the batch carries its
         // digest); the file is left as it is when it holds exactly that already.
         const AllowList nd6 = nft::neighbour_destinations(netdev);
-        if (!proven || !(*proven == nft::digest_of(policy, nd6))) save_state(state, nft::serialize_contents(policy, nd6));
+        if (range_count(policy, nd6) < kStateMinRanges) {
+            ::unlink(state.c_str());  // an earlier, larger policy's, if any
+        } else if (!proven || !(*proven == nft::digest_of(policy, nd6))) {
+            save_state(state, nft::serialize_contents(policy, nd6));
+            prune_states(state);
+        }
     }
     doc["policy"] = json{{"table", "inet nsegress"}, {"committed", true}, {"commit_attempts", attempts},
                          {"mode", nft::mode_name(mode)}, {"log_group", nft::kNflogGroup},

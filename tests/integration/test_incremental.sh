@@ -116,6 +116,20 @@ assert_eq "1" "$(j .route_set.routes_added)" "the deleted throw route is added a
 assert_eq "1" "$(j .route_set.routes_deleted)" "the foreign throw route is deleted"
 assert_eq "$first_routes" "$(routes4)" "table 28275 is as the first restrict left it"
 
+section "small lists keep no state file; files of namespaces that are gone are pruned"
+expect_exit 0 nsg restrict --netns "$CTR_NS" --allow "$LAB_LAN_NET4" --no-probe --json
+assert_false "a 1-CIDR policy leaves no state file (and removes the larger one's)" test -n "$(state_file)"
+assert_eq "1" "$(elements4 | wc -l)" "allow4 holds the one CIDR (the change from the large list was incremental)"
+expect_exit 0 nsg restrict --netns "$CTR_NS" --allow "$LAB_LAN_NET4" --no-probe --json
+assert_eq "full" "$(j .policy.update)" "without a state file the next small restrict writes its sets whole"
+# A namespace inode no process and no /run/netns mount has: 1 is never a namespace's.
+gone=/run/nsegress/netns-4-1.sets
+printf 'stale' >"$gone"
+restrict_json "$ALLOW"
+assert_true "the large policy's state file is back" test -n "$(state_file)"
+assert_false "the state file of a namespace that is gone was pruned" test -e "$gone"
+rm -f "$gone"
+
 section "audit, then enforce with the same list (in place, incrementally)"
 expect_exit 0 nsg restrict --netns "$CTR_NS" --allow-file "$ALLOW" --no-probe --audit --json
 assert_eq "audit" "$(j .policy.mode)" "audit mode"
