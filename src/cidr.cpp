@@ -93,7 +93,8 @@ char* put_ipv4(char* out, std::uint32_t v) {
 
 std::string IpAddr::str() const {
     char buf[INET6_ADDRSTRLEN];
-    if (family == Family::v4) return std::string(buf, put_ipv4(buf, static_cast<std::uint32_t>(value)));
+    if (family == Family::v4)
+        return std::string(buf, put_ipv4(buf, static_cast<std::uint32_t>(value)));
     auto b = bytes();
     inet_ntop(to_af(family), b.data(), buf, sizeof buf);
     return buf;

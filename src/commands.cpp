@@ -239,24 +239,25 @@ std::optional<nft::SetContents> load_state(const std::string& path) {
         std::vector<char> buf(1 << 16);
         std::size_t have = 0, at = 0;
         bool failed = false;
-        out = nft::parse_contents(static_cast<std::size_t>(st.st_size), [&](void* dst, std::size_t n) {
-            auto* p = static_cast<char*>(dst);
-            while (n > 0) {
-                if (at == have) {
-                    ssize_t got = ::read(fd, buf.data(), buf.size());
-                    if (got < 0 && errno == EINTR) continue;
-                    if (got <= 0) return !(failed = true);
-                    have = static_cast<std::size_t>(got);
-                    at = 0;
-                }
-                std::size_t k = std::min(n, have - at);
-                std::memcpy(p, buf.data() + at, k);
-                p += k;
-                at += k;
-                n -= k;
-            }
-            return true;
-        });
+        out = nft::parse_contents(static_cast<std::size_t>(st.st_size),
+                                  [&](void* dst, std::size_t n) {
+                                      auto* p = static_cast<char*>(dst);
+                                      while (n > 0) {
+                                          if (at == have) {
+                                              ssize_t got = ::read(fd, buf.data(), buf.size());
+                                              if (got < 0 && errno == EINTR) continue;
+                                              if (got <= 0) return !(failed = true);
+                                              have = static_cast<std::size_t>(got);
+                                              at = 0;
+                                          }
+                                          std::size_t k = std::min(n, have - at);
+                                          std::memcpy(p, buf.data() + at, k);
+                                          p += k;
+                                          at += k;
+                                          n -= k;
+                                      }
+                                      return true;
+                                  });
         if (failed) out.reset();
     }
     ::close(fd);
@@ -302,14 +303,16 @@ void prune_states(const std::string& keep) {
     if (DIR* d = ::opendir("/proc")) {
         while (const dirent* e = ::readdir(d)) {
             if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
-            if (::stat(fmt::format("/proc/{}/ns/net", e->d_name).c_str(), &st) == 0) alive.insert(st.st_ino);
+            if (::stat(fmt::format("/proc/{}/ns/net", e->d_name).c_str(), &st) == 0)
+                alive.insert(st.st_ino);
         }
         ::closedir(d);
     }
     if (DIR* d = ::opendir("/run/netns")) {
         while (const dirent* e = ::readdir(d)) {
             if (e->d_name[0] == '.') continue;
-            if (::stat(fmt::format("/run/netns/{}", e->d_name).c_str(), &st) == 0) alive.insert(st.st_ino);
+            if (::stat(fmt::format("/run/netns/{}", e->d_name).c_str(), &st) == 0)
+                alive.insert(st.st_ino);
         }
         ::closedir(d);
     }
@@ -317,11 +320,14 @@ void prune_states(const std::string& keep) {
     if (!d) return;
     while (const dirent* e = ::readdir(d)) {
         std::string_view name(e->d_name);
-        if (name.rfind("netns-", 0) != 0 || name.size() < 11 || name.substr(name.size() - 5) != ".sets") continue;
+        if (name.rfind("netns-", 0) != 0 || name.size() < 11 ||
+            name.substr(name.size() - 5) != ".sets")
+            continue;
         const std::string path = std::string("/run/nsegress/") + e->d_name;
         if (path == keep) continue;
         auto dash = name.rfind('-');
-        unsigned long ino = std::strtoul(std::string(name.substr(dash + 1, name.size() - 5 - dash - 1)).c_str(), nullptr, 10);
+        unsigned long ino = std::strtoul(
+            std::string(name.substr(dash + 1, name.size() - 5 - dash - 1)).c_str(), nullptr, 10);
         if (ino != 0 && !alive.count(static_cast<ino_t>(ino))) ::unlinkat(::dirfd(d), e->d_name, 0);
     }
     ::closedir(d);
@@ -440,10 +446,13 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
             // can); read after the generation, so the kernel vouches that it still holds.
             nft::Installed installed = nft::probe_installed(h.nfnl.get());
             installed.genid = genid;
-            update = installed.inet == nft::Found::reusable ? "full" : installed.inet == nft::Found::absent ? "new" : "replace";
+            update = installed.inet == nft::Found::reusable ? "full"
+                     : installed.inet == nft::Found::absent ? "new"
+                                                            : "replace";
             // The sets' contents are known without a dump only when no commit came after the
             // one that stamped them: then the state file it left must carry the same digest.
-            if (installed.inet == nft::Found::reusable && installed.stamp && installed.stamp->genid == genid) {
+            if (installed.inet == nft::Found::reusable && installed.stamp &&
+                installed.stamp->genid == genid) {
                 auto saved = load_state(state);
                 if (saved && nft::digest_of(*saved) == installed.stamp->digest) {
                     installed.sets = std::move(saved);
@@ -456,14 +465,14 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
                                         netdev_plan(before, netdev_egress, installed.netdev != nft::Found::absent),
                                         installed);
             if (testing::g_hooks.mutate_batch) testing::g_hooks.mutate_batch(*batch);
-            element_messages = static_cast<std::size_t>(
-                std::count_if(batch->messages.begin(), batch->messages.end(), [](const nft::BatchMessage& m) {
+            element_messages = static_cast<std::size_t>(std::count_if(
+                batch->messages.begin(), batch->messages.end(), [](const nft::BatchMessage& m) {
                     return m.type == NFT_MSG_NEWSETELEM || m.type == NFT_MSG_DELSETELEM;
                 }));
             return *batch;
         });
     }
-    {   // What the sets hold now, for the next re-restrict (the stamp in the batch carries its
+    {  // What the sets hold now, for the next re-restrict (the stamp in the batch carries its
         // digest); the file is left as it is when it holds exactly that already.
         const AllowList nd6 = nft::neighbour_destinations(netdev);
         if (range_count(policy, nd6) < kStateMinRanges) {
@@ -473,9 +482,13 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
             prune_states(state);
         }
     }
-    doc["policy"] = json{{"table", "inet nsegress"}, {"committed", true}, {"commit_attempts", attempts},
-                         {"mode", nft::mode_name(mode)}, {"log_group", nft::kNflogGroup},
-                         {"update", update}, {"set_element_messages", element_messages}};
+    doc["policy"] = json{{"table", "inet nsegress"},
+                         {"committed", true},
+                         {"commit_attempts", attempts},
+                         {"mode", nft::mode_name(mode)},
+                         {"log_group", nft::kNflogGroup},
+                         {"update", update},
+                         {"set_element_messages", element_messages}};
     doc["netdev_egress"] = netdev_json(netdev);
     testing::test_point("committed");
     // Audit mode disturbs nothing: forbidden flows keep their conntrack entries (and so are not
@@ -503,10 +516,12 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
             } else {
                 RoutePlan head;
                 head.rules = route_set_rules();
-                auto changes = apply_route_set_diff(h.rtnl.get(), before, std::move(before.table_routes), destinations,
-                                                    [&](const Route& r) {
-                    if (head.routes.size() < kReportedRoutes) head.routes.push_back(r);
-                });
+                auto changes =
+                    apply_route_set_diff(h.rtnl.get(), before, std::move(before.table_routes),
+                                         destinations, [&](const Route& r) {
+                                             if (head.routes.size() < kReportedRoutes)
+                                                 head.routes.push_back(r);
+                                         });
                 routes = changes.routes;
                 rs["routes"] = route_set_lines(head, before);
                 rs["rule_count"] = head.rules.size();

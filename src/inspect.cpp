@@ -172,7 +172,8 @@ int take_table_route(const nlmsghdr* hdr, Snapshot& snap) {
     int dst_len = 0;
     nlattr* a;
     int rem;
-    nla_for_each_attr(a, nlmsg_attrdata(hdr, sizeof(rtmsg)), nlmsg_attrlen(hdr, sizeof(rtmsg)), rem) {
+    nla_for_each_attr(a, nlmsg_attrdata(hdr, sizeof(rtmsg)), nlmsg_attrlen(hdr, sizeof(rtmsg)),
+                      rem) {
         switch (nla_type(a)) {
             case RTA_TABLE:
                 if (nla_len(a) >= 4) table = nla_get_u32(a);

@@ -142,8 +142,11 @@ std::vector<AllowEntry> cidrs(const po::variables_map& vm) {
     for (const auto& f : strings(vm, "allow-file")) {
         auto more = read_allow_entries_file(f);
         // Moved, not copied: a 10^5-entry file would otherwise be held twice for a moment.
-        if (out.empty()) out = std::move(more);
-        else out.insert(out.end(), std::make_move_iterator(more.begin()), std::make_move_iterator(more.end()));
+        if (out.empty())
+            out = std::move(more);
+        else
+            out.insert(out.end(), std::make_move_iterator(more.begin()),
+                       std::make_move_iterator(more.end()));
     }
     return out;
 }

@@ -239,11 +239,12 @@ void interval_elements(BatchWriter& w, std::uint32_t nfproto, const char* name, 
         nftnl_set_unset(s.get(), NFTNL_SET_ID);  // by name: the set is not new in this batch
         for (std::size_t j = i; j < i + n; ++j) {
             add_element(s.get(), ranges[j].first, false);
-            if (ranges[j].last.value != top) add_element(s.get(), IpAddr{f, ranges[j].last.value + 1}, true);
+            if (ranges[j].last.value != top)
+                add_element(s.get(), IpAddr{f, ranges[j].last.value + 1}, true);
         }
         w.add(type, add ? NLM_F_CREATE : 0,
-              fmt::format("set {} {} elements {}-{} (first {})", name, add ? "add" : "delete", i + 1, i + n,
-                          ranges[i].str()),
+              fmt::format("set {} {} elements {}-{} (first {})", name, add ? "add" : "delete",
+                          i + 1, i + n, ranges[i].str()),
               4096 + n * 2 * 64, [&](nlmsghdr* nlh) {
                   nftnl_set_elems_nlmsg_build_payload(nlh, s.get());
                   if (nlh->nlmsg_len > 65000)
@@ -260,8 +261,10 @@ void interval_set_diff(BatchWriter& w, std::uint32_t nfproto, const char* name, 
                        const std::vector<Range>& have, const std::vector<Range>& want) {
     if (have == want) return;
     std::vector<Range> gone, added;
-    std::set_difference(have.begin(), have.end(), want.begin(), want.end(), std::back_inserter(gone));
-    std::set_difference(want.begin(), want.end(), have.begin(), have.end(), std::back_inserter(added));
+    std::set_difference(have.begin(), have.end(), want.begin(), want.end(),
+                        std::back_inserter(gone));
+    std::set_difference(want.begin(), want.end(), have.begin(), have.end(),
+                        std::back_inserter(added));
     interval_elements(w, nfproto, name, f, gone, NFT_MSG_DELSETELEM);
     interval_elements(w, nfproto, name, f, added, NFT_MSG_NEWSETELEM);
 }
@@ -530,7 +533,8 @@ public:
         auto u = checked<nftnl_udata_buf, UdataFree>(nftnl_udata_buf_alloc(NFT_USERDATA_MAXLEN));
         if (!nftnl_udata_put_strz(u.get(), NFTNL_UDATA_RULE_COMMENT, text))
             throw std::length_error("rule comment too long");
-        if (stamp && !nftnl_udata_put(u.get(), kStampUdataType, static_cast<std::uint32_t>(stamp->size()), stamp->data()))
+        if (stamp && !nftnl_udata_put(u.get(), kStampUdataType,
+                                      static_cast<std::uint32_t>(stamp->size()), stamp->data()))
             throw std::length_error("rule stamp too long");
         nftnl_rule_set_data(r_.get(), NFTNL_RULE_USERDATA, nftnl_udata_buf_data(u.get()),
                             nftnl_udata_buf_len(u.get()));
@@ -622,7 +626,8 @@ void add_scoped_rules(BatchWriter& w) {
         .emit(w, "icmpv6 type echo-request ip6 daddr @icmp6 accept");
 }
 
-void add_rules(BatchWriter& w, const Policy& policy, Mode mode, const std::vector<std::uint8_t>* stamp = nullptr) {
+void add_rules(BatchWriter& w, const Policy& policy, Mode mode,
+               const std::vector<std::uint8_t>* stamp = nullptr) {
     const bool nd = needs_nd(policy);
     const std::array<std::uint8_t, 16> unspecified{};
     std::array<std::uint8_t, 16> loopback6{};
@@ -702,7 +707,10 @@ void add_rules(BatchWriter& w, const Policy& policy, Mode mode, const std::vecto
     if (mode == Mode::audit)
         RuleBuilder().counter().accept().comment(kCommentAudit, stamp).emit(w, "audit accept");
     else
-        RuleBuilder().counter().reject_admin_prohibited().comment(kCommentDeny, stamp)
+        RuleBuilder()
+            .counter()
+            .reject_admin_prohibited()
+            .comment(kCommentDeny, stamp)
             .emit(w, "reject with icmpx admin-prohibited");
 }
 
@@ -1016,7 +1024,8 @@ std::string rule_comment(const nftnl_rule* rule) {
 // The re-restrict stamp in a rule's userdata (a record of type kStampUdataType), if any.
 std::optional<Stamp> rule_stamp(const nftnl_rule* rule) {
     std::uint32_t ulen = 0;
-    const auto* p = static_cast<const std::uint8_t*>(nftnl_rule_get_data(rule, NFTNL_RULE_USERDATA, &ulen));
+    const auto* p =
+        static_cast<const std::uint8_t*>(nftnl_rule_get_data(rule, NFTNL_RULE_USERDATA, &ulen));
     if (!p) return std::nullopt;
     std::size_t left = ulen;
     while (left >= 2) {
@@ -1135,7 +1144,8 @@ struct Hasher {
         for (const auto& p : ps) {
             addr(p.addrs.first);
             addr(p.addrs.last);
-            word((std::uint64_t{static_cast<std::uint8_t>(p.proto)} << 32) | (std::uint64_t{p.first} << 16) | p.last);
+            word((std::uint64_t{static_cast<std::uint8_t>(p.proto)} << 32) |
+                 (std::uint64_t{p.first} << 16) | p.last);
         }
     }
 };
@@ -1149,8 +1159,9 @@ struct ContentsView {
     const std::vector<PortRange>&ports4, &ports6;
 };
 ContentsView view_of(const Policy& p, const AllowList& nd6) {
-    return ContentsView{p.all().ranges(Family::v4), p.all().ranges(Family::v6), nd6.ranges(Family::v6),
-                        p.echo().ranges(Family::v4), p.echo().ranges(Family::v6), p.scoped(Family::v4),
+    return ContentsView{p.all().ranges(Family::v4),  p.all().ranges(Family::v6),
+                        nd6.ranges(Family::v6),      p.echo().ranges(Family::v4),
+                        p.echo().ranges(Family::v6), p.scoped(Family::v4),
                         p.scoped(Family::v6)};
 }
 
@@ -1170,7 +1181,9 @@ Digest digest_impl(const C& c) {
 }  // namespace
 
 Digest digest_of(const SetContents& c) { return digest_impl(c); }
-Digest digest_of(const Policy& policy, const AllowList& nd6) { return digest_impl(view_of(policy, nd6)); }
+Digest digest_of(const Policy& policy, const AllowList& nd6) {
+    return digest_impl(view_of(policy, nd6));
+}
 
 std::string Digest::hex() const { return fmt::format("{:016x}{:016x}", hi, lo); }
 
@@ -1246,7 +1259,8 @@ std::optional<SetContents> parse_contents(std::string_view b) {
     });
 }
 
-std::optional<SetContents> parse_contents(std::size_t size, const std::function<bool(void*, std::size_t)>& read) {
+std::optional<SetContents> parse_contents(std::size_t size,
+                                          const std::function<bool(void*, std::size_t)>& read) {
     char magic[8];
     if (size < sizeof magic || !read(magic, sizeof magic) ||
         std::string_view(magic, sizeof magic) != kContentsMagic)
@@ -1279,14 +1293,15 @@ std::optional<SetContents> parse_contents(std::size_t size, const std::function<
             PackedPort p;
             if (!read(&p, sizeof p)) return false;
             left -= sizeof p;
-            out.push_back(PortRange{Range{IpAddr{f, p.first}, IpAddr{f, p.last}}, static_cast<IpProto>(p.proto),
-                                    p.pfirst, p.plast});
+            out.push_back(PortRange{Range{IpAddr{f, p.first}, IpAddr{f, p.last}},
+                                    static_cast<IpProto>(p.proto), p.pfirst, p.plast});
         }
         return true;
     };
     SetContents c;
-    if (!ranges(Family::v4, c.allow4) || !ranges(Family::v6, c.allow6) || !ranges(Family::v6, c.nd6) ||
-        !ranges(Family::v4, c.echo4) || !ranges(Family::v6, c.echo6) || !ports(Family::v4, c.ports4) ||
+    if (!ranges(Family::v4, c.allow4) || !ranges(Family::v6, c.allow6) ||
+        !ranges(Family::v6, c.nd6) || !ranges(Family::v4, c.echo4) ||
+        !ranges(Family::v6, c.echo6) || !ports(Family::v4, c.ports4) ||
         !ports(Family::v6, c.ports6) || left != 0)
         return std::nullopt;
     return c;
@@ -2102,7 +2117,8 @@ std::optional<Stamp> read_stamp(mnl_socket* sock) {
     auto r = checked<nftnl_rule, RuleFree>(nftnl_rule_alloc());
     nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, kTable);
     nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, kChain);
-    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP, ++shape_seq);
+    nlmsghdr* nlh =
+        nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP, ++shape_seq);
     nftnl_rule_nlmsg_build_payload(nlh, r.get());
     std::optional<Stamp> found;
     int stamps = 0;
@@ -2111,7 +2127,8 @@ std::optional<Stamp> read_stamp(mnl_socket* sock) {
         if (nftnl_rule_nlmsg_parse(m, rule.get()) < 0) return MNL_CB_ERROR;
         const char* table = nftnl_rule_get_str(rule.get(), NFTNL_RULE_TABLE);
         const char* chain = nftnl_rule_get_str(rule.get(), NFTNL_RULE_CHAIN);
-        if (!table || !chain || std::strcmp(table, kTable) != 0 || std::strcmp(chain, kChain) != 0) return MNL_CB_OK;
+        if (!table || !chain || std::strcmp(table, kTable) != 0 || std::strcmp(chain, kChain) != 0)
+            return MNL_CB_OK;
         if (auto st = rule_stamp(rule.get())) {
             found = st;
             ++stamps;

@@ -455,13 +455,15 @@ bool same_route(const TableRoute& a, const TableRoute& b) {
 
 }  // namespace
 
-RouteSetChanges apply_route_set_diff(nl_sock* sock, const Snapshot& before, std::deque<TableRoute> have,
-                                     const AllowList& allow, const std::function<void(const Route&)>& seen) {
+RouteSetChanges apply_route_set_diff(nl_sock* sock, const Snapshot& before,
+                                     std::deque<TableRoute> have, const AllowList& allow,
+                                     const std::function<void(const Route&)>& seen) {
     std::vector<Rule> old_rules;
     for (const auto& r : before.rules)
         if (ours(r)) old_rules.push_back(r);
     auto by_key = [](const TableRoute& a, const TableRoute& b) { return a.key() < b.key(); };
-    if (!std::is_sorted(have.begin(), have.end(), by_key)) std::sort(have.begin(), have.end(), by_key);
+    if (!std::is_sorted(have.begin(), have.end(), by_key))
+        std::sort(have.begin(), have.end(), by_key);
     // One merge, as the plan streams by: it comes sorted by key (family v4 before v6; per family
     // the default route first, then the CIDRs of sorted, disjoint ranges in ascending order), so
     // only what must be added is ever held.
@@ -513,7 +515,8 @@ RouteSetChanges apply_route_set_diff(nl_sock* sock, const Snapshot& before, std:
     for (std::size_t k = tolerated; k < batch.failures().size(); ++k)
         if (!already_gone(batch.failures()[k].error))
             throw_failure(batch, k, [&](std::size_t x) {
-                return fmt::format("route set: delete stale route {}", format_route(expand(have[x], kRouteTable), before));
+                return fmt::format("route set: delete stale route {}",
+                                   format_route(expand(have[x], kRouteTable), before));
             });
     testing::test_point("route-set-stale");
     add_rules(batch, old_rules, rules);

@@ -394,7 +394,8 @@ void validate_targets(const AllowList& allow, const std::vector<IpAddr>& reach, 
 
 void validate_targets(const std::vector<AllowEntry>& allow, const std::vector<IpAddr>& reach,
                       const std::vector<IpAddr>& block, const char* reach_flag, const char* block_flag) {
-    if (reach.empty() && block.empty()) return;  // nothing to check: no Policy of 10^5 entries to build
+    if (reach.empty() && block.empty())
+        return;  // nothing to check: no Policy of 10^5 entries to build
     const Policy p(allow);
     validate_targets(p.all(), {}, block, reach_flag, block_flag);
     validate_targets(p.destinations(), reach, {}, reach_flag, block_flag);

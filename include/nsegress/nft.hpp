@@ -266,7 +266,8 @@ std::string serialize_contents(const Policy& policy, const AllowList& nd6);
 std::optional<SetContents> parse_contents(std::string_view bytes);
 // The same from a source read piecewise (a file: never held whole beside what it describes).
 // `read(buf, n)` fills exactly n bytes or returns false at the end; `size` is the total.
-std::optional<SetContents> parse_contents(std::size_t size, const std::function<bool(void*, std::size_t)>& read);
+std::optional<SetContents> parse_contents(std::size_t size,
+                                          const std::function<bool(void*, std::size_t)>& read);
 
 struct Installed {
     Found inet = Found::absent;

@@ -86,8 +86,9 @@ struct RouteSetChanges {
     std::size_t deleted = 0;  // stale routes deleted
 };
 // `have`: the snapshot's table_routes, handed over (sorted here if the kernel did not).
-RouteSetChanges apply_route_set_diff(nl_sock* sock, const Snapshot& before, std::deque<TableRoute> have,
-                                     const AllowList& allow, const std::function<void(const Route&)>& seen);
+RouteSetChanges apply_route_set_diff(nl_sock* sock, const Snapshot& before,
+                                     std::deque<TableRoute> have, const AllowList& allow,
+                                     const std::function<void(const Route&)>& seen);
 
 struct RouteSetRemoval {
     std::size_t rules = 0;

@@ -108,8 +108,8 @@ TEST_CASE("parse_allow_text: comments, blanks, line numbers in errors") {
 }
 
 TEST_CASE("IPv4 addresses and CIDRs format as inet_ntop does") {
-    for (const char* s : {"0.0.0.0/0", "1.2.3.4/32", "10.0.0.0/8", "100.64.0.0/10", "192.168.1.0/24", "255.255.255.255/32",
-                          "9.99.199.200/31"})
+    for (const char* s : {"0.0.0.0/0", "1.2.3.4/32", "10.0.0.0/8", "100.64.0.0/10",
+                          "192.168.1.0/24", "255.255.255.255/32", "9.99.199.200/31"})
         CHECK(parse_cidr(s).str() == s);
     CHECK(parse_ip("203.0.113.7").str() == "203.0.113.7");
     CHECK(parse_ip("2001:db8::1").str() == "2001:db8::1");
@@ -117,8 +117,8 @@ TEST_CASE("IPv4 addresses and CIDRs format as inet_ntop does") {
     // Every octet value, against the C library.
     for (unsigned o = 0; o < 256; ++o) {
         std::uint32_t v = (o << 24) | (o << 16) | (o << 8) | o;
-        unsigned char b[4] = {static_cast<unsigned char>(o), static_cast<unsigned char>(o), static_cast<unsigned char>(o),
-                              static_cast<unsigned char>(o)};
+        unsigned char b[4] = {static_cast<unsigned char>(o), static_cast<unsigned char>(o),
+                              static_cast<unsigned char>(o), static_cast<unsigned char>(o)};
         char buf[INET_ADDRSTRLEN];
         inet_ntop(AF_INET, b, buf, sizeof buf);
         CHECK(IpAddr{Family::v4, v}.str() == buf);

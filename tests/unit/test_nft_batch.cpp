@@ -76,8 +76,8 @@ void nested(const nlattr* nest, Fn fn) {
     }
 }
 
-std::vector<Range> elements_back(const nft::Batch& b, const char* set, Family f, std::size_t* messages,
-                                 std::uint16_t type = NFT_MSG_NEWSETELEM) {
+std::vector<Range> elements_back(const nft::Batch& b, const char* set, Family f,
+                                 std::size_t* messages, std::uint16_t type = NFT_MSG_NEWSETELEM) {
     std::vector<nft::ElementKey> keys;
     *messages = 0;
     for (const auto* nlh : walk(b).msgs) {
@@ -672,7 +672,8 @@ TEST_CASE("what each batch sends, message by message, matches its golden list") 
     golden("batch_delete.msgs", message_list(nft::compile_delete(1, true)));
 }
 
-// ---- Incremental re-restrict (nft.hpp: SetContents, Stamp) ---------------------------------------
+// ---- Incremental re-restrict (nft.hpp: SetContents, Stamp)
+// ---------------------------------------
 
 namespace {
 
@@ -692,7 +693,8 @@ std::optional<nft::Stamp> stamp_back(const nft::Batch& b) {
         nftnl_rule* r = nftnl_rule_alloc();
         REQUIRE(nftnl_rule_nlmsg_parse(nlh, r) == 0);
         std::uint32_t len = 0;
-        const auto* p = static_cast<const std::uint8_t*>(nftnl_rule_get_data(r, NFTNL_RULE_USERDATA, &len));
+        const auto* p =
+            static_cast<const std::uint8_t*>(nftnl_rule_get_data(r, NFTNL_RULE_USERDATA, &len));
         for (std::uint32_t at = 0; p && at + 2 <= len; at += 2u + p[at + 1])
             if (p[at] == nft::kStampUdataType) {
                 out = nft::decode_stamp(p + at + 2, p[at + 1]);
@@ -717,7 +719,8 @@ AllowList big_list(unsigned n, unsigned skip_every = 0, unsigned shift = 0) {
 
 }  // namespace
 
-TEST_CASE("re-restrict with what is installed: no set element messages, the same rules, a new stamp") {
+TEST_CASE(
+    "re-restrict with what is installed: no set element messages, the same rules, a new stamp") {
     const Policy policy(big_list(3000));
     nft::Installed in;
     in.inet = nft::Found::reusable;
@@ -732,7 +735,7 @@ TEST_CASE("re-restrict with what is installed: no set element messages, the same
     CHECK(count(NFT_MSG_DELSET) == 0);
     CHECK(count(NFT_MSG_DELTABLE) == 0);
     CHECK(count(NFT_MSG_DELRULE) == 2);  // rules are flushed and written again (a few dozen)
-    {   // The same rules (the stamp is a userdata record beside the final rule's comment).
+    {  // The same rules (the stamp is a userdata record beside the final rule's comment).
         nft::Installed unstamped = in;
         unstamped.genid = 0;
         CHECK(rules_text(nft::compile_policy(policy, 7, nft::Mode::enforce, {}, unstamped)) ==
@@ -749,7 +752,8 @@ TEST_CASE("re-restrict with what is installed: no set element messages, the same
     CHECK(stamp_back(nft::compile_policy(policy, 7, nft::Mode::enforce, {}, in))->genid == 1);
 }
 
-TEST_CASE("re-restrict with 1% changed: exactly the removed ranges deleted and the new ones added") {
+TEST_CASE(
+    "re-restrict with 1% changed: exactly the removed ranges deleted and the new ones added") {
     const Policy before(big_list(5000));
     const Policy after(big_list(5000, 100, 7000));  // 50 of 5000 moved
     nft::Installed in;
@@ -771,7 +775,9 @@ TEST_CASE("re-restrict with 1% changed: exactly the removed ranges deleted and t
     CHECK(added.size() < 200);
     // Deletions before additions: a range added back with the same start key finds the old gone.
     auto types = nft_types(b);
-    auto first = [&](std::uint16_t t) { return std::find(types.begin(), types.end(), t) - types.begin(); };
+    auto first = [&](std::uint16_t t) {
+        return std::find(types.begin(), types.end(), t) - types.begin();
+    };
     CHECK(first(NFT_MSG_DELSETELEM) < first(NFT_MSG_NEWSETELEM));
     // allow6 did not change: nothing for it.
     CHECK(elements_back(b, nft::kSet6, Family::v6, &msgs, NFT_MSG_NEWSETELEM).empty());
@@ -800,14 +806,15 @@ TEST_CASE("a changed port set is created anew; unknown contents fall back to flu
 }
 
 TEST_CASE("stamp and state file round-trip; malformed ones are refused") {
-    const Policy p(std::vector<AllowEntry>{parse_allow_entry("10.0.0.0/8"), parse_allow_entry("2001:db8::/32"),
-                                           parse_allow_entry("192.0.2.7 tcp/80-90 udp/53"),
-                                           parse_allow_entry("2001:db8:9::1 tcp/22"),
-                                           parse_allow_entry("198.51.100.1 icmp")});
+    const Policy p(std::vector<AllowEntry>{
+        parse_allow_entry("10.0.0.0/8"), parse_allow_entry("2001:db8::/32"),
+        parse_allow_entry("192.0.2.7 tcp/80-90 udp/53"), parse_allow_entry("2001:db8:9::1 tcp/22"),
+        parse_allow_entry("198.51.100.1 icmp")});
     auto c = nft::set_contents(p, nft::neighbour_destinations({}));
     CHECK_FALSE(c.ports4.empty());
     CHECK_FALSE(c.echo4.empty());
-    CHECK(nft::digest_of(p, nft::neighbour_destinations({})) == nft::digest_of(c));  // without copies
+    CHECK(nft::digest_of(p, nft::neighbour_destinations({})) ==
+          nft::digest_of(c));  // without copies
     auto bytes = nft::serialize_contents(c);
     CHECK(bytes == nft::serialize_contents(p, nft::neighbour_destinations({})));
     auto back = nft::parse_contents(bytes);
