@@ -21,6 +21,7 @@
 
 #include "nsegress/conntrack.hpp"
 #include "nsegress/deferred_close.hpp"
+#include "nsegress/fd.hpp"
 #include "nsegress/foreign.hpp"
 #include "nsegress/inspect.hpp"
 #include "nsegress/nft.hpp"
@@ -230,11 +231,11 @@ std::string state_path(const Netns& ns) {
 }
 
 std::optional<nft::SetContents> load_state(const std::string& path) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return std::nullopt;
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!fd) return std::nullopt;
     struct stat st {};
     std::optional<nft::SetContents> out;
-    if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+    if (::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
         // Read in 64 KiB pieces: the file is never held whole beside the lists it describes.
         std::vector<char> buf(1 << 16);
         std::size_t have = 0, at = 0;
@@ -244,7 +245,7 @@ std::optional<nft::SetContents> load_state(const std::string& path) {
                                       auto* p = static_cast<char*>(dst);
                                       while (n > 0) {
                                           if (at == have) {
-                                              ssize_t got = ::read(fd, buf.data(), buf.size());
+                                              ssize_t got = ::read(fd.get(), buf.data(), buf.size());
                                               if (got < 0 && errno == EINTR) continue;
                                               if (got <= 0) return !(failed = true);
                                               have = static_cast<std::size_t>(got);
@@ -260,23 +261,22 @@ std::optional<nft::SetContents> load_state(const std::string& path) {
                                   });
         if (failed) out.reset();
     }
-    ::close(fd);
     return out;
 }
 
 // Best effort: without the file the next re-restrict writes the sets whole, which is correct.
 void save_state(const std::string& path, const std::string& bytes) {
     const std::string tmp = path + ".tmp";
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) return;
+    Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd) return;
     std::size_t done = 0;
     while (done < bytes.size()) {
-        ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+        ssize_t n = ::write(fd.get(), bytes.data() + done, bytes.size() - done);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) break;
         done += static_cast<std::size_t>(n);
     }
-    bool ok = ::close(fd) == 0 && done == bytes.size();
+    bool ok = ::close(fd.release()) == 0 && done == bytes.size();  // a failed close is a failed write
     if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) ::unlink(tmp.c_str());
 }
 
