@@ -29,6 +29,8 @@
 #      the same policy, and restrict with its route set
 #   8  BENCH_MANY restricted namespaces on the host: restrict (1 CIDR) of a fresh namespace
 #      before any other is restricted, and with BENCH_MANY others restricted
+#   9  names: BENCH_DNS lookups from the lab's ctr (each followed by a TCP connect to the answer)
+#      with no policy and through the names proxy; the proxy's memory
 # and prints one table with the medians, min-max and the ratios against the issue's targets.
 #
 # Environment:
@@ -41,7 +43,8 @@
 #   BENCH_OUT         where inputs, raw samples and the table go (default build/bench)
 #   BENCH_PORTS       port-scoped entries of metric 7 (default BENCH_N / 10)
 #   BENCH_MANY        restricted namespaces of metric 8 (default 500)
-#   BENCH_METRICS     which metrics to run (default "1 2 3 4 5 6 7 8")
+#   BENCH_DNS         lookups of metric 9 (default 2000)
+#   BENCH_METRICS     which metrics to run (default "1 2 3 4 5 6 7 8 9")
 #   NSEGRESS          a prebuilt binary to measure instead of building build/nsegress
 #   NSEGRESS_RUNTIME  the nsegress-runtime for metric 6 (default: the one next to NSEGRESS)
 #
@@ -64,7 +67,8 @@ BENCH_SETTLE=${BENCH_SETTLE:-0.5}
 BENCH_OUT=${BENCH_OUT:-$REPO/build/bench}
 BENCH_PORTS=${BENCH_PORTS:-$((BENCH_N / 10 > 0 ? BENCH_N / 10 : 1))}
 BENCH_MANY=${BENCH_MANY:-500}
-BENCH_METRICS=${BENCH_METRICS:-1 2 3 4 5 6 7 8}
+BENCH_DNS=${BENCH_DNS:-2000}
+BENCH_METRICS=${BENCH_METRICS:-1 2 3 4 5 6 7 8 9}
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 die() {
@@ -113,10 +117,14 @@ P=bench$$
 GW=${P}_gw
 EXTRA_NS=() # fresh and datapath namespaces still to delete
 SERVER_PID=''
+EXTRA_PIDS=() # other processes this script started (metric 9's DNS server)
 
 cleanup() {
-	local ns
+	local ns pid
 	[[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null
+	for pid in "${EXTRA_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+	# A names proxy of the lab's ctr (metric 9) ends with its namespace; release it first anyway.
+	[[ -e /run/netns/${P}_ctr ]] && ip netns exec "$GW" "$NSEGRESS" release --netns "/run/netns/${P}_ctr" >/dev/null 2>&1
 	engines_down "$P" || true
 	for ns in "${EXTRA_NS[@]}"; do
 		[[ -e /run/netns/$ns ]] && ip netns del "$ns" 2>/dev/null
@@ -537,6 +545,45 @@ if metric_on 8; then
 	done
 	for ((r = 0; r < BENCH_RUNS_SMALL; r++)); do many_sample m8.many; done
 	for ns in "${MANY[@]}"; do ip netns del "$ns"; done
+fi
+
+# --- 9: names ----------------------------------------------------------------------------------------
+# A DNS server on lan (tests/integration/helpers/dns_server.py) answers bench.example.test with
+# lan's address; ctr asks it BENCH_DNS times, each answer followed by a TCP connect to the address
+# (bench/dns_rtt.c), first with no policy, then restricted to "bench.example.test tcp/PORT" (the
+# queries go through the names proxy, which adds the address before it relays the answer). The
+# delay nsegress adds is the difference of the percentiles; the proxy's memory is its PSS and
+# private memory (/proc/PID/smaps_rollup), what one more namespace costs the host.
+if metric_on 9; then
+	if ! "$NSEGRESS" restrict --help 2>/dev/null | grep -q -- '--resolver'; then
+		say "metric 9: this nsegress has no names (no --resolver): skipped"
+	else
+		say "metric 9: names, $BENCH_DNS lookups with and without the names proxy"
+		gcc -O2 -Wall -o "$OUT/dns_rtt" bench/dns_rtt.c
+		CTRNS=${P}_ctr
+		ip netns exec "${P}_lan" python3 "$REPO/tests/integration/helpers/dns_server.py" --log "$OUT/m9.dns.log" \
+			--ttl 300 "bench.example.test=4:$LAB_LAN4" >"$OUT/m9.dns.out" 2>&1 &
+		DNSPID=$!
+		EXTRA_PIDS+=("$DNSPID")
+		for _ in $(seq 50); do ip netns exec "${P}_lan" ss -Hlun | grep -q ":53 " && break; sleep 0.1; done
+		ip netns exec "$CTRNS" "$OUT/dns_rtt" "$LAB_LAN4" bench.example.test 20 >/dev/null # warm-up
+		ip netns exec "$CTRNS" "$OUT/dns_rtt" "$LAB_LAN4" bench.example.test "$BENCH_DNS" "$LAB_TCP_PORT" >"$RAW/m9.plain.all"
+		ip netns exec "$GW" "$NSEGRESS" restrict --netns "/run/netns/$CTRNS" --allow "bench.example.test tcp/$LAB_TCP_PORT" \
+			--resolver "$LAB_LAN4" --no-probe >/dev/null || die "metric 9: restrict with a name failed"
+		ip netns exec "$CTRNS" "$OUT/dns_rtt" "$LAB_LAN4" bench.example.test 20 >/dev/null # warm-up
+		ip netns exec "$CTRNS" "$OUT/dns_rtt" "$LAB_LAN4" bench.example.test "$BENCH_DNS" "$LAB_TCP_PORT" >"$RAW/m9.names.all"
+		proxy=$(ip netns exec "$GW" "$NSEGRESS" status --netns "/run/netns/$CTRNS" --json | jq -r '.names.proxy.pid // empty')
+		if [[ -n $proxy && -r /proc/$proxy/smaps_rollup ]]; then
+			awk '/^Pss:/ {pss=$2} /^Private_(Clean|Dirty):/ {priv+=$2} END {print pss, priv}' "/proc/$proxy/smaps_rollup" >"$RAW/m9.proxy_kib"
+		fi
+		ip netns exec "$GW" "$NSEGRESS" release --netns "/run/netns/$CTRNS" >/dev/null
+		kill "$DNSPID" 2>/dev/null
+		for t in plain names; do
+			grep -v '^#' "$RAW/m9.$t.all" >"$RAW/m9.$t"
+			sed -n 's/^# ok \([0-9]*\) fail \([0-9]*\) refused \([0-9]*\)$/\1 \2 \3/p' "$RAW/m9.$t.all" >"$RAW/m9.$t.counts"
+			rm -f "$RAW/m9.$t.all"
+		done
+	fi
 fi
 
 # --- the table ---------------------------------------------------------------------------------------
