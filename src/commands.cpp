@@ -27,6 +27,7 @@
 #include "nsegress/nft.hpp"
 #include "nsegress/procfs.hpp"
 #include "nsegress/routeset.hpp"
+#include "nsegress/names_proxy.hpp"
 #include "nsegress/testpoint.hpp"
 #include "nsegress/untrusted.hpp"
 #include "nsegress/verify.hpp"
@@ -392,7 +393,12 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     // are ~14 MiB of JSON, which need not be held while the batch is built and committed.
     auto add_allow = [&] { doc["allow"] = allow_json(policy); };
     // Audit mode installs no route set: its unreachable route would refuse what audit lets through.
-    const bool route_set = opt.route_set && !opt.audit;
+    // Nor does a policy with names: a name's addresses are learnt at run time, and the route
+    // set is a function of the static list (SECURITY.md: the nft layer alone holds names).
+    const bool names = policy.has_names();
+    const bool route_set = opt.route_set && !opt.audit && !names;
+    if (names && opt.netdev_egress && !opt.audit)
+        throw_usage("--netdev-egress cannot be combined with name entries yet (the netdev layer has no name sets)");
     // Nor a netdev egress table: it drops what it does not allow, and audit refuses nothing.
     const bool netdev_egress = opt.netdev_egress && !opt.audit;
 
@@ -493,12 +499,34 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     testing::test_point("committed");
     // Audit mode disturbs nothing: forbidden flows keep their conntrack entries (and so are not
     // logged: only new flows are).
-    doc["conntrack_dropped"] = opt.audit ? 0 : drop_forbidden_flows(h.ctnl.get(), destinations, local_addresses(before));
+    // With names, flows to a name's addresses are not in the static list: conntrack is left
+    // alone (the policy itself still refuses every packet it does not allow).
+    doc["conntrack_dropped"] = opt.audit || names ? 0 : drop_forbidden_flows(h.ctnl.get(), destinations, local_addresses(before));
     testing::test_point("conntrack");
+    // The names proxy: started after the policy (its redirect is in place, so until the proxy
+    // listens no name resolves: fail closed), stopped when the new policy has none.
+    json names_doc{{"enabled", names}};
+    try {
+        if (names) {
+            names_doc["proxy_pid"] = start_names_proxy(ns, opt.target, policy.names());
+            names_doc["port"] = kNamesProxyPort;
+            names_doc["state"] = names_state_path(ns.id());
+            names_doc["log"] = names_log_path(ns.id());
+        } else if (stop_names_proxy(ns.id())) {
+            names_doc["stopped_proxy"] = true;
+        }
+    } catch (const Error& e) {
+        doc["names"] = names_doc;
+        doc["error"] = std::string(e.what()) + "; the nftables policy is installed and stays (fail closed: no name resolves)";
+        finish(res, Exit::failed);
+        return res;
+    }
+    doc["names"] = names_doc;
 
     // 2. The route set, second layer. Failure: exit 2, policy stays (fail closed).
     json rs{{"enabled", route_set}, {"installed", false}, {"table", kRouteTable}};
     if (opt.audit) rs["disabled_by"] = "audit";
+    else if (names && opt.route_set) rs["disabled_by"] = "names";
     try {
         if (route_set) {
             // The report names at most kReportedRoutes routes: with a long allow-list the route
@@ -602,6 +630,11 @@ CommandResult cmd_release(const TargetSpec& target) {
     // Keep going after a failure: remove as much as possible, then report every failure.
     std::vector<Error> failures;
     bool tables_removed = false;
+    try {
+        doc["removed_names_proxy"] = stop_names_proxy(ns.id());
+    } catch (const Error& e) {
+        failures.push_back(e.in("stop the names proxy"));
+    }
     try {
         nft::commit(h.nfnl.get(), nft::compile_delete(batch_seq(), had_netdev));
         tables_removed = true;

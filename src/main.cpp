@@ -23,6 +23,7 @@
 #include "nsegress/commands.hpp"
 #include "nsegress/engine.hpp"
 #include "nsegress/hook.hpp"
+#include "nsegress/names_proxy.hpp"
 #include "nsegress/procfs.hpp"
 #include "nsegress/report.hpp"
 #include "nsegress/untrusted.hpp"
@@ -629,6 +630,16 @@ int run(int argc, char** argv) {
             // A runtime shows a hook's stderr when it fails: exactly one line.
             if (!r.doc["error"].is_null()) std::cerr << "nsegress hook: " << r.doc["error"].get<std::string>() << "\n";
             return static_cast<int>(r.exit);
+        }
+        if (command == "names-proxy") {
+            // Started by restrict (names_proxy.hpp); also by hand or a supervisor to restart a
+            // proxy that died: `nsegress names-proxy --state /run/nsegress/names-DEV-INO.json`.
+            po::options_description d("Names proxy");
+            d.add_options()
+                ("state", po::value<std::string>()->value_name("FILE")->required(), "the state file restrict wrote")
+                ("ready-fd", po::value<int>()->default_value(-1)->value_name("N"), "write '1' to fd N once listening");
+            if (!parse(command, args, d, "--state FILE [--ready-fd N]", p)) return 0;
+            return run_names_proxy(p.vm["state"].as<std::string>(), p.vm["ready-fd"].as<int>());
         }
         throw_usage("unknown command " + quote(command) + " (see nsegress --help)");
     } catch (const po::error& e) {

@@ -1,0 +1,91 @@
+// Allowing by DNS name: the names of a policy, the DNS messages the names proxy judges, and
+// the set elements an answer opens.
+//
+// How it works (docs/design.md, "Names"): a policy with a name entry gets, in table inet
+// nsegress, a nat chain `dns` that redirects every UDP and TCP packet to port 53 (whatever the
+// resolver, Docker's 127.0.0.11 included) to the names proxy listening on 127.0.0.1 / ::1
+// port kNamesProxyPort inside the container's namespace. The proxy answers REFUSED to any
+// question for a name no entry allows; it forwards allowed questions to the resolver they were
+// addressed to (the original destination, from conntrack) from a socket marked kNamesMark (the
+// only packets to port 53 the output chain accepts and the nat chain leaves alone), and before
+// it relays an answer it adds every A/AAAA address at the end of the question's CNAME chain to
+// the sets names4/names6 (address . protocol . port, with a timeout) and waits for the
+// kernel's ACK. When the answer reaches the container, its addresses are already allowed.
+//
+// Pure: no I/O. The DNS wire format is read and written with ldns.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "nsegress/cidr.hpp"
+#include "nsegress/policy.hpp"
+
+namespace nsegress {
+
+// The proxy's port on 127.0.0.1 and ::1 in the container's namespace (the nat redirect's target).
+inline constexpr std::uint16_t kNamesProxyPort = 28275;
+// SO_MARK of the proxy's own queries to resolvers (CAP_NET_ADMIN is needed to set a mark, which
+// a container with Docker's default capabilities lacks; one that holds it can remove the policy
+// anyway). "ns" then 53.
+inline constexpr std::uint32_t kNamesMark = 0x6e730035;
+// The conntrack label of connections accepted through a name set: their later packets are
+// accepted after the address expired (original direction only).
+inline constexpr unsigned kNameLabel = 126;
+// Lifetimes of an address learnt from an answer: max(TTL, floor) + grace, at most the cap.
+inline constexpr std::uint32_t kNameTtlFloor = 30;    // seconds
+inline constexpr std::uint32_t kNameGrace = 60;       // seconds
+inline constexpr std::uint32_t kNameTtlCap = 86400;   // seconds
+
+// Whether an allow-entry's DEST is meant as a name (it has a letter or '*' and no ':' or '/'):
+// "10.0.0.0/8" and "::1" are addresses, "api.example.com" and "*.example.com" are names.
+bool looks_like_name(std::string_view word);
+// A name or one-label wildcard, lower case, without a trailing dot; nothing (and `why`) when it
+// is not one: labels of 1-63 letters, digits, '-' or '_', not starting or ending with '-', at
+// least two labels, at most 253 characters; '*' only as the whole first label.
+std::optional<std::string> parse_name_pattern(std::string_view word, std::string& why);
+// `qname` lower case without trailing dot. "*.example.com" matches exactly one more label.
+bool name_matches(std::string_view pattern, std::string_view qname);
+
+// One element of a name set, apart from its address: protocols [proto_first, proto_last] and
+// destination ports [port_first, port_last].
+struct NameSlot {
+    std::uint8_t proto_first = 0, proto_last = 0;
+    std::uint16_t port_first = 0, port_last = 0;
+    auto operator<=>(const NameSlot&) const = default;
+};
+// What the name entries allow an address of `qname`, as slots cut at every port boundary of
+// any name entry of the policy, so that two slots (of any two names) are equal or disjoint: the
+// kernel refuses overlapping elements in an interval set, and an address can belong to many
+// names (a CDN). Empty: no entry matches.
+std::vector<NameSlot> name_slots(const std::vector<AllowEntry>& names, std::string_view qname);
+
+// A question the proxy can judge: a query (QR 0, opcode QUERY) with exactly one question.
+struct DnsQuestion {
+    std::uint16_t id = 0;
+    std::string qname;  // lower case, no trailing dot ("" for the root)
+    std::uint16_t qtype = 0;
+};
+std::optional<DnsQuestion> parse_dns_query(const std::uint8_t* data, std::size_t len);
+// An answer to `query` with rcode (REFUSED = 5, FORMERR = 1, SERVFAIL = 2): the query's id and
+// question, no records. A message too short for a header gets nothing (no reply).
+std::vector<std::uint8_t> dns_error_reply(const std::uint8_t* query, std::size_t len, std::uint8_t rcode);
+
+struct AnswerAddress {
+    IpAddr addr;
+    std::uint32_t ttl = 0;
+    auto operator<=>(const AnswerAddress&) const = default;
+};
+// The A and AAAA records of the answer section on `q.qname`'s CNAME chain (followed at most 16
+// links), or nothing when the message is not a response to `q` (id, question) or is malformed.
+std::optional<std::vector<AnswerAddress>> dns_answer_addresses(const std::uint8_t* data, std::size_t len,
+                                                               const DnsQuestion& q);
+
+// The timeout of an address with this TTL (seconds).
+std::uint32_t name_timeout(std::uint32_t ttl);
+
+}  // namespace nsegress
