@@ -27,6 +27,7 @@
 #include "nsegress/nft.hpp"
 #include "nsegress/procfs.hpp"
 #include "nsegress/routeset.hpp"
+#include "nsegress/names.hpp"
 #include "nsegress/names_proxy.hpp"
 #include "nsegress/testpoint.hpp"
 #include "nsegress/untrusted.hpp"
@@ -781,6 +782,53 @@ CommandResult cmd_status(const TargetSpec& target) {
                                       "unreachable route): no kernel counter counts them"},
              {"ipv4_out_no_routes", opt_json(no_route.ipv4)},
              {"ipv6_out_no_routes", opt_json(no_route.ipv6)}};
+
+    // Names: each name with the addresses its answers gave that are still allowed, and when
+    // they expire (the kernel's timeout of their elements in names4/names6).
+    {
+        NamesInfo ni = read_names_info(ns.id());
+        json names{{"enabled", st.names}, {"proxy_running", ni.pid.has_value()},
+                   {"proxy_pid", ni.pid ? json(*ni.pid) : json(nullptr)},
+                   {"state", ni.configured ? json(ni.state) : json(nullptr)},
+                   {"log", ni.configured ? json(ni.log) : json(nullptr)},
+                   {"counters", {{"allowed", counter_json(st.allowed_names)},
+                                 {"established", counter_json(st.named)},
+                                 {"queries_redirected", counter_json(st.dns_redirected)},
+                                 {"proxy_queries", counter_json(st.resolver)}}}};
+        std::map<IpAddr, std::uint64_t> expires;  // address -> latest expiry (ms)
+        json elements = json::array();
+        if (st.names) {
+            for (const auto& e : nft::read_name_elements(h.nfnl.get())) {
+                auto& x = expires[e.addr];
+                x = std::max(x, e.expires_ms);
+                std::string slot = e.slot.proto_first == e.slot.proto_last
+                                       ? fmt::format("{}/{}-{}", proto_name(static_cast<IpProto>(e.slot.proto_first)),
+                                                     e.slot.port_first, e.slot.port_last)
+                                       : fmt::format("proto {}-{}", e.slot.proto_first, e.slot.proto_last);
+                elements.push_back({{"address", e.addr.str()}, {"slot", slot}, {"expires_in_s", e.expires_ms / 1000}});
+            }
+        }
+        json entries = json::array();
+        for (const auto& n : ni.names) {
+            const auto words = n.substr(0, n.find(' '));
+            json addrs = json::array();
+            for (const auto& [name, list] : ni.answered) {
+                if (!name_matches(words, name)) continue;
+                for (const auto& a : list) {
+                    try {
+                        auto it = expires.find(parse_ip(a));
+                        if (it == expires.end()) continue;
+                        addrs.push_back({{"name", name}, {"address", a}, {"expires_in_s", it->second / 1000}});
+                    } catch (const Error&) {
+                    }
+                }
+            }
+            entries.push_back({{"entry", n}, {"addresses", addrs}});
+        }
+        names["entries"] = entries;
+        names["elements"] = elements;
+        doc["names"] = names;
+    }
 
     // The netdev egress layer: which interfaces it covers (an interface created after restrict
     // is not covered until restrict runs again), and its counters per interface.

@@ -172,6 +172,50 @@ std::optional<IpAddr> udp_original_destination(const sockaddr_storage& client, F
     return out;
 }
 
+// Forgets the conntrack entry of one of our finished UDP exchanges (original tuple local ->
+// server:53). Left in place it would outlive the socket by the UDP timeout (30 s and more), and
+// a query of the container that happened to get the same source port afterwards would belong to
+// it: not new, so never redirected, and refused by the policy (an occasional EPERM on a query).
+void forget_udp_flow(const sockaddr_storage& local, const IpAddr& server) {
+    std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
+    nlmsghdr* nlh = mnl_nlmsg_put_header(buf.data());
+    nlh->nlmsg_type = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE;
+    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+    nlh->nlmsg_seq = 2;
+    auto* nfg = static_cast<nfgenmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(nfgenmsg)));
+    const bool v4 = server.family == Family::v4;
+    nfg->nfgen_family = v4 ? AF_INET : AF_INET6;
+    nfg->version = NFNETLINK_V0;
+    nfg->res_id = 0;
+    auto b = server.bytes();
+    nlattr* tuple = mnl_attr_nest_start(nlh, CTA_TUPLE_ORIG);
+    nlattr* ip = mnl_attr_nest_start(nlh, CTA_TUPLE_IP);
+    std::uint16_t port = 0;
+    if (v4) {
+        const auto& l = reinterpret_cast<const sockaddr_in&>(local);
+        mnl_attr_put(nlh, CTA_IP_V4_SRC, 4, &l.sin_addr);
+        mnl_attr_put(nlh, CTA_IP_V4_DST, 4, b.data());
+        port = l.sin_port;
+    } else {
+        const auto& l = reinterpret_cast<const sockaddr_in6&>(local);
+        mnl_attr_put(nlh, CTA_IP_V6_SRC, 16, &l.sin6_addr);
+        mnl_attr_put(nlh, CTA_IP_V6_DST, 16, b.data());
+        port = l.sin6_port;
+    }
+    mnl_attr_nest_end(nlh, ip);
+    nlattr* proto = mnl_attr_nest_start(nlh, CTA_TUPLE_PROTO);
+    mnl_attr_put_u8(nlh, CTA_PROTO_NUM, IPPROTO_UDP);
+    mnl_attr_put_u16(nlh, CTA_PROTO_SRC_PORT, port);
+    mnl_attr_put_u16(nlh, CTA_PROTO_DST_PORT, htons(53));
+    mnl_attr_nest_end(nlh, proto);
+    mnl_attr_nest_end(nlh, tuple);
+    std::unique_ptr<mnl_socket, int (*)(mnl_socket*)> sock(mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC),
+                                                           mnl_socket_close);
+    if (!sock || mnl_socket_bind(sock.get(), 0, MNL_SOCKET_AUTOPID) < 0) return;
+    if (mnl_socket_sendto(sock.get(), nlh, nlh->nlmsg_len) < 0) return;
+    (void)mnl_socket_recvfrom(sock.get(), buf.data(), buf.size());  // the ACK (ENOENT is fine)
+}
+
 // One exchange with the resolver at `server` port 53 over UDP or TCP, from a socket marked as
 // the proxy's (the only packets to port 53 the policy lets out). Empty: no answer in time.
 std::vector<std::uint8_t> ask_resolver(const IpAddr& server, bool tcp, const std::vector<std::uint8_t>& query) {
@@ -205,14 +249,22 @@ std::vector<std::uint8_t> ask_resolver(const IpAddr& server, bool tcp, const std
         if (::send(fd.get(), query.data(), query.size(), 0) != static_cast<ssize_t>(query.size())) return {};
         for (int i = 0; i < 8; ++i) {
             const ssize_t n = ::recv(fd.get(), out.data(), out.size(), 0);
-            if (n < 0) return {};
+            if (n < 0) {
+                out.clear();
+                break;
+            }
             // A datagram with another id is not ours (a late answer); wait for ours.
             if (n >= 2 && query.size() >= 2 && out[0] == query[0] && out[1] == query[1]) {
                 out.resize(static_cast<std::size_t>(n));
-                return out;
+                break;
             }
+            if (i == 7) out.clear();
         }
-        return {};
+        // While our socket is open no other socket gets its port: forget the flow before closing.
+        sockaddr_storage local{};
+        socklen_t llen = sizeof local;
+        if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &llen) == 0) forget_udp_flow(local, server);
+        return out;
     }
     std::vector<std::uint8_t> msg{static_cast<std::uint8_t>(query.size() >> 8), static_cast<std::uint8_t>(query.size())};
     msg.insert(msg.end(), query.begin(), query.end());
@@ -652,6 +704,38 @@ int run_names_proxy(const std::string& state_path, int ready_fd) {
             }
         }
     }
+}
+
+NamesInfo read_names_info(NsId id) {
+    NamesInfo out;
+    out.state = names_state_path(id);
+    out.log = names_log_path(id);
+    out.pid = names_proxy_pid(id);
+    std::ifstream in(out.state);
+    if (in) {
+        try {
+            json st;
+            in >> st;
+            for (const auto& n : st.at("names")) out.names.push_back(n.get<std::string>());
+            out.configured = true;
+        } catch (const std::exception&) {
+        }
+    }
+    std::ifstream lg(out.log);
+    for (std::string line; std::getline(lg, line);) {
+        try {
+            auto j = json::parse(line);
+            if (j.value("verdict", "") != "allowed") continue;
+            auto& v = out.answered[j.value("name", "")];
+            for (const auto& a : j.at("addresses")) {
+                const std::string addr = a.value("address", "");
+                std::erase(v, addr);
+                v.push_back(addr);
+            }
+        } catch (const std::exception&) {
+        }
+    }
+    return out;
 }
 
 std::vector<RefusedName> read_refused_names(NsId id) {

@@ -20,6 +20,7 @@
 
 #include <sys/types.h>
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -47,6 +48,17 @@ std::optional<pid_t> names_proxy_pid(NsId id);
 // (checked by device and inode), listens, serves until one of the exits above. Returns the
 // exit code.
 int run_names_proxy(const std::string& state_path, int ready_fd);
+
+// What status shows of a namespace's names: the names the proxy serves (its state file), the
+// running proxy, and per name the addresses its answers gave (the log), newest answer last.
+struct NamesInfo {
+    bool configured = false;  // a state file exists
+    std::vector<std::string> names;
+    std::optional<pid_t> pid;
+    std::string state, log;
+    std::map<std::string, std::vector<std::string>> answered;  // name -> addresses
+};
+NamesInfo read_names_info(NsId id);
 
 // The refused questions of a namespace's log (watch): name, type, how many times.
 struct RefusedName {

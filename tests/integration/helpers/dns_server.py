@@ -24,6 +24,8 @@ p = argparse.ArgumentParser()
 p.add_argument("--log", required=True)
 p.add_argument("--ttl", type=int, default=300)
 p.add_argument("--port", type=int, default=53)
+p.add_argument("--bind", action="append", default=[],
+               help="an address to serve on (repeatable): answers then come from the address asked")
 p.add_argument("zone", nargs="*")
 args = p.parse_args()
 
@@ -112,28 +114,26 @@ class Tcp(socketserver.BaseRequestHandler):
             self.request.sendall(len(out).to_bytes(2, "big") + out)
 
 
-class U6(socketserver.ThreadingUDPServer):
-    address_family = socket.AF_INET6
-    allow_reuse_address = True
+def servers(addr):
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
 
-    def server_bind(self):
-        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
+    class U(socketserver.ThreadingUDPServer):
+        address_family = fam
+        allow_reuse_address = True
 
+    class T(socketserver.ThreadingTCPServer):
+        address_family = fam
+        allow_reuse_address = True
+        daemon_threads = True
 
-class T6(socketserver.ThreadingTCPServer):
-    address_family = socket.AF_INET6
-    allow_reuse_address = True
-    daemon_threads = True
-
-    def server_bind(self):
-        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
+    return U((addr, args.port), Udp), T((addr, args.port), Tcp)
 
 
-udp = U6(("::", args.port), Udp)
-tcp = T6(("::", args.port), Tcp)
-threading.Thread(target=tcp.serve_forever, daemon=True).start()
+all_servers = []
+for addr in args.bind or ["0.0.0.0"]:
+    all_servers.extend(servers(addr))
+for s in all_servers[1:]:
+    threading.Thread(target=s.serve_forever, daemon=True).start()
 print("ready", flush=True)
 sys.stdout.close()
-udp.serve_forever()
+all_servers[0].serve_forever()
