@@ -641,6 +641,14 @@ int run(int argc, char** argv) {
             if (!parse(command, args, d, "--state FILE [--ready-fd N]", p)) return 0;
             return run_names_proxy(p.vm["state"].as<std::string>(), p.vm["ready-fd"].as<int>());
         }
+        if (command == "names-supervise") {
+            po::options_description d("Names proxy supervisor");
+            d.add_options()("state", po::value<std::vector<std::string>>()->value_name("FILE")->composing(),
+                            "watch only this state file (repeatable; default: every /run/nsegress/names-*.json)");
+            if (!parse(command, args, d, "[--state FILE]...", p)) return 0;
+            return run_names_supervisor(p.vm.count("state") ? p.vm["state"].as<std::vector<std::string>>()
+                                                              : std::vector<std::string>{});
+        }
         throw_usage("unknown command " + quote(command) + " (see nsegress --help)");
     } catch (const po::error& e) {
         // (boost's text quotes the offending argument as given: it may hold anything)

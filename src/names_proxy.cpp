@@ -1,6 +1,7 @@
 #include "nsegress/names_proxy.hpp"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <libmnl/libmnl.h>
 #include <linux/netfilter/nfnetlink.h>
@@ -504,6 +505,8 @@ std::optional<pid_t> names_proxy_pid(NsId id) {
 }
 
 bool stop_names_proxy(NsId id) {
+    // The state first: a supervisor never restarts a proxy that is being stopped.
+    ::unlink(names_state_path(id).c_str());
     bool was = false;
     for (int round = 0; round < 2; ++round) {
         auto pid = names_proxy_pid(id);
@@ -523,23 +526,14 @@ bool stop_names_proxy(NsId id) {
     return was;
 }
 
-pid_t start_names_proxy(const Netns& ns, const TargetSpec& target, const std::vector<AllowEntry>& names) {
-    ensure_run_dir();
-    stop_names_proxy(ns.id());
-    json st{{"netns_dev", static_cast<std::uint64_t>(ns.id().dev)},
-            {"netns_ino", static_cast<std::uint64_t>(ns.id().ino)}};
-    if (ns.pid()) st["pid"] = *ns.pid();
-    if (target.netns_path) st["netns_path"] = *target.netns_path;
-    json n = json::array();
-    for (const auto& e : names) n.push_back(e.str());
-    st["names"] = n;
-    const std::string state = names_state_path(ns.id());
-    write_file(state, st.dump(2) + "\n");
+namespace {
 
+// Starts `nsegress names-proxy --state STATE` detached from the caller (its own session, stdio
+// on /dev/null, stderr to the log) and waits until it listens: true then.
+bool spawn_proxy(const std::string& state, const std::string& log) {
     int pipefd[2];
     if (::pipe2(pipefd, O_CLOEXEC) != 0) throw_errno("pipe", errno);
     Fd rd(pipefd[0]), wr(pipefd[1]);
-    const std::string log = names_log_path(ns.id());
     const std::string ready = std::to_string(wr.get());
     const char* argv[] = {"nsegress", "names-proxy", "--state", state.c_str(), "--ready-fd", ready.c_str(), nullptr};
     const pid_t child = ::fork();
@@ -565,11 +559,61 @@ pid_t start_names_proxy(const Netns& ns, const TargetSpec& target, const std::ve
     wr.reset();
     pollfd pf{rd.get(), POLLIN, 0};
     char c = 0;
-    if (::poll(&pf, 1, 10000) <= 0 || ::read(rd.get(), &c, 1) != 1 || c != '1')
+    return ::poll(&pf, 1, 10000) > 0 && ::read(rd.get(), &c, 1) == 1 && c == '1';
+}
+
+}  // namespace
+
+pid_t start_names_proxy(const Netns& ns, const TargetSpec& target, const std::vector<AllowEntry>& names) {
+    ensure_run_dir();
+    stop_names_proxy(ns.id());
+    json st{{"netns_dev", static_cast<std::uint64_t>(ns.id().dev)},
+            {"netns_ino", static_cast<std::uint64_t>(ns.id().ino)}};
+    if (ns.pid()) st["pid"] = *ns.pid();
+    if (target.netns_path) st["netns_path"] = *target.netns_path;
+    json n = json::array();
+    for (const auto& e : names) n.push_back(e.str());
+    st["names"] = n;
+    const std::string state = names_state_path(ns.id());
+    write_file(state, st.dump(2) + "\n");
+    const std::string log = names_log_path(ns.id());
+    // A supervisor may have seen the new state first and started it: then that one serves.
+    if (!spawn_proxy(state, log) && !names_proxy_pid(ns.id()))
         throw_failed(fmt::format("the names proxy for {} did not start (its messages: '{}')", ns.describe(), log));
     auto pid = names_proxy_pid(ns.id());
     if (!pid) throw_failed(fmt::format("the names proxy for {} exited at once (its messages: '{}')", ns.describe(), log));
     return *pid;
+}
+
+int run_names_supervisor(const std::vector<std::string>& only) {
+    std::fprintf(stderr, "nsegress names-supervise: watching %s\n",
+                 only.empty() ? "/run/nsegress/names-*.json" : "the given state files");
+    while (true) {
+        ensure_run_dir();
+        std::vector<std::string> states;
+        for (const auto& s : only)
+            if (::access(s.c_str(), F_OK) == 0) states.push_back(s);
+        if (only.empty())
+        if (DIR* d = ::opendir(kRunDir)) {
+            while (dirent* e = ::readdir(d)) {
+                const std::string n = e->d_name;
+                if (n.starts_with("names-") && n.ends_with(".json")) states.push_back(std::string(kRunDir) + "/" + n);
+            }
+            ::closedir(d);
+        }
+        for (const auto& state : states) {
+            unsigned long dev = 0, ino = 0;
+            if (std::sscanf(state.c_str(), "/run/nsegress/names-%lu-%lu.json", &dev, &ino) != 2) continue;
+            const NsId id{static_cast<dev_t>(dev), static_cast<ino_t>(ino)};
+            if (names_proxy_pid(id)) continue;
+            // Dead (killed, crashed): start it again. A proxy whose namespace or policy is gone
+            // removes the state file itself, so this never loops on a dead container.
+            const bool ok = spawn_proxy(state, names_log_path(id));
+            std::fprintf(stderr, "nsegress names-supervise: %s the names proxy of %s\n",
+                         ok ? "restarted" : "could not restart", state.c_str());
+        }
+        ::sleep(1);
+    }
 }
 
 int run_names_proxy(const std::string& state_path, int ready_fd) {
@@ -594,17 +638,24 @@ int run_names_proxy(const std::string& state_path, int ready_fd) {
     // Enter the namespace: through the container's pidfd, or the --netns path. Whichever way,
     // it must be the namespace the state names (a reused pid, a path that now names another
     // namespace: refused).
+    // A namespace that is gone (or is now another one) is not served again: its state goes, so
+    // that a supervisor does not try forever.
+    auto abandon = [&](const std::string& why) -> int {
+        std::fprintf(stderr, "nsegress names-proxy: %s; its state '%s' is removed\n", why.c_str(), state_path.c_str());
+        ::unlink(state_path.c_str());
+        return static_cast<int>(Exit::failed);
+    };
     Fd pidfd;
     if (p.pid) {
         pidfd = Fd(static_cast<int>(::syscall(SYS_pidfd_open, *p.pid, 0)));
-        if (!pidfd) throw_errno(fmt::format("pidfd_open pid {}", *p.pid), errno);
+        if (!pidfd) return abandon(fmt::format("process {} is gone", *p.pid));
         if (::setns(pidfd.get(), CLONE_NEWNET) != 0) throw_errno(fmt::format("setns pid {}", *p.pid), errno);
     } else {
         Fd nsfd(::open(p.netns_path.c_str(), O_RDONLY | O_CLOEXEC));
-        if (!nsfd) throw_errno("open '" + p.netns_path + "'", errno);
+        if (!nsfd) return abandon(fmt::format("'{}' is gone", p.netns_path));
         if (::setns(nsfd.get(), CLONE_NEWNET) != 0) throw_errno("setns '" + p.netns_path + "'", errno);
     }
-    if (self_netns() != p.netns) throw_failed("the target is no longer the namespace the names proxy was started for");
+    if (self_netns() != p.netns) return abandon("the target is no longer the namespace the names proxy was started for");
 
     // One proxy per namespace: the pid file's lock.
     const std::string pid_path = names_pid_path(p.netns);

@@ -48,6 +48,11 @@ std::optional<pid_t> names_proxy_pid(NsId id);
 // (checked by device and inode), listens, serves until one of the exits above. Returns the
 // exit code.
 int run_names_proxy(const std::string& state_path, int ready_fd);
+// `nsegress names-supervise` (share/systemd/nsegress-names.service, the Kubernetes DaemonSet):
+// every second, starts again the proxy of every state file whose proxy is not running (killed,
+// crashed, or the host rebooted its services). `only`: just these state files (tests). Never
+// returns.
+int run_names_supervisor(const std::vector<std::string>& only = {});
 
 // What status shows of a namespace's names: the names the proxy serves (its state file), the
 // running proxy, and per name the addresses its answers gave (the log), newest answer last.

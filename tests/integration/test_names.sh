@@ -223,10 +223,24 @@ restarted() { [[ $(q "$LAN4" api.example.test A) == "NOERROR $LAN4" ]]; }
 assert_true "after the restart the allowed name resolves" eventually restarted
 assert_eq REFUSED "$(q "$LAN4" forbidden.example.test A)" "and other names are REFUSED"
 
+section "a supervisor (nsegress names-supervise) restarts a proxy that died"
+ip netns exec "${P}_gw" "$NSEGRESS" names-supervise --state "$STATE_FILE" >/dev/null 2>"$TMPD/supervise.err" &
+SUPERVISOR=$!
+on_exit "kill $SUPERVISOR 2>/dev/null"
+kill -KILL "$RESTARTED"
+wait "$RESTARTED" 2>/dev/null
+new_proxy() { local p; p=$(proxy_pid); [[ -n $p && $p != "$RESTARTED" ]]; }
+assert_true "a new proxy runs" eventually new_proxy
+assert_true "the allowed name resolves again" eventually restarted
+assert_eq REFUSED "$(q "$LAN4" forbidden.example.test A)" "other names are still REFUSED"
+LAST=$(proxy_pid)
+
 section "release stops the proxy and removes everything"
 expect_exit 0 nsg release --netns "$CTR_NS" --json
 assert_eq true "$(jq -r .removed_names_proxy <<<"$OUT")" "release reports the proxy stopped"
-assert_true "the restarted proxy is gone" eventually test ! -d "/proc/$RESTARTED"
+assert_true "the proxy is gone" eventually test ! -d "/proc/$LAST"
+sleep 1.5 # the supervisor's next round: it must not start one again (the state is gone)
+assert_eq "" "$(proxy_pid)" "the supervisor did not restart it after release"
 assert_eq "" "$(nft_table)" "no table left"
 assert_false "no state file left" test -e "$STATE_FILE"
 assert_eq NXDOMAIN "$(q "$LAN4" "after-release-$$.exfil.test" A)" "DNS goes straight to the resolver again"
