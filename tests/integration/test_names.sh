@@ -157,6 +157,19 @@ assert_true "the proxy's log records a refused exfiltration name" grep -qF "$(he
 assert_true "the proxy's log says refused" grep -q '"verdict":"refused"' "$LOG"
 assert_match "$(q "$LAN4" short.example.test A)" "^NOERROR 192.168.1.24$" "an allowed name still resolves after the attack"
 
+section "watch --summary suggests names, not bare addresses"
+nsg watch --netns "$CTR_NS" --summary --duration 3 >"$TMPD/summary" 2>/dev/null &
+W=$!
+while [[ -d /proc/$W ]]; do
+	conn "$LAN4" $((PORT + 1)) >/dev/null # refused: an address api.example.test's answer gave, another port
+	sleep 0.2
+done
+wait "$W"
+summary=$(<"$TMPD/summary")
+assert_contains "$summary" "api.example.test tcp/$PORT" "the policy's name entries are kept"
+assert_match "$summary" "#- api\.example\.test tcp/$((PORT + 1)) " "the refused address is suggested as its name"
+assert_match "$summary" "#- forbidden\.example\.test +# asked [0-9]+ time" "a refused name is suggested, commented out"
+
 section "rotating answers, TTL 1: resolve then connect, zero first connections refused"
 CYCLES4=${NAMES_CYCLES:-2000} CYCLES6=${NAMES_CYCLES:-1000}
 out=$(in_ctr "$PY" "$HELPERS/dns_client.py" loop "$LAN4" rot.example.test A "$PORT" "$CYCLES4")
