@@ -673,9 +673,26 @@ CommandResult cmd_release(const TargetSpec& target) {
     return res;
 }
 
+// The installed policy: the kernel's sets, and the names the names proxy serves (its state).
+Policy installed_policy(const nft::PolicyState& st, NsId id) {
+    Policy p = st.policy();
+    if (st.names) {
+        std::vector<AllowEntry> names;
+        for (const auto& n : read_names_info(id).names) {
+            try {
+                names.push_back(parse_allow_entry(n));
+            } catch (const Error&) {
+            }
+        }
+        p.set_names(std::move(names));
+    }
+    return p;
+}
+
 std::vector<std::string> policy_drift(const RestrictOptions& want) {
     const bool audit = want.audit;
-    const bool route_set = want.route_set && !audit;  // audit mode never has one
+    // audit mode never has a route set, nor has a policy with names
+    const bool route_set = want.route_set && !audit && !Policy(want.allow).has_names();
     const bool netdev_egress = want.netdev_egress && !audit;
     require_privileges(priv_enter | priv_net_admin);
     Netns ns = open_target(want.target);
@@ -690,9 +707,12 @@ std::vector<std::string> policy_drift(const RestrictOptions& want) {
     if (st.present && st.complete && st.mode != (audit ? nft::Mode::audit : nft::Mode::enforce))
         drift.push_back(fmt::format("the policy is in {} mode but {} was asked for", nft::mode_name(st.mode),
                                     audit ? "audit" : "enforce"));
-    if (st.present && !(st.policy() == policy))
-        drift.push_back(fmt::format("allow-list is {} but {} was asked for", entries_json(st.policy()).dump(),
+    const Policy have = installed_policy(st, ns.id());
+    if (st.present && !(have == policy))
+        drift.push_back(fmt::format("allow-list is {} but {} was asked for", entries_json(have).dump(),
                                     entries_json(policy).dump()));
+    if (policy.has_names() && !names_proxy_pid(ns.id()))
+        drift.push_back("the names proxy is not running (no name resolves)");
     RoutePlan installed = installed_route_set(snap);
     if (route_set) {
         if (installed.rules.empty() && installed.routes.empty()) drift.push_back("the route set is missing");
@@ -735,7 +755,7 @@ CommandResult cmd_status(const TargetSpec& target) {
                          {"complete", st.complete},
                          {"mode", st.present && st.complete ? json(nft::mode_name(st.mode)) : json(nullptr)},
                          {"rules", st.rules},
-                         {"allow", allow_json(st.policy())},
+                         {"allow", allow_json(installed_policy(st, ns.id()))},
                          {"deny_log", st.deny_log ? json{{"group", nft::kNflogGroup},
                                                          {"rate_per_second", nft::kLogRatePerSecond},
                                                          {"burst", nft::kLogBurst}}

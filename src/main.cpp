@@ -261,6 +261,8 @@ int run_verify(const std::vector<std::string>& args, Parsed& p) {
          "what the namespace is meant to reach, as restrict --allow (repeatable)")
         ("allow-file", po::value<std::vector<std::string>>()->value_name("FILE")->composing(),
          "read allow entries from FILE")
+        ("resolver", po::value<std::string>()->value_name("IP"),
+         "for name entries: the resolver the container asks (default: the nameserver of its resolv.conf)")
         ("reach", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
          "this IP must answer (ICMP echo, TCP, UDP) (repeatable)")
         ("block", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
@@ -298,6 +300,7 @@ int run_verify(const std::vector<std::string>& args, Parsed& p) {
             throw_usage("no allow-list: give --allow ENTRY (what the namespace is meant to reach)");
         o.allow = cidrs(vm);
         o.reach = ips(vm, "reach");
+        if (vm.count("resolver")) o.resolver = parse_ip(vm["resolver"].as<std::string>());
         o.block = ips(vm, "block");
         validate_targets(o.allow, o.reach, o.block, "--reach", "--block");
         o.expect_userns_remap = vm["expect-userns-remap"].as<bool>();

@@ -285,6 +285,26 @@ std::optional<std::vector<AnswerAddress>> dns_answer_addresses(const std::uint8_
     return out;
 }
 
+std::vector<std::uint8_t> dns_query(std::uint16_t id, const std::string& qname, std::uint16_t qtype) {
+    ldns_pkt* raw = nullptr;
+    if (ldns_pkt_query_new_frm_str(&raw, qname.c_str(), static_cast<ldns_rr_type>(qtype), LDNS_RR_CLASS_IN, LDNS_RD) !=
+        LDNS_STATUS_OK)
+        return {};
+    PktPtr q(raw);
+    ldns_pkt_set_id(q.get(), id);
+    std::uint8_t* wire = nullptr;
+    std::size_t size = 0;
+    std::vector<std::uint8_t> out;
+    if (ldns_pkt2wire(&wire, q.get(), &size) == LDNS_STATUS_OK && wire) out.assign(wire, wire + size);
+    std::free(wire);
+    return out;
+}
+
+std::optional<std::uint8_t> dns_rcode(const std::uint8_t* data, std::size_t len) {
+    if (!data || len < 12 || !(data[2] & 0x80)) return std::nullopt;
+    return static_cast<std::uint8_t>(data[3] & 0x0f);
+}
+
 std::uint32_t name_timeout(std::uint32_t ttl) {
     return std::min(std::max(ttl, kNameTtlFloor), kNameTtlCap) + kNameGrace;
 }

@@ -85,6 +85,11 @@ struct AnswerAddress {
 std::optional<std::vector<AnswerAddress>> dns_answer_addresses(const std::uint8_t* data, std::size_t len,
                                                                const DnsQuestion& q);
 
+// A query for `qname` (recursion desired), as the container's resolver library sends one.
+std::vector<std::uint8_t> dns_query(std::uint16_t id, const std::string& qname, std::uint16_t qtype);
+// The response code of a response (0 NOERROR, 3 NXDOMAIN, 5 REFUSED, ...), nothing when not one.
+std::optional<std::uint8_t> dns_rcode(const std::uint8_t* data, std::size_t len);
+
 // The timeout of an address with this TTL (seconds).
 std::uint32_t name_timeout(std::uint32_t ttl);
 

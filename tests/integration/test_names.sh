@@ -157,6 +157,13 @@ assert_true "the proxy's log records a refused exfiltration name" grep -qF "$(he
 assert_true "the proxy's log says refused" grep -q '"verdict":"refused"' "$LOG"
 assert_match "$(q "$LAN4" short.example.test A)" "^NOERROR 192.168.1.24$" "an allowed name still resolves after the attack"
 
+section "verify resolves a name entry as the container would, and probes the answer"
+OUT=$(nsg verify --netns "$CTR_NS" --allow "api.example.test tcp/$PORT" --resolver "$LAN4" --json 2>"$TMPD/verify.err")
+[[ -s $TMPD/verify.err ]] && sed "s/^/#   verify: /" "$TMPD/verify.err"
+assert_eq pass "$(jq -r '.checks[] | select(.name == "name api.example.test") | .status' <<<"$OUT")" \
+	"verify: name api.example.test resolves, its addresses connect, another name is REFUSED"
+assert_contains "$(jq -r '.checks[] | select(.name == "name api.example.test") | .detail' <<<"$OUT")" "REFUSED" "verify says a name outside the policy is REFUSED"
+
 section "watch --summary suggests names, not bare addresses"
 nsg watch --netns "$CTR_NS" --summary --duration 3 >"$TMPD/summary" 2>/dev/null &
 W=$!
