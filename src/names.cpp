@@ -1,7 +1,5 @@
 #include "nsegress/names.hpp"
 
-#include <ldns/ldns.h>
-
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -9,6 +7,9 @@
 #include <set>
 
 #include "nsegress/untrusted.hpp"
+
+// Last: ldns's C headers (stdbool.h) confuse clang 14 in nlohmann/json's headers after them.
+#include <ldns/ldns.h>
 
 namespace nsegress {
 
