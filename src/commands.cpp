@@ -509,7 +509,7 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     json names_doc{{"enabled", names}};
     try {
         if (names) {
-            names_doc["proxy_pid"] = start_names_proxy(ns, opt.target, policy.names());
+            names_doc["proxy_pid"] = start_names_proxy(ns, opt.target, policy.names(), opt.audit);
             names_doc["port"] = kNamesProxyPort;
             names_doc["state"] = names_state_path(ns.id());
             names_doc["log"] = names_log_path(ns.id());

@@ -72,6 +72,7 @@ struct Proxy {
     std::string netns_path;
     std::optional<pid_t> pid;
     std::string log_path;
+    bool audit = false;  // audit mode: other names are answered too (logged as would-be-refused)
 
     std::mutex nft_mu;  // one commit at a time on the shared socket
     nft::MnlSocket nfnl;
@@ -336,7 +337,8 @@ std::vector<std::uint8_t> answer(Proxy& p, const std::vector<std::uint8_t>& quer
     }
     json line{{"client", client}, {"name", q->qname}, {"type", qtype_text(q->qtype)},
               {"transport", tcp ? "tcp" : "udp"}};
-    if (!name_allowed(p, q->qname)) {
+    const bool allowed = name_allowed(p, q->qname);
+    if (!allowed && !p.audit) {
         line["verdict"] = "refused";
         if (resolver) line["resolver"] = resolver->str();
         log_line(p, line);
@@ -363,6 +365,11 @@ std::vector<std::uint8_t> answer(Proxy& p, const std::vector<std::uint8_t>& quer
         line["error"] = "the resolver's message does not answer the question";
         log_line(p, line);
         return dns_error_reply(query.data(), query.size(), 2);
+    }
+    if (!allowed) {  // audit mode: answered, nothing added
+        line["verdict"] = "would-be-refused";
+        log_line(p, line);
+        return resp;
     }
     std::string why;
     if (!allow_addresses(p, *q, *addrs, why)) {
@@ -564,7 +571,7 @@ bool spawn_proxy(const std::string& state, const std::string& log) {
 
 }  // namespace
 
-pid_t start_names_proxy(const Netns& ns, const TargetSpec& target, const std::vector<AllowEntry>& names) {
+pid_t start_names_proxy(const Netns& ns, const TargetSpec& target, const std::vector<AllowEntry>& names, bool audit) {
     ensure_run_dir();
     stop_names_proxy(ns.id());
     json st{{"netns_dev", static_cast<std::uint64_t>(ns.id().dev)},
@@ -574,6 +581,7 @@ pid_t start_names_proxy(const Netns& ns, const TargetSpec& target, const std::ve
     json n = json::array();
     for (const auto& e : names) n.push_back(e.str());
     st["names"] = n;
+    st["audit"] = audit;
     const std::string state = names_state_path(ns.id());
     write_file(state, st.dump(2) + "\n");
     const std::string log = names_log_path(ns.id());
@@ -633,6 +641,7 @@ int run_names_proxy(const std::string& state_path, int ready_fd) {
     if (st.contains("pid")) p.pid = st["pid"].get<pid_t>();
     if (st.contains("netns_path")) p.netns_path = st["netns_path"].get<std::string>();
     for (const auto& n : st.at("names")) p.names.push_back(parse_allow_entry(n.get<std::string>()));
+    p.audit = st.value("audit", false);
     p.log_path = names_log_path(p.netns);
 
     // Enter the namespace: through the container's pidfd, or the --netns path. Whichever way,
@@ -796,7 +805,8 @@ std::vector<RefusedName> read_refused_names(NsId id) {
     for (std::string line; std::getline(in, line);) {
         try {
             auto j = json::parse(line);
-            if (j.value("verdict", "") != "refused") continue;
+            const std::string v = j.value("verdict", "");
+            if (v != "refused" && v != "would-be-refused") continue;
             ++counts[{j.value("name", ""), j.value("type", "")}];
         } catch (const std::exception&) {
         }
