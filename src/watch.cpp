@@ -12,6 +12,8 @@
 #include <cmath>
 #include <cstring>
 
+#include <fstream>
+
 #include <fmt/format.h>
 
 #include "nsegress/error.hpp"
@@ -388,10 +390,38 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
         }
     };
 
+    // The names proxy's questions (a policy with names): its log is read as it grows, each
+    // question an event {"event":"name", "name", "type", "verdict", ...}.
+    std::ifstream names_log(names_log_path(ns.id()));
+    if (names_log) names_log.seekg(0, std::ios::end);
+    std::string names_partial;
+    auto read_names = [&] {
+        if (!names_log) return;
+        std::string chunk;
+        for (std::string line; std::getline(names_log, line);) {
+            if (names_log.eof()) {  // no newline yet: the rest comes later
+                names_partial += line;
+                break;
+            }
+            line = names_partial + line;
+            names_partial.clear();
+            try {
+                auto j = json::parse(line);
+                if (!j.contains("name") || !sink.event) continue;
+                json ev{{"event", "name"}, {"time", now_iso()}};
+                for (const char* k : {"name", "type", "verdict", "transport", "resolver", "addresses"})
+                    if (j.contains(k)) ev[k] = j[k];
+                sink.event(ev);
+            } catch (const std::exception&) {
+            }
+        }
+        names_log.clear();  // eof: keep reading as the file grows
+    };
+
     std::string reason;
     const int pidfd = ns.pidfd() ? ns.pidfd().get() : -1;
     while (reason.empty()) {
-        int timeout_ms = -1;
+        int timeout_ms = names_log ? 250 : -1;
         if (deadline) {
             double left = *deadline - now_mono();
             if (left <= 0) {
@@ -412,6 +442,7 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
             if (int sig = signals.take()) reason = sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "signal";
         }
         if (pidfd >= 0 && (fds[2].revents & POLLIN)) reason = "target process exited";
+        read_names();
     }
     const double elapsed = now_mono() - start;
 

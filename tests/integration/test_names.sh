@@ -157,6 +157,17 @@ assert_true "the proxy's log records a refused exfiltration name" grep -qF "$(he
 assert_true "the proxy's log says refused" grep -q '"verdict":"refused"' "$LOG"
 assert_match "$(q "$LAN4" short.example.test A)" "^NOERROR 192.168.1.24$" "an allowed name still resolves after the attack"
 
+section "watch shows the names asked"
+nsg watch --netns "$CTR_NS" --json --duration 3 >"$TMPD/watch.json" 2>/dev/null &
+W=$!
+while [[ -d /proc/$W ]]; do
+	q "$LAN4" "watched-$$.example.test" A >/dev/null
+	sleep 0.2
+done
+wait "$W"
+assert_true "watch --json has a refused name event for the asked name" \
+	grep -q "\"event\":\"name\".*\"name\":\"watched-$$.example.test\".*\"verdict\":\"refused\"" "$TMPD/watch.json"
+
 section "verify resolves a name entry as the container would, and probes the answer"
 OUT=$(nsg verify --netns "$CTR_NS" --allow "api.example.test tcp/$PORT" --resolver "$LAN4" --json 2>"$TMPD/verify.err")
 [[ -s $TMPD/verify.err ]] && sed "s/^/#   verify: /" "$TMPD/verify.err"
