@@ -23,7 +23,8 @@ using PktPtr = std::unique_ptr<ldns_pkt, PktFree>;
 char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 
 std::string fmt_char(char c) {
-    return "the character " + quote(std::string_view(&c, 1)) + " (names are letters, digits, '-', '_' and '.')";
+    return "the character " + quote(std::string_view(&c, 1)) +
+           " (names are letters, digits, '-', '_' and '.')";
 }
 
 bool label_ok(std::string_view l, std::string& why) {
@@ -62,7 +63,8 @@ std::string dname_text(const ldns_rdf* d) {
             const char c = static_cast<char>(p[i + 1 + j]);
             // A byte that cannot be in a policy's name (a dot inside a label, a control
             // character) is kept escaped, so that it can never match a pattern.
-            if (c == '.' || static_cast<unsigned char>(c) < 0x21 || static_cast<unsigned char>(c) > 0x7e)
+            if (c == '.' || static_cast<unsigned char>(c) < 0x21 ||
+                static_cast<unsigned char>(c) > 0x7e)
                 out += '\\' + std::to_string(static_cast<unsigned char>(c));
             else
                 out += lower(c);
@@ -75,7 +77,8 @@ std::string dname_text(const ldns_rdf* d) {
 }  // namespace
 
 bool looks_like_name(std::string_view w) {
-    if (w.find(':') != std::string_view::npos || w.find('/') != std::string_view::npos) return false;
+    if (w.find(':') != std::string_view::npos || w.find('/') != std::string_view::npos)
+        return false;
     return std::any_of(w.begin(), w.end(), [](char c) {
         return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '*' || c == '_' || c == '-';
     });
@@ -100,7 +103,8 @@ std::optional<std::string> parse_name_pattern(std::string_view word, std::string
     bool numeric_last = true;
     for (std::size_t b = 0;;) {
         const auto e = rest.find('.', b);
-        const std::string_view l = rest.substr(b, e == std::string_view::npos ? std::string_view::npos : e - b);
+        const std::string_view l =
+            rest.substr(b, e == std::string_view::npos ? std::string_view::npos : e - b);
         std::string lwhy;
         if (!label_ok(l, lwhy)) {
             why = (l == "*" || l.find('*') != std::string_view::npos)
@@ -162,7 +166,8 @@ std::vector<NameSlot> name_slots(const std::vector<AllowEntry>& names, std::stri
                     if (s.proto == p && s.first <= lo && hi <= s.last) allowed = true;
             }
             if (allowed)
-                out.push_back(NameSlot{pn, pn, static_cast<std::uint16_t>(lo), static_cast<std::uint16_t>(hi)});
+                out.push_back(NameSlot{pn, pn, static_cast<std::uint16_t>(lo),
+                                       static_cast<std::uint16_t>(hi)});
         }
     }
     if (all) {
@@ -178,7 +183,8 @@ std::optional<DnsQuestion> parse_dns_query(const std::uint8_t* data, std::size_t
     ldns_pkt* raw = nullptr;
     if (!data || len < 12 || ldns_wire2pkt(&raw, data, len) != LDNS_STATUS_OK) return std::nullopt;
     PktPtr pkt(raw);
-    if (ldns_pkt_qr(pkt.get()) || ldns_pkt_get_opcode(pkt.get()) != LDNS_PACKET_QUERY) return std::nullopt;
+    if (ldns_pkt_qr(pkt.get()) || ldns_pkt_get_opcode(pkt.get()) != LDNS_PACKET_QUERY)
+        return std::nullopt;
     const ldns_rr_list* qs = ldns_pkt_question(pkt.get());
     if (!qs || ldns_rr_list_rr_count(qs) != 1) return std::nullopt;
     const ldns_rr* q = ldns_rr_list_rr(qs, 0);
@@ -190,7 +196,8 @@ std::optional<DnsQuestion> parse_dns_query(const std::uint8_t* data, std::size_t
     return out;
 }
 
-std::vector<std::uint8_t> dns_error_reply(const std::uint8_t* query, std::size_t len, std::uint8_t rcode) {
+std::vector<std::uint8_t> dns_error_reply(const std::uint8_t* query, std::size_t len,
+                                          std::uint8_t rcode) {
     if (!query || len < 12) return {};
     ldns_pkt* raw = nullptr;
     if (ldns_wire2pkt(&raw, query, len) == LDNS_STATUS_OK) {
@@ -205,7 +212,8 @@ std::vector<std::uint8_t> dns_error_reply(const std::uint8_t* query, std::size_t
             ldns_pkt_set_rcode(r.get(), rcode);
             const ldns_rr_list* qs = ldns_pkt_question(q.get());
             for (std::size_t i = 0; qs && i < ldns_rr_list_rr_count(qs) && i < 1; ++i)
-                ldns_pkt_push_rr(r.get(), LDNS_SECTION_QUESTION, ldns_rr_clone(ldns_rr_list_rr(qs, i)));
+                ldns_pkt_push_rr(r.get(), LDNS_SECTION_QUESTION,
+                                 ldns_rr_clone(ldns_rr_list_rr(qs, i)));
             std::uint8_t* wire = nullptr;
             std::size_t size = 0;
             if (ldns_pkt2wire(&wire, r.get(), &size) == LDNS_STATUS_OK && wire) {
@@ -220,12 +228,13 @@ std::vector<std::uint8_t> dns_error_reply(const std::uint8_t* query, std::size_t
     if (query[2] & 0x80) return {};  // never answer a response
     std::vector<std::uint8_t> out(query, query + 12);
     out[2] = static_cast<std::uint8_t>(0x80 | (query[2] & 0x79));  // QR, opcode, RD
-    out[3] = static_cast<std::uint8_t>(0x80 | (rcode & 0x0f));       // RA, rcode
+    out[3] = static_cast<std::uint8_t>(0x80 | (rcode & 0x0f));     // RA, rcode
     std::fill(out.begin() + 4, out.end(), 0);
     return out;
 }
 
-std::optional<std::vector<AnswerAddress>> dns_answer_addresses(const std::uint8_t* data, std::size_t len,
+std::optional<std::vector<AnswerAddress>> dns_answer_addresses(const std::uint8_t* data,
+                                                               std::size_t len,
                                                                const DnsQuestion& q) {
     ldns_pkt* raw = nullptr;
     if (!data || len < 12 || ldns_wire2pkt(&raw, data, len) != LDNS_STATUS_OK) return std::nullopt;
@@ -234,7 +243,8 @@ std::optional<std::vector<AnswerAddress>> dns_answer_addresses(const std::uint8_
     const ldns_rr_list* qs = ldns_pkt_question(pkt.get());
     if (!qs || ldns_rr_list_rr_count(qs) != 1) return std::nullopt;
     const ldns_rr* qr = ldns_rr_list_rr(qs, 0);
-    if (dname_text(ldns_rr_owner(qr)) != q.qname || ldns_rr_get_type(qr) != q.qtype) return std::nullopt;
+    if (dname_text(ldns_rr_owner(qr)) != q.qname || ldns_rr_get_type(qr) != q.qtype)
+        return std::nullopt;
     std::multimap<std::string, std::string> cnames;
     std::multimap<std::string, AnswerAddress> addrs;
     const ldns_rr_list* an = ldns_pkt_answer(pkt.get());
@@ -250,7 +260,8 @@ std::optional<std::vector<AnswerAddress>> dns_answer_addresses(const std::uint8_
             case LDNS_RR_TYPE_A:
                 if (ldns_rdf_get_type(rd) == LDNS_RDF_TYPE_A && ldns_rdf_size(rd) == 4) {
                     const std::uint8_t* b = ldns_rdf_data(rd);
-                    u128 v = (u128{b[0]} << 24) | (u128{b[1]} << 16) | (u128{b[2]} << 8) | u128{b[3]};
+                    u128 v =
+                        (u128{b[0]} << 24) | (u128{b[1]} << 16) | (u128{b[2]} << 8) | u128{b[3]};
                     addrs.emplace(owner, AnswerAddress{IpAddr{Family::v4, v}, ldns_rr_ttl(rr)});
                 }
                 break;
@@ -286,17 +297,19 @@ std::optional<std::vector<AnswerAddress>> dns_answer_addresses(const std::uint8_
     return out;
 }
 
-std::vector<std::uint8_t> dns_query(std::uint16_t id, const std::string& qname, std::uint16_t qtype) {
+std::vector<std::uint8_t> dns_query(std::uint16_t id, const std::string& qname,
+                                    std::uint16_t qtype) {
     ldns_pkt* raw = nullptr;
-    if (ldns_pkt_query_new_frm_str(&raw, qname.c_str(), static_cast<ldns_rr_type>(qtype), LDNS_RR_CLASS_IN, LDNS_RD) !=
-        LDNS_STATUS_OK)
+    if (ldns_pkt_query_new_frm_str(&raw, qname.c_str(), static_cast<ldns_rr_type>(qtype),
+                                   LDNS_RR_CLASS_IN, LDNS_RD) != LDNS_STATUS_OK)
         return {};
     PktPtr q(raw);
     ldns_pkt_set_id(q.get(), id);
     std::uint8_t* wire = nullptr;
     std::size_t size = 0;
     std::vector<std::uint8_t> out;
-    if (ldns_pkt2wire(&wire, q.get(), &size) == LDNS_STATUS_OK && wire) out.assign(wire, wire + size);
+    if (ldns_pkt2wire(&wire, q.get(), &size) == LDNS_STATUS_OK && wire)
+        out.assign(wire, wire + size);
     std::free(wire);
     return out;
 }

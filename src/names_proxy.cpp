@@ -45,11 +45,13 @@ using json = nlohmann::json;
 constexpr const char* kRunDir = "/run/nsegress";
 
 std::string base_path(NsId id) {
-    return fmt::format("{}/names-{}-{}", kRunDir, static_cast<unsigned long>(id.dev), static_cast<unsigned long>(id.ino));
+    return fmt::format("{}/names-{}-{}", kRunDir, static_cast<unsigned long>(id.dev),
+                       static_cast<unsigned long>(id.ino));
 }
 
 void ensure_run_dir() {
-    if (::mkdir(kRunDir, 0700) != 0 && errno != EEXIST) throw_errno(std::string("create '") + kRunDir + "'", errno);
+    if (::mkdir(kRunDir, 0700) != 0 && errno != EEXIST)
+        throw_errno(std::string("create '") + kRunDir + "'", errno);
 }
 
 // Writes `text` to `path` atomically (temporary file, rename).
@@ -89,18 +91,30 @@ std::uint16_t be16(const std::uint8_t* p) { return static_cast<std::uint16_t>(p[
 
 const char* qtype_name(std::uint16_t t) {
     switch (t) {
-        case 1: return "A";
-        case 28: return "AAAA";
-        case 5: return "CNAME";
-        case 16: return "TXT";
-        case 15: return "MX";
-        case 2: return "NS";
-        case 12: return "PTR";
-        case 33: return "SRV";
-        case 65: return "HTTPS";
-        case 64: return "SVCB";
-        case 255: return "ANY";
-        default: return nullptr;
+        case 1:
+            return "A";
+        case 28:
+            return "AAAA";
+        case 5:
+            return "CNAME";
+        case 16:
+            return "TXT";
+        case 15:
+            return "MX";
+        case 2:
+            return "NS";
+        case 12:
+            return "PTR";
+        case 33:
+            return "SRV";
+        case 65:
+            return "HTTPS";
+        case 64:
+            return "SVCB";
+        case 255:
+            return "ANY";
+        default:
+            return nullptr;
     }
 }
 
@@ -114,7 +128,9 @@ void log_line(Proxy& p, const json& j) {
     struct stat st {};
     // Bounded: at 4 MiB the log starts over (watch reads it as it goes).
     const bool big = ::stat(p.log_path.c_str(), &st) == 0 && st.st_size > (4 << 20);
-    Fd fd(::open(p.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | (big ? O_TRUNC : 0), 0600));
+    Fd fd(::open(p.log_path.c_str(),
+                 O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | (big ? O_TRUNC : 0),
+                 0600));
     if (!fd) return;
     json line = j;
     line["time"] = static_cast<std::int64_t>(::time(nullptr));
@@ -156,8 +172,8 @@ std::optional<IpAddr> udp_original_destination(const sockaddr_storage& client, F
     mnl_attr_nest_end(nlh, proto);
     mnl_attr_nest_end(nlh, tuple);
 
-    std::unique_ptr<mnl_socket, int (*)(mnl_socket*)> sock(mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC),
-                                                           mnl_socket_close);
+    std::unique_ptr<mnl_socket, int (*)(mnl_socket*)> sock(
+        mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC), mnl_socket_close);
     if (!sock || mnl_socket_bind(sock.get(), 0, MNL_SOCKET_AUTOPID) < 0) return std::nullopt;
     if (mnl_socket_sendto(sock.get(), nlh, nlh->nlmsg_len) < 0) return std::nullopt;
     std::optional<IpAddr> out;
@@ -165,7 +181,8 @@ std::optional<IpAddr> udp_original_destination(const sockaddr_storage& client, F
         const ssize_t got = mnl_socket_recvfrom(sock.get(), buf.data(), buf.size());
         if (got <= 0) break;
         int n = static_cast<int>(got);
-        for (auto* m = reinterpret_cast<nlmsghdr*>(buf.data()); mnl_nlmsg_ok(m, n); m = mnl_nlmsg_next(m, &n)) {
+        for (auto* m = reinterpret_cast<nlmsghdr*>(buf.data()); mnl_nlmsg_ok(m, n);
+             m = mnl_nlmsg_next(m, &n)) {
             if (m->nlmsg_type == NLMSG_ERROR) return out;
             if ((m->nlmsg_type & 0xff) == IPCTNL_MSG_CT_NEW)
                 if (auto t = parse_conntrack_message(m)) out = t->dst;
@@ -211,8 +228,8 @@ void forget_udp_flow(const sockaddr_storage& local, const IpAddr& server) {
     mnl_attr_put_u16(nlh, CTA_PROTO_DST_PORT, htons(53));
     mnl_attr_nest_end(nlh, proto);
     mnl_attr_nest_end(nlh, tuple);
-    std::unique_ptr<mnl_socket, int (*)(mnl_socket*)> sock(mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC),
-                                                           mnl_socket_close);
+    std::unique_ptr<mnl_socket, int (*)(mnl_socket*)> sock(
+        mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC), mnl_socket_close);
     if (!sock || mnl_socket_bind(sock.get(), 0, MNL_SOCKET_AUTOPID) < 0) return;
     if (mnl_socket_sendto(sock.get(), nlh, nlh->nlmsg_len) < 0) return;
     (void)mnl_socket_recvfrom(sock.get(), buf.data(), buf.size());  // the ACK (ENOENT is fine)
@@ -220,7 +237,8 @@ void forget_udp_flow(const sockaddr_storage& local, const IpAddr& server) {
 
 // One exchange with the resolver at `server` port 53 over UDP or TCP, from a socket marked as
 // the proxy's (the only packets to port 53 the policy lets out). Empty: no answer in time.
-std::vector<std::uint8_t> ask_resolver(const IpAddr& server, bool tcp, const std::vector<std::uint8_t>& query) {
+std::vector<std::uint8_t> ask_resolver(const IpAddr& server, bool tcp,
+                                       const std::vector<std::uint8_t>& query) {
     const int af = server.family == Family::v4 ? AF_INET : AF_INET6;
     Fd fd(::socket(af, (tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_CLOEXEC, 0));
     if (!fd) return {};
@@ -248,7 +266,8 @@ std::vector<std::uint8_t> ask_resolver(const IpAddr& server, bool tcp, const std
     if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), len) != 0) return {};
     std::vector<std::uint8_t> out(65536);
     if (!tcp) {
-        if (::send(fd.get(), query.data(), query.size(), 0) != static_cast<ssize_t>(query.size())) return {};
+        if (::send(fd.get(), query.data(), query.size(), 0) != static_cast<ssize_t>(query.size()))
+            return {};
         for (int i = 0; i < 8; ++i) {
             const ssize_t n = ::recv(fd.get(), out.data(), out.size(), 0);
             if (n < 0) {
@@ -265,12 +284,15 @@ std::vector<std::uint8_t> ask_resolver(const IpAddr& server, bool tcp, const std
         // While our socket is open no other socket gets its port: forget the flow before closing.
         sockaddr_storage local{};
         socklen_t llen = sizeof local;
-        if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &llen) == 0) forget_udp_flow(local, server);
+        if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &llen) == 0)
+            forget_udp_flow(local, server);
         return out;
     }
-    std::vector<std::uint8_t> msg{static_cast<std::uint8_t>(query.size() >> 8), static_cast<std::uint8_t>(query.size())};
+    std::vector<std::uint8_t> msg{static_cast<std::uint8_t>(query.size() >> 8),
+                                  static_cast<std::uint8_t>(query.size())};
     msg.insert(msg.end(), query.begin(), query.end());
-    if (::send(fd.get(), msg.data(), msg.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(msg.size())) return {};
+    if (::send(fd.get(), msg.data(), msg.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(msg.size()))
+        return {};
     auto read_all = [&](std::uint8_t* p, std::size_t n) {
         while (n > 0) {
             const ssize_t r = ::recv(fd.get(), p, n, 0);
@@ -289,7 +311,8 @@ std::vector<std::uint8_t> ask_resolver(const IpAddr& server, bool tcp, const std
 
 // Adds the addresses to the name sets for what the name's entries allow, and waits for the
 // kernel's ACK. False: not added (the answer must not be relayed).
-bool allow_addresses(Proxy& p, const DnsQuestion& q, const std::vector<AnswerAddress>& addrs, std::string& why) {
+bool allow_addresses(Proxy& p, const DnsQuestion& q, const std::vector<AnswerAddress>& addrs,
+                     std::string& why) {
     const auto slots = name_slots(p.names, q.qname);
     if (slots.empty() || addrs.empty()) return true;
     std::vector<nft::NameElement> els;
@@ -302,7 +325,8 @@ bool allow_addresses(Proxy& p, const DnsQuestion& q, const std::vector<AnswerAdd
             auto& until = p.expiry[{a.addr, s}];
             const auto want = now + std::chrono::seconds(timeout);
             if (until > want)
-                timeout = static_cast<std::uint32_t>(std::chrono::ceil<std::chrono::seconds>(until - now).count());
+                timeout = static_cast<std::uint32_t>(
+                    std::chrono::ceil<std::chrono::seconds>(until - now).count());
             else
                 until = want;
             els.push_back(nft::NameElement{a.addr, s, timeout});
@@ -324,18 +348,23 @@ bool allow_addresses(Proxy& p, const DnsQuestion& q, const std::vector<AnswerAdd
 }
 
 bool name_allowed(const Proxy& p, const std::string& qname) {
-    return std::any_of(p.names.begin(), p.names.end(), [&](const AllowEntry& e) { return name_matches(e.name, qname); });
+    return std::any_of(p.names.begin(), p.names.end(),
+                       [&](const AllowEntry& e) { return name_matches(e.name, qname); });
 }
 
 // One question, whatever the transport: the reply to send back (empty: none).
-std::vector<std::uint8_t> answer(Proxy& p, const std::vector<std::uint8_t>& query, const std::optional<IpAddr>& resolver,
-                                 bool tcp, const std::string& client) {
+std::vector<std::uint8_t> answer(Proxy& p, const std::vector<std::uint8_t>& query,
+                                 const std::optional<IpAddr>& resolver, bool tcp,
+                                 const std::string& client) {
     auto q = parse_dns_query(query.data(), query.size());
     if (!q) {
-        log_line(p, {{"client", client}, {"verdict", "malformed"}, {"transport", tcp ? "tcp" : "udp"}});
+        log_line(
+            p, {{"client", client}, {"verdict", "malformed"}, {"transport", tcp ? "tcp" : "udp"}});
         return dns_error_reply(query.data(), query.size(), 1);  // FORMERR
     }
-    json line{{"client", client}, {"name", q->qname}, {"type", qtype_text(q->qtype)},
+    json line{{"client", client},
+              {"name", q->qname},
+              {"type", qtype_text(q->qtype)},
               {"transport", tcp ? "tcp" : "udp"}};
     const bool allowed = name_allowed(p, q->qname);
     if (!allowed && !p.audit) {
@@ -379,7 +408,8 @@ std::vector<std::uint8_t> answer(Proxy& p, const std::vector<std::uint8_t>& quer
         return dns_error_reply(query.data(), query.size(), 2);
     }
     json a = json::array();
-    for (const auto& x : *addrs) a.push_back({{"address", x.addr.str()}, {"ttl", x.ttl}, {"timeout", name_timeout(x.ttl)}});
+    for (const auto& x : *addrs)
+        a.push_back({{"address", x.addr.str()}, {"ttl", x.ttl}, {"timeout", name_timeout(x.ttl)}});
     line["verdict"] = "allowed";
     line["addresses"] = a;
     log_line(p, line);
@@ -391,7 +421,8 @@ std::string sockaddr_text(const sockaddr_storage& sa) {
     if (sa.ss_family == AF_INET)
         ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(sa).sin_addr, buf, sizeof buf);
     else if (sa.ss_family == AF_INET6)
-        ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6&>(sa).sin6_addr, buf, sizeof buf);
+        ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6&>(sa).sin6_addr, buf,
+                    sizeof buf);
     return buf;
 }
 
@@ -432,9 +463,12 @@ void serve_tcp(Proxy& p, Fd conn, Family f) {
         if (q.empty() || !read_all(q.data(), q.size())) return;
         auto r = answer(p, q, resolver, true, sockaddr_text(peer));
         if (r.empty()) return;
-        std::vector<std::uint8_t> msg{static_cast<std::uint8_t>(r.size() >> 8), static_cast<std::uint8_t>(r.size())};
+        std::vector<std::uint8_t> msg{static_cast<std::uint8_t>(r.size() >> 8),
+                                      static_cast<std::uint8_t>(r.size())};
         msg.insert(msg.end(), r.begin(), r.end());
-        if (::send(conn.get(), msg.data(), msg.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(msg.size())) return;
+        if (::send(conn.get(), msg.data(), msg.size(), MSG_NOSIGNAL) !=
+            static_cast<ssize_t>(msg.size()))
+            return;
     }
 }
 
@@ -461,7 +495,9 @@ Fd listen_on(Family f, bool tcp) {
         len = sizeof s;
     }
     if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), len) != 0)
-        throw_errno(fmt::format("bind {}:{}", f == Family::v4 ? "127.0.0.1" : "[::1]", kNamesProxyPort), errno);
+        throw_errno(
+            fmt::format("bind {}:{}", f == Family::v4 ? "127.0.0.1" : "[::1]", kNamesProxyPort),
+            errno);
     if (tcp && ::listen(fd.get(), 128) != 0) throw_errno("listen", errno);
     return fd;
 }
@@ -481,7 +517,8 @@ std::string gone(const Proxy& p, int pidfd) {
         if (pidfd_exited(pidfd)) return fmt::format("process {} has exited", *p.pid);
     } else if (!p.netns_path.empty()) {
         struct stat st {};
-        if (::stat(p.netns_path.c_str(), &st) != 0) return fmt::format("'{}' is gone", p.netns_path);
+        if (::stat(p.netns_path.c_str(), &st) != 0)
+            return fmt::format("'{}' is gone", p.netns_path);
         if (st.st_ino != p.netns.ino || st.st_dev != p.netns.dev)
             return fmt::format("'{}' names another namespace", p.netns_path);
     }
@@ -542,7 +579,8 @@ bool spawn_proxy(const std::string& state, const std::string& log) {
     if (::pipe2(pipefd, O_CLOEXEC) != 0) throw_errno("pipe", errno);
     Fd rd(pipefd[0]), wr(pipefd[1]);
     const std::string ready = std::to_string(wr.get());
-    const char* argv[] = {"nsegress", "names-proxy", "--state", state.c_str(), "--ready-fd", ready.c_str(), nullptr};
+    const char* argv[] = {"nsegress",   "names-proxy", "--state", state.c_str(),
+                          "--ready-fd", ready.c_str(), nullptr};
     const pid_t child = ::fork();
     if (child < 0) throw_errno("fork", errno);
     if (child == 0) {
@@ -571,7 +609,8 @@ bool spawn_proxy(const std::string& state, const std::string& log) {
 
 }  // namespace
 
-pid_t start_names_proxy(const Netns& ns, const TargetSpec& target, const std::vector<AllowEntry>& names, bool audit) {
+pid_t start_names_proxy(const Netns& ns, const TargetSpec& target,
+                        const std::vector<AllowEntry>& names, bool audit) {
     ensure_run_dir();
     stop_names_proxy(ns.id());
     json st{{"netns_dev", static_cast<std::uint64_t>(ns.id().dev)},
@@ -587,9 +626,12 @@ pid_t start_names_proxy(const Netns& ns, const TargetSpec& target, const std::ve
     const std::string log = names_log_path(ns.id());
     // A supervisor may have seen the new state first and started it: then that one serves.
     if (!spawn_proxy(state, log) && !names_proxy_pid(ns.id()))
-        throw_failed(fmt::format("the names proxy for {} did not start (its messages: '{}')", ns.describe(), log));
+        throw_failed(fmt::format("the names proxy for {} did not start (its messages: '{}')",
+                                 ns.describe(), log));
     auto pid = names_proxy_pid(ns.id());
-    if (!pid) throw_failed(fmt::format("the names proxy for {} exited at once (its messages: '{}')", ns.describe(), log));
+    if (!pid)
+        throw_failed(fmt::format("the names proxy for {} exited at once (its messages: '{}')",
+                                 ns.describe(), log));
     return *pid;
 }
 
@@ -602,16 +644,18 @@ int run_names_supervisor(const std::vector<std::string>& only) {
         for (const auto& s : only)
             if (::access(s.c_str(), F_OK) == 0) states.push_back(s);
         if (only.empty())
-        if (DIR* d = ::opendir(kRunDir)) {
-            while (dirent* e = ::readdir(d)) {
-                const std::string n = e->d_name;
-                if (n.starts_with("names-") && n.ends_with(".json")) states.push_back(std::string(kRunDir) + "/" + n);
+            if (DIR* d = ::opendir(kRunDir)) {
+                while (dirent* e = ::readdir(d)) {
+                    const std::string n = e->d_name;
+                    if (n.starts_with("names-") && n.ends_with(".json"))
+                        states.push_back(std::string(kRunDir) + "/" + n);
+                }
+                ::closedir(d);
             }
-            ::closedir(d);
-        }
         for (const auto& state : states) {
             unsigned long dev = 0, ino = 0;
-            if (std::sscanf(state.c_str(), "/run/nsegress/names-%lu-%lu.json", &dev, &ino) != 2) continue;
+            if (std::sscanf(state.c_str(), "/run/nsegress/names-%lu-%lu.json", &dev, &ino) != 2)
+                continue;
             const NsId id{static_cast<dev_t>(dev), static_cast<ino_t>(ino)};
             if (names_proxy_pid(id)) continue;
             // Dead (killed, crashed): start it again. A proxy whose namespace or policy is gone
@@ -650,7 +694,8 @@ int run_names_proxy(const std::string& state_path, int ready_fd) {
     // A namespace that is gone (or is now another one) is not served again: its state goes, so
     // that a supervisor does not try forever.
     auto abandon = [&](const std::string& why) -> int {
-        std::fprintf(stderr, "nsegress names-proxy: %s; its state '%s' is removed\n", why.c_str(), state_path.c_str());
+        std::fprintf(stderr, "nsegress names-proxy: %s; its state '%s' is removed\n", why.c_str(),
+                     state_path.c_str());
         ::unlink(state_path.c_str());
         return static_cast<int>(Exit::failed);
     };
@@ -658,19 +703,23 @@ int run_names_proxy(const std::string& state_path, int ready_fd) {
     if (p.pid) {
         pidfd = Fd(static_cast<int>(::syscall(SYS_pidfd_open, *p.pid, 0)));
         if (!pidfd) return abandon(fmt::format("process {} is gone", *p.pid));
-        if (::setns(pidfd.get(), CLONE_NEWNET) != 0) throw_errno(fmt::format("setns pid {}", *p.pid), errno);
+        if (::setns(pidfd.get(), CLONE_NEWNET) != 0)
+            throw_errno(fmt::format("setns pid {}", *p.pid), errno);
     } else {
         Fd nsfd(::open(p.netns_path.c_str(), O_RDONLY | O_CLOEXEC));
         if (!nsfd) return abandon(fmt::format("'{}' is gone", p.netns_path));
-        if (::setns(nsfd.get(), CLONE_NEWNET) != 0) throw_errno("setns '" + p.netns_path + "'", errno);
+        if (::setns(nsfd.get(), CLONE_NEWNET) != 0)
+            throw_errno("setns '" + p.netns_path + "'", errno);
     }
-    if (self_netns() != p.netns) return abandon("the target is no longer the namespace the names proxy was started for");
+    if (self_netns() != p.netns)
+        return abandon("the target is no longer the namespace the names proxy was started for");
 
     // One proxy per namespace: the pid file's lock.
     const std::string pid_path = names_pid_path(p.netns);
     Fd pidlock(::open(pid_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (!pidlock) throw_errno("open '" + pid_path + "'", errno);
-    if (::flock(pidlock.get(), LOCK_EX | LOCK_NB) != 0) throw_failed("another names proxy serves this namespace");
+    if (::flock(pidlock.get(), LOCK_EX | LOCK_NB) != 0)
+        throw_failed("another names proxy serves this namespace");
     const std::string me = std::to_string(::getpid()) + "\n";
     if (::ftruncate(pidlock.get(), 0) != 0 || ::pwrite(pidlock.get(), me.data(), me.size(), 0) < 0)
         throw_errno("write '" + pid_path + "'", errno);
@@ -710,14 +759,16 @@ int run_names_proxy(const std::string& state_path, int ready_fd) {
         const int n = ::poll(fds.data(), fds.size(), 1000);
         if (n < 0 && errno != EINTR) throw_errno("poll", errno);
         const auto now = std::chrono::steady_clock::now();
-        if (g_stop || now - last_check >= std::chrono::seconds(1) || (pidfd && (fds.back().revents & POLLIN))) {
+        if (g_stop || now - last_check >= std::chrono::seconds(1) ||
+            (pidfd && (fds.back().revents & POLLIN))) {
             last_check = now;
             std::string why = g_stop ? "stopped by a signal" : gone(p, pidfd.get());
             if (why.empty()) {
                 try {
                     std::lock_guard lock(p.nft_mu);
                     if (!p.nfnl) p.nfnl = nft::open_nfnl_socket();
-                    if (!nft::probe_installed(p.nfnl.get()).names) why = "the policy has no names any more";
+                    if (!nft::probe_installed(p.nfnl.get()).names)
+                        why = "the policy has no names any more";
                 } catch (const std::exception& e) {
                     p.nfnl.reset();
                 }
@@ -742,14 +793,16 @@ int run_names_proxy(const std::string& state_path, int ready_fd) {
                                                reinterpret_cast<sockaddr*>(&client), &clen);
                 if (got <= 0) continue;
                 buf.resize(static_cast<std::size_t>(got));
-                if (p.inflight.load() >= kMaxInflight) continue;  // overloaded: dropped, the client retries
+                if (p.inflight.load() >= kMaxInflight)
+                    continue;  // overloaded: dropped, the client retries
                 ++p.inflight;
                 const int sock = f.fd;
                 std::thread([&p, sock, client, clen, fam, q = std::move(buf)]() {
                     const auto resolver = udp_original_destination(client, fam);
                     auto r = answer(p, q, resolver, false, sockaddr_text(client));
                     if (!r.empty())
-                        ::sendto(sock, r.data(), r.size(), 0, reinterpret_cast<const sockaddr*>(&client), clen);
+                        ::sendto(sock, r.data(), r.size(), 0,
+                                 reinterpret_cast<const sockaddr*>(&client), clen);
                     --p.inflight;
                 }).detach();
             } else if (f.fd == tcp4.get() || (tcp6 && f.fd == tcp6.get())) {

@@ -37,9 +37,9 @@ inline constexpr std::uint32_t kNamesMark = 0x6e730035;
 // accepted after the address expired (original direction only).
 inline constexpr unsigned kNameLabel = 126;
 // Lifetimes of an address learnt from an answer: max(TTL, floor) + grace, at most the cap.
-inline constexpr std::uint32_t kNameTtlFloor = 30;    // seconds
-inline constexpr std::uint32_t kNameGrace = 60;       // seconds
-inline constexpr std::uint32_t kNameTtlCap = 86400;   // seconds
+inline constexpr std::uint32_t kNameTtlFloor = 30;   // seconds
+inline constexpr std::uint32_t kNameGrace = 60;      // seconds
+inline constexpr std::uint32_t kNameTtlCap = 86400;  // seconds
 
 // Whether an allow-entry's DEST is meant as a name (it has a letter or '*' and no ':' or '/'):
 // "10.0.0.0/8" and "::1" are addresses, "api.example.com" and "*.example.com" are names.
@@ -73,7 +73,8 @@ struct DnsQuestion {
 std::optional<DnsQuestion> parse_dns_query(const std::uint8_t* data, std::size_t len);
 // An answer to `query` with rcode (REFUSED = 5, FORMERR = 1, SERVFAIL = 2): the query's id and
 // question, no records. A message too short for a header gets nothing (no reply).
-std::vector<std::uint8_t> dns_error_reply(const std::uint8_t* query, std::size_t len, std::uint8_t rcode);
+std::vector<std::uint8_t> dns_error_reply(const std::uint8_t* query, std::size_t len,
+                                          std::uint8_t rcode);
 
 struct AnswerAddress {
     IpAddr addr;
@@ -82,11 +83,13 @@ struct AnswerAddress {
 };
 // The A and AAAA records of the answer section on `q.qname`'s CNAME chain (followed at most 16
 // links), or nothing when the message is not a response to `q` (id, question) or is malformed.
-std::optional<std::vector<AnswerAddress>> dns_answer_addresses(const std::uint8_t* data, std::size_t len,
+std::optional<std::vector<AnswerAddress>> dns_answer_addresses(const std::uint8_t* data,
+                                                               std::size_t len,
                                                                const DnsQuestion& q);
 
 // A query for `qname` (recursion desired), as the container's resolver library sends one.
-std::vector<std::uint8_t> dns_query(std::uint16_t id, const std::string& qname, std::uint16_t qtype);
+std::vector<std::uint8_t> dns_query(std::uint16_t id, const std::string& qname,
+                                    std::uint16_t qtype);
 // The response code of a response (0 NOERROR, 3 NXDOMAIN, 5 REFUSED, ...), nothing when not one.
 std::optional<std::uint8_t> dns_rcode(const std::uint8_t* data, std::size_t len);
 

@@ -38,8 +38,8 @@ std::string names_log_path(NsId id);    // .log
 // detached from the caller (its own session, stdio on /dev/null and the log), and waits until
 // it listens. Returns its pid. Throws Error(Exit::failed) when it could not start.
 // `audit`: the proxy answers every name, and logs those no entry allows as would-be-refused.
-pid_t start_names_proxy(const Netns& ns, const TargetSpec& target, const std::vector<AllowEntry>& names,
-                        bool audit = false);
+pid_t start_names_proxy(const Netns& ns, const TargetSpec& target,
+                        const std::vector<AllowEntry>& names, bool audit = false);
 // Stops a running proxy of that namespace (SIGTERM, SIGKILL after 2 s) and removes its state
 // and pid files (the log stays for watch). True when one was running.
 bool stop_names_proxy(NsId id);

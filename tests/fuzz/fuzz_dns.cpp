@@ -10,13 +10,15 @@
 using namespace nsegress;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-    static const std::vector<AllowEntry> names{parse_allow_entry("api.example.com tcp/443"),
-                                               parse_allow_entry("*.cdn.example.com tcp/80 udp/53-60")};
+    static const std::vector<AllowEntry> names{
+        parse_allow_entry("api.example.com tcp/443"),
+        parse_allow_entry("*.cdn.example.com tcp/80 udp/53-60")};
     auto q = parse_dns_query(data, size);
     if (q) {
         for (char c : q->qname)
-            fuzz::check(static_cast<unsigned char>(c) > 0x20 && static_cast<unsigned char>(c) < 0x7f,
-                        "a question's name holds an unprintable byte", q->qname);
+            fuzz::check(
+                static_cast<unsigned char>(c) > 0x20 && static_cast<unsigned char>(c) < 0x7f,
+                "a question's name holds an unprintable byte", q->qname);
         auto slots = name_slots(names, q->qname);
         for (std::size_t i = 1; i < slots.size(); ++i)
             fuzz::check(slots[i - 1].proto_last < slots[i].proto_first ||
@@ -29,13 +31,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     for (std::uint8_t rcode : {1, 2, 5}) {
         auto r = dns_error_reply(data, size, rcode);
         if (r.empty()) continue;
-        fuzz::check(r.size() >= 12 && r[0] == data[0] && r[1] == data[1], "an error reply lost the query's id");
+        fuzz::check(r.size() >= 12 && r[0] == data[0] && r[1] == data[1],
+                    "an error reply lost the query's id");
         fuzz::check((r[2] & 0x80) != 0, "an error reply is not a response");
         fuzz::check((r[3] & 0x0f) == rcode, "an error reply has another rcode");
     }
     // As an answer to a fixed question.
-    DnsQuestion fixed{static_cast<std::uint16_t>(size >= 2 ? (data[0] << 8 | data[1]) : 0), "api.example.com", 1};
+    DnsQuestion fixed{static_cast<std::uint16_t>(size >= 2 ? (data[0] << 8 | data[1]) : 0),
+                      "api.example.com", 1};
     if (auto addrs = dns_answer_addresses(data, size, fixed))
-        for (const auto& a : *addrs) fuzz::check(a.addr.family == Family::v4 || a.addr.family == Family::v6, "family");
+        for (const auto& a : *addrs)
+            fuzz::check(a.addr.family == Family::v4 || a.addr.family == Family::v6, "family");
     return 0;
 }

@@ -42,8 +42,8 @@ struct Rec {
     std::uint32_t ttl;
     std::vector<std::uint8_t> rdata;
 };
-std::vector<std::uint8_t> message(unsigned id, bool response, const std::string& qname, unsigned qtype,
-                                  const std::vector<Rec>& answers = {}) {
+std::vector<std::uint8_t> message(unsigned id, bool response, const std::string& qname,
+                                  unsigned qtype, const std::vector<Rec>& answers = {}) {
     std::vector<std::uint8_t> m;
     put16(m, id);
     put16(m, response ? 0x8180 : 0x0100);
@@ -83,7 +83,7 @@ TEST_CASE("names: the grammar takes names and one-label wildcards, with ports") 
     CHECK_FALSE(parse_allow_entry("10.0.0.0/8 tcp/1").is_name());
     CHECK_FALSE(parse_allow_entry("2001:db8::/32").is_name());
     CHECK_FALSE(parse_allow_entry("fd00::1").is_name());
-    CHECK(error_of("single") .find("two or more labels") != std::string::npos);
+    CHECK(error_of("single").find("two or more labels") != std::string::npos);
     CHECK(error_of("*.com").find("two or more labels") != std::string::npos);
     CHECK(error_of("a.*.example.com").find("first label") != std::string::npos);
     CHECK(error_of("a..example.com").find("empty label") != std::string::npos);
@@ -108,8 +108,9 @@ TEST_CASE("names: one entry per name in the policy, ports merged, all traffic ab
     auto entries = p.entries();
     CHECK(entries.back() == "b.example.com tcp/443 udp/53");
     // The runtime wrapper's narrowing keeps names both lists hold, with the ports both allow.
-    auto both = intersect_allow({parse_allow_entry("a.example.com tcp/80-90"), parse_allow_entry("c.example.com")},
-                                {parse_allow_entry("a.example.com tcp/85-100"), parse_allow_entry("d.example.com")});
+    auto both = intersect_allow(
+        {parse_allow_entry("a.example.com tcp/80-90"), parse_allow_entry("c.example.com")},
+        {parse_allow_entry("a.example.com tcp/85-100"), parse_allow_entry("d.example.com")});
     REQUIRE(both.size() == 1);
     CHECK(both[0].str() == "a.example.com tcp/85-90");
 }
@@ -143,9 +144,12 @@ TEST_CASE("names: slots are equal or disjoint across names, and cover what each 
     for (const auto& s : all)
         if (s.proto_first == 6) tcp_ports += s.port_last - s.port_first + 1u;
     CHECK(tcp_ports == 65536);
-    CHECK(std::any_of(all.begin(), all.end(), [](const NameSlot& s) { return s.proto_first == 133 && s.proto_last == 255; }));
+    CHECK(std::any_of(all.begin(), all.end(), [](const NameSlot& s) {
+        return s.proto_first == 133 && s.proto_last == 255;
+    }));
     for (std::size_t i = 1; i < all.size(); ++i)
-        CHECK((all[i - 1].proto_last < all[i].proto_first || all[i - 1].port_last < all[i].port_first));
+        CHECK((all[i - 1].proto_last < all[i].proto_first ||
+               all[i - 1].port_last < all[i].port_first));
 }
 
 TEST_CASE("names: lifetimes") {
@@ -182,14 +186,16 @@ TEST_CASE("names: questions, error replies and the addresses of an answer") {
     auto sneaky = message(1, false, "api.example.com", 1);
     sneaky[12] = 7;  // "api.exa" as one label
     sneaky[16] = '.';
-    if (auto s = parse_dns_query(sneaky.data(), sneaky.size())) CHECK(s->qname != "api.example.com");
+    if (auto s = parse_dns_query(sneaky.data(), sneaky.size()))
+        CHECK(s->qname != "api.example.com");
 
     // The chain: api.example.com -> edge.cdn.net -> 192.0.2.1; other records are not taken.
-    auto ans = message(0x1234, true, "api.example.com", 1,
-                       {{"api.example.com", 5, 60, name_rdata("Edge.cdn.net")},
-                        {"edge.cdn.net", 1, 7, {192, 0, 2, 1}},
-                        {"other.net", 1, 7, {192, 0, 2, 9}},
-                        {"edge.cdn.net", 28, 9, {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}}});
+    auto ans = message(
+        0x1234, true, "api.example.com", 1,
+        {{"api.example.com", 5, 60, name_rdata("Edge.cdn.net")},
+         {"edge.cdn.net", 1, 7, {192, 0, 2, 1}},
+         {"other.net", 1, 7, {192, 0, 2, 9}},
+         {"edge.cdn.net", 28, 9, {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}}});
     auto addrs = dns_answer_addresses(ans.data(), ans.size(), *parsed);
     REQUIRE(addrs);
     REQUIRE(addrs->size() == 2);
@@ -197,9 +203,11 @@ TEST_CASE("names: questions, error replies and the addresses of an answer") {
     CHECK((*addrs)[0].ttl == 7);
     CHECK((*addrs)[1].addr == parse_ip("2001:db8::1"));
     // Not an answer to this question: another id, another name.
-    auto other_id = message(0x9999, true, "api.example.com", 1, {{"api.example.com", 1, 7, {192, 0, 2, 1}}});
+    auto other_id =
+        message(0x9999, true, "api.example.com", 1, {{"api.example.com", 1, 7, {192, 0, 2, 1}}});
     CHECK_FALSE(dns_answer_addresses(other_id.data(), other_id.size(), *parsed));
-    auto other_name = message(0x1234, true, "evil.example.com", 1, {{"api.example.com", 1, 7, {192, 0, 2, 1}}});
+    auto other_name =
+        message(0x1234, true, "evil.example.com", 1, {{"api.example.com", 1, 7, {192, 0, 2, 1}}});
     CHECK_FALSE(dns_answer_addresses(other_name.data(), other_name.size(), *parsed));
     // A CNAME loop ends.
     auto loop = message(0x1234, true, "api.example.com", 1,
@@ -217,10 +225,12 @@ TEST_CASE("names: the policy batch carries the name sets, the nat chain and the 
     CHECK(text.find("flags interval,timeout") != std::string::npos);
     CHECK(text.find("chain dns") != std::string::npos);
     CHECK(text.find("redirect to :28275") != std::string::npos);
-    CHECK(text.find("ct direction original ct state established ct label 126") != std::string::npos);
+    CHECK(text.find("ct direction original ct state established ct label 126") !=
+          std::string::npos);
     auto b = nft::compile_policy(p, 1);
     bool nat = false;
-    for (const auto& m : b.messages) nat = nat || m.what.find("redirect to the names proxy") != std::string::npos;
+    for (const auto& m : b.messages)
+        nat = nat || m.what.find("redirect to the names proxy") != std::string::npos;
     CHECK(nat);
     // Without names: nothing of it (the golden batches of CIDR policies are unchanged).
     auto plain = nft::render_policy(Policy({parse_allow_entry("10.0.0.0/8")}));
