@@ -567,6 +567,7 @@ bool stop_names_proxy(NsId id) {
     }
     ::unlink(names_state_path(id).c_str());
     ::unlink(names_pid_path(id).c_str());
+    ::unlink(names_log_path(id).c_str());
     return was;
 }
 
@@ -774,8 +775,10 @@ int run_names_proxy(const std::string& state_path, int ready_fd) {
                 }
             }
             if (!why.empty()) {
-                log_line(p, {{"event", "stopped"}, {"reason", why}});
+                // Everything goes: namespace inodes are reused, and a later namespace must not
+                // inherit this one's state or log.
                 ::unlink(state_path.c_str());
+                ::unlink(p.log_path.c_str());
                 ::unlink(pid_path.c_str());
                 return 0;
             }
@@ -834,8 +837,10 @@ NamesInfo read_names_info(NsId id) {
         } catch (const std::exception&) {
         }
     }
-    std::ifstream lg(out.log);
-    for (std::string line; std::getline(lg, line);) {
+    // Only the log of a namespace that has a proxy's state: a log left by a proxy that was
+    // killed belongs to a namespace that may be gone, its inode reused.
+    std::ifstream lg(out.configured ? out.log : std::string{});
+    for (std::string line; lg && std::getline(lg, line);) {
         try {
             auto j = json::parse(line);
             if (j.value("verdict", "") != "allowed") continue;
@@ -853,6 +858,7 @@ NamesInfo read_names_info(NsId id) {
 
 std::vector<RefusedName> read_refused_names(NsId id) {
     std::vector<RefusedName> out;
+    if (::access(names_state_path(id).c_str(), F_OK) != 0) return out;  // see read_names_info
     std::ifstream in(names_log_path(id));
     std::map<std::pair<std::string, std::string>, std::size_t> counts;
     for (std::string line; std::getline(in, line);) {
