@@ -496,7 +496,7 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
         // The names of the policy live in the proxy's state, not in the kernel's sets.
         Policy current = cur.policy();
         NameHints hints;
-        {
+        if (cur.names) {  // a policy with names (a state file alone may be a dead namespace's)
             NamesInfo ni = read_names_info(ns.id());
             std::vector<AllowEntry> names;
             for (const auto& n : ni.names) {
