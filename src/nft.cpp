@@ -804,6 +804,13 @@ void add_rules(BatchWriter& w, const Policy& policy, Mode mode,
     RuleBuilder().meta(NFT_META_OIF).neq_u32(kLoopbackIfindex).meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV6)
         .payload(NFT_PAYLOAD_NETWORK_HEADER, 8, 16).eq_bytes(loopback6.data(), 16)
         .counter().drop().comment(kCommentForged).emit(w, "oif != lo ip6 saddr ::1 drop");
+    // Whatever leaves through lo with a source that is not ours is forged too, whatever its
+    // conntrack state: a genuine answer from another host never passes this namespace's output
+    // hook, so a spoofed "answer" that matches one of our established flows (a resolver's, the
+    // names proxy's upstream socket) is dropped here instead of being delivered to the socket.
+    RuleBuilder().meta(NFT_META_OIF).eq_u32(kLoopbackIfindex)
+        .fib_saddr_type().neq_u32(kRtnLocal)
+        .counter().drop().comment(kCommentForged).emit(w, "oif lo fib saddr type != local drop");
     RuleBuilder().meta(NFT_META_OIF).eq_u32(kLoopbackIfindex).counter().accept().comment(kCommentLoopback)
         .emit(w, "oif lo accept");
     if (policy.has_names()) add_resolver_rules(w);
@@ -1811,6 +1818,7 @@ std::string render_policy(const Policy& policy, Mode mode, const NetdevPlan& net
     out << "\t\tct state new,invalid,untracked,related fib saddr type != local counter drop" << comment(kCommentForged)
         << "\t\toif != \"lo\" ip saddr 127.0.0.0/8 counter drop" << comment(kCommentForged)
         << "\t\toif != \"lo\" ip6 saddr ::1 counter drop" << comment(kCommentForged)
+        << "\t\toif \"lo\" fib saddr type != local counter drop" << comment(kCommentForged)
         << "\t\toif \"lo\" counter accept" << comment(kCommentLoopback);
     if (names)
         out << "\t\tip daddr 127.0.0.1 ct status dnat th dport " << kNamesProxyPort << " counter accept"

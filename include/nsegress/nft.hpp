@@ -26,6 +26,8 @@
 //     ip option lsrr exists counter drop         source routing: an allowed first hop would
 //     ip option ssrr exists counter drop         forward the packet anywhere
 //     exthdr rt exists counter drop              (IPv6: any routing header)
+//     oif "lo" fib saddr type != local counter drop
+//                                                forged whatever its state (see below)
 //     oif "lo" counter accept                    the namespace talking to itself
 //     ip daddr @allow4 counter accept            allowed destinations (counted)
 //     ip6 daddr @allow6 counter accept
@@ -66,7 +68,12 @@
 // address, and spoofed sources are also how a workload would reflect data off an allowed host
 // to a forbidden one. Only packets that start or lack a conntrack entry are checked (new,
 // invalid, untracked): an established entry's packets carry the addresses of its tuple, whose
-// non-local source can only be sent to the namespace itself. The unspecified source (::) is
+// non-local source can only be sent to the namespace itself -- which is why a packet leaving
+// through lo is checked in every state: a genuine packet from another host never passes this
+// namespace's output hook, so a non-local source there is a raw socket's forgery, e.g. a spoofed
+// "answer" from a resolver's address that matches the names proxy's established upstream flow
+// (the reply of a redirected flow leaves the proxy with 127.0.0.1 before NAT rewrites it at
+// postrouting; Docker's 127.0.0.11 is local too). The unspecified source (::) is
 // let through for duplicate address detection only: neighbour solicitations to @nd6.
 // A ct label never collides with the ct mark other software (meshes, kube-proxy) may use.
 // There is deliberately no `ct state established accept` ahead of the destination check: a
