@@ -509,7 +509,15 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     json names_doc{{"enabled", names}};
     try {
         if (names) {
-            names_doc["proxy_pid"] = start_names_proxy(ns, opt.target, policy.names(), opt.audit);
+            const ProxyResolvers resolvers = choose_proxy_resolvers(ns, opt.resolvers, opt.before_workload);
+            json trusted = json::array(), left_out = json::array();
+            for (const auto& a : resolvers.trusted) trusted.push_back(a.str());
+            for (const auto& a : resolvers.untrusted) left_out.push_back(a.str());
+            names_doc["resolvers"] = trusted;
+            names_doc["resolvers_from"] = resolvers.source;
+            if (!resolvers.untrusted.empty()) names_doc["resolvers_not_trusted"] = left_out;
+            if (!resolvers.resolv_conf.empty()) names_doc["resolv_conf"] = resolvers.resolv_conf;
+            names_doc["proxy_pid"] = start_names_proxy(ns, opt.target, policy.names(), opt.audit, resolvers);
             names_doc["port"] = kNamesProxyPort;
             names_doc["state"] = names_state_path(ns.id());
             names_doc["log"] = names_log_path(ns.id());
@@ -811,6 +819,8 @@ CommandResult cmd_status(const TargetSpec& target) {
                    {"proxy_pid", ni.pid ? json(*ni.pid) : json(nullptr)},
                    {"state", ni.configured ? json(ni.state) : json(nullptr)},
                    {"log", ni.configured ? json(ni.log) : json(nullptr)},
+                   {"resolvers", ni.resolvers},
+                   {"resolvers_from", ni.configured ? json(ni.resolvers_from) : json(nullptr)},
                    {"counters", {{"allowed", counter_json(st.allowed_names)},
                                  {"established", counter_json(st.named)},
                                  {"queries_redirected", counter_json(st.dns_redirected)},

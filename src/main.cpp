@@ -180,6 +180,7 @@ PolicySpec policy_of(const po::variables_map& vm) {
     s.allow = cidrs(vm);
     s.probe_reach = ips(vm, "probe-reach");
     s.probe_block = ips(vm, "probe-block");
+    s.resolvers = ips(vm, "resolver");
     s.route_set = !vm["no-route-set"].as<bool>();
     s.audit = vm["audit"].as<bool>();
     s.netdev_egress = vm["netdev-egress"].as<bool>();
@@ -456,6 +457,10 @@ int run(int argc, char** argv) {
                  "after restricting, this IP must answer a ping (repeatable)")
                 ("probe-block", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
                  "after restricting, a ping to this IP must be refused (repeatable)")
+                ("resolver", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
+                 "with names: the names proxy asks only this resolver (repeatable, in order); default: "
+                 "the nameservers of the container's /etc/resolv.conf, read now (loopback ones only "
+                 "from the hook or when given here)")
                 ("count", po::value<std::string>()->value_name("N"), "echoes per probe target (default 1)")
                 ("timeout-ms", po::value<std::string>()->value_name("MS"), "wait for answers (default 1000)")
                 ("no-probe", po::bool_switch(), "do not probe")
@@ -470,7 +475,8 @@ int run(int argc, char** argv) {
             if (!parse(command, args, desc,
                        "(--pid PID | --netns PATH | --container NAME [--engine docker|podman])\n"
                        "        (--allow ENTRY... | --allow-file FILE... | --audit) [--probe-reach IP]...\n"
-                       "        [--probe-block IP]... [--no-probe] [--no-route-set] [--netdev-egress] [--dry-run] [--json]", p))
+                       "        [--probe-block IP]... [--resolver IP]... [--no-probe] [--no-route-set] [--netdev-egress]\n"
+                       "        [--dry-run] [--json]", p))
                 return 0;
             RestrictOptions o;
             // Enforcing needs an explicit list (an empty one would cut everything off); auditing
@@ -617,13 +623,16 @@ int run(int argc, char** argv) {
                  "must answer (else annotation io.nsegress.probe-reach)")
                 ("probe-block", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
                  "must be refused (else annotation io.nsegress.probe-block)")
+                ("resolver", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
+                 "with names: the only resolver the names proxy asks (repeatable; default: the "
+                 "container's resolv.conf as the engine wrote it)")
                 ("no-route-set", po::bool_switch(), "install only the nftables policy")
                 ("netdev-egress", po::bool_switch(), "also filter each interface's netdev egress hook")
                 ("audit", po::bool_switch(), "audit mode, as restrict --audit (else annotation io.nsegress.audit=true)");
             d.add(common_options());
             if (!parse(command, args, d,
                        "[--allow ENTRY]... [--allow-file FILE]... [--probe-reach IP]... [--probe-block IP]...\n"
-                       "        [--no-route-set] [--netdev-egress] [--audit] < state.json", p))
+                       "        [--resolver IP]... [--no-route-set] [--netdev-egress] [--audit] < state.json", p))
                 return 0;
             HookArgs h;
             static_cast<PolicySpec&>(h) = policy_of(p.vm);

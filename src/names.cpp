@@ -134,7 +134,12 @@ bool name_matches(std::string_view pattern, std::string_view qname) {
     const std::string_view suffix = pattern.substr(1);  // ".example.com"
     if (qname.size() <= suffix.size() + 0 || !qname.ends_with(suffix)) return false;
     const std::string_view label = qname.substr(0, qname.size() - suffix.size());
-    return !label.empty() && label.find('.') == std::string_view::npos;
+    // The label the wildcard stands for is made of what a name's label is made of: never an
+    // escaped byte (a dot or NUL inside a label, dname_text), never '.'.
+    if (label.empty() || label.size() > 63) return false;
+    return std::all_of(label.begin(), label.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+    });
 }
 
 std::vector<NameSlot> name_slots(const std::vector<AllowEntry>& names, std::string_view qname) {
@@ -191,6 +196,8 @@ std::optional<DnsQuestion> parse_dns_query(const std::uint8_t* data, std::size_t
     if (ldns_rr_get_class(q) != LDNS_RR_CLASS_IN) return std::nullopt;
     DnsQuestion out;
     out.id = ldns_pkt_id(pkt.get());
+    out.rd = ldns_pkt_rd(pkt.get());
+    out.edns = ldns_pkt_edns(pkt.get());
     out.qname = dname_text(ldns_rr_owner(q));
     out.qtype = static_cast<std::uint16_t>(ldns_rr_get_type(q));
     return out;
@@ -312,6 +319,103 @@ std::vector<std::uint8_t> dns_query(std::uint16_t id, const std::string& qname,
         out.assign(wire, wire + size);
     std::free(wire);
     return out;
+}
+
+std::vector<std::uint8_t> dns_forward_query(const DnsQuestion& q, std::uint16_t id) {
+    // Only names made of what a policy name can hold (or the root): the text is the name.
+    if (q.qname.find('\\') != std::string::npos) return {};
+    for (char c : q.qname)
+        if (static_cast<unsigned char>(c) < 0x21 || static_cast<unsigned char>(c) > 0x7e) return {};
+    const std::string text = q.qname + ".";
+    ldns_rdf* owner = nullptr;
+    if (ldns_str2rdf_dname(&owner, text.c_str()) != LDNS_STATUS_OK || !owner) return {};
+    PktPtr pkt(ldns_pkt_new());
+    ldns_rr* rr = ldns_rr_new();
+    if (!pkt || !rr) {
+        ldns_rdf_deep_free(owner);
+        if (rr) ldns_rr_free(rr);
+        return {};
+    }
+    ldns_rr_set_owner(rr, owner);
+    ldns_rr_set_type(rr, static_cast<ldns_rr_type>(q.qtype));
+    ldns_rr_set_class(rr, LDNS_RR_CLASS_IN);
+    ldns_rr_set_question(rr, true);
+    ldns_pkt_push_rr(pkt.get(), LDNS_SECTION_QUESTION, rr);
+    ldns_pkt_set_id(pkt.get(), id);
+    ldns_pkt_set_opcode(pkt.get(), LDNS_PACKET_QUERY);
+    ldns_pkt_set_rd(pkt.get(), q.rd);
+    if (q.edns) {
+        ldns_pkt_set_edns_udp_size(pkt.get(), kForwardEdnsSize);
+        ldns_pkt_set_edns_version(pkt.get(), 0);
+        ldns_pkt_set_edns_do(pkt.get(), false);
+    }
+    std::uint8_t* wire = nullptr;
+    std::size_t size = 0;
+    std::vector<std::uint8_t> out;
+    if (ldns_pkt2wire(&wire, pkt.get(), &size) == LDNS_STATUS_OK && wire) out.assign(wire, wire + size);
+    std::free(wire);
+    // What was built must read back as exactly the question that was judged.
+    auto back = parse_dns_query(out.data(), out.size());
+    if (!back || back->qname != q.qname || back->qtype != q.qtype || back->id != id) return {};
+    return out;
+}
+
+std::vector<std::uint8_t> dns_with_id(std::vector<std::uint8_t> msg, std::uint16_t id) {
+    if (msg.size() >= 2) {
+        msg[0] = static_cast<std::uint8_t>(id >> 8);
+        msg[1] = static_cast<std::uint8_t>(id);
+    }
+    return msg;
+}
+
+std::vector<IpAddr> resolv_conf_nameservers(std::string_view text) {
+    std::vector<IpAddr> out;
+    std::size_t pos = 0;
+    while (pos < text.size() && out.size() < 8) {
+        std::size_t end = text.find('\n', pos);
+        if (end == std::string_view::npos) end = text.size();
+        std::string_view line = text.substr(pos, end - pos);
+        pos = end + 1;
+        auto ws = [](char c) { return c == ' ' || c == '\t' || c == '\r'; };
+        std::size_t i = 0;
+        while (i < line.size() && ws(line[i])) ++i;
+        constexpr std::string_view kw = "nameserver";
+        if (line.substr(i, kw.size()) != kw) continue;
+        i += kw.size();
+        if (i >= line.size() || !ws(line[i])) continue;
+        while (i < line.size() && ws(line[i])) ++i;
+        std::size_t j = i;
+        while (j < line.size() && !ws(line[j]) && line[j] != '#' && line[j] != ';') ++j;
+        std::string_view word = line.substr(i, j - i);
+        // "fe80::1%eth0": a zone is not ours to honour; such a resolver is skipped.
+        if (auto a = IpAddr::parse(word))
+            if (std::find(out.begin(), out.end(), *a) == out.end()) out.push_back(*a);
+    }
+    return out;
+}
+
+bool is_loopback(const IpAddr& a) {
+    if (a.family == Family::v4) return (a.value >> 24) == 127;
+    if (a.value == 1) return true;
+    const u128 mapped = (u128{0xffff} << 32) | (u128{127} << 24);
+    return (a.value >> 24) == (mapped >> 24);
+}
+
+std::vector<IpAddr> trusted_resolvers(const std::vector<IpAddr>& from_operator,
+                                      const std::vector<IpAddr>& from_resolv_conf,
+                                      bool engine_wrote_it) {
+    if (!from_operator.empty()) return from_operator;
+    std::vector<IpAddr> out;
+    for (const auto& a : from_resolv_conf)
+        if (engine_wrote_it || !is_loopback(a)) out.push_back(a);
+    return out;
+}
+
+std::vector<IpAddr> upstream_candidates(const std::vector<IpAddr>& trusted,
+                                        const std::optional<IpAddr>& original) {
+    if (original && std::find(trusted.begin(), trusted.end(), *original) != trusted.end())
+        return {*original};
+    return trusted;
 }
 
 std::optional<std::uint8_t> dns_rcode(const std::uint8_t* data, std::size_t len) {

@@ -13,6 +13,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -75,6 +76,7 @@ struct Proxy {
     std::optional<pid_t> pid;
     std::string log_path;
     bool audit = false;  // audit mode: other names are answered too (logged as would-be-refused)
+    std::vector<IpAddr> resolvers;  // the trusted resolvers (names_proxy.hpp), in order
 
     std::mutex nft_mu;  // one commit at a time on the shared socket
     nft::MnlSocket nfnl;
@@ -237,8 +239,11 @@ void forget_udp_flow(const sockaddr_storage& local, const IpAddr& server) {
 
 // One exchange with the resolver at `server` port 53 over UDP or TCP, from a socket marked as
 // the proxy's (the only packets to port 53 the policy lets out). Empty: no answer in time.
+// `reachable`: false when no socket could be opened or connected towards it (no route of that
+// family, no IPv6): then the next trusted resolver may be tried.
 std::vector<std::uint8_t> ask_resolver(const IpAddr& server, bool tcp,
-                                       const std::vector<std::uint8_t>& query) {
+                                       const std::vector<std::uint8_t>& query, bool& reachable) {
+    reachable = false;
     const int af = server.family == Family::v4 ? AF_INET : AF_INET6;
     Fd fd(::socket(af, (tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_CLOEXEC, 0));
     if (!fd) return {};
@@ -263,7 +268,12 @@ std::vector<std::uint8_t> ask_resolver(const IpAddr& server, bool tcp,
         std::memcpy(&s.sin6_addr, b.data(), 16);
         len = sizeof s;
     }
-    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), len) != 0) return {};
+    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), len) != 0) {
+        // A TCP connection that was refused or timed out did reach for the server.
+        reachable = tcp && (errno == ECONNREFUSED || errno == ETIMEDOUT || errno == EINPROGRESS);
+        return {};
+    }
+    reachable = true;
     std::vector<std::uint8_t> out(65536);
     if (!tcp) {
         if (::send(fd.get(), query.data(), query.size(), 0) != static_cast<ssize_t>(query.size()))
@@ -352,9 +362,19 @@ bool name_allowed(const Proxy& p, const std::string& qname) {
                        [&](const AllowEntry& e) { return name_matches(e.name, qname); });
 }
 
-// One question, whatever the transport: the reply to send back (empty: none).
+// A fresh query id from the kernel's random pool: nothing of the client's message, not even its
+// id, reaches a resolver, and a forger does not know the id of the query it would answer.
+std::uint16_t random_id() {
+    std::uint16_t id = 0;
+    while (::getrandom(&id, sizeof id, 0) != static_cast<ssize_t>(sizeof id))
+        if (errno != EINTR) throw_errno("getrandom", errno);
+    return id;
+}
+
+// One question, whatever the transport: the reply to send back (empty: none). `original`: where
+// the client addressed it (conntrack); only used to pick that resolver when it is a trusted one.
 std::vector<std::uint8_t> answer(Proxy& p, const std::vector<std::uint8_t>& query,
-                                 const std::optional<IpAddr>& resolver, bool tcp,
+                                 const std::optional<IpAddr>& original, bool tcp,
                                  const std::string& client) {
     auto q = parse_dns_query(query.data(), query.size());
     if (!q) {
@@ -366,30 +386,48 @@ std::vector<std::uint8_t> answer(Proxy& p, const std::vector<std::uint8_t>& quer
               {"name", q->qname},
               {"type", qtype_text(q->qtype)},
               {"transport", tcp ? "tcp" : "udp"}};
+    if (original) line["addressed_to"] = original->str();
     const bool allowed = name_allowed(p, q->qname);
     if (!allowed && !p.audit) {
         line["verdict"] = "refused";
-        if (resolver) line["resolver"] = resolver->str();
         log_line(p, line);
         return dns_error_reply(query.data(), query.size(), 5);  // REFUSED
     }
-    if (!resolver) {
+    // The query that goes out is ours: a fresh id, the one question, nothing else.
+    DnsQuestion asked = *q;
+    asked.id = random_id();
+    const auto fwd = dns_forward_query(asked, asked.id);
+    if (fwd.empty()) {
+        // A label with a dot, NUL or another byte no name has: refused in both modes, never
+        // rewritten into the name it looks like.
+        line["verdict"] = "refused";
+        line["error"] = "the name holds a byte no host name has";
+        log_line(p, line);
+        return dns_error_reply(query.data(), query.size(), 5);
+    }
+    const auto candidates = upstream_candidates(p.resolvers, original);
+    if (candidates.empty()) {
         line["verdict"] = "servfail";
-        line["error"] = "the original resolver of the query is unknown";
+        line["error"] = "no trusted resolver (give --resolver, or a nameserver in resolv.conf)";
         log_line(p, line);
         return dns_error_reply(query.data(), query.size(), 2);
     }
-    line["resolver"] = resolver->str();
-    auto resp = ask_resolver(*resolver, tcp, query);
+    std::vector<std::uint8_t> resp;
+    bool reached = false;
+    for (const auto& r : candidates) {
+        line["resolver"] = r.str();
+        resp = ask_resolver(r, tcp, fwd, reached);
+        if (reached) break;  // the first one we can reach answers (or not): no second opinion
+    }
     if (resp.empty()) {
         line["verdict"] = "servfail";
-        line["error"] = "no answer from the resolver";
+        line["error"] = reached ? "no answer from the resolver" : "no trusted resolver is reachable";
         log_line(p, line);
         return dns_error_reply(query.data(), query.size(), 2);
     }
-    auto addrs = dns_answer_addresses(resp.data(), resp.size(), *q);
+    auto addrs = dns_answer_addresses(resp.data(), resp.size(), asked);
     if (!addrs) {
-        // Not an answer to this question: never relayed (its addresses were not added).
+        // Not an answer to our question: never relayed (its addresses were not added).
         line["verdict"] = "servfail";
         line["error"] = "the resolver's message does not answer the question";
         log_line(p, line);
@@ -398,7 +436,7 @@ std::vector<std::uint8_t> answer(Proxy& p, const std::vector<std::uint8_t>& quer
     if (!allowed) {  // audit mode: answered, nothing added
         line["verdict"] = "would-be-refused";
         log_line(p, line);
-        return resp;
+        return dns_with_id(std::move(resp), q->id);
     }
     std::string why;
     if (!allow_addresses(p, *q, *addrs, why)) {
@@ -413,7 +451,7 @@ std::vector<std::uint8_t> answer(Proxy& p, const std::vector<std::uint8_t>& quer
     line["verdict"] = "allowed";
     line["addresses"] = a;
     log_line(p, line);
-    return resp;
+    return dns_with_id(std::move(resp), q->id);
 }
 
 std::string sockaddr_text(const sockaddr_storage& sa) {
@@ -610,8 +648,43 @@ bool spawn_proxy(const std::string& state, const std::string& log) {
 
 }  // namespace
 
+ProxyResolvers choose_proxy_resolvers(const Netns& ns, const std::vector<IpAddr>& from_operator,
+                                      bool engine_wrote_it) {
+    ProxyResolvers out;
+    if (!from_operator.empty()) {
+        out.trusted = from_operator;
+        out.source = "operator";
+        return out;
+    }
+    out.source = "none";
+    if (!ns.pid()) return out;
+    // The container's own file, through its root (its mount namespace): read once, now. A
+    // FIFO or device there must not block or feed us: a regular file, at most 64 KiB.
+    out.resolv_conf = fmt::format("/proc/{}/root/etc/resolv.conf", *ns.pid());
+    Fd fd(::open(out.resolv_conf.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+    struct stat st {};
+    if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return out;
+    std::string text(64 << 10, '\0');
+    std::size_t got = 0;
+    while (got < text.size()) {
+        const ssize_t n = ::read(fd.get(), text.data() + got, text.size() - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        got += static_cast<std::size_t>(n);
+    }
+    text.resize(got);
+    const auto listed = resolv_conf_nameservers(text);
+    out.trusted = trusted_resolvers({}, listed, engine_wrote_it);
+    for (const auto& a : listed)
+        if (std::find(out.trusted.begin(), out.trusted.end(), a) == out.trusted.end())
+            out.untrusted.push_back(a);
+    out.source = "resolv.conf";
+    return out;
+}
+
 pid_t start_names_proxy(const Netns& ns, const TargetSpec& target,
-                        const std::vector<AllowEntry>& names, bool audit) {
+                        const std::vector<AllowEntry>& names, bool audit,
+                        const ProxyResolvers& resolvers) {
     ensure_run_dir();
     stop_names_proxy(ns.id());
     json st{{"netns_dev", static_cast<std::uint64_t>(ns.id().dev)},
@@ -622,6 +695,10 @@ pid_t start_names_proxy(const Netns& ns, const TargetSpec& target,
     for (const auto& e : names) n.push_back(e.str());
     st["names"] = n;
     st["audit"] = audit;
+    json r = json::array();
+    for (const auto& a : resolvers.trusted) r.push_back(a.str());
+    st["resolvers"] = r;
+    st["resolvers_from"] = resolvers.source;
     const std::string state = names_state_path(ns.id());
     write_file(state, st.dump(2) + "\n");
     const std::string log = names_log_path(ns.id());
@@ -687,6 +764,10 @@ int run_names_proxy(const std::string& state_path, int ready_fd) {
     if (st.contains("netns_path")) p.netns_path = st["netns_path"].get<std::string>();
     for (const auto& n : st.at("names")) p.names.push_back(parse_allow_entry(n.get<std::string>()));
     p.audit = st.value("audit", false);
+    // No "resolvers" (a state file of an older version): none is trusted, every allowed name
+    // gets SERVFAIL until restrict runs again. Never the container's choice.
+    if (auto r = st.find("resolvers"); r != st.end() && r->is_array())
+        for (const auto& a : *r) p.resolvers.push_back(parse_ip(a.get<std::string>()));
     p.log_path = names_log_path(p.netns);
 
     // Enter the namespace: through the container's pidfd, or the --netns path. Whichever way,
@@ -748,7 +829,11 @@ int run_names_proxy(const std::string& state_path, int ready_fd) {
         (void)!::write(ready_fd, "1", 1);
         ::close(ready_fd);
     }
-    log_line(p, {{"event", "started"}, {"pid", ::getpid()}});
+    {
+        json r = json::array();
+        for (const auto& a : p.resolvers) r.push_back(a.str());
+        log_line(p, {{"event", "started"}, {"pid", ::getpid()}, {"resolvers", r}});
+    }
 
     constexpr int kMaxInflight = 256;
     auto last_check = std::chrono::steady_clock::now();
@@ -833,6 +918,9 @@ NamesInfo read_names_info(NsId id) {
             json st;
             in >> st;
             for (const auto& n : st.at("names")) out.names.push_back(n.get<std::string>());
+            if (auto r = st.find("resolvers"); r != st.end() && r->is_array())
+                for (const auto& a : *r) out.resolvers.push_back(a.get<std::string>());
+            out.resolvers_from = st.value("resolvers_from", "none");
             out.configured = true;
         } catch (const std::exception&) {
         }

@@ -65,10 +65,15 @@ struct NameSlot {
 std::vector<NameSlot> name_slots(const std::vector<AllowEntry>& names, std::string_view qname);
 
 // A question the proxy can judge: a query (QR 0, opcode QUERY) with exactly one question.
+// A label byte no policy name can hold (a '.', NUL, a control character, a space, anything
+// outside printable ASCII) is kept in `qname` as '\' and its decimal value, so that the name
+// never matches a pattern and is never forwarded (dns_forward_query refuses it).
 struct DnsQuestion {
     std::uint16_t id = 0;
     std::string qname;  // lower case, no trailing dot ("" for the root)
     std::uint16_t qtype = 0;
+    bool rd = true;     // recursion desired, as the client set it
+    bool edns = false;  // the client's query carried an OPT record
 };
 std::optional<DnsQuestion> parse_dns_query(const std::uint8_t* data, std::size_t len);
 // An answer to `query` with rcode (REFUSED = 5, FORMERR = 1, SERVFAIL = 2): the query's id and
@@ -86,6 +91,36 @@ struct AnswerAddress {
 std::optional<std::vector<AnswerAddress>> dns_answer_addresses(const std::uint8_t* data,
                                                                std::size_t len,
                                                                const DnsQuestion& q);
+
+// The query the proxy sends to a resolver for `q`, built afresh (nothing of the client's message
+// is copied: not its id, its other sections, its EDNS options or trailing bytes): header with
+// `id` and RD as the client set it, exactly one question (q.qname, q.qtype, class IN) and, when
+// the client used EDNS, an OPT record with no options and a buffer of kForwardEdnsSize. Empty
+// when q.qname holds an escaped byte (a dot or NUL inside a label...): such a name is refused,
+// never rewritten into a name it is not.
+inline constexpr std::uint16_t kForwardEdnsSize = 1232;
+std::vector<std::uint8_t> dns_forward_query(const DnsQuestion& q, std::uint16_t id);
+// The resolver's response with the client's id put back (the relay of an upstream answer).
+std::vector<std::uint8_t> dns_with_id(std::vector<std::uint8_t> msg, std::uint16_t id);
+
+// Trusted resolvers: where the names proxy may send a question (never where the container chose
+// to send it, which could be a server of its own). `nameservers` of a resolv.conf text: the
+// addresses of its "nameserver" lines, in order, at most 8, duplicates dropped.
+std::vector<IpAddr> resolv_conf_nameservers(std::string_view text);
+// A loopback address (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104): a server there runs in the
+// container's own namespace, perhaps the container's own program.
+bool is_loopback(const IpAddr& a);
+// The resolvers the proxy trusts: the operator's when given (all of them); else the nameservers
+// of the container's resolv.conf as the engine wrote it, without loopback ones unless
+// `engine_wrote_it` (read before the container's process ran: the hook, the runtime wrapper;
+// Docker's 127.0.0.11, which Docker's nat rules send to dockerd).
+std::vector<IpAddr> trusted_resolvers(const std::vector<IpAddr>& from_operator,
+                                      const std::vector<IpAddr>& from_resolv_conf,
+                                      bool engine_wrote_it);
+// Where a question addressed to `original` goes: there when it is a trusted resolver, else the
+// trusted resolvers in order (the proxy takes the first it can reach); empty: none (SERVFAIL).
+std::vector<IpAddr> upstream_candidates(const std::vector<IpAddr>& trusted,
+                                        const std::optional<IpAddr>& original);
 
 // A query for `qname` (recursion desired), as the container's resolver library sends one.
 std::vector<std::uint8_t> dns_query(std::uint16_t id, const std::string& qname,

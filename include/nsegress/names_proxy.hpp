@@ -34,12 +34,29 @@ std::string names_state_path(NsId id);  // /run/nsegress/names-DEV-INO.json
 std::string names_pid_path(NsId id);    // .pid
 std::string names_log_path(NsId id);    // .log
 
+// The resolvers the proxy may ask (names.hpp, trusted_resolvers): the operator's (--resolver,
+// CNI "resolvers", the runtime wrapper's --resolver), else the nameservers of the container's
+// /etc/resolv.conf read once, now, through /proc/PID/root when a pid is known. A container that
+// is already running may have edited that file: then its loopback nameservers (a server the
+// container may run itself) are not trusted unless `engine_wrote_it` (the hook and the runtime
+// wrapper run before the container's process, so the file is the engine's). Never the address
+// a query was sent to: a query to an untrusted address goes to the first reachable trusted one.
+struct ProxyResolvers {
+    std::vector<IpAddr> trusted;
+    std::string source;               // "operator", "resolv.conf" or "none"
+    std::string resolv_conf;          // the file read ("" when none)
+    std::vector<IpAddr> untrusted;    // its nameservers left out (loopback)
+};
+ProxyResolvers choose_proxy_resolvers(const Netns& ns, const std::vector<IpAddr>& from_operator,
+                                      bool engine_wrote_it);
+
 // Writes the state file and (re)starts the proxy for `ns` (an earlier one is stopped first),
 // detached from the caller (its own session, stdio on /dev/null and the log), and waits until
 // it listens. Returns its pid. Throws Error(Exit::failed) when it could not start.
 // `audit`: the proxy answers every name, and logs those no entry allows as would-be-refused.
 pid_t start_names_proxy(const Netns& ns, const TargetSpec& target,
-                        const std::vector<AllowEntry>& names, bool audit = false);
+                        const std::vector<AllowEntry>& names, bool audit,
+                        const ProxyResolvers& resolvers);
 // Stops a running proxy of that namespace (SIGTERM, SIGKILL after 2 s) and removes its state
 // and pid files (the log stays for watch). True when one was running.
 bool stop_names_proxy(NsId id);
@@ -63,6 +80,8 @@ struct NamesInfo {
     std::vector<std::string> names;
     std::optional<pid_t> pid;
     std::string state, log;
+    std::vector<std::string> resolvers;  // the trusted resolvers of the state file
+    std::string resolvers_from;          // where they came from
     std::map<std::string, std::vector<std::string>> answered;  // name -> addresses
 };
 NamesInfo read_names_info(NsId id);

@@ -147,6 +147,9 @@ struct PolicySpec {
     std::vector<AllowEntry> allow;  // parsed; may be empty (refuse everything)
     std::vector<IpAddr> probe_reach;
     std::vector<IpAddr> probe_block;
+    // The resolvers the names proxy may ask (names_proxy.hpp): only with a name entry. Empty:
+    // the nameservers of the container's resolv.conf, read at restrict time.
+    std::vector<IpAddr> resolvers;
     bool route_set = true;
     // Audit mode: the same policy, but what it would refuse is accepted, counted and logged
     // (nft.hpp). The route set is not installed (a previous one is removed: it would refuse),

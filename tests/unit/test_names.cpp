@@ -248,3 +248,130 @@ TEST_CASE("names: the policy batch carries the name sets, the nat chain and the 
     CHECK(adds == 4);
     CHECK(dels == 2);
 }
+
+TEST_CASE("names: the forwarded query is built afresh: new id, one question, nothing else") {
+    // The client's query with a TXT record in the additional section, an OPT record with an
+    // option, a second question and trailing bytes: none of it may reach the resolver.
+    auto q = message(0x4242, false, "API.Example.test", 1);
+    q[5] = 1;   // qdcount 1
+    q[11] = 2;  // arcount 2: TXT "A3-SECRET-PAYLOAD" and OPT with an option
+    put_name(q, "x");
+    put16(q, 16);
+    put16(q, 1);
+    put16(q, 0);
+    put16(q, 0);
+    const std::string secret = "A3-SECRET-PAYLOAD";
+    put16(q, static_cast<unsigned>(secret.size() + 1));
+    q.push_back(static_cast<std::uint8_t>(secret.size()));
+    q.insert(q.end(), secret.begin(), secret.end());
+    q.push_back(0);       // OPT: root owner
+    put16(q, 41);         // type OPT
+    put16(q, 4096);       // udp size
+    put16(q, 0);          // ext rcode, version
+    put16(q, 0);          // flags
+    put16(q, 12);         // rdlen: one option
+    put16(q, 65001);      // option code
+    put16(q, 8);          // option length
+    for (char c : std::string("EDNSLEAK")) q.push_back(static_cast<std::uint8_t>(c));
+    auto parsed = parse_dns_query(q.data(), q.size());
+    REQUIRE(parsed);
+    CHECK(parsed->edns);
+    CHECK(parsed->rd);
+    auto fwd = dns_forward_query(*parsed, 0x0102);
+    REQUIRE_FALSE(fwd.empty());
+    const std::string wire(fwd.begin(), fwd.end());
+    CHECK(wire.find("SECRET") == std::string::npos);
+    CHECK(wire.find("EDNSLEAK") == std::string::npos);
+    CHECK(fwd[0] == 0x01);
+    CHECK(fwd[1] == 0x02);
+    CHECK((fwd[2] & 0x01) == 1);  // RD as the client set it
+    CHECK(fwd[4] == 0);
+    CHECK(fwd[5] == 1);           // one question
+    CHECK(fwd[6] == 0);
+    CHECK(fwd[7] == 0);           // no answers
+    CHECK(fwd[8] == 0);
+    CHECK(fwd[9] == 0);           // no authority
+    CHECK(fwd[10] == 0);
+    CHECK(fwd[11] == 1);          // the OPT record alone
+    // 12 header + 18 name + 4 + OPT 11 (no options)
+    CHECK(fwd.size() == 12 + 18 + 4 + 11);
+    auto back = parse_dns_query(fwd.data(), fwd.size());
+    REQUIRE(back);
+    CHECK(back->qname == "api.example.test");
+    CHECK(back->qtype == 1);
+    CHECK(back->id == 0x0102);
+    // Without EDNS from the client: no OPT record either.
+    auto plain = message(7, false, "api.example.test", 28);
+    plain[2] = 0;  // RD clear
+    auto pp = parse_dns_query(plain.data(), plain.size());
+    REQUIRE(pp);
+    auto f2 = dns_forward_query(*pp, 9);
+    REQUIRE(f2.size() == 12 + 18 + 4);
+    CHECK((f2[2] & 0x01) == 0);
+    CHECK(f2[11] == 0);
+    // The relay puts the client's id back.
+    auto relayed = dns_with_id(message(0x0102, true, "api.example.test", 1), 0x4242);
+    CHECK(relayed[0] == 0x42);
+    CHECK(relayed[1] == 0x42);
+}
+
+TEST_CASE("names: a label with a dot or NUL inside is never forwarded as another name") {
+    auto dotted = message(1, false, "api.example.test", 1);
+    dotted[12] = 11;  // "api.example" as one label, then "test"
+    dotted[16] = '.';
+    auto d = parse_dns_query(dotted.data(), dotted.size());
+    REQUIRE(d);
+    CHECK(d->qname != "api.example.test");
+    CHECK_FALSE(name_matches("api.example.test", d->qname));
+    CHECK_FALSE(name_matches("*.test", d->qname));
+    CHECK(dns_forward_query(*d, 1).empty());
+    // "api\0" . example . test
+    std::vector<std::uint8_t> nul{0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 4, 'a', 'p', 'i', 0,
+                                  7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 4, 't', 'e', 's', 't', 0,
+                                  0, 1, 0, 1};
+    auto n = parse_dns_query(nul.data(), nul.size());
+    if (n) {
+        CHECK_FALSE(name_matches("api.example.test", n->qname));
+        CHECK(dns_forward_query(*n, 1).empty());
+    }
+    // Two questions, or none: no question to judge.
+    auto two = message(1, false, "api.example.test", 1);
+    two[5] = 2;
+    put_name(two, "leak.evil.test");
+    put16(two, 1);
+    put16(two, 1);
+    CHECK_FALSE(parse_dns_query(two.data(), two.size()));
+    auto zero = message(1, false, "leak.evil.test", 1);
+    zero[5] = 0;
+    if (auto z = parse_dns_query(zero.data(), zero.size())) CHECK(z->qname != "leak.evil.test");
+}
+
+TEST_CASE("names: trusted resolvers: the operator's, else resolv.conf's, never the container's choice") {
+    auto ns = resolv_conf_nameservers(
+        "# generated\nsearch example.test\nnameserver 10.0.0.53\n  nameserver\t2001:db8::53 # v6\n"
+        "nameserver 127.0.0.11\nnameserver 10.0.0.53\nnameservers 9.9.9.9\nnameserver fe80::1%eth0\n"
+        "options ndots:0\n");
+    REQUIRE(ns.size() == 3);
+    CHECK(ns[0] == parse_ip("10.0.0.53"));
+    CHECK(ns[1] == parse_ip("2001:db8::53"));
+    CHECK(ns[2] == parse_ip("127.0.0.11"));
+    CHECK(is_loopback(parse_ip("127.0.0.11")));
+    CHECK(is_loopback(parse_ip("::1")));
+    CHECK(is_loopback(parse_ip("::ffff:127.0.0.1")));
+    CHECK_FALSE(is_loopback(parse_ip("10.0.0.53")));
+    CHECK_FALSE(is_loopback(parse_ip("::ffff:10.0.0.1")));
+    // A running container may have written a loopback nameserver of its own.
+    CHECK(trusted_resolvers({}, ns, false) ==
+          std::vector<IpAddr>{parse_ip("10.0.0.53"), parse_ip("2001:db8::53")});
+    CHECK(trusted_resolvers({}, ns, true) == ns);
+    CHECK(trusted_resolvers({parse_ip("127.0.0.53")}, ns, false) ==
+          std::vector<IpAddr>{parse_ip("127.0.0.53")});
+    const std::vector<IpAddr> trusted{parse_ip("10.0.0.53"), parse_ip("2001:db8::53")};
+    // Addressed to a trusted resolver: that one. Elsewhere (the attacker's server, 8.8.8.8):
+    // the trusted ones in order, never the address the container chose.
+    CHECK(upstream_candidates(trusted, parse_ip("2001:db8::53")) ==
+          std::vector<IpAddr>{parse_ip("2001:db8::53")});
+    CHECK(upstream_candidates(trusted, parse_ip("198.51.100.10")) == trusted);
+    CHECK(upstream_candidates(trusted, std::nullopt) == trusted);
+    CHECK(upstream_candidates({}, parse_ip("198.51.100.10")).empty());
+}
