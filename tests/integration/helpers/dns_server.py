@@ -10,6 +10,9 @@ SPEC is a comma-separated list of answers for NAME:
     rot6:A-B      one AAAA record per query, rotating (last group, hex), TTL 1
 Every other name: NXDOMAIN. Every query received is logged as one line "PROTO NAME TYPE" before it
 is answered, so a test can prove a query never arrived. Serves until killed.
+    --raw-log FILE   also every message received, as "PROTO HEX" (what exactly arrived)
+    --any-a ADDR     an attacker's server: every A question, whatever the name, gets ADDR
+    --any-aaaa ADDR  and every AAAA question this one
 """
 import argparse
 import ipaddress
@@ -26,6 +29,9 @@ p.add_argument("--ttl", type=int, default=300)
 p.add_argument("--port", type=int, default=53)
 p.add_argument("--bind", action="append", default=[],
                help="an address to serve on (repeatable): answers then come from the address asked")
+p.add_argument("--raw-log")
+p.add_argument("--any-a")
+p.add_argument("--any-aaaa")
 p.add_argument("zone", nargs="*")
 args = p.parse_args()
 
@@ -36,6 +42,7 @@ for item in args.zone:
 counters = {}
 lock = threading.Lock()
 log = open(args.log, "a", buffering=1)
+raw = open(args.raw_log, "a", buffering=1) if args.raw_log else None
 
 
 def rotate(name, kind, rng):
@@ -71,6 +78,8 @@ def records(name, qtype, depth=0):
 
 
 def answer(data, proto):
+    if raw:
+        raw.write(f"{proto} {data.hex()}\n")
     try:
         q = DNSRecord.parse(data)
     except Exception:
@@ -82,8 +91,14 @@ def answer(data, proto):
     r = q.reply()
     if name not in zone:
         r.header.rcode = RCODE.NXDOMAIN
-    for rr in records(name, qtype):
+    for rr in [] if args.any_a or args.any_aaaa else records(name, qtype):
         r.add_answer(rr)
+    if qtype == "A" and args.any_a:
+        r.header.rcode = RCODE.NOERROR
+        r.add_answer(RR(name, QTYPE.A, rdata=A(args.any_a), ttl=300))
+    if qtype == "AAAA" and args.any_aaaa:
+        r.header.rcode = RCODE.NOERROR
+        r.add_answer(RR(name, QTYPE.AAAA, rdata=AAAA(args.any_aaaa), ttl=300))
     return r.pack()
 
 
