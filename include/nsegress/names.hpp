@@ -5,8 +5,10 @@
 // nsegress, a nat chain `dns` that redirects every UDP and TCP packet to port 53 (whatever the
 // resolver, Docker's 127.0.0.11 included) to the names proxy listening on 127.0.0.1 / ::1
 // port kNamesProxyPort inside the container's namespace. The proxy answers REFUSED to any
-// question for a name no entry allows; it forwards allowed questions to the resolver they were
-// addressed to (the original destination, from conntrack) from a socket marked kNamesMark (the
+// question for a name no entry allows; it forwards allowed questions, as queries it builds itself,
+// to a trusted resolver only (names_proxy.hpp: the operator's, else the container's resolv.conf
+// read at restrict; the address the container chose only when it is one of them) from a socket
+// marked kNamesMark (the
 // only packets to port 53 the output chain accepts and the nat chain leaves alone), and before
 // it relays an answer it adds every A/AAAA address at the end of the question's CNAME chain to
 // the sets names4/names6 (address . protocol . port, with a timeout) and waits for the
