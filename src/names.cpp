@@ -352,7 +352,8 @@ std::vector<std::uint8_t> dns_forward_query(const DnsQuestion& q, std::uint16_t 
     std::uint8_t* wire = nullptr;
     std::size_t size = 0;
     std::vector<std::uint8_t> out;
-    if (ldns_pkt2wire(&wire, pkt.get(), &size) == LDNS_STATUS_OK && wire) out.assign(wire, wire + size);
+    if (ldns_pkt2wire(&wire, pkt.get(), &size) == LDNS_STATUS_OK && wire)
+        out.assign(wire, wire + size);
     std::free(wire);
     // What was built must read back as exactly the question that was judged.
     auto back = parse_dns_query(out.data(), out.size());

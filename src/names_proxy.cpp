@@ -421,7 +421,8 @@ std::vector<std::uint8_t> answer(Proxy& p, const std::vector<std::uint8_t>& quer
     }
     if (resp.empty()) {
         line["verdict"] = "servfail";
-        line["error"] = reached ? "no answer from the resolver" : "no trusted resolver is reachable";
+        line["error"] =
+            reached ? "no answer from the resolver" : "no trusted resolver is reachable";
         log_line(p, line);
         return dns_error_reply(query.data(), query.size(), 2);
     }

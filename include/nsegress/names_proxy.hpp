@@ -43,9 +43,9 @@ std::string names_log_path(NsId id);    // .log
 // a query was sent to: a query to an untrusted address goes to the first reachable trusted one.
 struct ProxyResolvers {
     std::vector<IpAddr> trusted;
-    std::string source;               // "operator", "resolv.conf" or "none"
-    std::string resolv_conf;          // the file read ("" when none)
-    std::vector<IpAddr> untrusted;    // its nameservers left out (loopback)
+    std::string source;             // "operator", "resolv.conf" or "none"
+    std::string resolv_conf;        // the file read ("" when none)
+    std::vector<IpAddr> untrusted;  // its nameservers left out (loopback)
 };
 ProxyResolvers choose_proxy_resolvers(const Netns& ns, const std::vector<IpAddr>& from_operator,
                                       bool engine_wrote_it);

@@ -264,14 +264,14 @@ TEST_CASE("names: the forwarded query is built afresh: new id, one question, not
     put16(q, static_cast<unsigned>(secret.size() + 1));
     q.push_back(static_cast<std::uint8_t>(secret.size()));
     q.insert(q.end(), secret.begin(), secret.end());
-    q.push_back(0);       // OPT: root owner
-    put16(q, 41);         // type OPT
-    put16(q, 4096);       // udp size
-    put16(q, 0);          // ext rcode, version
-    put16(q, 0);          // flags
-    put16(q, 12);         // rdlen: one option
-    put16(q, 65001);      // option code
-    put16(q, 8);          // option length
+    q.push_back(0);   // OPT: root owner
+    put16(q, 41);     // type OPT
+    put16(q, 4096);   // udp size
+    put16(q, 0);      // ext rcode, version
+    put16(q, 0);      // flags
+    put16(q, 12);     // rdlen: one option
+    put16(q, 65001);  // option code
+    put16(q, 8);      // option length
     for (char c : std::string("EDNSLEAK")) q.push_back(static_cast<std::uint8_t>(c));
     auto parsed = parse_dns_query(q.data(), q.size());
     REQUIRE(parsed);
@@ -286,13 +286,13 @@ TEST_CASE("names: the forwarded query is built afresh: new id, one question, not
     CHECK(fwd[1] == 0x02);
     CHECK((fwd[2] & 0x01) == 1);  // RD as the client set it
     CHECK(fwd[4] == 0);
-    CHECK(fwd[5] == 1);           // one question
+    CHECK(fwd[5] == 1);  // one question
     CHECK(fwd[6] == 0);
-    CHECK(fwd[7] == 0);           // no answers
+    CHECK(fwd[7] == 0);  // no answers
     CHECK(fwd[8] == 0);
-    CHECK(fwd[9] == 0);           // no authority
+    CHECK(fwd[9] == 0);  // no authority
     CHECK(fwd[10] == 0);
-    CHECK(fwd[11] == 1);          // the OPT record alone
+    CHECK(fwd[11] == 1);  // the OPT record alone
     // 12 header + 18 name + 4 + OPT 11 (no options)
     CHECK(fwd.size() == 12 + 18 + 4 + 11);
     auto back = parse_dns_query(fwd.data(), fwd.size());
@@ -326,9 +326,9 @@ TEST_CASE("names: a label with a dot or NUL inside is never forwarded as another
     CHECK_FALSE(name_matches("*.test", d->qname));
     CHECK(dns_forward_query(*d, 1).empty());
     // "api\0" . example . test
-    std::vector<std::uint8_t> nul{0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 4, 'a', 'p', 'i', 0,
-                                  7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 4, 't', 'e', 's', 't', 0,
-                                  0, 1, 0, 1};
+    std::vector<std::uint8_t> nul{0,   1,   1,   0,   0,   1,   0,   0,   0,   0,   0,   0,
+                                  4,   'a', 'p', 'i', 0,   7,   'e', 'x', 'a', 'm', 'p', 'l',
+                                  'e', 4,   't', 'e', 's', 't', 0,   0,   1,   0,   1};
     auto n = parse_dns_query(nul.data(), nul.size());
     if (n) {
         CHECK_FALSE(name_matches("api.example.test", n->qname));
@@ -346,10 +346,12 @@ TEST_CASE("names: a label with a dot or NUL inside is never forwarded as another
     if (auto z = parse_dns_query(zero.data(), zero.size())) CHECK(z->qname != "leak.evil.test");
 }
 
-TEST_CASE("names: trusted resolvers: the operator's, else resolv.conf's, never the container's choice") {
+TEST_CASE(
+    "names: trusted resolvers: the operator's, else resolv.conf's, never the container's choice") {
     auto ns = resolv_conf_nameservers(
         "# generated\nsearch example.test\nnameserver 10.0.0.53\n  nameserver\t2001:db8::53 # v6\n"
-        "nameserver 127.0.0.11\nnameserver 10.0.0.53\nnameservers 9.9.9.9\nnameserver fe80::1%eth0\n"
+        "nameserver 127.0.0.11\nnameserver 10.0.0.53\nnameservers 9.9.9.9\nnameserver "
+        "fe80::1%eth0\n"
         "options ndots:0\n");
     REQUIRE(ns.size() == 3);
     CHECK(ns[0] == parse_ip("10.0.0.53"));
