@@ -385,12 +385,17 @@ assert_eq NXDOMAIN "$(q "$LAN4" "after-release-$$.exfil.test" A)" "DNS goes stra
 section "forged answers into the proxy's upstream socket (Docker's default capabilities)"
 assert_eq delivered "$(docker_caps "$PY" "$ATK" canary "$LAB_CTR4" "$LAN4" "$LAB_UDP_PORT")" \
 	"control: with no policy a forged reply through lo reaches an established flow's socket"
-expect_exit 0 nsg restrict --netns "$CTR_NS" --resolver "$SILENT4" --allow "api.example.test tcp/$PORT" \
-	--allow "$LAN4 udp/$LAB_UDP_PORT" --no-probe --json
+assert_eq delivered "$(docker_caps "$PY" "$ATK" canary "$LAB_CTR6" "$LAN6" "$LAB_UDP_PORT")" \
+	"control: the same over IPv6"
+FORGE_POLICY=(--resolver "$SILENT4" --allow "api.example.test tcp/$PORT" --allow "$LAN4 udp/$LAB_UDP_PORT"
+	--allow "$LAN6 udp/$LAB_UDP_PORT" --no-probe --json)
+expect_exit 0 nsg restrict --netns "$CTR_NS" "${FORGE_POLICY[@]}"
 forged_count() { nsg status --netns "$CTR_NS" --json | jq -r '.policy.counters.forged_source.packets'; }
 f0=$(forged_count)
 assert_eq nothing "$(docker_caps "$PY" "$ATK" canary "$LAB_CTR4" "$LAN4" "$LAB_UDP_PORT")" \
 	"a forged reply through lo to an established flow is not delivered"
+assert_eq nothing "$(docker_caps "$PY" "$ATK" canary "$LAB_CTR6" "$LAN6" "$LAB_UDP_PORT")" \
+	"nor over IPv6"
 out=$(docker_caps "$PY" "$ATK" forge "$SILENT4" "$WAN4" api.example.test)
 echo "$out" | sed 's/^/#   /'
 assert_match "$out" "upstream [0-9]+ forged 2049 dropped 2049" "the proxy's upstream socket was found; all 2049 answers forged to it were dropped on the way out"
@@ -399,12 +404,19 @@ assert_false "wan's address never entered names4" grep -qF "$WAN4 " <<<"$(in_ctr
 assert_match "$(conn "$WAN4" "$PORT")" "$REFUSED" "a TCP connect to wan is refused"
 f1=$(forged_count)
 assert_true "the forged-source counter counted them ($f0 -> $f1)" test "$f1" -ge $((f0 + 2049))
+expect_exit 0 nsg restrict --netns "$CTR_NS" --audit "${FORGE_POLICY[@]}"
+assert_eq nothing "$(docker_caps "$PY" "$ATK" canary "$LAB_CTR4" "$LAN4" "$LAB_UDP_PORT")" \
+	"audit mode: a forged reply through lo is not delivered either"
+assert_eq nothing "$(docker_caps "$PY" "$ATK" canary "$LAB_CTR6" "$LAN6" "$LAB_UDP_PORT")" \
+	"audit mode: nor over IPv6"
 # Without the rule (deleted here by hand, as an observer) the forgery is delivered: the test can fail.
 h=$(in_ctr nft -a list chain inet nsegress output | grep 'oif "lo" fib saddr type != local' | sed -n 's/.*# handle //p')
 assert_match "$h" '^[0-9]+$' "the rule is in the output chain"
 in_ctr nft delete rule inet nsegress output handle "$h"
 assert_eq delivered "$(docker_caps "$PY" "$ATK" canary "$LAB_CTR4" "$LAN4" "$LAB_UDP_PORT")" \
 	"control: without that rule the forged reply is delivered"
+assert_eq delivered "$(docker_caps "$PY" "$ATK" canary "$LAB_CTR6" "$LAN6" "$LAB_UDP_PORT")" \
+	"control: over IPv6 too"
 
 section "the trusted resolvers come from the container's resolv.conf when none is given"
 printf 'search example.test\nnameserver %s\nnameserver 127.0.0.53\n' "$LAN4" >"$TMPD/resolv.conf"

@@ -67,8 +67,26 @@ def forged_udp(src, sport, dst, dport, payload):
     return ip + udp
 
 
+def forged_udp6(src, sport, dst, dport, payload):
+    """An IPv6 UDP datagram from [src]:sport to [dst]:dport, checksum right."""
+    s, d = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
+    length = 8 + len(payload)
+    pseudo = s + d + struct.pack("!I3xB", length, 17)
+    udp = struct.pack("!HHHH", sport, dport, length, 0) + payload
+    c = csum(pseudo + udp) or 0xFFFF
+    udp = udp[:6] + struct.pack("!H", c) + udp[8:]
+    return struct.pack("!IHBB", 6 << 28, length, 17, 64) + s + d + udp
+
+
 def raw_send(dst, packet):
     """True when the kernel took it; False when the output hook dropped it (EPERM)."""
+    if ":" in dst:
+        r = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        try:
+            r.sendto(packet, (dst, 0))
+            return True
+        except PermissionError:
+            return False
     r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     try:
         r.sendto(packet, (dst, 0))
@@ -78,13 +96,15 @@ def raw_send(dst, packet):
 
 
 def canary(me, peer, port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    v6 = ":" in me
+    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((me, 0))
     s.connect((peer, port))
     s.send(b"canary\n")
     lport = s.getsockname()[1]
     time.sleep(0.2)
-    if not raw_send(me, forged_udp(peer, port, me, lport, b"FORGED-REPLY")):
+    forge_fn = forged_udp6 if v6 else forged_udp
+    if not raw_send(me, forge_fn(peer, port, me, lport, b"FORGED-REPLY")):
         print("nothing")  # dropped on the way out
         return
     s.settimeout(2)
