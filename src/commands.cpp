@@ -517,6 +517,10 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
             names_doc["resolvers_from"] = resolvers.source;
             if (!resolvers.untrusted.empty()) names_doc["resolvers_not_trusted"] = left_out;
             if (!resolvers.resolv_conf.empty()) names_doc["resolv_conf"] = resolvers.resolv_conf;
+            if (resolvers.trusted.empty())
+                names_doc["warning"] =
+                    "no trusted resolver (give --resolver IP, CNI \"resolvers\", or restrict by --pid with a "
+                    "nameserver in the container's resolv.conf): every name gets SERVFAIL";
             names_doc["proxy_pid"] = start_names_proxy(ns, opt.target, policy.names(), opt.audit, resolvers);
             names_doc["port"] = kNamesProxyPort;
             names_doc["state"] = names_state_path(ns.id());
