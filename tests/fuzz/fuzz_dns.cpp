@@ -27,6 +27,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                         "name slots overlap", q->qname);
         // The same bytes read as an answer to their own question.
         (void)dns_answer_addresses(data, size, *q);
+        // What goes to a resolver: built afresh, exactly the judged question or nothing; never
+        // a byte of the client's message beyond it.
+        auto fwd = dns_forward_query(*q, 0x5a5a);
+        if (!fwd.empty()) {
+            auto back = parse_dns_query(fwd.data(), fwd.size());
+            fuzz::check(back && back->qname == q->qname && back->qtype == q->qtype &&
+                            back->id == 0x5a5a,
+                        "the forwarded query is not the judged question", q->qname);
+            fuzz::check(fwd.size() <= 12 + 255 + 4 + 11, "the forwarded query carries more");
+            fuzz::check(q->qname.find('\\') == std::string::npos,
+                        "a name with an escaped byte was forwarded", q->qname);
+        }
     }
     for (std::uint8_t rcode : {1, 2, 5}) {
         auto r = dns_error_reply(data, size, rcode);
