@@ -32,9 +32,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         auto fwd = dns_forward_query(*q, 0x5a5a);
         if (!fwd.empty()) {
             auto back = parse_dns_query(fwd.data(), fwd.size());
-            fuzz::check(back && back->qname == q->qname && back->qtype == q->qtype &&
-                            back->id == 0x5a5a,
-                        "the forwarded query is not the judged question", q->qname);
+            fuzz::check(
+                back && back->qname == q->qname && back->qtype == q->qtype && back->id == 0x5a5a,
+                "the forwarded query is not the judged question", q->qname);
             fuzz::check(fwd.size() <= 12 + 255 + 4 + 11, "the forwarded query carries more");
             fuzz::check(q->qname.find('\\') == std::string::npos,
                         "a name with an escaped byte was forwarded", q->qname);
