@@ -71,6 +71,13 @@ CniNetconf parse_cni_netconf(std::string_view text) {
             fail(cni_invalid_config, std::string("'allow': ") + e.what());
         }
     }
+    for (const auto& s : string_list(j, "resolvers")) {
+        try {
+            nc.resolvers.push_back(parse_ip(s));
+        } catch (const Error& e) {
+            fail(cni_invalid_config, fmt::format("'resolvers': {}", e.what()));
+        }
+    }
     for (const char* key : {"probeReach", "probeBlock"}) {
         for (const auto& s : string_list(j, key)) {
             try {

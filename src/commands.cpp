@@ -27,6 +27,8 @@
 #include "nsegress/nft.hpp"
 #include "nsegress/procfs.hpp"
 #include "nsegress/routeset.hpp"
+#include "nsegress/names.hpp"
+#include "nsegress/names_proxy.hpp"
 #include "nsegress/testpoint.hpp"
 #include "nsegress/untrusted.hpp"
 #include "nsegress/verify.hpp"
@@ -392,7 +394,12 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     // are ~14 MiB of JSON, which need not be held while the batch is built and committed.
     auto add_allow = [&] { doc["allow"] = allow_json(policy); };
     // Audit mode installs no route set: its unreachable route would refuse what audit lets through.
-    const bool route_set = opt.route_set && !opt.audit;
+    // Nor does a policy with names: a name's addresses are learnt at run time, and the route
+    // set is a function of the static list (SECURITY.md: the nft layer alone holds names).
+    const bool names = policy.has_names();
+    const bool route_set = opt.route_set && !opt.audit && !names;
+    if (names && opt.netdev_egress && !opt.audit)
+        throw_usage("--netdev-egress cannot be combined with name entries yet (the netdev layer has no name sets)");
     // Nor a netdev egress table: it drops what it does not allow, and audit refuses nothing.
     const bool netdev_egress = opt.netdev_egress && !opt.audit;
 
@@ -493,12 +500,46 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     testing::test_point("committed");
     // Audit mode disturbs nothing: forbidden flows keep their conntrack entries (and so are not
     // logged: only new flows are).
-    doc["conntrack_dropped"] = opt.audit ? 0 : drop_forbidden_flows(h.ctnl.get(), destinations, local_addresses(before));
+    // With names, flows to a name's addresses are not in the static list: conntrack is left
+    // alone (the policy itself still refuses every packet it does not allow).
+    doc["conntrack_dropped"] = opt.audit || names ? 0 : drop_forbidden_flows(h.ctnl.get(), destinations, local_addresses(before));
     testing::test_point("conntrack");
+    // The names proxy: started after the policy (its redirect is in place, so until the proxy
+    // listens no name resolves: fail closed), stopped when the new policy has none.
+    json names_doc{{"enabled", names}};
+    try {
+        if (names) {
+            const ProxyResolvers resolvers = choose_proxy_resolvers(ns, opt.resolvers, opt.before_workload);
+            json trusted = json::array(), left_out = json::array();
+            for (const auto& a : resolvers.trusted) trusted.push_back(a.str());
+            for (const auto& a : resolvers.untrusted) left_out.push_back(a.str());
+            names_doc["resolvers"] = trusted;
+            names_doc["resolvers_from"] = resolvers.source;
+            if (!resolvers.untrusted.empty()) names_doc["resolvers_not_trusted"] = left_out;
+            if (!resolvers.resolv_conf.empty()) names_doc["resolv_conf"] = resolvers.resolv_conf;
+            if (resolvers.trusted.empty())
+                names_doc["warning"] =
+                    "no trusted resolver (give --resolver IP, CNI \"resolvers\", or restrict by --pid with a "
+                    "nameserver in the container's resolv.conf): every name gets SERVFAIL";
+            names_doc["proxy_pid"] = start_names_proxy(ns, opt.target, policy.names(), opt.audit, resolvers);
+            names_doc["port"] = kNamesProxyPort;
+            names_doc["state"] = names_state_path(ns.id());
+            names_doc["log"] = names_log_path(ns.id());
+        } else if (stop_names_proxy(ns.id())) {
+            names_doc["stopped_proxy"] = true;
+        }
+    } catch (const Error& e) {
+        doc["names"] = names_doc;
+        doc["error"] = std::string(e.what()) + "; the nftables policy is installed and stays (fail closed: no name resolves)";
+        finish(res, Exit::failed);
+        return res;
+    }
+    doc["names"] = names_doc;
 
     // 2. The route set, second layer. Failure: exit 2, policy stays (fail closed).
     json rs{{"enabled", route_set}, {"installed", false}, {"table", kRouteTable}};
     if (opt.audit) rs["disabled_by"] = "audit";
+    else if (names && opt.route_set) rs["disabled_by"] = "names";
     try {
         if (route_set) {
             // The report names at most kReportedRoutes routes: with a long allow-list the route
@@ -603,6 +644,11 @@ CommandResult cmd_release(const TargetSpec& target) {
     std::vector<Error> failures;
     bool tables_removed = false;
     try {
+        doc["removed_names_proxy"] = stop_names_proxy(ns.id());
+    } catch (const Error& e) {
+        failures.push_back(e.in("stop the names proxy"));
+    }
+    try {
         nft::commit(h.nfnl.get(), nft::compile_delete(batch_seq(), had_netdev));
         tables_removed = true;
         forget_state(ns);
@@ -639,9 +685,26 @@ CommandResult cmd_release(const TargetSpec& target) {
     return res;
 }
 
+// The installed policy: the kernel's sets, and the names the names proxy serves (its state).
+Policy installed_policy(const nft::PolicyState& st, NsId id) {
+    Policy p = st.policy();
+    if (st.names) {
+        std::vector<AllowEntry> names;
+        for (const auto& n : read_names_info(id).names) {
+            try {
+                names.push_back(parse_allow_entry(n));
+            } catch (const Error&) {
+            }
+        }
+        p.set_names(std::move(names));
+    }
+    return p;
+}
+
 std::vector<std::string> policy_drift(const RestrictOptions& want) {
     const bool audit = want.audit;
-    const bool route_set = want.route_set && !audit;  // audit mode never has one
+    // audit mode never has a route set, nor has a policy with names
+    const bool route_set = want.route_set && !audit && !Policy(want.allow).has_names();
     const bool netdev_egress = want.netdev_egress && !audit;
     require_privileges(priv_enter | priv_net_admin);
     Netns ns = open_target(want.target);
@@ -656,9 +719,12 @@ std::vector<std::string> policy_drift(const RestrictOptions& want) {
     if (st.present && st.complete && st.mode != (audit ? nft::Mode::audit : nft::Mode::enforce))
         drift.push_back(fmt::format("the policy is in {} mode but {} was asked for", nft::mode_name(st.mode),
                                     audit ? "audit" : "enforce"));
-    if (st.present && !(st.policy() == policy))
-        drift.push_back(fmt::format("allow-list is {} but {} was asked for", entries_json(st.policy()).dump(),
+    const Policy have = installed_policy(st, ns.id());
+    if (st.present && !(have == policy))
+        drift.push_back(fmt::format("allow-list is {} but {} was asked for", entries_json(have).dump(),
                                     entries_json(policy).dump()));
+    if (policy.has_names() && !names_proxy_pid(ns.id()))
+        drift.push_back("the names proxy is not running (no name resolves)");
     RoutePlan installed = installed_route_set(snap);
     if (route_set) {
         if (installed.rules.empty() && installed.routes.empty()) drift.push_back("the route set is missing");
@@ -701,7 +767,7 @@ CommandResult cmd_status(const TargetSpec& target) {
                          {"complete", st.complete},
                          {"mode", st.present && st.complete ? json(nft::mode_name(st.mode)) : json(nullptr)},
                          {"rules", st.rules},
-                         {"allow", allow_json(st.policy())},
+                         {"allow", allow_json(installed_policy(st, ns.id()))},
                          {"deny_log", st.deny_log ? json{{"group", nft::kNflogGroup},
                                                          {"rate_per_second", nft::kLogRatePerSecond},
                                                          {"burst", nft::kLogBurst}}
@@ -748,6 +814,55 @@ CommandResult cmd_status(const TargetSpec& target) {
                                       "unreachable route): no kernel counter counts them"},
              {"ipv4_out_no_routes", opt_json(no_route.ipv4)},
              {"ipv6_out_no_routes", opt_json(no_route.ipv6)}};
+
+    // Names: each name with the addresses its answers gave that are still allowed, and when
+    // they expire (the kernel's timeout of their elements in names4/names6).
+    {
+        NamesInfo ni = read_names_info(ns.id());
+        json names{{"enabled", st.names}, {"proxy_running", ni.pid.has_value()},
+                   {"proxy_pid", ni.pid ? json(*ni.pid) : json(nullptr)},
+                   {"state", ni.configured ? json(ni.state) : json(nullptr)},
+                   {"log", ni.configured ? json(ni.log) : json(nullptr)},
+                   {"resolvers", ni.resolvers},
+                   {"resolvers_from", ni.configured ? json(ni.resolvers_from) : json(nullptr)},
+                   {"counters", {{"allowed", counter_json(st.allowed_names)},
+                                 {"established", counter_json(st.named)},
+                                 {"queries_redirected", counter_json(st.dns_redirected)},
+                                 {"proxy_queries", counter_json(st.resolver)}}}};
+        std::map<IpAddr, std::uint64_t> expires;  // address -> latest expiry (ms)
+        json elements = json::array();
+        if (st.names) {
+            for (const auto& e : nft::read_name_elements(h.nfnl.get())) {
+                auto& x = expires[e.addr];
+                x = std::max(x, e.expires_ms);
+                std::string slot = e.slot.proto_first == e.slot.proto_last
+                                       ? fmt::format("{}/{}-{}", proto_name(static_cast<IpProto>(e.slot.proto_first)),
+                                                     e.slot.port_first, e.slot.port_last)
+                                       : fmt::format("proto {}-{}", e.slot.proto_first, e.slot.proto_last);
+                elements.push_back({{"address", e.addr.str()}, {"slot", slot}, {"expires_in_s", e.expires_ms / 1000}});
+            }
+        }
+        json entries = json::array();
+        for (const auto& n : ni.names) {
+            const auto words = n.substr(0, n.find(' '));
+            json addrs = json::array();
+            for (const auto& [name, list] : ni.answered) {
+                if (!name_matches(words, name)) continue;
+                for (const auto& a : list) {
+                    try {
+                        auto it = expires.find(parse_ip(a));
+                        if (it == expires.end()) continue;
+                        addrs.push_back({{"name", name}, {"address", a}, {"expires_in_s", it->second / 1000}});
+                    } catch (const Error&) {
+                    }
+                }
+            }
+            entries.push_back({{"entry", n}, {"addresses", addrs}});
+        }
+        names["entries"] = entries;
+        names["elements"] = elements;
+        doc["names"] = names;
+    }
 
     // The netdev egress layer: which interfaces it covers (an interface created after restrict
     // is not covered until restrict runs again), and its counters per interface.

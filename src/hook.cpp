@@ -72,6 +72,9 @@ std::optional<RestrictOptions> hook_plan(const OciState& state, const HookArgs& 
     static_cast<PolicySpec&>(o) = args;  // the installer's policy; annotations adjust it below
     o.target.pid = state.pid;
     o.default_probes = false;  // the network may still be being set up: probe only on request
+    // A createRuntime/prestart hook runs before the container's process: its resolv.conf is
+    // still the one the engine wrote (a loopback nameserver there is the engine's: 127.0.0.11).
+    o.before_workload = true;
     auto note = [&](const char* key) -> const std::string* {
         auto it = state.annotations.find(key);
         return it == state.annotations.end() ? nullptr : &it->second;

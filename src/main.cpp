@@ -23,6 +23,7 @@
 #include "nsegress/commands.hpp"
 #include "nsegress/engine.hpp"
 #include "nsegress/hook.hpp"
+#include "nsegress/names_proxy.hpp"
 #include "nsegress/procfs.hpp"
 #include "nsegress/report.hpp"
 #include "nsegress/untrusted.hpp"
@@ -179,6 +180,7 @@ PolicySpec policy_of(const po::variables_map& vm) {
     s.allow = cidrs(vm);
     s.probe_reach = ips(vm, "probe-reach");
     s.probe_block = ips(vm, "probe-block");
+    s.resolvers = ips(vm, "resolver");
     s.route_set = !vm["no-route-set"].as<bool>();
     s.audit = vm["audit"].as<bool>();
     s.netdev_egress = vm["netdev-egress"].as<bool>();
@@ -260,6 +262,8 @@ int run_verify(const std::vector<std::string>& args, Parsed& p) {
          "what the namespace is meant to reach, as restrict --allow (repeatable)")
         ("allow-file", po::value<std::vector<std::string>>()->value_name("FILE")->composing(),
          "read allow entries from FILE")
+        ("resolver", po::value<std::string>()->value_name("IP"),
+         "for name entries: the resolver the container asks (default: the nameserver of its resolv.conf)")
         ("reach", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
          "this IP must answer (ICMP echo, TCP, UDP) (repeatable)")
         ("block", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
@@ -297,6 +301,7 @@ int run_verify(const std::vector<std::string>& args, Parsed& p) {
             throw_usage("no allow-list: give --allow ENTRY (what the namespace is meant to reach)");
         o.allow = cidrs(vm);
         o.reach = ips(vm, "reach");
+        if (vm.count("resolver")) o.resolver = parse_ip(vm["resolver"].as<std::string>());
         o.block = ips(vm, "block");
         validate_targets(o.allow, o.reach, o.block, "--reach", "--block");
         o.expect_userns_remap = vm["expect-userns-remap"].as<bool>();
@@ -452,6 +457,10 @@ int run(int argc, char** argv) {
                  "after restricting, this IP must answer a ping (repeatable)")
                 ("probe-block", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
                  "after restricting, a ping to this IP must be refused (repeatable)")
+                ("resolver", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
+                 "with names: the names proxy asks only this resolver (repeatable, in order); default: "
+                 "the nameservers of the container's /etc/resolv.conf, read now (loopback ones only "
+                 "from the hook or when given here)")
                 ("count", po::value<std::string>()->value_name("N"), "echoes per probe target (default 1)")
                 ("timeout-ms", po::value<std::string>()->value_name("MS"), "wait for answers (default 1000)")
                 ("no-probe", po::bool_switch(), "do not probe")
@@ -466,7 +475,8 @@ int run(int argc, char** argv) {
             if (!parse(command, args, desc,
                        "(--pid PID | --netns PATH | --container NAME [--engine docker|podman])\n"
                        "        (--allow ENTRY... | --allow-file FILE... | --audit) [--probe-reach IP]...\n"
-                       "        [--probe-block IP]... [--no-probe] [--no-route-set] [--netdev-egress] [--dry-run] [--json]", p))
+                       "        [--probe-block IP]... [--resolver IP]... [--no-probe] [--no-route-set] [--netdev-egress]\n"
+                       "        [--dry-run] [--json]", p))
                 return 0;
             RestrictOptions o;
             // Enforcing needs an explicit list (an empty one would cut everything off); auditing
@@ -613,13 +623,16 @@ int run(int argc, char** argv) {
                  "must answer (else annotation io.nsegress.probe-reach)")
                 ("probe-block", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
                  "must be refused (else annotation io.nsegress.probe-block)")
+                ("resolver", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
+                 "with names: the only resolver the names proxy asks (repeatable; default: the "
+                 "container's resolv.conf as the engine wrote it)")
                 ("no-route-set", po::bool_switch(), "install only the nftables policy")
                 ("netdev-egress", po::bool_switch(), "also filter each interface's netdev egress hook")
                 ("audit", po::bool_switch(), "audit mode, as restrict --audit (else annotation io.nsegress.audit=true)");
             d.add(common_options());
             if (!parse(command, args, d,
                        "[--allow ENTRY]... [--allow-file FILE]... [--probe-reach IP]... [--probe-block IP]...\n"
-                       "        [--no-route-set] [--netdev-egress] [--audit] < state.json", p))
+                       "        [--resolver IP]... [--no-route-set] [--netdev-egress] [--audit] < state.json", p))
                 return 0;
             HookArgs h;
             static_cast<PolicySpec&>(h) = policy_of(p.vm);
@@ -629,6 +642,24 @@ int run(int argc, char** argv) {
             // A runtime shows a hook's stderr when it fails: exactly one line.
             if (!r.doc["error"].is_null()) std::cerr << "nsegress hook: " << r.doc["error"].get<std::string>() << "\n";
             return static_cast<int>(r.exit);
+        }
+        if (command == "names-proxy") {
+            // Started by restrict (names_proxy.hpp); also by hand or a supervisor to restart a
+            // proxy that died: `nsegress names-proxy --state /run/nsegress/names-DEV-INO.json`.
+            po::options_description d("Names proxy");
+            d.add_options()
+                ("state", po::value<std::string>()->value_name("FILE")->required(), "the state file restrict wrote")
+                ("ready-fd", po::value<int>()->default_value(-1)->value_name("N"), "write '1' to fd N once listening");
+            if (!parse(command, args, d, "--state FILE [--ready-fd N]", p)) return 0;
+            return run_names_proxy(p.vm["state"].as<std::string>(), p.vm["ready-fd"].as<int>());
+        }
+        if (command == "names-supervise") {
+            po::options_description d("Names proxy supervisor");
+            d.add_options()("state", po::value<std::vector<std::string>>()->value_name("FILE")->composing(),
+                            "watch only this state file (repeatable; default: every /run/nsegress/names-*.json)");
+            if (!parse(command, args, d, "[--state FILE]...", p)) return 0;
+            return run_names_supervisor(p.vm.count("state") ? p.vm["state"].as<std::vector<std::string>>()
+                                                              : std::vector<std::string>{});
         }
         throw_usage("unknown command " + quote(command) + " (see nsegress --help)");
     } catch (const po::error& e) {

@@ -74,6 +74,8 @@ constexpr std::uint32_t kSetIdPorts4 = 4;
 constexpr std::uint32_t kSetIdPorts6 = 5;
 constexpr std::uint32_t kSetIdEcho4 = 6;
 constexpr std::uint32_t kSetIdEcho6 = 7;
+constexpr std::uint32_t kSetIdNames4 = 8;
+constexpr std::uint32_t kSetIdNames6 = 9;
 // nft's datatypes of a concatenation key: each subtype shifted in by 6 bits (TYPE_BITS).
 constexpr std::uint32_t kTypeInetProto = 12;
 constexpr std::uint32_t kTypeInetService = 13;
@@ -522,6 +524,16 @@ public:
         nftnl_expr_set_u32(e.get(), NFTNL_EXPR_IMM_VERDICT, NF_ACCEPT);
         return push(std::move(e));
     }
+    // redirect to :PORT (`port` two bytes, network order), as nft compiles it.
+    RuleBuilder& redirect_to(const std::uint8_t* port) {
+        auto imm = expr("immediate");
+        nftnl_expr_set_u32(imm.get(), NFTNL_EXPR_IMM_DREG, NFT_REG_1);
+        nftnl_expr_set(imm.get(), NFTNL_EXPR_IMM_DATA, port, 2);
+        push(std::move(imm));
+        auto e = expr("redir");
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_REDIR_REG_PROTO_MIN, NFT_REG_1);
+        return push(std::move(e));
+    }
     RuleBuilder& reject_admin_prohibited() {
         auto e = expr("reject");
         nftnl_expr_set_u32(e.get(), NFTNL_EXPR_REJECT_TYPE, NFT_REJECT_ICMPX_UNREACH);
@@ -626,6 +638,132 @@ void add_scoped_rules(BatchWriter& w) {
         .emit(w, "icmpv6 type echo-request ip6 daddr @icmp6 accept");
 }
 
+// ---- Names (names.hpp) ------------------------------------------------------------------------
+
+constexpr std::uint32_t kCtStateEstablished = 1u << (IP_CT_ESTABLISHED + 1);
+constexpr std::uint8_t kCtDirOriginal = 0;  // IP_CT_DIR_ORIGINAL
+constexpr std::uint32_t kCtStatusDstNat = 1u << 5;  // IPS_DST_NAT
+constexpr std::uint32_t kNameSetFlags = NFT_SET_INTERVAL | NFT_SET_CONCAT | NFT_SET_TIMEOUT;
+
+SetPtr make_name_set(Family f) {
+    auto s = make_set(f == Family::v4 ? kSetNames4 : kSetNames6, f == Family::v4 ? kSetIdNames4 : kSetIdNames6);
+    nftnl_set_set_u32(s.get(), NFTNL_SET_FLAGS, kNameSetFlags);
+    nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE, concat_type(f));
+    nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, port_key_len(f));
+    const std::uint8_t fields[3] = {static_cast<std::uint8_t>(f == Family::v4 ? 4 : 16), 1, 2};
+    nftnl_set_set_data(s.get(), NFTNL_SET_DESC_CONCAT, fields, sizeof fields);
+    return s;
+}
+
+// The name sets: created when missing, kept with their elements when there (a re-restrict keeps
+// what the proxy learnt: answers the container holds stay good). No NLM_F_EXCL: an existing set
+// of the same shape is no error.
+void add_name_sets(BatchWriter& w) {
+    for (Family f : {Family::v4, Family::v6}) {
+        auto s = make_name_set(f);
+        w.add(NFT_MSG_NEWSET, NLM_F_CREATE, fmt::format("set {}", f == Family::v4 ? kSetNames4 : kSetNames6), 1024,
+              [&](nlmsghdr* nlh) { nftnl_set_nlmsg_build_payload(nlh, s.get()); });
+    }
+}
+
+// A re-restrict to a policy without names: the chain dns and the name sets go (after the rules
+// that use the sets were flushed, earlier in the same batch).
+void delete_names(BatchWriter& w) {
+    flush_chain(w, NFPROTO_INET, kChainDns);
+    auto c = checked<nftnl_chain, ChainFree>(nftnl_chain_alloc());
+    nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, kTable);
+    nftnl_chain_set_str(c.get(), NFTNL_CHAIN_NAME, kChainDns);
+    nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_FAMILY, NFPROTO_INET);
+    w.add(NFT_MSG_DELCHAIN, 0, fmt::format("chain {} (no names any more)", kChainDns), 512,
+          [&](nlmsghdr* nlh) { nftnl_chain_nlmsg_build_payload(nlh, c.get()); });
+    for (const char* name : {kSetNames4, kSetNames6}) {
+        auto st = make_set(name, 0);
+        nftnl_set_unset(st.get(), NFTNL_SET_ID);
+        w.add(NFT_MSG_DELSET, 0, fmt::format("set {} (no names any more)", name), 512,
+              [&](nlmsghdr* nlh) { nftnl_set_nlmsg_build_payload(nlh, st.get()); });
+    }
+}
+
+void add_dns_chain(BatchWriter& w, bool existing) {
+    auto c = checked<nftnl_chain, ChainFree>(nftnl_chain_alloc());
+    nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, kTable);
+    nftnl_chain_set_str(c.get(), NFTNL_CHAIN_NAME, kChainDns);
+    nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_FAMILY, NFPROTO_INET);
+    nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_HOOKNUM, NF_INET_LOCAL_OUT);
+    nftnl_chain_set_s32(c.get(), NFTNL_CHAIN_PRIO, kDnsPriority);
+    nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TYPE, "nat");
+    nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_POLICY, NF_ACCEPT);
+    w.add(NFT_MSG_NEWCHAIN, NLM_F_CREATE, fmt::format("chain {}", kChainDns), 1024,
+          [&](nlmsghdr* nlh) { nftnl_chain_nlmsg_build_payload(nlh, c.get()); });
+    if (existing) flush_chain(w, NFPROTO_INET, kChainDns);
+}
+
+void add_dns_rules(BatchWriter& w) {
+    const std::array<std::uint8_t, 2> dns_port{0, 53};
+    const std::array<std::uint8_t, 2> proxy_port{static_cast<std::uint8_t>(kNamesProxyPort >> 8),
+                                                 static_cast<std::uint8_t>(kNamesProxyPort & 0xff)};
+    for (std::uint8_t proto : {std::uint8_t{IPPROTO_UDP}, std::uint8_t{IPPROTO_TCP}}) {
+        RuleBuilder r(NFPROTO_INET, kChainDns);
+        r.meta(NFT_META_MARK).neq_u32(kNamesMark)
+            .meta(NFT_META_L4PROTO).eq_u8(proto)
+            .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2).eq_bytes(dns_port.data(), 2)
+            .counter().redirect_to(proxy_port.data()).comment(kCommentDnsRedirect)
+            .emit(w, fmt::format("{} dport 53 redirect to the names proxy", proto == IPPROTO_UDP ? "udp" : "tcp"));
+    }
+}
+
+void add_resolver_rules(BatchWriter& w) {
+    // Queries the nat chain redirected: the output hook's `oif` is still the device the packet
+    // was first routed to (the reroute after nat does not change it), so "oif lo" misses them.
+    // Only what our redirect made: conntrack says destination-NATed, to the proxy's address
+    // and port on loopback, which routes nowhere but lo.
+    const std::array<std::uint8_t, 2> proxy_port{static_cast<std::uint8_t>(kNamesProxyPort >> 8),
+                                                 static_cast<std::uint8_t>(kNamesProxyPort & 0xff)};
+    const std::array<std::uint8_t, 4> lo4{127, 0, 0, 1};
+    std::array<std::uint8_t, 16> lo6{};
+    lo6[15] = 1;
+    RuleBuilder().meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV4)
+        .payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4).eq_bytes(lo4.data(), 4)
+        .ct(NFT_CT_STATUS).has_bits(kCtStatusDstNat)
+        .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2).eq_bytes(proxy_port.data(), 2)
+        .counter().accept().comment(kCommentRedirected)
+        .emit(w, "ip daddr 127.0.0.1 ct status dnat th dport names-proxy accept");
+    RuleBuilder().meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV6)
+        .payload(NFT_PAYLOAD_NETWORK_HEADER, 24, 16).eq_bytes(lo6.data(), 16)
+        .ct(NFT_CT_STATUS).has_bits(kCtStatusDstNat)
+        .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2).eq_bytes(proxy_port.data(), 2)
+        .counter().accept().comment(kCommentRedirected)
+        .emit(w, "ip6 daddr ::1 ct status dnat th dport names-proxy accept");
+    const std::array<std::uint8_t, 2> dns_port{0, 53};
+    for (std::uint8_t proto : {std::uint8_t{IPPROTO_UDP}, std::uint8_t{IPPROTO_TCP}})
+        RuleBuilder().meta(NFT_META_MARK).eq_u32(kNamesMark)
+            .meta(NFT_META_L4PROTO).eq_u8(proto)
+            .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2).eq_bytes(dns_port.data(), 2)
+            .counter().accept().comment(kCommentResolver)
+            .emit(w, fmt::format("meta mark names-proxy {} dport 53 accept", proto == IPPROTO_UDP ? "udp" : "tcp"));
+}
+
+void add_name_rules(BatchWriter& w) {
+    RuleBuilder()
+        .meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV4)
+        .payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4)
+        .meta(NFT_META_L4PROTO, kReg32_00 + 1).hton(kReg32_00 + 1, 1, 2)
+        .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, kReg32_00 + 2)
+        .lookup(kSetNames4, kSetIdNames4).counter().set_label(kNameLabel).accept().comment(kCommentNames4)
+        .emit(w, "ip daddr . meta l4proto . th dport @names4 ct label set named accept");
+    RuleBuilder()
+        .meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV6)
+        .payload(NFT_PAYLOAD_NETWORK_HEADER, 24, 16)
+        .meta(NFT_META_L4PROTO, NFT_REG_2).hton(NFT_REG_2, 1, 2)
+        .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, kReg32_00 + 5)
+        .lookup(kSetNames6, kSetIdNames6).counter().set_label(kNameLabel).accept().comment(kCommentNames6)
+        .emit(w, "ip6 daddr . meta l4proto . th dport @names6 ct label set named accept");
+    RuleBuilder().ct(NFT_CT_DIRECTION).eq_u8(kCtDirOriginal)
+        .ct(NFT_CT_STATE).has_bits(kCtStateEstablished)
+        .has_label(kNameLabel).counter().accept().comment(kCommentNamed)
+        .emit(w, "ct direction original ct state established ct label named accept");
+}
+
 void add_rules(BatchWriter& w, const Policy& policy, Mode mode,
                const std::vector<std::uint8_t>* stamp = nullptr) {
     const bool nd = needs_nd(policy);
@@ -666,8 +804,16 @@ void add_rules(BatchWriter& w, const Policy& policy, Mode mode,
     RuleBuilder().meta(NFT_META_OIF).neq_u32(kLoopbackIfindex).meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV6)
         .payload(NFT_PAYLOAD_NETWORK_HEADER, 8, 16).eq_bytes(loopback6.data(), 16)
         .counter().drop().comment(kCommentForged).emit(w, "oif != lo ip6 saddr ::1 drop");
+    // Whatever leaves through lo with a source that is not ours is forged too, whatever its
+    // conntrack state: a genuine answer from another host never passes this namespace's output
+    // hook, so a spoofed "answer" that matches one of our established flows (a resolver's, the
+    // names proxy's upstream socket) is dropped here instead of being delivered to the socket.
+    RuleBuilder().meta(NFT_META_OIF).eq_u32(kLoopbackIfindex)
+        .fib_saddr_type().neq_u32(kRtnLocal)
+        .counter().drop().comment(kCommentForged).emit(w, "oif lo fib saddr type != local drop");
     RuleBuilder().meta(NFT_META_OIF).eq_u32(kLoopbackIfindex).counter().accept().comment(kCommentLoopback)
         .emit(w, "oif lo accept");
+    if (policy.has_names()) add_resolver_rules(w);
     RuleBuilder()
         .meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV4)
         .payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4)  // iphdr.daddr
@@ -679,6 +825,7 @@ void add_rules(BatchWriter& w, const Policy& policy, Mode mode,
         .lookup(kSet6, kSetId6).counter().accept().comment(kCommentAllow6)
         .emit(w, "ip6 daddr @allow6 accept");
     add_scoped_rules(w);
+    if (policy.has_names()) add_name_rules(w);
     // After the allow-list: these counters are what got out to peers outside it.
     RuleBuilder().ct(NFT_CT_DIRECTION).eq_u8(kCtDirReply).has_label(kInboundLabel)
         .counter().accept().comment(kCommentReplies).emit(w, "ct direction reply ct label inbound accept");
@@ -1365,6 +1512,14 @@ Batch compile_policy(const Policy& policy, std::uint32_t first_seq, Mode mode, c
             add_port_set(w, NFPROTO_INET, kSetPorts4, kSetIdPorts4, Family::v4, want.ports4, true);
             add_port_set(w, NFPROTO_INET, kSetPorts6, kSetIdPorts6, Family::v6, want.ports6, true);
         }
+        // Names are not in the stamp's contents: their sets are kept with what the proxy
+        // learnt, and the chain dns rewritten like the others.
+        if (policy.has_names()) {
+            add_name_sets(w);
+            add_dns_chain(w, installed.names);
+        } else if (installed.names) {
+            delete_names(w);
+        }
     } else if (installed.inet == Found::reusable) {
         // In place (see Installed): the chains keep their hooks; a policy change (enforce <->
         // audit) is applied at commit, and the final rule is a catch-all either way.
@@ -1376,6 +1531,12 @@ Batch compile_policy(const Policy& policy, std::uint32_t first_seq, Mode mode, c
         add_set(w, Family::v6, allow, true);
         add_nd6(true);
         add_scoped_sets(w, NFPROTO_INET, kSetIdPorts4, policy, true);
+        if (policy.has_names()) {
+            add_name_sets(w);
+            add_dns_chain(w, installed.names);
+        } else if (installed.names) {
+            delete_names(w);
+        }
     } else {
         add_table(w, NFT_MSG_NEWTABLE, "table inet nsegress (ensure)");
         add_table(w, NFT_MSG_DELTABLE, "table inet nsegress (replace)");
@@ -1384,12 +1545,105 @@ Batch compile_policy(const Policy& policy, std::uint32_t first_seq, Mode mode, c
         add_set(w, Family::v6, allow);
         add_nd6(false);
         add_scoped_sets(w, NFPROTO_INET, kSetIdPorts4, policy, false);
+        if (policy.has_names()) add_name_sets(w);
         add_chains(w, mode);
+        if (policy.has_names()) add_dns_chain(w, false);
     }
     add_inbound_rules(w);
     add_rules(w, policy, mode, stamp.empty() ? nullptr : &stamp);
+    if (policy.has_names()) add_dns_rules(w);
     add_netdev(w, policy, netdev, installed);
     return w.end();
+}
+
+namespace {
+std::vector<std::uint8_t> slot_key(const IpAddr& a, std::uint8_t proto, std::uint16_t port) {
+    std::vector<std::uint8_t> k(port_key_len(a.family), 0);
+    auto b = a.bytes();
+    std::copy(b.begin(), b.begin() + a.size(), k.begin());
+    k[a.size()] = proto;
+    k[a.size() + 4] = static_cast<std::uint8_t>(port >> 8);
+    k[a.size() + 5] = static_cast<std::uint8_t>(port & 0xff);
+    return k;
+}
+}  // namespace
+
+Batch compile_name_refresh(const std::vector<NameElement>& elements, std::uint32_t first_seq) {
+    BatchWriter w(first_seq);
+    w.begin();
+    for (Family f : {Family::v4, Family::v6}) {
+        std::vector<const NameElement*> mine;
+        for (const auto& e : elements)
+            if (e.addr.family == f) mine.push_back(&e);
+        const char* name = f == Family::v4 ? kSetNames4 : kSetNames6;
+        for (std::size_t i = 0; i < mine.size(); i += kElementsPerMessage / 2) {
+            const std::size_t n = std::min(kElementsPerMessage / 2, mine.size() - i);
+            // add (ensure), delete, add with the new timeout: one transaction.
+            for (std::uint16_t type : {NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM, NFT_MSG_NEWSETELEM}) {
+                auto s = make_set(name, 0);
+                nftnl_set_unset(s.get(), NFTNL_SET_ID);
+                for (std::size_t j = i; j < i + n; ++j) {
+                    const NameElement& e = *mine[j];
+                    nftnl_set_elem* el = nftnl_set_elem_alloc();
+                    if (!el) throw std::bad_alloc();
+                    auto k = slot_key(e.addr, e.slot.proto_first, e.slot.port_first);
+                    auto end = slot_key(e.addr, e.slot.proto_last, e.slot.port_last);
+                    nftnl_set_elem_set(el, NFTNL_SET_ELEM_KEY, k.data(), static_cast<std::uint32_t>(k.size()));
+                    nftnl_set_elem_set(el, NFTNL_SET_ELEM_KEY_END, end.data(), static_cast<std::uint32_t>(end.size()));
+                    if (type == NFT_MSG_NEWSETELEM)
+                        nftnl_set_elem_set_u64(el, NFTNL_SET_ELEM_TIMEOUT, std::uint64_t{e.timeout_s} * 1000);
+                    nftnl_set_elem_add(s.get(), el);
+                }
+                w.add(type, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0,
+                      fmt::format("set {} {} {} elements (first {})", name,
+                                  type == NFT_MSG_NEWSETELEM ? "add" : "delete", n, mine[i]->addr.str()),
+                      4096 + n * 160, [&](nlmsghdr* nlh) { nftnl_set_elems_nlmsg_build_payload(nlh, s.get()); });
+            }
+        }
+    }
+    return w.end();
+}
+
+static std::vector<NameElementState> read_name_elements_once(mnl_socket* sock) {
+    static std::uint32_t seq = 0x3c000000;
+    std::vector<NameElementState> out;
+    std::vector<char> req(MNL_SOCKET_BUFFER_SIZE);
+    for (Family f : {Family::v4, Family::v6}) {
+        const char* name = f == Family::v4 ? kSetNames4 : kSetNames6;
+        auto s = make_set(name, 0);
+        nftnl_set_unset(s.get(), NFTNL_SET_ID);
+        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, ++seq);
+        nftnl_set_elems_nlmsg_build_payload(nlh, s.get());
+        const std::size_t alen = f == Family::v4 ? 4 : 16;
+        int err = dump(sock, nlh, [&](const nlmsghdr* m) {
+            auto got = checked<nftnl_set, SetFree>(nftnl_set_alloc());
+            if (nftnl_set_elems_nlmsg_parse(m, got.get()) < 0) return MNL_CB_ERROR;
+            std::unique_ptr<nftnl_set_elems_iter, void (*)(nftnl_set_elems_iter*)> it(
+                nftnl_set_elems_iter_create(got.get()), nftnl_set_elems_iter_destroy);
+            if (!it) throw std::bad_alloc();
+            for (nftnl_set_elem* e = nftnl_set_elems_iter_next(it.get()); e; e = nftnl_set_elems_iter_next(it.get())) {
+                std::uint32_t klen = 0, elen = 0;
+                const auto* k = static_cast<const std::uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &klen));
+                const auto* ke = static_cast<const std::uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY_END, &elen));
+                if (!k || !ke || klen != port_key_len(f) || elen != klen) continue;
+                u128 v = 0;
+                for (std::size_t i = 0; i < alen; ++i) v = (v << 8) | u128{k[i]};
+                NameElementState st;
+                st.addr = IpAddr{f, v};
+                st.slot.proto_first = k[alen];
+                st.slot.proto_last = ke[alen];
+                st.slot.port_first = static_cast<std::uint16_t>(k[alen + 4] << 8 | k[alen + 5]);
+                st.slot.port_last = static_cast<std::uint16_t>(ke[alen + 4] << 8 | ke[alen + 5]);
+                if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_EXPIRATION))
+                    st.expires_ms = nftnl_set_elem_get_u64(e, NFTNL_SET_ELEM_EXPIRATION);
+                out.push_back(st);
+            }
+            return MNL_CB_OK;
+        });
+        if (err == -ENOENT) continue;
+        if (err < 0) throw_errno(fmt::format("dump set {} of table inet nsegress", name), -err);
+    }
+    return out;
 }
 
 Batch compile_delete(std::uint32_t first_seq, bool netdev_present) {
@@ -1547,6 +1801,11 @@ std::string render_policy(const Policy& policy, Mode mode, const NetdevPlan& net
     set(kSetEcho6, "ipv6_addr", policy.echo().ranges(Family::v6));
     port_set(kSetPorts4, "ipv4_addr . inet_proto . inet_service", Family::v4);
     port_set(kSetPorts6, "ipv6_addr . inet_proto . inet_service", Family::v6);
+    const bool names = policy.has_names();
+    if (names)
+        for (const char* n : {kSetNames4, kSetNames6})
+            out << "\tset " << n << " {\n\t\ttype " << (n == kSetNames4 ? "ipv4_addr" : "ipv6_addr")
+                << " . inet_proto . inet_service\n\t\tflags interval,timeout\n\t}\n\n";
     const bool nd = needs_nd(policy);
     out << "\tchain output {\n"
         << "\t\ttype filter hook output priority filter; policy " << (mode == Mode::audit ? "accept" : "drop") << ";\n";
@@ -1559,14 +1818,30 @@ std::string render_policy(const Policy& policy, Mode mode, const NetdevPlan& net
     out << "\t\tct state new,invalid,untracked,related fib saddr type != local counter drop" << comment(kCommentForged)
         << "\t\toif != \"lo\" ip saddr 127.0.0.0/8 counter drop" << comment(kCommentForged)
         << "\t\toif != \"lo\" ip6 saddr ::1 counter drop" << comment(kCommentForged)
-        << "\t\toif \"lo\" counter accept" << comment(kCommentLoopback)
-        << "\t\tip daddr @allow4 counter accept" << comment(kCommentAllow4)
+        << "\t\toif \"lo\" fib saddr type != local counter drop" << comment(kCommentForged)
+        << "\t\toif \"lo\" counter accept" << comment(kCommentLoopback);
+    if (names)
+        out << "\t\tip daddr 127.0.0.1 ct status dnat th dport " << kNamesProxyPort << " counter accept"
+            << comment(kCommentRedirected) << "\t\tip6 daddr ::1 ct status dnat th dport " << kNamesProxyPort
+            << " counter accept" << comment(kCommentRedirected);
+    if (names)
+        for (const char* p : {"udp", "tcp"})
+            out << "\t\tmeta mark " << fmt::format("{:#x}", kNamesMark) << " " << p << " dport 53 counter accept"
+                << comment(kCommentResolver);
+    out << "\t\tip daddr @allow4 counter accept" << comment(kCommentAllow4)
         << "\t\tip6 daddr @allow6 counter accept" << comment(kCommentAllow6)
         << "\t\tip daddr . meta l4proto . th dport @allowp4 counter accept" << comment(kCommentPorts4)
         << "\t\tip6 daddr . meta l4proto . th dport @allowp6 counter accept" << comment(kCommentPorts6)
         << "\t\ticmp type echo-request ip daddr @icmp4 counter accept" << comment(kCommentEcho)
-        << "\t\ticmpv6 type echo-request ip6 daddr @icmp6 counter accept" << comment(kCommentEcho)
-        << "\t\tct direction reply ct label " << kInboundLabel << " counter accept" << comment(kCommentReplies)
+        << "\t\ticmpv6 type echo-request ip6 daddr @icmp6 counter accept" << comment(kCommentEcho);
+    if (names)
+        out << "\t\tip daddr . meta l4proto . th dport @names4 counter ct label set " << kNameLabel << " accept"
+            << comment(kCommentNames4)
+            << "\t\tip6 daddr . meta l4proto . th dport @names6 counter ct label set " << kNameLabel << " accept"
+            << comment(kCommentNames6)
+            << "\t\tct direction original ct state established ct label " << kNameLabel << " counter accept"
+            << comment(kCommentNamed);
+    out << "\t\tct direction reply ct label " << kInboundLabel << " counter accept" << comment(kCommentReplies)
         << "\t\tmeta l4proto icmp ct state related ct label " << kInboundLabel << " counter accept"
         << comment(kCommentRelated)
         << "\t\tmeta l4proto ipv6-icmp ct state related ct label " << kInboundLabel << " counter accept"
@@ -1588,7 +1863,15 @@ std::string render_policy(const Policy& policy, Mode mode, const NetdevPlan& net
         << "\t\tiif != \"lo\" ct state new tcp flags & (syn | ack) == syn counter ct label set " << kInboundLabel
         << comment(kCommentInbound)
         << "\t\tiif != \"lo\" ct state new meta l4proto != tcp counter ct label set " << kInboundLabel
-        << comment(kCommentInbound) << "\t}\n}\n";
+        << comment(kCommentInbound) << "\t}\n";
+    if (names) {
+        out << "\n\tchain " << kChainDns << " {\n\t\ttype nat hook output priority " << kDnsPriority << "; policy accept;\n";
+        for (const char* p : {"udp", "tcp"})
+            out << "\t\tmeta mark != " << fmt::format("{:#x}", kNamesMark) << " " << p
+                << " dport 53 counter redirect to :" << kNamesProxyPort << comment(kCommentDnsRedirect);
+        out << "\t}\n";
+    }
+    out << "}\n";
 
     return out.str();
 }
@@ -1797,7 +2080,8 @@ bool parse_rule_message(const nlmsghdr* nlh, std::optional<RuleSummary>& out) {
     const char* chain = nftnl_rule_get_str(rule.get(), NFTNL_RULE_CHAIN);
     if (nftnl_rule_get_u32(rule.get(), NFTNL_RULE_FAMILY) != NFPROTO_INET || !table ||
         std::strcmp(table, kTable) != 0 || !chain ||
-        (std::strcmp(chain, kChain) != 0 && std::strcmp(chain, kChainInbound) != 0))
+        (std::strcmp(chain, kChain) != 0 && std::strcmp(chain, kChainInbound) != 0 &&
+         std::strcmp(chain, kChainDns) != 0))
         return true;
     RuleSummary r;
     r.chain = chain;
@@ -1904,6 +2188,10 @@ static PolicyState read_policy_once(mnl_socket* sock) {
                 }
                 return MNL_CB_OK;
             }
+            if (rule->chain == kChainDns) {
+                if (rule->comment == kCommentDnsRedirect) add(st.dns_redirected, rule->counter);
+                return MNL_CB_OK;
+            }
             ++st.rules;
             if (rule->comment == kCommentLoopback) add(st.loopback, rule->counter);
             else if (rule->comment == kCommentReplies) {
@@ -1913,7 +2201,13 @@ static PolicyState read_policy_once(mnl_socket* sock) {
             else if (rule->comment == kCommentNd || rule->comment == kCommentDad) add(st.neighbour, rule->counter);
             else if (rule->comment == kCommentForged) add(st.forged, rule->counter);
             else if (rule->comment == kCommentSourceRoute) add(st.source_route, rule->counter);
-            else if (rule->comment == kCommentPorts4 || rule->comment == kCommentPorts6) {
+            else if (rule->comment == kCommentResolver) add(st.resolver, rule->counter);
+            else if (rule->comment == kCommentNamed) add(st.named, rule->counter);
+            else if (rule->comment == kCommentNames4 || rule->comment == kCommentNames6) {
+                st.names = true;
+                add(st.allowed_names, rule->counter);
+                add(st.allowed, rule->counter);
+            } else if (rule->comment == kCommentPorts4 || rule->comment == kCommentPorts6) {
                 add(st.allowed_ports, rule->counter);
                 add(st.allowed, rule->counter);
             } else if (rule->comment == kCommentEcho) {
@@ -2098,6 +2392,13 @@ bool has_port_set(const std::vector<SetShape>& sets, const char* name, Family f)
     });
 }
 
+bool has_name_set(const std::vector<SetShape>& sets, Family f) {
+    return std::any_of(sets.begin(), sets.end(), [&](const SetShape& s) {
+        return s.name == (f == Family::v4 ? kSetNames4 : kSetNames6) && s.key_type == concat_type(f) &&
+               s.key_len == port_key_len(f) && s.flags == kNameSetFlags;
+    });
+}
+
 // The port-scoped and echo sets, all four with our shapes.
 bool has_scoped_sets(const std::vector<SetShape>& sets) {
     return has_port_set(sets, kSetPorts4, Family::v4) && has_port_set(sets, kSetPorts6, Family::v6) &&
@@ -2158,6 +2459,21 @@ static Installed probe_installed_once(mnl_socket* sock) {
                           has_set(sets, kSetNd6, Family::v6) && has_scoped_sets(sets)
                       ? Found::reusable
                       : Found::foreign;
+        // Names: both sets and the nat chain with our shapes, or none of them.
+        const bool dns = std::any_of(chains.begin(), chains.end(), [](const ChainShape& c) { return c.name == kChainDns; });
+        const bool dns_ours = std::any_of(chains.begin(), chains.end(), [](const ChainShape& c) {
+            return c.name == kChainDns && c.base && c.hook == NF_INET_LOCAL_OUT && c.prio == kDnsPriority && c.type == "nat";
+        });
+        const int name_sets = static_cast<int>(std::count_if(sets.begin(), sets.end(), [](const SetShape& x) {
+            return x.name == kSetNames4 || x.name == kSetNames6;
+        }));
+        const bool name_sets_ours = has_name_set(sets, Family::v4) && has_name_set(sets, Family::v6);
+        if (dns || name_sets > 0) {
+            if (dns_ours && name_sets_ours)
+                in.names = in.inet == Found::reusable;
+            else
+                in.inet = Found::foreign;
+        }
         if (in.inet == Found::reusable) in.stamp = read_stamp(sock);
     }
     if (table_present(sock, NFPROTO_NETDEV)) {
@@ -2261,6 +2577,10 @@ NetdevState read_netdev(mnl_socket* sock) {
 
 std::vector<EgressHook> list_egress_hooks(mnl_socket* sock) {
     return consistent_read(sock, "list the netdev egress hooks", list_egress_hooks_once);
+}
+
+std::vector<NameElementState> read_name_elements(mnl_socket* sock) {
+    return consistent_read(sock, "read the name sets", read_name_elements_once);
 }
 
 }  // namespace nsegress::nft

@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <tuple>
 
 #include "nsegress/error.hpp"
+#include "nsegress/names.hpp"
 #include "nsegress/untrusted.hpp"
 
 namespace nsegress {
@@ -146,7 +148,7 @@ std::string PortSpec::str() const {
 }
 
 std::string AllowEntry::str() const {
-    std::string s = dest.str();
+    std::string s = is_name() ? name : dest.str();
     for (const auto& p : ports) s += " " + p.str();
     return s;
 }
@@ -170,10 +172,17 @@ AllowEntry parse_allow_entry(std::string_view text) {
         rest = e == std::string_view::npos ? std::string_view{} : rest.substr(e);
     }
     AllowEntry out;
-    try {
-        out.dest = parse_cidr(words.front());
-    } catch (const Error& e) {
-        return bad(e.what());
+    if (looks_like_name(words.front())) {
+        std::string why;
+        auto n = parse_name_pattern(words.front(), why);
+        if (!n) return bad(why);
+        out.name = std::move(*n);
+    } else {
+        try {
+            out.dest = parse_cidr(words.front());
+        } catch (const Error& e) {
+            return bad(e.what());
+        }
     }
     const Family f = out.dest.addr.family;
     for (std::size_t i = 1; i < words.size(); ++i) {
@@ -194,6 +203,9 @@ AllowEntry parse_allow_entry(std::string_view text) {
         else
             return bad(
                 fmt::format("unknown protocol {} (tcp, udp, sctp, icmp or icmpv6)", quote(name)));
+        if (out.is_name() && !proto_has_ports(ps.proto))
+            return bad(fmt::format("{} with a name: echo requests are allowed by address only",
+                                   proto_name(ps.proto)));
         if (ps.proto == IpProto::icmp && f == Family::v6)
             return bad("icmp is IPv4's echo: use icmpv6 for an IPv6 destination");
         if (ps.proto == IpProto::icmpv6 && f == Family::v4)
@@ -259,7 +271,12 @@ Policy::Policy(const std::vector<AllowEntry>& entries) {
     std::vector<Cidr> all;
     std::vector<PortRange> raw;
     std::vector<Range> echo;
+    std::vector<AllowEntry> names;
     for (const auto& e : entries) {
+        if (e.is_name()) {
+            names.push_back(e);
+            continue;
+        }
         if (e.ports.empty()) {
             all.push_back(e.dest);
             continue;
@@ -274,6 +291,33 @@ Policy::Policy(const std::vector<AllowEntry>& entries) {
     }
     all_ = AllowList(all);
     normalize(std::move(raw), std::move(echo));
+    set_names(std::move(names));
+}
+
+void Policy::set_names(std::vector<AllowEntry> names) {
+    // One entry per name: an entry without ports allows all traffic and absorbs the others.
+    std::map<std::string, std::optional<std::vector<PortSpec>>> by_name;
+    for (auto& e : names) {
+        auto [it, fresh] = by_name.try_emplace(e.name, e.ports);
+        if (fresh) continue;
+        if (!it->second || e.ports.empty()) {
+            it->second.reset();
+            continue;
+        }
+        it->second->insert(it->second->end(), e.ports.begin(), e.ports.end());
+    }
+    names_.clear();
+    for (auto& [name, ports] : by_name) {
+        AllowEntry e;
+        e.name = name;
+        if (ports) {
+            e.ports = std::move(*ports);
+            std::sort(e.ports.begin(), e.ports.end(), spec_less);
+            e.ports.erase(std::unique(e.ports.begin(), e.ports.end()), e.ports.end());
+            if (e.ports.empty()) continue;
+        }
+        names_.push_back(std::move(e));
+    }
 }
 
 Policy::Policy(AllowList all, std::vector<PortRange> scoped, const AllowList& echo)
@@ -352,6 +396,7 @@ std::vector<std::string> Policy::entries() const {
         }
         out.push_back(AllowEntry{dest, joined}.str());
     }
+    for (const auto& n : names_) out.push_back(n.str());
     return out;
 }
 
@@ -420,6 +465,26 @@ std::vector<AllowEntry> intersect_allow(const std::vector<AllowEntry>& a,
     std::vector<AllowEntry> out;
     out.reserve(all.size());
     for (const auto& c : all) out.emplace_back(c);
+    // Names: a name both lists hold (the same pattern), with the ports both allow.
+    for (const auto& x : pa.names()) {
+        for (const auto& y : pb.names()) {
+            if (x.name != y.name) continue;
+            AllowEntry e;
+            e.name = x.name;
+            if (x.ports.empty() || y.ports.empty()) {
+                e.ports = x.ports.empty() ? y.ports : x.ports;
+            } else {
+                for (const auto& p : x.ports)
+                    for (const auto& q : y.ports) {
+                        if (p.proto != q.proto) continue;
+                        const auto first = std::max(p.first, q.first), last = std::min(p.last, q.last);
+                        if (first <= last) e.ports.push_back(PortSpec{p.proto, first, last});
+                    }
+                if (e.ports.empty()) continue;
+            }
+            out.push_back(std::move(e));
+        }
+    }
     // Everything else pairwise: the port-scoped and echo parts are short.
     const auto ba = boxes_of(pa), bb = boxes_of(pb);
     auto emit = [&](const Range& r, const PortSpec& spec) {

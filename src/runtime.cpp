@@ -85,8 +85,8 @@ RuntimeCall split_runtime_args(const std::vector<std::string>& argv) {
         auto f = as_flag(a);
         if (!f) break;
         const bool takes_value =
-            one_of(f->name, {"allow", "allow-file", "probe-reach", "probe-block", "runtime",
-                             "nsegress", "hook-timeout"});
+            one_of(f->name, {"allow", "allow-file", "probe-reach", "probe-block", "resolver",
+                             "runtime", "nsegress", "hook-timeout"});
         const bool is_switch = one_of(f->name, {"no-route-set", "netdev-egress", "audit"});
         if (!takes_value && !is_switch) break;  // not ours: the real runtime's arguments start here
         if (is_switch) {
@@ -124,6 +124,8 @@ RuntimeCall split_runtime_args(const std::vector<std::string>& argv) {
             p.probe_reach.push_back(value);
         } else if (f->name == "probe-block") {
             p.probe_block.push_back(value);
+        } else if (f->name == "resolver") {
+            p.resolvers.push_back(value);
         } else {  // hook-timeout
             int v = 0;
             auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
@@ -193,9 +195,11 @@ void validate_policy(const RuntimePolicy& p) {
     for (const auto& a : p.allow)  // one entry of the grammar (policy.hpp) per --allow
         in_context("--allow", [&] { return parse_allow_entry(a); });
     for (const auto& f : p.allow_files) read_allow_entries_file(f);
-    for (const auto* list : {&p.probe_reach, &p.probe_block}) {
+    for (const auto* list : {&p.probe_reach, &p.probe_block, &p.resolvers}) {
         for (const auto& ip : *list)
-            in_context(list == &p.probe_reach ? "--probe-reach" : "--probe-block",
+            in_context(list == &p.probe_reach   ? "--probe-reach"
+                       : list == &p.probe_block ? "--probe-block"
+                                                : "--resolver",
                        [&] { return parse_ip(ip); });
     }
 }
@@ -216,6 +220,10 @@ ordered_json runtime_hook_entry(const RuntimePolicy& p, const std::string& nsegr
     }
     for (const auto& ip : p.probe_block) {
         args.push_back("--probe-block");
+        args.push_back(parse_ip(ip).str());
+    }
+    for (const auto& ip : p.resolvers) {
+        args.push_back("--resolver");
         args.push_back(parse_ip(ip).str());
     }
     if (!p.route_set) args.push_back("--no-route-set");

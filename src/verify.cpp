@@ -20,6 +20,8 @@
 #include <fmt/format.h>
 
 #include "nsegress/inspect.hpp"
+#include "nsegress/names.hpp"
+#include <poll.h>
 #include "nsegress/fd.hpp"
 #include "nsegress/handle.hpp"
 #include "nsegress/nft.hpp"
@@ -401,6 +403,85 @@ void validate_targets(const std::vector<AllowEntry>& allow, const std::vector<Ip
     validate_targets(p.destinations(), reach, {}, reach_flag, block_flag);
 }
 
+namespace {
+
+// The first nameserver of the container's resolv.conf (its own mount namespace, through its
+// pid), as its resolver library would ask.
+std::optional<IpAddr> container_resolver(std::optional<pid_t> pid) {
+    if (!pid) return std::nullopt;
+    auto text = read_text_file(fmt::format("/proc/{}/root/etc/resolv.conf", *pid));
+    if (!text) return std::nullopt;
+    std::istringstream in(*text);
+    for (std::string line; std::getline(in, line);) {
+        std::istringstream ls(line);
+        std::string key, value;
+        if (ls >> key >> value && key == "nameserver")
+            if (auto a = IpAddr::parse(value.substr(0, value.find('%')))) return a;
+    }
+    return std::nullopt;
+}
+
+sockaddr_storage to_sockaddr(const IpAddr& a, std::uint16_t port, socklen_t& len) {
+    sockaddr_storage sa{};
+    auto b = a.bytes();
+    if (a.family == Family::v4) {
+        auto& s = reinterpret_cast<sockaddr_in&>(sa);
+        s.sin_family = AF_INET;
+        s.sin_port = htons(port);
+        std::memcpy(&s.sin_addr, b.data(), 4);
+        len = sizeof s;
+    } else {
+        auto& s = reinterpret_cast<sockaddr_in6&>(sa);
+        s.sin6_family = AF_INET6;
+        s.sin6_port = htons(port);
+        std::memcpy(&s.sin6_addr, b.data(), 16);
+        len = sizeof s;
+    }
+    return sa;
+}
+
+// One UDP question from inside the namespace: the reply, empty when none came in 3 s.
+std::vector<std::uint8_t> ask_inside(const Netns& ns, const IpAddr& server, const std::vector<std::uint8_t>& q) {
+    Fd fd;
+    ns.run_inside([&] { fd = Fd(::socket(server.family == Family::v4 ? AF_INET : AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0)); });
+    if (!fd) return {};
+    socklen_t len = 0;
+    auto sa = to_sockaddr(server, 53, len);
+    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), len) != 0) return {};
+    if (::send(fd.get(), q.data(), q.size(), 0) < 0) return {};
+    pollfd pf{fd.get(), POLLIN, 0};
+    if (::poll(&pf, 1, 3000) <= 0) return {};
+    std::vector<std::uint8_t> out(65536);
+    const ssize_t n = ::recv(fd.get(), out.data(), out.size(), 0);
+    if (n <= 0) return {};
+    out.resize(static_cast<std::size_t>(n));
+    return out;
+}
+
+// A TCP connection from inside the namespace: "connected", "refused by the host" (it got there),
+// or why not.
+std::string connect_inside(const Netns& ns, const IpAddr& a, std::uint16_t port) {
+    Fd fd;
+    ns.run_inside([&] {
+        fd = Fd(::socket(a.family == Family::v4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    });
+    if (!fd) return "no socket";
+    socklen_t len = 0;
+    auto sa = to_sockaddr(a, port, len);
+    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), len) == 0) return "connected";
+    if (errno != EINPROGRESS) return std::strerror(errno);
+    pollfd pf{fd.get(), POLLOUT, 0};
+    if (::poll(&pf, 1, 3000) <= 0) return "no answer in 3 s";
+    int err = 0;
+    socklen_t elen = sizeof err;
+    ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &elen);
+    if (err == 0) return "connected";
+    if (err == ECONNREFUSED) return "refused by the host";
+    return std::strerror(err);
+}
+
+}  // namespace
+
 VerifyResult cmd_verify(const VerifyOptions& opt) {
     VerifyResult res;
     res.doc = json{{"command", "verify"}, {"ok", true}, {"exit_code", 0}, {"error", nullptr}};
@@ -460,6 +541,56 @@ VerifyResult cmd_verify(const VerifyOptions& opt) {
                 if (!(ls >> ip >> hw >> flags) || flags == "0x0") continue;
                 if (auto a = IpAddr::parse(ip)) neighbours.push_back(*a);
             }
+        }
+        // Name entries: resolved as the container would (its resolver, from inside), the
+        // answer's addresses reached on the entry's first TCP port, and a made-up name under the
+        // same domain refused.
+        const Policy named(opt.allow);
+        for (const auto& e : named.names()) {
+            const std::string check = "name " + e.name;
+            auto server = opt.resolver ? opt.resolver : container_resolver(as_pid);
+            if (!server) {
+                add(CheckGroup::reach, check, CheckStatus::warn, "the container's resolver is unknown (give --resolver, or --pid of a process with a nameserver in its resolv.conf)");
+                continue;
+            }
+            const std::string asked = e.name.starts_with("*.") ? "nsegress-verify" + e.name.substr(1) : e.name;
+            std::vector<IpAddr> addrs;
+            std::string rcodes;
+            for (std::uint16_t t : {std::uint16_t{1}, std::uint16_t{28}}) {
+                auto q = dns_query(static_cast<std::uint16_t>(0x6e00 + t), asked, t);
+                auto r = ask_inside(ns, *server, q);
+                auto rc = dns_rcode(r.data(), r.size());
+                rcodes += fmt::format("{}{}={}", rcodes.empty() ? "" : " ", t == 1 ? "A" : "AAAA",
+                                      rc ? std::to_string(*rc) : "no answer");
+                if (auto pq = parse_dns_query(q.data(), q.size()))
+                    if (auto as = dns_answer_addresses(r.data(), r.size(), *pq))
+                        for (const auto& a : *as) addrs.push_back(a.addr);
+            }
+            if (addrs.empty()) {
+                add(CheckGroup::reach, check, CheckStatus::fail, fmt::format("{} asked of {}: no address ({})", asked, server->str(), rcodes));
+                continue;
+            }
+            std::optional<std::uint16_t> port;
+            for (const auto& p : e.ports)
+                if (p.proto == IpProto::tcp) port = p.first;
+            if (e.ports.empty()) port = opt.grade.tcp_port;
+            std::string detail = fmt::format("{} -> ", asked);
+            bool ok = true;
+            for (const auto& a : addrs) {
+                detail += a.str();
+                if (port) {
+                    auto how = connect_inside(ns, a, *port);
+                    ok = ok && (how == "connected" || how == "refused by the host");
+                    detail += fmt::format(" (tcp/{}: {})", *port, how);
+                }
+                detail += " ";
+            }
+            auto other = dns_query(0x6e99, "nsegress-verify-other.invalid", 1);
+            auto r = ask_inside(ns, *server, other);
+            auto rc = dns_rcode(r.data(), r.size());
+            const bool refused = rc && *rc == 5;  // the names proxy's answer, never the resolver's
+            detail += fmt::format("; a name outside the policy: {}", rc ? (*rc == 5 ? "REFUSED" : *rc == 3 ? "NXDOMAIN" : "answered") : "no answer");
+            add(CheckGroup::reach, check, ok && refused ? CheckStatus::pass : CheckStatus::fail, detail);
         }
         if (opt.reach.empty())
             add(CheckGroup::target, "reach-targets", CheckStatus::warn,

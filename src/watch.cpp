@@ -1,4 +1,5 @@
 #include "nsegress/watch.hpp"
+#include "nsegress/names_proxy.hpp"
 
 #include <poll.h>
 #include <signal.h>
@@ -10,6 +11,8 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+
+#include <fstream>
 
 #include <fmt/format.h>
 
@@ -119,7 +122,7 @@ std::string render_allow_file(const std::vector<std::string>& header, const Allo
 }
 
 std::string render_allow_file(const std::vector<std::string>& header, const Policy& current,
-                              const std::vector<SummaryEntry>& observed) {
+                              const std::vector<SummaryEntry>& observed, const NameHints& hints) {
     std::string out;
     for (const auto& h : header) out += "# " + h + "\n";
     const auto kept = current.entries();
@@ -127,8 +130,15 @@ std::string render_allow_file(const std::vector<std::string>& header, const Poli
         out += "# allowed by the current policy (kept):\n";
         for (const auto& e : kept) out += e + "\n";
     }
+    std::string names;
+    for (const auto& [name, n] : hints.refused)
+        names += fmt::format("{}{:<24} # asked {} time(s), refused by the names proxy\n", kSummaryDisabled, name, n);
+    if (!names.empty())
+        names = "# names the container asked for, refused by the names proxy: REVIEW each one, and add the\n"
+                "# ports it needs (\"NAME tcp/443\"; without ports a name allows all traffic to its addresses)\n" +
+                names;
     if (observed.empty()) {
-        out += "# observed: nothing\n";
+        out += "# observed: nothing\n" + names;
         return out;
     }
     // What the current allow-list does not cover is commented out: a raw `--summary > f` fed
@@ -137,7 +147,13 @@ std::string render_allow_file(const std::vector<std::string>& header, const Poli
     std::string inside, outside;
     for (const auto& e : observed) {
         std::string hosts = e.hosts > 1 ? fmt::format(" to {} hosts", e.hosts) : "";
-        const std::string entry = suggested_entry(e);
+        std::string entry = suggested_entry(e);
+        // An address a name's answer gave: the name is the better entry (addresses rotate).
+        if (e.cidr.prefix == (e.cidr.addr.family == Family::v4 ? 32 : 128))
+            if (auto it = hints.answered.find(e.cidr.addr); it != hints.answered.end()) {
+                const auto sp = entry.find(' ');
+                entry = it->second + (sp == std::string::npos ? "" : entry.substr(sp));
+            }
         std::string line = fmt::format("{:<24} # {} attempt(s){}: {}\n", entry, e.attempts, hosts, seen_text(e.seen));
         if (already_allowed(current, entry))
             inside += line;
@@ -150,7 +166,7 @@ std::string render_allow_file(const std::vector<std::string>& header, const Poli
                "(sed 's/^#- //' takes all):\n" +
                outside;
     if (!inside.empty()) out += "# observed, already allowed by the current allow-list:\n" + inside;
-    return out;
+    return out + names;
 }
 
 json summary_json(const AllowList& current, const std::vector<SummaryEntry>& observed,
@@ -374,10 +390,38 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
         }
     };
 
+    // The names proxy's questions (a policy with names): its log is read as it grows, each
+    // question an event {"event":"name", "name", "type", "verdict", ...}.
+    std::ifstream names_log(names_log_path(ns.id()));
+    if (names_log) names_log.seekg(0, std::ios::end);
+    std::string names_partial;
+    auto read_names = [&] {
+        if (!names_log) return;
+        std::string chunk;
+        for (std::string line; std::getline(names_log, line);) {
+            if (names_log.eof()) {  // no newline yet: the rest comes later
+                names_partial += line;
+                break;
+            }
+            line = names_partial + line;
+            names_partial.clear();
+            try {
+                auto j = json::parse(line);
+                if (!j.contains("name") || !sink.event) continue;
+                json ev{{"event", "name"}, {"time", now_iso()}};
+                for (const char* k : {"name", "type", "verdict", "transport", "resolver", "addresses"})
+                    if (j.contains(k)) ev[k] = j[k];
+                sink.event(ev);
+            } catch (const std::exception&) {
+            }
+        }
+        names_log.clear();  // eof: keep reading as the file grows
+    };
+
     std::string reason;
     const int pidfd = ns.pidfd() ? ns.pidfd().get() : -1;
     while (reason.empty()) {
-        int timeout_ms = -1;
+        int timeout_ms = names_log ? 250 : -1;
         if (deadline) {
             double left = *deadline - now_mono();
             if (left <= 0) {
@@ -398,6 +442,7 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
             if (int sig = signals.take()) reason = sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "signal";
         }
         if (pidfd >= 0 && (fds[2].revents & POLLIN)) reason = "target process exited";
+        read_names();
     }
     const double elapsed = now_mono() - start;
 
@@ -448,8 +493,40 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
             header.push_back(fmt::format("WARNING: {} logged attempt(s) were lost (socket overrun): this list "
                                          "may be incomplete", lost));
         const nft::PolicyState& cur = after.present ? after : before;
-        std::string text = render_allow_file(header, cur.policy(), entries);
-        doc["summary"] = summary_json(cur.policy(), entries, text);
+        // The names of the policy live in the proxy's state, not in the kernel's sets.
+        Policy current = cur.policy();
+        NameHints hints;
+        if (cur.names) {  // a policy with names (a state file alone may be a dead namespace's)
+            NamesInfo ni = read_names_info(ns.id());
+            std::vector<AllowEntry> names;
+            for (const auto& n : ni.names) {
+                try {
+                    names.push_back(parse_allow_entry(n));
+                } catch (const Error&) {
+                }
+            }
+            current.set_names(std::move(names));
+            for (const auto& [name, addrs] : ni.answered)
+                for (const auto& a : addrs) {
+                    try {
+                        hints.answered[parse_ip(a)] = name;
+                    } catch (const Error&) {
+                    }
+                }
+            for (const auto& r : read_refused_names(ns.id())) {
+                auto it = std::find_if(hints.refused.begin(), hints.refused.end(),
+                                       [&](const auto& x) { return x.first == r.name; });
+                if (it == hints.refused.end())
+                    hints.refused.emplace_back(r.name, r.count);
+                else
+                    it->second += r.count;
+            }
+        }
+        std::string text = render_allow_file(header, current, entries, hints);
+        doc["summary"] = summary_json(current, entries, text);
+        json refused_names = json::array();
+        for (const auto& [name, n] : hints.refused) refused_names.push_back({{"name", name}, {"asked", n}});
+        doc["summary"]["refused_names"] = refused_names;
     }
     return res;
 }

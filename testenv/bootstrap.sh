@@ -27,6 +27,8 @@ build_packages=(
 	build-essential cmake pkg-config
 	libnl-3-dev libnl-route-3-dev libmnl-dev libnftnl-dev
 	libboost-program-options-dev nlohmann-json3-dev libfmt-dev
+	# the names proxy's DNS messages (src/names.cpp)
+	libldns-dev
 )
 # What the sealed lab (testenv/lab.sh) and testenv/demo.sh run: ip and ss (iproute2), nft (to
 # show what nsegress installed), ping, nc, socat (the lab's listeners), sysctl (procps),
@@ -48,6 +50,8 @@ packages=(
 	# test helpers in tests/integration/helpers (UDP streams, router advertisements, AF_PACKET
 	# frames) and descriptor hygiene (tests/integration/test_env_fds.sh: strace as the observer)
 	strace python3
+	# the lab's DNS servers and clients (tests/integration/helpers/dns_*.py, test_names.sh)
+	python3-dnslib
 	# CNI plugin mode tests (tests/integration/test_cni*.sh): real bridge + host-local plugins,
 	# the Kubernetes example parsed with PyYAML, podman's CNI backend with a busybox image
 	containernetworking-plugins python3-yaml podman runc conmon busybox-static

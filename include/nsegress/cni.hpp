@@ -40,7 +40,8 @@ struct CniFailure {
 };
 
 // The policy ("allow": entries of the grammar, one JSON string each; "probeReach", "probeBlock",
-// "routeSet", "audit", "netdevEgress") and the plugin's own fields.
+// "resolvers" (the names proxy's trusted resolvers: CNI knows no pid, so without them a policy
+// with names resolves nothing), "routeSet", "audit", "netdevEgress") and the plugin's own fields.
 struct CniNetconf : PolicySpec {
     std::string cni_version;
     std::string name;

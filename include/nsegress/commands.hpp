@@ -27,6 +27,9 @@ struct RestrictOptions : PolicySpec {
     bool probe = true;
     bool dry_run = false;
     bool default_probes = true;  // probe the default gateways when no target is given
+    // The container's process has not run yet (the OCI hook, the runtime wrapper): its
+    // resolv.conf is the engine's, a loopback nameserver there is trusted (Docker's 127.0.0.11).
+    bool before_workload = false;
     ProbeOptions probe_options;
 };
 

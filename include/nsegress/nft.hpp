@@ -26,6 +26,8 @@
 //     ip option lsrr exists counter drop         source routing: an allowed first hop would
 //     ip option ssrr exists counter drop         forward the packet anywhere
 //     exthdr rt exists counter drop              (IPv6: any routing header)
+//     oif "lo" fib saddr type != local counter drop
+//                                                forged whatever its state (see below)
 //     oif "lo" counter accept                    the namespace talking to itself
 //     ip daddr @allow4 counter accept            allowed destinations (counted)
 //     ip6 daddr @allow6 counter accept
@@ -66,7 +68,12 @@
 // address, and spoofed sources are also how a workload would reflect data off an allowed host
 // to a forbidden one. Only packets that start or lack a conntrack entry are checked (new,
 // invalid, untracked): an established entry's packets carry the addresses of its tuple, whose
-// non-local source can only be sent to the namespace itself. The unspecified source (::) is
+// non-local source can only be sent to the namespace itself -- which is why a packet leaving
+// through lo is checked in every state: a genuine packet from another host never passes this
+// namespace's output hook, so a non-local source there is a raw socket's forgery, e.g. a spoofed
+// "answer" from a resolver's address that matches the names proxy's established upstream flow
+// (the reply of a redirected flow leaves the proxy with 127.0.0.1 before NAT rewrites it at
+// postrouting; Docker's 127.0.0.11 is local too). The unspecified source (::) is
 // let through for duplicate address detection only: neighbour solicitations to @nd6.
 // A ct label never collides with the ct mark other software (meshes, kube-proxy) may use.
 // There is deliberately no `ct state established accept` ahead of the destination check: a
@@ -123,6 +130,7 @@
 #include <vector>
 
 #include "nsegress/cidr.hpp"
+#include "nsegress/names.hpp"
 #include "nsegress/policy.hpp"
 
 struct mnl_socket;
@@ -142,6 +150,37 @@ inline constexpr const char* kSetPorts4 = "allowp4";  // address . protocol . po
 inline constexpr const char* kSetPorts6 = "allowp6";
 inline constexpr const char* kSetEcho4 = "icmp4";     // echo-request destinations
 inline constexpr const char* kSetEcho6 = "icmp6";
+// Names (names.hpp), only in a policy with a name entry:
+//   set names4 { type ipv4_addr . inet_proto . inet_service; flags interval,timeout; }
+//   set names6 { type ipv6_addr . inet_proto . inet_service; flags interval,timeout; }
+//                                     addresses the names proxy learnt from answers, each
+//                                     with the slots (names.hpp) of the names they answer
+//   chain dns { type nat hook output priority -101; }   ahead of Docker's nat (-100)
+//     meta mark != 0x6e730035 udp dport 53 counter redirect to :28275
+//     meta mark != 0x6e730035 tcp dport 53 counter redirect to :28275
+//   in chain output, after "oif lo accept":
+//     ip daddr 127.0.0.1 ct status dnat th dport 28275 counter accept    what chain dns
+//     ip6 daddr ::1 ct status dnat th dport 28275 counter accept         redirected (the hook's
+//                                     oif is still the first route's device, never lo)
+//     meta mark 0x6e730035 udp dport 53 counter accept   the names proxy's own queries
+//     meta mark 0x6e730035 tcp dport 53 counter accept
+//   and after the port-scoped rules:
+//     ip daddr . meta l4proto . th dport @names4 counter ct label set 126 accept
+//     ip6 daddr . meta l4proto . th dport @names6 counter ct label set 126 accept
+//     ct direction original ct state established ct label 126 counter accept
+//                                     a connection opened to a name's address outlives the
+//                                     address's expiry; only its original direction, only
+//                                     once established (never on a reply-direction test)
+inline constexpr const char* kSetNames4 = "names4";
+inline constexpr const char* kSetNames6 = "names6";
+inline constexpr const char* kChainDns = "dns";
+inline constexpr std::int32_t kDnsPriority = -101;  // NF_IP_PRI_NAT_DST - 1
+inline constexpr const char* kCommentNames4 = "nsegress: allowed ipv4 names";
+inline constexpr const char* kCommentNames6 = "nsegress: allowed ipv6 names";
+inline constexpr const char* kCommentNamed = "nsegress: named connections";
+inline constexpr const char* kCommentResolver = "nsegress: names proxy queries";
+inline constexpr const char* kCommentDnsRedirect = "nsegress: dns to the names proxy";
+inline constexpr const char* kCommentRedirected = "nsegress: redirected dns";
 // Rule comments: how status finds the counted rules again.
 inline constexpr const char* kCommentAllow4 = "nsegress: allowed ipv4";
 inline constexpr const char* kCommentAllow6 = "nsegress: allowed ipv6";
@@ -271,6 +310,7 @@ std::optional<SetContents> parse_contents(std::size_t size,
 
 struct Installed {
     Found inet = Found::absent;
+    bool names = false;  // inet reusable, with the names sets and chain dns of a name policy
     Found netdev = Found::absent;
     std::vector<std::string> netdev_devices;  // netdev reusable: the devices of its chains
     std::optional<Stamp> stamp;               // inet reusable: the stamp of its final rule, if any
@@ -293,6 +333,24 @@ Batch compile_policy(const Policy& policy, std::uint32_t first_seq, Mode mode = 
 // CIDR-only (today's allow-list, no port-scoped entries).
 Batch compile_policy(const AllowList& allow, std::uint32_t first_seq, Mode mode = Mode::enforce,
                      const NetdevPlan& netdev = {}, const Installed& installed = {});
+// One refresh of a name's addresses (the names proxy, before it relays an answer): for every
+// address and slot, "add element; delete element; add element with timeout" in one
+// transaction, so that an element that exists gets the new timeout (kernels before 6.x cannot
+// update an element's timeout in place) and none is ever missing for a packet.
+struct NameElement {
+    IpAddr addr;
+    NameSlot slot;
+    std::uint32_t timeout_s = 0;
+};
+Batch compile_name_refresh(const std::vector<NameElement>& elements, std::uint32_t first_seq);
+// The elements of names4 and names6 with the seconds until they expire (status).
+struct NameElementState {
+    IpAddr addr;
+    NameSlot slot;
+    std::uint64_t expires_ms = 0;
+};
+std::vector<NameElementState> read_name_elements(mnl_socket* sock);
+
 // "add table; delete table": removes the table, and succeeds when it was not there; also the
 // netdev table when `netdev_present`.
 Batch compile_delete(std::uint32_t first_seq, bool netdev_present = false);
@@ -358,6 +416,11 @@ struct PolicyState {
     Counter forged;           // dropped: a source address that is not the namespace's
     Counter source_route;     // dropped: IPv4 LSRR/SSRR, IPv6 routing header
     Counter inbound;          // connections labelled as coming from outside
+    bool names = false;       // the names sets and chain dns are there (a policy with names)
+    Counter allowed_names;    // names4 + names6 rule counters (new connections by name)
+    Counter named;            // later packets of connections opened by name
+    Counter dns_redirected;   // queries sent to the names proxy
+    Counter resolver;         // the names proxy's own queries to resolvers
     bool reply_marking = false;  // the inbound chain and labelled reply rule are there
     std::size_t rules = 0;
 };

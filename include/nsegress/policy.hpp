@@ -4,12 +4,15 @@
 // annotation io.nsegress.allow, CNI "allow", verify --allow, watch --summary):
 //
 //   ENTRY    = DEST { SP PORTSPEC }       no PORTSPEC: all traffic to DEST
-//   DEST     = CIDR | IP
+//   DEST     = CIDR | IP | NAME | "*." NAME
+//   NAME     = a DNS name of two or more labels (letters, digits, '-', '_'), case-insensitive;
+//              "*.example.com" is exactly one more label under example.com
 //   PORTSPEC = PROTO [ "/" PORT [ "-" PORT ] ]
 //   PROTO    = tcp | udp | sctp | icmp | icmpv6
 //
 // `tcp` alone is any TCP port; `icmp` (IPv4) and `icmpv6` (IPv6) mean echo requests only and
-// take no port. Pure: no I/O except read_allow_entries_file().
+// take no port, and are not taken with a NAME (a name's addresses are only learnt from DNS
+// answers; names.hpp). Pure: no I/O except read_allow_entries_file().
 #pragma once
 
 #include <compare>
@@ -43,8 +46,10 @@ struct AllowEntry {
     AllowEntry() = default;
     // A bare CIDR is an entry without ports (all traffic to it), as before the grammar had ports.
     AllowEntry(Cidr d, std::vector<PortSpec> p = {}) : dest(d), ports(std::move(p)) {}
-    Cidr dest;
+    Cidr dest;                    // unused when `name` is set
+    std::string name;             // a DNS name entry ("api.example.com", "*.example.com"), lower case
     std::vector<PortSpec> ports;  // empty: all traffic to dest
+    bool is_name() const { return !name.empty(); }
     std::string str() const;      // the entry in the grammar
     auto operator<=>(const AllowEntry&) const = default;
 };
@@ -89,6 +94,11 @@ class Policy {
         return f == Family::v4 ? scoped4_ : scoped6_;
     }
     const AllowList& echo() const { return echo_; }
+    // Name entries (names.hpp), one per name, ports merged, sorted by name.
+    const std::vector<AllowEntry>& names() const { return names_; }
+    bool has_names() const { return !names_.empty(); }
+    // Replaces the name entries (status: the policy read back from the kernel has none).
+    void set_names(std::vector<AllowEntry> names);
     bool has_ports() const { return !scoped4_.empty() || !scoped6_.empty() || !echo_.empty(); }
     // Every destination some entry names (the route set admits these; ports are nft's job).
     AllowList destinations() const;
@@ -99,7 +109,7 @@ class Policy {
     std::vector<std::string> entries() const;
     bool operator==(const Policy& o) const {
         return all_ == o.all_ && scoped4_ == o.scoped4_ && scoped6_ == o.scoped6_ &&
-               echo_ == o.echo_;
+               echo_ == o.echo_ && names_ == o.names_;
     }
 
   private:
@@ -107,6 +117,7 @@ class Policy {
     AllowList all_;
     std::vector<PortRange> scoped4_, scoped6_;
     AllowList echo_;
+    std::vector<AllowEntry> names_;
 };
 
 // Whether `list` holds every address of `r`.
@@ -136,6 +147,9 @@ struct PolicySpec {
     std::vector<AllowEntry> allow;  // parsed; may be empty (refuse everything)
     std::vector<IpAddr> probe_reach;
     std::vector<IpAddr> probe_block;
+    // The resolvers the names proxy may ask (names_proxy.hpp): only with a name entry. Empty:
+    // the nameservers of the container's resolv.conf, read at restrict time.
+    std::vector<IpAddr> resolvers;
     bool route_set = true;
     // Audit mode: the same policy, but what it would refuse is accepted, counted and logged
     // (nft.hpp). The route set is not installed (a previous one is removed: it would refuse),

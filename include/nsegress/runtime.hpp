@@ -24,6 +24,7 @@ struct RuntimePolicy {
     std::vector<std::string> allow;        // as given (validated by validate_policy)
     std::vector<std::string> allow_files;  // absolute paths
     std::vector<std::string> probe_reach, probe_block;
+    std::vector<std::string> resolvers;  // --resolver: passed on to the hook
     bool route_set = true;
     bool netdev_egress = false;
     bool audit = false;

@@ -17,6 +17,7 @@ struct VerifyOptions {
     std::vector<AllowEntry> allow;   // entries of the grammar (policy.hpp)
     std::vector<IpAddr> reach;
     std::vector<IpAddr> block;
+    std::optional<IpAddr> resolver;  // name entries: the resolver to ask (else the container's resolv.conf)
     bool expect_userns_remap = false;
     bool expect_no_new_privs = false;
     ProbeOptions probe_options;

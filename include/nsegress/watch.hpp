@@ -66,9 +66,17 @@ std::string seen_label(const nflog::PacketInfo& p);
 inline constexpr const char* kSummaryDisabled = "#- ";
 std::string render_allow_file(const std::vector<std::string>& header, const AllowList& current,
                               const std::vector<SummaryEntry>& observed);
-// The same with a policy that may have port-scoped entries (all kept, in the grammar).
+// What the names proxy saw (names_proxy.hpp, its log): the names whose answers gave an address,
+// and the names it refused with how many times they were asked.
+struct NameHints {
+    std::map<IpAddr, std::string> answered;
+    std::vector<std::pair<std::string, std::size_t>> refused;
+};
+// The same with a policy that may have port-scoped and name entries (all kept, in the grammar).
+// With hints: an observed address a name's answer gave is suggested as that name (with the
+// ports seen), and the refused names follow, commented out, for review (their ports unknown).
 std::string render_allow_file(const std::vector<std::string>& header, const Policy& current,
-                              const std::vector<SummaryEntry>& observed);
+                              const std::vector<SummaryEntry>& observed, const NameHints& hints = {});
 
 nlohmann::json summary_json(const AllowList& current, const std::vector<SummaryEntry>& observed,
                             const std::string& allow_file);

@@ -8,7 +8,7 @@ repo=${1:?repo}
 cd "$repo"
 
 # The pure modules: a file here may include only pure headers and the C/C++ library.
-pure=(error untrusted cidr policy fd handle)
+pure=(error untrusted cidr policy names fd handle)
 # Headers (or prefixes) that mean "talks to the kernel's networking".
 forbidden='^(libmnl/|libnftnl/|netlink/|linux/netlink\.h|linux/rtnetlink\.h|linux/netfilter|sys/socket\.h|net/if\.h|sched\.h)'
 # Calls that do.

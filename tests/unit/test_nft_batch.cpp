@@ -169,11 +169,11 @@ TEST_CASE("policy batch: framing, order, sequence numbers and ACK flags") {
     REQUIRE(types.size() > head.size());
     CHECK(std::vector<std::uint16_t>(types.begin(), types.begin() + head.size()) == head);
     for (std::size_t i = head.size(); i < types.size(); ++i) CHECK(types[i] == NFT_MSG_NEWRULE);
-    // 2 inbound-labelling rules; output: IPv4 options, IPv6 routing header, 3 forged source
-    // (not ours; 127/8 and ::1 beyond lo), loopback, allow4, allow6, allowp4, allowp6, icmp4,
-    // icmp6, replies, 2 related, deny log, verdict = 17; with IPv6 allowed, DAD + 3 neighbour
-    // discovery.
-    CHECK(types.size() - head.size() == 2 + 17 + 4);
+    // 2 inbound-labelling rules; output: IPv4 options, IPv6 routing header, 4 forged source
+    // (not ours when new/invalid/untracked/related; 127/8 and ::1 beyond lo; not ours through
+    // lo in any state), loopback, allow4, allow6, allowp4, allowp6, icmp4, icmp6, replies, 2
+    // related, deny log, verdict = 18; with IPv6 allowed, DAD + 3 neighbour discovery.
+    CHECK(types.size() - head.size() == 2 + 18 + 4);
 }
 
 TEST_CASE("policy rules parse back with libnftnl and match the golden dump") {
@@ -843,4 +843,28 @@ TEST_CASE("stamp and state file round-trip; malformed ones are refused") {
     CHECK_FALSE(nft::decode_stamp(enc.data(), enc.size() - 1));
     enc[0] ^= 1;
     CHECK_FALSE(nft::decode_stamp(enc.data(), enc.size()));
+}
+
+TEST_CASE("through lo, a source that is not ours is dropped in every conntrack state, both modes") {
+    for (auto mode : {nft::Mode::enforce, nft::Mode::audit}) {
+        CAPTURE(nft::mode_name(mode));
+        auto rules = rule_dumps(nft::compile_policy(AllowList({parse_cidr("10.0.0.0/8")}), 1, mode));
+        std::size_t lo_accept = rules.size(), lo_forged = rules.size();
+        for (std::size_t i = 0; i < rules.size(); ++i) {
+            if (rules[i].find("nsegress: loopback") != std::string::npos) lo_accept = i;
+            if (rules[i].find("nsegress: forged source") != std::string::npos &&
+                rules[i].find("meta load oif") != std::string::npos &&
+                rules[i].find("cmp eq reg 1 0x00000001") != std::string::npos)
+                lo_forged = i;
+        }
+        REQUIRE(lo_forged < rules.size());
+        REQUIRE(lo_accept < rules.size());
+        CHECK(lo_forged + 1 == lo_accept);
+        const std::string& r = rules[lo_forged];
+        CHECK(r.find("fib saddr type") != std::string::npos);
+        CHECK(r.find("cmp neq reg 1 0x00000002") != std::string::npos);  // != local
+        CHECK(r.find("ct load state") == std::string::npos);           // whatever the state
+        CHECK(r.find("immediate reg 0 drop") != std::string::npos);
+        CHECK(r.find("counter") != std::string::npos);
+    }
 }
