@@ -122,7 +122,7 @@ EXTRA_PIDS=() # other processes this script started (metric 9's DNS server)
 cleanup() {
 	local ns pid
 	[[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null
-	for pid in "${EXTRA_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+	for pid in "${EXTRA_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
 	# A names proxy of the lab's ctr (metric 9) ends with its namespace; release it first anyway.
 	[[ -e /run/netns/${P}_ctr ]] && ip netns exec "$GW" "$NSEGRESS" release --netns "/run/netns/${P}_ctr" >/dev/null 2>&1
 	engines_down "$P" || true
@@ -561,23 +561,26 @@ if metric_on 9; then
 		say "metric 9: names, $BENCH_DNS lookups with and without the names proxy"
 		gcc -O2 -Wall -o "$OUT/dns_rtt" bench/dns_rtt.c
 		CTRNS=${P}_ctr
-		ip netns exec "${P}_lan" python3 "$REPO/tests/integration/helpers/dns_server.py" --log "$OUT/m9.dns.log" \
+		ip netns exec "${P}_lan" /usr/bin/python3 "$REPO/tests/integration/helpers/dns_server.py" --log "$OUT/m9.dns.log" \
 			--ttl 300 "bench.example.test=4:$LAB_LAN4" >"$OUT/m9.dns.out" 2>&1 &
 		DNSPID=$!
 		EXTRA_PIDS+=("$DNSPID")
 		for _ in $(seq 50); do ip netns exec "${P}_lan" ss -Hlun | grep -q ":53 " && break; sleep 0.1; done
-		ip netns exec "$CTRNS" "$OUT/dns_rtt" "$LAB_LAN4" bench.example.test 20 >/dev/null # warm-up
+		ip netns exec "${P}_lan" ss -Hlun | grep -q ":53 " || die "metric 9: the DNS server did not start: $(tail -3 "$OUT/m9.dns.out")"
+		ip netns exec "$CTRNS" "$OUT/dns_rtt" "$LAB_LAN4" bench.example.test 20 | grep -q '^# ok 20 fail 0' ||
+			die "metric 9: lookups without a policy fail" # and a warm-up
 		ip netns exec "$CTRNS" "$OUT/dns_rtt" "$LAB_LAN4" bench.example.test "$BENCH_DNS" "$LAB_TCP_PORT" >"$RAW/m9.plain.all"
 		ip netns exec "$GW" "$NSEGRESS" restrict --netns "/run/netns/$CTRNS" --allow "bench.example.test tcp/$LAB_TCP_PORT" \
 			--resolver "$LAB_LAN4" --no-probe >/dev/null || die "metric 9: restrict with a name failed"
-		ip netns exec "$CTRNS" "$OUT/dns_rtt" "$LAB_LAN4" bench.example.test 20 >/dev/null # warm-up
+		ip netns exec "$CTRNS" "$OUT/dns_rtt" "$LAB_LAN4" bench.example.test 20 | grep -q '^# ok 20 fail 0' ||
+			die "metric 9: lookups through the names proxy fail" # and a warm-up
 		ip netns exec "$CTRNS" "$OUT/dns_rtt" "$LAB_LAN4" bench.example.test "$BENCH_DNS" "$LAB_TCP_PORT" >"$RAW/m9.names.all"
-		proxy=$(ip netns exec "$GW" "$NSEGRESS" status --netns "/run/netns/$CTRNS" --json | jq -r '.names.proxy.pid // empty')
+		proxy=$(ip netns exec "$GW" "$NSEGRESS" status --netns "/run/netns/$CTRNS" --json | jq -r '.names.proxy_pid // empty')
 		if [[ -n $proxy && -r /proc/$proxy/smaps_rollup ]]; then
 			awk '/^Pss:/ {pss=$2} /^Private_(Clean|Dirty):/ {priv+=$2} END {print pss, priv}' "/proc/$proxy/smaps_rollup" >"$RAW/m9.proxy_kib"
 		fi
 		ip netns exec "$GW" "$NSEGRESS" release --netns "/run/netns/$CTRNS" >/dev/null
-		kill "$DNSPID" 2>/dev/null
+		kill "$DNSPID" 2>/dev/null || true
 		for t in plain names; do
 			grep -v '^#' "$RAW/m9.$t.all" >"$RAW/m9.$t"
 			sed -n 's/^# ok \([0-9]*\) fail \([0-9]*\) refused \([0-9]*\)$/\1 \2 \3/p' "$RAW/m9.$t.all" >"$RAW/m9.$t.counts"
