@@ -442,6 +442,18 @@ assert_eq "operator 127.0.0.53" "$(jq -r '.names.resolvers_from + " " + (.names.
 	"--resolver wins, a loopback one too"
 expect_exit 0 nsg release --netns "$CTR_NS" --json
 
+section "the OCI hook starts the names proxy too (the runtime wrapper goes through it)"
+# (CNI ADD and the runtime wrapper restrict through the same path: cmd_restrict.)
+state='{"ociVersion":"1.0.2","id":"names-hook","status":"creating","pid":'$RPID',"bundle":"/nonexistent"}'
+DESC="hook with a name entry" expect_exit 0 nsg hook --allow "api.example.test tcp/$PORT" --resolver "$LAN4" --json <<<"$state"
+assert_match "$(proxy_pid)" '^[0-9]+$' "the hook started the names proxy"
+assert_eq "NOERROR $LAN4" "$(q "$LAN4" api.example.test A)" "the allowed name resolves"
+assert_eq ok "$(conn "$LAN4" "$PORT")" "its address opens on its port"
+assert_eq REFUSED "$(q "$LAN4" "hook-$$.exfil.test" A)" "another name is REFUSED"
+expect_exit 0 nsg release --netns "$CTR_NS" --json
+assert_eq "" "$(proxy_pid)" "release stopped it"
+kill "$RPID" 2>/dev/null
+
 section "a namespace that dies takes its proxy with it"
 lab_extra_ns "$P" gone
 expect_exit 0 nsg restrict --netns "/run/netns/${P}_gone" --allow "api.example.test tcp/$PORT" --no-probe --json
