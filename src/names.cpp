@@ -113,7 +113,9 @@ std::optional<std::string> parse_name_pattern(std::string_view word, std::string
             return std::nullopt;
         }
         ++labels;
-        numeric_last = std::all_of(l.begin(), l.end(), [](char c) { return c >= '0' && c <= '9'; });
+        // A top-level domain starts with a letter (RFC 3696 2: never all-numeric; real ones are
+        // letters or "xn--"): "10.0.0.90-80" is a mistyped range, not a name to resolve.
+        numeric_last = l.empty() || !((l[0] >= 'a' && l[0] <= 'z'));
         if (e == std::string_view::npos) break;
         b = e + 1;
     }
@@ -123,7 +125,7 @@ std::optional<std::string> parse_name_pattern(std::string_view word, std::string
         return std::nullopt;
     }
     if (numeric_last) {
-        why = "not a DNS name (its last label is a number) nor an address";
+        why = "not a DNS name (its last label does not start with a letter) nor an address";
         return std::nullopt;
     }
     return s;

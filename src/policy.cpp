@@ -298,7 +298,9 @@ void Policy::set_names(std::vector<AllowEntry> names) {
     // One entry per name: an entry without ports allows all traffic and absorbs the others.
     std::map<std::string, std::optional<std::vector<PortSpec>>> by_name;
     for (auto& e : names) {
-        auto [it, fresh] = by_name.try_emplace(e.name, e.ports);
+        // (No ports: nullopt, "all traffic"; an empty vector would read as "nothing".)
+        auto [it, fresh] = by_name.try_emplace(
+            e.name, e.ports.empty() ? std::nullopt : std::optional<std::vector<PortSpec>>(e.ports));
         if (fresh) continue;
         if (!it->second || e.ports.empty()) {
             it->second.reset();

@@ -41,7 +41,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     // says so (checked against the entries themselves).
     auto entries_allow = [&](const IpAddr& a, IpProto pr, std::uint16_t port) {
         for (const auto& e : entries) {
-            if (!e.dest.contains(a)) continue;
+            if (e.is_name() || !e.dest.contains(a)) continue;  // names: addresses come at run time
             if (e.ports.empty()) return true;
             for (const auto& s : e.ports)
                 if (s.proto == pr && (!proto_has_ports(pr) || (port >= s.first && port <= s.last)))
@@ -50,6 +50,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         return false;
     };
     for (const auto& e : entries) {
+        if (e.is_name()) continue;  // a name entry has no destination before it is resolved
         for (const IpAddr& a : {e.dest.first(), e.dest.last()}) {
             for (const auto& s : e.ports) {
                 for (std::uint32_t port : {std::uint32_t{s.first}, std::uint32_t{s.last},
@@ -70,7 +71,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     fuzz::check(Policy(again) == p, "the printed entries do not parse back to the policy");
     std::vector<PortRange> els = p.scoped(Family::v4);
     els.insert(els.end(), p.scoped(Family::v6).begin(), p.scoped(Family::v6).end());
-    fuzz::check(Policy(p.all(), els, p.echo()) == p, "normalizing the elements again changed them");
+    // (Elements are the CIDR part: a policy with names holds them beside.)
+    if (p.names().empty())
+        fuzz::check(Policy(p.all(), els, p.echo()) == p,
+                    "normalizing the elements again changed them");
     if (els.size() + p.all().ranges(Family::v4).size() + p.all().ranges(Family::v6).size() <=
         2048) {
         auto batch = nft::compile_policy(p, 1);

@@ -90,7 +90,8 @@ TEST_CASE("names: the grammar takes names and one-label wildcards, with ports") 
     CHECK(error_of("-a.example.com").find("'-'") != std::string::npos);
     CHECK(error_of("api.example.com icmp").find("by address only") != std::string::npos);
     CHECK(error_of("1.2.3").find("1.2.3") != std::string::npos);
-    CHECK(error_of("a.123").find("number") != std::string::npos);
+    CHECK(error_of("a.123").find("does not start with a letter") != std::string::npos);
+    CHECK(error_of("10.0.0.90-80").find("does not start with a letter") != std::string::npos);  // a mistyped range
     CHECK(error_of("a b.example.com").find("a") != std::string::npos);
     std::string long_label(64, 'a');
     CHECK(error_of((long_label + ".com").c_str()).find("63") != std::string::npos);
@@ -376,4 +377,20 @@ TEST_CASE(
     CHECK(upstream_candidates(trusted, parse_ip("198.51.100.10")) == trusted);
     CHECK(upstream_candidates(trusted, std::nullopt) == trusted);
     CHECK(upstream_candidates({}, parse_ip("198.51.100.10")).empty());
+}
+
+TEST_CASE("names: an entry without ports is kept (all traffic), first or after others") {
+    for (auto order : {std::vector<std::string>{"*.cdn.example.com", "*.cdn.example.m tcp/443"},
+                       std::vector<std::string>{"*.cdn.example.m tcp/443", "*.cdn.example.com"},
+                       std::vector<std::string>{"api.example.com", "api.example.com tcp/443"}}) {
+        std::vector<AllowEntry> es;
+        for (const auto& t : order) es.push_back(parse_allow_entry(t));
+        Policy p(es);
+        std::vector<AllowEntry> again;
+        for (const auto& line : p.entries()) again.push_back(parse_allow_entry(line));
+        CHECK(Policy(again) == p);
+        bool portless = false;
+        for (const auto& n : p.names()) portless |= n.ports.empty();
+        CHECK(portless);
+    }
 }
