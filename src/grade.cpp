@@ -28,6 +28,7 @@
 #include <sstream>
 
 #include "nsegress/error.hpp"
+#include "nsegress/icmp.hpp"
 #include "nsegress/inspect.hpp"
 #include "nsegress/procfs.hpp"
 
@@ -446,6 +447,7 @@ struct Seen {
     IpAddr src, dst;
     int proto = 0;
     std::uint16_t sport = 0, dport = 0;
+    int icmp_type = -1;  // ICMP/ICMPv6 only
     int ifindex = 0;
 };
 
@@ -496,6 +498,11 @@ class Observer {
              std::optional<std::uint16_t> sport = std::nullopt, int* ifindex = nullptr) const {
         for (const auto& s : seen_) {
             if (s.dst != dst || s.proto != proto) continue;
+            // An ICMP probe is an echo request: the kernel's own ICMP to the same address
+            // (a unicast neighbour solicitation probing the gateway, an error it answers with)
+            // is not the probe leaving.
+            if (proto == IPPROTO_ICMP && s.icmp_type != icmp::v4_echo_request) continue;
+            if (proto == IPPROTO_ICMPV6 && s.icmp_type != icmp::v6_echo_request) continue;
             if (dport && s.dport != *dport) continue;
             if (sport && s.sport != *sport) continue;
             if (ifindex) *ifindex = s.ifindex;
@@ -538,6 +545,7 @@ class Observer {
             a.proto = kNeighbour;
             if (seen_.size() < 200000) seen_.push_back(a);
         }
+        if ((s.proto == IPPROTO_ICMP || s.proto == IPPROTO_ICMPV6) && off < n) s.icmp_type = p[off];
         if ((s.proto == IPPROTO_TCP || s.proto == IPPROTO_UDP) && off + 4 <= n) {
             s.sport = static_cast<std::uint16_t>(p[off] << 8 | p[off + 1]);
             s.dport = static_cast<std::uint16_t>(p[off + 2] << 8 | p[off + 3]);
