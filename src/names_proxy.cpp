@@ -81,9 +81,6 @@ struct Proxy {
     std::mutex nft_mu;  // one commit at a time on the shared socket
     nft::MnlSocket nfnl;
     std::uint32_t seq = 0x40000000;
-    // The latest expiry given to each element: an answer with a shorter TTL for an address
-    // another name also answered never shortens what the other answer promised.
-    std::map<std::pair<IpAddr, NameSlot>, std::chrono::steady_clock::time_point> expiry;
 
     std::mutex log_mu;
     std::atomic<int> inflight{0};
@@ -319,31 +316,29 @@ std::vector<std::uint8_t> ask_resolver(const IpAddr& server, bool tcp,
     return out;
 }
 
-// Adds the addresses to the name sets for what the name's entries allow, and waits for the
-// kernel's ACK. False: not added (the answer must not be relayed).
+// Makes sure the name sets hold the addresses, for what the name's entries allow, at least as
+// long as the answer may be cached, before it is relayed. What the kernel already holds long
+// enough (one GETSETELEM each, no commit) is left alone; the rest is refreshed in one commit
+// whose ACK is awaited. The kernel, not this process's memory, is asked: a re-restrict or an
+// operator may have changed the sets. A refresh never shortens an element: it is refreshed only
+// when it expires before name_timeout() would. False: not added (the answer must not be
+// relayed).
 bool allow_addresses(Proxy& p, const DnsQuestion& q, const std::vector<AnswerAddress>& addrs,
                      std::string& why) {
     const auto slots = name_slots(p.names, q.qname);
     if (slots.empty() || addrs.empty()) return true;
-    std::vector<nft::NameElement> els;
     std::lock_guard lock(p.nft_mu);
-    const auto now = std::chrono::steady_clock::now();
-    std::erase_if(p.expiry, [&](const auto& kv) { return kv.second < now; });
-    for (const auto& a : addrs) {
-        for (const auto& s : slots) {
-            std::uint32_t timeout = name_timeout(a.ttl);
-            auto& until = p.expiry[{a.addr, s}];
-            const auto want = now + std::chrono::seconds(timeout);
-            if (until > want)
-                timeout = static_cast<std::uint32_t>(
-                    std::chrono::ceil<std::chrono::seconds>(until - now).count());
-            else
-                until = want;
-            els.push_back(nft::NameElement{a.addr, s, timeout});
-        }
-    }
     try {
         if (!p.nfnl) p.nfnl = nft::open_nfnl_socket();
+        std::vector<nft::NameElement> els;
+        for (const auto& a : addrs)
+            for (const auto& s : slots) {
+                nft::NameElement e{a.addr, s, name_timeout(a.ttl)};
+                const auto held = nft::read_name_element(p.nfnl.get(), e);
+                if (held && name_element_covers(held->expires_ms, a.ttl)) continue;
+                els.push_back(e);
+            }
+        if (els.empty()) return true;
         nft::Batch b = nft::compile_name_refresh(els, p.seq);
         p.seq += static_cast<std::uint32_t>(b.messages.size()) + 1;
         nft::commit(p.nfnl.get(), b);
@@ -351,8 +346,6 @@ bool allow_addresses(Proxy& p, const DnsQuestion& q, const std::vector<AnswerAdd
     } catch (const std::exception& e) {
         why = e.what();
         p.nfnl.reset();  // a fresh socket next time
-        for (const auto& a : addrs)
-            for (const auto& s : slots) p.expiry.erase({a.addr, s});
         return false;
     }
 }

@@ -1604,6 +1604,34 @@ Batch compile_name_refresh(const std::vector<NameElement>& elements, std::uint32
     return w.end();
 }
 
+// The name-set elements of one GETSETELEM reply (dump or single).
+static int parse_name_elements(const nlmsghdr* m, Family f, std::vector<NameElementState>& out) {
+    const std::size_t alen = f == Family::v4 ? 4 : 16;
+    auto got = checked<nftnl_set, SetFree>(nftnl_set_alloc());
+    if (nftnl_set_elems_nlmsg_parse(m, got.get()) < 0) return MNL_CB_ERROR;
+    std::unique_ptr<nftnl_set_elems_iter, void (*)(nftnl_set_elems_iter*)> it(
+        nftnl_set_elems_iter_create(got.get()), nftnl_set_elems_iter_destroy);
+    if (!it) throw std::bad_alloc();
+    for (nftnl_set_elem* e = nftnl_set_elems_iter_next(it.get()); e; e = nftnl_set_elems_iter_next(it.get())) {
+        std::uint32_t klen = 0, elen = 0;
+        const auto* k = static_cast<const std::uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &klen));
+        const auto* ke = static_cast<const std::uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY_END, &elen));
+        if (!k || !ke || klen != port_key_len(f) || elen != klen) continue;
+        u128 v = 0;
+        for (std::size_t i = 0; i < alen; ++i) v = (v << 8) | u128{k[i]};
+        NameElementState st;
+        st.addr = IpAddr{f, v};
+        st.slot.proto_first = k[alen];
+        st.slot.proto_last = ke[alen];
+        st.slot.port_first = static_cast<std::uint16_t>(k[alen + 4] << 8 | k[alen + 5]);
+        st.slot.port_last = static_cast<std::uint16_t>(ke[alen + 4] << 8 | ke[alen + 5]);
+        if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_EXPIRATION))
+            st.expires_ms = nftnl_set_elem_get_u64(e, NFTNL_SET_ELEM_EXPIRATION);
+        out.push_back(st);
+    }
+    return MNL_CB_OK;
+}
+
 static std::vector<NameElementState> read_name_elements_once(mnl_socket* sock) {
     static std::uint32_t seq = 0x3c000000;
     std::vector<NameElementState> out;
@@ -1614,36 +1642,38 @@ static std::vector<NameElementState> read_name_elements_once(mnl_socket* sock) {
         nftnl_set_unset(s.get(), NFTNL_SET_ID);
         nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, ++seq);
         nftnl_set_elems_nlmsg_build_payload(nlh, s.get());
-        const std::size_t alen = f == Family::v4 ? 4 : 16;
-        int err = dump(sock, nlh, [&](const nlmsghdr* m) {
-            auto got = checked<nftnl_set, SetFree>(nftnl_set_alloc());
-            if (nftnl_set_elems_nlmsg_parse(m, got.get()) < 0) return MNL_CB_ERROR;
-            std::unique_ptr<nftnl_set_elems_iter, void (*)(nftnl_set_elems_iter*)> it(
-                nftnl_set_elems_iter_create(got.get()), nftnl_set_elems_iter_destroy);
-            if (!it) throw std::bad_alloc();
-            for (nftnl_set_elem* e = nftnl_set_elems_iter_next(it.get()); e; e = nftnl_set_elems_iter_next(it.get())) {
-                std::uint32_t klen = 0, elen = 0;
-                const auto* k = static_cast<const std::uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &klen));
-                const auto* ke = static_cast<const std::uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY_END, &elen));
-                if (!k || !ke || klen != port_key_len(f) || elen != klen) continue;
-                u128 v = 0;
-                for (std::size_t i = 0; i < alen; ++i) v = (v << 8) | u128{k[i]};
-                NameElementState st;
-                st.addr = IpAddr{f, v};
-                st.slot.proto_first = k[alen];
-                st.slot.proto_last = ke[alen];
-                st.slot.port_first = static_cast<std::uint16_t>(k[alen + 4] << 8 | k[alen + 5]);
-                st.slot.port_last = static_cast<std::uint16_t>(ke[alen + 4] << 8 | ke[alen + 5]);
-                if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_EXPIRATION))
-                    st.expires_ms = nftnl_set_elem_get_u64(e, NFTNL_SET_ELEM_EXPIRATION);
-                out.push_back(st);
-            }
-            return MNL_CB_OK;
-        });
+        int err = dump(sock, nlh, [&](const nlmsghdr* m) { return parse_name_elements(m, f, out); });
         if (err == -ENOENT) continue;
         if (err < 0) throw_errno(fmt::format("dump set {} of table inet nsegress", name), -err);
     }
     return out;
+}
+
+std::optional<NameElementState> read_name_element(mnl_socket* sock, const NameElement& want) {
+    static std::uint32_t seq = 0x3d000000;
+    const Family f = want.addr.family;
+    const char* name = f == Family::v4 ? kSetNames4 : kSetNames6;
+    auto s = make_set(name, 0);
+    nftnl_set_unset(s.get(), NFTNL_SET_ID);
+    nftnl_set_elem* el = nftnl_set_elem_alloc();
+    if (!el) throw std::bad_alloc();
+    auto k = slot_key(want.addr, want.slot.proto_first, want.slot.port_first);
+    auto end = slot_key(want.addr, want.slot.proto_last, want.slot.port_last);
+    nftnl_set_elem_set(el, NFTNL_SET_ELEM_KEY, k.data(), static_cast<std::uint32_t>(k.size()));
+    nftnl_set_elem_set(el, NFTNL_SET_ELEM_KEY_END, end.data(), static_cast<std::uint32_t>(end.size()));
+    nftnl_set_elem_add(s.get(), el);
+    std::vector<char> req(MNL_SOCKET_BUFFER_SIZE);
+    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_ACK, ++seq);
+    nftnl_set_elems_nlmsg_build_payload(nlh, s.get());
+    std::vector<NameElementState> got;
+    int err = dump(sock, nlh, [&](const nlmsghdr* m) { return parse_name_elements(m, f, got); });
+    if (err == -ENOENT) return std::nullopt;
+    if (err < 0) throw_errno(fmt::format("get an element of set {} of table inet nsegress", name), -err);
+    // The kernel answers with the element that holds the key; it is this one only when it
+    // spans exactly the slot.
+    for (const auto& st : got)
+        if (st.addr == want.addr && st.slot == want.slot) return st;
+    return std::nullopt;
 }
 
 Batch compile_delete(std::uint32_t first_seq, bool netdev_present) {

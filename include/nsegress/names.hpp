@@ -132,5 +132,9 @@ std::optional<std::uint8_t> dns_rcode(const std::uint8_t* data, std::size_t len)
 
 // The timeout of an address with this TTL (seconds).
 std::uint32_t name_timeout(std::uint32_t ttl);
+// Whether an element the kernel holds, expiring in `expires_ms`, already covers an answer with
+// this TTL, so that the proxy relays it without a commit: it outlives the client's cache of the
+// answer (the TTL, floored and capped as name_timeout does) by at least half the grace.
+bool name_element_covers(std::uint64_t expires_ms, std::uint32_t ttl);
 
 }  // namespace nsegress

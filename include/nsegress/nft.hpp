@@ -350,6 +350,10 @@ struct NameElementState {
     std::uint64_t expires_ms = 0;
 };
 std::vector<NameElementState> read_name_elements(mnl_socket* sock);
+// One element exactly as the kernel holds it (its expiry), nothing when the set has no element
+// spanning exactly this slot. No commit: a lookup the names proxy makes before deciding whether
+// an answer needs one.
+std::optional<NameElementState> read_name_element(mnl_socket* sock, const NameElement& element);
 
 // "add table; delete table": removes the table, and succeeds when it was not there; also the
 // netdev table when `netdev_present`.

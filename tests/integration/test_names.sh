@@ -337,6 +337,43 @@ touch "$TMPD/go"
 wait "$HELD"
 assert_true "the established connection still delivers after expiry" wait_for_text "$TCP_LOG" "$mark-after" 5
 
+section "an answer the kernel already covers needs no commit; an element it lost is restored"
+# nft prints durations as 1m29s960ms: milliseconds.
+dur_ms() {
+	local s=$1 t=0 n
+	while [[ $s =~ ^([0-9]+)(ms|d|h|m|s)(.*)$ ]]; do
+		n=${BASH_REMATCH[1]}
+		case ${BASH_REMATCH[2]} in
+		d) t=$((t + n * 86400000)) ;; h) t=$((t + n * 3600000)) ;; m) t=$((t + n * 60000)) ;;
+		s) t=$((t + n * 1000)) ;; ms) t=$((t + n)) ;;
+		esac
+		s=${BASH_REMATCH[3]}
+	done
+	echo "$t"
+}
+# The milliseconds until short.example.test's element expires (empty: no such element).
+short_expires() {
+	local e
+	e=$(in_ctr nft list set inet nsegress names4 | grep -o "192\.168\.1\.24 \. tcp \. $PORT timeout [0-9dhms]* expires [0-9dhms]*") || return 0
+	dur_ms "${e##* expires }"
+}
+assert_eq "NOERROR 192.168.1.24" "$(q "$LAN4" short.example.test A)" "after the expiry the name resolves again"
+e1=$(short_expires)
+assert_true "and its element is back (the proxy asks the kernel, not its memory): ${e1:-none} ms left" test "${e1:-0}" -gt 60000
+sleep 2
+assert_eq "NOERROR 192.168.1.24" "$(q "$LAN4" short.example.test A)" "resolved again 2 s later"
+e2=$(short_expires)
+assert_true "the element was left alone, no commit (${e1:-none} ms, then ${e2:-none} ms)" test "${e2:-0}" -gt 0 -a "${e2:-0}" -le $((e1 - 1500))
+assert_eq ok "$(conn 192.168.1.24 "$PORT")" "and the address connects"
+# An element about to expire (set by hand, as an observer) does not cover an answer: refreshed.
+in_ctr nft delete element inet nsegress names4 "{ 192.168.1.24 . tcp . $PORT }"
+in_ctr nft add element inet nsegress names4 "{ 192.168.1.24 . tcp . $PORT timeout 10s }"
+e3=$(short_expires)
+assert_true "the element now expires in ${e3:-none} ms" test "${e3:-0}" -gt 0 -a "${e3:-0}" -le 10000
+assert_eq "NOERROR 192.168.1.24" "$(q "$LAN4" short.example.test A)" "resolved once more"
+e4=$(short_expires)
+assert_true "an element expiring before the answer's cache does is refreshed (${e4:-none} ms left)" test "${e4:-0}" -gt 60000
+
 section "the names proxy killed: fail closed; restarted: names resolve again"
 PID=$(proxy_pid)
 assert_match "$PID" '^[0-9]+$' "status names the proxy's pid"

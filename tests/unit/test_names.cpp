@@ -157,6 +157,16 @@ TEST_CASE("names: lifetimes") {
     CHECK(name_timeout(1) == kNameTtlFloor + kNameGrace);
     CHECK(name_timeout(300) == 300 + kNameGrace);
     CHECK(name_timeout(10'000'000) == kNameTtlCap + kNameGrace);
+    // An element the kernel holds is left alone while it outlives the answer's cache by half
+    // the grace; a fresh element (name_timeout) always covers, one about to expire never does.
+    for (std::uint32_t ttl : {0u, 1u, 300u, 10'000'000u}) {
+        CHECK(name_element_covers(std::uint64_t{name_timeout(ttl)} * 1000, ttl));
+        CHECK_FALSE(name_element_covers(0, ttl));
+        CHECK_FALSE(name_element_covers(1000, ttl));
+    }
+    CHECK(name_element_covers((300 + kNameGrace / 2) * 1000, 300));
+    CHECK_FALSE(name_element_covers((300 + kNameGrace / 2) * 1000 - 1, 300));
+    CHECK_FALSE(name_element_covers((kNameTtlFloor + kNameGrace / 2) * 1000 - 1, 1));
 }
 
 TEST_CASE("names: questions, error replies and the addresses of an answer") {
