@@ -27,7 +27,7 @@ build_packages=(
 	build-essential cmake pkg-config
 	libnl-3-dev libnl-route-3-dev libmnl-dev libnftnl-dev
 	libboost-program-options-dev nlohmann-json3-dev libfmt-dev
-	# the names proxy's DNS messages (src/names.cpp)
+	# the names proxy's DNS messages (src/policy/names.cpp)
 	libldns-dev
 )
 # What the sealed lab (testenv/lab.sh) and testenv/demo.sh run: ip and ss (iproute2), nft (to

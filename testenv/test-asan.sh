@@ -5,7 +5,7 @@
 # points at build-asan/nsegress).
 #
 # Any sanitizer report fails the run, twice over: the process exits 86 (a compiled-in default,
-# see src/sanitizer_defaults.cpp, so it holds under `env -i` and in runc/podman hooks too), and
+# see src/base/sanitizer_defaults.cpp, so it holds under `env -i` and in runc/podman hooks too), and
 # the report is written to build-asan/sanitizer-logs/report.PID, which must be empty at the end.
 # The second catches reports from commands whose status or stderr a test discards (cleanup).
 set -euo pipefail

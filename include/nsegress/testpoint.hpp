@@ -3,7 +3,7 @@
 // The core library calls test_point("step") at named steps of restrict and release, and lets a
 // test corrupt a compiled batch or pin a stale ruleset generation. All of it is inert unless a
 // handler is installed, and only the separate test binary `nsegress_testhooks` (built by
-// tests/CMakeLists.txt from src/main.cpp plus tests/testhooks/testhooks.cpp when the CMake
+// tests/CMakeLists.txt from src/cli/main.cpp plus tests/testhooks/testhooks.cpp when the CMake
 // option NSEGRESS_TEST_HOOKS is ON) installs handlers. The installed `nsegress` binary has no
 // code that reads NSEGRESS_TEST_* variables, so a production run never honours them, whatever
 // its environment says: an attacker who controls a hook's or a CNI plugin's environment cannot

@@ -1,6 +1,6 @@
 // Test-only handlers for nsegress's instrumentation points (include/nsegress/testpoint.hpp).
 //
-// Linked only into `nsegress_testhooks`, a second build of src/main.cpp that test_faults.sh
+// Linked only into `nsegress_testhooks`, a second build of src/cli/main.cpp that test_faults.sh
 // and test_concurrency.sh use (tests/CMakeLists.txt passes its path as NSEGRESS_TESTHOOKS).
 // The installed `nsegress` never contains this file, so it never reads these variables:
 //   NSEGRESS_TEST_PAUSE_AT=STEP[,STEP...]  raise SIGSTOP at each named step (the test then
