@@ -58,13 +58,6 @@ nlohmann::json target_json(const Netns& ns, const TargetSpec& spec);
 // The document printed for a failed command under --json.
 nlohmann::json error_document(const std::string& command, const Error& e);
 
-// Default probe targets for restrict: per family, the main default gateway is a reach target
-// when the allow-list covers it and a block target when it does not (link-local gateways are
-// skipped: they need a zone). Exposed for unit tests.
-struct Snapshot;
-std::vector<ProbeTarget> default_probe_targets(const Snapshot& snap, const AllowList& allow);
-// The same for a policy with ports: the probes are ICMP echoes, so a gateway is a reach target
-// only when echo requests to it are allowed (a CIDR-only entry or an icmp entry covers it).
-std::vector<ProbeTarget> default_probe_targets(const Snapshot& snap, const Policy& policy);
+// Default probe targets for restrict: restrict_plan.hpp.
 
 }  // namespace nsegress

@@ -26,6 +26,7 @@
 #include "nsegress/inspect.hpp"
 #include "nsegress/nft.hpp"
 #include "nsegress/procfs.hpp"
+#include "nsegress/restrict_plan.hpp"
 #include "nsegress/routeset.hpp"
 #include "nsegress/names.hpp"
 #include "nsegress/names_proxy.hpp"
@@ -156,37 +157,6 @@ std::vector<IpAddr> local_addresses(const Snapshot& s) {
 }
 
 json opt_json(const std::optional<std::uint64_t>& v) { return v ? json(*v) : json(nullptr); }
-
-constexpr unsigned kArphrdEther = 1;  // ARPHRD_ETHER
-
-// The netdev egress layer for restrict --netdev-egress: one chain per non-loopback interface
-// of the snapshot; in both tables, neighbour discovery may go to link-local and multicast destinations and to
-// the namespace's own on-link IPv6 prefixes (unicast NUD probes to a global gateway address).
-nft::NetdevPlan netdev_plan(const Snapshot& snap, bool install, bool present) {
-    nft::NetdevPlan plan;
-    plan.install = install;
-    plan.replace_existing = present;
-    if (install)
-        for (const auto& l : snap.links)
-            if (!l.loopback) plan.devices.push_back(nft::NetdevDevice{l.name, l.arptype == kArphrdEther});
-    // The inet table's nd6 set too, netdev table or not.
-    plan.neighbour6.add(parse_cidr("fe80::/10"));
-    plan.neighbour6.add(parse_cidr("ff02::/16"));
-    for (const auto& a : snap.addresses) {
-        if (a.scope == RT_SCOPE_HOST) continue;  // 127.0.0.1, ::1 on lo: never a source beyond it
-        if (a.addr.family == Family::v4 && (a.addr.value >> 24) == 127) continue;
-        if (a.addr.family == Family::v6 && a.addr.value == 1) continue;
-        plan.own.add(Cidr{a.addr, a.addr.family == Family::v4 ? 32u : 128u});
-        // An on-link prefix as wide as a /32 is not a link: a router would forward ND beyond
-        // it. Only prefixes of /64 or longer count; gateways are added one by one below.
-        if (a.addr.family != Family::v6 || a.prefix < 64 || a.prefix > 128) continue;
-        u128 mask = a.prefix == 128 ? ~u128{0} : ~((~u128{0}) >> a.prefix);
-        plan.neighbour6.add(Range{IpAddr{Family::v6, a.addr.value & mask}, IpAddr{Family::v6, a.addr.value | ~mask}});
-    }
-    for (const auto& r : snap.routes)  // unicast NUD probes to a global IPv6 gateway
-        if (r.gateway && r.gateway->family == Family::v6) plan.neighbour6.add(Cidr{*r.gateway, 128});
-    return plan;
-}
 
 // Non-loopback interfaces without a chain in the netdev table (created after restrict).
 std::vector<std::string> uncovered_interfaces(const Snapshot& snap, const nft::NetdevState& nd) {
@@ -347,26 +317,6 @@ json target_json(const Netns& ns, const TargetSpec& spec) {
     return t;
 }
 
-std::vector<ProbeTarget> default_probe_targets(const Snapshot& snap, const AllowList& allow) {
-    std::vector<ProbeTarget> out;
-    for (Family f : {Family::v4, Family::v6}) {
-        const Route* def = snap.default_route(f);
-        if (!def || !def->gateway) continue;
-        const IpAddr& gw = *def->gateway;
-        bool link_local = f == Family::v6 && (gw.value >> 118) == 0x3fa;  // fe80::/10
-        if (link_local) continue;
-        out.push_back(ProbeTarget{gw, allow.contains(gw) ? Expect::reach : Expect::block});
-    }
-    return out;
-}
-
-std::vector<ProbeTarget> default_probe_targets(const Snapshot& snap, const Policy& policy) {
-    if (!policy.has_ports()) return default_probe_targets(snap, policy.all());
-    auto out = default_probe_targets(snap, AllowList{});
-    for (auto& t : out) t.expect = policy.echo_allowed(t.addr) ? Expect::reach : Expect::block;
-    return out;
-}
-
 nlohmann::json error_document(const std::string& command, const Error& e) {
     CommandResult res{base_doc(command.c_str())};
     finish(res, e.exit_code());
@@ -377,31 +327,13 @@ nlohmann::json error_document(const std::string& command, const Error& e) {
 CommandResult cmd_restrict(const RestrictOptions& opt) {
     CommandResult res{base_doc("restrict")};
     json& doc = res.doc;
-    const Policy policy(opt.allow);
-    const AllowList& allow = policy.all();
-    // What the route set admits and conntrack keeps: every destination some entry names (ports
-    // are the nft policy's job). The CIDR-only list itself when no entry has ports.
-    const AllowList scoped_destinations = policy.has_ports() ? policy.destinations() : AllowList{};
-    const AllowList& destinations = policy.has_ports() ? scoped_destinations : allow;
     require_privileges(priv_enter | (opt.dry_run ? 0u : unsigned{priv_net_admin}) |
                        (opt.probe && !opt.dry_run ? unsigned{priv_net_raw} : 0u));
+    check_plannable(opt);  // a usage error needs no target
     Netns ns = open_target(opt.target);
     doc["target"] = target_json(ns, opt.target);
     doc["dry_run"] = opt.dry_run;
-    const nft::Mode mode = opt.audit ? nft::Mode::audit : nft::Mode::enforce;
-    doc["mode"] = nft::mode_name(mode);
-    // The normalized lists go into the report last (before each return): for 10^5 entries they
-    // are ~14 MiB of JSON, which need not be held while the batch is built and committed.
-    auto add_allow = [&] { doc["allow"] = allow_json(policy); };
-    // Audit mode installs no route set: its unreachable route would refuse what audit lets through.
-    // Nor does a policy with names: a name's addresses are learnt at run time, and the route
-    // set is a function of the static list (SECURITY.md: the nft layer alone holds names).
-    const bool names = policy.has_names();
-    const bool route_set = opt.route_set && !opt.audit && !names;
-    if (names && opt.netdev_egress && !opt.audit)
-        throw_usage("--netdev-egress cannot be combined with name entries yet (the netdev layer has no name sets)");
-    // Nor a netdev egress table: it drops what it does not allow, and audit refuses nothing.
-    const bool netdev_egress = opt.netdev_egress && !opt.audit;
+    doc["mode"] = nft::mode_name(opt.audit ? nft::Mode::audit : nft::Mode::enforce);
 
     // One writer per namespace at a time: everything that writes (restrict, release, the OCI
     // hook and CNI ADD/DEL, which call these two) takes this lock first.
@@ -413,21 +345,30 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     testing::test_point("entered");
     if (!opt.dry_run) close_nfnl_in_background(h);
     // With a route set to install, our table's routes are read compactly (a re-run over 10^5).
-    const bool compact_routes = route_set && !opt.dry_run;
+    const bool compact_routes = opt.route_set && !opt.audit && !opt.dry_run;
     Snapshot before = inspect(h.rtnl.get(), inspect_all, compact_routes ? kRouteTable : 0);
+    // Everything restrict decides, from the policy and the snapshot alone (restrict_plan.hpp).
+    const RestrictPlan plan = plan_restrict(opt, before, opt.probe, opt.default_probes);
+    const Policy& policy = plan.policy;
+    const nft::Mode mode = plan.mode;
+    const bool names = plan.names;
+    const bool route_set = plan.route_set;
+    const AllowList& destinations = plan.destinations;
+    const nft::NetdevPlan& netdev = plan.netdev;
+    // The normalized lists go into the report last (before each return): for 10^5 entries they
+    // are ~14 MiB of JSON, which need not be held while the batch is built and committed.
+    auto add_allow = [&] { doc["allow"] = allow_json(policy); };
     // A namespace without routes in our table (the container start path) gets its route set
     // streamed to the kernel as it is planned; otherwise the plan is streamed and merged against
     // what is there, and only the difference is sent.
-    const bool fresh_route_set = compact_routes && before.table_routes.empty();
-    RoutePlan plan = opt.dry_run && route_set ? plan_route_set(destinations) : RoutePlan{};
-    // The devices to filter; whether an earlier netdev table must go is decided at commit.
-    nft::NetdevPlan netdev = netdev_plan(before, netdev_egress, false);
+    const bool fresh_route_set = route_set && !opt.dry_run && before.table_routes.empty();
     testing::test_point("inspected");
 
     if (opt.dry_run) {
         doc["nft"] = nft::render_policy(policy, mode, netdev) + nft::render_netdev(policy, netdev);
+        const RoutePlan routes = route_set ? plan_route_set(destinations) : RoutePlan{};
         doc["route_set"] = json{{"enabled", route_set},
-                                {"commands", render_route_set(plan, before)}};
+                                {"commands", render_route_set(routes, before)}};
         doc["netdev_egress"] = netdev_json(netdev);
         add_allow();
         finish(res, Exit::ok);
@@ -468,9 +409,7 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
                 }
             }
             batch.reset();
-            batch = nft::compile_policy(policy, batch_seq(), mode,
-                                        netdev_plan(before, netdev_egress, installed.netdev != nft::Found::absent),
-                                        installed);
+            batch = plan.batch(installed, batch_seq());
             if (testing::g_hooks.mutate_batch) testing::g_hooks.mutate_batch(*batch);
             element_messages = static_cast<std::size_t>(std::count_if(
                 batch->messages.begin(), batch->messages.end(), [](const nft::BatchMessage& m) {
@@ -498,11 +437,8 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
                          {"set_element_messages", element_messages}};
     doc["netdev_egress"] = netdev_json(netdev);
     testing::test_point("committed");
-    // Audit mode disturbs nothing: forbidden flows keep their conntrack entries (and so are not
-    // logged: only new flows are).
-    // With names, flows to a name's addresses are not in the static list: conntrack is left
-    // alone (the policy itself still refuses every packet it does not allow).
-    doc["conntrack_dropped"] = opt.audit || names ? 0 : drop_forbidden_flows(h.ctnl.get(), destinations, local_addresses(before));
+    doc["conntrack_dropped"] =
+        plan.drop_forbidden_flows ? drop_forbidden_flows(h.ctnl.get(), destinations, local_addresses(before)) : 0;
     testing::test_point("conntrack");
     // The names proxy: started after the policy (its redirect is in place, so until the proxy
     // listens no name resolves: fail closed), stopped when the new policy has none.
@@ -538,8 +474,7 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
 
     // 2. The route set, second layer. Failure: exit 2, policy stays (fail closed).
     json rs{{"enabled", route_set}, {"installed", false}, {"table", kRouteTable}};
-    if (opt.audit) rs["disabled_by"] = "audit";
-    else if (names && opt.route_set) rs["disabled_by"] = "names";
+    if (plan.route_set_disabled_by) rs["disabled_by"] = *plan.route_set_disabled_by;
     try {
         if (route_set) {
             // The report names at most kReportedRoutes routes: with a long allow-list the route
@@ -591,29 +526,14 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     testing::test_point("probe");
     json probes = json::array();
     Exit exit = Exit::ok;
-    if (opt.probe) {
-        std::vector<ProbeTarget> targets;
-        for (const auto& a : opt.probe_reach) targets.push_back({a, Expect::reach});
-        for (const auto& a : opt.probe_block) targets.push_back({a, Expect::block});
-        if (targets.empty() && opt.default_probes) {
-            targets = default_probe_targets(before, policy);
-            if (targets.empty())
-                doc["probes_none"] =
-                    "no --probe-reach/--probe-block, and no default gateway to test";
-        } else if (targets.empty()) {
-            doc["probes_none"] = "no --probe-reach/--probe-block, and default probes are off";
-        }
-        if (opt.audit)  // what enforce mode would refuse must get out, not be refused
-            for (auto& t : targets)
-                if (t.expect == Expect::block) t.expect = Expect::audit;
-        for (const auto& r : run_probes(h.probe, targets, opt.probe_options)) {
+    if (!plan.probes_none.empty()) doc["probes_none"] = plan.probes_none;
+    if (!plan.probes.empty()) {
+        for (const auto& r : run_probes(h.probe, plan.probes, opt.probe_options)) {
             probes.push_back(probe_json(r));
             if (!r.ok()) exit = Exit::verify;
         }
         if (exit == Exit::verify)
             doc["error"] = "a probe did not hold; the policy stays installed (fail closed)";
-    } else {
-        doc["probes_none"] = "--no-probe";
     }
     doc["probes"] = probes;
     add_allow();

@@ -22,6 +22,9 @@
 #include <tuple>
 
 #include "nsegress/error.hpp"
+#include "nsegress/restrict_plan.hpp"
+
+static_assert(nsegress::kAddressScopeHost == RT_SCOPE_HOST);
 
 namespace nsegress {
 

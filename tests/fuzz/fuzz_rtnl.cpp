@@ -7,6 +7,7 @@
 #include "fuzz_common.hpp"
 
 #include "nsegress/commands.hpp"
+#include "nsegress/restrict_plan.hpp"
 #include "nsegress/inspect.hpp"
 #include "nsegress/routeset.hpp"
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "nsegress/commands.hpp"
+#include "nsegress/restrict_plan.hpp"
 #include "nsegress/inspect.hpp"
 #include "nsegress/routeset.hpp"
 
