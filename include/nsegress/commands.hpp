@@ -40,6 +40,10 @@ struct ProbeCommandOptions {
     ProbeOptions probe_options;
 };
 
+// restrict, typed (restrict_report.hpp): target, inspect, plan, commit, names proxy, route
+// layer, probes. cmd_restrict renders its document (restrict_json).
+struct RestrictReport;
+RestrictReport run_restrict(const RestrictOptions& opt);
 CommandResult cmd_restrict(const RestrictOptions& opt);
 CommandResult cmd_release(const TargetSpec& target);
 CommandResult cmd_status(const TargetSpec& target);

@@ -1,6 +1,9 @@
 #include "nsegress/report.hpp"
 
 #include "nsegress/foreign.hpp"
+#include "nsegress/names.hpp"
+#include "nsegress/restrict_report.hpp"
+#include "nsegress/routeset.hpp"
 
 #include <cctype>
 
@@ -304,6 +307,134 @@ std::string render_human(const json& doc) {
         }
     }
     return out;
+}
+
+// ----- restrict's document, from its report ----------------------------------------------------
+
+json target_json(const TargetInfo& t) {
+    return json{{"label", t.label},
+                {"pid", t.pid ? json(*t.pid) : json(nullptr)},
+                {"path", t.path ? json(*t.path) : json(nullptr)},
+                {"container", t.container ? json(*t.container) : json(nullptr)},
+                {"netns_inode", t.netns_inode}};
+}
+
+json allow_json(const AllowList& a) {
+    json j;
+    for (Family f : {Family::v4, Family::v6}) {
+        json list = json::array();
+        for (const auto& r : a.ranges(f)) list.push_back(r.str());
+        j[f == Family::v4 ? "ipv4" : "ipv6"] = list;
+    }
+    return j;
+}
+
+// The policy's entries in the grammar, and the per-family view of its CIDR-only part.
+json allow_json(const Policy& p) {
+    json j = allow_json(p.all());
+    json list = json::array();
+    for (const auto& e : p.entries()) list.push_back(e);
+    j["entries"] = list;
+    return j;
+}
+
+json probe_json(const ProbeResult& r) {
+    return json{{"target", r.target.str()},
+                {"family", r.target.family == Family::v4 ? "ipv4" : "ipv6"},
+                {"expect", expect_name(r.expect)},
+                {"outcome", outcome_name(r.outcome)},
+                {"ok", r.ok()},
+                {"rtt_ms", r.rtt_ms ? json(*r.rtt_ms) : json(nullptr)},
+                {"sent", r.sent},
+                {"received", r.received},
+                {"detail", r.detail}};
+}
+
+namespace {
+
+json addresses_json(const std::vector<IpAddr>& v) {
+    json out = json::array();
+    for (const auto& a : v) out.push_back(a.str());
+    return out;
+}
+
+json netdev_json(const nft::NetdevPlan& p) {
+    json devs = json::array();
+    for (const auto& d : p.devices) devs.push_back(d.name);
+    return json{{"enabled", p.install}, {"table", "netdev nsegress"}, {"devices", devs}};
+}
+
+json names_json(const RestrictReport::Names& n) {
+    json j{{"enabled", n.enabled}};
+    if (!n.resolvers_from.empty()) {
+        j["resolvers"] = addresses_json(n.resolvers);
+        j["resolvers_from"] = n.resolvers_from;
+        if (!n.resolvers_not_trusted.empty()) j["resolvers_not_trusted"] = addresses_json(n.resolvers_not_trusted);
+        if (!n.resolv_conf.empty()) j["resolv_conf"] = n.resolv_conf;
+        if (!n.warning.empty()) j["warning"] = n.warning;
+    }
+    if (n.proxy_pid) {
+        j["proxy_pid"] = *n.proxy_pid;
+        j["port"] = n.port;
+        j["state"] = n.state;
+        j["log"] = n.log;
+    }
+    if (n.stopped_proxy) j["stopped_proxy"] = true;
+    return j;
+}
+
+json route_layer_json(const RestrictReport::RouteLayer& rs) {
+    json j{{"enabled", rs.enabled}, {"installed", rs.installed}, {"table", kRouteTable}};
+    if (rs.disabled_by) j["disabled_by"] = *rs.disabled_by;
+    if (rs.routes) {
+        j["routes"] = *rs.routes;
+        j["rule_count"] = rs.rule_count;
+    }
+    if (rs.added) j["routes_added"] = *rs.added;
+    if (rs.deleted) j["routes_deleted"] = *rs.deleted;
+    if (rs.installed) {
+        j["route_count"] = rs.route_count;
+        j["routes_truncated"] = rs.truncated;
+    }
+    if (rs.removed_rules) j["removed_rules"] = *rs.removed_rules;
+    if (rs.removed_routes) j["removed_routes"] = *rs.removed_routes;
+    return j;
+}
+
+}  // namespace
+
+json restrict_json(const RestrictReport& r) {
+    json doc{{"command", "restrict"},
+             {"ok", r.exit == Exit::ok},
+             {"exit_code", static_cast<int>(r.exit)},
+             {"error", r.error ? json(*r.error) : json(nullptr)}};
+    doc["target"] = target_json(r.target);
+    doc["dry_run"] = r.dry_run;
+    doc["mode"] = nft::mode_name(r.mode);
+    if (r.dry) {
+        doc["nft"] = r.dry->nft;
+        doc["route_set"] = json{{"enabled", r.dry->route_set}, {"commands", r.dry->route_commands}};
+    }
+    if (r.policy)
+        doc["policy"] = json{{"table", "inet nsegress"},
+                             {"committed", true},
+                             {"commit_attempts", r.policy->attempts},
+                             {"mode", nft::mode_name(r.mode)},
+                             {"log_group", nft::kNflogGroup},
+                             {"update", r.policy->update},
+                             {"set_element_messages", r.policy->set_element_messages}};
+    if (r.netdev) doc["netdev_egress"] = netdev_json(*r.netdev);
+    if (r.conntrack_dropped) doc["conntrack_dropped"] = *r.conntrack_dropped;
+    if (r.names) doc["names"] = names_json(*r.names);
+    if (r.route_set) doc["route_set"] = route_layer_json(*r.route_set);
+    if (r.probes) {
+        json probes = json::array();
+        for (const auto& p : *r.probes) probes.push_back(probe_json(p));
+        doc["probes"] = probes;
+    }
+    if (!r.probes_none.empty()) doc["probes_none"] = r.probes_none;
+    if (r.allow) doc["allow"] = allow_json(*r.allow);
+    return doc;
 }
 
 }  // namespace nsegress

@@ -27,6 +27,7 @@
 #include "nsegress/nft.hpp"
 #include "nsegress/procfs.hpp"
 #include "nsegress/restrict_plan.hpp"
+#include "nsegress/restrict_report.hpp"
 #include "nsegress/routeset.hpp"
 #include "nsegress/names.hpp"
 #include "nsegress/names_proxy.hpp"
@@ -74,41 +75,6 @@ void close_nfnl_in_background(Handles& h) {
 std::uint32_t batch_seq() {
     // Distinct from any earlier run's sequence numbers, so stray answers cannot be mistaken.
     return static_cast<std::uint32_t>(::time(nullptr)) ^ (static_cast<std::uint32_t>(::getpid()) << 16);
-}
-
-json allow_json(const AllowList& a) {
-    json j;
-    for (Family f : {Family::v4, Family::v6}) {
-        json list = json::array();
-        for (const auto& r : a.ranges(f)) list.push_back(r.str());
-        j[f == Family::v4 ? "ipv4" : "ipv6"] = list;
-    }
-    return j;
-}
-
-// The policy's entries in the grammar, and the per-family view of its CIDR-only part.
-json entries_json(const Policy& p) {
-    json list = json::array();
-    for (const auto& e : p.entries()) list.push_back(e);
-    return list;
-}
-
-json allow_json(const Policy& p) {
-    json j = allow_json(p.all());
-    j["entries"] = entries_json(p);
-    return j;
-}
-
-json probe_json(const ProbeResult& r) {
-    return json{{"target", r.target.str()},
-                {"family", r.target.family == Family::v4 ? "ipv4" : "ipv6"},
-                {"expect", expect_name(r.expect)},
-                {"outcome", outcome_name(r.outcome)},
-                {"ok", r.ok()},
-                {"rtt_ms", r.rtt_ms ? json(*r.rtt_ms) : json(nullptr)},
-                {"sent", r.sent},
-                {"received", r.received},
-                {"detail", r.detail}};
 }
 
 json snapshot_json(const Snapshot& s) {
@@ -168,12 +134,6 @@ std::vector<std::string> uncovered_interfaces(const Snapshot& snap, const nft::N
             out.push_back(l.name);
     }
     return out;
-}
-
-json netdev_json(const nft::NetdevPlan& p) {
-    json devs = json::array();
-    for (const auto& d : p.devices) devs.push_back(d.name);
-    return json{{"enabled", p.install}, {"table", "netdev nsegress"}, {"devices", devs}};
 }
 
 json procs_json(const std::vector<BypassRisks::Proc>& ps) {
@@ -307,15 +267,12 @@ void prune_states(const std::string& keep) {
 
 }  // namespace
 
-json target_json(const Netns& ns, const TargetSpec& spec) {
-    json t;
-    t["label"] = ns.label();
-    t["pid"] = spec.pid ? json(*spec.pid) : json(nullptr);
-    t["path"] = spec.netns_path ? json(*spec.netns_path) : json(nullptr);
-    t["container"] = spec.container ? json(*spec.container) : json(nullptr);
-    t["netns_inode"] = static_cast<std::uint64_t>(ns.id().ino);
-    return t;
+TargetInfo target_info(const Netns& ns, const TargetSpec& spec) {
+    return TargetInfo{ns.label(), spec.pid, spec.netns_path, spec.container,
+                      static_cast<std::uint64_t>(ns.id().ino)};
 }
+
+json target_json(const Netns& ns, const TargetSpec& spec) { return target_json(target_info(ns, spec)); }
 
 nlohmann::json error_document(const std::string& command, const Error& e) {
     CommandResult res{base_doc(command.c_str())};
@@ -324,17 +281,17 @@ nlohmann::json error_document(const std::string& command, const Error& e) {
     return res.doc;
 }
 
-CommandResult cmd_restrict(const RestrictOptions& opt) {
-    CommandResult res{base_doc("restrict")};
-    json& doc = res.doc;
+RestrictReport run_restrict(const RestrictOptions& opt) {
+    RestrictReport rep;
     require_privileges(priv_enter | (opt.dry_run ? 0u : unsigned{priv_net_admin}) |
                        (opt.probe && !opt.dry_run ? unsigned{priv_net_raw} : 0u));
     check_plannable(opt);  // a usage error needs no target
-    Netns ns = open_target(opt.target);
-    doc["target"] = target_json(ns, opt.target);
-    doc["dry_run"] = opt.dry_run;
-    doc["mode"] = nft::mode_name(opt.audit ? nft::Mode::audit : nft::Mode::enforce);
 
+    // 1. The target.
+    Netns ns = open_target(opt.target);
+    rep.target = target_info(ns, opt.target);
+    rep.dry_run = opt.dry_run;
+    rep.mode = opt.audit ? nft::Mode::audit : nft::Mode::enforce;
     // One writer per namespace at a time: everything that writes (restrict, release, the OCI
     // hook and CNI ADD/DEL, which call these two) takes this lock first.
     std::optional<NetnsLock> lock;
@@ -344,35 +301,31 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     Handles h = open_handles(ns, need);
     testing::test_point("entered");
     if (!opt.dry_run) close_nfnl_in_background(h);
-    // With a route set to install, our table's routes are read compactly (a re-run over 10^5).
+
+    // 2. Inspect. With a route set to install, our table's routes are read compactly (a
+    //    re-run over 10^5).
     const bool compact_routes = opt.route_set && !opt.audit && !opt.dry_run;
     Snapshot before = inspect(h.rtnl.get(), inspect_all, compact_routes ? kRouteTable : 0);
-    // Everything restrict decides, from the policy and the snapshot alone (restrict_plan.hpp).
-    const RestrictPlan plan = plan_restrict(opt, before, opt.probe, opt.default_probes);
-    const Policy& policy = plan.policy;
-    const nft::Mode mode = plan.mode;
-    const bool names = plan.names;
-    const bool route_set = plan.route_set;
-    const AllowList& destinations = plan.destinations;
-    const nft::NetdevPlan& netdev = plan.netdev;
-    // The normalized lists go into the report last (before each return): for 10^5 entries they
-    // are ~14 MiB of JSON, which need not be held while the batch is built and committed.
-    auto add_allow = [&] { doc["allow"] = allow_json(policy); };
+
+    // 3. Plan: everything restrict decides, from the policy and the snapshot alone.
+    const auto plan = std::make_shared<const RestrictPlan>(plan_restrict(opt, before, opt.probe, opt.default_probes));
+    // The normalized policy goes into the report; its JSON (~14 MiB for 10^5 entries) is made
+    // at the edge, after the batch is built and committed.
+    const std::shared_ptr<const Policy> policy(plan, &plan->policy);
     // A namespace without routes in our table (the container start path) gets its route set
     // streamed to the kernel as it is planned; otherwise the plan is streamed and merged against
     // what is there, and only the difference is sent.
-    const bool fresh_route_set = route_set && !opt.dry_run && before.table_routes.empty();
+    const bool fresh_route_set = plan->route_set && !opt.dry_run && before.table_routes.empty();
+    rep.netdev = plan->netdev;
     testing::test_point("inspected");
 
     if (opt.dry_run) {
-        doc["nft"] = nft::render_policy(policy, mode, netdev) + nft::render_netdev(policy, netdev);
-        const RoutePlan routes = route_set ? plan_route_set(destinations) : RoutePlan{};
-        doc["route_set"] = json{{"enabled", route_set},
-                                {"commands", render_route_set(routes, before)}};
-        doc["netdev_egress"] = netdev_json(netdev);
-        add_allow();
-        finish(res, Exit::ok);
-        return res;
+        const RoutePlan routes = plan->route_set ? plan_route_set(plan->destinations) : RoutePlan{};
+        rep.dry = RestrictReport::DryRun{
+            nft::render_policy(*policy, plan->mode, plan->netdev) + nft::render_netdev(*policy, plan->netdev),
+            plan->route_set, render_route_set(routes, before)};
+        rep.allow = policy;
+        return rep;
     }
 
     // The point of no return. Our fd keeps the namespace alive even if its container died
@@ -380,23 +333,21 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     if (auto why = ns.vanished(); !why.empty())
         throw_failed(fmt::format("{} while nsegress was working on {}; nothing was changed", why, ns.describe()));
 
-    // 1. The policy: one atomic batch (inet table, and the netdev table when asked for or when
-    //    one must go). Nothing after this can leave the namespace less restricted than it.
-    int attempts = 0;
+    // 4. Commit the policy: one atomic batch (inet table, and the netdev table when asked for or
+    //    when one must go). Nothing after this can leave the namespace less restricted than it.
+    RestrictReport::Commit commit{0, "new", 0};
     const std::string state = state_path(ns);
-    const char* update = "new";
-    std::size_t element_messages = 0;
     std::optional<nft::Digest> proven;  // what the state file holds, when the stamp proved it
     {   // The batch is as large as the allow-list: gone before the route set is built.
         std::optional<nft::Batch> batch;
-        attempts = nft::commit(h.nfnl.get(), [&](std::uint32_t genid) -> const nft::Batch& {
+        commit.attempts = nft::commit(h.nfnl.get(), [&](std::uint32_t genid) -> const nft::Batch& {
             // What an earlier run left decides how the batch replaces it (in place when it
             // can); read after the generation, so the kernel vouches that it still holds.
             nft::Installed installed = nft::probe_installed(h.nfnl.get());
             installed.genid = genid;
-            update = installed.inet == nft::Found::reusable ? "full"
-                     : installed.inet == nft::Found::absent ? "new"
-                                                            : "replace";
+            commit.update = installed.inet == nft::Found::reusable ? "full"
+                            : installed.inet == nft::Found::absent ? "new"
+                                                                   : "replace";
             // The sets' contents are known without a dump only when no commit came after the
             // one that stamped them: then the state file it left must carry the same digest.
             if (installed.inet == nft::Found::reusable && installed.stamp &&
@@ -404,14 +355,14 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
                 auto saved = load_state(state);
                 if (saved && nft::digest_of(*saved) == installed.stamp->digest) {
                     installed.sets = std::move(saved);
-                    update = "incremental";
+                    commit.update = "incremental";
                     proven = installed.stamp->digest;
                 }
             }
             batch.reset();
-            batch = plan.batch(installed, batch_seq());
+            batch = plan->batch(installed, batch_seq());
             if (testing::g_hooks.mutate_batch) testing::g_hooks.mutate_batch(*batch);
-            element_messages = static_cast<std::size_t>(std::count_if(
+            commit.set_element_messages = static_cast<std::size_t>(std::count_if(
                 batch->messages.begin(), batch->messages.end(), [](const nft::BatchMessage& m) {
                     return m.type == NFT_MSG_NEWSETELEM || m.type == NFT_MSG_DELSETELEM;
                 }));
@@ -420,125 +371,106 @@ CommandResult cmd_restrict(const RestrictOptions& opt) {
     }
     {  // What the sets hold now, for the next re-restrict (the stamp in the batch carries its
         // digest); the file is left as it is when it holds exactly that already.
-        const AllowList nd6 = nft::neighbour_destinations(netdev);
-        if (range_count(policy, nd6) < kStateMinRanges) {
+        const AllowList nd6 = nft::neighbour_destinations(plan->netdev);
+        if (range_count(*policy, nd6) < kStateMinRanges) {
             ::unlink(state.c_str());  // an earlier, larger policy's, if any
-        } else if (!proven || !(*proven == nft::digest_of(policy, nd6))) {
-            save_state(state, nft::serialize_contents(policy, nd6));
+        } else if (!proven || !(*proven == nft::digest_of(*policy, nd6))) {
+            save_state(state, nft::serialize_contents(*policy, nd6));
             prune_states(state);
         }
     }
-    doc["policy"] = json{{"table", "inet nsegress"},
-                         {"committed", true},
-                         {"commit_attempts", attempts},
-                         {"mode", nft::mode_name(mode)},
-                         {"log_group", nft::kNflogGroup},
-                         {"update", update},
-                         {"set_element_messages", element_messages}};
-    doc["netdev_egress"] = netdev_json(netdev);
+    rep.policy = commit;
     testing::test_point("committed");
-    doc["conntrack_dropped"] =
-        plan.drop_forbidden_flows ? drop_forbidden_flows(h.ctnl.get(), destinations, local_addresses(before)) : 0;
+    rep.conntrack_dropped = plan->drop_forbidden_flows
+                                ? drop_forbidden_flows(h.ctnl.get(), plan->destinations, local_addresses(before))
+                                : 0;
     testing::test_point("conntrack");
-    // The names proxy: started after the policy (its redirect is in place, so until the proxy
-    // listens no name resolves: fail closed), stopped when the new policy has none.
-    json names_doc{{"enabled", names}};
+
+    // 5. The names proxy: started after the policy (its redirect is in place, so until the
+    //    proxy listens no name resolves: fail closed), stopped when the new policy has none.
+    auto& names = rep.names.emplace();
+    names.enabled = plan->names;
     try {
-        if (names) {
+        if (plan->names) {
             const ProxyResolvers resolvers = choose_proxy_resolvers(ns, opt.resolvers, opt.before_workload);
-            json trusted = json::array(), left_out = json::array();
-            for (const auto& a : resolvers.trusted) trusted.push_back(a.str());
-            for (const auto& a : resolvers.untrusted) left_out.push_back(a.str());
-            names_doc["resolvers"] = trusted;
-            names_doc["resolvers_from"] = resolvers.source;
-            if (!resolvers.untrusted.empty()) names_doc["resolvers_not_trusted"] = left_out;
-            if (!resolvers.resolv_conf.empty()) names_doc["resolv_conf"] = resolvers.resolv_conf;
+            names.resolvers = resolvers.trusted;
+            names.resolvers_from = resolvers.source;
+            names.resolvers_not_trusted = resolvers.untrusted;
+            names.resolv_conf = resolvers.resolv_conf;
             if (resolvers.trusted.empty())
-                names_doc["warning"] =
+                names.warning =
                     "no trusted resolver (give --resolver IP, CNI \"resolvers\", or restrict by --pid with a "
                     "nameserver in the container's resolv.conf): every name gets SERVFAIL";
-            names_doc["proxy_pid"] = start_names_proxy(ns, opt.target, policy.names(), opt.audit, resolvers);
-            names_doc["port"] = kNamesProxyPort;
-            names_doc["state"] = names_state_path(ns.id());
-            names_doc["log"] = names_log_path(ns.id());
+            names.proxy_pid = start_names_proxy(ns, opt.target, policy->names(), opt.audit, resolvers);
+            names.port = kNamesProxyPort;
+            names.state = names_state_path(ns.id());
+            names.log = names_log_path(ns.id());
         } else if (stop_names_proxy(ns.id())) {
-            names_doc["stopped_proxy"] = true;
+            names.stopped_proxy = true;
         }
     } catch (const Error& e) {
-        doc["names"] = names_doc;
-        doc["error"] = std::string(e.what()) + "; the nftables policy is installed and stays (fail closed: no name resolves)";
-        finish(res, Exit::failed);
-        return res;
+        rep.error = std::string(e.what()) + "; the nftables policy is installed and stays (fail closed: no name resolves)";
+        rep.exit = Exit::failed;
+        return rep;
     }
-    doc["names"] = names_doc;
 
-    // 2. The route set, second layer. Failure: exit 2, policy stays (fail closed).
-    json rs{{"enabled", route_set}, {"installed", false}, {"table", kRouteTable}};
-    if (plan.route_set_disabled_by) rs["disabled_by"] = *plan.route_set_disabled_by;
+    // 6. The route layer. Failure: exit 2, the policy stays (fail closed).
+    auto& rs = rep.route_set.emplace();
+    rs.enabled = plan->route_set;
+    rs.disabled_by = plan->route_set_disabled_by;
     try {
-        if (route_set) {
+        if (plan->route_set) {
             // The report names at most kReportedRoutes routes: with a long allow-list the route
             // set is as long, and formatting 10^5 lines nobody reads would cost the container
             // start path tens of MiB and milliseconds (status lists them all).
-            std::size_t routes = 0;
+            RoutePlan head;  // the routes the report names
+            head.rules = route_set_rules();
+            auto name_route = [&](const Route& r) {
+                if (head.routes.size() < kReportedRoutes) head.routes.push_back(r);
+            };
             if (fresh_route_set) {
-                RoutePlan head;  // the routes the report names
-                head.rules = route_set_rules();
-                routes = apply_fresh_route_set(h.rtnl.get(), before, destinations, [&](const Route& r) {
-                    if (head.routes.size() < kReportedRoutes) head.routes.push_back(r);
-                });
-                rs["routes"] = route_set_lines(head, before);
-                rs["rule_count"] = head.rules.size();
+                rs.route_count = apply_fresh_route_set(h.rtnl.get(), before, plan->destinations, name_route);
             } else {
-                RoutePlan head;
-                head.rules = route_set_rules();
-                auto changes =
-                    apply_route_set_diff(h.rtnl.get(), before, std::move(before.table_routes),
-                                         destinations, [&](const Route& r) {
-                                             if (head.routes.size() < kReportedRoutes)
-                                                 head.routes.push_back(r);
-                                         });
-                routes = changes.routes;
-                rs["routes"] = route_set_lines(head, before);
-                rs["rule_count"] = head.rules.size();
-                rs["routes_added"] = changes.added;
-                rs["routes_deleted"] = changes.deleted;
+                auto changes = apply_route_set_diff(h.rtnl.get(), before, std::move(before.table_routes),
+                                                    plan->destinations, name_route);
+                rs.route_count = changes.routes;
+                rs.added = changes.added;
+                rs.deleted = changes.deleted;
             }
-            rs["installed"] = true;
-            rs["route_count"] = routes;
-            rs["routes_truncated"] = routes > kReportedRoutes;
+            rs.routes = route_set_lines(head, before);
+            rs.rule_count = head.rules.size();
+            rs.installed = true;
+            rs.truncated = rs.route_count > kReportedRoutes;
         } else {
             auto removed = remove_route_set(h.rtnl.get(), before);  // a previous run's, if any
-            rs["removed_rules"] = removed.rules;
-            rs["removed_routes"] = removed.routes;
+            rs.removed_rules = removed.rules;
+            rs.removed_routes = removed.routes;
         }
     } catch (const Error& e) {
-        doc["route_set"] = rs;
-        doc["error"] = std::string(e.what()) +
-                       "; the nftables policy is installed and stays (fail closed)";
-        add_allow();
-        finish(res, Exit::failed);
-        return res;
+        rep.error = std::string(e.what()) + "; the nftables policy is installed and stays (fail closed)";
+        rep.exit = Exit::failed;
+        rep.allow = policy;
+        return rep;
     }
-    doc["route_set"] = rs;
 
-    // 3. Proof.
+    // 7. Proof.
     testing::test_point("probe");
-    json probes = json::array();
-    Exit exit = Exit::ok;
-    if (!plan.probes_none.empty()) doc["probes_none"] = plan.probes_none;
-    if (!plan.probes.empty()) {
-        for (const auto& r : run_probes(h.probe, plan.probes, opt.probe_options)) {
-            probes.push_back(probe_json(r));
-            if (!r.ok()) exit = Exit::verify;
+    rep.probes_none = plan->probes_none;
+    auto& probes = rep.probes.emplace();
+    if (!plan->probes.empty()) {
+        probes = run_probes(h.probe, plan->probes, opt.probe_options);
+        if (std::any_of(probes.begin(), probes.end(), [](const ProbeResult& r) { return !r.ok(); })) {
+            rep.exit = Exit::verify;
+            rep.error = "a probe did not hold; the policy stays installed (fail closed)";
         }
-        if (exit == Exit::verify)
-            doc["error"] = "a probe did not hold; the policy stays installed (fail closed)";
     }
-    doc["probes"] = probes;
-    add_allow();
-    finish(res, exit);
-    return res;
+    rep.allow = policy;
+    return rep;
+}
+
+CommandResult cmd_restrict(const RestrictOptions& opt) {
+    RestrictReport r = run_restrict(opt);
+    return CommandResult{restrict_json(r), r.exit};
 }
 
 // Other people's egress policies in the namespace (foreign.hpp), as the "foreign" object.
@@ -641,8 +573,8 @@ std::vector<std::string> policy_drift(const RestrictOptions& want) {
                                     audit ? "audit" : "enforce"));
     const Policy have = installed_policy(st, ns.id());
     if (st.present && !(have == policy))
-        drift.push_back(fmt::format("allow-list is {} but {} was asked for", entries_json(have).dump(),
-                                    entries_json(policy).dump()));
+        drift.push_back(fmt::format("allow-list is {} but {} was asked for", allow_json(have)["entries"].dump(),
+                                    allow_json(policy)["entries"].dump()));
     if (policy.has_names() && !names_proxy_pid(ns.id()))
         drift.push_back("the names proxy is not running (no name resolves)");
     RoutePlan installed = installed_route_set(snap);

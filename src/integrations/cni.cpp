@@ -8,6 +8,7 @@
 
 #include "nsegress/commands.hpp"
 #include "nsegress/error.hpp"
+#include "nsegress/restrict_report.hpp"
 #include "nsegress/untrusted.hpp"
 
 namespace nsegress {
@@ -153,18 +154,19 @@ CniOutcome run_cni(const std::map<std::string, std::string>& env, std::string_vi
         want.default_probes = false;
 
         if (command == "ADD") {
-            CommandResult r;
+            RestrictReport r;
             try {
-                r = cmd_restrict(want);
+                r = run_restrict(want);
             } catch (const Error& e) {
                 fail(cni_restrict_failed, "restricting the pod's network namespace failed", e.what());
             }
-            if (r.exit == Exit::verify)
-                fail(cni_probe_failed, "a probe did not hold (the policy stays installed)",
-                     dump_json(r.doc["probes"]));
+            if (r.exit == Exit::verify) {
+                json probes = json::array();
+                for (const auto& p : r.probes.value_or(std::vector<ProbeResult>{})) probes.push_back(probe_json(p));
+                fail(cni_probe_failed, "a probe did not hold (the policy stays installed)", dump_json(probes));
+            }
             if (r.exit != Exit::ok)
-                fail(cni_restrict_failed, "restricting the pod's network namespace failed",
-                     r.doc["error"].is_string() ? r.doc["error"].get<std::string>() : "");
+                fail(cni_restrict_failed, "restricting the pod's network namespace failed", r.error.value_or(""));
             json result = *nc.prev_result;
             result["cniVersion"] = nc.cni_version;
             return {0, dump_json(result) + "\n"};
