@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <memory>
 #include <new>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -77,5 +78,19 @@ std::vector<std::uint8_t> slot_key(const IpAddr& a, std::uint8_t proto, std::uin
 bool needs_nd(const Policy& p);
 // The netdev chain of a device: kNetdevChainPrefix + its name.
 std::string netdev_chain_name(const NetdevDevice& d);
+
+// ---- Parsers of what the kernel sends (defined in nft_parse.cpp) ------------------------------
+
+// The comment a rule carries in its userdata; "" if none.
+std::string rule_comment(const nftnl_rule* rule);
+// The re-restrict stamp in a rule's userdata (a record of type kStampUdataType), if any.
+std::optional<Stamp> rule_stamp(const nftnl_rule* rule);
+// The rule's counter expression (zero when it has none).
+Counter rule_counter(nftnl_rule* rule);
+// The name-set elements of one GETSETELEM reply (dump or single), appended to `out`: MNL_CB_OK,
+// or MNL_CB_ERROR when libnftnl cannot parse the message.
+int parse_name_elements(const nlmsghdr* m, Family f, std::vector<NameElementState>& out);
+// The devices a netdev base chain is bound to.
+std::vector<std::string> chain_devices(const nftnl_chain* chain);
 
 }  // namespace nsegress::nft::detail
