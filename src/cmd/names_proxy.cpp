@@ -316,6 +316,18 @@ std::vector<std::uint8_t> ask_resolver(const IpAddr& server, bool tcp,
     return out;
 }
 
+// The proxy's nfnetlink socket: every wait for the kernel is bounded, so that an answer that
+// never comes (a lost reply, an ACK dropped on a full buffer) cannot wedge every query behind
+// nft_mu; the request fails instead, the answer is not relayed (fail closed), the socket is
+// opened afresh for the next one.
+nft::MnlSocket open_proxy_nfnl() {
+    nft::MnlSocket s = nft::open_nfnl_socket();
+    const timeval limit{5, 0};
+    if (::setsockopt(mnl_socket_get_fd(s.get()), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit) != 0)
+        throw_errno("set the receive timeout of the nfnetlink socket", errno);
+    return s;
+}
+
 // Makes sure the name sets hold the addresses, for what the name's entries allow, at least as
 // long as the answer may be cached, before it is relayed. What the kernel already holds long
 // enough (one GETSETELEM each, no commit) is left alone; the rest is refreshed in one commit
@@ -329,7 +341,7 @@ bool allow_addresses(Proxy& p, const DnsQuestion& q, const std::vector<AnswerAdd
     if (slots.empty() || addrs.empty()) return true;
     std::lock_guard lock(p.nft_mu);
     try {
-        if (!p.nfnl) p.nfnl = nft::open_nfnl_socket();
+        if (!p.nfnl) p.nfnl = open_proxy_nfnl();
         std::vector<nft::NameElement> els;
         for (const auto& a : addrs)
             for (const auto& s : slots) {
@@ -811,7 +823,7 @@ int run_names_proxy(const std::string& state_path, int ready_fd) {
         udp6.reset();
         tcp6.reset();
     }
-    p.nfnl = nft::open_nfnl_socket();
+    p.nfnl = open_proxy_nfnl();
     ::signal(SIGPIPE, SIG_IGN);
     // SIGTERM/SIGINT: a deliberate stop (release, lab teardown, systemd): leave no state behind.
     // No SA_RESTART, so that poll() returns at once.
@@ -846,7 +858,7 @@ int run_names_proxy(const std::string& state_path, int ready_fd) {
             if (why.empty()) {
                 try {
                     std::lock_guard lock(p.nft_mu);
-                    if (!p.nfnl) p.nfnl = nft::open_nfnl_socket();
+                    if (!p.nfnl) p.nfnl = open_proxy_nfnl();
                     if (!nft::probe_installed(p.nfnl.get()).names)
                         why = "the policy has no names any more";
                 } catch (const std::exception& e) {

@@ -787,10 +787,9 @@ std::vector<GradeResult> run_grade_probes(const Netns& ns, std::optional<pid_t> 
     for (auto& g : res) {
         const GradeProbe& p = g.probe;
         if (g.detail.empty()) g.detail = fmt::format("no answer within {} ms", opt.timeout_ms);
-        int proto = p.proto == Proto::icmp
-                        ? (p.addr.family == Family::v4 ? IPPROTO_ICMP : IPPROTO_ICMPV6)
-                    : p.proto == Proto::tcp ? IPPROTO_TCP
-                                            : IPPROTO_UDP;
+        int proto = IPPROTO_UDP;
+        if (p.proto == Proto::icmp) proto = p.addr.family == Family::v4 ? int{IPPROTO_ICMP} : int{IPPROTO_ICMPV6};
+        else if (p.proto == Proto::tcp) proto = IPPROTO_TCP;
         std::optional<std::uint16_t> port;
         if (p.proto != Proto::icmp) port = p.port;
         int ifindex = 0;
@@ -1003,7 +1002,7 @@ std::vector<ForgeAttempt> try_forged_replies(const Netns& ns, std::optional<pid_
         Fd& forger = cs.fds[3 * k];
         Fd& b = cs.fds[3 * k + 1];
         Fd& raw = cs.fds[3 * k + 2];
-        Sent s{k, random_port(), 0};
+        Sent s{k, random_port(), 0, false, {}};
         auto fail = [&](std::string why) {
             s.detail = std::move(why);
             sent.push_back(s);
