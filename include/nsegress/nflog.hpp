@@ -122,7 +122,6 @@ public:
 
 private:
     nft::MnlSocket sock_;
-    std::uint32_t seq_ = 0;
     std::vector<std::vector<std::uint8_t>> pending_;  // packets that arrived before the bind ACK
 };
 

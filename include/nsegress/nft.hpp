@@ -131,6 +131,7 @@
 
 #include "nsegress/cidr.hpp"
 #include "nsegress/names.hpp"
+#include "nsegress/nfnl.hpp"
 #include "nsegress/policy.hpp"
 
 struct mnl_socket;
@@ -368,12 +369,11 @@ std::string render_netdev(const AllowList& allow, const NetdevPlan& netdev);
 std::string render_policy(const Policy& policy, Mode mode = Mode::enforce, const NetdevPlan& netdev = {});
 std::string render_policy(const AllowList& allow, Mode mode = Mode::enforce, const NetdevPlan& netdev = {});
 
-struct MnlSocketDeleter {
-    void operator()(mnl_socket* s) const;
-};
-using MnlSocket = std::unique_ptr<mnl_socket, MnlSocketDeleter>;
+// The nfnetlink socket (nfnl.hpp).
+using MnlSocket = nfnl::Socket;
 
-// NETLINK_NETFILTER, close-on-exec, bound, extended ACKs on. Call inside the target netns.
+// nfnl::open(): NETLINK_NETFILTER, close-on-exec, bound, extended ACKs on. Call inside the
+// target netns.
 MnlSocket open_nfnl_socket();
 
 // Sends the batch in one sendmsg and checks one ACK per acked message. Any error throws

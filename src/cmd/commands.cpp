@@ -24,6 +24,7 @@
 #include "nsegress/fd.hpp"
 #include "nsegress/foreign.hpp"
 #include "nsegress/inspect.hpp"
+#include "nsegress/nfnl.hpp"
 #include "nsegress/nft.hpp"
 #include "nsegress/procfs.hpp"
 #include "nsegress/restrict_plan.hpp"
@@ -72,10 +73,9 @@ void close_nfnl_in_background(Handles& h) {
                               h.ctnl ? mnl_socket_get_fd(h.ctnl.get()) : -1});
 }
 
-std::uint32_t batch_seq() {
-    // Distinct from any earlier run's sequence numbers, so stray answers cannot be mistaken.
-    return static_cast<std::uint32_t>(::time(nullptr)) ^ (static_cast<std::uint32_t>(::getpid()) << 16);
-}
+// The first sequence number of a policy batch, from the process's one source (nfnl.hpp); a batch
+// of 10^5 ranges is a few hundred messages.
+std::uint32_t batch_seq() { return nfnl::next_seq(1u << 20); }
 
 json snapshot_json(const Snapshot& s) {
     json links = json::array(), addrs = json::array(), routes = json::array(), rules = json::array();

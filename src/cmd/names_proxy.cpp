@@ -36,6 +36,7 @@
 #include "nsegress/conntrack.hpp"
 #include "nsegress/error.hpp"
 #include "nsegress/names.hpp"
+#include "nsegress/nfnl.hpp"
 #include "nsegress/nft.hpp"
 
 namespace nsegress {
@@ -80,7 +81,6 @@ struct Proxy {
 
     std::mutex nft_mu;  // one commit at a time on the shared socket
     nft::MnlSocket nfnl;
-    std::uint32_t seq = 0x40000000;
 
     std::mutex log_mu;
     std::atomic<int> inflight{0};
@@ -137,6 +137,17 @@ void log_line(Proxy& p, const json& j) {
     (void)!::write(fd.get(), text.data(), text.size());
 }
 
+// Sequence numbers reserved for one refresh batch (three messages per 256 elements and family).
+constexpr std::uint32_t kRefreshSeqs = 1u << 12;
+
+// A conntrack socket for one request of one query's thread; its wait for the kernel is bounded.
+nfnl::Socket conntrack_socket() {
+    nfnl::Socket s = nfnl::open();
+    const timeval limit{2, 0};
+    ::setsockopt(mnl_socket_get_fd(s.get()), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    return s;
+}
+
 // The original destination of a redirected UDP query: conntrack's entry whose reply tuple is
 // (proxy address, proxy port) -> (client address, client port).
 std::optional<IpAddr> udp_original_destination(const sockaddr_storage& client, Family f) {
@@ -144,7 +155,6 @@ std::optional<IpAddr> udp_original_destination(const sockaddr_storage& client, F
     nlmsghdr* nlh = mnl_nlmsg_put_header(buf.data());
     nlh->nlmsg_type = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
     nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-    nlh->nlmsg_seq = 1;
     auto* nfg = static_cast<nfgenmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(nfgenmsg)));
     nfg->nfgen_family = f == Family::v4 ? AF_INET : AF_INET6;
     nfg->version = NFNETLINK_V0;
@@ -171,21 +181,16 @@ std::optional<IpAddr> udp_original_destination(const sockaddr_storage& client, F
     mnl_attr_nest_end(nlh, proto);
     mnl_attr_nest_end(nlh, tuple);
 
-    std::unique_ptr<mnl_socket, int (*)(mnl_socket*)> sock(
-        mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC), mnl_socket_close);
-    if (!sock || mnl_socket_bind(sock.get(), 0, MNL_SOCKET_AUTOPID) < 0) return std::nullopt;
-    if (mnl_socket_sendto(sock.get(), nlh, nlh->nlmsg_len) < 0) return std::nullopt;
     std::optional<IpAddr> out;
-    for (int i = 0; i < 4; ++i) {
-        const ssize_t got = mnl_socket_recvfrom(sock.get(), buf.data(), buf.size());
-        if (got <= 0) break;
-        int n = static_cast<int>(got);
-        for (auto* m = reinterpret_cast<nlmsghdr*>(buf.data()); mnl_nlmsg_ok(m, n);
-             m = mnl_nlmsg_next(m, &n)) {
-            if (m->nlmsg_type == NLMSG_ERROR) return out;
+    try {
+        auto sock = conntrack_socket();
+        nfnl::request(sock.get(), nlh, [&](const nlmsghdr* m) {
             if ((m->nlmsg_type & 0xff) == IPCTNL_MSG_CT_NEW)
                 if (auto t = parse_conntrack_message(m)) out = t->dst;
-        }
+            return MNL_CB_OK;
+        });
+    } catch (const Error&) {
+        // no socket: the original destination is not known (the trusted resolvers are asked)
     }
     return out;
 }
@@ -199,7 +204,6 @@ void forget_udp_flow(const sockaddr_storage& local, const IpAddr& server) {
     nlmsghdr* nlh = mnl_nlmsg_put_header(buf.data());
     nlh->nlmsg_type = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE;
     nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-    nlh->nlmsg_seq = 2;
     auto* nfg = static_cast<nfgenmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(nfgenmsg)));
     const bool v4 = server.family == Family::v4;
     nfg->nfgen_family = v4 ? AF_INET : AF_INET6;
@@ -227,11 +231,11 @@ void forget_udp_flow(const sockaddr_storage& local, const IpAddr& server) {
     mnl_attr_put_u16(nlh, CTA_PROTO_DST_PORT, htons(53));
     mnl_attr_nest_end(nlh, proto);
     mnl_attr_nest_end(nlh, tuple);
-    std::unique_ptr<mnl_socket, int (*)(mnl_socket*)> sock(
-        mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC), mnl_socket_close);
-    if (!sock || mnl_socket_bind(sock.get(), 0, MNL_SOCKET_AUTOPID) < 0) return;
-    if (mnl_socket_sendto(sock.get(), nlh, nlh->nlmsg_len) < 0) return;
-    (void)mnl_socket_recvfrom(sock.get(), buf.data(), buf.size());  // the ACK (ENOENT is fine)
+    try {
+        auto sock = conntrack_socket();
+        (void)nfnl::request(sock.get(), nlh);  // ENOENT (already gone) is fine
+    } catch (const Error&) {
+    }
 }
 
 // One exchange with the resolver at `server` port 53 over UDP or TCP, from a socket marked as
@@ -321,7 +325,7 @@ std::vector<std::uint8_t> ask_resolver(const IpAddr& server, bool tcp,
 // nft_mu; the request fails instead, the answer is not relayed (fail closed), the socket is
 // opened afresh for the next one.
 nft::MnlSocket open_proxy_nfnl() {
-    nft::MnlSocket s = nft::open_nfnl_socket();
+    nft::MnlSocket s = nfnl::open();
     const timeval limit{5, 0};
     if (::setsockopt(mnl_socket_get_fd(s.get()), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit) != 0)
         throw_errno("set the receive timeout of the nfnetlink socket", errno);
@@ -351,8 +355,8 @@ bool allow_addresses(Proxy& p, const DnsQuestion& q, const std::vector<AnswerAdd
                 els.push_back(e);
             }
         if (els.empty()) return true;
-        nft::Batch b = nft::compile_name_refresh(els, p.seq);
-        p.seq += static_cast<std::uint32_t>(b.messages.size()) + 1;
+        // A refresh is a few messages; its sequence numbers come from the process's one source.
+        nft::Batch b = nft::compile_name_refresh(els, nfnl::next_seq(kRefreshSeqs));
         nft::commit(p.nfnl.get(), b);
         return true;
     } catch (const std::exception& e) {

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "nsegress/error.hpp"
+#include "nsegress/nfnl.hpp"
 
 namespace nsegress {
 
@@ -74,29 +75,25 @@ std::vector<char> copy_attr(const nlattr* a) {
 
 // How many conntrack entries the namespace holds (ctnetlink's global stats, a per-netns count
 // that includes entries not yet confirmed), or nothing when the kernel cannot say.
-std::optional<std::uint32_t> count_entries(mnl_socket* sock, std::vector<char>& buf, std::uint32_t seq) {
+std::optional<std::uint32_t> count_entries(mnl_socket* sock, std::vector<char>& buf) {
     nlmsghdr* nlh = mnl_nlmsg_put_header(buf.data());
     nlh->nlmsg_type = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET_STATS;
     nlh->nlmsg_flags = NLM_F_REQUEST;
-    nlh->nlmsg_seq = seq;
     auto* nfg = static_cast<nfgenmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(nfgenmsg)));
     nfg->nfgen_family = AF_UNSPEC;
     nfg->version = NFNETLINK_V0;
     nfg->res_id = 0;
-    if (mnl_socket_sendto(sock, nlh, nlh->nlmsg_len) < 0) return std::nullopt;
-    ssize_t n = mnl_socket_recvfrom(sock, buf.data(), buf.size());
-    if (n < 0) return std::nullopt;
     std::optional<std::uint32_t> count;
-    auto cb = [](const nlmsghdr* m, void* data) -> int {
+    const int err = nfnl::request(sock, nlh, [&](const nlmsghdr* m) -> int {
         const char* start = static_cast<const char*>(mnl_nlmsg_get_payload_offset(m, sizeof(nfgenmsg)));
         const char* end = reinterpret_cast<const char*>(m) + m->nlmsg_len;  // not the aligned tail
         for_each_attr(start, static_cast<std::size_t>(end - start), [&](const nlattr* a) {
             if (mnl_attr_get_type(a) == CTA_STATS_GLOBAL_ENTRIES && mnl_attr_get_payload_len(a) == 4)
-                *static_cast<std::optional<std::uint32_t>*>(data) = ntohl(mnl_attr_get_u32(a));
+                count = ntohl(mnl_attr_get_u32(a));
         });
         return MNL_CB_OK;
-    };
-    if (mnl_cb_run(buf.data(), n, seq, mnl_socket_get_portid(sock), cb, &count) < 0) return std::nullopt;
+    });
+    if (err < 0) return std::nullopt;
     return count;
 }
 
@@ -139,57 +136,35 @@ bool is_forbidden_flow(const FlowTuple& orig, const AllowList& allow,
 std::size_t drop_forbidden_flows(mnl_socket* sock, const AllowList& allow,
                                  const std::vector<IpAddr>& local_addresses) {
     std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE * 4);
-    std::uint32_t seq = 1;
-    std::uint32_t portid = mnl_socket_get_portid(sock);
 
     // A dump walks the kernel's whole conntrack hash table, which is shared by every namespace
     // (2^18 buckets here: about 3 ms of CPU), even when this namespace has no entry at all, as a
     // freshly created container's namespace has not. The policy is committed before we are
     // called, so an entry allocated after this count went through it: none to drop.
-    if (auto n = count_entries(sock, buf, ++seq); n && *n == 0) return 0;
-    ++seq;
+    if (auto n = count_entries(sock, buf); n && *n == 0) return 0;
 
     nlmsghdr* nlh = mnl_nlmsg_put_header(buf.data());
     nlh->nlmsg_type = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
     nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-    nlh->nlmsg_seq = seq;
     auto* nfg = static_cast<nfgenmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(nfgenmsg)));
     nfg->nfgen_family = AF_UNSPEC;  // both families
     nfg->version = NFNETLINK_V0;
     nfg->res_id = 0;
-    if (mnl_socket_sendto(sock, nlh, nlh->nlmsg_len) < 0) throw_errno("dump conntrack table", errno);
-
     std::vector<Entry> doomed;
-    struct Ctx {
-        std::vector<Entry>* doomed;
-        const AllowList* allow;
-        const std::vector<IpAddr>* local;
-    } ctx{&doomed, &allow, &local_addresses};
-    auto cb = [](const nlmsghdr* m, void* data) -> int {
-        auto* c = static_cast<Ctx*>(data);
+    int err = nfnl::request(sock, nlh, [&](const nlmsghdr* m) -> int {
         Entry e;
-        if (!parse_entry(m, e) || !is_forbidden_flow(e.orig, *c->allow, *c->local)) return MNL_CB_OK;
-        c->doomed->push_back(std::move(e));
+        if (parse_entry(m, e) && is_forbidden_flow(e.orig, allow, local_addresses)) doomed.push_back(std::move(e));
         return MNL_CB_OK;
-    };
-    while (true) {
-        ssize_t n = mnl_socket_recvfrom(sock, buf.data(), buf.size());
-        if (n < 0) throw_errno("read conntrack table", errno);
-        int ret = mnl_cb_run(buf.data(), n, seq, portid, cb, &ctx);
-        if (ret < 0) {
-            // No conntrack module/state in this namespace yet: nothing to drop.
-            if (errno == ENOENT || errno == EOPNOTSUPP || errno == EPROTONOSUPPORT) return 0;
-            throw_errno("read conntrack table", errno);
-        }
-        if (ret == MNL_CB_STOP) break;
-    }
+    });
+    // No conntrack module/state in this namespace yet: nothing to drop.
+    if (err == -ENOENT || err == -EOPNOTSUPP || err == -EPROTONOSUPPORT) return 0;
+    if (err < 0) throw_errno("read conntrack table", -err);
 
     std::size_t dropped = 0;
     for (const auto& e : doomed) {
         nlmsghdr* del = mnl_nlmsg_put_header(buf.data());
         del->nlmsg_type = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE;
         del->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-        del->nlmsg_seq = ++seq;
         auto* g = static_cast<nfgenmsg*>(mnl_nlmsg_put_extra_header(del, sizeof(nfgenmsg)));
         g->nfgen_family = static_cast<std::uint8_t>(to_af(e.orig.dst.family));
         g->version = NFNETLINK_V0;
@@ -199,13 +174,10 @@ std::size_t drop_forbidden_flows(mnl_socket* sock, const AllowList& allow,
             std::memcpy(static_cast<char*>(mnl_nlmsg_get_payload_tail(del)), attr->data(), attr->size());
             del->nlmsg_len += MNL_ALIGN(attr->size());
         }
-        if (mnl_socket_sendto(sock, del, del->nlmsg_len) < 0) throw_errno("delete conntrack entry", errno);
-        ssize_t n = mnl_socket_recvfrom(sock, buf.data(), buf.size());
-        if (n < 0) throw_errno("delete conntrack entry", errno);
-        int ret = mnl_cb_run(buf.data(), n, del->nlmsg_seq, portid, nullptr, nullptr);
-        if (ret >= 0) ++dropped;
-        else if (errno != ENOENT)  // ENOENT: the flow ended meanwhile, which is what we wanted
-            throw_errno("delete conntrack entry " + e.orig.src.str() + " -> " + e.orig.dst.str(), errno);
+        err = nfnl::request(sock, del);
+        if (err == 0) ++dropped;
+        else if (err != -ENOENT)  // ENOENT: the flow ended meanwhile, which is what we wanted
+            throw_errno("delete conntrack entry " + e.orig.src.str() + " -> " + e.orig.dst.str(), -err);
     }
     return dropped;
 }

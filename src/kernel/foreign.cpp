@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "nsegress/error.hpp"
+#include "nsegress/nfnl.hpp"
 #include "nsegress/procfs.hpp"
 #include "nsegress/untrusted.hpp"
 
@@ -42,17 +43,13 @@ using ChainFree = CFree<nftnl_chain_free>;
 
 // One dump of every chain; false when a commit interrupted it (read again).
 bool dump_once(mnl_socket* sock, std::vector<ForeignHook>& out) {
-    static std::uint32_t seq = 0x3c000000;
     std::vector<char> req(MNL_SOCKET_BUFFER_SIZE);
     std::unique_ptr<nftnl_chain, ChainFree> c(nftnl_chain_alloc());
     nlmsghdr* nlh =
-        nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETCHAIN, NFPROTO_UNSPEC, NLM_F_DUMP, ++seq);
+        nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETCHAIN, NFPROTO_UNSPEC, NLM_F_DUMP, 0);
     nftnl_chain_nlmsg_build_payload(nlh, c.get());
-    if (mnl_socket_sendto(sock, nlh, nlh->nlmsg_len) < 0)
-        throw_errno("dump nftables chains", errno);
-    std::vector<char> buf(1 << 16);
-    auto cb = [](const nlmsghdr* m, void* data) -> int {
-        auto* v = static_cast<std::vector<ForeignHook>*>(data);
+    auto cb = [&out](const nlmsghdr* m) -> int {
+        auto* v = &out;
         std::unique_ptr<nftnl_chain, ChainFree> ch(nftnl_chain_alloc());
         if (nftnl_chain_nlmsg_parse(m, ch.get()) < 0) return MNL_CB_ERROR;
         if (!nftnl_chain_is_set(ch.get(), NFTNL_CHAIN_HOOKNUM))
@@ -87,31 +84,11 @@ bool dump_once(mnl_socket* sock, std::vector<ForeignHook>& out) {
         v->push_back(std::move(h));
         return MNL_CB_OK;
     };
-    std::uint32_t portid = mnl_socket_get_portid(sock);
-    while (true) {
-        ssize_t n = mnl_socket_recvfrom(sock, buf.data(), buf.size());
-        if (n < 0) throw_errno("dump nftables chains", errno);
-        int ret = mnl_cb_run(buf.data(), static_cast<std::size_t>(n), seq, portid, cb, &out);
-        if (ret < 0 && errno == EINTR) {
-            // Interrupted by a commit: drain to the end of this dump, then read again.
-            while (true) {
-                bool done = false;
-                int left = static_cast<int>(n);
-                for (auto* m = reinterpret_cast<const nlmsghdr*>(buf.data()); mnl_nlmsg_ok(m, left);
-                     m = mnl_nlmsg_next(m, &left))
-                    if (m->nlmsg_type == NLMSG_DONE || m->nlmsg_type == NLMSG_ERROR) done = true;
-                if (done) break;
-                if ((n = mnl_socket_recvfrom(sock, buf.data(), buf.size())) < 0)
-                    throw_errno("dump nftables chains", errno);
-            }
-            return false;
-        }
-        if (ret < 0) {
-            if (errno == ENOENT || errno == EAFNOSUPPORT) return true;
-            throw_errno("dump nftables chains", errno);
-        }
-        if (ret == MNL_CB_STOP) return true;
-    }
+    const int err = nfnl::request(sock, nlh, cb);
+    if (err == -EINTR) return false;  // interrupted by a commit: read again
+    if (err == -ENOENT || err == -EAFNOSUPPORT) return true;
+    if (err < 0) throw_errno("dump nftables chains", -err);
+    return true;
 }
 
 }  // namespace

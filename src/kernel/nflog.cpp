@@ -17,6 +17,7 @@
 #include <fmt/format.h>
 
 #include "nsegress/error.hpp"
+#include "nsegress/nfnl.hpp"
 
 namespace nsegress::nflog {
 
@@ -332,9 +333,8 @@ std::uint64_t LossCounter::observe(std::uint32_t seq) {
 
 Socket Socket::open() {
     Socket s;
-    s.sock_.reset(mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC | SOCK_NONBLOCK));
-    if (!s.sock_) throw_errno("open nflog socket", errno);
-    if (mnl_socket_bind(s.sock_.get(), 0, MNL_SOCKET_AUTOPID) < 0) throw_errno("bind nflog socket", errno);
+    // Non-blocking: the log is a stream of events read as they come (watch polls the fd).
+    s.sock_ = nfnl::open(SOCK_NONBLOCK);
     return s;
 }
 
@@ -348,7 +348,7 @@ void Socket::set_receive_buffer(int bytes) {
 }
 
 void Socket::bind_group(std::uint16_t group, const std::string& where) {
-    std::uint32_t seq = ++seq_;
+    const std::uint32_t seq = nfnl::next_seq();
     auto req = build_bind_request(group, seq);
     std::string what = fmt::format("bind nflog group {} in {}", group, where);
     if (mnl_socket_sendto(sock_.get(), req.data(), req.size()) < 0) throw_errno(what, errno);

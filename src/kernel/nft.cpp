@@ -82,54 +82,20 @@ void grow_buffer(mnl_socket* sock, int opt_force, int opt, std::size_t want) {
         setsockopt(fd, SOL_SOCKET, opt, &v, sizeof v);
 }
 
-// Runs a dump request and hands every reply message to cb. Returns 0 or a negative errno
-// (ENOENT when the table or set does not exist is an answer, not a failure).
-template <typename Cb>
-int dump(mnl_socket* sock, nlmsghdr* req, Cb cb) {
-    if (mnl_socket_sendto(sock, req, req->nlmsg_len) < 0) return -errno;
-    std::uint32_t portid = mnl_socket_get_portid(sock);
-    std::vector<char> buf(1 << 16);
-    struct Ctx { Cb* cb; } ctx{&cb};
-    auto trampoline = [](const nlmsghdr* nlh, void* data) -> int {
-        return (*static_cast<Ctx*>(data)->cb)(nlh);
-    };
-    // The end of this dump (or its error) in one receive buffer.
-    auto ends_dump = [&](ssize_t n) {
-        int left = static_cast<int>(n);
-        for (auto* m = reinterpret_cast<const nlmsghdr*>(buf.data()); mnl_nlmsg_ok(m, left);
-             m = mnl_nlmsg_next(m, &left))
-            if (m->nlmsg_seq == req->nlmsg_seq && (m->nlmsg_type == NLMSG_DONE || m->nlmsg_type == NLMSG_ERROR))
-                return true;
-        return false;
-    };
-    while (true) {
-        ssize_t n = mnl_socket_recvfrom(sock, buf.data(), buf.size());
-        if (n < 0) return -errno;
-        int ret = mnl_cb_run(buf.data(), n, req->nlmsg_seq, portid, trampoline, &ctx);
-        if (ret < 0 && errno == EINTR) {
-            // NLM_F_DUMP_INTR: a commit came in while the kernel was dumping, so what we got
-            // mixes two generations. Read the rest away (the socket serves the next request
-            // too) and say so; the caller reads again (consistent_read).
-            while (!ends_dump(n))
-                if ((n = mnl_socket_recvfrom(sock, buf.data(), buf.size())) < 0) return -errno;
-            return -EINTR;
-        }
-        if (ret < 0) return -errno;
-        if (ret == MNL_CB_STOP) return 0;
-    }
-}
+// Runs a request (a dump, or a get answered by one message and the ACK) and hands every reply
+// message to cb: nfnl::request.
+int dump(mnl_socket* sock, nlmsghdr* req, const nfnl::ReplyFn& cb) { return nfnl::request(sock, req, cb); }
 
 }  // namespace
 
 static std::vector<NameElementState> read_name_elements_once(mnl_socket* sock) {
-    static std::uint32_t seq = 0x3c000000;
     std::vector<NameElementState> out;
     std::vector<char> req(MNL_SOCKET_BUFFER_SIZE);
     for (Family f : {Family::v4, Family::v6}) {
         const char* name = f == Family::v4 ? kSetNames4 : kSetNames6;
         auto s = make_set(name, 0);
         nftnl_set_unset(s.get(), NFTNL_SET_ID);
-        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, ++seq);
+        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, 0);
         nftnl_set_elems_nlmsg_build_payload(nlh, s.get());
         int err = dump(sock, nlh, [&](const nlmsghdr* m) { return parse_name_elements(m, f, out); });
         if (err == -ENOENT) continue;
@@ -139,7 +105,6 @@ static std::vector<NameElementState> read_name_elements_once(mnl_socket* sock) {
 }
 
 std::optional<NameElementState> read_name_element(mnl_socket* sock, const NameElement& want) {
-    static std::uint32_t seq = 0x3d000000;
     const Family f = want.addr.family;
     const char* name = f == Family::v4 ? kSetNames4 : kSetNames6;
     auto s = make_set(name, 0);
@@ -152,7 +117,7 @@ std::optional<NameElementState> read_name_element(mnl_socket* sock, const NameEl
     nftnl_set_elem_set(el, NFTNL_SET_ELEM_KEY_END, end.data(), static_cast<std::uint32_t>(end.size()));
     nftnl_set_elem_add(s.get(), el);
     std::vector<char> req(MNL_SOCKET_BUFFER_SIZE);
-    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_ACK, ++seq);
+    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_ACK, 0);
     nftnl_set_elems_nlmsg_build_payload(nlh, s.get());
     std::vector<NameElementState> got;
     int err = dump(sock, nlh, [&](const nlmsghdr* m) { return parse_name_elements(m, f, got); });
@@ -165,20 +130,8 @@ std::optional<NameElementState> read_name_element(mnl_socket* sock, const NameEl
     return std::nullopt;
 }
 
-void MnlSocketDeleter::operator()(mnl_socket* s) const { mnl_socket_close(s); }
 
-MnlSocket open_nfnl_socket() {
-    MnlSocket sock(mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC));
-    if (!sock) throw_errno("open nfnetlink socket", errno);
-    if (mnl_socket_bind(sock.get(), 0, MNL_SOCKET_AUTOPID) < 0)
-        throw_errno("bind nfnetlink socket", errno);
-    int on = 1;
-    // Extended ACKs: the kernel's own words on what it refused. Capped ACKs: do not echo our
-    // (possibly megabytes of) request back in every error.
-    mnl_socket_setsockopt(sock.get(), NETLINK_EXT_ACK, &on, sizeof on);
-    mnl_socket_setsockopt(sock.get(), NETLINK_CAP_ACK, &on, sizeof on);
-    return sock;
-}
+MnlSocket open_nfnl_socket() { return nfnl::open(); }
 
 namespace {
 
@@ -269,9 +222,8 @@ bool commit_attempt(mnl_socket* sock, const Batch& batch, std::uint32_t genid) {
 }  // namespace
 
 std::uint32_t read_genid(mnl_socket* sock) {
-    static std::uint32_t seq = 0x40000000;
     char buf[MNL_SOCKET_BUFFER_SIZE];
-    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETGEN, AF_UNSPEC, NLM_F_ACK, ++seq);
+    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETGEN, AF_UNSPEC, NLM_F_ACK, 0);
     std::optional<std::uint32_t> id;
     int err = dump(sock, nlh, [&](const nlmsghdr* m) {
         auto g = checked<nftnl_gen, GenFree>(nftnl_gen_alloc());
@@ -338,13 +290,12 @@ int commit(mnl_socket* sock, const std::function<const Batch&(std::uint32_t geni
 static PolicyState read_policy_once(mnl_socket* sock) {
     PolicyState st;
     std::vector<char> req(MNL_SOCKET_BUFFER_SIZE);
-    static std::uint32_t seq = 1;
 
     // Does the table exist? (A rule dump of a missing table is not reliably ENOENT.)
     {
         auto t = make_table();
         nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETTABLE, NFPROTO_INET,
-                                              NLM_F_ACK, ++seq);
+                                              NLM_F_ACK, 0);
         nftnl_table_nlmsg_build_payload(nlh, t.get());
         int err = dump(sock, nlh, [](const nlmsghdr*) { return MNL_CB_OK; });
         if (err == -ENOENT) return st;
@@ -357,7 +308,7 @@ static PolicyState read_policy_once(mnl_socket* sock) {
         auto r = checked<nftnl_rule, RuleFree>(nftnl_rule_alloc());
         nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, kTable);  // both chains
         nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETRULE, NFPROTO_INET,
-                                              NLM_F_DUMP, ++seq);
+                                              NLM_F_DUMP, 0);
         nftnl_rule_nlmsg_build_payload(nlh, r.get());
         bool saw_allow4 = false, saw_allow6 = false, saw_deny = false, saw_audit = false;
         bool saw_inbound = false, saw_replies = false;
@@ -427,7 +378,7 @@ static PolicyState read_policy_once(mnl_socket* sock) {
         auto s = make_set(name, 0);
         nftnl_set_unset(s.get(), NFTNL_SET_ID);
         nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETSETELEM, NFPROTO_INET,
-                                              NLM_F_DUMP, ++seq);
+                                              NLM_F_DUMP, 0);
         nftnl_set_elems_nlmsg_build_payload(nlh, s.get());
         std::vector<ElementKey> keys;
         int err = dump(sock, nlh, [&](const nlmsghdr* m) {
@@ -446,7 +397,7 @@ static PolicyState read_policy_once(mnl_socket* sock) {
             const char* name = ports ? (f == Family::v4 ? kSetPorts4 : kSetPorts6) : (f == Family::v4 ? kSetEcho4 : kSetEcho6);
             auto s = make_set(name, 0);
             nftnl_set_unset(s.get(), NFTNL_SET_ID);
-            nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, ++seq);
+            nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, 0);
             nftnl_set_elems_nlmsg_build_payload(nlh, s.get());
             std::vector<ElementKey> keys;
             int err = dump(sock, nlh, [&](const nlmsghdr* m) {
@@ -464,10 +415,9 @@ static PolicyState read_policy_once(mnl_socket* sock) {
 namespace {
 
 bool table_present(mnl_socket* sock, std::uint32_t family) {
-    static std::uint32_t seq = 0x20000000;
     std::vector<char> req(MNL_SOCKET_BUFFER_SIZE);
     auto t = make_table();
-    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETTABLE, family, NLM_F_ACK, ++seq);
+    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETTABLE, family, NLM_F_ACK, 0);
     nftnl_table_nlmsg_build_payload(nlh, t.get());
     int err = dump(sock, nlh, [](const nlmsghdr*) { return MNL_CB_OK; });
     // EAFNOSUPPORT: a kernel without the netdev family cannot have such a table.
@@ -489,7 +439,6 @@ struct SetShape {
     std::uint32_t key_type = 0, key_len = 0, flags = 0;
 };
 
-std::uint32_t shape_seq = 0x28000000;
 
 // The chains of table nsegress in `family` (one dump, no rules); none when there is no table.
 std::vector<ChainShape> dump_chains(mnl_socket* sock, std::uint32_t family) {
@@ -498,7 +447,7 @@ std::vector<ChainShape> dump_chains(mnl_socket* sock, std::uint32_t family) {
     {
         auto c = checked<nftnl_chain, ChainFree>(nftnl_chain_alloc());
         nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, kTable);
-        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETCHAIN, family, NLM_F_DUMP, ++shape_seq);
+        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETCHAIN, family, NLM_F_DUMP, 0);
         nftnl_chain_nlmsg_build_payload(nlh, c.get());
         int err = dump(sock, nlh, [&](const nlmsghdr* m) {
             auto chain = checked<nftnl_chain, ChainFree>(nftnl_chain_alloc());
@@ -534,7 +483,7 @@ std::vector<SetShape> dump_sets(mnl_socket* sock, std::uint32_t family) {
         auto st = make_set(kSet4, 0);
         nftnl_set_unset(st.get(), NFTNL_SET_NAME);
         nftnl_set_unset(st.get(), NFTNL_SET_ID);
-        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETSET, family, NLM_F_DUMP, ++shape_seq);
+        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETSET, family, NLM_F_DUMP, 0);
         nftnl_set_nlmsg_build_payload(nlh, st.get());
         int err = dump(sock, nlh, [&](const nlmsghdr* m) {
             auto set = checked<nftnl_set, SetFree>(nftnl_set_alloc());
@@ -594,7 +543,7 @@ std::optional<Stamp> read_stamp(mnl_socket* sock) {
     nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, kTable);
     nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, kChain);
     nlmsghdr* nlh =
-        nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP, ++shape_seq);
+        nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP, 0);
     nftnl_rule_nlmsg_build_payload(nlh, r.get());
     std::optional<Stamp> found;
     int stamps = 0;
@@ -674,14 +623,13 @@ static NetdevState read_netdev_once(mnl_socket* sock) {
     NetdevState st;
     st.present = netdev_table_present(sock);
     if (!st.present) return st;
-    static std::uint32_t seq = 0x30000000;
     std::vector<char> req(MNL_SOCKET_BUFFER_SIZE);
     std::map<std::string, NetdevChainState> chains;
     for (auto& c : dump_chains(sock, NFPROTO_NETDEV)) chains[c.name] = NetdevChainState{c.name, c.device, {}, {}};
     {
         auto r = checked<nftnl_rule, RuleFree>(nftnl_rule_alloc());
         nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, kTable);
-        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETRULE, NFPROTO_NETDEV, NLM_F_DUMP, ++seq);
+        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETRULE, NFPROTO_NETDEV, NLM_F_DUMP, 0);
         nftnl_rule_nlmsg_build_payload(nlh, r.get());
         int err = dump(sock, nlh, [&](const nlmsghdr* m) {
             auto rule = checked<nftnl_rule, RuleFree>(nftnl_rule_alloc());
@@ -711,11 +659,10 @@ static NetdevState read_netdev_once(mnl_socket* sock) {
 }
 
 static std::vector<EgressHook> list_egress_hooks_once(mnl_socket* sock) {
-    static std::uint32_t seq = 0x38000000;
     std::vector<char> req(MNL_SOCKET_BUFFER_SIZE);
     std::vector<EgressHook> out;
     auto c = checked<nftnl_chain, ChainFree>(nftnl_chain_alloc());
-    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETCHAIN, NFPROTO_NETDEV, NLM_F_DUMP, ++seq);
+    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETCHAIN, NFPROTO_NETDEV, NLM_F_DUMP, 0);
     nftnl_chain_nlmsg_build_payload(nlh, c.get());
     int err = dump(sock, nlh, [&](const nlmsghdr* m) {
         auto chain = checked<nftnl_chain, ChainFree>(nftnl_chain_alloc());

@@ -14,11 +14,11 @@ cd "$repo"
 # are pure, and their headers; a file here may include only pure headers and the C/C++ library.
 mapfile -t pure < <(ls src/policy/*.cpp | xargs -n1 basename | sed 's/\.cpp$//')
 pure+=(error untrusted fd handle)
-# Headers of kernel-facing modules whose types the plan uses (Snapshot, Batch, ProbeTarget):
-# allowed as headers only (their .cpp is not pure), and checked like the rest. nft.hpp is also
-# the interface of the pure src/policy/nft_*.cpp; its socket half, src/kernel/nft.cpp, is what
-# the self-check below must catch.
-pure+=(inspect nft probe)
+# Headers of kernel-facing modules whose types the plan uses (Snapshot, Batch, ProbeTarget, the
+# socket type of nfnl.hpp): allowed as headers only (their .cpp is not pure), and checked like the
+# rest. nft.hpp is also the interface of the pure src/policy/nft_*.cpp; its socket half,
+# src/kernel/nft.cpp, is what the self-check below must catch.
+pure+=(inspect nft probe nfnl)
 # Headers for building netlink messages, allowed although the prefixes below would match.
 building='^(libnftnl/|libmnl/libmnl\.h$|linux/netfilter|linux/netlink\.h$)'
 # Headers (or prefixes) that mean "talks to the kernel's networking".
