@@ -115,7 +115,7 @@
 // before sending and puts it in BATCH_BEGIN (NFNL_BATCH_GENID). If any other writer committed
 // in between, the kernel refuses the whole batch with ERESTART before looking at it, and commit
 // sends it again with the new generation, at most kCommitAttempts times. The policy batch
-// depends on what it replaces (probe_installed): it is built after the generation is read and
+// depends on what it replaces (read_installed): it is built after the generation is read and
 // rebuilt for every retry, so it is never applied on top of a ruleset that changed after we
 // last looked.
 // Writers of other tables are never touched: only tables named nsegress are in our batches.
@@ -321,7 +321,7 @@ struct Installed {
     std::uint32_t genid = 0;
     std::optional<SetContents> sets;
 };
-Installed probe_installed(mnl_socket* sock);
+Installed read_installed(mnl_socket* sock);
 
 // Replace-or-create the whole policy in one transaction, committed at BATCH_END: there is no
 // moment with an empty or missing policy. How it replaces depends on `installed` (above); the
@@ -384,7 +384,7 @@ MnlSocket open_nfnl_socket();
 inline constexpr int kCommitAttempts = 10;
 int commit(mnl_socket* sock, const Batch& batch);
 // The same for a batch that depends on what is installed: `build` is called after the
-// generation is read, on every attempt, so whatever it reads (probe_installed) belongs to the
+// generation is read, on every attempt, so whatever it reads (read_installed) belongs to the
 // generation the kernel checks; if anything changed meanwhile, the batch is rebuilt.
 int commit(mnl_socket* sock, const std::function<const Batch&()>& build);
 // The same, and `build` is told the generation the batch will be committed against.

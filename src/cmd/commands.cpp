@@ -343,7 +343,7 @@ RestrictReport run_restrict(const RestrictOptions& opt) {
         commit.attempts = nft::commit(h.nfnl.get(), [&](std::uint32_t genid) -> const nft::Batch& {
             // What an earlier run left decides how the batch replaces it (in place when it
             // can); read after the generation, so the kernel vouches that it still holds.
-            nft::Installed installed = nft::probe_installed(h.nfnl.get());
+            nft::Installed installed = nft::read_installed(h.nfnl.get());
             installed.genid = genid;
             commit.update = installed.inet == nft::Found::reusable ? "full"
                             : installed.inet == nft::Found::absent ? "new"

@@ -863,7 +863,7 @@ int run_names_proxy(const std::string& state_path, int ready_fd) {
                 try {
                     std::lock_guard lock(p.nft_mu);
                     if (!p.nfnl) p.nfnl = open_proxy_nfnl();
-                    if (!nft::probe_installed(p.nfnl.get()).names)
+                    if (!nft::read_installed(p.nfnl.get()).names)
                         why = "the policy has no names any more";
                 } catch (const std::exception& e) {
                     p.nfnl.reset();

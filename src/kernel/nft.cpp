@@ -1,6 +1,6 @@
 // The socket half of the nftables code (see nft.hpp): the NETLINK_NETFILTER socket, commit
 // with the ruleset generation id and extended ACKs, dumps with the interrupted-dump retry, and
-// the readers (read_policy, probe_installed, read_netdev, list_egress_hooks, the name sets).
+// the readers (read_policy, read_installed, read_netdev, list_egress_hooks, the name sets).
 // What it sends is built in src/policy (nft_compile.cpp), what it reads is parsed there
 // (nft_parse.cpp).
 #include "nsegress/nft.hpp"
@@ -567,7 +567,7 @@ std::optional<Stamp> read_stamp(mnl_socket* sock) {
 
 }  // namespace
 
-static Installed probe_installed_once(mnl_socket* sock) {
+static Installed read_installed_once(mnl_socket* sock) {
     Installed in;
     if (table_present(sock, NFPROTO_INET)) {
         auto chains = dump_chains(sock, NFPROTO_INET);
@@ -689,8 +689,8 @@ PolicyState read_policy(mnl_socket* sock) {
     return consistent_read(sock, "read table inet nsegress", read_policy_once);
 }
 
-Installed probe_installed(mnl_socket* sock) {
-    return consistent_read(sock, "read what an earlier run installed", probe_installed_once);
+Installed read_installed(mnl_socket* sock) {
+    return consistent_read(sock, "read what an earlier run installed", read_installed_once);
 }
 
 NetdevState read_netdev(mnl_socket* sock) {

@@ -179,7 +179,7 @@ void add_element(nftnl_set* s, const IpAddr& key, bool interval_end) {
 
 // An interval set of table nsegress in `nfproto` (inet, or netdev for the egress filter), with
 // its elements in messages of kElementsPerMessage ranges.
-// With `existing`, the set is already there with this shape (probe_installed): its elements
+// With `existing`, the set is already there with this shape (read_installed): its elements
 // are flushed (DELSETELEM without elements) and the new ones added, in the same transaction.
 void add_interval_set(BatchWriter& w, std::uint32_t nfproto, const char* name, std::uint32_t id, Family f,
                       const std::vector<Range>& ranges, bool existing = false) {
