@@ -273,7 +273,7 @@ enum class Found { absent, reusable, foreign };
 // own commit creates (the genid in BATCH_BEGIN + 1: a commit is accepted only at that genid and
 // bumps it by one). A later run that reads the same generation back knows that nothing in the
 // namespace's nftables was committed since, so the sets hold exactly what the digest describes;
-// the contents themselves come from a state file the committing run left (commands.cpp), trusted
+// the contents themselves come from a state file the committing run left (src/cmd/restrict.cpp), trusted
 // only when its digest is the stamp's. Then only the difference is sent. Any other commit in
 // between (another tool, a hand edit, the set flushed) moves the generation: the sets are then
 // flushed and written whole, as without a stamp. Our sets are static (no timeouts, no datapath

@@ -1,5 +1,5 @@
 #pragma once
-// What restrict did, as types: run_restrict (src/cmd/commands.cpp) fills a RestrictReport; the
+// What restrict did, as types: run_restrict (src/cmd/restrict.cpp) fills a RestrictReport; the
 // JSON document (restrict_json, src/cli/report.cpp), the human text rendered from it, the OCI
 // hook's and CNI's answers are all made from it at the edge.
 

@@ -1,0 +1,64 @@
+#include "verbs.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/fib_rules.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/rtnetlink.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <set>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <libmnl/libmnl.h>
+
+#include "nsegress/conntrack.hpp"
+#include "nsegress/deferred_close.hpp"
+#include "nsegress/fd.hpp"
+#include "nsegress/foreign.hpp"
+#include "nsegress/inspect.hpp"
+#include "nsegress/nfnl.hpp"
+#include "nsegress/nft.hpp"
+#include "nsegress/procfs.hpp"
+#include "nsegress/restrict_plan.hpp"
+#include "nsegress/restrict_report.hpp"
+#include "nsegress/routeset.hpp"
+#include "nsegress/names.hpp"
+#include "nsegress/names_proxy.hpp"
+#include "nsegress/testpoint.hpp"
+#include "nsegress/untrusted.hpp"
+#include "nsegress/verify.hpp"
+
+namespace nsegress {
+
+using namespace verbs;
+
+CommandResult cmd_probe(const ProbeCommandOptions& opt) {
+    CommandResult res{base_doc("probe")};
+    json& doc = res.doc;
+    require_privileges(priv_enter | priv_net_raw);
+    Netns ns = open_target(opt.target);
+    doc["target"] = target_json(ns, opt.target);
+    Handles h = open_handles(ns, need_probe);
+    std::vector<ProbeTarget> targets;
+    for (const auto& a : opt.targets) targets.push_back({a, opt.expect});
+    json probes = json::array();
+    Exit exit = Exit::ok;
+    for (const auto& r : run_probes(h.probe, targets, opt.probe_options)) {
+        probes.push_back(probe_json(r));
+        if (!r.ok()) exit = Exit::verify;
+    }
+    doc["probes"] = probes;
+    if (exit != Exit::ok) doc["error"] = "a probe did not hold";
+    finish(res, exit);
+    return res;
+}
+
+}  // namespace nsegress

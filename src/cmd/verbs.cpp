@@ -1,0 +1,169 @@
+#include "verbs.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/fib_rules.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/rtnetlink.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <set>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <libmnl/libmnl.h>
+
+#include "nsegress/conntrack.hpp"
+#include "nsegress/deferred_close.hpp"
+#include "nsegress/fd.hpp"
+#include "nsegress/foreign.hpp"
+#include "nsegress/inspect.hpp"
+#include "nsegress/nfnl.hpp"
+#include "nsegress/nft.hpp"
+#include "nsegress/procfs.hpp"
+#include "nsegress/restrict_plan.hpp"
+#include "nsegress/restrict_report.hpp"
+#include "nsegress/routeset.hpp"
+#include "nsegress/names.hpp"
+#include "nsegress/names_proxy.hpp"
+#include "nsegress/testpoint.hpp"
+#include "nsegress/untrusted.hpp"
+#include "nsegress/verify.hpp"
+
+namespace nsegress {
+namespace verbs {
+
+Handles open_handles(const Netns& ns, unsigned need) {
+    Handles h;
+    ns.run_inside([&] {
+        if (need & need_rtnl) h.rtnl = open_rtnl_socket();
+        if (need & need_nfnl) h.nfnl = nft::open_nfnl_socket();
+        if (need & need_ct) h.ctnl = nft::open_nfnl_socket();
+        if (need & need_probe) h.probe = open_probe_sockets();
+        if (need & need_snmp) h.snmp = NetSnmp::open_here();
+    });
+    return h;
+}
+
+void close_nfnl_in_background(Handles& h) {
+    h.closer = DeferredClose({h.nfnl ? mnl_socket_get_fd(h.nfnl.get()) : -1,
+                              h.ctnl ? mnl_socket_get_fd(h.ctnl.get()) : -1});
+}
+
+// The first sequence number of a policy batch, from the process's one source (nfnl.hpp); a batch
+// of 10^5 ranges is a few hundred messages.
+std::uint32_t batch_seq() { return nfnl::next_seq(1u << 20); }
+
+json snapshot_json(const Snapshot& s) {
+    json links = json::array(), addrs = json::array(), routes = json::array(), rules = json::array();
+    for (const auto& l : s.links)
+        links.push_back({{"ifindex", l.ifindex}, {"name", l.name}, {"up", l.up},
+                         {"kind", l.kind}, {"mtu", l.mtu}});
+    for (const auto& a : s.addresses)
+        addrs.push_back({{"ifindex", a.ifindex}, {"link", s.link_name(a.ifindex)},
+                         {"address", a.addr.str() + "/" + std::to_string(a.prefix)},
+                         {"family", a.addr.family == Family::v4 ? "ipv4" : "ipv6"}});
+    for (const auto& r : s.routes) {
+        if (r.table == RT_TABLE_LOCAL) continue;  // local/broadcast bookkeeping, not routing policy
+        routes.push_back({{"family", r.family == Family::v4 ? "ipv4" : "ipv6"},
+                          {"table", table_name(r.table)},
+                          {"type", route_type_name(r.type)},
+                          {"dst", r.is_default() ? std::string("default") : r.dst.str()},
+                          {"gateway", r.gateway ? json(r.gateway->str()) : json(nullptr)},
+                          {"dev", r.oif ? json(s.link_name(r.oif)) : json(nullptr)},
+                          {"metric", r.metric},
+                          {"text", format_route(r, s)}});
+    }
+    for (const auto& r : s.rules)
+        rules.push_back({{"family", r.family == Family::v4 ? "ipv4" : "ipv6"},
+                         {"priority", r.priority},
+                         {"text", format_rule(r)}});
+    return json{{"links", links}, {"addresses", addrs}, {"routes", routes}, {"rules", rules}};
+}
+
+
+std::vector<std::string> route_set_lines(const RoutePlan& p, const Snapshot& s, std::size_t max_routes) {
+    std::vector<std::string> out;
+    for (std::size_t i = 0; i < p.routes.size() && i < max_routes; ++i)
+        out.push_back(fmt::format("{} ({})", format_route(p.routes[i], s), family_name(p.routes[i].family)));
+    for (const auto& r : p.rules) out.push_back(fmt::format("rule {} ({})", format_rule(r), family_name(r.family)));
+    return out;
+}
+
+std::vector<IpAddr> local_addresses(const Snapshot& s) {
+    std::vector<IpAddr> out;
+    for (const auto& a : s.addresses) out.push_back(a.addr);
+    return out;
+}
+
+json opt_json(const std::optional<std::uint64_t>& v) { return v ? json(*v) : json(nullptr); }
+
+std::vector<std::string> uncovered_interfaces(const Snapshot& snap, const nft::NetdevState& nd) {
+    std::vector<std::string> out;
+    for (const auto& l : snap.links) {
+        if (l.loopback) continue;
+        if (std::none_of(nd.chains.begin(), nd.chains.end(),
+                         [&](const nft::NetdevChainState& c) { return c.device == l.name; }))
+            out.push_back(l.name);
+    }
+    return out;
+}
+
+json procs_json(const std::vector<BypassRisks::Proc>& ps) {
+    json out = json::array();
+    for (const auto& p : ps) out.push_back(json{{"pid", p.pid}, {"comm", p.comm}});
+    return out;
+}
+
+json counter_json(const nft::Counter& c) { return json{{"packets", c.packets}, {"bytes", c.bytes}}; }
+
+json base_doc(const char* command) {
+    return json{{"command", command}, {"ok", true}, {"exit_code", 0}, {"error", nullptr}};
+}
+
+void finish(CommandResult& res, Exit exit) {
+    res.exit = exit;
+    res.doc["ok"] = exit == Exit::ok;
+    res.doc["exit_code"] = static_cast<int>(exit);
+}
+
+json foreign_policies(const Netns& ns, mnl_socket* nfnl) {
+    std::vector<std::string> legacy;
+    ns.run_inside([&] { legacy = legacy_iptables_tables(); });
+    return foreign_json(foreign_output_hooks(nfnl), legacy);
+}
+
+// Incremental re-restrict (nft.hpp, SetContents): what the last commit wrote into the inet
+// table's sets, kept beside the namespace's lock. Trusted only through the table's stamp.
+std::string state_path(const Netns& ns) {
+    return fmt::format("/run/nsegress/netns-{}-{}.sets", static_cast<unsigned long>(ns.id().dev),
+                       static_cast<unsigned long>(ns.id().ino));
+}
+
+void forget_state(const Netns& ns) { ::unlink(state_path(ns).c_str()); }
+
+}  // namespace verbs
+
+using namespace verbs;
+
+TargetInfo target_info(const Netns& ns, const TargetSpec& spec) {
+    return TargetInfo{ns.label(), spec.pid, spec.netns_path, spec.container,
+                      static_cast<std::uint64_t>(ns.id().ino)};
+}
+
+json target_json(const Netns& ns, const TargetSpec& spec) { return target_json(target_info(ns, spec)); }
+
+nlohmann::json error_document(const std::string& command, const Error& e) {
+    CommandResult res{base_doc(command.c_str())};
+    finish(res, e.exit_code());
+    res.doc["error"] = e.what();
+    return res.doc;
+}
+
+}  // namespace nsegress
