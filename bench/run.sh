@@ -578,6 +578,8 @@ if metric_on 9; then
 		proxy=$(ip netns exec "$GW" "$NSEGRESS" status --netns "/run/netns/$CTRNS" --json | jq -r '.names.proxy_pid // empty')
 		if [[ -n $proxy && -r /proc/$proxy/smaps_rollup ]]; then
 			awk '/^Pss:/ {pss=$2} /^Private_(Clean|Dirty):/ {priv+=$2} END {print pss, priv}' "/proc/$proxy/smaps_rollup" >"$RAW/m9.proxy_kib"
+			# Per mapping, to see where it goes (not read by report.py).
+			cp "/proc/$proxy/smaps" "$OUT/m9.proxy_smaps" 2>/dev/null || true
 		fi
 		ip netns exec "$GW" "$NSEGRESS" release --netns "/run/netns/$CTRNS" >/dev/null
 		kill "$DNSPID" 2>/dev/null || true
