@@ -910,17 +910,20 @@ int run_names_proxy(const std::string& state_path, int ready_fd) {
     auto last_check = std::chrono::steady_clock::now();
     // One receive buffer for every datagram (this loop is one thread); a query's thread gets a
     // copy of its size.
-    std::vector<std::uint8_t> rbuf(65536);
-    // Something was served since the last trim: once nothing is in flight for a moment, the
-    // freed heap goes back to the kernel (malloc_trim), so that an idle proxy holds only what it
-    // needs (a burst of queries does not stay resident).
+    // In .bss, not on the heap: only the pages a datagram lands in are ever resident.
+    static std::uint8_t rbuf[65536];
+    // Something was served since the last trim: once nothing happened for 10 ms and nothing is
+    // in flight, the freed heap goes back to the kernel (malloc_trim), so that an idle proxy
+    // holds only what it needs, whatever the burst before (its memory is what one more namespace
+    // costs the host). Not after each query: trimming there doubled the answer delay (bench/run.sh
+    // metric 9), the next query faulting the pages in again.
     bool untrimmed = false;
     while (true) {
         std::vector<pollfd> fds{{udp4.get(), POLLIN, 0}, {tcp4.get(), POLLIN, 0}};
         if (udp6) fds.push_back({udp6.get(), POLLIN, 0});
         if (tcp6) fds.push_back({tcp6.get(), POLLIN, 0});
         if (pidfd) fds.push_back({pidfd.get(), POLLIN, 0});
-        const int n = ::poll(fds.data(), fds.size(), untrimmed ? 50 : 1000);
+        const int n = ::poll(fds.data(), fds.size(), untrimmed ? 10 : 1000);
         if (n < 0 && errno != EINTR) throw_errno("poll", errno);
         if (n == 0 && untrimmed && p.inflight.load() == 0) {
             ::malloc_trim(0);
@@ -930,6 +933,7 @@ int run_names_proxy(const std::string& state_path, int ready_fd) {
         if (g_stop || now - last_check >= std::chrono::seconds(1) ||
             (pidfd && (fds.back().revents & POLLIN))) {
             last_check = now;
+            untrimmed = true;  // the check's netlink dump allocated too
             std::string why = g_stop ? "stopped by a signal" : gone(p, pidfd.get());
             if (why.empty()) {
                 try {
@@ -959,20 +963,23 @@ int run_names_proxy(const std::string& state_path, int ready_fd) {
             if (f.fd == udp4.get() || (udp6 && f.fd == udp6.get())) {
                 sockaddr_storage client{};
                 socklen_t clen = sizeof client;
-                const ssize_t got = ::recvfrom(f.fd, rbuf.data(), rbuf.size(), MSG_DONTWAIT,
+                const ssize_t got = ::recvfrom(f.fd, rbuf, sizeof rbuf, MSG_DONTWAIT,
                                                reinterpret_cast<sockaddr*>(&client), &clen);
                 if (got <= 0) continue;
-                std::vector<std::uint8_t> buf(rbuf.begin(), rbuf.begin() + got);
+                std::vector<std::uint8_t> buf(rbuf, rbuf + got);
                 if (p.inflight.load() >= kMaxInflight)
                     continue;  // overloaded: dropped, the client retries
                 ++p.inflight;
                 const int sock = f.fd;
-                std::thread([&p, sock, client, clen, fam, q = std::move(buf)]() {
+                std::thread([&p, sock, client, clen, fam, q = std::move(buf)]() mutable {
                     const auto resolver = udp_original_destination(client, fam);
-                    auto r = answer(p, q, resolver, false, sockaddr_text(client));
-                    if (!r.empty())
-                        ::sendto(sock, r.data(), r.size(), 0,
-                                 reinterpret_cast<const sockaddr*>(&client), clen);
+                    {
+                        const auto r = answer(p, q, resolver, false, sockaddr_text(client));
+                        if (!r.empty())
+                            ::sendto(sock, r.data(), r.size(), 0,
+                                     reinterpret_cast<const sockaddr*>(&client), clen);
+                    }
+                    std::vector<std::uint8_t>().swap(q);
                     --p.inflight;
                 }).detach();
             } else if (f.fd == tcp4.get() || (tcp6 && f.fd == tcp6.get())) {
