@@ -90,6 +90,10 @@ if [[ -z ${NSEGRESS-} ]]; then
 	say "building nsegress (RelWithDebInfo, build/)"
 	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	cmake --build build -j2 --target nsegress nsegress-runtime >&2
+	# The names proxy's own executable (metric 9), when this configuration has it.
+	if cmake --build build --target help | grep -q 'nsegress-names-proxy'; then
+		cmake --build build -j2 --target nsegress-names-proxy >&2
+	fi
 	NSEGRESS=$REPO/build/nsegress
 fi
 [[ -x $NSEGRESS ]] || die "no nsegress binary at $NSEGRESS"

@@ -14,6 +14,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -807,6 +808,9 @@ int run_names_proxy(const std::string& state_path, int ready_fd) {
     // arena for all threads (a thread's own arena would keep its pages after the thread ends),
     // trimmed when the proxy is idle (below).
     ::mallopt(M_ARENA_MAX, 1);
+    // Its name in ps/top (comm): exec'd from a descriptor (open_proxy_executable) it would be
+    // the descriptor's number, from /proc/self/exe "exe".
+    ::prctl(PR_SET_NAME, "nsegress-names", 0, 0, 0);
     Proxy p;
     json st;
     {
