@@ -73,8 +73,9 @@ int run_names_proxy(const std::string& state_path, int ready_fd);
 // run_names_proxy in an executable that links only the proxy's part of the core, so that a
 // proxy holds a fraction of nsegress's memory (README, "Performance", target 12). It is looked
 // for in the directory of the running executable (where the build and the package put it):
-// a regular file of the same owner that no group or other may write. An invalid Fd when there
-// is none: then the proxy runs in nsegress itself, as before.
+// a regular file (not a symlink) of the same owner that no group or other may write, in a
+// directory no group or other may write. An invalid Fd when there is none: then the proxy runs
+// in nsegress itself, as before.
 Fd open_proxy_executable();
 // `nsegress names-proxy`: execs the proxy's own executable with the same arguments when there is
 // one; returns when there is none (or the exec failed), and the caller runs the proxy itself.

@@ -631,19 +631,22 @@ bool stop_names_proxy(NsId id) {
 }
 
 // The proxy's own executable (src/cli/names_proxy_main.cpp), opened (O_PATH): nsegress-names-proxy
-// in this executable's directory, where the build and the package put it. Only a regular file of
-// this executable's owner that no group or other may write; else none (an invalid Fd), and the
-// proxy runs in this executable, as before: the same code, with more memory.
+// in this executable's directory, where the build and the package put it. Only a regular file
+// (not a symlink) of this executable's owner that no group or other may write, in a directory no
+// group or other may write; else none (an invalid Fd), and the proxy runs in this executable, as
+// before: the same code, with more memory.
 Fd open_proxy_executable() {
     char self[PATH_MAX];
     const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
     if (n <= 0) return {};
-    std::string path(self, static_cast<std::size_t>(n));
-    const auto slash = path.rfind('/');
+    std::string dir(self, static_cast<std::size_t>(n));
+    const auto slash = dir.rfind('/');
     if (slash == std::string::npos) return {};
-    path = path.substr(0, slash + 1) + "nsegress-names-proxy";
-    Fd fd(::open(path.c_str(), O_PATH | O_CLOEXEC));
-    struct stat st {}, me{};
+    dir.resize(slash + 1);
+    Fd dfd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    struct stat ds {}, st{}, me{};
+    if (!dfd || ::fstat(dfd.get(), &ds) != 0 || (ds.st_mode & (S_IWGRP | S_IWOTH))) return {};
+    Fd fd(::openat(dfd.get(), "nsegress-names-proxy", O_PATH | O_NOFOLLOW | O_CLOEXEC));
     if (!fd || ::fstat(fd.get(), &st) != 0 || ::stat("/proc/self/exe", &me) != 0) return {};
     if (!S_ISREG(st.st_mode) || st.st_uid != me.st_uid || (st.st_mode & (S_IWGRP | S_IWOTH)) ||
         !(st.st_mode & S_IXUSR) || (st.st_dev == me.st_dev && st.st_ino == me.st_ino))
