@@ -90,6 +90,10 @@ if [[ -z ${NSEGRESS-} ]]; then
 	say "building nsegress (RelWithDebInfo, build/)"
 	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	cmake --build build -j2 --target nsegress nsegress-runtime >&2
+	# The names proxy's own executable (metric 9), when this configuration has it.
+	if cmake --build build --target help | grep -q 'nsegress-names-proxy'; then
+		cmake --build build -j2 --target nsegress-names-proxy >&2
+	fi
 	NSEGRESS=$REPO/build/nsegress
 fi
 [[ -x $NSEGRESS ]] || die "no nsegress binary at $NSEGRESS"
@@ -578,6 +582,8 @@ if metric_on 9; then
 		proxy=$(ip netns exec "$GW" "$NSEGRESS" status --netns "/run/netns/$CTRNS" --json | jq -r '.names.proxy_pid // empty')
 		if [[ -n $proxy && -r /proc/$proxy/smaps_rollup ]]; then
 			awk '/^Pss:/ {pss=$2} /^Private_(Clean|Dirty):/ {priv+=$2} END {print pss, priv}' "/proc/$proxy/smaps_rollup" >"$RAW/m9.proxy_kib"
+			# Per mapping, to see where it goes (not read by report.py).
+			cp "/proc/$proxy/smaps" "$OUT/m9.proxy_smaps" 2>/dev/null || true
 		fi
 		ip netns exec "$GW" "$NSEGRESS" release --netns "/run/netns/$CTRNS" >/dev/null
 		kill "$DNSPID" 2>/dev/null || true

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# testenv/package.sh [OUTDIR]: build nsegress and nsegress-runtime (into build-package/, tests not built)
+# testenv/package.sh [OUTDIR]: build nsegress, nsegress-runtime and nsegress-names-proxy (into
+# build-package/, tests not built)
 # and make the Debian package from it with CPack: OUTDIR/nsegress_VERSION_ARCH.deb (default
 # OUTDIR: build-package/out). Needs the build dependencies (testenv/bootstrap.sh --demo; CPack's
 # dpkg-shlibdeps comes with build-essential's dpkg-dev); root is not needed.
@@ -8,7 +9,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${1:-build-package/out}
 cmake -S . -B build-package -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF
-cmake --build build-package -j2 --target nsegress nsegress-runtime
+# Everything the package installs (without tests, that is nsegress, nsegress-runtime and, when
+# the static archives are there, nsegress-names-proxy; CMakeLists.txt).
+cmake --build build-package -j2
 mkdir -p "$out"
 cpack --config build-package/CPackConfig.cmake -B "$out"
 rm -rf -- "$out/_CPack_Packages"

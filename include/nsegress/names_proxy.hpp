@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "nsegress/fd.hpp"
 #include "nsegress/netns.hpp"
 #include "nsegress/policy.hpp"
 
@@ -67,6 +68,18 @@ std::optional<pid_t> names_proxy_pid(NsId id);
 // (checked by device and inode), listens, serves until one of the exits above. Returns the
 // exit code.
 int run_names_proxy(const std::string& state_path, int ready_fd);
+
+// The proxy's own executable, nsegress-names-proxy (src/cli/names_proxy_main.cpp): the same
+// run_names_proxy in an executable that links only the proxy's part of the core, so that a
+// proxy holds a fraction of nsegress's memory (README, "Performance", target 12). It is looked
+// for in the directory of the running executable (where the build and the package put it):
+// a regular file (not a symlink) of the same owner that no group or other may write, in a
+// directory no group or other may write. An invalid Fd when there is none: then the proxy runs
+// in nsegress itself, as before.
+Fd open_proxy_executable();
+// `nsegress names-proxy`: execs the proxy's own executable with the same arguments when there is
+// one; returns when there is none (or the exec failed), and the caller runs the proxy itself.
+void exec_names_proxy(const std::string& state_path, int ready_fd);
 // `nsegress names-supervise` (share/systemd/nsegress-names.service, the Kubernetes DaemonSet):
 // every second, starts again the proxy of every state file whose proxy is not running (killed,
 // crashed, or the host rebooted its services). `only`: just these state files (tests). Never

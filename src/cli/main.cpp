@@ -651,6 +651,8 @@ int run(int argc, char** argv) {
                 ("state", po::value<std::string>()->value_name("FILE")->required(), "the state file restrict wrote")
                 ("ready-fd", po::value<int>()->default_value(-1)->value_name("N"), "write '1' to fd N once listening");
             if (!parse(command, args, d, "--state FILE [--ready-fd N]", p)) return 0;
+            // The proxy's own, smaller executable when there is one (names_proxy.hpp).
+            exec_names_proxy(p.vm["state"].as<std::string>(), p.vm["ready-fd"].as<int>());
             return run_names_proxy(p.vm["state"].as<std::string>(), p.vm["ready-fd"].as<int>());
         }
         if (command == "names-supervise") {

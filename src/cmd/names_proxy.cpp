@@ -8,11 +8,13 @@
 #include <linux/netfilter/nfnetlink_conntrack.h>
 #include <linux/netfilter_ipv4.h>
 #include <linux/netfilter_ipv6/ip6_tables.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -25,6 +27,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -275,11 +278,19 @@ std::vector<std::uint8_t> ask_resolver(const IpAddr& server, bool tcp,
         return {};
     }
     reachable = true;
-    std::vector<std::uint8_t> out(65536);
+    std::vector<std::uint8_t> out;
     if (!tcp) {
         if (::send(fd.get(), query.data(), query.size(), 0) != static_cast<ssize_t>(query.size()))
             return {};
         for (int i = 0; i < 8; ++i) {
+            // The datagram's size first (MSG_PEEK | MSG_TRUNC), then a buffer of that size: no
+            // 64 KiB buffer per query in flight (the proxy's memory, README "Performance").
+            const ssize_t size = ::recv(fd.get(), nullptr, 0, MSG_PEEK | MSG_TRUNC);
+            if (size < 0) {
+                out.clear();
+                break;
+            }
+            out.resize(static_cast<std::size_t>(size));
             const ssize_t n = ::recv(fd.get(), out.data(), out.size(), 0);
             if (n < 0) {
                 out.clear();
@@ -619,10 +630,45 @@ bool stop_names_proxy(NsId id) {
     return was;
 }
 
+// The proxy's own executable (src/cli/names_proxy_main.cpp), opened (O_PATH): nsegress-names-proxy
+// in this executable's directory, where the build and the package put it. Only a regular file
+// (not a symlink) of this executable's owner that no group or other may write, in a directory no
+// group or other may write; else none (an invalid Fd), and the proxy runs in this executable, as
+// before: the same code, with more memory.
+Fd open_proxy_executable() {
+    char self[PATH_MAX];
+    const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return {};
+    std::string dir(self, static_cast<std::size_t>(n));
+    const auto slash = dir.rfind('/');
+    if (slash == std::string::npos) return {};
+    dir.resize(slash + 1);
+    Fd dfd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    struct stat ds {}, st{}, me{};
+    if (!dfd || ::fstat(dfd.get(), &ds) != 0 || (ds.st_mode & (S_IWGRP | S_IWOTH))) return {};
+    Fd fd(::openat(dfd.get(), "nsegress-names-proxy", O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd || ::fstat(fd.get(), &st) != 0 || ::stat("/proc/self/exe", &me) != 0) return {};
+    if (!S_ISREG(st.st_mode) || st.st_uid != me.st_uid || (st.st_mode & (S_IWGRP | S_IWOTH)) ||
+        !(st.st_mode & S_IXUSR) || (st.st_dev == me.st_dev && st.st_ino == me.st_ino))
+        return {};
+    return fd;
+}
+
+void exec_names_proxy(const std::string& state_path, int ready_fd) {
+    const Fd helper = open_proxy_executable();
+    if (!helper) return;
+    const std::string ready = std::to_string(ready_fd);
+    const char* argv[] = {"nsegress",   "names-proxy", "--state", state_path.c_str(),
+                          "--ready-fd", ready.c_str(), nullptr};
+    ::syscall(SYS_execveat, helper.get(), "", const_cast<char* const*>(argv), environ,
+              AT_EMPTY_PATH);
+}
+
 namespace {
 
 // Starts `nsegress names-proxy --state STATE` detached from the caller (its own session, stdio
-// on /dev/null, stderr to the log) and waits until it listens: true then.
+// on /dev/null, stderr to the log) and waits until it listens: true then. It is the proxy's own
+// executable when there is one (open_proxy_executable), else this one.
 bool spawn_proxy(const std::string& state, const std::string& log) {
     int pipefd[2];
     if (::pipe2(pipefd, O_CLOEXEC) != 0) throw_errno("pipe", errno);
@@ -630,6 +676,7 @@ bool spawn_proxy(const std::string& state, const std::string& log) {
     const std::string ready = std::to_string(wr.get());
     const char* argv[] = {"nsegress",   "names-proxy", "--state", state.c_str(),
                           "--ready-fd", ready.c_str(), nullptr};
+    const Fd helper = open_proxy_executable();
     const pid_t child = ::fork();
     if (child < 0) throw_errno("fork", errno);
     if (child == 0) {
@@ -645,6 +692,9 @@ bool spawn_proxy(const std::string& state, const std::string& log) {
         }
         ::dup2(logfd >= 0 ? logfd : devnull, 2);
         ::fcntl(wr.get(), F_SETFD, 0);  // the ready pipe survives exec
+        if (helper)
+            ::syscall(SYS_execveat, helper.get(), "", const_cast<char* const*>(argv), environ,
+                      AT_EMPTY_PATH);
         ::execv("/proc/self/exe", const_cast<char* const*>(argv));
         ::_exit(127);
     }
@@ -757,13 +807,31 @@ int run_names_supervisor(const std::vector<std::string>& only) {
 }
 
 int run_names_proxy(const std::string& state_path, int ready_fd) {
+    // Its memory is what one more namespace costs (README, "Performance", target 12). One malloc
+    // arena for all threads (a thread's own arena would keep its pages after the thread ends),
+    // trimmed when the proxy is idle (below).
+    ::mallopt(M_ARENA_MAX, 1);
+    // Its name in ps/top (comm): exec'd from a descriptor (open_proxy_executable) it would be
+    // the descriptor's number, from /proc/self/exe "exe".
+    ::prctl(PR_SET_NAME, "nsegress-names", 0, 0, 0);
     Proxy p;
     json st;
     {
-        std::ifstream in(state_path);
-        if (!in) throw_errno("read '" + state_path + "'", errno);
+        // read(2), not an ifstream: no iostreams and locales in the proxy (its own executable
+        // would load them for this one file).
+        Fd fd(::open(state_path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!fd) throw_errno("read '" + state_path + "'", errno);
+        std::string text;
+        char chunk[4096];
+        for (;;) {
+            const ssize_t n = ::read(fd.get(), chunk, sizeof chunk);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) throw_errno("read '" + state_path + "'", errno);
+            if (n == 0) break;
+            text.append(chunk, static_cast<std::size_t>(n));
+        }
         try {
-            in >> st;
+            st = json::parse(text);
         } catch (const std::exception& e) {
             throw_failed(fmt::format("'{}': {}", state_path, e.what()));
         }
@@ -847,17 +915,32 @@ int run_names_proxy(const std::string& state_path, int ready_fd) {
 
     constexpr int kMaxInflight = 256;
     auto last_check = std::chrono::steady_clock::now();
+    // One receive buffer for every datagram (this loop is one thread); a query's thread gets a
+    // copy of its size.
+    // In .bss, not on the heap: only the pages a datagram lands in are ever resident.
+    static std::uint8_t rbuf[65536];
+    // Something was served since the last trim: once nothing happened for 10 ms and nothing is
+    // in flight, the freed heap goes back to the kernel (malloc_trim), so that an idle proxy
+    // holds only what it needs, whatever the burst before (its memory is what one more namespace
+    // costs the host). Not after each query: trimming there doubled the answer delay (bench/run.sh
+    // metric 9), the next query faulting the pages in again.
+    bool untrimmed = false;
     while (true) {
         std::vector<pollfd> fds{{udp4.get(), POLLIN, 0}, {tcp4.get(), POLLIN, 0}};
         if (udp6) fds.push_back({udp6.get(), POLLIN, 0});
         if (tcp6) fds.push_back({tcp6.get(), POLLIN, 0});
         if (pidfd) fds.push_back({pidfd.get(), POLLIN, 0});
-        const int n = ::poll(fds.data(), fds.size(), 1000);
+        const int n = ::poll(fds.data(), fds.size(), untrimmed ? 10 : 1000);
         if (n < 0 && errno != EINTR) throw_errno("poll", errno);
+        if (n == 0 && untrimmed && p.inflight.load() == 0) {
+            ::malloc_trim(0);
+            untrimmed = false;
+        }
         const auto now = std::chrono::steady_clock::now();
         if (g_stop || now - last_check >= std::chrono::seconds(1) ||
             (pidfd && (fds.back().revents & POLLIN))) {
             last_check = now;
+            untrimmed = true;  // the check's netlink dump allocated too
             std::string why = g_stop ? "stopped by a signal" : gone(p, pidfd.get());
             if (why.empty()) {
                 try {
@@ -879,28 +962,31 @@ int run_names_proxy(const std::string& state_path, int ready_fd) {
             }
         }
         if (n <= 0) continue;
+        untrimmed = true;
         for (const auto& f : fds) {
             if (!(f.revents & POLLIN)) continue;
             const bool v4 = f.fd == udp4.get() || f.fd == tcp4.get();
             const Family fam = v4 ? Family::v4 : Family::v6;
             if (f.fd == udp4.get() || (udp6 && f.fd == udp6.get())) {
-                std::vector<std::uint8_t> buf(65536);
                 sockaddr_storage client{};
                 socklen_t clen = sizeof client;
-                const ssize_t got = ::recvfrom(f.fd, buf.data(), buf.size(), MSG_DONTWAIT,
+                const ssize_t got = ::recvfrom(f.fd, rbuf, sizeof rbuf, MSG_DONTWAIT,
                                                reinterpret_cast<sockaddr*>(&client), &clen);
                 if (got <= 0) continue;
-                buf.resize(static_cast<std::size_t>(got));
+                std::vector<std::uint8_t> buf(rbuf, rbuf + got);
                 if (p.inflight.load() >= kMaxInflight)
                     continue;  // overloaded: dropped, the client retries
                 ++p.inflight;
                 const int sock = f.fd;
-                std::thread([&p, sock, client, clen, fam, q = std::move(buf)]() {
+                std::thread([&p, sock, client, clen, fam, q = std::move(buf)]() mutable {
                     const auto resolver = udp_original_destination(client, fam);
-                    auto r = answer(p, q, resolver, false, sockaddr_text(client));
-                    if (!r.empty())
-                        ::sendto(sock, r.data(), r.size(), 0,
-                                 reinterpret_cast<const sockaddr*>(&client), clen);
+                    {
+                        const auto r = answer(p, q, resolver, false, sockaddr_text(client));
+                        if (!r.empty())
+                            ::sendto(sock, r.data(), r.size(), 0,
+                                     reinterpret_cast<const sockaddr*>(&client), clen);
+                    }
+                    std::vector<std::uint8_t>().swap(q);
                     --p.inflight;
                 }).detach();
             } else if (f.fd == tcp4.get() || (tcp6 && f.fd == tcp6.get())) {

@@ -44,7 +44,7 @@ deb=$(find "$TMPD/pkg" -maxdepth 1 -name "${PKG}_*.deb" | head -1)
 assert_true "a .deb was made ($deb)" test -s "$deb"
 [[ -s $deb ]] || finish
 dpkg-deb -c "$deb" | awk '{print $NF}' | sed 's|^\./|/|' >"$TMPD/contents"
-for f in /usr/sbin/nsegress /usr/sbin/nsegress-runtime /usr/share/man/man8/nsegress.8 /usr/share/containers/oci/hooks.d/nsegress.json \
+for f in /usr/sbin/nsegress /usr/sbin/nsegress-runtime /usr/sbin/nsegress-names-proxy /usr/share/man/man8/nsegress.8 /usr/share/containers/oci/hooks.d/nsegress.json \
 	/usr/share/bash-completion/completions/nsegress /usr/share/nsegress/cni/nsegress.conflist \
 	/usr/share/nsegress/kubernetes/nsegress-daemonset.yaml; do
 	assert_true "the package holds $f" grep -qx -- "$f" "$TMPD/contents"
