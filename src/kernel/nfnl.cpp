@@ -40,7 +40,10 @@ int request(mnl_socket* sock, nlmsghdr* req, const ReplyFn& each) {
     if (mnl_socket_sendto(sock, req, req->nlmsg_len) < 0) return -errno;
     const std::uint32_t portid = mnl_socket_get_portid(sock);
     const std::uint32_t seq = req->nlmsg_seq;
-    std::vector<char> buf(1 << 16);
+    // A dump streams many messages per read; any other answer is one small message and the ACK
+    // (a names proxy makes several such requests per query: they stay off the heap's high-water
+    // mark).
+    std::vector<char> buf((req->nlmsg_flags & NLM_F_DUMP) ? std::size_t{1} << 16 : std::size_t{1} << 13);
     auto trampoline = [](const nlmsghdr* nlh, void* data) -> int {
         const auto* fn = static_cast<const ReplyFn*>(data);
         return *fn ? (*fn)(nlh) : MNL_CB_OK;
