@@ -10,7 +10,11 @@ if [[ -z $cf ]]; then
 	exit 1
 fi
 # (bench/*.c are stand-alone C tools in the kernel's style: not checked.)
-mapfile -t files < <(git ls-files -- 'src/*.cpp' 'src/*.hpp' 'include/*.hpp' 'tests/*.cpp' 'tests/*.hpp')
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+	mapfile -t files < <(git ls-files -- 'src/*.cpp' 'src/*.hpp' 'include/*.hpp' 'tests/*.cpp' 'tests/*.hpp')
+else # a source tree without git (an unpacked release)
+	mapfile -t files < <(find src include tests -name '*.cpp' -o -name '*.hpp' | sort)
+fi
 if [[ ${1-} == --fix ]]; then
 	"$cf" -i --style=file "${files[@]}"
 	exit 0

@@ -20,9 +20,9 @@ enum class Family : std::uint8_t { v4 = 4, v6 = 6 };
 
 using u128 = unsigned __int128;
 
-int to_af(Family f);                       // AF_INET / AF_INET6
-unsigned bits_of(Family f);                // 32 / 128
-const char* family_name(Family f);         // "IPv4" / "IPv6"
+int to_af(Family f);                // AF_INET / AF_INET6
+unsigned bits_of(Family f);         // 32 / 128
+const char* family_name(Family f);  // "IPv4" / "IPv6"
 
 struct IpAddr {
     Family family = Family::v4;

@@ -56,7 +56,7 @@ CniNetconf parse_cni_netconf(std::string_view text);
 nlohmann::json cni_error_json(const std::string& cni_version, const CniFailure& f);
 
 struct CniOutcome {
-    int exit = 0;          // process exit status
+    int exit = 0;  // process exit status
     std::string stdout_text;
 };
 

@@ -22,7 +22,8 @@ void resolve_container(TargetSpec& spec, std::optional<Engine> engine);
 
 // The engine's HostConfig.NetworkMode of a container ("host", "container:ID", "bridge", ...),
 // nullopt when no engine answers.
-std::optional<std::string> container_network_mode(const std::string& name, std::optional<Engine> engine);
+std::optional<std::string> container_network_mode(const std::string& name,
+                                                  std::optional<Engine> engine);
 
 // What `docker info` says about the daemon (the one DOCKER_HOST selects).
 struct DaemonInfo {

@@ -13,9 +13,9 @@ namespace nsegress {
 // The exit status is part of the command-line contract.
 enum class Exit : int {
     ok = 0,
-    usage = 1,    // bad usage or input
-    failed = 2,   // the operation failed: target missing, not permitted, kernel refused
-    verify = 3,   // a probe or verification did not hold
+    usage = 1,   // bad usage or input
+    failed = 2,  // the operation failed: target missing, not permitted, kernel refused
+    verify = 3,  // a probe or verification did not hold
 };
 
 class Error : public std::runtime_error {

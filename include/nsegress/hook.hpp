@@ -38,13 +38,15 @@ OciState parse_oci_state(std::string_view text);
 // The installer's policy from the hook's arguments (audit: --audit, else annotation
 // io.nsegress.audit).
 struct HookArgs : PolicySpec {
-    bool allow_given = false;  // --allow/--allow-file given (an empty allow-file refuses everything)
+    bool allow_given =
+        false;  // --allow/--allow-file given (an empty allow-file refuses everything)
 };
 
 // What restrict would be asked to do, or nullopt when there is no policy (do nothing).
 // Arguments take precedence over annotations; io.nsegress.allow next to an allow-list from the
-// arguments narrows it (the intersection: an annotation never widens the installer's policy). io.nsegress.audit=true alone (no allow-list) is
-// a policy too: audit everything. Exposed for tests.
+// arguments narrows it (the intersection: an annotation never widens the installer's policy).
+// io.nsegress.audit=true alone (no allow-list) is a policy too: audit everything. Exposed for
+// tests.
 std::optional<RestrictOptions> hook_plan(const OciState& state, const HookArgs& args);
 
 // Reads the state from `stdin_text` (already read, at most kMaxOciState + 1 bytes).

@@ -31,7 +31,7 @@ struct Link {
     std::string name;
     bool up = false;
     bool loopback = false;
-    std::string kind;  // "veth", "bridge"... empty for physical/loopback
+    std::string kind;      // "veth", "bridge"... empty for physical/loopback
     unsigned arptype = 0;  // ARPHRD_*: 1 (ARPHRD_ETHER) for Ethernet-framed links
     unsigned mtu = 0;
 };
@@ -45,9 +45,9 @@ struct Address {
 
 struct Route {
     Family family = Family::v4;
-    Cidr dst;                  // 0.0.0.0/0 or ::/0 for default
+    Cidr dst;  // 0.0.0.0/0 or ::/0 for default
     std::uint32_t table = 254;
-    std::uint8_t type = 1;     // RTN_UNICAST...
+    std::uint8_t type = 1;  // RTN_UNICAST...
     std::uint8_t protocol = 0;
     std::uint8_t scope = 0;
     std::uint32_t metric = 0;
@@ -55,7 +55,7 @@ struct Route {
     int oif = 0;
     std::optional<IpAddr> prefsrc;
     bool onlink = false;
-    bool multipath = false;    // more than one nexthop; only the first is kept here
+    bool multipath = false;  // more than one nexthop; only the first is kept here
     bool is_default() const { return dst.prefix == 0; }
 };
 
@@ -119,9 +119,9 @@ Snapshot inspect(nl_sock* sock, unsigned what = inspect_all, std::uint32_t compa
 // or a hang, whether or not a kernel could have sent it. For tests and fuzzing.
 void parse_rtnl_messages(std::span<const std::uint8_t> bytes, Snapshot& snap);
 
-std::string route_type_name(std::uint8_t type);   // "unicast", "unreachable", ...
-std::string table_name(std::uint32_t table);        // "main", "local", "28275"
+std::string route_type_name(std::uint8_t type);               // "unicast", "unreachable", ...
+std::string table_name(std::uint32_t table);                  // "main", "local", "28275"
 std::string format_route(const Route& r, const Snapshot& s);  // `ip route` style, one line
-std::string format_rule(const Rule& r);                        // `ip rule` style, one line
+std::string format_rule(const Rule& r);                       // `ip rule` style, one line
 
 }  // namespace nsegress

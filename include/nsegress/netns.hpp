@@ -30,7 +30,7 @@ struct NsId {
 
 struct UsernsInfo {
     ino_t ino = 0;
-    bool initial = false;           // the user namespace nsegress itself runs in
+    bool initial = false;                // the user namespace nsegress itself runs in
     std::optional<std::string> uid_map;  // as in /proc/PID/uid_map, when a process shows it
 };
 
@@ -46,7 +46,7 @@ public:
     NsId id() const { return id_; }
     std::optional<pid_t> pid() const { return pid_; }
     const std::string& label() const { return label_; }  // "pid 42" / "'/run/netns/x'"
-    std::string describe() const;                       // label plus "(netns inode N)"
+    std::string describe() const;                        // label plus "(netns inode N)"
     UsernsInfo owner() const;                            // the user namespace owning the netns
     // Why this is the host's namespace ("it is the network namespace nsegress itself runs in"),
     // or empty. Only an open_target(spec, HostCheck::report) can return a host namespace.

@@ -37,11 +37,11 @@ inline constexpr std::uint32_t kCopyRange = 128;
 struct PacketInfo {
     Family family = Family::v4;
     IpAddr src, dst;
-    std::uint8_t protocol = 0;              // IPPROTO_* of the transport header (after IPv6 ext headers)
-    std::optional<std::uint16_t> sport, dport;  // TCP, UDP, UDP-Lite, SCTP, DCCP
+    std::uint8_t protocol = 0;  // IPPROTO_* of the transport header (after IPv6 ext headers)
+    std::optional<std::uint16_t> sport, dport;         // TCP, UDP, UDP-Lite, SCTP, DCCP
     std::optional<std::uint8_t> icmp_type, icmp_code;  // ICMP / ICMPv6
-    bool fragment = false;                  // a non-first fragment: no transport header
-    bool truncated = false;                 // the copy ended before the transport fields
+    bool fragment = false;                             // a non-first fragment: no transport header
+    bool truncated = false;                            // the copy ended before the transport fields
 };
 
 // Parses an IPv4 or IPv6 packet starting at its network header. nullopt when the bytes are not
@@ -58,13 +58,13 @@ std::string icmp_type_name(Family f, std::uint8_t type);
 
 struct LogEvent {
     std::uint16_t group = 0;
-    std::uint8_t hook = 0;                    // NF_INET_LOCAL_OUT for the policy's rule
-    std::string prefix;                       // "nsegress refused" / "nsegress audit" / other
-    std::optional<std::uint32_t> uid, gid;    // of the sending socket, as the host sees it
-    std::optional<std::uint32_t> seq;         // per-group sequence number (NFULNL_CFG_F_SEQ)
-    std::optional<std::uint32_t> outdev;      // ifindex the packet was routed to
-    std::optional<PacketInfo> packet;         // nullopt: no payload, or not a parsable IP packet
-    std::size_t payload_len = 0;              // bytes copied
+    std::uint8_t hook = 0;                  // NF_INET_LOCAL_OUT for the policy's rule
+    std::string prefix;                     // "nsegress refused" / "nsegress audit" / other
+    std::optional<std::uint32_t> uid, gid;  // of the sending socket, as the host sees it
+    std::optional<std::uint32_t> seq;       // per-group sequence number (NFULNL_CFG_F_SEQ)
+    std::optional<std::uint32_t> outdev;    // ifindex the packet was routed to
+    std::optional<PacketInfo> packet;       // nullopt: no payload, or not a parsable IP packet
+    std::size_t payload_len = 0;            // bytes copied
 };
 
 // Which mode the log prefix names (nullopt: not one of ours, e.g. someone else's rule).
@@ -74,9 +74,9 @@ std::optional<nft::Mode> mode_of_prefix(const std::string& prefix);
 // something else (skipped, but counted, so garbage is visible in tests).
 struct Item {
     enum Kind { packet, ack, error, other, malformed } kind = other;
-    LogEvent event;        // kind == packet
-    std::uint32_t seq = 0; // netlink sequence number (ack/error)
-    int error_code = 0;    // kind == error: positive errno
+    LogEvent event;         // kind == packet
+    std::uint32_t seq = 0;  // netlink sequence number (ack/error)
+    int error_code = 0;     // kind == error: positive errno
 };
 
 // Splits a buffer received from the socket into messages and parses each. Stops at the first

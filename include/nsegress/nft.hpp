@@ -142,14 +142,14 @@ namespace nsegress::nft {
 inline constexpr const char* kTable = "nsegress";  // family inet
 inline constexpr const char* kChain = "output";
 inline constexpr const char* kChainInbound = "inbound";  // prerouting: marks inbound connections
-inline constexpr std::int32_t kInboundPriority = -150;    // NF_IP_PRI_MANGLE: after conntrack (-200)
+inline constexpr std::int32_t kInboundPriority = -150;   // NF_IP_PRI_MANGLE: after conntrack (-200)
 // The conntrack label of connections that came from outside (labels are 128 bits per entry).
 inline constexpr unsigned kInboundLabel = 127;
 inline constexpr const char* kSet4 = "allow4";
 inline constexpr const char* kSet6 = "allow6";
 inline constexpr const char* kSetPorts4 = "allowp4";  // address . protocol . port
 inline constexpr const char* kSetPorts6 = "allowp6";
-inline constexpr const char* kSetEcho4 = "icmp4";     // echo-request destinations
+inline constexpr const char* kSetEcho4 = "icmp4";  // echo-request destinations
 inline constexpr const char* kSetEcho6 = "icmp6";
 // Names (names.hpp), only in a policy with a name entry:
 //   set names4 { type ipv4_addr . inet_proto . inet_service; flags interval,timeout; }
@@ -189,8 +189,8 @@ inline constexpr const char* kCommentPorts4 = "nsegress: allowed ipv4 ports";
 inline constexpr const char* kCommentPorts6 = "nsegress: allowed ipv6 ports";
 inline constexpr const char* kCommentEcho = "nsegress: allowed echo";
 inline constexpr const char* kCommentDeny = "nsegress: refused";
-inline constexpr const char* kCommentAudit = "nsegress: audited";   // audit mode's final rule
-inline constexpr const char* kCommentLog = "nsegress: deny log";     // the rate-limited log rule
+inline constexpr const char* kCommentAudit = "nsegress: audited";  // audit mode's final rule
+inline constexpr const char* kCommentLog = "nsegress: deny log";   // the rate-limited log rule
 // Every other path a packet can be accepted or dropped by has a counted, tagged rule too.
 inline constexpr const char* kCommentLoopback = "nsegress: loopback";
 inline constexpr const char* kCommentReplies = "nsegress: replies";  // to connections from outside
@@ -232,10 +232,11 @@ inline constexpr std::size_t kElementsPerMessage = 512;
 
 // ---- netdev egress layer (see the top of this file) ----
 inline constexpr const char* kNetdevChainPrefix = "egress_";  // + interface name
-inline constexpr const char* kSetNd6 = "nd6";  // in both tables
+inline constexpr const char* kSetNd6 = "nd6";                 // in both tables
 inline constexpr const char* kSetOwn4 = "own4";  // netdev table: the namespace's own addresses
 inline constexpr const char* kSetOwn6 = "own6";
-inline constexpr const char* kSetIp6Next = "ip6next";  // netdev table: what may follow an IPv6 header
+inline constexpr const char* kSetIp6Next =
+    "ip6next";  // netdev table: what may follow an IPv6 header
 
 struct NetdevDevice {
     std::string name;
@@ -243,13 +244,13 @@ struct NetdevDevice {
 };
 
 struct NetdevPlan {
-    bool install = false;          // add table netdev nsegress with one chain per device
-    bool replace_existing = false; // a netdev nsegress table exists: delete it in the batch
+    bool install = false;           // add table netdev nsegress with one chain per device
+    bool replace_existing = false;  // a netdev nsegress table exists: delete it in the batch
     std::vector<NetdevDevice> devices;
-    AllowList neighbour6;          // destinations neighbour discovery may go to (set nd6, both
-                                   // tables; empty: link-local and link multicast only)
-    AllowList own;                 // the namespace's own addresses (sets own4, own6 of the netdev
-                                   // table: frames with another source are dropped there)
+    AllowList neighbour6;  // destinations neighbour discovery may go to (set nd6, both
+                           // tables; empty: link-local and link multicast only)
+    AllowList own;         // the namespace's own addresses (sets own4, own6 of the netdev
+                           // table: frames with another source are dropped there)
 };
 
 // What an earlier run left in the namespace, as far as replacing it goes: read with one dump of
@@ -258,8 +259,8 @@ struct NetdevPlan {
 //             the new policy is written into them (rules flushed and re-added, set elements
 //             flushed and re-added; the port sets allowp4/allowp6 are deleted and created anew
 //             after the rules that use them are flushed: flushing a pipapo set of 2*10^4
-//             elements and adding them back costs seconds). The base chains stay registered throughout, so the switch
-//             is one generation flip for the packets: atomic.
+//             elements and adding them back costs seconds). The base chains stay registered
+//             throughout, so the switch is one generation flip for the packets: atomic.
 //   absent / foreign  "add table; delete table; add table {...}". Deleting a base chain leaves
 //             it registered, with no rules and its drop policy, for a moment of the commit
 //             (after the generation flip, before its hook is unregistered): an allowed packet
@@ -273,9 +274,9 @@ enum class Found { absent, reusable, foreign };
 // own commit creates (the genid in BATCH_BEGIN + 1: a commit is accepted only at that genid and
 // bumps it by one). A later run that reads the same generation back knows that nothing in the
 // namespace's nftables was committed since, so the sets hold exactly what the digest describes;
-// the contents themselves come from a state file the committing run left (src/cmd/restrict.cpp), trusted
-// only when its digest is the stamp's. Then only the difference is sent. Any other commit in
-// between (another tool, a hand edit, the set flushed) moves the generation: the sets are then
+// the contents themselves come from a state file the committing run left (src/cmd/restrict.cpp),
+// trusted only when its digest is the stamp's. Then only the difference is sent. Any other commit
+// in between (another tool, a hand edit, the set flushed) moves the generation: the sets are then
 // flushed and written whole, as without a stamp. Our sets are static (no timeouts, no datapath
 // updates), so nothing changes them without a commit.
 struct SetContents {
@@ -366,8 +367,10 @@ std::string render_netdev(const Policy& policy, const NetdevPlan& netdev);
 std::string render_netdev(const AllowList& allow, const NetdevPlan& netdev);
 
 // The same policy in nft syntax (an `nft -f` script doing exactly what the batch does).
-std::string render_policy(const Policy& policy, Mode mode = Mode::enforce, const NetdevPlan& netdev = {});
-std::string render_policy(const AllowList& allow, Mode mode = Mode::enforce, const NetdevPlan& netdev = {});
+std::string render_policy(const Policy& policy, Mode mode = Mode::enforce,
+                          const NetdevPlan& netdev = {});
+std::string render_policy(const AllowList& allow, Mode mode = Mode::enforce,
+                          const NetdevPlan& netdev = {});
 
 // The nfnetlink socket (nfnl.hpp).
 using MnlSocket = nfnl::Socket;
@@ -399,32 +402,32 @@ struct Counter {
 };
 
 struct PolicyState {
-    bool present = false;     // the table exists
-    bool complete = false;    // chain, both sets and the counted rules are all there
-    Mode mode = Mode::enforce;  // audit when the final rule is the audit accept
-    AllowList allow;          // read back from the kernel's sets (CIDR-only entries)
+    bool present = false;          // the table exists
+    bool complete = false;         // chain, both sets and the counted rules are all there
+    Mode mode = Mode::enforce;     // audit when the final rule is the audit accept
+    AllowList allow;               // read back from the kernel's sets (CIDR-only entries)
     std::vector<PortRange> ports;  // elements of allowp4 / allowp6 (none on an older table)
-    AllowList echo;           // icmp4 / icmp6
+    AllowList echo;                // icmp4 / icmp6
     Policy policy() const { return Policy(allow, ports, echo); }  // the whole policy, normalized
-    Counter allowed;          // every allowed-destination rule's counter (all of those below)
-    Counter allowed_ports;    // allowp4 + allowp6 rule counters
-    Counter allowed_echo;     // icmp4 + icmp6 rule counters
-    Counter refused;          // the final rule's counter (in audit mode: would have been refused)
-    bool deny_log = false;    // the rate-limited log rule is there (policies before it had none)
-    Counter logged;           // its counter: packets handed to the nflog group
+    Counter allowed;        // every allowed-destination rule's counter (all of those below)
+    Counter allowed_ports;  // allowp4 + allowp6 rule counters
+    Counter allowed_echo;   // icmp4 + icmp6 rule counters
+    Counter refused;        // the final rule's counter (in audit mode: would have been refused)
+    bool deny_log = false;  // the rate-limited log rule is there (policies before it had none)
+    Counter logged;         // its counter: packets handed to the nflog group
     // The other accept and drop paths (zero on a table of an older nsegress, which had none).
-    Counter loopback;         // oif lo
-    Counter replies;          // replies to connections from outside, to peers outside the allow-list
-    Counter related;          // ICMP errors about such connections
-    Counter neighbour;        // neighbour discovery (and DAD) to @nd6
-    Counter forged;           // dropped: a source address that is not the namespace's
-    Counter source_route;     // dropped: IPv4 LSRR/SSRR, IPv6 routing header
-    Counter inbound;          // connections labelled as coming from outside
-    bool names = false;       // the names sets and chain dns are there (a policy with names)
-    Counter allowed_names;    // names4 + names6 rule counters (new connections by name)
-    Counter named;            // later packets of connections opened by name
-    Counter dns_redirected;   // queries sent to the names proxy
-    Counter resolver;         // the names proxy's own queries to resolvers
+    Counter loopback;        // oif lo
+    Counter replies;         // replies to connections from outside, to peers outside the allow-list
+    Counter related;         // ICMP errors about such connections
+    Counter neighbour;       // neighbour discovery (and DAD) to @nd6
+    Counter forged;          // dropped: a source address that is not the namespace's
+    Counter source_route;    // dropped: IPv4 LSRR/SSRR, IPv6 routing header
+    Counter inbound;         // connections labelled as coming from outside
+    bool names = false;      // the names sets and chain dns are there (a policy with names)
+    Counter allowed_names;   // names4 + names6 rule counters (new connections by name)
+    Counter named;           // later packets of connections opened by name
+    Counter dns_redirected;  // queries sent to the names proxy
+    Counter resolver;        // the names proxy's own queries to resolvers
     bool reply_marking = false;  // the inbound chain and labelled reply rule are there
     std::size_t rules = 0;
 };
@@ -436,10 +439,10 @@ bool netdev_table_present(mnl_socket* sock);
 
 struct NetdevChainState {
     std::string chain;
-    std::string device;      // the interface its egress hook is bound to
-    Counter allowed;         // allow4 + allow6 (+ port-scoped and echo) rule counters
-    Counter refused;         // every drop rule's counter: forged source, options or extension
-                             // headers, and the final drop
+    std::string device;  // the interface its egress hook is bound to
+    Counter allowed;     // allow4 + allow6 (+ port-scoped and echo) rule counters
+    Counter refused;     // every drop rule's counter: forged source, options or extension
+                         // headers, and the final drop
 };
 struct NetdevState {
     bool present = false;

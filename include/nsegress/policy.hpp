@@ -46,11 +46,11 @@ struct AllowEntry {
     AllowEntry() = default;
     // A bare CIDR is an entry without ports (all traffic to it), as before the grammar had ports.
     AllowEntry(Cidr d, std::vector<PortSpec> p = {}) : dest(d), ports(std::move(p)) {}
-    Cidr dest;                    // unused when `name` is set
-    std::string name;             // a DNS name entry ("api.example.com", "*.example.com"), lower case
+    Cidr dest;         // unused when `name` is set
+    std::string name;  // a DNS name entry ("api.example.com", "*.example.com"), lower case
     std::vector<PortSpec> ports;  // empty: all traffic to dest
     bool is_name() const { return !name.empty(); }
-    std::string str() const;      // the entry in the grammar
+    std::string str() const;  // the entry in the grammar
     auto operator<=>(const AllowEntry&) const = default;
 };
 
@@ -82,7 +82,7 @@ struct PortRange {
 //                  equal neighbouring segments joined; nothing that all() covers
 //   echo()         icmp / icmpv6 echo destinations (sets icmp4/icmp6), nothing all() covers
 class Policy {
-  public:
+public:
     Policy() = default;
     explicit Policy(const std::vector<AllowEntry>& entries);
     // From parts (what status reads back from the kernel's sets): normalized the same way.
@@ -112,7 +112,7 @@ class Policy {
                echo_ == o.echo_ && names_ == o.names_;
     }
 
-  private:
+private:
     void normalize(std::vector<PortRange> raw, std::vector<Range> echo);
     AllowList all_;
     std::vector<PortRange> scoped4_, scoped6_;

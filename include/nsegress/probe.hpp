@@ -26,9 +26,9 @@ namespace nsegress {
 enum class Expect { reach, block, audit };
 enum class Outcome { reachable, refused_policy, refused_route, unreachable, timeout, error };
 
-const char* expect_name(Expect e);     // "reach" / "block" / "audit"
-const char* outcome_name(Outcome o);   // "reachable", "refused-policy", "refused-route",
-                                       // "unreachable", "timeout", "error"
+const char* expect_name(Expect e);    // "reach" / "block" / "audit"
+const char* outcome_name(Outcome o);  // "reachable", "refused-policy", "refused-route",
+                                      // "unreachable", "timeout", "error"
 
 struct ProbeTarget {
     IpAddr addr;

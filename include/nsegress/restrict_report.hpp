@@ -72,8 +72,9 @@ struct RestrictReport {
         std::optional<std::vector<std::string>> routes;  // at most kReportedRoutes lines
         std::size_t rule_count = 0, route_count = 0;
         bool truncated = false;
-        std::optional<std::size_t> added, deleted;                // merged into an earlier one
-        std::optional<std::size_t> removed_rules, removed_routes;  // not installed: a previous one's
+        std::optional<std::size_t> added, deleted;  // merged into an earlier one
+        std::optional<std::size_t> removed_rules,
+            removed_routes;  // not installed: a previous one's
     };
     std::optional<RouteLayer> route_set;
     std::optional<std::vector<ProbeResult>> probes;

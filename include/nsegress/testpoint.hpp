@@ -20,7 +20,7 @@ struct Route;
 namespace nsegress::testing {
 
 struct Hooks {
-    void (*pause_at)(const char* step) = nullptr;      // called at every named step
+    void (*pause_at)(const char* step) = nullptr;       // called at every named step
     void (*mutate_batch)(nft::Batch& batch) = nullptr;  // called on the policy batch before commit
     void (*mutate_route)(Route& route) = nullptr;  // called on each route a first restrict sends
     int stale_genid_attempts = 0;  // commit() sends a stale generation id this many times first

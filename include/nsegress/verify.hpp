@@ -14,10 +14,11 @@ namespace nsegress {
 
 struct VerifyOptions {
     TargetSpec target;
-    std::vector<AllowEntry> allow;   // entries of the grammar (policy.hpp)
+    std::vector<AllowEntry> allow;  // entries of the grammar (policy.hpp)
     std::vector<IpAddr> reach;
     std::vector<IpAddr> block;
-    std::optional<IpAddr> resolver;  // name entries: the resolver to ask (else the container's resolv.conf)
+    std::optional<IpAddr>
+        resolver;  // name entries: the resolver to ask (else the container's resolv.conf)
     bool expect_userns_remap = false;
     bool expect_no_new_privs = false;
     ProbeOptions probe_options;
@@ -34,12 +35,14 @@ struct VerifyOptions {
 // The teacher's own mistakes, caught before anything runs: a block target inside an allowed
 // CIDR, or a reach target outside every allowed CIDR. Throws Error(Exit::usage) with a clear
 // line (`reach_flag`/`block_flag` name the options, e.g. "--reach"/"--block").
-void validate_targets(const AllowList& allow, const std::vector<IpAddr>& reach, const std::vector<IpAddr>& block,
-                      const char* reach_flag, const char* block_flag);
+void validate_targets(const AllowList& allow, const std::vector<IpAddr>& reach,
+                      const std::vector<IpAddr>& block, const char* reach_flag,
+                      const char* block_flag);
 // With entries of the grammar: a block target is a mistake inside an entry without ports (all
 // traffic to it is allowed), a reach target outside every entry's destination.
 void validate_targets(const std::vector<AllowEntry>& allow, const std::vector<IpAddr>& reach,
-                      const std::vector<IpAddr>& block, const char* reach_flag, const char* block_flag);
+                      const std::vector<IpAddr>& block, const char* reach_flag,
+                      const char* block_flag);
 
 enum class CheckStatus { pass, fail, warn };
 
@@ -94,7 +97,8 @@ std::string junit_report(const std::vector<JunitSuite>& suites);
 std::optional<IpAddr> outside_destination(Family f, const AllowList& allow);
 
 // The user of /etc/subuid (or subgid) text whose range holds [start, start + count), if any.
-std::optional<std::string> subid_owner(const std::string& subid_text, unsigned long start, unsigned long count);
+std::optional<std::string> subid_owner(const std::string& subid_text, unsigned long start,
+                                       unsigned long count);
 // The length of the uid/gid map line that maps 0 ("0 100000 65536" -> 65536), 0 if none.
 unsigned long root_range(const std::string& map);
 

@@ -25,13 +25,14 @@
 
 namespace nsegress {
 
-// ---- The summary: what was observed, as an allow-list --------------------------------------------
+// ---- The summary: what was observed, as an allow-list
+// --------------------------------------------
 
 // One line of the suggested allow-list.
 struct SummaryEntry {
     Cidr cidr;
-    std::size_t hosts = 0;          // distinct destinations seen inside it
-    std::uint64_t attempts = 0;     // logged attempts to them
+    std::size_t hosts = 0;                      // distinct destinations seen inside it
+    std::uint64_t attempts = 0;                 // logged attempts to them
     std::map<std::string, std::uint64_t> seen;  // "tcp/443" -> 12, "icmp echo-request" -> 1
 };
 
@@ -76,7 +77,8 @@ struct NameHints {
 // With hints: an observed address a name's answer gave is suggested as that name (with the
 // ports seen), and the refused names follow, commented out, for review (their ports unknown).
 std::string render_allow_file(const std::vector<std::string>& header, const Policy& current,
-                              const std::vector<SummaryEntry>& observed, const NameHints& hints = {});
+                              const std::vector<SummaryEntry>& observed,
+                              const NameHints& hints = {});
 
 nlohmann::json summary_json(const AllowList& current, const std::vector<SummaryEntry>& observed,
                             const std::string& allow_file);
@@ -99,7 +101,7 @@ struct WatchOptions {
     TargetSpec target;
     std::optional<double> duration_s;  // end after this long; none: until a signal
     bool summary = false;
-    int receive_buffer = 4 << 20;      // bytes, SO_RCVBUFFORCE of the log socket
+    int receive_buffer = 4 << 20;  // bytes, SO_RCVBUFFORCE of the log socket
 };
 
 struct WatchSink {

@@ -19,7 +19,8 @@ void close_all_but(int from, const std::vector<int>& keep) {
     unsigned lo = static_cast<unsigned>(from);
     for (int k : keep) {
         if (k < from) continue;
-        if (static_cast<unsigned>(k) > lo) ::syscall(SYS_close_range, lo, static_cast<unsigned>(k) - 1, 0u);
+        if (static_cast<unsigned>(k) > lo)
+            ::syscall(SYS_close_range, lo, static_cast<unsigned>(k) - 1, 0u);
         lo = static_cast<unsigned>(k) + 1;
     }
     ::syscall(SYS_close_range, lo, ~0u, 0u);
@@ -46,8 +47,10 @@ DeferredClose::DeferredClose(std::initializer_list<int> fds) {
         // The helper: async-signal-safe calls only from here on.
         int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
         for (int i = 0; i < 3; ++i) {
-            if (null >= 0) ::dup2(null, i);
-            else ::close(i);
+            if (null >= 0)
+                ::dup2(null, i);
+            else
+                ::close(i);
         }
         close_all_but(3, keep);
         ::prctl(PR_SET_NAME, "nsegress-close", 0, 0, 0);

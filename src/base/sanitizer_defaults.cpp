@@ -16,8 +16,9 @@
     "exitcode=86:log_path=" NSEGRESS_SANITIZER_LOG_DIR "/report:print_summary=1"
 
 extern "C" const char* __asan_default_options() {
-    return NSEGRESS_COMMON_SANITIZER_OPTIONS ":detect_leaks=1:detect_stack_use_after_return=1"
-                                             ":strict_string_checks=1:check_initialization_order=1";
+    return NSEGRESS_COMMON_SANITIZER_OPTIONS
+        ":detect_leaks=1:detect_stack_use_after_return=1"
+        ":strict_string_checks=1:check_initialization_order=1";
 }
 
 extern "C" const char* __ubsan_default_options() {

@@ -13,11 +13,20 @@ std::string printable(std::string_view text, std::size_t max) {
     for (std::size_t i = 0; i < n; ++i) {
         auto c = static_cast<unsigned char>(text[i]);
         switch (c) {
-            case '\n': out += "\\n"; continue;
-            case '\r': out += "\\r"; continue;
-            case '\t': out += "\\t"; continue;
-            case '\\': out += "\\\\"; continue;
-            default: break;
+            case '\n':
+                out += "\\n";
+                continue;
+            case '\r':
+                out += "\\r";
+                continue;
+            case '\t':
+                out += "\\t";
+                continue;
+            case '\\':
+                out += "\\\\";
+                continue;
+            default:
+                break;
         }
         if (c < 0x20 || c >= 0x7f) {
             out += "\\x";
@@ -31,14 +40,17 @@ std::string printable(std::string_view text, std::size_t max) {
     return out;
 }
 
-std::string quote(std::string_view text, std::size_t max) { return "'" + printable(text, max) + "'"; }
+std::string quote(std::string_view text, std::size_t max) {
+    return "'" + printable(text, max) + "'";
+}
 
 JsonProblem parse_untrusted_json(std::string_view text, json& out) {
     bool too_deep = false;
     // Returning false at the start of a too-deep array or object discards it, so the parser
     // never builds the deep part (the parse itself is iterative and does not recurse).
     json::parser_callback_t cb = [&](int depth, json::parse_event_t event, json&) {
-        if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
+        if ((event == json::parse_event_t::object_start ||
+             event == json::parse_event_t::array_start) &&
             depth > kMaxJsonDepth) {
             too_deep = true;
             return false;

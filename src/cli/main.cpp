@@ -68,20 +68,21 @@ struct Parsed {
 
 po::options_description target_options() {
     po::options_description d("Target (exactly one)");
-    d.add_options()
-        ("pid", po::value<std::string>()->value_name("PID"), "the network namespace of process PID (race-free: pidfd)")
-        ("netns", po::value<std::string>()->value_name("PATH"), "a network namespace file, e.g. /run/netns/NAME")
-        ("container", po::value<std::string>()->value_name("NAME"), "a running docker/podman container")
-        ("engine", po::value<std::string>()->value_name("docker|podman"),
-         "engine for --container (default: docker, then podman)");
+    d.add_options()("pid", po::value<std::string>()->value_name("PID"),
+                    "the network namespace of process PID (race-free: pidfd)")(
+        "netns", po::value<std::string>()->value_name("PATH"),
+        "a network namespace file, e.g. /run/netns/NAME")(
+        "container", po::value<std::string>()->value_name("NAME"),
+        "a running docker/podman container")(
+        "engine", po::value<std::string>()->value_name("docker|podman"),
+        "engine for --container (default: docker, then podman)");
     return d;
 }
 
-po::options_description common_options(const char* json_help = "print one JSON document on stdout") {
+po::options_description common_options(
+    const char* json_help = "print one JSON document on stdout") {
     po::options_description d("Output");
-    d.add_options()
-        ("json", po::bool_switch(), json_help)
-        ("help,h", "show this help");
+    d.add_options()("json", po::bool_switch(), json_help)("help,h", "show this help");
     return d;
 }
 
@@ -99,7 +100,8 @@ int parse_int(const std::string& opt, const std::string& s, int lo, int hi) {
     int v = 0;
     auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
     if (s.empty() || ec != std::errc() || end != s.data() + s.size() || v < lo || v > hi)
-        throw_usage(fmt::format("--{}: {} must be a whole number from {} to {}", opt, quote(s), lo, hi));
+        throw_usage(
+            fmt::format("--{}: {} must be a whole number from {} to {}", opt, quote(s), lo, hi));
     return v;
 }
 
@@ -123,7 +125,9 @@ TargetSpec target_of(const po::variables_map& vm, unsigned privileges) {
         std::optional<Engine> engine;
         if (vm.count("engine")) {
             engine = parse_engine(vm["engine"].as<std::string>());
-            if (!engine) throw_usage("--engine: " + quote(vm["engine"].as<std::string>()) + " must be docker or podman");
+            if (!engine)
+                throw_usage("--engine: " + quote(vm["engine"].as<std::string>()) +
+                            " must be docker or podman");
         }
         require_privileges(privileges);
         resolve_container(t, engine);
@@ -190,15 +194,19 @@ PolicySpec policy_of(const po::variables_map& vm) {
 ProbeOptions probe_options(const po::variables_map& vm) {
     ProbeOptions p;
     if (vm.count("count")) p.count = parse_int("count", vm["count"].as<std::string>(), 1, 100);
-    if (vm.count("timeout-ms")) p.timeout_ms = parse_int("timeout-ms", vm["timeout-ms"].as<std::string>(), 1, 60000);
+    if (vm.count("timeout-ms"))
+        p.timeout_ms = parse_int("timeout-ms", vm["timeout-ms"].as<std::string>(), 1, 60000);
     return p;
 }
 
 void print(const CommandResult& r, bool json) {
-    if (json) std::cout << dump_json(r.doc, 2) << "\n";
-    else std::cout << render_human(r.doc);
+    if (json)
+        std::cout << dump_json(r.doc, 2) << "\n";
+    else
+        std::cout << render_human(r.doc);
     std::cout.flush();
-    if (!r.doc["error"].is_null()) std::cerr << "nsegress: " << r.doc["error"].get<std::string>() << "\n";
+    if (!r.doc["error"].is_null())
+        std::cerr << "nsegress: " << r.doc["error"].get<std::string>() << "\n";
 }
 
 // Parses the command's options; returns false when --help was printed.
@@ -213,10 +221,13 @@ bool parse(const std::string& command, const std::vector<std::string>& args,
     all.add(desc).add_options()("nsegress-positional", po::value<std::vector<std::string>>());
     po::positional_options_description positional;
     positional.add("nsegress-positional", -1);
-    po::store(po::command_line_parser(args).options(all).positional(positional).style(
-                  po::command_line_style::unix_style & ~po::command_line_style::allow_guessing)
-                  .run(),
-              out.vm);
+    po::store(
+        po::command_line_parser(args)
+            .options(all)
+            .positional(positional)
+            .style(po::command_line_style::unix_style & ~po::command_line_style::allow_guessing)
+            .run(),
+        out.vm);
     if (out.vm.count("nsegress-positional") && !out.vm.count("help")) {
         const auto& words = out.vm["nsegress-positional"].as<std::vector<std::string>>();
         throw_usage("unexpected argument " + quote(words.front()) +
@@ -234,7 +245,8 @@ bool parse(const std::string& command, const std::vector<std::string>& args,
 // CNI: the runtime sets CNI_* variables and writes the netconf on stdin, whatever argv says.
 int run_as_cni_plugin() {
     std::map<std::string, std::string> env;
-    for (const char* key : {"CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH"})
+    for (const char* key :
+         {"CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH"})
         if (const char* v = std::getenv(key)) env[key] = v;
     std::string input = env["CNI_COMMAND"] == "VERSION" ? std::string() : read_stdin_bounded();
     CniOutcome out = run_cni(env, input);
@@ -247,43 +259,54 @@ int run_as_cni_plugin() {
 int run_verify(const std::vector<std::string>& args, Parsed& p) {
     po::options_description desc;
     po::options_description t("Target (--pid or --netns, or one or more containers)");
-    t.add_options()
-        ("pid", po::value<std::string>()->value_name("PID"), "the network namespace of process PID (race-free: pidfd)")
-        ("netns", po::value<std::string>()->value_name("PATH"), "a network namespace file, e.g. /run/netns/NAME")
-        ("container", po::value<std::vector<std::string>>()->value_name("NAME")->composing(),
-         "a running docker/podman container (repeatable: grade several in one run)")
-        ("containers-file", po::value<std::string>()->value_name("FILE"),
-         "grade the containers named in FILE (one per line, '#' comments)")
-        ("engine", po::value<std::string>()->value_name("docker|podman"),
-         "engine for --container (default: docker, then podman)");
+    t.add_options()("pid", po::value<std::string>()->value_name("PID"),
+                    "the network namespace of process PID (race-free: pidfd)")(
+        "netns", po::value<std::string>()->value_name("PATH"),
+        "a network namespace file, e.g. /run/netns/NAME")(
+        "container", po::value<std::vector<std::string>>()->value_name("NAME")->composing(),
+        "a running docker/podman container (repeatable: grade several in one run)")(
+        "containers-file", po::value<std::string>()->value_name("FILE"),
+        "grade the containers named in FILE (one per line, '#' comments)")(
+        "engine", po::value<std::string>()->value_name("docker|podman"),
+        "engine for --container (default: docker, then podman)");
     po::options_description d("Verify");
-    d.add_options()
-        ("allow", po::value<std::vector<std::string>>()->value_name("ENTRY")->composing(),
-         "what the namespace is meant to reach, as restrict --allow (repeatable)")
-        ("allow-file", po::value<std::vector<std::string>>()->value_name("FILE")->composing(),
-         "read allow entries from FILE")
-        ("resolver", po::value<std::string>()->value_name("IP"),
-         "for name entries: the resolver the container asks (default: the nameserver of its resolv.conf)")
-        ("reach", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
-         "this IP must answer (ICMP echo, TCP, UDP) (repeatable)")
-        ("block", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
-         "ICMP, TCP and UDP to this IP must be refused inside the namespace (repeatable)")
-        ("tcp-port", po::value<std::string>()->value_name("PORT"), "port of the TCP probes (default 80)")
-        ("udp-port", po::value<std::string>()->value_name("PORT"), "port of the UDP probes (default 53)")
-        ("expect-userns-remap", po::bool_switch(), "uid 0 in the container must map to a non-zero host uid")
-        ("expect-no-new-privs", po::bool_switch(), "the container's process must have NoNewPrivs set")
-        ("lab-profile", po::bool_switch(),
-         "the whole seed lab: both expectations above, container root is uid 0 inside, id maps within the "
-         "remap user's /etc/subuid and /etc/subgid, the daemon's userns-remap and data directory, a "
-         "root-owned host directory not writable by container root")
-        ("count", po::value<std::string>()->value_name("N"), "echoes per probe (default 1)")
-        ("timeout-ms", po::value<std::string>()->value_name("MS"), "wait for answers (default 1000)")
-        ("junit", po::value<std::string>()->value_name("FILE"), "also write a JUnit XML report to FILE (always written)");
+    d.add_options()("allow",
+                    po::value<std::vector<std::string>>()->value_name("ENTRY")->composing(),
+                    "what the namespace is meant to reach, as restrict --allow (repeatable)")(
+        "allow-file", po::value<std::vector<std::string>>()->value_name("FILE")->composing(),
+        "read allow entries from FILE")("resolver", po::value<std::string>()->value_name("IP"),
+                                        "for name entries: the resolver the container asks "
+                                        "(default: the nameserver of its resolv.conf)")(
+        "reach", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
+        "this IP must answer (ICMP echo, TCP, UDP) (repeatable)")(
+        "block", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
+        "ICMP, TCP and UDP to this IP must be refused inside the namespace (repeatable)")(
+        "tcp-port", po::value<std::string>()->value_name("PORT"),
+        "port of the TCP probes (default 80)")("udp-port",
+                                               po::value<std::string>()->value_name("PORT"),
+                                               "port of the UDP probes (default 53)")(
+        "expect-userns-remap", po::bool_switch(),
+        "uid 0 in the container must map to a non-zero host uid")(
+        "expect-no-new-privs", po::bool_switch(),
+        "the container's process must have NoNewPrivs set")(
+        "lab-profile", po::bool_switch(),
+        "the whole seed lab: both expectations above, container root is uid 0 inside, id maps "
+        "within the "
+        "remap user's /etc/subuid and /etc/subgid, the daemon's userns-remap and data directory, a "
+        "root-owned host directory not writable by container root")(
+        "count", po::value<std::string>()->value_name("N"), "echoes per probe (default 1)")(
+        "timeout-ms", po::value<std::string>()->value_name("MS"),
+        "wait for answers (default 1000)")(
+        "junit", po::value<std::string>()->value_name("FILE"),
+        "also write a JUnit XML report to FILE (always written)");
     desc.add(t).add(d).add(common_options());
     if (!parse("verify", args, desc,
                "(--pid PID | --netns PATH | --container NAME... | --containers-file FILE)\n"
-               "        --allow ENTRY [--allow ENTRY]... [--reach IP]... [--block IP]... [--tcp-port P] [--udp-port P]\n"
-               "        [--expect-userns-remap] [--expect-no-new-privs] [--lab-profile] [--json] [--junit FILE]", p))
+               "        --allow ENTRY [--allow ENTRY]... [--reach IP]... [--block IP]... "
+               "[--tcp-port P] [--udp-port P]\n"
+               "        [--expect-userns-remap] [--expect-no-new-privs] [--lab-profile] [--json] "
+               "[--junit FILE]",
+               p))
         return 0;
     const po::variables_map& vm = p.vm;
     std::optional<std::string> junit;
@@ -308,12 +331,18 @@ int run_verify(const std::vector<std::string>& args, Parsed& p) {
         o.expect_no_new_privs = vm["expect-no-new-privs"].as<bool>();
         o.lab_profile = vm["lab-profile"].as<bool>();
         o.probe_options = probe_options(vm);
-        if (vm.count("tcp-port")) o.grade.tcp_port = static_cast<std::uint16_t>(parse_int("tcp-port", vm["tcp-port"].as<std::string>(), 1, 65535));
-        if (vm.count("udp-port")) o.grade.udp_port = static_cast<std::uint16_t>(parse_int("udp-port", vm["udp-port"].as<std::string>(), 1, 65535));
+        if (vm.count("tcp-port"))
+            o.grade.tcp_port = static_cast<std::uint16_t>(
+                parse_int("tcp-port", vm["tcp-port"].as<std::string>(), 1, 65535));
+        if (vm.count("udp-port"))
+            o.grade.udp_port = static_cast<std::uint16_t>(
+                parse_int("udp-port", vm["udp-port"].as<std::string>(), 1, 65535));
         if (vm.count("containers-file")) {
             const std::string f = vm["containers-file"].as<std::string>();
             auto text = read_text_file(f);
-            if (!text) throw_usage("--containers-file: cannot read " + quote(f) + ": " + std::strerror(errno));
+            if (!text)
+                throw_usage("--containers-file: cannot read " + quote(f) + ": " +
+                            std::strerror(errno));
             std::istringstream in(*text);
             std::string line;
             while (std::getline(in, line)) {
@@ -323,7 +352,8 @@ int run_verify(const std::vector<std::string>& args, Parsed& p) {
                 if (b == std::string::npos) continue;
                 names.push_back(line.substr(b, e - b + 1));
             }
-            if (names.empty()) throw_usage("--containers-file: " + quote(f) + " names no container");
+            if (names.empty())
+                throw_usage("--containers-file: " + quote(f) + " names no container");
         }
         int given = static_cast<int>(vm.count("pid") + vm.count("netns")) + (names.empty() ? 0 : 1);
         if (given > 1) throw_usage("give one kind of target: --pid, --netns, or containers");
@@ -337,7 +367,9 @@ int run_verify(const std::vector<std::string>& args, Parsed& p) {
     std::optional<Engine> engine;
     if (vm.count("engine")) {
         engine = parse_engine(vm["engine"].as<std::string>());
-        if (!engine) throw_usage("--engine: " + quote(vm["engine"].as<std::string>()) + " must be docker or podman");
+        if (!engine)
+            throw_usage("--engine: " + quote(vm["engine"].as<std::string>()) +
+                        " must be docker or podman");
     }
     struct One {
         std::string name;
@@ -357,11 +389,12 @@ int run_verify(const std::vector<std::string>& args, Parsed& p) {
         graded.push_back(std::move(one));
     };
     if (names.empty()) {
-        grade(vm.count("pid") ? "pid " + vm["pid"].as<std::string>() : vm["netns"].as<std::string>(),
-              [&](VerifyOptions& v) {
-                  if (vm.count("pid")) v.target.pid = parse_pid(vm["pid"].as<std::string>());
-                  if (vm.count("netns")) v.target.netns_path = vm["netns"].as<std::string>();
-              });
+        grade(
+            vm.count("pid") ? "pid " + vm["pid"].as<std::string>() : vm["netns"].as<std::string>(),
+            [&](VerifyOptions& v) {
+                if (vm.count("pid")) v.target.pid = parse_pid(vm["pid"].as<std::string>());
+                if (vm.count("netns")) v.target.netns_path = vm["netns"].as<std::string>();
+            });
     } else {
         for (const auto& n : names)
             grade(n, [&](VerifyOptions& v) {
@@ -374,7 +407,9 @@ int run_verify(const std::vector<std::string>& args, Parsed& p) {
     }
     // The worst outcome decides: a target that could not be graded, then a failed check.
     Exit worst = Exit::ok;
-    auto rank = [](Exit e) { return e == Exit::ok ? 0 : e == Exit::verify ? 1 : e == Exit::failed ? 2 : 3; };
+    auto rank = [](Exit e) {
+        return e == Exit::ok ? 0 : e == Exit::verify ? 1 : e == Exit::failed ? 2 : 3;
+    };
     nlohmann::json all = nlohmann::json::array();
     for (auto& g : graded) {
         Exit ex = g.error ? g.error->exit_code() : g.result->exit;
@@ -406,16 +441,19 @@ int run_verify(const std::vector<std::string>& args, Parsed& p) {
         for (std::size_t i = 0; i < graded.size(); ++i) {
             auto& g = graded[i];
             if (i) std::cout << "\n";
-            if (g.error) std::cout << fmt::format("verify {}: ERROR {}\n", g.name, g.error->what());
-            else std::cout << render_human(g.result->doc);
+            if (g.error)
+                std::cout << fmt::format("verify {}: ERROR {}\n", g.name, g.error->what());
+            else
+                std::cout << render_human(g.result->doc);
         }
         std::size_t failed = 0, errors = 0;
         for (auto& g : graded) {
             errors += g.error.has_value();
             failed += g.result && g.result->exit != Exit::ok;
         }
-        std::cout << fmt::format("\nclass: {} target(s), {} passed, {} failed, {} could not be graded\n", graded.size(),
-                                 graded.size() - failed - errors, failed, errors);
+        std::cout << fmt::format(
+            "\nclass: {} target(s), {} passed, {} failed, {} could not be graded\n", graded.size(),
+            graded.size() - failed - errors, failed, errors);
     }
     std::cout.flush();
     return static_cast<int>(worst);
@@ -446,45 +484,57 @@ int run(int argc, char** argv) {
         desc.add(target_options());
         if (command == "restrict") {
             po::options_description d("Policy");
-            d.add_options()
-                ("allow", po::value<std::vector<std::string>>()->value_name("ENTRY")->composing(),
-                 "allow 'DEST [PROTO[/PORT[-PORT]]]...' (one entry per --allow, repeatable): DEST is a "
-                 "CIDR or a bare IP (/32, /128); PROTO tcp, udp, sctp, icmp or icmpv6 (echo only); "
-                 "no PROTO: all traffic to DEST")
-                ("allow-file", po::value<std::vector<std::string>>()->value_name("FILE")->composing(),
-                 "read entries from FILE: one per line, '#' comments, blank lines")
-                ("probe-reach", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
-                 "after restricting, this IP must answer a ping (repeatable)")
-                ("probe-block", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
-                 "after restricting, a ping to this IP must be refused (repeatable)")
-                ("resolver", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
-                 "with names: the names proxy asks only this resolver (repeatable, in order); default: "
-                 "the nameservers of the container's /etc/resolv.conf, read now (loopback ones only "
-                 "from the hook or when given here)")
-                ("count", po::value<std::string>()->value_name("N"), "echoes per probe target (default 1)")
-                ("timeout-ms", po::value<std::string>()->value_name("MS"), "wait for answers (default 1000)")
-                ("no-probe", po::bool_switch(), "do not probe")
-                ("no-route-set", po::bool_switch(), "install only the nftables policy, no route set")
-                ("netdev-egress", po::bool_switch(),
-                 "also filter each interface's netdev egress hook (catches packet sockets)")
-                ("audit", po::bool_switch(),
-                 "audit mode: refuse nothing; count and log (see `nsegress watch`) what the allow-list "
-                 "would refuse. No route set, no netdev filter; without --allow, everything is logged")
-                ("dry-run", po::bool_switch(), "print the ruleset and route set; change nothing");
+            d.add_options()(
+                "allow", po::value<std::vector<std::string>>()->value_name("ENTRY")->composing(),
+                "allow 'DEST [PROTO[/PORT[-PORT]]]...' (one entry per --allow, repeatable): DEST "
+                "is a "
+                "CIDR or a bare IP (/32, /128); PROTO tcp, udp, sctp, icmp or icmpv6 (echo only); "
+                "no PROTO: all traffic to DEST")(
+                "allow-file",
+                po::value<std::vector<std::string>>()->value_name("FILE")->composing(),
+                "read entries from FILE: one per line, '#' comments, blank lines")(
+                "probe-reach", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
+                "after restricting, this IP must answer a ping (repeatable)")(
+                "probe-block", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
+                "after restricting, a ping to this IP must be refused (repeatable)")(
+                "resolver", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
+                "with names: the names proxy asks only this resolver (repeatable, in order); "
+                "default: "
+                "the nameservers of the container's /etc/resolv.conf, read now (loopback ones only "
+                "from the hook or when given here)")("count",
+                                                     po::value<std::string>()->value_name("N"),
+                                                     "echoes per probe target (default 1)")(
+                "timeout-ms", po::value<std::string>()->value_name("MS"),
+                "wait for answers (default 1000)")("no-probe", po::bool_switch(), "do not probe")(
+                "no-route-set", po::bool_switch(),
+                "install only the nftables policy, no route set")(
+                "netdev-egress", po::bool_switch(),
+                "also filter each interface's netdev egress hook (catches packet sockets)")(
+                "audit", po::bool_switch(),
+                "audit mode: refuse nothing; count and log (see `nsegress watch`) what the "
+                "allow-list "
+                "would refuse. No route set, no netdev filter; without --allow, everything is "
+                "logged")("dry-run", po::bool_switch(),
+                          "print the ruleset and route set; change nothing");
             desc.add(d).add(common_options());
             if (!parse(command, args, desc,
                        "(--pid PID | --netns PATH | --container NAME [--engine docker|podman])\n"
-                       "        (--allow ENTRY... | --allow-file FILE... | --audit) [--probe-reach IP]...\n"
-                       "        [--probe-block IP]... [--resolver IP]... [--no-probe] [--no-route-set] [--netdev-egress]\n"
-                       "        [--dry-run] [--json]", p))
+                       "        (--allow ENTRY... | --allow-file FILE... | --audit) [--probe-reach "
+                       "IP]...\n"
+                       "        [--probe-block IP]... [--resolver IP]... [--no-probe] "
+                       "[--no-route-set] [--netdev-egress]\n"
+                       "        [--dry-run] [--json]",
+                       p))
                 return 0;
             RestrictOptions o;
             // Enforcing needs an explicit list (an empty one would cut everything off); auditing
             // with none is the natural start: log everything the container sends.
             if (!p.vm.count("allow") && !p.vm.count("allow-file") && !p.vm["audit"].as<bool>())
-                throw_usage("no allow-list: give --allow ENTRY and/or --allow-file FILE "
-                            "(an empty allow-file refuses everything), or --audit to only watch");
-            static_cast<PolicySpec&>(o) = policy_of(p.vm);  // input errors first: they need no target
+                throw_usage(
+                    "no allow-list: give --allow ENTRY and/or --allow-file FILE "
+                    "(an empty allow-file refuses everything), or --audit to only watch");
+            static_cast<PolicySpec&>(o) =
+                policy_of(p.vm);  // input errors first: they need no target
             o.probe = !p.vm["no-probe"].as<bool>();
             o.dry_run = p.vm["dry-run"].as<bool>();
             // the privileges cmd_restrict checks (keep the two in step)
@@ -495,14 +545,18 @@ int run(int argc, char** argv) {
                 throw_usage("--no-probe contradicts --probe-reach/--probe-block");
             // The operator's own contradictions, before anything is committed (in audit mode
             // nothing is refused, so a reach target outside the list is what one checks there).
-            if (!o.audit) validate_targets(o.allow, o.probe_reach, o.probe_block, "--probe-reach", "--probe-block");
+            if (!o.audit)
+                validate_targets(o.allow, o.probe_reach, o.probe_block, "--probe-reach",
+                                 "--probe-block");
             auto r = cmd_restrict(o);
             print(r, p.json);
             return static_cast<int>(r.exit);
         }
         if (command == "release" || command == "status") {
             desc.add(common_options());
-            if (!parse(command, args, desc, "(--pid PID | --netns PATH | --container NAME) [--json]", p)) return 0;
+            if (!parse(command, args, desc,
+                       "(--pid PID | --netns PATH | --container NAME) [--json]", p))
+                return 0;
             auto t = target_of(p.vm, priv_enter | priv_net_admin);
             auto r = command == "release" ? cmd_release(t) : cmd_status(t);
             print(r, p.json);
@@ -510,42 +564,50 @@ int run(int argc, char** argv) {
         }
         if (command == "watch") {
             po::options_description d("Watch");
-            d.add_options()
-                ("duration", po::value<std::string>()->value_name("S"),
-                 "stop after S seconds (default: until SIGINT/SIGTERM, or the --pid process exits)")
-                ("summary", po::bool_switch(),
-                 "at the end, print an --allow-file covering what was observed (attempt lines "
-                 "become '#' comments, so the whole output is a valid allow-file)")
-                ("buffer", po::value<std::string>()->value_name("BYTES"),
-                 "receive buffer of the log socket (default 4194304); losses are counted and reported");
-            desc.add(d).add(common_options("print JSON lines on stdout: one object per attempt, then the end document"));
+            d.add_options()(
+                "duration", po::value<std::string>()->value_name("S"),
+                "stop after S seconds (default: until SIGINT/SIGTERM, or the --pid process exits)")(
+                "summary", po::bool_switch(),
+                "at the end, print an --allow-file covering what was observed (attempt lines "
+                "become '#' comments, so the whole output is a valid allow-file)")(
+                "buffer", po::value<std::string>()->value_name("BYTES"),
+                "receive buffer of the log socket (default 4194304); losses are counted and "
+                "reported");
+            desc.add(d).add(common_options(
+                "print JSON lines on stdout: one object per attempt, then the end document"));
             if (!parse(command, args, desc,
                        "(--pid PID | --netns PATH | --container NAME) [--duration S] [--summary]\n"
-                       "        [--buffer BYTES] [--json]", p))
+                       "        [--buffer BYTES] [--json]",
+                       p))
                 return 0;
             WatchOptions o;
             if (p.vm.count("duration")) {
                 const std::string s = p.vm["duration"].as<std::string>();
                 double v = 0;
                 auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-                if (s.empty() || ec != std::errc() || end != s.data() + s.size() || !(v > 0) || v > 31536000)
-                    throw_usage("--duration: " + quote(s) + " must be a number of seconds, more than 0");
+                if (s.empty() || ec != std::errc() || end != s.data() + s.size() || !(v > 0) ||
+                    v > 31536000)
+                    throw_usage("--duration: " + quote(s) +
+                                " must be a number of seconds, more than 0");
                 o.duration_s = v;
             }
-            if (p.vm.count("buffer")) o.receive_buffer = parse_int("buffer", p.vm["buffer"].as<std::string>(), 1024, 1 << 30);
+            if (p.vm.count("buffer"))
+                o.receive_buffer =
+                    parse_int("buffer", p.vm["buffer"].as<std::string>(), 1024, 1 << 30);
             o.summary = p.vm["summary"].as<bool>();
             o.target = target_of(p.vm, priv_enter | priv_net_admin);
             const bool as_json = p.json;
             const bool commented = o.summary && !as_json;
             WatchSink sink;
             sink.ready = [&](const nlohmann::json& r) {
-                std::cerr << fmt::format("nsegress watch: listening on nflog group {} in {} (netns inode {}), "
-                                         "policy: {}; stop with Ctrl-C or SIGTERM\n",
-                                         r["group"].get<int>(), r["target"]["label"].get<std::string>(),
-                                         r["target"]["netns_inode"].get<std::uint64_t>(),
-                                         r["policy"]["present"].get<bool>()
-                                             ? r["policy"]["mode"].get<std::string>() + " mode"
-                                             : std::string("none"));
+                std::cerr << fmt::format(
+                    "nsegress watch: listening on nflog group {} in {} (netns inode {}), "
+                    "policy: {}; stop with Ctrl-C or SIGTERM\n",
+                    r["group"].get<int>(), r["target"]["label"].get<std::string>(),
+                    r["target"]["netns_inode"].get<std::uint64_t>(),
+                    r["policy"]["present"].get<bool>()
+                        ? r["policy"]["mode"].get<std::string>() + " mode"
+                        : std::string("none"));
                 std::cerr.flush();
             };
             sink.event = [&](const nlohmann::json& ev) {
@@ -558,7 +620,9 @@ int run(int argc, char** argv) {
                 }
                 std::cout.flush();
             };
-            sink.notice = [&](const std::string& text) { std::cerr << "nsegress watch: " << text << "\n"; };
+            sink.notice = [&](const std::string& text) {
+                std::cerr << "nsegress watch: " << text << "\n";
+            };
             auto r = cmd_watch(o, sink);
             if (as_json) {
                 std::cout << dump_json(r.doc, -1) << "\n";
@@ -583,17 +647,21 @@ int run(int argc, char** argv) {
         }
         if (command == "probe") {
             po::options_description d("Probe");
-            d.add_options()
-                ("target", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
-                 "ping this IP from inside the namespace (repeatable)")
-                ("expect", po::value<std::string>()->value_name("reach|block"),
-                 "what must happen (default: reach); exit 3 otherwise")
-                ("count", po::value<std::string>()->value_name("N"), "echoes per target (default 1)")
-                ("timeout-ms", po::value<std::string>()->value_name("MS"), "wait for answers (default 1000)");
+            d.add_options()("target",
+                            po::value<std::vector<std::string>>()->value_name("IP")->composing(),
+                            "ping this IP from inside the namespace (repeatable)")(
+                "expect", po::value<std::string>()->value_name("reach|block"),
+                "what must happen (default: reach); exit 3 otherwise")(
+                "count", po::value<std::string>()->value_name("N"),
+                "echoes per target (default 1)")("timeout-ms",
+                                                 po::value<std::string>()->value_name("MS"),
+                                                 "wait for answers (default 1000)");
             desc.add(d).add(common_options());
             if (!parse(command, args, desc,
-                       "(--pid PID | --netns PATH | --container NAME) --target IP [--expect reach|block]\n"
-                       "        [--count N] [--timeout-ms MS] [--json]", p))
+                       "(--pid PID | --netns PATH | --container NAME) --target IP [--expect "
+                       "reach|block]\n"
+                       "        [--count N] [--timeout-ms MS] [--json]",
+                       p))
                 return 0;
             ProbeCommandOptions o;
             o.target = target_of(p.vm, priv_enter | priv_net_raw);
@@ -601,9 +669,12 @@ int run(int argc, char** argv) {
             if (o.targets.empty()) throw_usage("no --target given");
             if (p.vm.count("expect")) {
                 auto e = p.vm["expect"].as<std::string>();
-                if (e == "reach") o.expect = Expect::reach;
-                else if (e == "block") o.expect = Expect::block;
-                else throw_usage("--expect: " + quote(e) + " must be reach or block");
+                if (e == "reach")
+                    o.expect = Expect::reach;
+                else if (e == "block")
+                    o.expect = Expect::block;
+                else
+                    throw_usage("--expect: " + quote(e) + " must be reach or block");
             }
             o.probe_options = probe_options(p.vm);
             auto r = cmd_probe(o);
@@ -613,26 +684,34 @@ int run(int argc, char** argv) {
         if (command == "verify") return run_verify(args, p);
         if (command == "hook") {
             po::options_description d("Hook (OCI state JSON on stdin)");
-            d.add_options()
-                ("allow", po::value<std::vector<std::string>>()->value_name("ENTRY")->composing(),
-                 "allow entry, as restrict --allow (an annotation io.nsegress.allow narrows the list; "
-                 "without --allow/--allow-file, the annotation is the allow-list: entries separated by commas)")
-                ("allow-file", po::value<std::vector<std::string>>()->value_name("FILE")->composing(),
-                 "read allow entries from FILE (as restrict; an empty file refuses everything)")
-                ("probe-reach", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
-                 "must answer (else annotation io.nsegress.probe-reach)")
-                ("probe-block", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
-                 "must be refused (else annotation io.nsegress.probe-block)")
-                ("resolver", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
-                 "with names: the only resolver the names proxy asks (repeatable; default: the "
-                 "container's resolv.conf as the engine wrote it)")
-                ("no-route-set", po::bool_switch(), "install only the nftables policy")
-                ("netdev-egress", po::bool_switch(), "also filter each interface's netdev egress hook")
-                ("audit", po::bool_switch(), "audit mode, as restrict --audit (else annotation io.nsegress.audit=true)");
+            d.add_options()("allow",
+                            po::value<std::vector<std::string>>()->value_name("ENTRY")->composing(),
+                            "allow entry, as restrict --allow (an annotation io.nsegress.allow "
+                            "narrows the list; "
+                            "without --allow/--allow-file, the annotation is the allow-list: "
+                            "entries separated by commas)")(
+                "allow-file",
+                po::value<std::vector<std::string>>()->value_name("FILE")->composing(),
+                "read allow entries from FILE (as restrict; an empty file refuses everything)")(
+                "probe-reach", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
+                "must answer (else annotation io.nsegress.probe-reach)")(
+                "probe-block", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
+                "must be refused (else annotation io.nsegress.probe-block)")(
+                "resolver", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
+                "with names: the only resolver the names proxy asks (repeatable; default: the "
+                "container's resolv.conf as the engine wrote it)")(
+                "no-route-set", po::bool_switch(), "install only the nftables policy")(
+                "netdev-egress", po::bool_switch(),
+                "also filter each interface's netdev egress hook")(
+                "audit", po::bool_switch(),
+                "audit mode, as restrict --audit (else annotation io.nsegress.audit=true)");
             d.add(common_options());
             if (!parse(command, args, d,
-                       "[--allow ENTRY]... [--allow-file FILE]... [--probe-reach IP]... [--probe-block IP]...\n"
-                       "        [--resolver IP]... [--no-route-set] [--netdev-egress] [--audit] < state.json", p))
+                       "[--allow ENTRY]... [--allow-file FILE]... [--probe-reach IP]... "
+                       "[--probe-block IP]...\n"
+                       "        [--resolver IP]... [--no-route-set] [--netdev-egress] [--audit] < "
+                       "state.json",
+                       p))
                 return 0;
             HookArgs h;
             static_cast<PolicySpec&>(h) = policy_of(p.vm);
@@ -640,16 +719,18 @@ int run(int argc, char** argv) {
             auto r = cmd_hook(read_stdin_bounded(), h);
             if (p.json) std::cout << dump_json(r.doc, 2) << "\n";
             // A runtime shows a hook's stderr when it fails: exactly one line.
-            if (!r.doc["error"].is_null()) std::cerr << "nsegress hook: " << r.doc["error"].get<std::string>() << "\n";
+            if (!r.doc["error"].is_null())
+                std::cerr << "nsegress hook: " << r.doc["error"].get<std::string>() << "\n";
             return static_cast<int>(r.exit);
         }
         if (command == "names-proxy") {
             // Started by restrict (names_proxy.hpp); also by hand or a supervisor to restart a
             // proxy that died: `nsegress names-proxy --state /run/nsegress/names-DEV-INO.json`.
             po::options_description d("Names proxy");
-            d.add_options()
-                ("state", po::value<std::string>()->value_name("FILE")->required(), "the state file restrict wrote")
-                ("ready-fd", po::value<int>()->default_value(-1)->value_name("N"), "write '1' to fd N once listening");
+            d.add_options()("state", po::value<std::string>()->value_name("FILE")->required(),
+                            "the state file restrict wrote")(
+                "ready-fd", po::value<int>()->default_value(-1)->value_name("N"),
+                "write '1' to fd N once listening");
             if (!parse(command, args, d, "--state FILE [--ready-fd N]", p)) return 0;
             // The proxy's own, smaller executable when there is one (names_proxy.hpp).
             exec_names_proxy(p.vm["state"].as<std::string>(), p.vm["ready-fd"].as<int>());
@@ -657,26 +738,35 @@ int run(int argc, char** argv) {
         }
         if (command == "names-supervise") {
             po::options_description d("Names proxy supervisor");
-            d.add_options()("state", po::value<std::vector<std::string>>()->value_name("FILE")->composing(),
-                            "watch only this state file (repeatable; default: every /run/nsegress/names-*.json)");
+            d.add_options()("state",
+                            po::value<std::vector<std::string>>()->value_name("FILE")->composing(),
+                            "watch only this state file (repeatable; default: every "
+                            "/run/nsegress/names-*.json)");
             if (!parse(command, args, d, "[--state FILE]...", p)) return 0;
-            return run_names_supervisor(p.vm.count("state") ? p.vm["state"].as<std::vector<std::string>>()
-                                                              : std::vector<std::string>{});
+            return run_names_supervisor(p.vm.count("state")
+                                            ? p.vm["state"].as<std::vector<std::string>>()
+                                            : std::vector<std::string>{});
         }
         throw_usage("unknown command " + quote(command) + " (see nsegress --help)");
     } catch (const po::error& e) {
         // (boost's text quotes the offending argument as given: it may hold anything)
-        Error err(Exit::usage, fmt::format("{}: {} (see nsegress {} --help)", command, printable(e.what(), 500), command));
-        if (p.json) std::cout << dump_json(error_document(command, err), command == "watch" ? -1 : 2) << "\n";
+        Error err(Exit::usage, fmt::format("{}: {} (see nsegress {} --help)", command,
+                                           printable(e.what(), 500), command));
+        if (p.json)
+            std::cout << dump_json(error_document(command, err), command == "watch" ? -1 : 2)
+                      << "\n";
         std::cerr << (command == "hook" ? "nsegress hook: " : "nsegress: ") << err.what() << "\n";
         return static_cast<int>(Exit::usage);
     } catch (const Error& e) {
-        if (p.json) std::cout << dump_json(error_document(command, e), command == "watch" ? -1 : 2) << "\n";
+        if (p.json)
+            std::cout << dump_json(error_document(command, e), command == "watch" ? -1 : 2) << "\n";
         std::cerr << (command == "hook" ? "nsegress hook: " : "nsegress: ") << e.what() << "\n";
         return static_cast<int>(e.exit_code());
     } catch (const std::exception& e) {
         Error err(Exit::failed, std::string("internal error: ") + printable(e.what(), 500));
-        if (p.json) std::cout << dump_json(error_document(command, err), command == "watch" ? -1 : 2) << "\n";
+        if (p.json)
+            std::cout << dump_json(error_document(command, err), command == "watch" ? -1 : 2)
+                      << "\n";
         std::cerr << "nsegress: " << err.what() << "\n";
         return static_cast<int>(Exit::failed);
     }
@@ -695,8 +785,8 @@ void drop_library_debug_env(int, char**, char** envp) {
         if (std::strncmp(*in, "NLDBG=", 6) != 0 && std::strncmp(*in, "NLCB=", 5) != 0) *out++ = *in;
     *out = nullptr;
 }
-[[gnu::section(".preinit_array"), gnu::used]] void (*const preinit_drop_env)(int, char**, char**) =
-    drop_library_debug_env;
+[[gnu::section(".preinit_array"),
+  gnu::used]] void (*const preinit_drop_env)(int, char**, char**) = drop_library_debug_env;
 
 // A caller may start us with stdin, stdout or stderr closed. Our first socket would then become
 // fd 1, and the report would be written into a netlink socket: keep 0-2 taken (by /dev/null).

@@ -338,7 +338,8 @@ std::vector<std::uint8_t> ask_resolver(const IpAddr& server, bool tcp,
 nft::MnlSocket open_proxy_nfnl() {
     nft::MnlSocket s = nfnl::open();
     const timeval limit{5, 0};
-    if (::setsockopt(mnl_socket_get_fd(s.get()), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit) != 0)
+    if (::setsockopt(mnl_socket_get_fd(s.get()), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit) !=
+        0)
         throw_errno("set the receive timeout of the nfnetlink socket", errno);
     return s;
 }
@@ -644,7 +645,8 @@ Fd open_proxy_executable() {
     if (slash == std::string::npos) return {};
     dir.resize(slash + 1);
     Fd dfd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-    struct stat ds {}, st{}, me{};
+    struct stat ds {
+    }, st{}, me{};
     if (!dfd || ::fstat(dfd.get(), &ds) != 0 || (ds.st_mode & (S_IWGRP | S_IWOTH))) return {};
     Fd fd(::openat(dfd.get(), "nsegress-names-proxy", O_PATH | O_NOFOLLOW | O_CLOEXEC));
     if (!fd || ::fstat(fd.get(), &st) != 0 || ::stat("/proc/self/exe", &me) != 0) return {};

@@ -70,7 +70,8 @@ CommandResult cmd_release(const TargetSpec& target) {
     testing::test_point("release-committed");
     RouteSetRemoval removed;
     try {
-        removed = remove_route_set(h.rtnl.get(), inspect(h.rtnl.get(), inspect_routes | inspect_rules | inspect_links));
+        removed = remove_route_set(
+            h.rtnl.get(), inspect(h.rtnl.get(), inspect_routes | inspect_rules | inspect_links));
     } catch (const Error& e) {
         failures.push_back(e.in("remove the route set"));
     }

@@ -52,25 +52,25 @@ std::optional<nft::SetContents> load_state(const std::string& path) {
         std::vector<char> buf(1 << 16);
         std::size_t have = 0, at = 0;
         bool failed = false;
-        out = nft::parse_contents(static_cast<std::size_t>(st.st_size),
-                                  [&](void* dst, std::size_t n) {
-                                      auto* p = static_cast<char*>(dst);
-                                      while (n > 0) {
-                                          if (at == have) {
-                                              ssize_t got = ::read(fd.get(), buf.data(), buf.size());
-                                              if (got < 0 && errno == EINTR) continue;
-                                              if (got <= 0) return !(failed = true);
-                                              have = static_cast<std::size_t>(got);
-                                              at = 0;
-                                          }
-                                          std::size_t k = std::min(n, have - at);
-                                          std::memcpy(p, buf.data() + at, k);
-                                          p += k;
-                                          at += k;
-                                          n -= k;
-                                      }
-                                      return true;
-                                  });
+        out = nft::parse_contents(
+            static_cast<std::size_t>(st.st_size), [&](void* dst, std::size_t n) {
+                auto* p = static_cast<char*>(dst);
+                while (n > 0) {
+                    if (at == have) {
+                        ssize_t got = ::read(fd.get(), buf.data(), buf.size());
+                        if (got < 0 && errno == EINTR) continue;
+                        if (got <= 0) return !(failed = true);
+                        have = static_cast<std::size_t>(got);
+                        at = 0;
+                    }
+                    std::size_t k = std::min(n, have - at);
+                    std::memcpy(p, buf.data() + at, k);
+                    p += k;
+                    at += k;
+                    n -= k;
+                }
+                return true;
+            });
         if (failed) out.reset();
     }
     return out;
@@ -88,7 +88,8 @@ void save_state(const std::string& path, const std::string& bytes) {
         if (n <= 0) break;
         done += static_cast<std::size_t>(n);
     }
-    bool ok = ::close(fd.release()) == 0 && done == bytes.size();  // a failed close is a failed write
+    bool ok =
+        ::close(fd.release()) == 0 && done == bytes.size();  // a failed close is a failed write
     if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) ::unlink(tmp.c_str());
 }
 
@@ -172,7 +173,8 @@ RestrictReport run_restrict(const RestrictOptions& opt) {
     Snapshot before = inspect(h.rtnl.get(), inspect_all, compact_routes ? kRouteTable : 0);
 
     // 3. Plan: everything restrict decides, from the policy and the snapshot alone.
-    const auto plan = std::make_shared<const RestrictPlan>(plan_restrict(opt, before, opt.probe, opt.default_probes));
+    const auto plan = std::make_shared<const RestrictPlan>(
+        plan_restrict(opt, before, opt.probe, opt.default_probes));
     // The normalized policy goes into the report; its JSON (~14 MiB for 10^5 entries) is made
     // at the edge, after the batch is built and committed.
     const std::shared_ptr<const Policy> policy(plan, &plan->policy);
@@ -185,9 +187,9 @@ RestrictReport run_restrict(const RestrictOptions& opt) {
 
     if (opt.dry_run) {
         const RoutePlan routes = plan->route_set ? plan_route_set(plan->destinations) : RoutePlan{};
-        rep.dry = RestrictReport::DryRun{
-            nft::render_policy(*policy, plan->mode, plan->netdev) + nft::render_netdev(*policy, plan->netdev),
-            plan->route_set, render_route_set(routes, before)};
+        rep.dry = RestrictReport::DryRun{nft::render_policy(*policy, plan->mode, plan->netdev) +
+                                             nft::render_netdev(*policy, plan->netdev),
+                                         plan->route_set, render_route_set(routes, before)};
         rep.allow = policy;
         return rep;
     }
@@ -195,14 +197,15 @@ RestrictReport run_restrict(const RestrictOptions& opt) {
     // The point of no return. Our fd keeps the namespace alive even if its container died
     // meanwhile; say so instead of restricting an orphan and reporting success.
     if (auto why = ns.vanished(); !why.empty())
-        throw_failed(fmt::format("{} while nsegress was working on {}; nothing was changed", why, ns.describe()));
+        throw_failed(fmt::format("{} while nsegress was working on {}; nothing was changed", why,
+                                 ns.describe()));
 
     // 4. Commit the policy: one atomic batch (inet table, and the netdev table when asked for or
     //    when one must go). Nothing after this can leave the namespace less restricted than it.
     RestrictReport::Commit commit{0, "new", 0};
     const std::string state = state_path(ns);
     std::optional<nft::Digest> proven;  // what the state file holds, when the stamp proved it
-    {   // The batch is as large as the allow-list: gone before the route set is built.
+    {  // The batch is as large as the allow-list: gone before the route set is built.
         std::optional<nft::Batch> batch;
         commit.attempts = nft::commit(h.nfnl.get(), [&](std::uint32_t genid) -> const nft::Batch& {
             // What an earlier run left decides how the batch replaces it (in place when it
@@ -245,9 +248,10 @@ RestrictReport run_restrict(const RestrictOptions& opt) {
     }
     rep.policy = commit;
     testing::test_point("committed");
-    rep.conntrack_dropped = plan->drop_forbidden_flows
-                                ? drop_forbidden_flows(h.ctnl.get(), plan->destinations, local_addresses(before))
-                                : 0;
+    rep.conntrack_dropped =
+        plan->drop_forbidden_flows
+            ? drop_forbidden_flows(h.ctnl.get(), plan->destinations, local_addresses(before))
+            : 0;
     testing::test_point("conntrack");
 
     // 5. The names proxy: started after the policy (its redirect is in place, so until the
@@ -256,16 +260,19 @@ RestrictReport run_restrict(const RestrictOptions& opt) {
     names.enabled = plan->names;
     try {
         if (plan->names) {
-            const ProxyResolvers resolvers = choose_proxy_resolvers(ns, opt.resolvers, opt.before_workload);
+            const ProxyResolvers resolvers =
+                choose_proxy_resolvers(ns, opt.resolvers, opt.before_workload);
             names.resolvers = resolvers.trusted;
             names.resolvers_from = resolvers.source;
             names.resolvers_not_trusted = resolvers.untrusted;
             names.resolv_conf = resolvers.resolv_conf;
             if (resolvers.trusted.empty())
                 names.warning =
-                    "no trusted resolver (give --resolver IP, CNI \"resolvers\", or restrict by --pid with a "
+                    "no trusted resolver (give --resolver IP, CNI \"resolvers\", or restrict by "
+                    "--pid with a "
                     "nameserver in the container's resolv.conf): every name gets SERVFAIL";
-            names.proxy_pid = start_names_proxy(ns, opt.target, policy->names(), opt.audit, resolvers);
+            names.proxy_pid =
+                start_names_proxy(ns, opt.target, policy->names(), opt.audit, resolvers);
             names.port = kNamesProxyPort;
             names.state = names_state_path(ns.id());
             names.log = names_log_path(ns.id());
@@ -273,7 +280,8 @@ RestrictReport run_restrict(const RestrictOptions& opt) {
             names.stopped_proxy = true;
         }
     } catch (const Error& e) {
-        rep.error = std::string(e.what()) + "; the nftables policy is installed and stays (fail closed: no name resolves)";
+        rep.error = std::string(e.what()) +
+                    "; the nftables policy is installed and stays (fail closed: no name resolves)";
         rep.exit = Exit::failed;
         return rep;
     }
@@ -293,10 +301,12 @@ RestrictReport run_restrict(const RestrictOptions& opt) {
                 if (head.routes.size() < kReportedRoutes) head.routes.push_back(r);
             };
             if (fresh_route_set) {
-                rs.route_count = apply_fresh_route_set(h.rtnl.get(), before, plan->destinations, name_route);
+                rs.route_count =
+                    apply_fresh_route_set(h.rtnl.get(), before, plan->destinations, name_route);
             } else {
-                auto changes = apply_route_set_diff(h.rtnl.get(), before, std::move(before.table_routes),
-                                                    plan->destinations, name_route);
+                auto changes =
+                    apply_route_set_diff(h.rtnl.get(), before, std::move(before.table_routes),
+                                         plan->destinations, name_route);
                 rs.route_count = changes.routes;
                 rs.added = changes.added;
                 rs.deleted = changes.deleted;
@@ -311,7 +321,8 @@ RestrictReport run_restrict(const RestrictOptions& opt) {
             rs.removed_routes = removed.routes;
         }
     } catch (const Error& e) {
-        rep.error = std::string(e.what()) + "; the nftables policy is installed and stays (fail closed)";
+        rep.error =
+            std::string(e.what()) + "; the nftables policy is installed and stays (fail closed)";
         rep.exit = Exit::failed;
         rep.allow = policy;
         return rep;
@@ -323,7 +334,8 @@ RestrictReport run_restrict(const RestrictOptions& opt) {
     auto& probes = rep.probes.emplace();
     if (!plan->probes.empty()) {
         probes = run_probes(h.probe, plan->probes, opt.probe_options);
-        if (std::any_of(probes.begin(), probes.end(), [](const ProbeResult& r) { return !r.ok(); })) {
+        if (std::any_of(probes.begin(), probes.end(),
+                        [](const ProbeResult& r) { return !r.ok(); })) {
             rep.exit = Exit::verify;
             rep.error = "a probe did not hold; the policy stays installed (fail closed)";
         }

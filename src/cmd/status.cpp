@@ -69,20 +69,24 @@ std::vector<std::string> policy_drift(const RestrictOptions& want) {
     const Policy policy(want.allow);
     const AllowList allow = policy.destinations();  // what the route set admits
     std::vector<std::string> drift;
-    if (!st.present) drift.push_back("table inet nsegress is missing");
-    else if (!st.complete) drift.push_back("table inet nsegress is incomplete (modified by hand?)");
+    if (!st.present)
+        drift.push_back("table inet nsegress is missing");
+    else if (!st.complete)
+        drift.push_back("table inet nsegress is incomplete (modified by hand?)");
     if (st.present && st.complete && st.mode != (audit ? nft::Mode::audit : nft::Mode::enforce))
-        drift.push_back(fmt::format("the policy is in {} mode but {} was asked for", nft::mode_name(st.mode),
-                                    audit ? "audit" : "enforce"));
+        drift.push_back(fmt::format("the policy is in {} mode but {} was asked for",
+                                    nft::mode_name(st.mode), audit ? "audit" : "enforce"));
     const Policy have = installed_policy(st, ns.id());
     if (st.present && !(have == policy))
-        drift.push_back(fmt::format("allow-list is {} but {} was asked for", allow_json(have)["entries"].dump(),
+        drift.push_back(fmt::format("allow-list is {} but {} was asked for",
+                                    allow_json(have)["entries"].dump(),
                                     allow_json(policy)["entries"].dump()));
     if (policy.has_names() && !names_proxy_pid(ns.id()))
         drift.push_back("the names proxy is not running (no name resolves)");
     RoutePlan installed = installed_route_set(snap);
     if (route_set) {
-        if (installed.rules.empty() && installed.routes.empty()) drift.push_back("the route set is missing");
+        if (installed.rules.empty() && installed.routes.empty())
+            drift.push_back("the route set is missing");
         else
             for (auto& d : route_set_drift(snap, plan_route_set(allow)))
                 drift.push_back("route set: " + d);
@@ -91,7 +95,8 @@ std::vector<std::string> policy_drift(const RestrictOptions& want) {
     }
     nft::NetdevState nd = nft::read_netdev(h.nfnl.get());
     if (netdev_egress && !nd.present) drift.push_back("table netdev nsegress is missing");
-    if (!netdev_egress && nd.present) drift.push_back("table netdev nsegress is installed but none was asked for");
+    if (!netdev_egress && nd.present)
+        drift.push_back("table netdev nsegress is installed but none was asked for");
     if (netdev_egress && nd.present)
         for (const auto& name : uncovered_interfaces(snap, nd))
             drift.push_back(fmt::format("interface {} has no netdev egress chain", quote(name)));
@@ -118,33 +123,36 @@ CommandResult cmd_status(const TargetSpec& target) {
     bool routes_present = !installed.rules.empty();
     // An audit-mode policy refuses nothing: the namespace is not restricted (mode says why).
     doc["restricted"] = st.present && st.complete && st.mode == nft::Mode::enforce;
-    doc["policy"] = json{{"present", st.present},
-                         {"complete", st.complete},
-                         {"mode", st.present && st.complete ? json(nft::mode_name(st.mode)) : json(nullptr)},
-                         {"rules", st.rules},
-                         {"allow", allow_json(installed_policy(st, ns.id()))},
-                         {"deny_log", st.deny_log ? json{{"group", nft::kNflogGroup},
-                                                         {"rate_per_second", nft::kLogRatePerSecond},
-                                                         {"burst", nft::kLogBurst}}
-                                                  : json(nullptr)},
-                         // Replies are only honoured for connections that came from outside; a
-                         // policy of an older nsegress honours any (forgeable) reply: say so.
-                         {"reply_marking", st.reply_marking},
-                         {"counters", {{"allowed", counter_json(st.allowed)},
-                                       {"allowed_ports", counter_json(st.allowed_ports)},
-                                       {"allowed_echo", counter_json(st.allowed_echo)},
-                                       // audit mode refuses nothing: its final rule counts what
-                                       // enforce mode would refuse (and lets it through)
-                                       {"refused", counter_json(st.mode == nft::Mode::audit ? nft::Counter{} : st.refused)},
-                                       {"would_be_refused", st.mode == nft::Mode::audit ? counter_json(st.refused) : json(nullptr)},
-                                       {"logged", counter_json(st.logged)},
-                                       {"loopback", counter_json(st.loopback)},
-                                       {"replies", counter_json(st.replies)},
-                                       {"related", counter_json(st.related)},
-                                       {"neighbour_discovery", counter_json(st.neighbour)},
-                                       {"inbound_connections", counter_json(st.inbound)},
-                                       {"forged_source", counter_json(st.forged)},
-                                       {"source_route", counter_json(st.source_route)}}}};
+    doc["policy"] =
+        json{{"present", st.present},
+             {"complete", st.complete},
+             {"mode", st.present && st.complete ? json(nft::mode_name(st.mode)) : json(nullptr)},
+             {"rules", st.rules},
+             {"allow", allow_json(installed_policy(st, ns.id()))},
+             {"deny_log", st.deny_log ? json{{"group", nft::kNflogGroup},
+                                             {"rate_per_second", nft::kLogRatePerSecond},
+                                             {"burst", nft::kLogBurst}}
+                                      : json(nullptr)},
+             // Replies are only honoured for connections that came from outside; a
+             // policy of an older nsegress honours any (forgeable) reply: say so.
+             {"reply_marking", st.reply_marking},
+             {"counters",
+              {{"allowed", counter_json(st.allowed)},
+               {"allowed_ports", counter_json(st.allowed_ports)},
+               {"allowed_echo", counter_json(st.allowed_echo)},
+               // audit mode refuses nothing: its final rule counts what
+               // enforce mode would refuse (and lets it through)
+               {"refused", counter_json(st.mode == nft::Mode::audit ? nft::Counter{} : st.refused)},
+               {"would_be_refused",
+                st.mode == nft::Mode::audit ? counter_json(st.refused) : json(nullptr)},
+               {"logged", counter_json(st.logged)},
+               {"loopback", counter_json(st.loopback)},
+               {"replies", counter_json(st.replies)},
+               {"related", counter_json(st.related)},
+               {"neighbour_discovery", counter_json(st.neighbour)},
+               {"inbound_connections", counter_json(st.inbound)},
+               {"forged_source", counter_json(st.forged)},
+               {"source_route", counter_json(st.source_route)}}}};
     doc["mode"] = doc["policy"]["mode"];
     // The earlier layout (a copy of main taken at restrict time) goes stale with the network:
     // said only when it is what is installed.
@@ -174,27 +182,33 @@ CommandResult cmd_status(const TargetSpec& target) {
     // they expire (the kernel's timeout of their elements in names4/names6).
     {
         NamesInfo ni = read_names_info(ns.id());
-        json names{{"enabled", st.names}, {"proxy_running", ni.pid.has_value()},
+        json names{{"enabled", st.names},
+                   {"proxy_running", ni.pid.has_value()},
                    {"proxy_pid", ni.pid ? json(*ni.pid) : json(nullptr)},
                    {"state", ni.configured ? json(ni.state) : json(nullptr)},
                    {"log", ni.configured ? json(ni.log) : json(nullptr)},
                    {"resolvers", ni.resolvers},
                    {"resolvers_from", ni.configured ? json(ni.resolvers_from) : json(nullptr)},
-                   {"counters", {{"allowed", counter_json(st.allowed_names)},
-                                 {"established", counter_json(st.named)},
-                                 {"queries_redirected", counter_json(st.dns_redirected)},
-                                 {"proxy_queries", counter_json(st.resolver)}}}};
+                   {"counters",
+                    {{"allowed", counter_json(st.allowed_names)},
+                     {"established", counter_json(st.named)},
+                     {"queries_redirected", counter_json(st.dns_redirected)},
+                     {"proxy_queries", counter_json(st.resolver)}}}};
         std::map<IpAddr, std::uint64_t> expires;  // address -> latest expiry (ms)
         json elements = json::array();
         if (st.names) {
             for (const auto& e : nft::read_name_elements(h.nfnl.get())) {
                 auto& x = expires[e.addr];
                 x = std::max(x, e.expires_ms);
-                std::string slot = e.slot.proto_first == e.slot.proto_last
-                                       ? fmt::format("{}/{}-{}", proto_name(static_cast<IpProto>(e.slot.proto_first)),
-                                                     e.slot.port_first, e.slot.port_last)
-                                       : fmt::format("proto {}-{}", e.slot.proto_first, e.slot.proto_last);
-                elements.push_back({{"address", e.addr.str()}, {"slot", slot}, {"expires_in_s", e.expires_ms / 1000}});
+                std::string slot =
+                    e.slot.proto_first == e.slot.proto_last
+                        ? fmt::format("{}/{}-{}",
+                                      proto_name(static_cast<IpProto>(e.slot.proto_first)),
+                                      e.slot.port_first, e.slot.port_last)
+                        : fmt::format("proto {}-{}", e.slot.proto_first, e.slot.proto_last);
+                elements.push_back({{"address", e.addr.str()},
+                                    {"slot", slot},
+                                    {"expires_in_s", e.expires_ms / 1000}});
             }
         }
         json entries = json::array();
@@ -207,7 +221,8 @@ CommandResult cmd_status(const TargetSpec& target) {
                     try {
                         auto it = expires.find(parse_ip(a));
                         if (it == expires.end()) continue;
-                        addrs.push_back({{"name", name}, {"address", a}, {"expires_in_s", it->second / 1000}});
+                        addrs.push_back(
+                            {{"name", name}, {"address", a}, {"expires_in_s", it->second / 1000}});
                     } catch (const Error&) {
                     }
                 }
@@ -224,21 +239,26 @@ CommandResult cmd_status(const TargetSpec& target) {
     nft::NetdevState nd = nft::read_netdev(h.nfnl.get());
     json chains = json::array(), uncovered = json::array();
     for (const auto& c : nd.chains)
-        chains.push_back(json{{"chain", c.chain}, {"device", c.device},
-                              {"counters", {{"allowed", counter_json(c.allowed)}, {"refused", counter_json(c.refused)}}}});
+        chains.push_back(
+            json{{"chain", c.chain},
+                 {"device", c.device},
+                 {"counters",
+                  {{"allowed", counter_json(c.allowed)}, {"refused", counter_json(c.refused)}}}});
     if (nd.present)
         for (const auto& name : uncovered_interfaces(snap, nd)) uncovered.push_back(name);
-    doc["netdev_egress"] = json{{"present", nd.present}, {"chains", chains}, {"uncovered", uncovered}};
+    doc["netdev_egress"] =
+        json{{"present", nd.present}, {"chains", chains}, {"uncovered", uncovered}};
 
     doc["foreign"] = foreign_policies(ns, h.nfnl.get());
     // Who could undo or go around the policy from inside (see verify's bypass checks).
     BypassRisks risks = bypass_risks(ns);
-    doc["bypass"] = json{{"processes", risks.processes},
-                         {"net_admin", procs_json(risks.net_admin)},
-                         {"net_raw", procs_json(risks.net_raw)},
-                         {"net_raw_filtered", nd.present && uncovered.empty()},
-                         // Never filtered from inside the namespace (no netfilter hook on its path).
-                         {"af_xdp_filtered", false}};
+    doc["bypass"] =
+        json{{"processes", risks.processes},
+             {"net_admin", procs_json(risks.net_admin)},
+             {"net_raw", procs_json(risks.net_raw)},
+             {"net_raw_filtered", nd.present && uncovered.empty()},
+             // Never filtered from inside the namespace (no netfilter hook on its path).
+             {"af_xdp_filtered", false}};
     return res;
 }
 

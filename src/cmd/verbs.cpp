@@ -61,12 +61,17 @@ void close_nfnl_in_background(Handles& h) {
 std::uint32_t batch_seq() { return nfnl::next_seq(1u << 20); }
 
 json snapshot_json(const Snapshot& s) {
-    json links = json::array(), addrs = json::array(), routes = json::array(), rules = json::array();
+    json links = json::array(), addrs = json::array(), routes = json::array(),
+         rules = json::array();
     for (const auto& l : s.links)
-        links.push_back({{"ifindex", l.ifindex}, {"name", l.name}, {"up", l.up},
-                         {"kind", l.kind}, {"mtu", l.mtu}});
+        links.push_back({{"ifindex", l.ifindex},
+                         {"name", l.name},
+                         {"up", l.up},
+                         {"kind", l.kind},
+                         {"mtu", l.mtu}});
     for (const auto& a : s.addresses)
-        addrs.push_back({{"ifindex", a.ifindex}, {"link", s.link_name(a.ifindex)},
+        addrs.push_back({{"ifindex", a.ifindex},
+                         {"link", s.link_name(a.ifindex)},
                          {"address", a.addr.str() + "/" + std::to_string(a.prefix)},
                          {"family", a.addr.family == Family::v4 ? "ipv4" : "ipv6"}});
     for (const auto& r : s.routes) {
@@ -87,12 +92,14 @@ json snapshot_json(const Snapshot& s) {
     return json{{"links", links}, {"addresses", addrs}, {"routes", routes}, {"rules", rules}};
 }
 
-
-std::vector<std::string> route_set_lines(const RoutePlan& p, const Snapshot& s, std::size_t max_routes) {
+std::vector<std::string> route_set_lines(const RoutePlan& p, const Snapshot& s,
+                                         std::size_t max_routes) {
     std::vector<std::string> out;
     for (std::size_t i = 0; i < p.routes.size() && i < max_routes; ++i)
-        out.push_back(fmt::format("{} ({})", format_route(p.routes[i], s), family_name(p.routes[i].family)));
-    for (const auto& r : p.rules) out.push_back(fmt::format("rule {} ({})", format_rule(r), family_name(r.family)));
+        out.push_back(
+            fmt::format("{} ({})", format_route(p.routes[i], s), family_name(p.routes[i].family)));
+    for (const auto& r : p.rules)
+        out.push_back(fmt::format("rule {} ({})", format_rule(r), family_name(r.family)));
     return out;
 }
 
@@ -121,7 +128,9 @@ json procs_json(const std::vector<BypassRisks::Proc>& ps) {
     return out;
 }
 
-json counter_json(const nft::Counter& c) { return json{{"packets", c.packets}, {"bytes", c.bytes}}; }
+json counter_json(const nft::Counter& c) {
+    return json{{"packets", c.packets}, {"bytes", c.bytes}};
+}
 
 json base_doc(const char* command) {
     return json{{"command", command}, {"ok", true}, {"exit_code", 0}, {"error", nullptr}};
@@ -157,7 +166,9 @@ TargetInfo target_info(const Netns& ns, const TargetSpec& spec) {
                       static_cast<std::uint64_t>(ns.id().ino)};
 }
 
-json target_json(const Netns& ns, const TargetSpec& spec) { return target_json(target_info(ns, spec)); }
+json target_json(const Netns& ns, const TargetSpec& spec) {
+    return target_json(target_info(ns, spec));
+}
 
 nlohmann::json error_document(const std::string& command, const Error& e) {
     CommandResult res{base_doc(command.c_str())};

@@ -51,7 +51,8 @@ json snapshot_json(const Snapshot& s);
 // How many routes a report names (status lists them all).
 inline constexpr std::size_t kReportedRoutes = 256;
 // One line per route (the first `max_routes`), then one per rule.
-std::vector<std::string> route_set_lines(const RoutePlan& p, const Snapshot& s, std::size_t max_routes = SIZE_MAX);
+std::vector<std::string> route_set_lines(const RoutePlan& p, const Snapshot& s,
+                                         std::size_t max_routes = SIZE_MAX);
 std::vector<IpAddr> local_addresses(const Snapshot& s);
 json opt_json(const std::optional<std::uint64_t>& v);
 // Non-loopback interfaces without a chain in the netdev table (created after restrict).

@@ -36,9 +36,12 @@ namespace {
 
 const char* status_name(CheckStatus s) {
     switch (s) {
-        case CheckStatus::pass: return "pass";
-        case CheckStatus::fail: return "fail";
-        case CheckStatus::warn: return "warn";
+        case CheckStatus::pass:
+            return "pass";
+        case CheckStatus::fail:
+            return "fail";
+        case CheckStatus::warn:
+            return "warn";
     }
     return "?";
 }
@@ -102,7 +105,6 @@ std::set<ino_t> powerful_userns(const Netns& ns) {
     return out;
 }
 
-
 bool usable(Family f, const Snapshot& s) {
     for (const auto& a : s.addresses) {
         if (a.addr.family != f) continue;
@@ -111,7 +113,8 @@ bool usable(Family f, const Snapshot& s) {
         if (!loop && !link_local) return true;
     }
     for (const auto& r : s.routes)
-        if (r.family == f && r.table != RT_TABLE_LOCAL && r.type == RTN_UNICAST && r.is_default()) return true;
+        if (r.family == f && r.table != RT_TABLE_LOCAL && r.type == RTN_UNICAST && r.is_default())
+            return true;
     return false;
 }
 
@@ -124,7 +127,7 @@ std::string join_names(const std::vector<std::string>& names) {
 struct EgressCoverage {
     bool readable = false;
     std::vector<std::string> covered, uncovered;  // non-loopback interfaces
-    std::string detail;                            // tables/chains, or why unreadable
+    std::string detail;                           // tables/chains, or why unreadable
 };
 
 // Which non-loopback interfaces have a netdev egress base chain (of any table).
@@ -173,7 +176,8 @@ std::optional<unsigned long> host_uid_of_root(const std::string& uid_map);
 // The seed lab, beyond the network: each check says what it looked at.
 template <class ProcFile, class Add>
 void lab_checks(const VerifyOptions& opt, std::optional<pid_t> pid, ProcFile& proc_file, Add& add) {
-    auto uid_map = proc_file("uid_map"), gid_map = proc_file("gid_map"), status = proc_file("status");
+    auto uid_map = proc_file("uid_map"), gid_map = proc_file("gid_map"),
+         status = proc_file("status");
     if (!pid || !uid_map || !gid_map || !status) {
         add("lab-container-root", CheckStatus::fail, "no process to read from");
         return;
@@ -190,10 +194,12 @@ void lab_checks(const VerifyOptions& opt, std::optional<pid_t> pid, ProcFile& pr
             if (host_uid >= o && host_uid < o + c) inside = i + (host_uid - o);
     }
     add("lab-container-root", inside == 0ul ? CheckStatus::pass : CheckStatus::fail,
-        fmt::format("pid {}: host uid {} is uid {} in its user namespace (uid_map: {})", *pid, host_uid,
-                    inside ? std::to_string(*inside) : std::string("unmapped"), flat_map(*uid_map)));
+        fmt::format("pid {}: host uid {} is uid {} in its user namespace (uid_map: {})", *pid,
+                    host_uid, inside ? std::to_string(*inside) : std::string("unmapped"),
+                    flat_map(*uid_map)));
     // uid_map and gid_map: 0 to a non-root host id, inside the remap user's subordinate ranges.
-    auto subuid = read_text_file("/etc/subuid").value_or(""), subgid = read_text_file("/etc/subgid").value_or("");
+    auto subuid = read_text_file("/etc/subuid").value_or(""),
+         subgid = read_text_file("/etc/subgid").value_or("");
     auto hu = host_uid_of_root(*uid_map), hg = host_uid_of_root(*gid_map);
     auto ou = hu ? subid_owner(subuid, *hu, root_range(*uid_map)) : std::nullopt;
     auto og = hg ? subid_owner(subgid, *hg, root_range(*gid_map)) : std::nullopt;
@@ -201,33 +207,40 @@ void lab_checks(const VerifyOptions& opt, std::optional<pid_t> pid, ProcFile& pr
     add("lab-id-maps", maps_ok ? CheckStatus::pass : CheckStatus::fail,
         fmt::format("uid_map {} {}; gid_map {} {}", flat_map(*uid_map),
                     !hu || *hu == 0 ? "maps 0 to host root or not at all"
-                    : ou            ? "lies inside /etc/subuid's entry of '" + printable(*ou, 64) + "'"
-                                    : "is in no /etc/subuid entry",
+                    : ou ? "lies inside /etc/subuid's entry of '" + printable(*ou, 64) + "'"
+                         : "is in no /etc/subuid entry",
                     flat_map(*gid_map),
                     !hg || *hg == 0 ? "maps 0 to host root or not at all"
-                    : og            ? "lies inside /etc/subgid's entry of '" + printable(*og, 64) + "'"
-                                    : "is in no /etc/subgid entry"));
+                    : og ? "lies inside /etc/subgid's entry of '" + printable(*og, 64) + "'"
+                         : "is in no /etc/subgid entry"));
     // The daemon and its data directory: the engine's own answer.
     if (!opt.daemon) {
         add("lab-daemon-userns-remap", CheckStatus::fail,
-            "not checked: no docker daemon answered `docker info` (give --container of a docker container)");
+            "not checked: no docker daemon answered `docker info` (give --container of a docker "
+            "container)");
     } else {
-        add("lab-daemon-userns-remap", opt.daemon->userns_remap ? CheckStatus::pass : CheckStatus::fail,
-            fmt::format("docker info: SecurityOptions {}", printable(opt.daemon->security_options, 300)));
+        add("lab-daemon-userns-remap",
+            opt.daemon->userns_remap ? CheckStatus::pass : CheckStatus::fail,
+            fmt::format("docker info: SecurityOptions {}",
+                        printable(opt.daemon->security_options, 300)));
         const std::string& dir = opt.daemon->root_dir;
         std::string want = hu && hg ? fmt::format("{}.{}", *hu, *hg) : "?";
         struct stat st {};
         std::string base = dir.substr(dir.rfind('/') + 1);
         if (::stat(dir.c_str(), &st) != 0) {
-            add("lab-data-dir", CheckStatus::fail, fmt::format("DockerRootDir {}: {}", printable(dir, 300), std::strerror(errno)));
+            add("lab-data-dir", CheckStatus::fail,
+                fmt::format("DockerRootDir {}: {}", printable(dir, 300), std::strerror(errno)));
         } else {
             bool named = base == want;
             bool owned = (hu && st.st_uid == *hu) || (hg && st.st_gid == *hg);
             bool closed = (st.st_mode & 044) == 0;
             add("lab-data-dir", named && owned && closed ? CheckStatus::pass : CheckStatus::fail,
-                fmt::format("DockerRootDir {}: {}, owner {}:{}, mode {:04o}{}{}{}", printable(dir, 300),
-                            named ? "named after the remapped ids" : "not <uid>.<gid> of the remapped ids (" + want + ")",
-                            st.st_uid, st.st_gid, st.st_mode & 07777, owned ? "" : " (not the remapped ids)",
+                fmt::format("DockerRootDir {}: {}, owner {}:{}, mode {:04o}{}{}{}",
+                            printable(dir, 300),
+                            named ? "named after the remapped ids"
+                                  : "not <uid>.<gid> of the remapped ids (" + want + ")",
+                            st.st_uid, st.st_gid, st.st_mode & 07777,
+                            owned ? "" : " (not the remapped ids)",
                             closed ? ", not group/world readable" : " (group/world readable)", ""));
         }
     }
@@ -235,10 +248,12 @@ void lab_checks(const VerifyOptions& opt, std::optional<pid_t> pid, ProcFile& pr
     // with the container's credentials), nothing is written.
     std::string why;
     auto w = writable_as(*pid, "/etc", why);
-    if (!w) add("lab-host-dir", CheckStatus::fail, "not checked: " + why);
-    else add("lab-host-dir", *w ? CheckStatus::fail : CheckStatus::pass,
-             fmt::format("/etc (root-owned, on the host) is {}writable by pid {}'s credentials{}", *w ? "" : "not ",
-                         *pid, *w ? ": container root is host root there" : ""));
+    if (!w)
+        add("lab-host-dir", CheckStatus::fail, "not checked: " + why);
+    else
+        add("lab-host-dir", *w ? CheckStatus::fail : CheckStatus::pass,
+            fmt::format("/etc (root-owned, on the host) is {}writable by pid {}'s credentials{}",
+                        *w ? "" : "not ", *pid, *w ? ": container root is host root there" : ""));
 }
 
 std::string describe_procs(const std::vector<BypassRisks::Proc>& who) {
@@ -255,7 +270,8 @@ BypassRisks bypass_risks(const Netns& ns) {
     auto power = powerful_userns(ns);
     out.processes = members.size();
     for (const auto& m : members) {
-        if (!power.count(m.userns)) continue;  // caps in a child user namespace do not reach the netns
+        if (!power.count(m.userns))
+            continue;  // caps in a child user namespace do not reach the netns
         if (m.cap_eff & (1ull << CAP_NET_ADMIN)) out.net_admin.push_back({m.pid, m.comm});
         if (m.cap_eff & (1ull << CAP_NET_RAW)) out.net_raw.push_back({m.pid, m.comm});
     }
@@ -274,14 +290,16 @@ std::optional<IpAddr> outside_destination(Family f, const AllowList& allow) {
     return std::nullopt;
 }
 
-std::optional<std::string> subid_owner(const std::string& text, unsigned long start, unsigned long count) {
+std::optional<std::string> subid_owner(const std::string& text, unsigned long start,
+                                       unsigned long count) {
     std::istringstream in(text);
     std::string line;
     while (std::getline(in, line)) {
         auto a = line.find(':'), b = line.find(':', a == std::string::npos ? a : a + 1);
         if (a == std::string::npos || b == std::string::npos) continue;
         try {
-            unsigned long s = std::stoul(line.substr(a + 1, b - a - 1)), n = std::stoul(line.substr(b + 1));
+            unsigned long s = std::stoul(line.substr(a + 1, b - a - 1)),
+                          n = std::stoul(line.substr(b + 1));
             if (start >= s && start + count <= s + n) return line.substr(0, a);
         } catch (...) {
         }
@@ -311,11 +329,21 @@ std::string xml_escape(const std::string& s) {
     std::string o;
     for (char c : s) {
         switch (c) {
-            case '&': o += "&amp;"; break;
-            case '<': o += "&lt;"; break;
-            case '>': o += "&gt;"; break;
-            case '"': o += "&quot;"; break;
-            case '\'': o += "&apos;"; break;
+            case '&':
+                o += "&amp;";
+                break;
+            case '<':
+                o += "&lt;";
+                break;
+            case '>':
+                o += "&gt;";
+                break;
+            case '"':
+                o += "&quot;";
+                break;
+            case '\'':
+                o += "&apos;";
+                break;
             default:
                 if (static_cast<unsigned char>(c) >= 0x20 || c == '\n' || c == '\t') o += c;
         }
@@ -327,14 +355,22 @@ std::string xml_escape(const std::string& s) {
 
 const char* group_name(CheckGroup g) {
     switch (g) {
-        case CheckGroup::target: return "nsegress.verify.target";
-        case CheckGroup::reach: return "nsegress.verify.reach";
-        case CheckGroup::block: return "nsegress.verify.block";
-        case CheckGroup::outside: return "nsegress.verify.outside";
-        case CheckGroup::conntrack: return "nsegress.verify.conntrack";
-        case CheckGroup::bypass: return "nsegress.verify.bypass";
-        case CheckGroup::process: return "nsegress.verify.process";
-        case CheckGroup::lab: return "nsegress.verify.lab";
+        case CheckGroup::target:
+            return "nsegress.verify.target";
+        case CheckGroup::reach:
+            return "nsegress.verify.reach";
+        case CheckGroup::block:
+            return "nsegress.verify.block";
+        case CheckGroup::outside:
+            return "nsegress.verify.outside";
+        case CheckGroup::conntrack:
+            return "nsegress.verify.conntrack";
+        case CheckGroup::bypass:
+            return "nsegress.verify.bypass";
+        case CheckGroup::process:
+            return "nsegress.verify.process";
+        case CheckGroup::lab:
+            return "nsegress.verify.lab";
     }
     return "nsegress.verify.lab";
 }
@@ -347,27 +383,32 @@ std::string junit_report(const std::vector<JunitSuite>& suites) {
         for (const auto& c : s.checks) failures += c.status == CheckStatus::fail;
     }
     std::string out = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
-    out += fmt::format("<testsuites tests=\"{}\" failures=\"{}\" errors=\"{}\">\n", tests, failures, errors);
+    out += fmt::format("<testsuites tests=\"{}\" failures=\"{}\" errors=\"{}\">\n", tests, failures,
+                       errors);
     for (const auto& s : suites) {
         std::size_t f = 0;
         for (const auto& c : s.checks) f += c.status == CheckStatus::fail;
         if (!s.error.empty()) {
-            out += fmt::format("  <testsuite name=\"{}\" tests=\"1\" failures=\"0\" errors=\"1\" skipped=\"0\">\n",
-                               xml_escape(s.name));
+            out += fmt::format(
+                "  <testsuite name=\"{}\" tests=\"1\" failures=\"0\" errors=\"1\" skipped=\"0\">\n",
+                xml_escape(s.name));
             out += "    <testcase classname=\"nsegress.verify.target\" name=\"target\">\n";
             out += fmt::format("      <error message=\"{}\"/>\n", xml_escape(s.error));
             out += "    </testcase>\n  </testsuite>\n";
             continue;
         }
-        out += fmt::format("  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"0\">\n",
-                           xml_escape(s.name), s.checks.size(), f);
+        out += fmt::format(
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"0\">\n",
+            xml_escape(s.name), s.checks.size(), f);
         for (const auto& c : s.checks) {
-            out += fmt::format("    <testcase classname=\"{}\" name=\"{}\">\n", group_name(c.group), xml_escape(c.name));
+            out += fmt::format("    <testcase classname=\"{}\" name=\"{}\">\n", group_name(c.group),
+                               xml_escape(c.name));
             if (c.status == CheckStatus::fail)
                 out += fmt::format("      <failure message=\"{}\"/>\n", xml_escape(c.detail));
             else
                 out += fmt::format("      <system-out>{}: {}</system-out>\n",
-                                   c.status == CheckStatus::warn ? "WARN" : "PASS", xml_escape(c.detail));
+                                   c.status == CheckStatus::warn ? "WARN" : "PASS",
+                                   xml_escape(c.detail));
             out += "    </testcase>\n";
         }
         out += "  </testsuite>\n";
@@ -380,22 +421,26 @@ std::string junit_report(const std::string& target_label, const std::vector<Chec
     return junit_report(std::vector<JunitSuite>{{target_label, checks, ""}});
 }
 
-void validate_targets(const AllowList& allow, const std::vector<IpAddr>& reach, const std::vector<IpAddr>& block,
-                      const char* reach_flag, const char* block_flag) {
+void validate_targets(const AllowList& allow, const std::vector<IpAddr>& reach,
+                      const std::vector<IpAddr>& block, const char* reach_flag,
+                      const char* block_flag) {
     for (const auto& b : block)
         if (allow.contains(b))
-            throw_usage(fmt::format("{} {} is inside the allow-list: a correct policy lets it through, so this "
-                                    "check could only fail (remove it, or narrow the allow-list)",
-                                    block_flag, b.str()));
+            throw_usage(fmt::format(
+                "{} {} is inside the allow-list: a correct policy lets it through, so this "
+                "check could only fail (remove it, or narrow the allow-list)",
+                block_flag, b.str()));
     for (const auto& r : reach)
         if (!allow.contains(r))
-            throw_usage(fmt::format("{} {} is outside every allowed CIDR: a correct policy refuses it, so this "
-                                    "check could only fail (add its CIDR to the allow-list, or drop it)",
-                                    reach_flag, r.str()));
+            throw_usage(fmt::format(
+                "{} {} is outside every allowed CIDR: a correct policy refuses it, so this "
+                "check could only fail (add its CIDR to the allow-list, or drop it)",
+                reach_flag, r.str()));
 }
 
 void validate_targets(const std::vector<AllowEntry>& allow, const std::vector<IpAddr>& reach,
-                      const std::vector<IpAddr>& block, const char* reach_flag, const char* block_flag) {
+                      const std::vector<IpAddr>& block, const char* reach_flag,
+                      const char* block_flag) {
     if (reach.empty() && block.empty())
         return;  // nothing to check: no Policy of 10^5 entries to build
     const Policy p(allow);
@@ -441,9 +486,13 @@ sockaddr_storage to_sockaddr(const IpAddr& a, std::uint16_t port, socklen_t& len
 }
 
 // One UDP question from inside the namespace: the reply, empty when none came in 3 s.
-std::vector<std::uint8_t> ask_inside(const Netns& ns, const IpAddr& server, const std::vector<std::uint8_t>& q) {
+std::vector<std::uint8_t> ask_inside(const Netns& ns, const IpAddr& server,
+                                     const std::vector<std::uint8_t>& q) {
     Fd fd;
-    ns.run_inside([&] { fd = Fd(::socket(server.family == Family::v4 ? AF_INET : AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0)); });
+    ns.run_inside([&] {
+        fd = Fd(::socket(server.family == Family::v4 ? AF_INET : AF_INET6,
+                         SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    });
     if (!fd) return {};
     socklen_t len = 0;
     auto sa = to_sockaddr(server, 53, len);
@@ -463,7 +512,8 @@ std::vector<std::uint8_t> ask_inside(const Netns& ns, const IpAddr& server, cons
 std::string connect_inside(const Netns& ns, const IpAddr& a, std::uint16_t port) {
     Fd fd;
     ns.run_inside([&] {
-        fd = Fd(::socket(a.family == Family::v4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+        fd = Fd(::socket(a.family == Family::v4 ? AF_INET : AF_INET6,
+                         SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     });
     if (!fd) return "no socket";
     socklen_t len = 0;
@@ -501,21 +551,28 @@ VerifyResult cmd_verify(const VerifyOptions& opt) {
     std::string host_why = ns.host_reason();
     if (host_why.empty() && opt.network_mode &&
         (*opt.network_mode == "host" || opt.network_mode->rfind("container:", 0) == 0))
-        host_why = *opt.network_mode == "host"
-                       ? "the engine says its NetworkMode is 'host'"
-                       : fmt::format("the engine says its NetworkMode is '{}': another container's namespace",
-                                     printable(*opt.network_mode, 200));
+        host_why =
+            *opt.network_mode == "host"
+                ? "the engine says its NetworkMode is 'host'"
+                : fmt::format(
+                      "the engine says its NetworkMode is '{}': another container's namespace",
+                      printable(*opt.network_mode, 200));
     if (host_why.empty())
         for (const auto& m : members)
             if (m.comm == "dockerd" || m.comm == "containerd" || m.comm == "podman")
-                host_why = fmt::format("process {} ({}), the container engine's own daemon, lives in it: it is "
-                                       "the host's namespace as far as the lab is concerned",
-                                       m.pid, m.comm);
+                host_why = fmt::format(
+                    "process {} ({}), the container engine's own daemon, lives in it: it is "
+                    "the host's namespace as far as the lab is concerned",
+                    m.pid, m.comm);
     bool host = !host_why.empty();
     add(CheckGroup::target, "netns-not-host", host ? CheckStatus::fail : CheckStatus::pass,
-        host ? fmt::format("the namespace is the host's: {} (a container run with --net=host?)", host_why)
-             : fmt::format("netns inode {} is the container's own ({}no engine daemon lives in it)", ns.id().ino,
-                           opt.network_mode ? "NetworkMode '" + printable(*opt.network_mode, 200) + "', " : ""));
+        host ? fmt::format("the namespace is the host's: {} (a container run with --net=host?)",
+                           host_why)
+             : fmt::format("netns inode {} is the container's own ({}no engine daemon lives in it)",
+                           ns.id().ino,
+                           opt.network_mode
+                               ? "NetworkMode '" + printable(*opt.network_mode, 200) + "', "
+                               : ""));
 
     // Whose identity the probes take: the target process, else a process of the namespace.
     std::optional<pid_t> as_pid = opt.target.pid;
@@ -550,10 +607,13 @@ VerifyResult cmd_verify(const VerifyOptions& opt) {
             const std::string check = "name " + e.name;
             auto server = opt.resolver ? opt.resolver : container_resolver(as_pid);
             if (!server) {
-                add(CheckGroup::reach, check, CheckStatus::warn, "the container's resolver is unknown (give --resolver, or --pid of a process with a nameserver in its resolv.conf)");
+                add(CheckGroup::reach, check, CheckStatus::warn,
+                    "the container's resolver is unknown (give --resolver, or --pid of a process "
+                    "with a nameserver in its resolv.conf)");
                 continue;
             }
-            const std::string asked = e.name.starts_with("*.") ? "nsegress-verify" + e.name.substr(1) : e.name;
+            const std::string asked =
+                e.name.starts_with("*.") ? "nsegress-verify" + e.name.substr(1) : e.name;
             std::vector<IpAddr> addrs;
             std::string rcodes;
             for (std::uint16_t t : {std::uint16_t{1}, std::uint16_t{28}}) {
@@ -567,7 +627,8 @@ VerifyResult cmd_verify(const VerifyOptions& opt) {
                         for (const auto& a : *as) addrs.push_back(a.addr);
             }
             if (addrs.empty()) {
-                add(CheckGroup::reach, check, CheckStatus::fail, fmt::format("{} asked of {}: no address ({})", asked, server->str(), rcodes));
+                add(CheckGroup::reach, check, CheckStatus::fail,
+                    fmt::format("{} asked of {}: no address ({})", asked, server->str(), rcodes));
                 continue;
             }
             std::optional<std::uint16_t> port;
@@ -589,12 +650,17 @@ VerifyResult cmd_verify(const VerifyOptions& opt) {
             auto r = ask_inside(ns, *server, other);
             auto rc = dns_rcode(r.data(), r.size());
             const bool refused = rc && *rc == 5;  // the names proxy's answer, never the resolver's
-            detail += fmt::format("; a name outside the policy: {}", rc ? (*rc == 5 ? "REFUSED" : *rc == 3 ? "NXDOMAIN" : "answered") : "no answer");
-            add(CheckGroup::reach, check, ok && refused ? CheckStatus::pass : CheckStatus::fail, detail);
+            detail += fmt::format("; a name outside the policy: {}", rc ? (*rc == 5   ? "REFUSED"
+                                                                           : *rc == 3 ? "NXDOMAIN"
+                                                                                      : "answered")
+                                                                        : "no answer");
+            add(CheckGroup::reach, check, ok && refused ? CheckStatus::pass : CheckStatus::fail,
+                detail);
         }
         if (opt.reach.empty())
             add(CheckGroup::target, "reach-targets", CheckStatus::warn,
-                "no --reach given: a namespace that refuses everything would pass (give an allowed host that must answer)");
+                "no --reach given: a namespace that refuses everything would pass (give an allowed "
+                "host that must answer)");
         auto derived = derive_outside_targets(snap, allow, neighbours);
         std::vector<GradeProbe> probes;
         auto add_probes = [&](const IpAddr& a, Expect e) {
@@ -614,10 +680,12 @@ VerifyResult cmd_verify(const VerifyOptions& opt) {
             if (r.gateway) go.next_hops.push_back(*r.gateway);
         for (const auto& l : snap.links) go.ifnames[l.ifindex] = printable(l.name, 32);
         auto results = run_grade_probes(ns, as_pid, probes, go, identity, as_process, blind);
-        add(CheckGroup::target, "probe-identity", as_process ? CheckStatus::pass : CheckStatus::warn,
+        add(CheckGroup::target, "probe-identity",
+            as_process ? CheckStatus::pass : CheckStatus::warn,
             as_process ? "probes sent as the container: " + identity
                        : "probes sent with " + identity +
-                             ": rules keyed on socket owner, cgroup or mark were not exercised as the workload would");
+                             ": rules keyed on socket owner, cgroup or mark were not exercised as "
+                             "the workload would");
         json probes_json = json::array();
         for (const auto& r : results)
             probes_json.push_back(json{{"target", r.probe.addr.str()},
@@ -632,8 +700,9 @@ VerifyResult cmd_verify(const VerifyOptions& opt) {
         res.doc["probes"] = probes_json;
         res.doc["observer_blind"] = blind;
         auto label = [](const GradeResult& r) {
-            return r.probe.proto == Proto::icmp ? std::string("icmp")
-                                                : fmt::format("{}/{}", proto_name(r.probe.proto), r.probe.port);
+            return r.probe.proto == Proto::icmp
+                       ? std::string("icmp")
+                       : fmt::format("{}/{}", proto_name(r.probe.proto), r.probe.port);
         };
         // One check per reach/block target, all three protocols in it.
         std::size_t i = 0;
@@ -644,16 +713,20 @@ VerifyResult cmd_verify(const VerifyOptions& opt) {
                 const auto& r = results[i];
                 ok = ok && r.ok();
                 detail += fmt::format("{}{}: {}{}", k ? "; " : "", label(r),
-                                      r.ok() ? "" : (block ? "NOT REFUSED, " : "NOT REACHED, "), r.detail);
+                                      r.ok() ? "" : (block ? "NOT REFUSED, " : "NOT REACHED, "),
+                                      r.detail);
             }
-            add(block ? CheckGroup::block : CheckGroup::reach, name, ok ? CheckStatus::pass : CheckStatus::fail, detail);
+            add(block ? CheckGroup::block : CheckGroup::reach, name,
+                ok ? CheckStatus::pass : CheckStatus::fail, detail);
         };
         for (const auto& a : opt.reach) target_check("reach " + a.str(), false);
         for (const auto& a : opt.block) target_check("block " + a.str(), true);
         for (Family f : {Family::v4, Family::v6}) {
             std::string name = fmt::format("{}-outside-refused", f == Family::v4 ? "ipv4" : "ipv6");
             if (!usable(f, snap)) {
-                add(CheckGroup::outside, name, CheckStatus::pass, fmt::format("no {} address or default route: nothing can leave", family_name(f)));
+                add(CheckGroup::outside, name, CheckStatus::pass,
+                    fmt::format("no {} address or default route: nothing can leave",
+                                family_name(f)));
                 continue;
             }
             std::size_t total = 0;
@@ -664,21 +737,28 @@ VerifyResult cmd_verify(const VerifyOptions& opt) {
                 std::string bad;
                 for (int k = 0; k < 3; ++k) {
                     const auto& r = results[i + 3 * d + k];
-                    if (!r.ok()) bad += fmt::format("{}{}: {}", bad.empty() ? "" : ", ", label(r), r.detail);
+                    if (!r.ok())
+                        bad += fmt::format("{}{}: {}", bad.empty() ? "" : ", ", label(r), r.detail);
                 }
-                tried += fmt::format("{}{} ({})", tried.empty() ? "" : ", ", derived[d].addr.str(), derived[d].why);
+                tried += fmt::format("{}{} ({})", tried.empty() ? "" : ", ", derived[d].addr.str(),
+                                     derived[d].why);
                 if (!bad.empty())
-                    leaks += fmt::format("{}{} ({}) -- {}", leaks.empty() ? "" : "; ", derived[d].addr.str(), derived[d].why, bad);
+                    leaks += fmt::format("{}{} ({}) -- {}", leaks.empty() ? "" : "; ",
+                                         derived[d].addr.str(), derived[d].why, bad);
             }
             if (total == 0)
-                add(CheckGroup::outside, name, CheckStatus::pass, fmt::format("the allow-list covers every derived {} target", family_name(f)));
+                add(CheckGroup::outside, name, CheckStatus::pass,
+                    fmt::format("the allow-list covers every derived {} target", family_name(f)));
             else if (leaks.empty())
                 add(CheckGroup::outside, name, CheckStatus::pass,
-                    fmt::format("{} address(es) outside the allow-list refused over ICMP, TCP and UDP: {}", total, tried));
+                    fmt::format(
+                        "{} address(es) outside the allow-list refused over ICMP, TCP and UDP: {}",
+                        total, tried));
             else
                 add(CheckGroup::outside, name, CheckStatus::fail,
-                    fmt::format("{} traffic outside the allow-list is not refused inside the namespace: {}",
-                                family_name(f), leaks));
+                    fmt::format(
+                        "{} traffic outside the allow-list is not refused inside the namespace: {}",
+                        family_name(f), leaks));
         }
 
         // The forged-reply technique, with the capabilities the container really holds.
@@ -697,24 +777,35 @@ VerifyResult cmd_verify(const VerifyOptions& opt) {
         for (const auto& f : forged) {
             fdetail += fmt::format("{}{}: {}", fdetail.empty() ? "" : "; ", f.technique, f.detail);
             if (f.leaked) leaked += (leaked.empty() ? "" : ", ") + f.technique;
-            fj.push_back(json{{"technique", f.technique}, {"applicable", f.applicable}, {"leaked", f.leaked}, {"detail", f.detail}});
+            fj.push_back(json{{"technique", f.technique},
+                              {"applicable", f.applicable},
+                              {"leaked", f.leaked},
+                              {"detail", f.detail}});
         }
         res.doc["forged_replies"] = fj;
-        if (risks.net_raw.empty()) fdetail += (fdetail.empty() ? "" : "; ") + std::string("raw forgeries not tried: no process holds CAP_NET_RAW");
-        add(CheckGroup::conntrack, "forged-reply", leaked.empty() ? CheckStatus::pass : CheckStatus::fail,
-            leaked.empty() ? fdetail
-                           : fmt::format("a forged packet to the namespace's own address made the forbidden peer the "
-                                         "connection's originator, and the \"reply\" to it left ({}): {}",
-                                         leaked, fdetail));
+        if (risks.net_raw.empty())
+            fdetail += (fdetail.empty() ? "" : "; ") +
+                       std::string("raw forgeries not tried: no process holds CAP_NET_RAW");
+        add(CheckGroup::conntrack, "forged-reply",
+            leaked.empty() ? CheckStatus::pass : CheckStatus::fail,
+            leaked.empty()
+                ? fdetail
+                : fmt::format(
+                      "a forged packet to the namespace's own address made the forbidden peer the "
+                      "connection's originator, and the \"reply\" to it left ({}): {}",
+                      leaked, fdetail));
         std::string lo = loopback_problem(ns, as_pid, snap);
         add(CheckGroup::conntrack, "loopback", lo.empty() ? CheckStatus::pass : CheckStatus::warn,
             lo.empty() ? "the container reaches its own loopback (127.0.0.1, ::1)"
-                       : "the container cannot reach its own loopback, which local services and many programs need: " + lo);
+                       : "the container cannot reach its own loopback, which local services and "
+                         "many programs need: " +
+                             lo);
         // A port outside the allowed ones, on an address a port-scoped entry allows: one empty
         // UDP datagram from a socket opened inside, which the policy must refuse at once.
         if (auto pp = port_outside(Policy(opt.allow))) {
             Fd udp;
-            ns.run_inside([&] { udp = Fd(::socket(to_af(pp->addr.family), SOCK_DGRAM | SOCK_CLOEXEC, 0)); });
+            ns.run_inside(
+                [&] { udp = Fd(::socket(to_af(pp->addr.family), SOCK_DGRAM | SOCK_CLOEXEC, 0)); });
             int err = udp ? 0 : errno;
             if (udp) {
                 sockaddr_storage ss{};
@@ -733,49 +824,67 @@ VerifyResult cmd_verify(const VerifyOptions& opt) {
                     std::memcpy(&sin6->sin6_addr, b.data(), 16);
                     len = sizeof *sin6;
                 }
-                if (::sendto(udp.get(), "", 0, 0, reinterpret_cast<sockaddr*>(&ss), len) < 0) err = errno;
+                if (::sendto(udp.get(), "", 0, 0, reinterpret_cast<sockaddr*>(&ss), len) < 0)
+                    err = errno;
             }
-            const std::string where = fmt::format("udp {}:{} (an allowed address, a port outside its entries)",
-                                                  pp->addr.str(), pp->port);
+            const std::string where =
+                fmt::format("udp {}:{} (an allowed address, a port outside its entries)",
+                            pp->addr.str(), pp->port);
             if (err == EPERM || err == EACCES)
-                add(CheckGroup::outside, "ports-outside-refused", CheckStatus::pass, where + ": refused-policy " + std::strerror(err));
+                add(CheckGroup::outside, "ports-outside-refused", CheckStatus::pass,
+                    where + ": refused-policy " + std::strerror(err));
             else if (err == 0)
-                add(CheckGroup::outside, "ports-outside-refused", CheckStatus::fail, where + ": sent -- ports are not enforced inside the namespace");
+                add(CheckGroup::outside, "ports-outside-refused", CheckStatus::fail,
+                    where + ": sent -- ports are not enforced inside the namespace");
             else
-                add(CheckGroup::outside, "ports-outside-refused", CheckStatus::fail, where + ": " + std::strerror(err));
+                add(CheckGroup::outside, "ports-outside-refused", CheckStatus::fail,
+                    where + ": " + std::strerror(err));
         }
     } else {
-        for (const auto& a : opt.reach) add(CheckGroup::reach, "reach " + a.str(), CheckStatus::fail, "not probed from the host's namespace");
-        for (const auto& a : opt.block) add(CheckGroup::block, "block " + a.str(), CheckStatus::fail, "not probed from the host's namespace");
+        for (const auto& a : opt.reach)
+            add(CheckGroup::reach, "reach " + a.str(), CheckStatus::fail,
+                "not probed from the host's namespace");
+        for (const auto& a : opt.block)
+            add(CheckGroup::block, "block " + a.str(), CheckStatus::fail,
+                "not probed from the host's namespace");
     }
 
     // Bypass risks: who in the namespace could undo or go around the policy.
     if (!risks.net_admin.empty())
         add(CheckGroup::bypass, "bypass-net-admin", CheckStatus::fail,
-            fmt::format("process {} holds CAP_NET_ADMIN over this network namespace and can delete or "
-                        "rewrite the policy", describe_procs(risks.net_admin)));
+            fmt::format(
+                "process {} holds CAP_NET_ADMIN over this network namespace and can delete or "
+                "rewrite the policy",
+                describe_procs(risks.net_admin)));
     else
         add(CheckGroup::bypass, "bypass-net-admin", CheckStatus::pass,
-            fmt::format("no process in the namespace holds CAP_NET_ADMIN over it ({} process(es) checked)", risks.processes));
+            fmt::format(
+                "no process in the namespace holds CAP_NET_ADMIN over it ({} process(es) checked)",
+                risks.processes));
     // Packet sockets are caught only at the netdev egress hook: is every interface covered?
     // It is reported (JSON netdev_egress, and in bypass-net-raw's text), not judged by itself.
-    EgressCoverage cover = host ? EgressCoverage{false, {}, {}, "not read in the host's namespace"} : egress_coverage(ns);
+    EgressCoverage cover = host ? EgressCoverage{false, {}, {}, "not read in the host's namespace"}
+                                : egress_coverage(ns);
     const bool all_covered = cover.readable && cover.uncovered.empty();
     std::string coverage =
         !cover.readable ? "netdev egress filters unknown: " + cover.detail
-        : cover.uncovered.empty() ? (cover.covered.empty() ? std::string("no interface but loopback")
-                                                           : "every interface has a netdev egress filter (" + cover.detail + ")")
-                                  : "no netdev egress filter on " + join_names(cover.uncovered);
+        : cover.uncovered.empty()
+            ? (cover.covered.empty()
+                   ? std::string("no interface but loopback")
+                   : "every interface has a netdev egress filter (" + cover.detail + ")")
+            : "no netdev egress filter on " + join_names(cover.uncovered);
     // AF_XDP sockets (copy mode) transmit through __dev_direct_xmit: no netfilter hook at all,
     // the netdev egress hook included. Nothing inside the namespace can filter them, so a
     // CAP_NET_RAW holder is never "caught", whatever the coverage.
     if (!risks.net_raw.empty())
         add(CheckGroup::bypass, "bypass-net-raw", CheckStatus::warn,
-            fmt::format("process {} holds CAP_NET_RAW: packet sockets sit below the IP layer ({}), and "
-                        "AF_XDP sockets pass no netfilter hook at all, so nothing inside the namespace "
-                        "filters them; drop CAP_NET_RAW or refuse socket(AF_XDP) with seccomp",
-                        describe_procs(risks.net_raw),
-                        all_covered ? "the netdev egress filter catches ordinary packet sockets" : coverage));
+            fmt::format(
+                "process {} holds CAP_NET_RAW: packet sockets sit below the IP layer ({}), and "
+                "AF_XDP sockets pass no netfilter hook at all, so nothing inside the namespace "
+                "filters them; drop CAP_NET_RAW or refuse socket(AF_XDP) with seccomp",
+                describe_procs(risks.net_raw),
+                all_covered ? "the netdev egress filter catches ordinary packet sockets"
+                            : coverage));
     else
         add(CheckGroup::bypass, "bypass-net-raw", CheckStatus::pass,
             fmt::format("no process in the namespace holds CAP_NET_RAW over it; {}", coverage));
@@ -796,7 +905,8 @@ VerifyResult cmd_verify(const VerifyOptions& opt) {
     if (opt.expect_userns_remap || opt.lab_profile) {
         auto map = proc_file("uid_map");
         if (!map) {
-            add(CheckGroup::process, "userns-remap", CheckStatus::fail, "no process to read a uid map from");
+            add(CheckGroup::process, "userns-remap", CheckStatus::fail,
+                "no process to read a uid map from");
         } else {
             std::string flat;
             std::istringstream in(*map);
@@ -805,7 +915,8 @@ VerifyResult cmd_verify(const VerifyOptions& opt) {
             auto host_uid = host_uid_of_root(*map);
             if (host_uid && *host_uid != 0)
                 add(CheckGroup::process, "userns-remap", CheckStatus::pass,
-                    fmt::format("uid 0 in the container is uid {} on the host (pid {} uid_map: {})", *host_uid, *pid, flat));
+                    fmt::format("uid 0 in the container is uid {} on the host (pid {} uid_map: {})",
+                                *host_uid, *pid, flat));
             else
                 add(CheckGroup::process, "userns-remap", CheckStatus::fail,
                     fmt::format("uid 0 in the container is {} on the host (pid {} uid_map: {})",
@@ -815,9 +926,16 @@ VerifyResult cmd_verify(const VerifyOptions& opt) {
     if (opt.expect_no_new_privs || opt.lab_profile) {
         auto status = proc_file("status");
         std::string nnp = status ? status_field(*status, "NoNewPrivs") : "";
-        if (!status) add(CheckGroup::process, "no-new-privs", CheckStatus::fail, "no process to read NoNewPrivs from");
-        else if (nnp == "1") add(CheckGroup::process, "no-new-privs", CheckStatus::pass, fmt::format("pid {}: NoNewPrivs: 1", *pid));
-        else add(CheckGroup::process, "no-new-privs", CheckStatus::fail, fmt::format("pid {}: NoNewPrivs: {} (setuid binaries can still gain privileges)", *pid, nnp.empty() ? "?" : nnp));
+        if (!status)
+            add(CheckGroup::process, "no-new-privs", CheckStatus::fail,
+                "no process to read NoNewPrivs from");
+        else if (nnp == "1")
+            add(CheckGroup::process, "no-new-privs", CheckStatus::pass,
+                fmt::format("pid {}: NoNewPrivs: 1", *pid));
+        else
+            add(CheckGroup::process, "no-new-privs", CheckStatus::fail,
+                fmt::format("pid {}: NoNewPrivs: {} (setuid binaries can still gain privileges)",
+                            *pid, nnp.empty() ? "?" : nnp));
     }
 
     if (opt.lab_profile) {
@@ -838,16 +956,18 @@ VerifyResult cmd_verify(const VerifyOptions& opt) {
         warns += c.status == CheckStatus::warn;
     }
     json& doc = res.doc;
-    doc["target"] = json{{"label", ns.label()},
-                         {"pid", pid ? json(*pid) : json(nullptr)},
-                         {"path", opt.target.netns_path ? json(*opt.target.netns_path) : json(nullptr)},
-                         {"container", opt.target.container ? json(*opt.target.container) : json(nullptr)},
-                         {"netns_inode", static_cast<std::uint64_t>(ns.id().ino)}};
+    doc["target"] =
+        json{{"label", ns.label()},
+             {"pid", pid ? json(*pid) : json(nullptr)},
+             {"path", opt.target.netns_path ? json(*opt.target.netns_path) : json(nullptr)},
+             {"container", opt.target.container ? json(*opt.target.container) : json(nullptr)},
+             {"netns_inode", static_cast<std::uint64_t>(ns.id().ino)}};
     doc["allow"] = json::array();
     for (Family f : {Family::v4, Family::v6})
         for (const auto& r : allow.ranges(f)) doc["allow"].push_back(r.str());
     doc["checks"] = list;
-    doc["summary"] = json{{"pass", checks.size() - fails - warns}, {"fail", fails}, {"warn", warns}};
+    doc["summary"] =
+        json{{"pass", checks.size() - fails - warns}, {"fail", fails}, {"warn", warns}};
     if (fails) {
         res.exit = Exit::verify;
         doc["ok"] = false;

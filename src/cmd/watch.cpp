@@ -27,7 +27,8 @@ namespace nsegress {
 
 using nlohmann::json;
 
-// ---- Summary ---------------------------------------------------------------------------------------
+// ---- Summary
+// ---------------------------------------------------------------------------------------
 
 std::string seen_label(const nflog::PacketInfo& p) {
     std::string proto = nflog::protocol_name(p.protocol);
@@ -54,7 +55,9 @@ std::vector<SummaryEntry> SummaryBuilder::entries() const {
                 SummaryEntry e;
                 e.cidr = cidr;
                 for (auto it = by_host_.lower_bound(cidr.first());
-                     it != by_host_.end() && it->first.family == f && it->first.value <= cidr.last().value; ++it) {
+                     it != by_host_.end() && it->first.family == f &&
+                     it->first.value <= cidr.last().value;
+                     ++it) {
                     ++e.hosts;
                     for (const auto& [label, n] : it->second) {
                         e.seen[label] += n;
@@ -72,7 +75,8 @@ namespace {
 
 std::string seen_text(const std::map<std::string, std::uint64_t>& seen) {
     std::vector<std::pair<std::string, std::uint64_t>> v(seen.begin(), seen.end());
-    std::stable_sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+    std::stable_sort(v.begin(), v.end(),
+                     [](const auto& a, const auto& b) { return a.second > b.second; });
     constexpr std::size_t kShown = 12;
     std::string out;
     for (std::size_t i = 0; i < v.size() && i < kShown; ++i)
@@ -132,11 +136,15 @@ std::string render_allow_file(const std::vector<std::string>& header, const Poli
     }
     std::string names;
     for (const auto& [name, n] : hints.refused)
-        names += fmt::format("{}{:<24} # asked {} time(s), refused by the names proxy\n", kSummaryDisabled, name, n);
+        names += fmt::format("{}{:<24} # asked {} time(s), refused by the names proxy\n",
+                             kSummaryDisabled, name, n);
     if (!names.empty())
-        names = "# names the container asked for, refused by the names proxy: REVIEW each one, and add the\n"
-                "# ports it needs (\"NAME tcp/443\"; without ports a name allows all traffic to its addresses)\n" +
-                names;
+        names =
+            "# names the container asked for, refused by the names proxy: REVIEW each one, and add "
+            "the\n"
+            "# ports it needs (\"NAME tcp/443\"; without ports a name allows all traffic to its "
+            "addresses)\n" +
+            names;
     if (observed.empty()) {
         out += "# observed: nothing\n" + names;
         return out;
@@ -154,17 +162,19 @@ std::string render_allow_file(const std::vector<std::string>& header, const Poli
                 const auto sp = entry.find(' ');
                 entry = it->second + (sp == std::string::npos ? "" : entry.substr(sp));
             }
-        std::string line = fmt::format("{:<24} # {} attempt(s){}: {}\n", entry, e.attempts, hosts, seen_text(e.seen));
+        std::string line = fmt::format("{:<24} # {} attempt(s){}: {}\n", entry, e.attempts, hosts,
+                                       seen_text(e.seen));
         if (already_allowed(current, entry))
             inside += line;
         else
             outside += std::string(kSummaryDisabled) + line;
     }
     if (!outside.empty())
-        out += "# observed outside the current allow-list: REVIEW each one. They are commented "
-               "out ('#- ');\n# remove the '#- ' of each destination the container must reach "
-               "(sed 's/^#- //' takes all):\n" +
-               outside;
+        out +=
+            "# observed outside the current allow-list: REVIEW each one. They are commented "
+            "out ('#- ');\n# remove the '#- ' of each destination the container must reach "
+            "(sed 's/^#- //' takes all):\n" +
+            outside;
     if (!inside.empty()) out += "# observed, already allowed by the current allow-list:\n" + inside;
     return out + names;
 }
@@ -189,7 +199,8 @@ json summary_json(const Policy& current, const std::vector<SummaryEntry>& observ
     return json{{"current", cur}, {"observed", obs}, {"allow_file", allow_file}};
 }
 
-// ---- Events ----------------------------------------------------------------------------------------
+// ---- Events
+// ----------------------------------------------------------------------------------------
 
 std::string iso_time(std::int64_t sec, long nsec) {
     time_t t = static_cast<time_t>(sec);
@@ -205,27 +216,30 @@ std::optional<json> attempt_json(const nflog::LogEvent& ev, const std::string& t
     const nflog::PacketInfo& p = *ev.packet;
     auto mode = nflog::mode_of_prefix(ev.prefix);
     auto opt = [](const auto& v) { return v ? json(*v) : json(nullptr); };
-    return json{{"event", "attempt"},
-                {"time", time},
-                {"mode", mode ? json(nft::mode_name(*mode)) : json(nullptr)},
-                {"verdict", !mode ? json(nullptr) : json(*mode == nft::Mode::audit ? "would-be-refused" : "refused")},
-                {"family", p.family == Family::v4 ? "ipv4" : "ipv6"},
-                {"proto", nflog::protocol_name(p.protocol)},
-                {"protocol", p.protocol},
-                {"src", p.src.str()},
-                {"dst", p.dst.str()},
-                {"sport", opt(p.sport)},
-                {"dport", opt(p.dport)},
-                {"icmp_type", opt(p.icmp_type)},
-                {"icmp_code", opt(p.icmp_code)},
-                {"icmp", p.icmp_type ? json(nflog::icmp_type_name(p.family, *p.icmp_type)) : json(nullptr)},
-                {"fragment", p.fragment},
-                {"uid", opt(ev.uid)},
-                {"gid", opt(ev.gid)},
-                {"seq", opt(ev.seq)}};
+    return json{
+        {"event", "attempt"},
+        {"time", time},
+        {"mode", mode ? json(nft::mode_name(*mode)) : json(nullptr)},
+        {"verdict",
+         !mode ? json(nullptr) : json(*mode == nft::Mode::audit ? "would-be-refused" : "refused")},
+        {"family", p.family == Family::v4 ? "ipv4" : "ipv6"},
+        {"proto", nflog::protocol_name(p.protocol)},
+        {"protocol", p.protocol},
+        {"src", p.src.str()},
+        {"dst", p.dst.str()},
+        {"sport", opt(p.sport)},
+        {"dport", opt(p.dport)},
+        {"icmp_type", opt(p.icmp_type)},
+        {"icmp_code", opt(p.icmp_code)},
+        {"icmp", p.icmp_type ? json(nflog::icmp_type_name(p.family, *p.icmp_type)) : json(nullptr)},
+        {"fragment", p.fragment},
+        {"uid", opt(ev.uid)},
+        {"gid", opt(ev.gid)},
+        {"seq", opt(ev.seq)}};
 }
 
-// ---- The command -----------------------------------------------------------------------------------
+// ---- The command
+// -----------------------------------------------------------------------------------
 
 namespace {
 
@@ -293,7 +307,11 @@ json policy_json(const nft::PolicyState& st) {
 
 CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
     SignalFd signals;  // first: a Ctrl-C from here on ends the watch cleanly
-    CommandResult res{json{{"event", "end"}, {"command", "watch"}, {"ok", true}, {"exit_code", 0}, {"error", nullptr}}};
+    CommandResult res{json{{"event", "end"},
+                           {"command", "watch"},
+                           {"ok", true},
+                           {"exit_code", 0},
+                           {"error", nullptr}}};
     json& doc = res.doc;
     require_privileges(priv_enter | priv_net_admin);  // binding an nflog group needs CAP_NET_ADMIN
     Netns ns = open_target(opt.target);
@@ -318,16 +336,21 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
         notices.push_back(std::move(text));
     };
     if (!before.present)
-        notice(fmt::format("{} has no nsegress policy: nothing is logged until `nsegress restrict` "
-                           "(or `restrict --audit`) installs one; listening anyway", ns.describe()));
+        notice(
+            fmt::format("{} has no nsegress policy: nothing is logged until `nsegress restrict` "
+                        "(or `restrict --audit`) installs one; listening anyway",
+                        ns.describe()));
     else if (!before.deny_log)
-        notice(fmt::format("the policy of {} has no deny log (installed by an older nsegress): run "
-                           "`nsegress restrict` again to add it; listening anyway", ns.describe()));
+        notice(
+            fmt::format("the policy of {} has no deny log (installed by an older nsegress): run "
+                        "`nsegress restrict` again to add it; listening anyway",
+                        ns.describe()));
     // The route set refuses forbidden destinations at the routing decision, before a packet
     // exists: there is nothing for netfilter to log, and its unreachable route fails with
     // EHOSTUNREACH, which no kernel counter counts (OutNoRoutes counts only ENETUNREACH, a
     // destination with no route at all). So watch can neither log nor count them, and says so.
-    RoutePlan routes = installed_route_set(inspect(rtnl.get(), inspect_rules | inspect_routes | inspect_links));
+    RoutePlan routes =
+        installed_route_set(inspect(rtnl.get(), inspect_rules | inspect_routes | inspect_links));
     const bool route_set = !routes.rules.empty();
     if (route_set && before.present && before.mode == nft::Mode::enforce)
         notice(
@@ -365,7 +388,9 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
             ++received;
             if (ev.seq) {
                 if (std::uint64_t gap = loss.observe(*ev.seq); gap > 0 && sink.event)
-                    sink.event(json{{"event", "lost"}, {"time", time}, {"count", gap},
+                    sink.event(json{{"event", "lost"},
+                                    {"time", time},
+                                    {"count", gap},
                                     {"reason", "the log socket overflowed (ENOBUFS)"}});
             }
             auto a = attempt_json(ev, time);
@@ -409,7 +434,8 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
                 auto j = json::parse(line);
                 if (!j.contains("name") || !sink.event) continue;
                 json ev{{"event", "name"}, {"time", now_iso()}};
-                for (const char* k : {"name", "type", "verdict", "transport", "resolver", "addresses"})
+                for (const char* k :
+                     {"name", "type", "verdict", "transport", "resolver", "addresses"})
                     if (j.contains(k)) ev[k] = j[k];
                 sink.event(ev);
             } catch (const std::exception&) {
@@ -439,7 +465,8 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
         }
         if (fds[0].revents & (POLLIN | POLLERR)) drain();
         if (fds[1].revents & POLLIN) {
-            if (int sig = signals.take()) reason = sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "signal";
+            if (int sig = signals.take())
+                reason = sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "signal";
         }
         if (pidfd >= 0 && (fds[2].revents & POLLIN)) reason = "target process exited";
         read_names();
@@ -458,8 +485,11 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
     if (logged && *logged > received + loss.lost()) {
         lost_tail = *logged - received - loss.lost();
         if (sink.event)
-            sink.event(json{{"event", "lost"}, {"time", now_iso()}, {"count", lost_tail},
-                            {"reason", "the log socket overflowed (ENOBUFS) after the last message read"}});
+            sink.event(json{
+                {"event", "lost"},
+                {"time", now_iso()},
+                {"count", lost_tail},
+                {"reason", "the log socket overflowed (ENOBUFS) after the last message read"}});
     }
 
     doc["reason"] = reason;
@@ -490,8 +520,10 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
                 "only the first packet of each flow is logged, at most {}/s after a burst of {}",
                 nft::kLogRatePerSecond, nft::kLogBurst)};
         if (lost > 0)
-            header.push_back(fmt::format("WARNING: {} logged attempt(s) were lost (socket overrun): this list "
-                                         "may be incomplete", lost));
+            header.push_back(
+                fmt::format("WARNING: {} logged attempt(s) were lost (socket overrun): this list "
+                            "may be incomplete",
+                            lost));
         const nft::PolicyState& cur = after.present ? after : before;
         // The names of the policy live in the proxy's state, not in the kernel's sets.
         Policy current = cur.policy();
@@ -525,7 +557,8 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
         std::string text = render_allow_file(header, current, entries, hints);
         doc["summary"] = summary_json(current, entries, text);
         json refused_names = json::array();
-        for (const auto& [name, n] : hints.refused) refused_names.push_back({{"name", name}, {"asked", n}});
+        for (const auto& [name, n] : hints.refused)
+            refused_names.push_back({{"name", name}, {"asked", n}});
         doc["summary"]["refused_names"] = refused_names;
     }
     return res;

@@ -123,10 +123,12 @@ pid_t parse_inspect_output(const std::string& name, const std::string& out) {
     long long pid = -1;
     std::string running;
     if (!(in >> pid >> running))
-        throw_failed("container " + quote(name) + ": unexpected inspect output " + quote(first_line(out)));
-    if (running != "true" || pid <= 0)
-        throw_failed("container " + quote(name) + " is not running");
-    if (pid == 1) throw_failed("container " + quote(name) + " reports PID 1: refusing (that is the host's init)");
+        throw_failed("container " + quote(name) + ": unexpected inspect output " +
+                     quote(first_line(out)));
+    if (running != "true" || pid <= 0) throw_failed("container " + quote(name) + " is not running");
+    if (pid == 1)
+        throw_failed("container " + quote(name) +
+                     " reports PID 1: refusing (that is the host's init)");
     // Checked before the narrowing cast: 4294967297 would otherwise become PID 1.
     if (pid > 4194304)  // PID_MAX_LIMIT
         throw_failed("container " + quote(name) + ": inspect reports PID " + std::to_string(pid) +
@@ -137,9 +139,10 @@ pid_t parse_inspect_output(const std::string& name, const std::string& out) {
 void resolve_container(TargetSpec& spec, std::optional<Engine> engine) {
     if (!spec.container) return;
     const std::string& name = *spec.container;
-    if (name.empty() || name.front() == '-') throw_usage("--container: invalid name " + quote(name));
-    std::vector<Engine> order = engine ? std::vector<Engine>{*engine}
-                                       : std::vector<Engine>{Engine::docker, Engine::podman};
+    if (name.empty() || name.front() == '-')
+        throw_usage("--container: invalid name " + quote(name));
+    std::vector<Engine> order =
+        engine ? std::vector<Engine>{*engine} : std::vector<Engine>{Engine::docker, Engine::podman};
     std::string failures;
     auto note = [&](Engine e, const std::string& why) {
         failures += std::string(failures.empty() ? "" : "; ") + cli_name(e) + ": " + why;
@@ -149,12 +152,14 @@ void resolve_container(TargetSpec& spec, std::optional<Engine> engine) {
         // (~/.local/share/containers, a `podman pause` process that stays). nsegress needs root
         // anyway (the caller checks the privileges first); it never starts that state.
         if (e == Engine::podman && ::geteuid() != 0) {
-            note(e, "not asked: as a non-root user it would start rootless podman state "
-                    "(run nsegress as root)");
+            note(e,
+                 "not asked: as a non-root user it would start rootless podman state "
+                 "(run nsegress as root)");
             continue;
         }
         Run r = run({cli_name(e), "inspect", "--type", "container", "--format",
-                     "{{.State.Pid}} {{.State.Running}}", "--", name}, 10000);
+                     "{{.State.Pid}} {{.State.Running}}", "--", name},
+                    10000);
         if (!r.spawned) {
             note(e, "not installed");
             continue;
@@ -178,7 +183,8 @@ void resolve_container(TargetSpec& spec, std::optional<Engine> engine) {
 }
 
 std::optional<DaemonInfo> docker_daemon_info() {
-    Run r = run({"docker", "info", "--format", "{{.DockerRootDir}}|{{json .SecurityOptions}}"}, 10000);
+    Run r =
+        run({"docker", "info", "--format", "{{.DockerRootDir}}|{{json .SecurityOptions}}"}, 10000);
     if (!r.spawned || r.status != 0) return std::nullopt;
     std::string line = first_line(r.out);
     auto bar = line.find('|');
@@ -190,12 +196,13 @@ std::optional<DaemonInfo> docker_daemon_info() {
     return d;
 }
 
-std::optional<std::string> container_network_mode(const std::string& name, std::optional<Engine> engine) {
-    std::vector<Engine> order = engine ? std::vector<Engine>{*engine}
-                                       : std::vector<Engine>{Engine::docker, Engine::podman};
+std::optional<std::string> container_network_mode(const std::string& name,
+                                                  std::optional<Engine> engine) {
+    std::vector<Engine> order =
+        engine ? std::vector<Engine>{*engine} : std::vector<Engine>{Engine::docker, Engine::podman};
     for (Engine e : order) {
-        Run r = run({cli_name(e), "inspect", "--type", "container", "--format", "{{.HostConfig.NetworkMode}}", "--",
-                     name},
+        Run r = run({cli_name(e), "inspect", "--type", "container", "--format",
+                     "{{.HostConfig.NetworkMode}}", "--", name},
                     10000);
         if (r.spawned && r.status == 0) return first_line(r.out);
     }

@@ -32,10 +32,13 @@ OciState parse_oci_state(std::string_view text) {
         throw_usage("no OCI state on stdin (expected the runtime's state JSON)");
     json j;
     switch (parse_untrusted_json(text, j)) {
-        case JsonProblem::invalid: throw_usage("OCI state on stdin is not valid JSON");
+        case JsonProblem::invalid:
+            throw_usage("OCI state on stdin is not valid JSON");
         case JsonProblem::too_deep:
-            throw_usage(fmt::format("OCI state on stdin nests deeper than {} levels", kMaxJsonDepth));
-        case JsonProblem::none: break;
+            throw_usage(
+                fmt::format("OCI state on stdin nests deeper than {} levels", kMaxJsonDepth));
+        case JsonProblem::none:
+            break;
     }
     if (!j.is_object()) throw_usage("OCI state on stdin is not a JSON object");
     OciState st;
@@ -48,19 +51,23 @@ OciState parse_oci_state(std::string_view text) {
     st.id = str("id");
     st.status = str("status");
     auto pid = j.find("pid");
-    if (pid == j.end()) throw_usage("OCI state has no 'pid' (is this hook in a stage that has one?)");
+    if (pid == j.end())
+        throw_usage("OCI state has no 'pid' (is this hook in a stage that has one?)");
     if (!pid->is_number_integer()) throw_usage("OCI state: 'pid' is not an integer");
-    if (pid->is_number_unsigned() ? pid->get<std::uint64_t>() > 4194304 : pid->get<std::int64_t>() > 4194304)
+    if (pid->is_number_unsigned() ? pid->get<std::uint64_t>() > 4194304
+                                  : pid->get<std::int64_t>() > 4194304)
         throw_usage("OCI state: 'pid' is out of range");
-    std::int64_t p = pid->is_number_unsigned() ? static_cast<std::int64_t>(pid->get<std::uint64_t>())
-                                               : pid->get<std::int64_t>();
+    std::int64_t p = pid->is_number_unsigned()
+                         ? static_cast<std::int64_t>(pid->get<std::uint64_t>())
+                         : pid->get<std::int64_t>();
     if (p <= 0) throw_usage(fmt::format("OCI state: pid {} is not a valid process", p));
     if (p == 1) throw_usage("OCI state: pid 1 is the host's init, not a container");
     st.pid = static_cast<pid_t>(p);
     if (auto a = j.find("annotations"); a != j.end() && !a->is_null()) {
         if (!a->is_object()) throw_usage("OCI state: 'annotations' is not an object");
         for (const auto& [k, v] : a->items()) {
-            if (!v.is_string()) throw_usage(fmt::format("OCI state: annotation {} is not a string", quote(k)));
+            if (!v.is_string())
+                throw_usage(fmt::format("OCI state: annotation {} is not a string", quote(k)));
             st.annotations[k] = v.get<std::string>();
         }
     }
@@ -83,9 +90,11 @@ std::optional<RestrictOptions> hook_plan(const OciState& state, const HookArgs& 
     // installed the hook. An annotation may choose audit mode only for a policy that annotations
     // choose too: it never weakens an allow-list given in the arguments to "refuse nothing".
     if (const std::string* a = note(kAnnotationAudit); a && !args.audit && args.allow.empty()) {
-        if (*a == "true") o.audit = true;
+        if (*a == "true")
+            o.audit = true;
         else if (*a != "false")
-            throw_usage(std::string("annotation ") + kAnnotationAudit + ": " + quote(*a) + " must be true or false");
+            throw_usage(std::string("annotation ") + kAnnotationAudit + ": " + quote(*a) +
+                        " must be true or false");
     }
     auto annotated_allow = [&](const std::string& text) {
         // Entries of the grammar, separated by commas (an entry contains spaces).
@@ -93,7 +102,8 @@ std::optional<RestrictOptions> hook_plan(const OciState& state, const HookArgs& 
     };
     if (args.allow_given || !args.allow.empty()) {
         // Per-container narrowing: the annotation may only take destinations (and ports) away.
-        if (const std::string* a = note(kAnnotationAllow)) o.allow = intersect_allow(o.allow, annotated_allow(*a));
+        if (const std::string* a = note(kAnnotationAllow))
+            o.allow = intersect_allow(o.allow, annotated_allow(*a));
     } else if (const std::string* a = note(kAnnotationAllow)) {
         o.allow = annotated_allow(*a);
     } else if (!o.audit) {
@@ -119,8 +129,12 @@ CommandResult cmd_hook(std::string_view stdin_text, const HookArgs& args) {
     OciState st = parse_oci_state(stdin_text);
     auto plan = hook_plan(st, args);
     if (!plan) {
-        CommandResult res{json{{"command", "hook"}, {"ok", true}, {"exit_code", 0}, {"error", nullptr},
-                               {"container", st.id}, {"applied", false}}};
+        CommandResult res{json{{"command", "hook"},
+                               {"ok", true},
+                               {"exit_code", 0},
+                               {"error", nullptr},
+                               {"container", st.id},
+                               {"applied", false}}};
         return res;
     }
     CommandResult res = cmd_restrict(*plan);

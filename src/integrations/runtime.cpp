@@ -298,7 +298,7 @@ void edit_bundle_config(const std::string& bundle, const ordered_json& entry) {
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
             int err = errno;
-                throw_errno("read " + quote(path), err);
+            throw_errno("read " + quote(path), err);
         }
         if (n == 0) break;
         text.append(buf, static_cast<std::size_t>(n));

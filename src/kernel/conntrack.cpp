@@ -85,10 +85,12 @@ std::optional<std::uint32_t> count_entries(mnl_socket* sock, std::vector<char>& 
     nfg->res_id = 0;
     std::optional<std::uint32_t> count;
     const int err = nfnl::request(sock, nlh, [&](const nlmsghdr* m) -> int {
-        const char* start = static_cast<const char*>(mnl_nlmsg_get_payload_offset(m, sizeof(nfgenmsg)));
+        const char* start =
+            static_cast<const char*>(mnl_nlmsg_get_payload_offset(m, sizeof(nfgenmsg)));
         const char* end = reinterpret_cast<const char*>(m) + m->nlmsg_len;  // not the aligned tail
         for_each_attr(start, static_cast<std::size_t>(end - start), [&](const nlattr* a) {
-            if (mnl_attr_get_type(a) == CTA_STATS_GLOBAL_ENTRIES && mnl_attr_get_payload_len(a) == 4)
+            if (mnl_attr_get_type(a) == CTA_STATS_GLOBAL_ENTRIES &&
+                mnl_attr_get_payload_len(a) == 4)
                 count = ntohl(mnl_attr_get_u32(a));
         });
         return MNL_CB_OK;
@@ -126,7 +128,8 @@ std::optional<FlowTuple> parse_conntrack_message(const nlmsghdr* nlh) {
 bool is_forbidden_flow(const FlowTuple& orig, const AllowList& allow,
                        const std::vector<IpAddr>& local_addresses) {
     auto is_local = [&](const IpAddr& a) {
-        return std::find(local_addresses.begin(), local_addresses.end(), a) != local_addresses.end();
+        return std::find(local_addresses.begin(), local_addresses.end(), a) !=
+               local_addresses.end();
     };
     if (!is_local(orig.src)) return false;  // inbound or forwarded: not ours to judge
     if (is_local(orig.dst)) return false;   // loopback traffic stays allowed
@@ -153,7 +156,8 @@ std::size_t drop_forbidden_flows(mnl_socket* sock, const AllowList& allow,
     std::vector<Entry> doomed;
     int err = nfnl::request(sock, nlh, [&](const nlmsghdr* m) -> int {
         Entry e;
-        if (parse_entry(m, e) && is_forbidden_flow(e.orig, allow, local_addresses)) doomed.push_back(std::move(e));
+        if (parse_entry(m, e) && is_forbidden_flow(e.orig, allow, local_addresses))
+            doomed.push_back(std::move(e));
         return MNL_CB_OK;
     });
     // No conntrack module/state in this namespace yet: nothing to drop.
@@ -171,13 +175,16 @@ std::size_t drop_forbidden_flows(mnl_socket* sock, const AllowList& allow,
         g->res_id = 0;
         for (const auto* attr : {&e.tuple_attr, &e.zone_attr}) {
             if (attr->empty()) continue;
-            std::memcpy(static_cast<char*>(mnl_nlmsg_get_payload_tail(del)), attr->data(), attr->size());
+            std::memcpy(static_cast<char*>(mnl_nlmsg_get_payload_tail(del)), attr->data(),
+                        attr->size());
             del->nlmsg_len += MNL_ALIGN(attr->size());
         }
         err = nfnl::request(sock, del);
-        if (err == 0) ++dropped;
+        if (err == 0)
+            ++dropped;
         else if (err != -ENOENT)  // ENOENT: the flow ended meanwhile, which is what we wanted
-            throw_errno("delete conntrack entry " + e.orig.src.str() + " -> " + e.orig.dst.str(), -err);
+            throw_errno("delete conntrack entry " + e.orig.src.str() + " -> " + e.orig.dst.str(),
+                        -err);
     }
     return dropped;
 }

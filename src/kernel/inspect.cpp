@@ -38,7 +38,8 @@ std::optional<IpAddr> to_ip(nl_addr* a) {
     if (!a) return std::nullopt;
     int fam = nl_addr_get_family(a);
     unsigned len = nl_addr_get_len(a);
-    if (fam == AF_INET && len == 4) return IpAddr::from_bytes(Family::v4, nl_addr_get_binary_addr(a));
+    if (fam == AF_INET && len == 4)
+        return IpAddr::from_bytes(Family::v4, nl_addr_get_binary_addr(a));
     if (fam == AF_INET6 && len == 16)
         return IpAddr::from_bytes(Family::v6, nl_addr_get_binary_addr(a));
     return std::nullopt;
@@ -161,8 +162,8 @@ bool route_well_formed(nlmsghdr* hdr) {
         return true;  // rtnl_route_parse refuses it
     // Every family: libnl parses the route before we look at its family.
     const auto* rtm = static_cast<const rtmsg*>(nlmsg_data(hdr));
-    return route_attrs_well_formed(nlmsg_attrdata(hdr, sizeof(rtmsg)), nlmsg_attrlen(hdr, sizeof(rtmsg)),
-                                   rtm->rtm_family, 0);
+    return route_attrs_well_formed(nlmsg_attrdata(hdr, sizeof(rtmsg)),
+                                   nlmsg_attrlen(hdr, sizeof(rtmsg)), rtm->rtm_family, 0);
 }
 
 // A route of snap.compact_table straight from the message, without libnl (which allocates an
@@ -254,7 +255,9 @@ int parse_message(nl_msg* msg, Snapshot& snap) {
             if (route.dst.addr.family != route.family || route.dst.prefix > bits_of(route.family))
                 return -NLE_INVAL;
             unsigned host_bits = bits_of(route.family) - route.dst.prefix;
-            u128 host_mask = host_bits == 0 ? 0 : host_bits >= 128 ? ~u128{0} : (u128{1} << host_bits) - 1;
+            u128 host_mask = host_bits == 0     ? 0
+                             : host_bits >= 128 ? ~u128{0}
+                                                : (u128{1} << host_bits) - 1;
             if (route.dst.addr.value & host_mask) return -NLE_INVAL;  // the kernel masks them
             route.table = rtnl_route_get_table(r);
             route.type = rtnl_route_get_type(r);
@@ -306,7 +309,9 @@ bool dump(nl_sock* sock, int type, const Header& header, const char* what, Snaps
     std::unique_ptr<nl_cb, void (*)(nl_cb*)> cb(nl_cb_alloc(NL_CB_DEFAULT), nl_cb_put);
     if (!cb) throw std::bad_alloc();
     nl_cb_set(cb.get(), NL_CB_VALID, NL_CB_CUSTOM, on_msg, &ctx);
-    if (int err = nl_send_simple(sock, type, NLM_F_DUMP, const_cast<Header*>(&header), sizeof header); err < 0)
+    if (int err =
+            nl_send_simple(sock, type, NLM_F_DUMP, const_cast<Header*>(&header), sizeof header);
+        err < 0)
         throw_nl(std::string("dump ") + what, err);
     int err = nl_recvmsgs(sock, cb.get());
     if (ctx.err < 0) throw_nl(std::string("parse ") + what, ctx.err);
@@ -336,20 +341,23 @@ Snapshot inspect(nl_sock* sock, unsigned what, std::uint32_t compact_table) {
         Snapshot snap;
         snap.compact_table = compact_table;
         if ((!(what & inspect_links) || dump(sock, RTM_GETLINK, ifinfomsg{}, "links", snap)) &&
-            (!(what & inspect_addresses) || dump(sock, RTM_GETADDR, ifaddrmsg{}, "addresses", snap)) &&
+            (!(what & inspect_addresses) ||
+             dump(sock, RTM_GETADDR, ifaddrmsg{}, "addresses", snap)) &&
             (!(what & inspect_routes) || dump(sock, RTM_GETROUTE, rtmsg{}, "routes", snap)) &&
             (!(what & inspect_rules) || dump(sock, RTM_GETRULE, fib_rule_hdr{}, "rules", snap))) {
             sort_snapshot(snap);
             return snap;
         }
     }
-    throw_failed(fmt::format("read the namespace's links, addresses, routes and rules: every one of {} "
-                             "dumps in a row was interrupted by a change",
-                             kAttempts));
+    throw_failed(
+        fmt::format("read the namespace's links, addresses, routes and rules: every one of {} "
+                    "dumps in a row was interrupted by a change",
+                    kAttempts));
 }
 
 void parse_rtnl_messages(std::span<const std::uint8_t> bytes, Snapshot& snap) {
-    if (bytes.size() > static_cast<std::size_t>(INT_MAX)) throw_failed("rtnetlink messages: too large");
+    if (bytes.size() > static_cast<std::size_t>(INT_MAX))
+        throw_failed("rtnetlink messages: too large");
     // A receive buffer is 4-byte aligned; give the copy the same alignment for the headers.
     std::vector<std::uint32_t> buf((bytes.size() + 3) / 4);
     if (!bytes.empty()) std::memcpy(buf.data(), bytes.data(), bytes.size());
@@ -361,7 +369,8 @@ void parse_rtnl_messages(std::span<const std::uint8_t> bytes, Snapshot& snap) {
         std::unique_ptr<nl_msg, void (*)(nl_msg*)> msg(nlmsg_convert(hdr), nlmsg_free);
         if (!msg) throw std::bad_alloc();
         nlmsg_set_proto(msg.get(), NETLINK_ROUTE);
-        if (int err = parse_message(msg.get(), snap); err < 0) throw_nl("parse rtnetlink message", err);
+        if (int err = parse_message(msg.get(), snap); err < 0)
+            throw_nl("parse rtnetlink message", err);
     }
     sort_snapshot(snap);
 }
@@ -394,25 +403,39 @@ bool Snapshot::is_local_address(const IpAddr& a) const {
 
 std::string route_type_name(std::uint8_t type) {
     switch (type) {
-        case RTN_UNICAST: return "unicast";
-        case RTN_LOCAL: return "local";
-        case RTN_BROADCAST: return "broadcast";
-        case RTN_ANYCAST: return "anycast";
-        case RTN_MULTICAST: return "multicast";
-        case RTN_BLACKHOLE: return "blackhole";
-        case RTN_UNREACHABLE: return "unreachable";
-        case RTN_PROHIBIT: return "prohibit";
-        case RTN_THROW: return "throw";
-        default: return std::to_string(type);
+        case RTN_UNICAST:
+            return "unicast";
+        case RTN_LOCAL:
+            return "local";
+        case RTN_BROADCAST:
+            return "broadcast";
+        case RTN_ANYCAST:
+            return "anycast";
+        case RTN_MULTICAST:
+            return "multicast";
+        case RTN_BLACKHOLE:
+            return "blackhole";
+        case RTN_UNREACHABLE:
+            return "unreachable";
+        case RTN_PROHIBIT:
+            return "prohibit";
+        case RTN_THROW:
+            return "throw";
+        default:
+            return std::to_string(type);
     }
 }
 
 std::string table_name(std::uint32_t table) {
     switch (table) {
-        case RT_TABLE_MAIN: return "main";
-        case RT_TABLE_LOCAL: return "local";
-        case RT_TABLE_DEFAULT: return "default";
-        default: return std::to_string(table);
+        case RT_TABLE_MAIN:
+            return "main";
+        case RT_TABLE_LOCAL:
+            return "local";
+        case RT_TABLE_DEFAULT:
+            return "default";
+        default:
+            return std::to_string(table);
     }
 }
 
@@ -432,11 +455,21 @@ std::string format_route(const Route& r, const Snapshot& s) {
 std::string format_rule(const Rule& r) {
     std::string out = std::to_string(r.priority) + ": from all ";
     switch (r.action) {
-        case FR_ACT_TO_TBL: out += "lookup " + table_name(r.table); break;
-        case FR_ACT_UNREACHABLE: out += "unreachable"; break;
-        case FR_ACT_PROHIBIT: out += "prohibit"; break;
-        case FR_ACT_BLACKHOLE: out += "blackhole"; break;
-        default: out += "action " + std::to_string(r.action); break;
+        case FR_ACT_TO_TBL:
+            out += "lookup " + table_name(r.table);
+            break;
+        case FR_ACT_UNREACHABLE:
+            out += "unreachable";
+            break;
+        case FR_ACT_PROHIBIT:
+            out += "prohibit";
+            break;
+        case FR_ACT_BLACKHOLE:
+            out += "blackhole";
+            break;
+        default:
+            out += "action " + std::to_string(r.action);
+            break;
     }
     if (r.protocol) out += " proto " + std::to_string(r.protocol);
     return out;

@@ -38,9 +38,7 @@ NsId id_of(int fd, const std::string& what) {
     return NsId{st.st_dev, st.st_ino};
 }
 
-Fd open_ns_path(const char* path) {
-    return Fd(::open(path, O_RDONLY | O_CLOEXEC));
-}
+Fd open_ns_path(const char* path) { return Fd(::open(path, O_RDONLY | O_CLOEXEC)); }
 
 // The namespace this thread is in right now.
 Fd current_netns() {
@@ -96,7 +94,8 @@ std::string host_reason(NsId id) {
     if (!init) {
         Fd pidfd(sys_pidfd_open(1));
         Fd ns(pidfd ? ::ioctl(pidfd.get(), kPidfdGetNetNamespace, 0) : -1);
-        if (ns && ::ioctl(ns.get(), NS_GET_NSTYPE) == CLONE_NEWNET && id_of(ns.get(), "PID 1's netns") == id)
+        if (ns && ::ioctl(ns.get(), NS_GET_NSTYPE) == CLONE_NEWNET &&
+            id_of(ns.get(), "PID 1's netns") == id)
             return "it is PID 1's network namespace, i.e. the host's";
     }
     // Whoever started us (a shell, `ip netns exec`, nsenter, a test runner) lives there: the
@@ -105,8 +104,8 @@ std::string host_reason(NsId id) {
     for (int depth = 0; pid > 1 && depth < 64; ++depth) {
         Fd ns = open_ns_path(("/proc/" + std::to_string(pid) + "/ns/net").c_str());
         if (ns && id_of(ns.get(), "ancestor netns") == id)
-            return "it is the network namespace of nsegress's ancestor process " + std::to_string(pid) +
-                   " (the session that started it)";
+            return "it is the network namespace of nsegress's ancestor process " +
+                   std::to_string(pid) + " (the session that started it)";
         auto parent = parent_of(pid);
         if (!parent) break;
         pid = *parent;
@@ -137,18 +136,21 @@ void require_privileges(unsigned needed) {
     auto has = [&](int cap) { return (data[cap / 32].effective >> (cap % 32)) & 1u; };
     std::string missing;
     auto check = [&](unsigned bit, int cap, const char* text) {
-        if ((needed & bit) && !has(cap)) missing += (missing.empty() ? "" : ", ") + std::string(text);
+        if ((needed & bit) && !has(cap))
+            missing += (missing.empty() ? "" : ", ") + std::string(text);
     };
     check(priv_enter, CAP_SYS_ADMIN, "CAP_SYS_ADMIN (to enter the network namespace)");
     check(priv_net_admin, CAP_NET_ADMIN, "CAP_NET_ADMIN (to change nftables, routes and rules)");
     check(priv_net_raw, CAP_NET_RAW, "CAP_NET_RAW (for the ICMP probe)");
     if (!missing.empty())
-        throw Error(Exit::failed, "missing privilege: " + missing + "; run nsegress as root", EPERM);
+        throw Error(Exit::failed, "missing privilege: " + missing + "; run nsegress as root",
+                    EPERM);
 }
 
 NetnsLock::NetnsLock(const Netns& ns, int timeout_ms) {
     const char* dir = "/run/nsegress";
-    if (::mkdir(dir, 0700) != 0 && errno != EEXIST) throw_errno(std::string("create lock directory '") + dir + "'", errno);
+    if (::mkdir(dir, 0700) != 0 && errno != EEXIST)
+        throw_errno(std::string("create lock directory '") + dir + "'", errno);
     path_ = std::string(dir) + "/netns-" + std::to_string(static_cast<unsigned long>(ns.id().dev)) +
             "-" + std::to_string(static_cast<unsigned long>(ns.id().ino)) + ".lock";
     const std::string& path = path_;
@@ -180,9 +182,7 @@ NetnsLock::~NetnsLock() {
     if (fd_) ::unlink(path_.c_str());
 }
 
-bool pidfd_alive(int pidfd) {
-    return ::syscall(SYS_pidfd_send_signal, pidfd, 0, nullptr, 0) == 0;
-}
+bool pidfd_alive(int pidfd) { return ::syscall(SYS_pidfd_send_signal, pidfd, 0, nullptr, 0) == 0; }
 
 bool pidfd_exited(int pidfd) {
     pollfd p{pidfd, POLLIN, 0};
@@ -196,8 +196,10 @@ std::string Netns::vanished() const {
         return {};
     }
     struct stat st {};
-    if (::stat(path_.c_str(), &st) != 0) return label_ + " no longer exists (" + std::strerror(errno) + ")";
-    if (st.st_ino != id_.ino || st.st_dev != id_.dev) return label_ + " now names another network namespace";
+    if (::stat(path_.c_str(), &st) != 0)
+        return label_ + " no longer exists (" + std::strerror(errno) + ")";
+    if (st.st_ino != id_.ino || st.st_dev != id_.dev)
+        return label_ + " now names another network namespace";
     return {};
 }
 
@@ -263,7 +265,8 @@ Netns open_target(const TargetSpec& spec, HostCheck host) {
     Netns ns;
     if (spec.pid) {
         pid_t pid = *spec.pid;
-        ns.label_ = spec.container ? "container " + quote(*spec.container) + " (pid " + std::to_string(pid) + ")"
+        ns.label_ = spec.container ? "container " + quote(*spec.container) + " (pid " +
+                                         std::to_string(pid) + ")"
                                    : "pid " + std::to_string(pid);
         ns.pid_ = pid;
         if (pid <= 0) throw_usage("invalid PID " + std::to_string(pid) + ": must be positive");

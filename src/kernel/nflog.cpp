@@ -104,7 +104,8 @@ std::optional<PacketInfo> parse_v6(std::span<const std::uint8_t> d) {
                 return p;
             }
             std::uint8_t inner = d[off];
-            bool later = (be16_at(d, off + 2) & 0xfff8) != 0;  // offset in 8-byte units, top 13 bits
+            bool later =
+                (be16_at(d, off + 2) & 0xfff8) != 0;  // offset in 8-byte units, top 13 bits
             next = inner;
             off += 8;
             if (later) {
@@ -157,25 +158,36 @@ Item parse_packet_message(const nlmsghdr* nlh) {
         switch (mnl_attr_get_type(a)) {
             case NFULA_PACKET_HDR:
                 if (payload_at_least(a, sizeof(nfulnl_msg_packet_hdr)))
-                    ev.hook = static_cast<const nfulnl_msg_packet_hdr*>(mnl_attr_get_payload(a))->hook;
+                    ev.hook =
+                        static_cast<const nfulnl_msg_packet_hdr*>(mnl_attr_get_payload(a))->hook;
                 break;
             case NFULA_PREFIX: {
                 const char* s = static_cast<const char*>(mnl_attr_get_payload(a));
                 ev.prefix.assign(s, strnlen(s, mnl_attr_get_payload_len(a)));
                 break;
             }
-            case NFULA_UID: ev.uid = be32_attr(a); break;
-            case NFULA_GID: ev.gid = be32_attr(a); break;
-            case NFULA_SEQ: ev.seq = be32_attr(a); break;
-            case NFULA_IFINDEX_OUTDEV: ev.outdev = be32_attr(a); break;
+            case NFULA_UID:
+                ev.uid = be32_attr(a);
+                break;
+            case NFULA_GID:
+                ev.gid = be32_attr(a);
+                break;
+            case NFULA_SEQ:
+                ev.seq = be32_attr(a);
+                break;
+            case NFULA_IFINDEX_OUTDEV:
+                ev.outdev = be32_attr(a);
+                break;
             case NFULA_PAYLOAD: {
-                std::span<const std::uint8_t> bytes(static_cast<const std::uint8_t*>(mnl_attr_get_payload(a)),
-                                                    mnl_attr_get_payload_len(a));
+                std::span<const std::uint8_t> bytes(
+                    static_cast<const std::uint8_t*>(mnl_attr_get_payload(a)),
+                    mnl_attr_get_payload_len(a));
                 ev.payload_len = bytes.size();
                 ev.packet = parse_ip_packet(bytes);
                 break;
             }
-            default: break;
+            default:
+                break;
         }
     }
     return item;
@@ -186,27 +198,43 @@ Item parse_packet_message(const nlmsghdr* nlh) {
 std::optional<PacketInfo> parse_ip_packet(std::span<const std::uint8_t> data) {
     if (data.empty()) return std::nullopt;
     switch (data[0] >> 4) {
-        case 4: return parse_v4(data);
-        case 6: return parse_v6(data);
-        default: return std::nullopt;
+        case 4:
+            return parse_v4(data);
+        case 6:
+            return parse_v6(data);
+        default:
+            return std::nullopt;
     }
 }
 
 std::string protocol_name(std::uint8_t protocol) {
     switch (protocol) {
-        case IPPROTO_ICMP: return "icmp";
-        case IPPROTO_IGMP: return "igmp";
-        case IPPROTO_TCP: return "tcp";
-        case IPPROTO_UDP: return "udp";
-        case IPPROTO_DCCP: return "dccp";
-        case IPPROTO_IPV6: return "ipv6";
-        case IPPROTO_GRE: return "gre";
-        case IPPROTO_ESP: return "esp";
-        case IPPROTO_AH: return "ah";
-        case IPPROTO_ICMPV6: return "icmpv6";
-        case IPPROTO_SCTP: return "sctp";
-        case IPPROTO_UDPLITE: return "udplite";
-        default: return fmt::format("proto-{}", protocol);
+        case IPPROTO_ICMP:
+            return "icmp";
+        case IPPROTO_IGMP:
+            return "igmp";
+        case IPPROTO_TCP:
+            return "tcp";
+        case IPPROTO_UDP:
+            return "udp";
+        case IPPROTO_DCCP:
+            return "dccp";
+        case IPPROTO_IPV6:
+            return "ipv6";
+        case IPPROTO_GRE:
+            return "gre";
+        case IPPROTO_ESP:
+            return "esp";
+        case IPPROTO_AH:
+            return "ah";
+        case IPPROTO_ICMPV6:
+            return "icmpv6";
+        case IPPROTO_SCTP:
+            return "sctp";
+        case IPPROTO_UDPLITE:
+            return "udplite";
+        default:
+            return fmt::format("proto-{}", protocol);
     }
 }
 
@@ -214,33 +242,57 @@ std::string icmp_type_name(Family f, std::uint8_t type) {
     // nft's names, so that what watch prints can be typed into an nft rule.
     if (f == Family::v4) {
         switch (type) {
-            case 0: return "echo-reply";
-            case 3: return "destination-unreachable";
-            case 5: return "redirect";
-            case 8: return "echo-request";
-            case 11: return "time-exceeded";
-            case 12: return "parameter-problem";
-            case 13: return "timestamp-request";
-            case 14: return "timestamp-reply";
-            default: break;
+            case 0:
+                return "echo-reply";
+            case 3:
+                return "destination-unreachable";
+            case 5:
+                return "redirect";
+            case 8:
+                return "echo-request";
+            case 11:
+                return "time-exceeded";
+            case 12:
+                return "parameter-problem";
+            case 13:
+                return "timestamp-request";
+            case 14:
+                return "timestamp-reply";
+            default:
+                break;
         }
     } else {
         switch (type) {
-            case 1: return "destination-unreachable";
-            case 2: return "packet-too-big";
-            case 3: return "time-exceeded";
-            case 4: return "parameter-problem";
-            case 128: return "echo-request";
-            case 129: return "echo-reply";
-            case 130: return "mld-listener-query";
-            case 131: return "mld-listener-report";
-            case 133: return "nd-router-solicit";
-            case 134: return "nd-router-advert";
-            case 135: return "nd-neighbor-solicit";
-            case 136: return "nd-neighbor-advert";
-            case 137: return "nd-redirect";
-            case 143: return "mld2-listener-report";
-            default: break;
+            case 1:
+                return "destination-unreachable";
+            case 2:
+                return "packet-too-big";
+            case 3:
+                return "time-exceeded";
+            case 4:
+                return "parameter-problem";
+            case 128:
+                return "echo-request";
+            case 129:
+                return "echo-reply";
+            case 130:
+                return "mld-listener-query";
+            case 131:
+                return "mld-listener-report";
+            case 133:
+                return "nd-router-solicit";
+            case 134:
+                return "nd-router-advert";
+            case 135:
+                return "nd-neighbor-solicit";
+            case 136:
+                return "nd-neighbor-advert";
+            case 137:
+                return "nd-redirect";
+            case 143:
+                return "mld2-listener-report";
+            default:
+                break;
         }
     }
     return fmt::format("type-{}", type);
@@ -285,8 +337,9 @@ std::vector<Item> parse_buffer(std::span<const std::uint8_t> buffer) {
                 std::memcpy(&err, mnl_nlmsg_get_payload(nlh), sizeof err);
                 it.kind = err == 0 ? Item::ack : Item::error;
                 // Negated errno from the kernel; INT_MIN (never an errno) has no negation.
-                it.error_code = err == std::numeric_limits<int>::min() ? std::numeric_limits<int>::max()
-                                                                     : (err < 0 ? -err : err);
+                it.error_code = err == std::numeric_limits<int>::min()
+                                    ? std::numeric_limits<int>::max()
+                                    : (err < 0 ? -err : err);
             }
             out.push_back(it);
         } else if (nlh->nlmsg_type == ((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET)) {
@@ -325,7 +378,7 @@ std::uint64_t LossCounter::observe(std::uint32_t seq) {
     // A fresh instance starts at 0, so a first message with seq 5 means 5 were lost before it.
     std::uint32_t expected = next_.value_or(0);
     next_ = seq + 1;
-    std::uint32_t gap = seq - expected;  // modulo 2^32: the counter wraps
+    std::uint32_t gap = seq - expected;           // modulo 2^32: the counter wraps
     if (gap == 0 || gap > 0x7fffffffu) return 0;  // in order, or a repeat/reordering: no loss
     lost_ += gap;
     return gap;
@@ -344,7 +397,8 @@ void Socket::set_receive_buffer(int bytes) {
     // FORCE needs CAP_NET_ADMIN (which watch has) and goes past net.core.rmem_max.
     if (setsockopt(fd(), SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0 &&
         setsockopt(fd(), SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes) != 0)
-        throw_errno(fmt::format("set the receive buffer of the nflog socket to {} bytes", bytes), errno);
+        throw_errno(fmt::format("set the receive buffer of the nflog socket to {} bytes", bytes),
+                    errno);
 }
 
 void Socket::bind_group(std::uint16_t group, const std::string& where) {
@@ -372,16 +426,20 @@ void Socket::bind_group(std::uint16_t group, const std::string& where) {
                 answered = true;
                 if (it.kind == Item::error) {
                     if (it.error_code == EBUSY || it.error_code == EPERM)
-                        throw Error(Exit::failed,
-                                    fmt::format("{}: the group is already bound by another listener in "
-                                                "that namespace (another nsegress watch?)", what),
-                                    it.error_code);
+                        throw Error(
+                            Exit::failed,
+                            fmt::format("{}: the group is already bound by another listener in "
+                                        "that namespace (another nsegress watch?)",
+                                        what),
+                            it.error_code);
                     throw_errno(what, it.error_code);
                 }
             }
         }
-        if (!answered) pending_.emplace_back(got.begin(), got.end());  // a packet already
-        else return;
+        if (!answered)
+            pending_.emplace_back(got.begin(), got.end());  // a packet already
+        else
+            return;
     }
     throw_failed(what + ": the kernel did not answer");
 }

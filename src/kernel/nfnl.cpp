@@ -19,7 +19,8 @@ void SocketDeleter::operator()(mnl_socket* s) const { mnl_socket_close(s); }
 Socket open(int extra_flags) {
     Socket sock(mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC | extra_flags));
     if (!sock) throw_errno("open nfnetlink socket", errno);
-    if (mnl_socket_bind(sock.get(), 0, MNL_SOCKET_AUTOPID) < 0) throw_errno("bind nfnetlink socket", errno);
+    if (mnl_socket_bind(sock.get(), 0, MNL_SOCKET_AUTOPID) < 0)
+        throw_errno("bind nfnetlink socket", errno);
     int on = 1;
     // Extended ACKs: the kernel's own words on what it refused. Capped ACKs: do not echo our
     // (possibly megabytes of) request back in every error.
@@ -43,7 +44,8 @@ int request(mnl_socket* sock, nlmsghdr* req, const ReplyFn& each) {
     // A dump streams many messages per read; any other answer is one small message and the ACK
     // (a names proxy makes several such requests per query: they stay off the heap's high-water
     // mark).
-    std::vector<char> buf((req->nlmsg_flags & NLM_F_DUMP) ? std::size_t{1} << 16 : std::size_t{1} << 13);
+    std::vector<char> buf((req->nlmsg_flags & NLM_F_DUMP) ? std::size_t{1} << 16
+                                                          : std::size_t{1} << 13);
     auto trampoline = [](const nlmsghdr* nlh, void* data) -> int {
         const auto* fn = static_cast<const ReplyFn*>(data);
         return *fn ? (*fn)(nlh) : MNL_CB_OK;
@@ -53,7 +55,8 @@ int request(mnl_socket* sock, nlmsghdr* req, const ReplyFn& each) {
         int left = static_cast<int>(n);
         for (auto* m = reinterpret_cast<const nlmsghdr*>(buf.data()); mnl_nlmsg_ok(m, left);
              m = mnl_nlmsg_next(m, &left))
-            if (m->nlmsg_seq == seq && (m->nlmsg_type == NLMSG_DONE || m->nlmsg_type == NLMSG_ERROR))
+            if (m->nlmsg_seq == seq &&
+                (m->nlmsg_type == NLMSG_DONE || m->nlmsg_type == NLMSG_ERROR))
                 return true;
         return false;
     };

@@ -59,7 +59,8 @@ std::string ext_ack_text(const nlmsghdr* nlh) {
         std::uint16_t type = a->nla_type & NLA_TYPE_MASK;
         const char* payload = reinterpret_cast<const char*>(a) + NLA_HDRLEN;
         std::size_t plen = a->nla_len - NLA_HDRLEN;
-        if (type == NLMSGERR_ATTR_MSG && plen > 0) text = std::string(payload, strnlen(payload, plen));
+        if (type == NLMSGERR_ATTR_MSG && plen > 0)
+            text = std::string(payload, strnlen(payload, plen));
         if (type == NLMSGERR_ATTR_OFFS && plen >= 4) {
             std::uint32_t at;
             std::memcpy(&at, payload, 4);
@@ -84,7 +85,9 @@ void grow_buffer(mnl_socket* sock, int opt_force, int opt, std::size_t want) {
 
 // Runs a request (a dump, or a get answered by one message and the ACK) and hands every reply
 // message to cb: nfnl::request.
-int dump(mnl_socket* sock, nlmsghdr* req, const nfnl::ReplyFn& cb) { return nfnl::request(sock, req, cb); }
+int dump(mnl_socket* sock, nlmsghdr* req, const nfnl::ReplyFn& cb) {
+    return nfnl::request(sock, req, cb);
+}
 
 }  // namespace
 
@@ -95,9 +98,11 @@ static std::vector<NameElementState> read_name_elements_once(mnl_socket* sock) {
         const char* name = f == Family::v4 ? kSetNames4 : kSetNames6;
         auto s = make_set(name, 0);
         nftnl_set_unset(s.get(), NFTNL_SET_ID);
-        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, 0);
+        nlmsghdr* nlh =
+            nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, 0);
         nftnl_set_elems_nlmsg_build_payload(nlh, s.get());
-        int err = dump(sock, nlh, [&](const nlmsghdr* m) { return parse_name_elements(m, f, out); });
+        int err =
+            dump(sock, nlh, [&](const nlmsghdr* m) { return parse_name_elements(m, f, out); });
         if (err == -ENOENT) continue;
         if (err < 0) throw_errno(fmt::format("dump set {} of table inet nsegress", name), -err);
     }
@@ -114,22 +119,24 @@ std::optional<NameElementState> read_name_element(mnl_socket* sock, const NameEl
     auto k = slot_key(want.addr, want.slot.proto_first, want.slot.port_first);
     auto end = slot_key(want.addr, want.slot.proto_last, want.slot.port_last);
     nftnl_set_elem_set(el, NFTNL_SET_ELEM_KEY, k.data(), static_cast<std::uint32_t>(k.size()));
-    nftnl_set_elem_set(el, NFTNL_SET_ELEM_KEY_END, end.data(), static_cast<std::uint32_t>(end.size()));
+    nftnl_set_elem_set(el, NFTNL_SET_ELEM_KEY_END, end.data(),
+                       static_cast<std::uint32_t>(end.size()));
     nftnl_set_elem_add(s.get(), el);
     std::vector<char> req(MNL_SOCKET_BUFFER_SIZE);
-    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_ACK, 0);
+    nlmsghdr* nlh =
+        nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_ACK, 0);
     nftnl_set_elems_nlmsg_build_payload(nlh, s.get());
     std::vector<NameElementState> got;
     int err = dump(sock, nlh, [&](const nlmsghdr* m) { return parse_name_elements(m, f, got); });
     if (err == -ENOENT) return std::nullopt;
-    if (err < 0) throw_errno(fmt::format("get an element of set {} of table inet nsegress", name), -err);
+    if (err < 0)
+        throw_errno(fmt::format("get an element of set {} of table inet nsegress", name), -err);
     // The kernel answers with the element that holds the key; it is this one only when it
     // spans exactly the slot.
     for (const auto& st : got)
         if (st.addr == want.addr && st.slot == want.slot) return st;
     return std::nullopt;
 }
-
 
 MnlSocket open_nfnl_socket() { return nfnl::open(); }
 
@@ -202,7 +209,8 @@ bool commit_attempt(mnl_socket* sock, const Batch& batch, std::uint32_t genid) {
                 restarted = true;
                 continue;
             }
-            std::string msg = fmt::format("kernel refused {}: {}", what, std::strerror(-err->error));
+            std::string msg =
+                fmt::format("kernel refused {}: {}", what, std::strerror(-err->error));
             if (auto ext = ext_ack_text(nlh); !ext.empty()) msg += " (" + ext + ")";
             errors.push_back(msg);
         }
@@ -214,8 +222,10 @@ bool commit_attempt(mnl_socket* sock, const Batch& batch, std::uint32_t genid) {
         throw Error(Exit::failed, all + "; nothing was changed (the batch is all or nothing)");
     }
     if (acks != acks_expected)
-        throw_failed(fmt::format("nftables batch: {} of {} messages acknowledged; the kernel "
-                                 "did not confirm the commit", acks, acks_expected));
+        throw_failed(
+            fmt::format("nftables batch: {} of {} messages acknowledged; the kernel "
+                        "did not confirm the commit",
+                        acks, acks_expected));
     return true;
 }
 
@@ -249,16 +259,18 @@ auto consistent_read(mnl_socket* sock, const char* what, F read) -> decltype(rea
         try {
             auto result = read(sock);
             // Test builds only: pretend a commit came in while we read.
-            if (read_genid(sock) == before && attempt > testing::g_hooks.changed_reads) return result;
+            if (read_genid(sock) == before && attempt > testing::g_hooks.changed_reads)
+                return result;
         } catch (const Error& e) {
             if (e.sys_errno() != EINTR) throw;
         }
         if (attempt == kCommitAttempts)
-            throw Error(Exit::failed,
-                        fmt::format("{}: the ruleset changed during each of {} reads in a row (another "
-                                    "writer commits continuously)",
-                                    what, kCommitAttempts),
-                        EINTR);
+            throw Error(
+                Exit::failed,
+                fmt::format("{}: the ruleset changed during each of {} reads in a row (another "
+                            "writer commits continuously)",
+                            what, kCommitAttempts),
+                EINTR);
     }
 }
 
@@ -280,11 +292,12 @@ int commit(mnl_socket* sock, const std::function<const Batch&(std::uint32_t geni
         if (attempt <= testing::g_hooks.stale_genid_attempts) genid += 0x10000;
         if (commit_attempt(sock, batch, genid)) return attempt;
     }
-    throw Error(Exit::failed,
-                fmt::format("nftables batch: the ruleset changed under us {} times in a row (another "
-                            "writer commits continuously, ERESTART); nothing was changed",
-                            kCommitAttempts),
-                ERESTART);
+    throw Error(
+        Exit::failed,
+        fmt::format("nftables batch: the ruleset changed under us {} times in a row (another "
+                    "writer commits continuously, ERESTART); nothing was changed",
+                    kCommitAttempts),
+        ERESTART);
 }
 
 static PolicyState read_policy_once(mnl_socket* sock) {
@@ -294,8 +307,8 @@ static PolicyState read_policy_once(mnl_socket* sock) {
     // Does the table exist? (A rule dump of a missing table is not reliably ENOENT.)
     {
         auto t = make_table();
-        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETTABLE, NFPROTO_INET,
-                                              NLM_F_ACK, 0);
+        nlmsghdr* nlh =
+            nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETTABLE, NFPROTO_INET, NLM_F_ACK, 0);
         nftnl_table_nlmsg_build_payload(nlh, t.get());
         int err = dump(sock, nlh, [](const nlmsghdr*) { return MNL_CB_OK; });
         if (err == -ENOENT) return st;
@@ -307,8 +320,8 @@ static PolicyState read_policy_once(mnl_socket* sock) {
     {
         auto r = checked<nftnl_rule, RuleFree>(nftnl_rule_alloc());
         nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, kTable);  // both chains
-        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETRULE, NFPROTO_INET,
-                                              NLM_F_DUMP, 0);
+        nlmsghdr* nlh =
+            nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP, 0);
         nftnl_rule_nlmsg_build_payload(nlh, r.get());
         bool saw_allow4 = false, saw_allow6 = false, saw_deny = false, saw_audit = false;
         bool saw_inbound = false, saw_replies = false;
@@ -332,16 +345,23 @@ static PolicyState read_policy_once(mnl_socket* sock) {
                 return MNL_CB_OK;
             }
             ++st.rules;
-            if (rule->comment == kCommentLoopback) add(st.loopback, rule->counter);
+            if (rule->comment == kCommentLoopback)
+                add(st.loopback, rule->counter);
             else if (rule->comment == kCommentReplies) {
                 saw_replies = true;
                 add(st.replies, rule->counter);
-            } else if (rule->comment == kCommentRelated) add(st.related, rule->counter);
-            else if (rule->comment == kCommentNd || rule->comment == kCommentDad) add(st.neighbour, rule->counter);
-            else if (rule->comment == kCommentForged) add(st.forged, rule->counter);
-            else if (rule->comment == kCommentSourceRoute) add(st.source_route, rule->counter);
-            else if (rule->comment == kCommentResolver) add(st.resolver, rule->counter);
-            else if (rule->comment == kCommentNamed) add(st.named, rule->counter);
+            } else if (rule->comment == kCommentRelated)
+                add(st.related, rule->counter);
+            else if (rule->comment == kCommentNd || rule->comment == kCommentDad)
+                add(st.neighbour, rule->counter);
+            else if (rule->comment == kCommentForged)
+                add(st.forged, rule->counter);
+            else if (rule->comment == kCommentSourceRoute)
+                add(st.source_route, rule->counter);
+            else if (rule->comment == kCommentResolver)
+                add(st.resolver, rule->counter);
+            else if (rule->comment == kCommentNamed)
+                add(st.named, rule->counter);
             else if (rule->comment == kCommentNames4 || rule->comment == kCommentNames6) {
                 st.names = true;
                 add(st.allowed_names, rule->counter);
@@ -377,8 +397,8 @@ static PolicyState read_policy_once(mnl_socket* sock) {
         const char* name = f == Family::v4 ? kSet4 : kSet6;
         auto s = make_set(name, 0);
         nftnl_set_unset(s.get(), NFTNL_SET_ID);
-        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETSETELEM, NFPROTO_INET,
-                                              NLM_F_DUMP, 0);
+        nlmsghdr* nlh =
+            nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, 0);
         nftnl_set_elems_nlmsg_build_payload(nlh, s.get());
         std::vector<ElementKey> keys;
         int err = dump(sock, nlh, [&](const nlmsghdr* m) {
@@ -394,14 +414,17 @@ static PolicyState read_policy_once(mnl_socket* sock) {
     // The port-scoped and echo sets (absent on a table of an older nsegress: nothing scoped).
     for (Family f : {Family::v4, Family::v6}) {
         for (bool ports : {true, false}) {
-            const char* name = ports ? (f == Family::v4 ? kSetPorts4 : kSetPorts6) : (f == Family::v4 ? kSetEcho4 : kSetEcho6);
+            const char* name = ports ? (f == Family::v4 ? kSetPorts4 : kSetPorts6)
+                                     : (f == Family::v4 ? kSetEcho4 : kSetEcho6);
             auto s = make_set(name, 0);
             nftnl_set_unset(s.get(), NFTNL_SET_ID);
-            nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, 0);
+            nlmsghdr* nlh =
+                nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, 0);
             nftnl_set_elems_nlmsg_build_payload(nlh, s.get());
             std::vector<ElementKey> keys;
             int err = dump(sock, nlh, [&](const nlmsghdr* m) {
-                bool ok = ports ? parse_port_setelem_message(m, f, st.ports) : parse_setelem_message(m, f, keys);
+                bool ok = ports ? parse_port_setelem_message(m, f, st.ports)
+                                : parse_setelem_message(m, f, keys);
                 return ok ? MNL_CB_OK : MNL_CB_ERROR;
             });
             if (err == -ENOENT) continue;
@@ -423,7 +446,9 @@ bool table_present(mnl_socket* sock, std::uint32_t family) {
     // EAFNOSUPPORT: a kernel without the netdev family cannot have such a table.
     if (err == -ENOENT || err == -EAFNOSUPPORT) return false;
     if (err < 0)
-        throw_errno(fmt::format("get table {} nsegress", family == NFPROTO_NETDEV ? "netdev" : "inet"), -err);
+        throw_errno(
+            fmt::format("get table {} nsegress", family == NFPROTO_NETDEV ? "netdev" : "inet"),
+            -err);
     return true;
 }
 
@@ -438,7 +463,6 @@ struct SetShape {
     std::string name;
     std::uint32_t key_type = 0, key_len = 0, flags = 0;
 };
-
 
 // The chains of table nsegress in `family` (one dump, no rules); none when there is no table.
 std::vector<ChainShape> dump_chains(mnl_socket* sock, std::uint32_t family) {
@@ -470,7 +494,9 @@ std::vector<ChainShape> dump_chains(mnl_socket* sock, std::uint32_t family) {
             return MNL_CB_OK;
         });
         if (err < 0 && err != -ENOENT)
-            throw_errno(fmt::format("dump chains of table {} nsegress", family == NFPROTO_NETDEV ? "netdev" : "inet"), -err);
+            throw_errno(fmt::format("dump chains of table {} nsegress",
+                                    family == NFPROTO_NETDEV ? "netdev" : "inet"),
+                        -err);
     }
     return chains;
 }
@@ -497,7 +523,9 @@ std::vector<SetShape> dump_sets(mnl_socket* sock, std::uint32_t family) {
             return MNL_CB_OK;
         });
         if (err < 0 && err != -ENOENT)
-            throw_errno(fmt::format("dump sets of table {} nsegress", family == NFPROTO_NETDEV ? "netdev" : "inet"), -err);
+            throw_errno(fmt::format("dump sets of table {} nsegress",
+                                    family == NFPROTO_NETDEV ? "netdev" : "inet"),
+                        -err);
     }
     return sets;
 }
@@ -518,15 +546,17 @@ bool has_port_set(const std::vector<SetShape>& sets, const char* name, Family f)
 
 bool has_name_set(const std::vector<SetShape>& sets, Family f) {
     return std::any_of(sets.begin(), sets.end(), [&](const SetShape& s) {
-        return s.name == (f == Family::v4 ? kSetNames4 : kSetNames6) && s.key_type == concat_type(f) &&
-               s.key_len == port_key_len(f) && s.flags == kNameSetFlags;
+        return s.name == (f == Family::v4 ? kSetNames4 : kSetNames6) &&
+               s.key_type == concat_type(f) && s.key_len == port_key_len(f) &&
+               s.flags == kNameSetFlags;
     });
 }
 
 // The port-scoped and echo sets, all four with our shapes.
 bool has_scoped_sets(const std::vector<SetShape>& sets) {
-    return has_port_set(sets, kSetPorts4, Family::v4) && has_port_set(sets, kSetPorts6, Family::v6) &&
-           has_set(sets, kSetEcho4, Family::v4) && has_set(sets, kSetEcho6, Family::v6);
+    return has_port_set(sets, kSetPorts4, Family::v4) &&
+           has_port_set(sets, kSetPorts6, Family::v6) && has_set(sets, kSetEcho4, Family::v4) &&
+           has_set(sets, kSetEcho6, Family::v6);
 }
 
 }  // namespace
@@ -542,8 +572,7 @@ std::optional<Stamp> read_stamp(mnl_socket* sock) {
     auto r = checked<nftnl_rule, RuleFree>(nftnl_rule_alloc());
     nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, kTable);
     nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, kChain);
-    nlmsghdr* nlh =
-        nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP, 0);
+    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP, 0);
     nftnl_rule_nlmsg_build_payload(nlh, r.get());
     std::optional<Stamp> found;
     int stamps = 0;
@@ -574,24 +603,30 @@ static Installed read_installed_once(mnl_socket* sock) {
         auto sets = dump_sets(sock, NFPROTO_INET);
         auto has_chain = [&](const char* name, std::uint32_t hook, std::int32_t prio) {
             return std::any_of(chains.begin(), chains.end(), [&](const ChainShape& c) {
-                return c.name == name && c.base && c.hook == hook && c.prio == prio && c.type == "filter";
+                return c.name == name && c.base && c.hook == hook && c.prio == prio &&
+                       c.type == "filter";
             });
         };
         // A table of an older nsegress (no inbound chain, no nd6) is replaced whole.
-        in.inet = has_chain(kChain, NF_INET_LOCAL_OUT, 0) && has_chain(kChainInbound, NF_INET_PRE_ROUTING, kInboundPriority) &&
+        in.inet = has_chain(kChain, NF_INET_LOCAL_OUT, 0) &&
+                          has_chain(kChainInbound, NF_INET_PRE_ROUTING, kInboundPriority) &&
                           has_set(sets, kSet4, Family::v4) && has_set(sets, kSet6, Family::v6) &&
                           has_set(sets, kSetNd6, Family::v6) && has_scoped_sets(sets)
                       ? Found::reusable
                       : Found::foreign;
         // Names: both sets and the nat chain with our shapes, or none of them.
-        const bool dns = std::any_of(chains.begin(), chains.end(), [](const ChainShape& c) { return c.name == kChainDns; });
+        const bool dns = std::any_of(chains.begin(), chains.end(),
+                                     [](const ChainShape& c) { return c.name == kChainDns; });
         const bool dns_ours = std::any_of(chains.begin(), chains.end(), [](const ChainShape& c) {
-            return c.name == kChainDns && c.base && c.hook == NF_INET_LOCAL_OUT && c.prio == kDnsPriority && c.type == "nat";
+            return c.name == kChainDns && c.base && c.hook == NF_INET_LOCAL_OUT &&
+                   c.prio == kDnsPriority && c.type == "nat";
         });
-        const int name_sets = static_cast<int>(std::count_if(sets.begin(), sets.end(), [](const SetShape& x) {
-            return x.name == kSetNames4 || x.name == kSetNames6;
-        }));
-        const bool name_sets_ours = has_name_set(sets, Family::v4) && has_name_set(sets, Family::v6);
+        const int name_sets =
+            static_cast<int>(std::count_if(sets.begin(), sets.end(), [](const SetShape& x) {
+                return x.name == kSetNames4 || x.name == kSetNames6;
+            }));
+        const bool name_sets_ours =
+            has_name_set(sets, Family::v4) && has_name_set(sets, Family::v6);
         if (dns || name_sets > 0) {
             if (dns_ours && name_sets_ours)
                 in.names = in.inet == Found::reusable;
@@ -604,9 +639,11 @@ static Installed read_installed_once(mnl_socket* sock) {
         auto chains = dump_chains(sock, NFPROTO_NETDEV);
         auto sets = dump_sets(sock, NFPROTO_NETDEV);
         // Reusable only when every chain is one of ours, bound to the device its name says.
-        bool ok = has_set(sets, kSet4, Family::v4) && has_set(sets, kSet6, Family::v6) && has_set(sets, kSetNd6, Family::v6) &&
-                  has_set(sets, kSetOwn4, Family::v4) && has_set(sets, kSetOwn6, Family::v6) &&
-                  std::any_of(sets.begin(), sets.end(), [](const SetShape& x) { return x.name == kSetIp6Next; }) &&
+        bool ok = has_set(sets, kSet4, Family::v4) && has_set(sets, kSet6, Family::v6) &&
+                  has_set(sets, kSetNd6, Family::v6) && has_set(sets, kSetOwn4, Family::v4) &&
+                  has_set(sets, kSetOwn6, Family::v6) &&
+                  std::any_of(sets.begin(), sets.end(),
+                              [](const SetShape& x) { return x.name == kSetIp6Next; }) &&
                   has_scoped_sets(sets);
         for (const auto& c : chains) {
             ok = ok && c.base && c.hook == NF_NETDEV_EGRESS && c.prio == 0 && c.type == "filter" &&
@@ -625,11 +662,13 @@ static NetdevState read_netdev_once(mnl_socket* sock) {
     if (!st.present) return st;
     std::vector<char> req(MNL_SOCKET_BUFFER_SIZE);
     std::map<std::string, NetdevChainState> chains;
-    for (auto& c : dump_chains(sock, NFPROTO_NETDEV)) chains[c.name] = NetdevChainState{c.name, c.device, {}, {}};
+    for (auto& c : dump_chains(sock, NFPROTO_NETDEV))
+        chains[c.name] = NetdevChainState{c.name, c.device, {}, {}};
     {
         auto r = checked<nftnl_rule, RuleFree>(nftnl_rule_alloc());
         nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, kTable);
-        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETRULE, NFPROTO_NETDEV, NLM_F_DUMP, 0);
+        nlmsghdr* nlh =
+            nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETRULE, NFPROTO_NETDEV, NLM_F_DUMP, 0);
         nftnl_rule_nlmsg_build_payload(nlh, r.get());
         int err = dump(sock, nlh, [&](const nlmsghdr* m) {
             auto rule = checked<nftnl_rule, RuleFree>(nftnl_rule_alloc());
@@ -641,11 +680,12 @@ static NetdevState read_netdev_once(mnl_socket* sock) {
             if (it == chains.end()) return MNL_CB_OK;
             const std::string comment = rule_comment(rule.get());
             const Counter c = rule_counter(rule.get());
-            if (comment == kCommentAllow4 || comment == kCommentAllow6 || comment == kCommentPorts4 ||
-                comment == kCommentPorts6 || comment == kCommentEcho) {
+            if (comment == kCommentAllow4 || comment == kCommentAllow6 ||
+                comment == kCommentPorts4 || comment == kCommentPorts6 || comment == kCommentEcho) {
                 it->second.allowed.packets += c.packets;
                 it->second.allowed.bytes += c.bytes;
-            } else if (comment == kCommentDeny || comment == kCommentForged || comment == kCommentSourceRoute) {
+            } else if (comment == kCommentDeny || comment == kCommentForged ||
+                       comment == kCommentSourceRoute) {
                 // Every drop of the chain: the final one and those ahead of the allow-list.
                 it->second.refused.packets += c.packets;
                 it->second.refused.bytes += c.bytes;
@@ -662,7 +702,8 @@ static std::vector<EgressHook> list_egress_hooks_once(mnl_socket* sock) {
     std::vector<char> req(MNL_SOCKET_BUFFER_SIZE);
     std::vector<EgressHook> out;
     auto c = checked<nftnl_chain, ChainFree>(nftnl_chain_alloc());
-    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETCHAIN, NFPROTO_NETDEV, NLM_F_DUMP, 0);
+    nlmsghdr* nlh =
+        nftnl_nlmsg_build_hdr(req.data(), NFT_MSG_GETCHAIN, NFPROTO_NETDEV, NLM_F_DUMP, 0);
     nftnl_chain_nlmsg_build_payload(nlh, c.get());
     int err = dump(sock, nlh, [&](const nlmsghdr* m) {
         auto chain = checked<nftnl_chain, ChainFree>(nftnl_chain_alloc());

@@ -34,7 +34,9 @@ namespace {
 
 using RouteFree = CFree<rtnl_route_put>;
 using RuleFree = CFree<rtnl_rule_put>;
-struct AddrFree { void operator()(nl_addr* a) const { nl_addr_put(a); } };
+struct AddrFree {
+    void operator()(nl_addr* a) const { nl_addr_put(a); }
+};
 using RoutePtr = std::unique_ptr<rtnl_route, RouteFree>;
 using RulePtr = std::unique_ptr<rtnl_rule, RuleFree>;
 using AddrPtr = std::unique_ptr<nl_addr, AddrFree>;
@@ -56,9 +58,7 @@ bool ours(const Rule& r) {
              (r.priority == kLegacyRulePriorityUnreachable && r.action == FR_ACT_UNREACHABLE)));
 }
 
-bool legacy_rule(const Rule& r) {
-    return r.action == FR_ACT_UNREACHABLE;
-}
+bool legacy_rule(const Rule& r) { return r.action == FR_ACT_UNREACHABLE; }
 
 RoutePtr to_nl_route(const Route& r, bool with_nexthop) {
     RoutePtr out(rtnl_route_alloc());
@@ -112,7 +112,9 @@ auto route_all(const Route& r) {
                            nh ? r.oif : 0, nh ? r.prefsrc : none, nh && r.onlink);
 }
 
-struct MsgFree { void operator()(nl_msg* m) const { nlmsg_free(m); } };
+struct MsgFree {
+    void operator()(nl_msg* m) const { nlmsg_free(m); }
+};
 using MsgPtr = std::unique_ptr<nl_msg, MsgFree>;
 
 // Many rtnetlink requests in few syscalls. A route set can hold 10^5 routes: one sendmsg and one
@@ -150,7 +152,8 @@ public:
         nlh->nlmsg_pid = nl_socket_get_local_port(sock_);
         nlh->nlmsg_seq = nl_socket_use_seq(sock_);
         last_ = buf_.size();
-        buf_.insert(buf_.end(), reinterpret_cast<const char*>(nlh), reinterpret_cast<const char*>(nlh) + len);
+        buf_.insert(buf_.end(), reinterpret_cast<const char*>(nlh),
+                    reinterpret_cast<const char*>(nlh) + len);
         pending_.emplace(nlh->nlmsg_seq, tag);
         ++sent_;
     }
@@ -163,9 +166,12 @@ public:
         std::uint32_t last_seq = last->nlmsg_seq;
         sockaddr_nl kernel{};
         kernel.nl_family = AF_NETLINK;
-        while (::sendto(fd_, buf_.data(), buf_.size(), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0)
+        while (::sendto(fd_, buf_.data(), buf_.size(), 0, reinterpret_cast<sockaddr*>(&kernel),
+                        sizeof kernel) < 0)
             if (errno != EINTR)
-                throw_errno(fmt::format("route set: send {} requests ({} bytes)", pending_.size(), buf_.size()), errno);
+                throw_errno(fmt::format("route set: send {} requests ({} bytes)", pending_.size(),
+                                        buf_.size()),
+                            errno);
         buf_.clear();
         std::vector<char> in(1 << 16);
         bool done = false;
@@ -173,12 +179,14 @@ public:
             ssize_t n = ::recv(fd_, in.data(), in.size(), 0);
             if (n < 0) {
                 if (errno == EINTR) continue;
-                throw_errno(errno == ENOBUFS ? "route set: the kernel's answers overflowed our receive buffer"
-                                             : "route set: receive answers",
+                throw_errno(errno == ENOBUFS
+                                ? "route set: the kernel's answers overflowed our receive buffer"
+                                : "route set: receive answers",
                             errno);
             }
             auto left = static_cast<int>(n);
-            for (auto* nlh = reinterpret_cast<nlmsghdr*>(in.data()); NLMSG_OK(nlh, left); nlh = NLMSG_NEXT(nlh, left)) {
+            for (auto* nlh = reinterpret_cast<nlmsghdr*>(in.data()); NLMSG_OK(nlh, left);
+                 nlh = NLMSG_NEXT(nlh, left)) {
                 if (nlh->nlmsg_type != NLMSG_ERROR) continue;
                 const auto* e = static_cast<const nlmsgerr*>(NLMSG_DATA(nlh));
                 auto it = pending_.find(nlh->nlmsg_seq);
@@ -221,7 +229,9 @@ nl_msg* route_request(const Route& r, bool add, int flags) {
     nl_msg* msg = nullptr;
     int err = add ? rtnl_route_build_add_request(nl.get(), flags, &msg)
                   : rtnl_route_build_del_request(nl.get(), flags, &msg);
-    if (err < 0) throw_failed(fmt::format("route set: build request for route {}: {}", r.dst.str(), nl_geterror(err)));
+    if (err < 0)
+        throw_failed(fmt::format("route set: build request for route {}: {}", r.dst.str(),
+                                 nl_geterror(err)));
     return msg;
 }
 
@@ -230,7 +240,9 @@ nl_msg* rule_request(const Rule& r, bool add, int flags) {
     nl_msg* msg = nullptr;
     int err = add ? rtnl_rule_build_add_request(nl.get(), flags, &msg)
                   : rtnl_rule_build_delete_request(nl.get(), flags, &msg);
-    if (err < 0) throw_failed(fmt::format("route set: build request for rule {}: {}", format_rule(r), nl_geterror(err)));
+    if (err < 0)
+        throw_failed(fmt::format("route set: build request for rule {}: {}", format_rule(r),
+                                 nl_geterror(err)));
     return msg;
 }
 
@@ -239,12 +251,14 @@ template <typename What>
 [[noreturn]] void throw_failure(const RtnlBatch& b, std::size_t from, What what) {
     const auto& f = b.failures()[from];
     std::string msg = what(f.tag) + ": " + nl_text(f.error);
-    if (b.failures().size() > from + 1) msg += fmt::format(" (and {} more)", b.failures().size() - from - 1);
+    if (b.failures().size() > from + 1)
+        msg += fmt::format(" (and {} more)", b.failures().size() - from - 1);
     throw Error(Exit::failed, msg, f.error);
 }
 
 // The rules phase, last: adds the rules that are not there yet (they make the table live).
-void add_rules(RtnlBatch& batch, const std::vector<Rule>& old_rules, const std::vector<Rule>& rules) {
+void add_rules(RtnlBatch& batch, const std::vector<Rule>& old_rules,
+               const std::vector<Rule>& rules) {
     std::size_t tolerated = batch.failures().size();
     for (std::size_t i = 0; i < rules.size(); ++i) {
         const Rule& r = rules[i];
@@ -259,7 +273,8 @@ void add_rules(RtnlBatch& batch, const std::vector<Rule>& old_rules, const std::
     if (batch.failures().size() > tolerated)
         throw_failure(batch, tolerated, [&](std::size_t i) {
             const Rule& r = rules[i];
-            return fmt::format("route set: add rule '{}' ({})", format_rule(r), family_name(r.family));
+            return fmt::format("route set: add rule '{}' ({})", format_rule(r),
+                               family_name(r.family));
         });
     testing::test_point("route-set-rules");
 }
@@ -413,7 +428,8 @@ void apply_route_set(nl_sock* sock, const Snapshot& before, const RoutePlan& pla
     for (std::size_t k = tolerated; k < batch.failures().size(); ++k)
         if (!already_gone(batch.failures()[k].error))
             throw_failure(batch, k, [&](std::size_t i) {
-                return fmt::format("route set: delete stale route {}", format_route(*old_routes[i], before));
+                return fmt::format("route set: delete stale route {}",
+                                   format_route(*old_routes[i], before));
             });
     testing::test_point("route-set-stale");
     add_rules(batch, old_rules, plan.rules);
@@ -531,7 +547,8 @@ std::size_t apply_fresh_route_set(nl_sock* sock, const Snapshot& before, const A
     // of a namespace that had no routes yet) goes once the table is complete.
     std::vector<Rule> old_rules;
     for (const auto& r : before.routes)
-        if (r.table == kRouteTable) throw_failed("route set: the namespace already has routes in table 28275");
+        if (r.table == kRouteTable)
+            throw_failed("route set: the namespace already has routes in table 28275");
     for (const auto& r : before.rules)
         if (ours(r)) old_rules.push_back(r);
     RtnlBatch batch(sock);
@@ -576,19 +593,23 @@ RouteSetRemoval remove_route_set(nl_sock* sock, const Snapshot& snap) {
                           [](const Rule& r) { return r.action != FR_ACT_TO_TBL; });
     std::vector<std::string> errors;
     RtnlBatch batch(sock);
-    for (std::size_t i = 0; i < cur.rules.size(); ++i) batch.add(rule_request(cur.rules[i], false, 0), i);
+    for (std::size_t i = 0; i < cur.rules.size(); ++i)
+        batch.add(rule_request(cur.rules[i], false, 0), i);
     batch.flush();
     std::size_t failed_rules = batch.failures().size();
     removed.rules = cur.rules.size() - failed_rules;
     testing::test_point("release-rules");
-    for (std::size_t i = 0; i < cur.routes.size(); ++i) batch.add(route_request(cur.routes[i], false, 0), i);
+    for (std::size_t i = 0; i < cur.routes.size(); ++i)
+        batch.add(route_request(cur.routes[i], false, 0), i);
     batch.flush();
     removed.routes = cur.routes.size() - (batch.failures().size() - failed_rules);
     for (std::size_t k = 0; k < batch.failures().size(); ++k) {
         const auto& f = batch.failures()[k];
         if (already_gone(f.error)) continue;
-        std::string what = k < failed_rules ? fmt::format("delete rule '{}'", format_rule(cur.rules[f.tag]))
-                                            : fmt::format("delete route {}", format_route(cur.routes[f.tag], snap));
+        std::string what =
+            k < failed_rules
+                ? fmt::format("delete rule '{}'", format_rule(cur.rules[f.tag]))
+                : fmt::format("delete route {}", format_route(cur.routes[f.tag], snap));
         errors.push_back(what + ": " + nl_text(f.error));
     }
     // Keep going on errors (remove as much as possible), then report them all.
@@ -612,22 +633,26 @@ std::vector<std::string> route_set_drift(const Snapshot& snap, const RoutePlan& 
     };
     for (const auto& r : want.rules)
         if (!has_rule(have.rules, r))
-            out.push_back(fmt::format("rule '{}' ({}) is missing", format_rule(r), family_name(r.family)));
+            out.push_back(
+                fmt::format("rule '{}' ({}) is missing", format_rule(r), family_name(r.family)));
     for (const auto& r : have.rules)
         if (!has_rule(want.rules, r))
-            out.push_back(fmt::format("unexpected rule '{}' ({})", format_rule(r), family_name(r.family)));
+            out.push_back(
+                fmt::format("unexpected rule '{}' ({})", format_rule(r), family_name(r.family)));
     auto by_all = [](const Route& a, const Route& b) { return route_all(a) < route_all(b); };
     std::vector<Route> h = have.routes, w = want.routes;
     std::sort(h.begin(), h.end(), by_all);
     std::sort(w.begin(), w.end(), by_all);
     std::vector<Route> missing, extra;
-    std::set_difference(w.begin(), w.end(), h.begin(), h.end(), std::back_inserter(missing), by_all);
+    std::set_difference(w.begin(), w.end(), h.begin(), h.end(), std::back_inserter(missing),
+                        by_all);
     std::set_difference(h.begin(), h.end(), w.begin(), w.end(), std::back_inserter(extra), by_all);
     // A drifted table can be as large as the allow-list: name a few routes, count the rest.
     auto report = [&](const std::vector<Route>& rs, const char* what) {
         for (std::size_t i = 0; i < rs.size() && i < 3; ++i)
             out.push_back(fmt::format("{} route {}", what, format_route(rs[i], snap)));
-        if (rs.size() > 3) out.push_back(fmt::format("... and {} more {} routes", rs.size() - 3, what));
+        if (rs.size() > 3)
+            out.push_back(fmt::format("... and {} more {} routes", rs.size() - 3, what));
     };
     report(missing, "missing");
     report(extra, "unexpected");
@@ -637,12 +662,15 @@ std::vector<std::string> route_set_drift(const Snapshot& snap, const RoutePlan& 
 std::vector<std::string> render_route_set(const RoutePlan& plan, const Snapshot& snap) {
     std::vector<std::string> out;
     for (const auto& r : plan.routes)
-        out.push_back(fmt::format("ip -{} route replace {} proto {}", r.family == Family::v4 ? 4 : 6,
-                                  format_route(r, snap), kRouteProtocol));
+        out.push_back(fmt::format("ip -{} route replace {} proto {}",
+                                  r.family == Family::v4 ? 4 : 6, format_route(r, snap),
+                                  kRouteProtocol));
     for (const auto& r : plan.rules) {
-        std::string action = r.action == FR_ACT_TO_TBL ? fmt::format("lookup {}", r.table) : "unreachable";
+        std::string action =
+            r.action == FR_ACT_TO_TBL ? fmt::format("lookup {}", r.table) : "unreachable";
         out.push_back(fmt::format("ip -{} rule add priority {} {} proto {}",
-                                  r.family == Family::v4 ? 4 : 6, r.priority, action, kRouteProtocol));
+                                  r.family == Family::v4 ? 4 : 6, r.priority, action,
+                                  kRouteProtocol));
     }
     return out;
 }

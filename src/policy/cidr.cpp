@@ -100,7 +100,9 @@ std::string IpAddr::str() const {
     return buf;
 }
 
-IpAddr Cidr::last() const { return IpAddr{addr.family, addr.value | host_mask(addr.family, prefix)}; }
+IpAddr Cidr::last() const {
+    return IpAddr{addr.family, addr.value | host_mask(addr.family, prefix)};
+}
 
 bool Cidr::contains(const IpAddr& a) const {
     return a.family == addr.family && a.value >= addr.value && a.value <= last().value;
@@ -193,7 +195,8 @@ AllowList::AllowList(const std::vector<Cidr>& cidrs) {
     for (const auto& c : cidrs) n4 += c.addr.family == Family::v4;
     v4_.reserve(n4);
     v6_.reserve(cidrs.size() - n4);
-    for (const auto& c : cidrs) (c.addr.family == Family::v4 ? v4_ : v6_).push_back(Range{c.first(), c.last()});
+    for (const auto& c : cidrs)
+        (c.addr.family == Family::v4 ? v4_ : v6_).push_back(Range{c.first(), c.last()});
     merge_sorted(v4_, Family::v4);
     merge_sorted(v6_, Family::v6);
 }
@@ -260,8 +263,9 @@ void AllowList::insert(std::vector<Range>& list, Range r) {
 
 bool AllowList::contains(const IpAddr& a) const {
     const auto& list = ranges(a.family);
-    auto it = std::lower_bound(list.begin(), list.end(), a,
-                               [](const Range& x, const IpAddr& v) { return x.last.value < v.value; });
+    auto it = std::lower_bound(list.begin(), list.end(), a, [](const Range& x, const IpAddr& v) {
+        return x.last.value < v.value;
+    });
     return it != list.end() && it->first.value <= a.value;
 }
 
@@ -282,7 +286,8 @@ void for_each_allow_line(std::string_view text, const std::string& source,
 
 std::vector<Cidr> parse_allow_text(std::string_view text, const std::string& source) {
     std::vector<Cidr> out;
-    for_each_allow_line(text, source, [&](std::string_view line) { out.push_back(parse_cidr(line)); });
+    for_each_allow_line(text, source,
+                        [&](std::string_view line) { out.push_back(parse_cidr(line)); });
     return out;
 }
 
@@ -325,7 +330,7 @@ std::string read_allow_file_text(const std::string& path) {
                 if (r < 0 && errno != EINTR) fail_read(errno);
                 if (r != 0) continue;
             }
-                throw_usage(
+            throw_usage(
                 "allow-file " + quote(path) +
                 " is a pipe with no writer, or one that wrote nothing (an empty allow-list must be "
                 "a regular empty file)");

@@ -431,7 +431,8 @@ std::uint32_t name_timeout(std::uint32_t ttl) {
 }
 
 bool name_element_covers(std::uint64_t expires_ms, std::uint32_t ttl) {
-    const std::uint64_t need_s = std::min(std::max(ttl, kNameTtlFloor), kNameTtlCap) + kNameGrace / 2;
+    const std::uint64_t need_s =
+        std::min(std::max(ttl, kNameTtlFloor), kNameTtlCap) + kNameGrace / 2;
     return expires_ms >= need_s * 1000;
 }
 

@@ -109,8 +109,8 @@ public:
         std::size_t at = batch_.bytes.size();
         batch_.bytes.resize(at + reserve);
         std::uint32_t seq = seq_++;
-        nlmsghdr* nlh = nftnl_nlmsg_build_hdr(batch_.bytes.data() + at, type, family,
-                                              flags | NLM_F_ACK, seq);
+        nlmsghdr* nlh =
+            nftnl_nlmsg_build_hdr(batch_.bytes.data() + at, type, family, flags | NLM_F_ACK, seq);
         fill(nlh);
         // libnftnl cannot be told the room it has: a message that outgrew its reserve has
         // already written past it. Stop before anything is sent (never a silent overrun).
@@ -167,7 +167,6 @@ void flush_chain(BatchWriter& w, std::uint32_t family, const std::string& chain)
           [&](nlmsghdr* nlh) { nftnl_rule_nlmsg_build_payload(nlh, r.get()); });
 }
 
-
 void add_element(nftnl_set* s, const IpAddr& key, bool interval_end) {
     nftnl_set_elem* e = nftnl_set_elem_alloc();
     if (!e) throw std::bad_alloc();
@@ -181,8 +180,8 @@ void add_element(nftnl_set* s, const IpAddr& key, bool interval_end) {
 // its elements in messages of kElementsPerMessage ranges.
 // With `existing`, the set is already there with this shape (read_installed): its elements
 // are flushed (DELSETELEM without elements) and the new ones added, in the same transaction.
-void add_interval_set(BatchWriter& w, std::uint32_t nfproto, const char* name, std::uint32_t id, Family f,
-                      const std::vector<Range>& ranges, bool existing = false) {
+void add_interval_set(BatchWriter& w, std::uint32_t nfproto, const char* name, std::uint32_t id,
+                      Family f, const std::vector<Range>& ranges, bool existing = false) {
     if (existing) {
         auto s = make_set(name, id);
         nftnl_set_set_u32(s.get(), NFTNL_SET_FAMILY, nfproto);
@@ -193,7 +192,8 @@ void add_interval_set(BatchWriter& w, std::uint32_t nfproto, const char* name, s
         auto s = make_set(name, id);
         nftnl_set_set_u32(s.get(), NFTNL_SET_FAMILY, nfproto);
         nftnl_set_set_u32(s.get(), NFTNL_SET_FLAGS, NFT_SET_INTERVAL);
-        nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE, f == Family::v4 ? kTypeIpAddr : kTypeIp6Addr);
+        nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE,
+                          f == Family::v4 ? kTypeIpAddr : kTypeIp6Addr);
         nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, f == Family::v4 ? 4 : 16);
         w.add(NFT_MSG_NEWSET, NLM_F_CREATE, fmt::format("set {}", name), 1024,
               [&](nlmsghdr* nlh) { nftnl_set_nlmsg_build_payload(nlh, s.get()); });
@@ -266,8 +266,8 @@ void interval_set_diff(BatchWriter& w, std::uint32_t nfproto, const char* name, 
 }
 
 void add_set(BatchWriter& w, Family f, const AllowList& allow, bool existing = false) {
-    add_interval_set(w, NFPROTO_INET, f == Family::v4 ? kSet4 : kSet6, f == Family::v4 ? kSetId4 : kSetId6, f,
-                     allow.ranges(f), existing);
+    add_interval_set(w, NFPROTO_INET, f == Family::v4 ? kSet4 : kSet6,
+                     f == Family::v4 ? kSetId4 : kSetId6, f, allow.ranges(f), existing);
 }
 
 // A concatenated interval set `addr . inet_proto . inet_service` (pipapo): every element is
@@ -276,8 +276,8 @@ void add_set(BatchWriter& w, Family f, const AllowList& allow, bool existing = f
 // that use it were flushed (a flush of a large pipapo set followed by the same elements costs
 // seconds: 6 s for 2*10^4 elements, against 0.15 s for a new set). The new set is found by the
 // new rules through its set id; the chains and their hooks stay.
-void add_port_set(BatchWriter& w, std::uint32_t nfproto, const char* name, std::uint32_t id, Family f,
-                  const std::vector<PortRange>& elements, bool existing = false) {
+void add_port_set(BatchWriter& w, std::uint32_t nfproto, const char* name, std::uint32_t id,
+                  Family f, const std::vector<PortRange>& elements, bool existing = false) {
     if (existing) {
         auto s = make_set(name, id);
         nftnl_set_set_u32(s.get(), NFTNL_SET_FAMILY, nfproto);
@@ -306,8 +306,10 @@ void add_port_set(BatchWriter& w, std::uint32_t nfproto, const char* name, std::
             if (!e) throw std::bad_alloc();
             auto k = port_key(p.addrs.first, p.proto, p.first);
             auto end = port_key(p.addrs.last, p.proto, p.last);
-            nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, k.data(), static_cast<std::uint32_t>(k.size()));
-            nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY_END, end.data(), static_cast<std::uint32_t>(end.size()));
+            nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, k.data(),
+                               static_cast<std::uint32_t>(k.size()));
+            nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY_END, end.data(),
+                               static_cast<std::uint32_t>(end.size()));
             nftnl_set_elem_add(s.get(), e);
         }
         w.add(NFT_MSG_NEWSETELEM, NLM_F_CREATE,
@@ -323,16 +325,20 @@ void add_port_set(BatchWriter& w, std::uint32_t nfproto, const char* name, std::
 }
 
 // The port-scoped and echo sets of a table (inet: ids 4-7; netdev: 14-17).
-void add_scoped_sets(BatchWriter& w, std::uint32_t nfproto, std::uint32_t id_base, const Policy& p, bool existing) {
+void add_scoped_sets(BatchWriter& w, std::uint32_t nfproto, std::uint32_t id_base, const Policy& p,
+                     bool existing) {
     // The port sets last: replaced in place they are created anew, and `nft list` orders sets by
     // creation; the same order either way keeps --dry-run's listing equal to the installed one.
-    add_interval_set(w, nfproto, kSetEcho4, id_base + 2, Family::v4, p.echo().ranges(Family::v4), existing);
-    add_interval_set(w, nfproto, kSetEcho6, id_base + 3, Family::v6, p.echo().ranges(Family::v6), existing);
+    add_interval_set(w, nfproto, kSetEcho4, id_base + 2, Family::v4, p.echo().ranges(Family::v4),
+                     existing);
+    add_interval_set(w, nfproto, kSetEcho6, id_base + 3, Family::v6, p.echo().ranges(Family::v6),
+                     existing);
     add_port_set(w, nfproto, kSetPorts4, id_base, Family::v4, p.scoped(Family::v4), existing);
     add_port_set(w, nfproto, kSetPorts6, id_base + 1, Family::v6, p.scoped(Family::v6), existing);
 }
 
-void add_base_chain(BatchWriter& w, const char* name, std::uint32_t hook, std::int32_t prio, std::uint32_t policy) {
+void add_base_chain(BatchWriter& w, const char* name, std::uint32_t hook, std::int32_t prio,
+                    std::uint32_t policy) {
     auto c = checked<nftnl_chain, ChainFree>(nftnl_chain_alloc());
     nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, kTable);
     nftnl_chain_set_str(c.get(), NFTNL_CHAIN_NAME, name);
@@ -348,7 +354,8 @@ void add_base_chain(BatchWriter& w, const char* name, std::uint32_t hook, std::i
 void add_chains(BatchWriter& w, Mode mode) {
     // Audit mode lets everything through, the chain policy included (the final rule accepts
     // everything anyway; the policy only matters if someone deletes that rule by hand).
-    add_base_chain(w, kChain, NF_INET_LOCAL_OUT, 0, mode == Mode::audit ? NF_ACCEPT : NF_DROP);  // "filter"
+    add_base_chain(w, kChain, NF_INET_LOCAL_OUT, 0,
+                   mode == Mode::audit ? NF_ACCEPT : NF_DROP);  // "filter"
     add_base_chain(w, kChainInbound, NF_INET_PRE_ROUTING, kInboundPriority, NF_ACCEPT);
 }
 
@@ -371,7 +378,9 @@ public:
         return cmp(NFT_CMP_EQ, v.data(), static_cast<std::uint32_t>(v.size()));
     }
     // (reg & mask) == value on one byte: the IP version nibble.
-    RuleBuilder& masked_eq_u8(std::uint8_t mask, std::uint8_t value) { return masked_cmp_u8(mask, NFT_CMP_EQ, value); }
+    RuleBuilder& masked_eq_u8(std::uint8_t mask, std::uint8_t value) {
+        return masked_cmp_u8(mask, NFT_CMP_EQ, value);
+    }
     // reg = (reg & mask) ^ 0, over `len` bytes: nft's form of every masked test.
     RuleBuilder& and_mask(const void* mask, std::uint32_t len) {
         static constexpr std::array<std::uint8_t, 16> zero{};
@@ -462,7 +471,9 @@ public:
     RuleBuilder& has_label(unsigned label) {
         const auto mask = label_bits(label);
         const std::array<std::uint32_t, 4> zero{};
-        return ct(NFT_CT_LABELS).and_mask(mask.data(), sizeof mask).cmp(NFT_CMP_NEQ, zero.data(), sizeof zero);
+        return ct(NFT_CT_LABELS)
+            .and_mask(mask.data(), sizeof mask)
+            .cmp(NFT_CMP_NEQ, zero.data(), sizeof zero);
     }
     RuleBuilder& set_label(unsigned label) {
         auto bits = label_bits(label);
@@ -478,8 +489,10 @@ public:
     RuleBuilder& eq_u8(std::uint8_t v) { return cmp(NFT_CMP_EQ, &v, 1); }
     RuleBuilder& neq_u8(std::uint8_t v) { return cmp(NFT_CMP_NEQ, &v, 1); }
     RuleBuilder& neq_u32(std::uint32_t v) { return cmp(NFT_CMP_NEQ, &v, 4); }  // host order
-    RuleBuilder& eq_u32(std::uint32_t v) { return cmp(NFT_CMP_EQ, &v, 4); }  // host order
-    RuleBuilder& eq_bytes(const void* data, std::uint32_t len) { return cmp(NFT_CMP_EQ, data, len); }
+    RuleBuilder& eq_u32(std::uint32_t v) { return cmp(NFT_CMP_EQ, &v, 4); }    // host order
+    RuleBuilder& eq_bytes(const void* data, std::uint32_t len) {
+        return cmp(NFT_CMP_EQ, data, len);
+    }
     // (reg & mask) ^ 0 != 0: how nft tests bits such as `ct state related`.
     RuleBuilder& has_bits(std::uint32_t mask) {
         const std::uint32_t zero = 0;
@@ -490,7 +503,8 @@ public:
         nftnl_expr_set_u32(e.get(), NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1);
         nftnl_expr_set_str(e.get(), NFTNL_EXPR_LOOKUP_SET, set);
         nftnl_expr_set_u32(e.get(), NFTNL_EXPR_LOOKUP_SET_ID, set_id);
-        if (inverted) nftnl_expr_set_u32(e.get(), NFTNL_EXPR_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);  // "!= @set"
+        if (inverted)
+            nftnl_expr_set_u32(e.get(), NFTNL_EXPR_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);  // "!= @set"
         return push(std::move(e));
     }
     RuleBuilder& not_in(const char* set, std::uint32_t set_id) { return lookup(set, set_id, true); }
@@ -552,7 +566,9 @@ public:
     }
 
 private:
-    static ExprPtr expr(const char* name) { return checked<nftnl_expr, ExprFree>(nftnl_expr_alloc(name)); }
+    static ExprPtr expr(const char* name) {
+        return checked<nftnl_expr, ExprFree>(nftnl_expr_alloc(name));
+    }
     RuleBuilder& push(ExprPtr e) {
         nftnl_rule_add_expr(r_.get(), e.release());  // the rule owns it now
         return *this;
@@ -564,78 +580,112 @@ constexpr std::uint32_t kCtStateRelated = 1u << (IP_CT_RELATED + 1);  // NF_CT_S
 constexpr std::uint32_t kCtStateNew = 1u << (IP_CT_NEW + 1);
 constexpr std::uint8_t kCtDirReply = 1;  // IP_CT_DIR_REPLY (kernel-internal enum)
 
-constexpr std::uint32_t kCtStateInvalid = 1u << 0;                  // NF_CT_STATE_INVALID_BIT
-constexpr std::uint32_t kCtStateUntracked = 1u << 6;                // NF_CT_STATE_UNTRACKED_BIT
+constexpr std::uint32_t kCtStateInvalid = 1u << 0;    // NF_CT_STATE_INVALID_BIT
+constexpr std::uint32_t kCtStateUntracked = 1u << 6;  // NF_CT_STATE_UNTRACKED_BIT
 constexpr std::uint8_t kTcpFlagSyn = 0x02, kTcpFlagAck = 0x10;
-constexpr std::uint32_t kLoopbackIfindex = 1;                       // lo is 1 in every netns
-constexpr std::uint32_t kRtnLocal = 2;                              // RTN_LOCAL
-constexpr std::uint8_t kIpv6Routing = 43;                           // NEXTHDR_ROUTING
+constexpr std::uint32_t kLoopbackIfindex = 1;  // lo is 1 in every netns
+constexpr std::uint32_t kRtnLocal = 2;         // RTN_LOCAL
+constexpr std::uint8_t kIpv6Routing = 43;      // NEXTHDR_ROUTING
 constexpr std::uint8_t kNdRouterSolicit = 133, kNdNeighbourSolicit = 135, kNdNeighbourAdvert = 136;
 
 // The inbound chain: label the connections whose first packet came in from a real interface
 // (see nft.hpp). TCP only counts from a SYN without ACK: never a connection picked up mid-stream.
 void add_inbound_rules(BatchWriter& w) {
     RuleBuilder(NFPROTO_INET, kChainInbound)
-        .meta(NFT_META_IIF).neq_u32(kLoopbackIfindex)
-        .ct(NFT_CT_STATE).has_bits(kCtStateNew)
-        .meta(NFT_META_L4PROTO).eq_u8(IPPROTO_TCP)
-        .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 13, 1).masked_cmp_u8(kTcpFlagSyn | kTcpFlagAck, NFT_CMP_EQ, kTcpFlagSyn)
-        .counter().set_label(kInboundLabel).comment(kCommentInbound)
+        .meta(NFT_META_IIF)
+        .neq_u32(kLoopbackIfindex)
+        .ct(NFT_CT_STATE)
+        .has_bits(kCtStateNew)
+        .meta(NFT_META_L4PROTO)
+        .eq_u8(IPPROTO_TCP)
+        .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 13, 1)
+        .masked_cmp_u8(kTcpFlagSyn | kTcpFlagAck, NFT_CMP_EQ, kTcpFlagSyn)
+        .counter()
+        .set_label(kInboundLabel)
+        .comment(kCommentInbound)
         .emit(w, "inbound tcp syn: ct label set");
     RuleBuilder(NFPROTO_INET, kChainInbound)
-        .meta(NFT_META_IIF).neq_u32(kLoopbackIfindex)
-        .ct(NFT_CT_STATE).has_bits(kCtStateNew)
-        .meta(NFT_META_L4PROTO).neq_u8(IPPROTO_TCP)
-        .counter().set_label(kInboundLabel).comment(kCommentInbound)
+        .meta(NFT_META_IIF)
+        .neq_u32(kLoopbackIfindex)
+        .ct(NFT_CT_STATE)
+        .has_bits(kCtStateNew)
+        .meta(NFT_META_L4PROTO)
+        .neq_u8(IPPROTO_TCP)
+        .counter()
+        .set_label(kInboundLabel)
+        .comment(kCommentInbound)
         .emit(w, "inbound other: ct label set");
 }
 
 // The solicited-node multicast prefix ff02::1:ff00:0/104, the only destination of a duplicate
 // address detection probe: its first 13 bytes, compared as nft compares a byte-aligned prefix.
-constexpr std::array<std::uint8_t, 13> kSolicitedNode104{0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff};
-
+constexpr std::array<std::uint8_t, 13> kSolicitedNode104{0xff, 0x02, 0, 0, 0,    0,   0,
+                                                         0,    0,    0, 0, 0x01, 0xff};
 
 // The port-scoped and echo rules (inet chain), as nft itself compiles
 // `ip daddr . meta l4proto . th dport @allowp4` and `icmp type echo-request ip daddr @icmp4`.
 void add_scoped_rules(BatchWriter& w) {
     RuleBuilder()
-        .meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV4)
+        .meta(NFT_META_NFPROTO)
+        .eq_u8(NFPROTO_IPV4)
         .payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4)
-        .meta(NFT_META_L4PROTO, kReg32_00 + 1).hton(kReg32_00 + 1, 1, 2)
+        .meta(NFT_META_L4PROTO, kReg32_00 + 1)
+        .hton(kReg32_00 + 1, 1, 2)
         .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, kReg32_00 + 2)
-        .lookup(kSetPorts4, kSetIdPorts4).counter().accept().comment(kCommentPorts4)
+        .lookup(kSetPorts4, kSetIdPorts4)
+        .counter()
+        .accept()
+        .comment(kCommentPorts4)
         .emit(w, "ip daddr . meta l4proto . th dport @allowp4 accept");
     RuleBuilder()
-        .meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV6)
+        .meta(NFT_META_NFPROTO)
+        .eq_u8(NFPROTO_IPV6)
         .payload(NFT_PAYLOAD_NETWORK_HEADER, 24, 16)
-        .meta(NFT_META_L4PROTO, NFT_REG_2).hton(NFT_REG_2, 1, 2)
+        .meta(NFT_META_L4PROTO, NFT_REG_2)
+        .hton(NFT_REG_2, 1, 2)
         .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, kReg32_00 + 5)
-        .lookup(kSetPorts6, kSetIdPorts6).counter().accept().comment(kCommentPorts6)
+        .lookup(kSetPorts6, kSetIdPorts6)
+        .counter()
+        .accept()
+        .comment(kCommentPorts6)
         .emit(w, "ip6 daddr . meta l4proto . th dport @allowp6 accept");
     RuleBuilder()
-        .meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV4)
-        .meta(NFT_META_L4PROTO).eq_u8(IPPROTO_ICMP)
-        .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1).eq_u8(8)  // echo-request
+        .meta(NFT_META_NFPROTO)
+        .eq_u8(NFPROTO_IPV4)
+        .meta(NFT_META_L4PROTO)
+        .eq_u8(IPPROTO_ICMP)
+        .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1)
+        .eq_u8(8)  // echo-request
         .payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4)
-        .lookup(kSetEcho4, kSetIdEcho4).counter().accept().comment(kCommentEcho)
+        .lookup(kSetEcho4, kSetIdEcho4)
+        .counter()
+        .accept()
+        .comment(kCommentEcho)
         .emit(w, "icmp type echo-request ip daddr @icmp4 accept");
     RuleBuilder()
-        .meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV6)
-        .meta(NFT_META_L4PROTO).eq_u8(IPPROTO_ICMPV6)
-        .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1).eq_u8(128)  // echo-request
+        .meta(NFT_META_NFPROTO)
+        .eq_u8(NFPROTO_IPV6)
+        .meta(NFT_META_L4PROTO)
+        .eq_u8(IPPROTO_ICMPV6)
+        .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1)
+        .eq_u8(128)  // echo-request
         .payload(NFT_PAYLOAD_NETWORK_HEADER, 24, 16)
-        .lookup(kSetEcho6, kSetIdEcho6).counter().accept().comment(kCommentEcho)
+        .lookup(kSetEcho6, kSetIdEcho6)
+        .counter()
+        .accept()
+        .comment(kCommentEcho)
         .emit(w, "icmpv6 type echo-request ip6 daddr @icmp6 accept");
 }
 
 // ---- Names (names.hpp) ------------------------------------------------------------------------
 
 constexpr std::uint32_t kCtStateEstablished = 1u << (IP_CT_ESTABLISHED + 1);
-constexpr std::uint8_t kCtDirOriginal = 0;  // IP_CT_DIR_ORIGINAL
+constexpr std::uint8_t kCtDirOriginal = 0;          // IP_CT_DIR_ORIGINAL
 constexpr std::uint32_t kCtStatusDstNat = 1u << 5;  // IPS_DST_NAT
 
 SetPtr make_name_set(Family f) {
-    auto s = make_set(f == Family::v4 ? kSetNames4 : kSetNames6, f == Family::v4 ? kSetIdNames4 : kSetIdNames6);
+    auto s = make_set(f == Family::v4 ? kSetNames4 : kSetNames6,
+                      f == Family::v4 ? kSetIdNames4 : kSetIdNames6);
     nftnl_set_set_u32(s.get(), NFTNL_SET_FLAGS, kNameSetFlags);
     nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE, concat_type(f));
     nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, port_key_len(f));
@@ -650,7 +700,8 @@ SetPtr make_name_set(Family f) {
 void add_name_sets(BatchWriter& w) {
     for (Family f : {Family::v4, Family::v6}) {
         auto s = make_name_set(f);
-        w.add(NFT_MSG_NEWSET, NLM_F_CREATE, fmt::format("set {}", f == Family::v4 ? kSetNames4 : kSetNames6), 1024,
+        w.add(NFT_MSG_NEWSET, NLM_F_CREATE,
+              fmt::format("set {}", f == Family::v4 ? kSetNames4 : kSetNames6), 1024,
               [&](nlmsghdr* nlh) { nftnl_set_nlmsg_build_payload(nlh, s.get()); });
     }
 }
@@ -693,11 +744,17 @@ void add_dns_rules(BatchWriter& w) {
                                                  static_cast<std::uint8_t>(kNamesProxyPort & 0xff)};
     for (std::uint8_t proto : {std::uint8_t{IPPROTO_UDP}, std::uint8_t{IPPROTO_TCP}}) {
         RuleBuilder r(NFPROTO_INET, kChainDns);
-        r.meta(NFT_META_MARK).neq_u32(kNamesMark)
-            .meta(NFT_META_L4PROTO).eq_u8(proto)
-            .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2).eq_bytes(dns_port.data(), 2)
-            .counter().redirect_to(proxy_port.data()).comment(kCommentDnsRedirect)
-            .emit(w, fmt::format("{} dport 53 redirect to the names proxy", proto == IPPROTO_UDP ? "udp" : "tcp"));
+        r.meta(NFT_META_MARK)
+            .neq_u32(kNamesMark)
+            .meta(NFT_META_L4PROTO)
+            .eq_u8(proto)
+            .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2)
+            .eq_bytes(dns_port.data(), 2)
+            .counter()
+            .redirect_to(proxy_port.data())
+            .comment(kCommentDnsRedirect)
+            .emit(w, fmt::format("{} dport 53 redirect to the names proxy",
+                                 proto == IPPROTO_UDP ? "udp" : "tcp"));
     }
 }
 
@@ -711,45 +768,84 @@ void add_resolver_rules(BatchWriter& w) {
     const std::array<std::uint8_t, 4> lo4{127, 0, 0, 1};
     std::array<std::uint8_t, 16> lo6{};
     lo6[15] = 1;
-    RuleBuilder().meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV4)
-        .payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4).eq_bytes(lo4.data(), 4)
-        .ct(NFT_CT_STATUS).has_bits(kCtStatusDstNat)
-        .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2).eq_bytes(proxy_port.data(), 2)
-        .counter().accept().comment(kCommentRedirected)
+    RuleBuilder()
+        .meta(NFT_META_NFPROTO)
+        .eq_u8(NFPROTO_IPV4)
+        .payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4)
+        .eq_bytes(lo4.data(), 4)
+        .ct(NFT_CT_STATUS)
+        .has_bits(kCtStatusDstNat)
+        .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2)
+        .eq_bytes(proxy_port.data(), 2)
+        .counter()
+        .accept()
+        .comment(kCommentRedirected)
         .emit(w, "ip daddr 127.0.0.1 ct status dnat th dport names-proxy accept");
-    RuleBuilder().meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV6)
-        .payload(NFT_PAYLOAD_NETWORK_HEADER, 24, 16).eq_bytes(lo6.data(), 16)
-        .ct(NFT_CT_STATUS).has_bits(kCtStatusDstNat)
-        .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2).eq_bytes(proxy_port.data(), 2)
-        .counter().accept().comment(kCommentRedirected)
+    RuleBuilder()
+        .meta(NFT_META_NFPROTO)
+        .eq_u8(NFPROTO_IPV6)
+        .payload(NFT_PAYLOAD_NETWORK_HEADER, 24, 16)
+        .eq_bytes(lo6.data(), 16)
+        .ct(NFT_CT_STATUS)
+        .has_bits(kCtStatusDstNat)
+        .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2)
+        .eq_bytes(proxy_port.data(), 2)
+        .counter()
+        .accept()
+        .comment(kCommentRedirected)
         .emit(w, "ip6 daddr ::1 ct status dnat th dport names-proxy accept");
     const std::array<std::uint8_t, 2> dns_port{0, 53};
     for (std::uint8_t proto : {std::uint8_t{IPPROTO_UDP}, std::uint8_t{IPPROTO_TCP}})
-        RuleBuilder().meta(NFT_META_MARK).eq_u32(kNamesMark)
-            .meta(NFT_META_L4PROTO).eq_u8(proto)
-            .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2).eq_bytes(dns_port.data(), 2)
-            .counter().accept().comment(kCommentResolver)
-            .emit(w, fmt::format("meta mark names-proxy {} dport 53 accept", proto == IPPROTO_UDP ? "udp" : "tcp"));
+        RuleBuilder()
+            .meta(NFT_META_MARK)
+            .eq_u32(kNamesMark)
+            .meta(NFT_META_L4PROTO)
+            .eq_u8(proto)
+            .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2)
+            .eq_bytes(dns_port.data(), 2)
+            .counter()
+            .accept()
+            .comment(kCommentResolver)
+            .emit(w, fmt::format("meta mark names-proxy {} dport 53 accept",
+                                 proto == IPPROTO_UDP ? "udp" : "tcp"));
 }
 
 void add_name_rules(BatchWriter& w) {
     RuleBuilder()
-        .meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV4)
+        .meta(NFT_META_NFPROTO)
+        .eq_u8(NFPROTO_IPV4)
         .payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4)
-        .meta(NFT_META_L4PROTO, kReg32_00 + 1).hton(kReg32_00 + 1, 1, 2)
+        .meta(NFT_META_L4PROTO, kReg32_00 + 1)
+        .hton(kReg32_00 + 1, 1, 2)
         .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, kReg32_00 + 2)
-        .lookup(kSetNames4, kSetIdNames4).counter().set_label(kNameLabel).accept().comment(kCommentNames4)
+        .lookup(kSetNames4, kSetIdNames4)
+        .counter()
+        .set_label(kNameLabel)
+        .accept()
+        .comment(kCommentNames4)
         .emit(w, "ip daddr . meta l4proto . th dport @names4 ct label set named accept");
     RuleBuilder()
-        .meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV6)
+        .meta(NFT_META_NFPROTO)
+        .eq_u8(NFPROTO_IPV6)
         .payload(NFT_PAYLOAD_NETWORK_HEADER, 24, 16)
-        .meta(NFT_META_L4PROTO, NFT_REG_2).hton(NFT_REG_2, 1, 2)
+        .meta(NFT_META_L4PROTO, NFT_REG_2)
+        .hton(NFT_REG_2, 1, 2)
         .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, kReg32_00 + 5)
-        .lookup(kSetNames6, kSetIdNames6).counter().set_label(kNameLabel).accept().comment(kCommentNames6)
+        .lookup(kSetNames6, kSetIdNames6)
+        .counter()
+        .set_label(kNameLabel)
+        .accept()
+        .comment(kCommentNames6)
         .emit(w, "ip6 daddr . meta l4proto . th dport @names6 ct label set named accept");
-    RuleBuilder().ct(NFT_CT_DIRECTION).eq_u8(kCtDirOriginal)
-        .ct(NFT_CT_STATE).has_bits(kCtStateEstablished)
-        .has_label(kNameLabel).counter().accept().comment(kCommentNamed)
+    RuleBuilder()
+        .ct(NFT_CT_DIRECTION)
+        .eq_u8(kCtDirOriginal)
+        .ct(NFT_CT_STATE)
+        .has_bits(kCtStateEstablished)
+        .has_label(kNameLabel)
+        .counter()
+        .accept()
+        .comment(kCommentNamed)
         .emit(w, "ct direction original ct state established ct label named accept");
 }
 
@@ -763,83 +859,166 @@ void add_rules(BatchWriter& w, const Policy& policy, Mode mode,
     // a workload plant "inbound" connections that survive the switch to enforce): IPv4 options
     // (LSRR/SSRR, also with a pointer the kernel's own option parser refuses to recognise),
     // IPv6 routing headers, and sources that are not the namespace's.
-    RuleBuilder().meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV4)
-        .payload(NFT_PAYLOAD_NETWORK_HEADER, 0, 1).masked_cmp_u8(0x0f, NFT_CMP_NEQ, 5)  // ihl
-        .counter().drop().comment(kCommentSourceRoute).emit(w, "ip hdrlength != 5 drop");
-    RuleBuilder().meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV6)
+    RuleBuilder()
+        .meta(NFT_META_NFPROTO)
+        .eq_u8(NFPROTO_IPV4)
+        .payload(NFT_PAYLOAD_NETWORK_HEADER, 0, 1)
+        .masked_cmp_u8(0x0f, NFT_CMP_NEQ, 5)  // ihl
+        .counter()
+        .drop()
+        .comment(kCommentSourceRoute)
+        .emit(w, "ip hdrlength != 5 drop");
+    RuleBuilder()
+        .meta(NFT_META_NFPROTO)
+        .eq_u8(NFPROTO_IPV6)
         .exthdr_present(NFT_EXTHDR_OP_IPV6, kIpv6Routing)
-        .counter().drop().comment(kCommentSourceRoute).emit(w, "exthdr rt exists drop");
+        .counter()
+        .drop()
+        .comment(kCommentSourceRoute)
+        .emit(w, "exthdr rt exists drop");
     if (nd) {
         // Duplicate address detection: a solicitation from :: (no address yet), to the
         // solicited-node multicast group only, ICMPv6 straight behind the header.
         RuleBuilder()
-            .meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV6)
-            .payload(NFT_PAYLOAD_NETWORK_HEADER, 8, 16).eq_bytes(unspecified.data(), 16)  // ipv6hdr.saddr
-            .payload(NFT_PAYLOAD_NETWORK_HEADER, 6, 1).eq_u8(IPPROTO_ICMPV6)              // ipv6hdr.nexthdr
-            .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1).eq_u8(kNdNeighbourSolicit)
+            .meta(NFT_META_NFPROTO)
+            .eq_u8(NFPROTO_IPV6)
+            .payload(NFT_PAYLOAD_NETWORK_HEADER, 8, 16)
+            .eq_bytes(unspecified.data(), 16)  // ipv6hdr.saddr
+            .payload(NFT_PAYLOAD_NETWORK_HEADER, 6, 1)
+            .eq_u8(IPPROTO_ICMPV6)  // ipv6hdr.nexthdr
+            .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1)
+            .eq_u8(kNdNeighbourSolicit)
             .payload(NFT_PAYLOAD_NETWORK_HEADER, 24, kSolicitedNode104.size())
             .eq_bytes(kSolicitedNode104.data(), kSolicitedNode104.size())
-            .counter().accept().comment(kCommentDad).emit(w, "duplicate address detection accept");
+            .counter()
+            .accept()
+            .comment(kCommentDad)
+            .emit(w, "duplicate address detection accept");
     }
     RuleBuilder()
-        .ct(NFT_CT_STATE).has_bits(kCtStateNew | kCtStateInvalid | kCtStateUntracked | kCtStateRelated)
-        .fib_saddr_type().neq_u32(kRtnLocal)
-        .counter().drop().comment(kCommentForged).emit(w, "fib saddr type != local drop");
+        .ct(NFT_CT_STATE)
+        .has_bits(kCtStateNew | kCtStateInvalid | kCtStateUntracked | kCtStateRelated)
+        .fib_saddr_type()
+        .neq_u32(kRtnLocal)
+        .counter()
+        .drop()
+        .comment(kCommentForged)
+        .emit(w, "fib saddr type != local drop");
     // Loopback addresses are local, but never a source beyond lo.
     const std::uint8_t net127 = 127;
-    RuleBuilder().meta(NFT_META_OIF).neq_u32(kLoopbackIfindex).meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV4)
-        .payload(NFT_PAYLOAD_NETWORK_HEADER, 12, 1).eq_bytes(&net127, 1)
-        .counter().drop().comment(kCommentForged).emit(w, "oif != lo ip saddr 127.0.0.0/8 drop");
-    RuleBuilder().meta(NFT_META_OIF).neq_u32(kLoopbackIfindex).meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV6)
-        .payload(NFT_PAYLOAD_NETWORK_HEADER, 8, 16).eq_bytes(loopback6.data(), 16)
-        .counter().drop().comment(kCommentForged).emit(w, "oif != lo ip6 saddr ::1 drop");
+    RuleBuilder()
+        .meta(NFT_META_OIF)
+        .neq_u32(kLoopbackIfindex)
+        .meta(NFT_META_NFPROTO)
+        .eq_u8(NFPROTO_IPV4)
+        .payload(NFT_PAYLOAD_NETWORK_HEADER, 12, 1)
+        .eq_bytes(&net127, 1)
+        .counter()
+        .drop()
+        .comment(kCommentForged)
+        .emit(w, "oif != lo ip saddr 127.0.0.0/8 drop");
+    RuleBuilder()
+        .meta(NFT_META_OIF)
+        .neq_u32(kLoopbackIfindex)
+        .meta(NFT_META_NFPROTO)
+        .eq_u8(NFPROTO_IPV6)
+        .payload(NFT_PAYLOAD_NETWORK_HEADER, 8, 16)
+        .eq_bytes(loopback6.data(), 16)
+        .counter()
+        .drop()
+        .comment(kCommentForged)
+        .emit(w, "oif != lo ip6 saddr ::1 drop");
     // Whatever leaves through lo with a source that is not ours is forged too, whatever its
     // conntrack state: a genuine answer from another host never passes this namespace's output
     // hook, so a spoofed "answer" that matches one of our established flows (a resolver's, the
     // names proxy's upstream socket) is dropped here instead of being delivered to the socket.
-    RuleBuilder().meta(NFT_META_OIF).eq_u32(kLoopbackIfindex)
-        .fib_saddr_type().neq_u32(kRtnLocal)
-        .counter().drop().comment(kCommentForged).emit(w, "oif lo fib saddr type != local drop");
-    RuleBuilder().meta(NFT_META_OIF).eq_u32(kLoopbackIfindex).counter().accept().comment(kCommentLoopback)
+    RuleBuilder()
+        .meta(NFT_META_OIF)
+        .eq_u32(kLoopbackIfindex)
+        .fib_saddr_type()
+        .neq_u32(kRtnLocal)
+        .counter()
+        .drop()
+        .comment(kCommentForged)
+        .emit(w, "oif lo fib saddr type != local drop");
+    RuleBuilder()
+        .meta(NFT_META_OIF)
+        .eq_u32(kLoopbackIfindex)
+        .counter()
+        .accept()
+        .comment(kCommentLoopback)
         .emit(w, "oif lo accept");
     if (policy.has_names()) add_resolver_rules(w);
     RuleBuilder()
-        .meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV4)
+        .meta(NFT_META_NFPROTO)
+        .eq_u8(NFPROTO_IPV4)
         .payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4)  // iphdr.daddr
-        .lookup(kSet4, kSetId4).counter().accept().comment(kCommentAllow4)
+        .lookup(kSet4, kSetId4)
+        .counter()
+        .accept()
+        .comment(kCommentAllow4)
         .emit(w, "ip daddr @allow4 accept");
     RuleBuilder()
-        .meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV6)
+        .meta(NFT_META_NFPROTO)
+        .eq_u8(NFPROTO_IPV6)
         .payload(NFT_PAYLOAD_NETWORK_HEADER, 24, 16)  // ipv6hdr.daddr
-        .lookup(kSet6, kSetId6).counter().accept().comment(kCommentAllow6)
+        .lookup(kSet6, kSetId6)
+        .counter()
+        .accept()
+        .comment(kCommentAllow6)
         .emit(w, "ip6 daddr @allow6 accept");
     add_scoped_rules(w);
     if (policy.has_names()) add_name_rules(w);
     // After the allow-list: these counters are what got out to peers outside it.
-    RuleBuilder().ct(NFT_CT_DIRECTION).eq_u8(kCtDirReply).has_label(kInboundLabel)
-        .counter().accept().comment(kCommentReplies).emit(w, "ct direction reply ct label inbound accept");
+    RuleBuilder()
+        .ct(NFT_CT_DIRECTION)
+        .eq_u8(kCtDirReply)
+        .has_label(kInboundLabel)
+        .counter()
+        .accept()
+        .comment(kCommentReplies)
+        .emit(w, "ct direction reply ct label inbound accept");
     for (std::uint8_t proto : {std::uint8_t{IPPROTO_ICMP}, std::uint8_t{IPPROTO_ICMPV6}})
-        RuleBuilder().meta(NFT_META_L4PROTO).eq_u8(proto).ct(NFT_CT_STATE).has_bits(kCtStateRelated)
-            .has_label(kInboundLabel).counter().accept().comment(kCommentRelated)
-            .emit(w, fmt::format("{} related (inbound) accept", proto == IPPROTO_ICMP ? "icmp" : "icmpv6"));
+        RuleBuilder()
+            .meta(NFT_META_L4PROTO)
+            .eq_u8(proto)
+            .ct(NFT_CT_STATE)
+            .has_bits(kCtStateRelated)
+            .has_label(kInboundLabel)
+            .counter()
+            .accept()
+            .comment(kCommentRelated)
+            .emit(w, fmt::format("{} related (inbound) accept",
+                                 proto == IPPROTO_ICMP ? "icmp" : "icmpv6"));
     if (nd) {
         // Without neighbour discovery no IPv6 packet leaves, allowed or not; but only towards the
         // link (nd6): an ND message to a far address would be routed on, carrying data with it.
         for (std::uint8_t type : {kNdRouterSolicit, kNdNeighbourSolicit, kNdNeighbourAdvert}) {
-            RuleBuilder().meta(NFT_META_L4PROTO).eq_u8(IPPROTO_ICMPV6)
-                .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1).eq_u8(type)
-                .meta(NFT_META_NFPROTO).eq_u8(NFPROTO_IPV6)
-                .payload(NFT_PAYLOAD_NETWORK_HEADER, 24, 16).lookup(kSetNd6, kSetIdNd6)
-                .counter().accept().comment(kCommentNd)
+            RuleBuilder()
+                .meta(NFT_META_L4PROTO)
+                .eq_u8(IPPROTO_ICMPV6)
+                .payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1)
+                .eq_u8(type)
+                .meta(NFT_META_NFPROTO)
+                .eq_u8(NFPROTO_IPV6)
+                .payload(NFT_PAYLOAD_NETWORK_HEADER, 24, 16)
+                .lookup(kSetNd6, kSetIdNd6)
+                .counter()
+                .accept()
+                .comment(kCommentNd)
                 .emit(w, fmt::format("icmpv6 type {} to @nd6 accept", type));
         }
     }
     // The deny log, a rule of its own: the limit must not sit on the verdict rule, or packets
     // over the limit would skip the reject and fall through to the chain policy.
-    RuleBuilder().ct(NFT_CT_STATE).has_bits(kCtStateNew)
-        .limit_per_second(kLogRatePerSecond, kLogBurst).counter()
+    RuleBuilder()
+        .ct(NFT_CT_STATE)
+        .has_bits(kCtStateNew)
+        .limit_per_second(kLogRatePerSecond, kLogBurst)
+        .counter()
         .log_group(mode == Mode::audit ? kLogPrefixAudit : kLogPrefixEnforce, kNflogGroup)
-        .comment(kCommentLog).emit(w, "deny log");
+        .comment(kCommentLog)
+        .emit(w, "deny log");
     if (mode == Mode::audit)
         RuleBuilder().counter().accept().comment(kCommentAudit, stamp).emit(w, "audit accept");
     else
@@ -863,8 +1042,8 @@ constexpr std::uint32_t kNetdevSetIdOwn6 = 15;
 constexpr std::uint32_t kNetdevSetIdIp6Next = 16;
 
 // The set of kIp6NextKeys (ip6next, nft_detail.hpp): a plain set of one-byte keys.
-void add_byte_set(BatchWriter& w, const char* name, std::uint32_t id, const std::vector<std::uint8_t>& keys,
-                  bool existing) {
+void add_byte_set(BatchWriter& w, const char* name, std::uint32_t id,
+                  const std::vector<std::uint8_t>& keys, bool existing) {
     auto s = checked<nftnl_set, SetFree>(nftnl_set_alloc());
     nftnl_set_set_str(s.get(), NFTNL_SET_TABLE, kTable);
     nftnl_set_set_str(s.get(), NFTNL_SET_NAME, name);
@@ -892,7 +1071,6 @@ void add_byte_set(BatchWriter& w, const char* name, std::uint32_t id, const std:
 }
 constexpr std::uint32_t kNetdevSetIdScoped = 20;  // allowp4, allowp6, icmp4, icmp6: 20-23
 
-
 // Where the fields a rule reads sit in the frame. Ethernet devices: behind the 14-byte header,
 // addressed from the link-layer header (the MAC header is reset to the frame start in
 // dev_queue_xmit, for stack and packet-socket frames alike). Other devices carry bare IP.
@@ -913,7 +1091,8 @@ RuleBuilder& frame_is(RuleBuilder& r, const FrameLayout& l, Family f) {
     return r.masked_eq_u8(0xf0, f == Family::v4 ? 0x40 : 0x60);
 }
 
-void add_netdev_chain(BatchWriter& w, const NetdevDevice& dev, const Policy& policy, bool existing) {
+void add_netdev_chain(BatchWriter& w, const NetdevDevice& dev, const Policy& policy,
+                      bool existing) {
     const std::string chain = netdev_chain_name(dev);
     {
         auto c = checked<nftnl_chain, ChainFree>(nftnl_chain_alloc());
@@ -925,8 +1104,9 @@ void add_netdev_chain(BatchWriter& w, const NetdevDevice& dev, const Policy& pol
         nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TYPE, "filter");
         nftnl_chain_set_str(c.get(), NFTNL_CHAIN_DEV, dev.name.c_str());
         nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_POLICY, NF_DROP);
-        w.add(NFT_MSG_NEWCHAIN, NLM_F_CREATE, fmt::format("chain {} (egress hook of '{}')", chain, dev.name),
-              1024, [&](nlmsghdr* nlh) { nftnl_chain_nlmsg_build_payload(nlh, c.get()); });
+        w.add(NFT_MSG_NEWCHAIN, NLM_F_CREATE,
+              fmt::format("chain {} (egress hook of '{}')", chain, dev.name), 1024,
+              [&](nlmsghdr* nlh) { nftnl_chain_nlmsg_build_payload(nlh, c.get()); });
     }
     if (existing) flush_chain(w, NFPROTO_NETDEV, chain);
     const FrameLayout l{dev.ethernet ? NFT_PAYLOAD_LL_HEADER : NFT_PAYLOAD_NETWORK_HEADER,
@@ -939,35 +1119,63 @@ void add_netdev_chain(BatchWriter& w, const NetdevDevice& dev, const Policy& pol
     // transport header behind the fixed header (a routing header may hide behind any other).
     {
         auto r = rule();
-        frame_is(r, l, Family::v4).payload(l.base, l.ip, 1).masked_cmp_u8(0x0f, NFT_CMP_NEQ, 5)
-            .counter().drop().comment(kCommentSourceRoute).emit(w, what("ip options drop"));
+        frame_is(r, l, Family::v4)
+            .payload(l.base, l.ip, 1)
+            .masked_cmp_u8(0x0f, NFT_CMP_NEQ, 5)
+            .counter()
+            .drop()
+            .comment(kCommentSourceRoute)
+            .emit(w, what("ip options drop"));
     }
     {
         auto r = rule();
-        frame_is(r, l, Family::v6).payload(l.base, l.ip + 6, 1).not_in(kSetIp6Next, kNetdevSetIdIp6Next)
-            .counter().drop().comment(kCommentSourceRoute).emit(w, what("ip6 extension headers drop"));
+        frame_is(r, l, Family::v6)
+            .payload(l.base, l.ip + 6, 1)
+            .not_in(kSetIp6Next, kNetdevSetIdIp6Next)
+            .counter()
+            .drop()
+            .comment(kCommentSourceRoute)
+            .emit(w, what("ip6 extension headers drop"));
     }
     if (needs_nd(policy)) {
         // Duplicate address detection, the one frame with a source that is not ours (::).
         const std::array<std::uint8_t, 16> unspecified{};
         auto r = rule();
-        frame_is(r, l, Family::v6).payload(l.base, l.ip + 8, 16).eq_bytes(unspecified.data(), 16)
-            .payload(l.base, l.ip + 6, 1).eq_u8(IPPROTO_ICMPV6)
-            .payload(l.base, l.ip + 40, 1).eq_u8(kNdNeighbourSolicit)
-            .payload(l.base, l.ip + 24, kSolicitedNode104.size()).eq_bytes(kSolicitedNode104.data(), kSolicitedNode104.size())
-            .counter().accept().comment(kCommentDad).emit(w, what("duplicate address detection accept"));
+        frame_is(r, l, Family::v6)
+            .payload(l.base, l.ip + 8, 16)
+            .eq_bytes(unspecified.data(), 16)
+            .payload(l.base, l.ip + 6, 1)
+            .eq_u8(IPPROTO_ICMPV6)
+            .payload(l.base, l.ip + 40, 1)
+            .eq_u8(kNdNeighbourSolicit)
+            .payload(l.base, l.ip + 24, kSolicitedNode104.size())
+            .eq_bytes(kSolicitedNode104.data(), kSolicitedNode104.size())
+            .counter()
+            .accept()
+            .comment(kCommentDad)
+            .emit(w, what("duplicate address detection accept"));
     }
     // Only the namespace's own source addresses: a packet socket can write any, e.g. a forbidden
     // host's, to have an allowed host answer it there.
     {
         auto r = rule();
-        frame_is(r, l, Family::v4).payload(l.base, l.ip + 12, 4).not_in(kSetOwn4, kNetdevSetIdOwn4)  // iphdr.saddr
-            .counter().drop().comment(kCommentForged).emit(w, what("ip saddr != @own4 drop"));
+        frame_is(r, l, Family::v4)
+            .payload(l.base, l.ip + 12, 4)
+            .not_in(kSetOwn4, kNetdevSetIdOwn4)  // iphdr.saddr
+            .counter()
+            .drop()
+            .comment(kCommentForged)
+            .emit(w, what("ip saddr != @own4 drop"));
     }
     {
         auto r = rule();
-        frame_is(r, l, Family::v6).payload(l.base, l.ip + 8, 16).not_in(kSetOwn6, kNetdevSetIdOwn6)  // ipv6hdr.saddr
-            .counter().drop().comment(kCommentForged).emit(w, what("ip6 saddr != @own6 drop"));
+        frame_is(r, l, Family::v6)
+            .payload(l.base, l.ip + 8, 16)
+            .not_in(kSetOwn6, kNetdevSetIdOwn6)  // ipv6hdr.saddr
+            .counter()
+            .drop()
+            .comment(kCommentForged)
+            .emit(w, what("ip6 saddr != @own6 drop"));
     }
     // No `ct direction reply accept` here, unlike the inet chain: the kernel refuses the ct
     // expression in the netdev family (nf_ct_netns_get: EPROTO), and nothing else a packet
@@ -975,14 +1183,22 @@ void add_netdev_chain(BatchWriter& w, const NetdevDevice& dev, const Policy& pol
     // peers outside the allow-list are dropped at this layer, as the route set already does.
     {
         auto r = rule();
-        frame_is(r, l, Family::v4).payload(l.base, l.ip + 16, 4)  // iphdr.daddr
-            .lookup(kSet4, kNetdevSetId4).counter().accept().comment(kCommentAllow4)
+        frame_is(r, l, Family::v4)
+            .payload(l.base, l.ip + 16, 4)  // iphdr.daddr
+            .lookup(kSet4, kNetdevSetId4)
+            .counter()
+            .accept()
+            .comment(kCommentAllow4)
             .emit(w, what("ip daddr @allow4 accept"));
     }
     {
         auto r = rule();
-        frame_is(r, l, Family::v6).payload(l.base, l.ip + 24, 16)  // ipv6hdr.daddr
-            .lookup(kSet6, kNetdevSetId6).counter().accept().comment(kCommentAllow6)
+        frame_is(r, l, Family::v6)
+            .payload(l.base, l.ip + 24, 16)  // ipv6hdr.daddr
+            .lookup(kSet6, kNetdevSetId6)
+            .counter()
+            .accept()
+            .comment(kCommentAllow6)
             .emit(w, what("ip6 daddr @allow6 accept"));
     }
     // Port-scoped entries and echo: the frame's own protocol byte and transport header, at a
@@ -990,51 +1206,83 @@ void add_netdev_chain(BatchWriter& w, const NetdevDevice& dev, const Policy& pol
     // above; any other next header is no protocol of the grammar, so it does not match).
     {
         auto r = rule();
-        frame_is(r, l, Family::v4).payload(l.base, l.ip + 16, 4)  // iphdr.daddr
-            .payload(l.base, l.ip + 9, 1, kReg32_00 + 1)              // iphdr.protocol
-            .payload(l.base, l.ip + 22, 2, kReg32_00 + 2)             // dest port
-            .lookup(kSetPorts4, kNetdevSetIdScoped).counter().accept().comment(kCommentPorts4)
+        frame_is(r, l, Family::v4)
+            .payload(l.base, l.ip + 16, 4)                 // iphdr.daddr
+            .payload(l.base, l.ip + 9, 1, kReg32_00 + 1)   // iphdr.protocol
+            .payload(l.base, l.ip + 22, 2, kReg32_00 + 2)  // dest port
+            .lookup(kSetPorts4, kNetdevSetIdScoped)
+            .counter()
+            .accept()
+            .comment(kCommentPorts4)
             .emit(w, what("ip daddr . protocol . dport @allowp4 accept"));
     }
     {
         auto r = rule();
-        frame_is(r, l, Family::v6).payload(l.base, l.ip + 24, 16)  // ipv6hdr.daddr
-            .payload(l.base, l.ip + 6, 1, NFT_REG_2)                   // ipv6hdr.nexthdr
-            .payload(l.base, l.ip + 42, 2, kReg32_00 + 5)              // dest port
-            .lookup(kSetPorts6, kNetdevSetIdScoped + 1).counter().accept().comment(kCommentPorts6)
+        frame_is(r, l, Family::v6)
+            .payload(l.base, l.ip + 24, 16)                // ipv6hdr.daddr
+            .payload(l.base, l.ip + 6, 1, NFT_REG_2)       // ipv6hdr.nexthdr
+            .payload(l.base, l.ip + 42, 2, kReg32_00 + 5)  // dest port
+            .lookup(kSetPorts6, kNetdevSetIdScoped + 1)
+            .counter()
+            .accept()
+            .comment(kCommentPorts6)
             .emit(w, what("ip6 daddr . nexthdr . dport @allowp6 accept"));
     }
     {
         auto r = rule();
-        frame_is(r, l, Family::v4).payload(l.base, l.ip + 9, 1).eq_u8(IPPROTO_ICMP)
-            .payload(l.base, l.ip + 20, 1).eq_u8(8)
-            .payload(l.base, l.ip + 16, 4).lookup(kSetEcho4, kNetdevSetIdScoped + 2)
-            .counter().accept().comment(kCommentEcho).emit(w, what("icmp echo-request @icmp4 accept"));
+        frame_is(r, l, Family::v4)
+            .payload(l.base, l.ip + 9, 1)
+            .eq_u8(IPPROTO_ICMP)
+            .payload(l.base, l.ip + 20, 1)
+            .eq_u8(8)
+            .payload(l.base, l.ip + 16, 4)
+            .lookup(kSetEcho4, kNetdevSetIdScoped + 2)
+            .counter()
+            .accept()
+            .comment(kCommentEcho)
+            .emit(w, what("icmp echo-request @icmp4 accept"));
     }
     {
         auto r = rule();
-        frame_is(r, l, Family::v6).payload(l.base, l.ip + 6, 1).eq_u8(IPPROTO_ICMPV6)
-            .payload(l.base, l.ip + 40, 1).eq_u8(128)
-            .payload(l.base, l.ip + 24, 16).lookup(kSetEcho6, kNetdevSetIdScoped + 3)
-            .counter().accept().comment(kCommentEcho).emit(w, what("icmpv6 echo-request @icmp6 accept"));
+        frame_is(r, l, Family::v6)
+            .payload(l.base, l.ip + 6, 1)
+            .eq_u8(IPPROTO_ICMPV6)
+            .payload(l.base, l.ip + 40, 1)
+            .eq_u8(128)
+            .payload(l.base, l.ip + 24, 16)
+            .lookup(kSetEcho6, kNetdevSetIdScoped + 3)
+            .counter()
+            .accept()
+            .comment(kCommentEcho)
+            .emit(w, what("icmpv6 echo-request @icmp6 accept"));
     }
     if (l.ethernet)  // address resolution: the link must keep working (not routed beyond it)
-        rule().payload(NFT_PAYLOAD_LL_HEADER, 12, 2).eq_bytes({0x08, 0x06}).accept().emit(w, what("arp accept"));
+        rule()
+            .payload(NFT_PAYLOAD_LL_HEADER, 12, 2)
+            .eq_bytes({0x08, 0x06})
+            .accept()
+            .emit(w, what("arp accept"));
     if (needs_nd(policy)) {
         // Neighbour discovery, but only towards the link (nd6): an ICMPv6 type 135 to a far
         // address would otherwise be routed onwards by the next hop, carrying data with it.
         for (std::uint8_t type : {133, 135, 136}) {
             auto r = rule();
-            frame_is(r, l, Family::v6).payload(l.base, l.ip + 6, 1).eq_u8(IPPROTO_ICMPV6)  // nexthdr
-                .payload(l.base, l.ip + 40, 1).eq_u8(type)                                   // icmp6_type
-                .payload(l.base, l.ip + 24, 16).lookup(kSetNd6, kNetdevSetIdNd6).accept()
+            frame_is(r, l, Family::v6)
+                .payload(l.base, l.ip + 6, 1)
+                .eq_u8(IPPROTO_ICMPV6)  // nexthdr
+                .payload(l.base, l.ip + 40, 1)
+                .eq_u8(type)  // icmp6_type
+                .payload(l.base, l.ip + 24, 16)
+                .lookup(kSetNd6, kNetdevSetIdNd6)
+                .accept()
                 .emit(w, what(fmt::format("icmpv6 type {} to @nd6 accept", type).c_str()));
         }
     }
     rule().counter().drop().comment(kCommentDeny).emit(w, what("drop"));
 }
 
-void add_netdev(BatchWriter& w, const Policy& policy, const NetdevPlan& plan, const Installed& installed) {
+void add_netdev(BatchWriter& w, const Policy& policy, const NetdevPlan& plan,
+                const Installed& installed) {
     const AllowList& allow = policy.all();
     if (!plan.install && !plan.replace_existing) return;
     w.family = NFPROTO_NETDEV;
@@ -1043,22 +1291,28 @@ void add_netdev(BatchWriter& w, const Policy& policy, const NetdevPlan& plan, co
         // In place (see Installed): chains of devices still there keep their hooks.
         add_table(w, NFT_MSG_NEWTABLE, "table netdev nsegress (kept)");
         // The rules go before the sets they use are replaced (add_port_set).
-        for (const auto& dev : installed.netdev_devices) flush_chain(w, NFPROTO_NETDEV, kNetdevChainPrefix + dev);
-        add_interval_set(w, NFPROTO_NETDEV, kSet4, kNetdevSetId4, Family::v4, allow.ranges(Family::v4), true);
-        add_interval_set(w, NFPROTO_NETDEV, kSet6, kNetdevSetId6, Family::v6, allow.ranges(Family::v6), true);
-        add_interval_set(w, NFPROTO_NETDEV, kSetNd6, kNetdevSetIdNd6, Family::v6, plan.neighbour6.ranges(Family::v6),
-                         true);
-        add_interval_set(w, NFPROTO_NETDEV, kSetOwn4, kNetdevSetIdOwn4, Family::v4, plan.own.ranges(Family::v4), true);
-        add_interval_set(w, NFPROTO_NETDEV, kSetOwn6, kNetdevSetIdOwn6, Family::v6, plan.own.ranges(Family::v6), true);
+        for (const auto& dev : installed.netdev_devices)
+            flush_chain(w, NFPROTO_NETDEV, kNetdevChainPrefix + dev);
+        add_interval_set(w, NFPROTO_NETDEV, kSet4, kNetdevSetId4, Family::v4,
+                         allow.ranges(Family::v4), true);
+        add_interval_set(w, NFPROTO_NETDEV, kSet6, kNetdevSetId6, Family::v6,
+                         allow.ranges(Family::v6), true);
+        add_interval_set(w, NFPROTO_NETDEV, kSetNd6, kNetdevSetIdNd6, Family::v6,
+                         plan.neighbour6.ranges(Family::v6), true);
+        add_interval_set(w, NFPROTO_NETDEV, kSetOwn4, kNetdevSetIdOwn4, Family::v4,
+                         plan.own.ranges(Family::v4), true);
+        add_interval_set(w, NFPROTO_NETDEV, kSetOwn6, kNetdevSetIdOwn6, Family::v6,
+                         plan.own.ranges(Family::v6), true);
         add_byte_set(w, kSetIp6Next, kNetdevSetIdIp6Next, kIp6NextKeys, true);
         add_scoped_sets(w, NFPROTO_NETDEV, kNetdevSetIdScoped, policy, true);
         auto had = [&](const std::string& dev) {
-            return std::find(installed.netdev_devices.begin(), installed.netdev_devices.end(), dev) !=
-                   installed.netdev_devices.end();
+            return std::find(installed.netdev_devices.begin(), installed.netdev_devices.end(),
+                             dev) != installed.netdev_devices.end();
         };
         for (const auto& d : plan.devices) add_netdev_chain(w, d, policy, had(d.name));
         for (const auto& dev : installed.netdev_devices) {
-            if (std::any_of(plan.devices.begin(), plan.devices.end(), [&](const NetdevDevice& d) { return d.name == dev; }))
+            if (std::any_of(plan.devices.begin(), plan.devices.end(),
+                            [&](const NetdevDevice& d) { return d.name == dev; }))
                 continue;
             // A device that is gone (or no longer filtered): its chain goes, rules first.
             const std::string chain = kNetdevChainPrefix + dev;
@@ -1073,16 +1327,23 @@ void add_netdev(BatchWriter& w, const Policy& policy, const NetdevPlan& plan, co
     } else {
         // Same shape as the inet table: ensure, delete, (re)create; all inside the one batch.
         add_table(w, NFT_MSG_NEWTABLE, "table netdev nsegress (ensure)");
-        add_table(w, NFT_MSG_DELTABLE, plan.install ? "table netdev nsegress (replace)" : "table netdev nsegress (delete)");
+        add_table(
+            w, NFT_MSG_DELTABLE,
+            plan.install ? "table netdev nsegress (replace)" : "table netdev nsegress (delete)");
         if (plan.install) {
             add_table(w, NFT_MSG_NEWTABLE, "table netdev nsegress");
-            add_interval_set(w, NFPROTO_NETDEV, kSet4, kNetdevSetId4, Family::v4, allow.ranges(Family::v4));
-            add_interval_set(w, NFPROTO_NETDEV, kSet6, kNetdevSetId6, Family::v6, allow.ranges(Family::v6));
-            add_interval_set(w, NFPROTO_NETDEV, kSetNd6, kNetdevSetIdNd6, Family::v6, plan.neighbour6.ranges(Family::v6));
-            add_interval_set(w, NFPROTO_NETDEV, kSetOwn4, kNetdevSetIdOwn4, Family::v4, plan.own.ranges(Family::v4));
-            add_interval_set(w, NFPROTO_NETDEV, kSetOwn6, kNetdevSetIdOwn6, Family::v6, plan.own.ranges(Family::v6));
+            add_interval_set(w, NFPROTO_NETDEV, kSet4, kNetdevSetId4, Family::v4,
+                             allow.ranges(Family::v4));
+            add_interval_set(w, NFPROTO_NETDEV, kSet6, kNetdevSetId6, Family::v6,
+                             allow.ranges(Family::v6));
+            add_interval_set(w, NFPROTO_NETDEV, kSetNd6, kNetdevSetIdNd6, Family::v6,
+                             plan.neighbour6.ranges(Family::v6));
+            add_interval_set(w, NFPROTO_NETDEV, kSetOwn4, kNetdevSetIdOwn4, Family::v4,
+                             plan.own.ranges(Family::v4));
+            add_interval_set(w, NFPROTO_NETDEV, kSetOwn6, kNetdevSetIdOwn6, Family::v6,
+                             plan.own.ranges(Family::v6));
             add_byte_set(w, kSetIp6Next, kNetdevSetIdIp6Next, kIp6NextKeys, false);
-                        add_scoped_sets(w, NFPROTO_NETDEV, kNetdevSetIdScoped, policy, false);
+            add_scoped_sets(w, NFPROTO_NETDEV, kNetdevSetIdScoped, policy, false);
             for (const auto& d : plan.devices) add_netdev_chain(w, d, policy, false);
         }
     }
@@ -1324,19 +1585,20 @@ AllowList neighbour_destinations(const NetdevPlan& netdev) {
     return link;
 }
 
-Batch compile_policy(const AllowList& allow, std::uint32_t first_seq, Mode mode, const NetdevPlan& netdev,
-                     const Installed& installed) {
+Batch compile_policy(const AllowList& allow, std::uint32_t first_seq, Mode mode,
+                     const NetdevPlan& netdev, const Installed& installed) {
     return compile_policy(Policy(allow), first_seq, mode, netdev, installed);
 }
 
-Batch compile_policy(const Policy& policy, std::uint32_t first_seq, Mode mode, const NetdevPlan& netdev,
-                     const Installed& installed) {
+Batch compile_policy(const Policy& policy, std::uint32_t first_seq, Mode mode,
+                     const NetdevPlan& netdev, const Installed& installed) {
     const AllowList& allow = policy.all();
     BatchWriter w(first_seq);
     w.begin();
     const AllowList nd6 = neighbour_destinations(netdev);
     auto add_nd6 = [&](bool existing) {
-        add_interval_set(w, NFPROTO_INET, kSetNd6, kSetIdNd6, Family::v6, nd6.ranges(Family::v6), existing);
+        add_interval_set(w, NFPROTO_INET, kSetNd6, kSetIdNd6, Family::v6, nd6.ranges(Family::v6),
+                         existing);
     };
     const ContentsView want = view_of(policy, nd6);
     std::vector<std::uint8_t> stamp;
@@ -1418,7 +1680,8 @@ Batch compile_name_refresh(const std::vector<NameElement>& elements, std::uint32
         for (std::size_t i = 0; i < mine.size(); i += kElementsPerMessage / 2) {
             const std::size_t n = std::min(kElementsPerMessage / 2, mine.size() - i);
             // add (ensure), delete, add with the new timeout: one transaction.
-            for (std::uint16_t type : {NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM, NFT_MSG_NEWSETELEM}) {
+            for (std::uint16_t type :
+                 {NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM, NFT_MSG_NEWSETELEM}) {
                 auto s = make_set(name, 0);
                 nftnl_set_unset(s.get(), NFTNL_SET_ID);
                 for (std::size_t j = i; j < i + n; ++j) {
@@ -1427,16 +1690,21 @@ Batch compile_name_refresh(const std::vector<NameElement>& elements, std::uint32
                     if (!el) throw std::bad_alloc();
                     auto k = slot_key(e.addr, e.slot.proto_first, e.slot.port_first);
                     auto end = slot_key(e.addr, e.slot.proto_last, e.slot.port_last);
-                    nftnl_set_elem_set(el, NFTNL_SET_ELEM_KEY, k.data(), static_cast<std::uint32_t>(k.size()));
-                    nftnl_set_elem_set(el, NFTNL_SET_ELEM_KEY_END, end.data(), static_cast<std::uint32_t>(end.size()));
+                    nftnl_set_elem_set(el, NFTNL_SET_ELEM_KEY, k.data(),
+                                       static_cast<std::uint32_t>(k.size()));
+                    nftnl_set_elem_set(el, NFTNL_SET_ELEM_KEY_END, end.data(),
+                                       static_cast<std::uint32_t>(end.size()));
                     if (type == NFT_MSG_NEWSETELEM)
-                        nftnl_set_elem_set_u64(el, NFTNL_SET_ELEM_TIMEOUT, std::uint64_t{e.timeout_s} * 1000);
+                        nftnl_set_elem_set_u64(el, NFTNL_SET_ELEM_TIMEOUT,
+                                               std::uint64_t{e.timeout_s} * 1000);
                     nftnl_set_elem_add(s.get(), el);
                 }
                 w.add(type, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0,
                       fmt::format("set {} {} {} elements (first {})", name,
-                                  type == NFT_MSG_NEWSETELEM ? "add" : "delete", n, mine[i]->addr.str()),
-                      4096 + n * 160, [&](nlmsghdr* nlh) { nftnl_set_elems_nlmsg_build_payload(nlh, s.get()); });
+                                  type == NFT_MSG_NEWSETELEM ? "add" : "delete", n,
+                                  mine[i]->addr.str()),
+                      4096 + n * 160,
+                      [&](nlmsghdr* nlh) { nftnl_set_elems_nlmsg_build_payload(nlh, s.get()); });
             }
         }
     }

@@ -57,7 +57,8 @@ inline constexpr std::uint32_t kTypeIp6Addr = 8;
 inline constexpr std::uint32_t kTypeInetProto = 12;
 inline constexpr std::uint32_t kTypeInetService = 13;
 constexpr std::uint32_t concat_type(Family f) {
-    return (((f == Family::v4 ? kTypeIpAddr : kTypeIp6Addr) << 6 | kTypeInetProto) << 6) | kTypeInetService;
+    return (((f == Family::v4 ? kTypeIpAddr : kTypeIp6Addr) << 6 | kTypeInetProto) << 6) |
+           kTypeInetService;
 }
 constexpr std::uint32_t port_key_len(Family f) { return f == Family::v4 ? 12 : 24; }
 // The key flags of the name sets (names4, names6).
@@ -65,7 +66,8 @@ inline constexpr std::uint32_t kNameSetFlags = NFT_SET_INTERVAL | NFT_SET_CONCAT
 // What may follow an IPv6 header directly in a frame leaving the namespace: a transport header.
 // Any extension header (hop-by-hop, routing, fragment, destination options, AH, mobility, ...)
 // could carry or hide a routing header behind it, which an allowed router would honour.
-inline const std::vector<std::uint8_t> kIp6NextKeys{IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMPV6, IPPROTO_SCTP};
+inline const std::vector<std::uint8_t> kIp6NextKeys{IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMPV6,
+                                                    IPPROTO_SCTP};
 
 // ---- Shared with the readers and the renderer (defined in nft_compile.cpp) -------------------
 

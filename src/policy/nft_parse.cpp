@@ -39,7 +39,8 @@ namespace detail {
 std::string rule_comment(const nftnl_rule* rule) {
     std::string comment;
     std::uint32_t ulen = 0;
-    const auto* p = static_cast<const std::uint8_t*>(nftnl_rule_get_data(rule, NFTNL_RULE_USERDATA, &ulen));
+    const auto* p =
+        static_cast<const std::uint8_t*>(nftnl_rule_get_data(rule, NFTNL_RULE_USERDATA, &ulen));
     if (!p) return comment;
     std::size_t left = ulen;
     while (left >= 2) {
@@ -74,7 +75,7 @@ std::optional<Stamp> rule_stamp(const nftnl_rule* rule) {
 Counter rule_counter(nftnl_rule* rule) {
     Counter c;
     std::unique_ptr<nftnl_expr_iter, void (*)(nftnl_expr_iter*)> it(nftnl_expr_iter_create(rule),
-                                                                   nftnl_expr_iter_destroy);
+                                                                    nftnl_expr_iter_destroy);
     if (!it) throw std::bad_alloc();
     for (nftnl_expr* e = nftnl_expr_iter_next(it.get()); e; e = nftnl_expr_iter_next(it.get())) {
         const char* name = nftnl_expr_get_str(e, NFTNL_EXPR_NAME);
@@ -94,10 +95,13 @@ int parse_name_elements(const nlmsghdr* m, Family f, std::vector<NameElementStat
     std::unique_ptr<nftnl_set_elems_iter, void (*)(nftnl_set_elems_iter*)> it(
         nftnl_set_elems_iter_create(got.get()), nftnl_set_elems_iter_destroy);
     if (!it) throw std::bad_alloc();
-    for (nftnl_set_elem* e = nftnl_set_elems_iter_next(it.get()); e; e = nftnl_set_elems_iter_next(it.get())) {
+    for (nftnl_set_elem* e = nftnl_set_elems_iter_next(it.get()); e;
+         e = nftnl_set_elems_iter_next(it.get())) {
         std::uint32_t klen = 0, elen = 0;
-        const auto* k = static_cast<const std::uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &klen));
-        const auto* ke = static_cast<const std::uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY_END, &elen));
+        const auto* k =
+            static_cast<const std::uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &klen));
+        const auto* ke =
+            static_cast<const std::uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY_END, &elen));
         if (!k || !ke || klen != port_key_len(f) || elen != klen) continue;
         u128 v = 0;
         for (std::size_t i = 0; i < alen; ++i) v = (v << 8) | u128{k[i]};
@@ -121,7 +125,8 @@ std::vector<std::string> chain_devices(const nftnl_chain* chain) {
     if (nftnl_chain_is_set(chain, NFTNL_CHAIN_DEV)) {
         out.emplace_back(nftnl_chain_get_str(chain, NFTNL_CHAIN_DEV));
     } else if (nftnl_chain_is_set(chain, NFTNL_CHAIN_DEVICES)) {
-        const auto* devs = static_cast<const char* const*>(nftnl_chain_get(chain, NFTNL_CHAIN_DEVICES));
+        const auto* devs =
+            static_cast<const char* const*>(nftnl_chain_get(chain, NFTNL_CHAIN_DEVICES));
         for (std::size_t i = 0; devs && devs[i]; ++i) out.emplace_back(devs[i]);
     }
     return out;
@@ -183,19 +188,26 @@ bool parse_port_setelem_message(const nlmsghdr* nlh, Family f, std::vector<PortR
         nftnl_set_elems_iter_create(got.get()), nftnl_set_elems_iter_destroy);
     if (!it) throw std::bad_alloc();
     const std::size_t alen = f == Family::v4 ? 4 : 16;
-    for (nftnl_set_elem* e = nftnl_set_elems_iter_next(it.get()); e; e = nftnl_set_elems_iter_next(it.get())) {
+    for (nftnl_set_elem* e = nftnl_set_elems_iter_next(it.get()); e;
+         e = nftnl_set_elems_iter_next(it.get())) {
         std::uint32_t len = 0, end_len = 0;
-        const auto* key = static_cast<const std::uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &len));
-        const auto* end = static_cast<const std::uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY_END, &end_len));
+        const auto* key =
+            static_cast<const std::uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &len));
+        const auto* end = static_cast<const std::uint8_t*>(
+            nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY_END, &end_len));
         if (!key || len != port_key_len(f)) continue;
         if (!end || end_len != len) end = key;  // a single value
         const std::uint8_t proto = key[alen];
         if (end[alen] != proto) continue;  // a protocol range: not something we write
         PortRange p;
-        if (proto == IPPROTO_TCP) p.proto = IpProto::tcp;
-        else if (proto == IPPROTO_UDP) p.proto = IpProto::udp;
-        else if (proto == IPPROTO_SCTP) p.proto = IpProto::sctp;
-        else continue;
+        if (proto == IPPROTO_TCP)
+            p.proto = IpProto::tcp;
+        else if (proto == IPPROTO_UDP)
+            p.proto = IpProto::udp;
+        else if (proto == IPPROTO_SCTP)
+            p.proto = IpProto::sctp;
+        else
+            continue;
         p.addrs = Range{IpAddr::from_bytes(f, key), IpAddr::from_bytes(f, end)};
         p.first = static_cast<std::uint16_t>(key[alen + 4] << 8 | key[alen + 5]);
         p.last = static_cast<std::uint16_t>(end[alen + 4] << 8 | end[alen + 5]);
@@ -211,7 +223,8 @@ bool parse_setelem_message(const nlmsghdr* nlh, Family f, std::vector<ElementKey
     std::unique_ptr<nftnl_set_elems_iter, void (*)(nftnl_set_elems_iter*)> it(
         nftnl_set_elems_iter_create(got.get()), nftnl_set_elems_iter_destroy);
     if (!it) throw std::bad_alloc();
-    for (nftnl_set_elem* e = nftnl_set_elems_iter_next(it.get()); e; e = nftnl_set_elems_iter_next(it.get())) {
+    for (nftnl_set_elem* e = nftnl_set_elems_iter_next(it.get()); e;
+         e = nftnl_set_elems_iter_next(it.get())) {
         std::uint32_t len = 0;
         const void* key = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &len);
         if (!key || len != (f == Family::v4 ? 4u : 16u)) continue;

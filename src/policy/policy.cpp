@@ -237,7 +237,8 @@ std::vector<AllowEntry> parse_allow_entries(std::string_view text, const std::st
     std::vector<AllowEntry> out;
     // Sized once (a line is at most one entry): a 10^5-line file grows no vector by doubling.
     out.reserve(static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n')) + 1);
-    for_each_allow_line(text, source, [&](std::string_view line) { out.push_back(parse_allow_entry(line)); });
+    for_each_allow_line(text, source,
+                        [&](std::string_view line) { out.push_back(parse_allow_entry(line)); });
     return out;
 }
 
@@ -479,7 +480,8 @@ std::vector<AllowEntry> intersect_allow(const std::vector<AllowEntry>& a,
                 for (const auto& p : x.ports)
                     for (const auto& q : y.ports) {
                         if (p.proto != q.proto) continue;
-                        const auto first = std::max(p.first, q.first), last = std::min(p.last, q.last);
+                        const auto first = std::max(p.first, q.first),
+                                   last = std::min(p.last, q.last);
                         if (first <= last) e.ports.push_back(PortSpec{p.proto, first, last});
                     }
                 if (e.ports.empty()) continue;

@@ -16,12 +16,14 @@ nft::NetdevPlan netdev_plan(const Snapshot& snap, bool install, bool present) {
     plan.replace_existing = present;
     if (install)
         for (const auto& l : snap.links)
-            if (!l.loopback) plan.devices.push_back(nft::NetdevDevice{l.name, l.arptype == kArphrdEther});
+            if (!l.loopback)
+                plan.devices.push_back(nft::NetdevDevice{l.name, l.arptype == kArphrdEther});
     // The inet table's nd6 set too, netdev table or not.
     plan.neighbour6.add(parse_cidr("fe80::/10"));
     plan.neighbour6.add(parse_cidr("ff02::/16"));
     for (const auto& a : snap.addresses) {
-        if (a.scope == kAddressScopeHost) continue;  // 127.0.0.1, ::1 on lo: never a source beyond it
+        if (a.scope == kAddressScopeHost)
+            continue;  // 127.0.0.1, ::1 on lo: never a source beyond it
         if (a.addr.family == Family::v4 && (a.addr.value >> 24) == 127) continue;
         if (a.addr.family == Family::v6 && a.addr.value == 1) continue;
         plan.own.add(Cidr{a.addr, a.addr.family == Family::v4 ? 32u : 128u});
@@ -29,10 +31,12 @@ nft::NetdevPlan netdev_plan(const Snapshot& snap, bool install, bool present) {
         // it. Only prefixes of /64 or longer count; gateways are added one by one below.
         if (a.addr.family != Family::v6 || a.prefix < 64 || a.prefix > 128) continue;
         u128 mask = a.prefix == 128 ? ~u128{0} : ~((~u128{0}) >> a.prefix);
-        plan.neighbour6.add(Range{IpAddr{Family::v6, a.addr.value & mask}, IpAddr{Family::v6, a.addr.value | ~mask}});
+        plan.neighbour6.add(Range{IpAddr{Family::v6, a.addr.value & mask},
+                                  IpAddr{Family::v6, a.addr.value | ~mask}});
     }
     for (const auto& r : snap.routes)  // unicast NUD probes to a global IPv6 gateway
-        if (r.gateway && r.gateway->family == Family::v6) plan.neighbour6.add(Cidr{*r.gateway, 128});
+        if (r.gateway && r.gateway->family == Family::v6)
+            plan.neighbour6.add(Cidr{*r.gateway, 128});
     return plan;
 }
 
@@ -58,8 +62,11 @@ std::vector<ProbeTarget> default_probe_targets(const Snapshot& snap, const Polic
 
 void check_plannable(const PolicySpec& spec) {
     if (!spec.audit && spec.netdev_egress &&
-        std::any_of(spec.allow.begin(), spec.allow.end(), [](const AllowEntry& e) { return e.is_name(); }))
-        throw_usage("--netdev-egress cannot be combined with name entries yet (the netdev layer has no name sets)");
+        std::any_of(spec.allow.begin(), spec.allow.end(),
+                    [](const AllowEntry& e) { return e.is_name(); }))
+        throw_usage(
+            "--netdev-egress cannot be combined with name entries yet (the netdev layer has no "
+            "name sets)");
 }
 
 RestrictPlan plan_restrict(const PolicySpec& spec, const Snapshot& snap, bool probe,
@@ -73,8 +80,10 @@ RestrictPlan plan_restrict(const PolicySpec& spec, const Snapshot& snap, bool pr
     // through. Nor does a policy with names: a name's addresses are learnt at run time, and the
     // route set is a function of the static list (SECURITY.md: the nft layer alone holds names).
     p.route_set = spec.route_set && !spec.audit && !p.names;
-    if (spec.audit) p.route_set_disabled_by = "audit";
-    else if (p.names && spec.route_set) p.route_set_disabled_by = "names";
+    if (spec.audit)
+        p.route_set_disabled_by = "audit";
+    else if (p.names && spec.route_set)
+        p.route_set_disabled_by = "names";
     // Nor a netdev egress table in audit mode: it drops what it does not allow.
     p.netdev = netdev_plan(snap, spec.netdev_egress && !spec.audit, false);
     // Audit mode disturbs nothing: forbidden flows keep their conntrack entries (and so are not

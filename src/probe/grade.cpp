@@ -454,7 +454,7 @@ struct Seen {
 constexpr int kNeighbour = -1;  // Seen::proto of an ARP request / neighbour solicitation
 
 class Observer {
-  public:
+public:
     void open(const Netns& ns) {
         ns.run_inside([&] {
             fd_ = Fd(
@@ -511,7 +511,7 @@ class Observer {
         return false;
     }
 
-  private:
+private:
     void parse(const std::uint8_t* p, std::size_t n, int ifindex) {
         Seen s;
         s.ifindex = ifindex;
@@ -593,9 +593,7 @@ void set_nonblock(int fd) {
     if (fl >= 0) ::fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
-std::string errtext(int err) {
-    return std::strerror(err);
-}
+std::string errtext(int err) { return std::strerror(err); }
 
 }  // namespace
 
@@ -788,8 +786,10 @@ std::vector<GradeResult> run_grade_probes(const Netns& ns, std::optional<pid_t> 
         const GradeProbe& p = g.probe;
         if (g.detail.empty()) g.detail = fmt::format("no answer within {} ms", opt.timeout_ms);
         int proto = IPPROTO_UDP;
-        if (p.proto == Proto::icmp) proto = p.addr.family == Family::v4 ? int{IPPROTO_ICMP} : int{IPPROTO_ICMPV6};
-        else if (p.proto == Proto::tcp) proto = IPPROTO_TCP;
+        if (p.proto == Proto::icmp)
+            proto = p.addr.family == Family::v4 ? int{IPPROTO_ICMP} : int{IPPROTO_ICMPV6};
+        else if (p.proto == Proto::tcp)
+            proto = IPPROTO_TCP;
         std::optional<std::uint16_t> port;
         if (p.proto != Proto::icmp) port = p.port;
         int ifindex = 0;

@@ -29,9 +29,7 @@ namespace icmp {
 
 namespace {
 
-std::uint16_t be16(const std::uint8_t* p) {
-    return static_cast<std::uint16_t>((p[0] << 8) | p[1]);
-}
+std::uint16_t be16(const std::uint8_t* p) { return static_cast<std::uint16_t>((p[0] << 8) | p[1]); }
 
 std::uint32_t be32(const std::uint8_t* p) {
     return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) |
@@ -355,7 +353,8 @@ bool ProbeResult::ok() const {
     // Audit mode lets a forbidden echo out: it holds when nothing in the namespace refused it,
     // whatever the far side does with it (reply, ICMP error, or silence).
     if (expect == Expect::audit)
-        return outcome == Outcome::reachable || outcome == Outcome::unreachable || outcome == Outcome::timeout;
+        return outcome == Outcome::reachable || outcome == Outcome::unreachable ||
+               outcome == Outcome::timeout;
     // Only a local refusal proves a block: unreachable/timeout could be the far side or loss.
     return outcome == Outcome::refused_policy || outcome == Outcome::refused_route;
 }
@@ -490,7 +489,7 @@ struct TargetState {
 };
 
 class Prober {
-  public:
+public:
     Prober(const ProbeSockets& sockets, const std::vector<ProbeTarget>& targets,
            const ProbeOptions& options)
         : sockets_(sockets), options_(options), results_(targets.size()), states_(targets.size()) {
@@ -529,7 +528,7 @@ class Prober {
         return std::move(results_);
     }
 
-  private:
+private:
     void decide(TargetState& t, Outcome o, std::string detail) {
         t.result->outcome = o;
         t.result->detail = std::move(detail);

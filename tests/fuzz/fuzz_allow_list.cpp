@@ -24,8 +24,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     fuzz::check(bulk == one_by_one && bulk == reversed, "bulk and incremental allow-lists differ");
     fuzz::check(bulk.input_count() == cidrs.size(), "input count");
     for (const auto& c : cidrs)
-        fuzz::check(bulk.contains(c.first()) && bulk.contains(c.last()), "an allowed CIDR is not contained",
-                    c.str());
+        fuzz::check(bulk.contains(c.first()) && bulk.contains(c.last()),
+                    "an allowed CIDR is not contained", c.str());
 
     for (Family f : {Family::v4, Family::v6}) {
         const u128 top = f == Family::v4 ? u128{0xffffffffu} : ~u128{0};
@@ -33,11 +33,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         for (const auto& r : bulk.ranges(f)) {
             // the minimal cover is contiguous and spans exactly the range
             auto cover = r.to_cidrs();
-            fuzz::check(!cover.empty() && cover.front().first() == r.first && cover.back().last() == r.last,
-                        "CIDR cover does not span the range", r.str());
+            fuzz::check(
+                !cover.empty() && cover.front().first() == r.first && cover.back().last() == r.last,
+                "CIDR cover does not span the range", r.str());
             for (std::size_t i = 1; i < cover.size(); ++i)
-                fuzz::check(cover[i - 1].last().value + 1 == cover[i].first().value, "CIDR cover has a gap",
-                            r.str());
+                fuzz::check(cover[i - 1].last().value + 1 == cover[i].first().value,
+                            "CIDR cover has a gap", r.str());
             // encoded as nft::compile_policy encodes interval sets
             keys.push_back({r.first, false});
             if (r.last.value != top) keys.push_back({IpAddr{f, r.last.value + 1}, true});

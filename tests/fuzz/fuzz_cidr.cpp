@@ -11,11 +11,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (auto a = IpAddr::parse(text)) {
         auto again = IpAddr::parse(a->str());
         fuzz::check(again && *again == *a, "IpAddr does not print back to itself", a->str());
-        fuzz::check(IpAddr::from_bytes(a->family, a->bytes().data()) == *a, "IpAddr bytes round trip");
+        fuzz::check(IpAddr::from_bytes(a->family, a->bytes().data()) == *a,
+                    "IpAddr bytes round trip");
     }
     try {
         IpAddr a = parse_ip(text);
-        fuzz::check(a.value <= (a.family == Family::v4 ? u128{0xffffffffu} : ~u128{0}), "IPv4 over 32 bits");
+        fuzz::check(a.value <= (a.family == Family::v4 ? u128{0xffffffffu} : ~u128{0}),
+                    "IPv4 over 32 bits");
     } catch (const Error& e) {
         fuzz::check_error(e, Exit::usage);
     }

@@ -25,7 +25,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     auto text = fuzz::text_of(data, size);
     try {
         CniNetconf nc = parse_cni_netconf(text);
-        fuzz::check(nc.cni_version == "0.4.0" || nc.cni_version == "1.0.0", "unsupported version accepted");
+        fuzz::check(nc.cni_version == "0.4.0" || nc.cni_version == "1.0.0",
+                    "unsupported version accepted");
         if (nc.prev_result) {
             fuzz::check(nc.prev_result->is_object(), "prevResult is not an object");
             (void)dump_json(*nc.prev_result);

@@ -38,7 +38,8 @@ inline void check_message(const std::string& msg) {
 
 inline void check_error(const nsegress::Error& e, nsegress::Exit expected) {
     if (e.exit_code() != expected)
-        broken("unexpected exit category", std::to_string(static_cast<int>(e.exit_code())) + " " + e.what());
+        broken("unexpected exit category",
+               std::to_string(static_cast<int>(e.exit_code())) + " " + e.what());
     check_message(e.what());
 }
 
@@ -54,17 +55,18 @@ inline void check_normalized(const nsegress::AllowList& allow) {
         const u128 top = f == Family::v4 ? u128{0xffffffffu} : ~u128{0};
         const auto& rs = allow.ranges(f);
         for (std::size_t i = 0; i < rs.size(); ++i) {
-            check(rs[i].first.family == f && rs[i].last.family == f, "range of the wrong family", rs[i].str());
+            check(rs[i].first.family == f && rs[i].last.family == f, "range of the wrong family",
+                  rs[i].str());
             check(rs[i].first.value <= rs[i].last.value, "inverted range", rs[i].str());
             check(rs[i].last.value <= top, "range past the address space", rs[i].str());
             if (i > 0)
                 check(rs[i - 1].last.value != top && rs[i - 1].last.value + 1 < rs[i].first.value,
                       "ranges overlap, touch or are unsorted", rs[i - 1].str() + " " + rs[i].str());
-            check(allow.contains(rs[i].first) && allow.contains(rs[i].last), "range end not contained",
-                  rs[i].str());
+            check(allow.contains(rs[i].first) && allow.contains(rs[i].last),
+                  "range end not contained", rs[i].str());
             if (rs[i].first.value > 0)
-                check(!allow.contains(IpAddr{f, rs[i].first.value - 1}), "address below a range contained",
-                      rs[i].str());
+                check(!allow.contains(IpAddr{f, rs[i].first.value - 1}),
+                      "address below a range contained", rs[i].str());
         }
     }
 }
@@ -76,7 +78,10 @@ public:
     Bytes(const std::uint8_t* data, std::size_t size) : p_(data), left_(size) {}
     bool empty() const { return left_ == 0; }
     std::uint8_t u8() { return left_ ? (--left_, *p_++) : 0; }
-    std::uint32_t u32() { return std::uint32_t{u8()} | std::uint32_t{u8()} << 8 | std::uint32_t{u8()} << 16 | std::uint32_t{u8()} << 24; }
+    std::uint32_t u32() {
+        return std::uint32_t{u8()} | std::uint32_t{u8()} << 8 | std::uint32_t{u8()} << 16 |
+               std::uint32_t{u8()} << 24;
+    }
     std::uint64_t u64() { return std::uint64_t{u32()} | std::uint64_t{u32()} << 32; }
     // A length byte (at most `max`), then that many bytes.
     std::vector<std::uint8_t> blob(std::size_t max) {
@@ -107,7 +112,8 @@ void for_each_message(std::span<const std::uint8_t> bytes, Fn fn) {
     // The kernel never sends one; arbitrary bytes do.
     std::size_t off = 0;
     while (bytes.size() - off >= sizeof(nlmsghdr)) {
-        auto* nlh = reinterpret_cast<const nlmsghdr*>(reinterpret_cast<const char*>(buf.data()) + off);
+        auto* nlh =
+            reinterpret_cast<const nlmsghdr*>(reinterpret_cast<const char*>(buf.data()) + off);
         if (nlh->nlmsg_len < sizeof(nlmsghdr) || nlh->nlmsg_len > bytes.size() - off) break;
         fn(nlh);
         off += MNL_ALIGN(nlh->nlmsg_len);

@@ -17,12 +17,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (m->kind == icmp::Kind::echo_reply) {
         fuzz::check(!m->quoted_dst, "an echo reply with a quoted destination");
     } else {
-        fuzz::check(m->quoted_dst && m->quoted_dst->family == f, "an error without a quoted destination");
+        fuzz::check(m->quoted_dst && m->quoted_dst->family == f,
+                    "an error without a quoted destination");
         fuzz::check(!icmp::describe_error(*m).empty(), "empty error description");
-        fuzz::check(icmp::concerns(*m, IpAddr{f, 7}, *m->quoted_dst, m->id), "an error about our echo not recognised");
+        fuzz::check(icmp::concerns(*m, IpAddr{f, 7}, *m->quoted_dst, m->id),
+                    "an error about our echo not recognised");
     }
     IpAddr other{f, 12345};
     if (m->kind == icmp::Kind::echo_reply)
-        fuzz::check(!icmp::concerns(*m, other, IpAddr{f, 54321}, m->id), "a reply from another host concerns us");
+        fuzz::check(!icmp::concerns(*m, other, IpAddr{f, 54321}, m->id),
+                    "a reply from another host concerns us");
     return 0;
 }

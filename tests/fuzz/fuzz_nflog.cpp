@@ -15,7 +15,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::span<const std::uint8_t> bytes(data, size);
     // The payload alone, as if it were a logged packet.
     if (auto p = nflog::parse_ip_packet(bytes)) {
-        fuzz::check(p->src.family == p->family && p->dst.family == p->family, "address of the wrong family");
+        fuzz::check(p->src.family == p->family && p->dst.family == p->family,
+                    "address of the wrong family");
         fuzz::check(!p->fragment || !p->dport, "a fragment with a transport port");
     }
     // The buffer as the socket would hand it over, and the summary of what it logged.
@@ -32,7 +33,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     // As printed, the summary is a valid allow-file (entries of the grammar) that allows nothing
     // beyond the current list (empty here): every observed destination waits, commented out, for
     // review.
-    fuzz::check(parse_allow_entries(text, "summary").empty(), "the unreviewed summary allows something");
+    fuzz::check(parse_allow_entries(text, "summary").empty(),
+                "the unreviewed summary allows something");
     // Reviewed (every kSummaryDisabled prefix removed), it covers what was seen: every
     // destination, and every TCP/UDP port seen there.
     std::string reviewed;
@@ -46,13 +48,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     Policy back(parse_allow_entries(reviewed, "summary"));
     AllowList dests = back.destinations();
-    for (const auto& dst : seen) fuzz::check(dests.contains(dst), "an observed destination is not allowed", dst.str());
+    for (const auto& dst : seen)
+        fuzz::check(dests.contains(dst), "an observed destination is not allowed", dst.str());
     for (const auto& item : nflog::parse_buffer(bytes)) {
         if (item.kind != nflog::Item::packet || !item.event.packet) continue;
         const auto& p = *item.event.packet;
-        if (!p.dport || *p.dport == 0 || (p.protocol != IPPROTO_TCP && p.protocol != IPPROTO_UDP)) continue;
-        fuzz::check(back.allows(p.dst, p.protocol == IPPROTO_TCP ? IpProto::tcp : IpProto::udp, *p.dport),
-                    "an observed port is not allowed", p.dst.str());
+        if (!p.dport || *p.dport == 0 || (p.protocol != IPPROTO_TCP && p.protocol != IPPROTO_UDP))
+            continue;
+        fuzz::check(
+            back.allows(p.dst, p.protocol == IPPROTO_TCP ? IpProto::tcp : IpProto::udp, *p.dport),
+            "an observed port is not allowed", p.dst.str());
     }
     return 0;
 }

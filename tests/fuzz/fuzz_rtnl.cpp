@@ -30,13 +30,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     for (const auto& r : snap.rules) (void)format_rule(r);
     for (Family f : {Family::v4, Family::v6})
-        if (const Route* d = snap.default_route(f)) fuzz::check(d->family == f && d->is_default(), "default route");
+        if (const Route* d = snap.default_route(f))
+            fuzz::check(d->family == f && d->is_default(), "default route");
 
-    static const AllowList allow(std::vector<Cidr>{parse_cidr("192.168.1.0/24"), parse_cidr("10.0.0.0/8"),
-                                                   parse_cidr("2001:db8:1::/64"), parse_cidr("0.0.0.0/1")});
+    static const AllowList allow(
+        std::vector<Cidr>{parse_cidr("192.168.1.0/24"), parse_cidr("10.0.0.0/8"),
+                          parse_cidr("2001:db8:1::/64"), parse_cidr("0.0.0.0/1")});
     RoutePlan plan = plan_route_set(allow);
     for (const auto& r : plan.routes) {
-        fuzz::check(r.table == kRouteTable && r.protocol == kRouteProtocol, "planned route outside our table");
+        fuzz::check(r.table == kRouteTable && r.protocol == kRouteProtocol,
+                    "planned route outside our table");
         // Only throw routes send a destination on to main: never outside the allow-list.
         fuzz::check(
             r.type == RTN_UNREACHABLE || (r.type == RTN_THROW && allow.contains(r.dst.first()) &&
@@ -47,7 +50,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     (void)render_route_set(plan, snap);
     (void)installed_route_set(snap);
     for (const auto& t : default_probe_targets(snap, allow))
-        fuzz::check((t.expect == Expect::reach) == allow.contains(t.addr), "default probe expects the wrong thing",
-                    t.addr.str());
+        fuzz::check((t.expect == Expect::reach) == allow.contains(t.addr),
+                    "default probe expects the wrong thing", t.addr.str());
     return 0;
 }

@@ -25,16 +25,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         case 2:
             try {
                 pid_t pid = parse_inspect_output("fuzz", text);
-                fuzz::check(pid > 1 && pid <= 4194304, "inspect output gave a PID outside 2..PID_MAX_LIMIT",
+                fuzz::check(pid > 1 && pid <= 4194304,
+                            "inspect output gave a PID outside 2..PID_MAX_LIMIT",
                             std::to_string(pid));
             } catch (const Error& e) {
                 fuzz::check_error(e, Exit::failed);
             }
             break;
         case 3: {
-            auto xml = junit_report(text, {Check{text, CheckStatus::fail, text}, Check{"x", CheckStatus::warn, text}});
+            auto xml = junit_report(
+                text, {Check{text, CheckStatus::fail, text}, Check{"x", CheckStatus::warn, text}});
             for (unsigned char c : xml)
-                fuzz::check(c >= 0x20 || c == '\n' || c == '\t', "JUnit report holds a control character");
+                fuzz::check(c >= 0x20 || c == '\n' || c == '\t',
+                            "JUnit report holds a control character");
             break;
         }
     }

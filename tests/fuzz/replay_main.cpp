@@ -11,7 +11,8 @@
 #include <string>
 #include <vector>
 
-#define NSEGRESS_FUZZ_TARGET(name) extern "C" int nsegress_fuzz_##name(const std::uint8_t*, std::size_t);
+#define NSEGRESS_FUZZ_TARGET(name) \
+    extern "C" int nsegress_fuzz_##name(const std::uint8_t*, std::size_t);
 #include "fuzz_targets.inc"
 #undef NSEGRESS_FUZZ_TARGET
 
@@ -59,7 +60,8 @@ int main(int argc, char** argv) {
     }
     for (const auto& f : files) {
         std::ifstream in(f, std::ios::binary);
-        std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        std::vector<char> bytes((std::istreambuf_iterator<char>(in)),
+                                std::istreambuf_iterator<char>());
         if (!in.eof() && in.fail()) {
             std::fprintf(stderr, "cannot read %s\n", f.c_str());
             return 1;

@@ -43,7 +43,8 @@ void pause_at(const char* step) {
     if (!want) return;
     std::string list = std::string(",") + want + ",";
     if (list.find(std::string(",") + step + ",") == std::string::npos) return;
-    std::fprintf(stderr, "nsegress-test: stopping at step '%s' (pid %d)\n", step, static_cast<int>(::getpid()));
+    std::fprintf(stderr, "nsegress-test: stopping at step '%s' (pid %d)\n", step,
+                 static_cast<int>(::getpid()));
     std::fflush(stderr);
     ::raise(SIGSTOP);
 }
@@ -74,7 +75,8 @@ void bad_element(nft::Batch& b) {
                                           NLM_F_CREATE | NLM_F_ACK, end.seq);
     nftnl_set_elems_nlmsg_build_payload(nlh, s.get());
     b.bytes.insert(b.bytes.end(), msg.data(), msg.data() + NLMSG_ALIGN(nlh->nlmsg_len));
-    b.messages.push_back(nft::BatchMessage{end.seq, NFT_MSG_NEWSETELEM, "test-injected element (3-byte key) of set allow4", true});
+    b.messages.push_back(nft::BatchMessage{
+        end.seq, NFT_MSG_NEWSETELEM, "test-injected element (3-byte key) of set allow4", true});
 
     auto* endh = reinterpret_cast<nlmsghdr*>(tail.data());
     endh->nlmsg_seq = end.seq + 1;
@@ -95,8 +97,10 @@ struct Install {
         testing::g_hooks.pause_at = pause_at;
         testing::g_hooks.mutate_batch = bad_element;
         if (std::getenv("NSEGRESS_TEST_BAD_ROUTE")) testing::g_hooks.mutate_route = bad_route;
-        if (const char* n = std::getenv("NSEGRESS_TEST_STALE_GENID")) testing::g_hooks.stale_genid_attempts = std::atoi(n);
-        if (const char* n = std::getenv("NSEGRESS_TEST_CHANGED_READS")) testing::g_hooks.changed_reads = std::atoi(n);
+        if (const char* n = std::getenv("NSEGRESS_TEST_STALE_GENID"))
+            testing::g_hooks.stale_genid_attempts = std::atoi(n);
+        if (const char* n = std::getenv("NSEGRESS_TEST_CHANGED_READS"))
+            testing::g_hooks.changed_reads = std::atoi(n);
     }
 } install;
 

@@ -33,9 +33,9 @@ TEST_CASE("parse_cidr accepts prefixes and bare hosts of both families") {
 }
 
 TEST_CASE("parse_cidr rejects bad input with a usage error naming it") {
-    for (const char* bad : {"300.1.1.1/24", "10.0.0.0/33", "2001:db8::/129", "banana", "", "10.0.0.0/",
-                            "10.0.0.0/-1", "10.0.0.0/8/8", "10.0.0", " 10.0.0.0/8", "10.0.0.0/ 8",
-                            "fe80::1%eth0", "1.2.3.4/24", "10.0.0.0/0008"}) {
+    for (const char* bad : {"300.1.1.1/24", "10.0.0.0/33", "2001:db8::/129", "banana", "",
+                            "10.0.0.0/", "10.0.0.0/-1", "10.0.0.0/8/8", "10.0.0", " 10.0.0.0/8",
+                            "10.0.0.0/ 8", "fe80::1%eth0", "1.2.3.4/24", "10.0.0.0/0008"}) {
         CAPTURE(bad);
         CHECK(exit_of(bad) == Exit::usage);
     }
@@ -48,8 +48,8 @@ TEST_CASE("parse_cidr rejects bad input with a usage error naming it") {
 }
 
 TEST_CASE("AllowList merges duplicates, overlaps and adjacent ranges per family") {
-    AllowList a({parse_cidr("192.168.1.0/24"), parse_cidr("192.168.1.128/25"), parse_cidr("192.168.1.10"),
-                 parse_cidr("192.168.1.0/24")});
+    AllowList a({parse_cidr("192.168.1.0/24"), parse_cidr("192.168.1.128/25"),
+                 parse_cidr("192.168.1.10"), parse_cidr("192.168.1.0/24")});
     CHECK(ranges_str(a, Family::v4) == "192.168.1.0/24");
 
     AllowList adj({parse_cidr("10.0.1.0/24"), parse_cidr("10.0.0.0/24")});
@@ -58,10 +58,12 @@ TEST_CASE("AllowList merges duplicates, overlaps and adjacent ranges per family"
     AllowList odd({parse_cidr("10.0.0.0/24"), parse_cidr("10.0.1.0/25")});
     CHECK(ranges_str(odd, Family::v4) == "10.0.0.0-10.0.1.127");
 
-    AllowList bridge({parse_cidr("10.0.0.0/24"), parse_cidr("10.0.2.0/24"), parse_cidr("10.0.1.0/24")});
+    AllowList bridge(
+        {parse_cidr("10.0.0.0/24"), parse_cidr("10.0.2.0/24"), parse_cidr("10.0.1.0/24")});
     CHECK(ranges_str(bridge, Family::v4) == "10.0.0.0-10.0.2.255");
 
-    AllowList mixed({parse_cidr("2001:db8:1::/64"), parse_cidr("10.0.0.0/8"), parse_cidr("2001:db8::/32")});
+    AllowList mixed(
+        {parse_cidr("2001:db8:1::/64"), parse_cidr("10.0.0.0/8"), parse_cidr("2001:db8::/32")});
     CHECK(ranges_str(mixed, Family::v4) == "10.0.0.0/8");
     CHECK(ranges_str(mixed, Family::v6) == "2001:db8::/32");
 
@@ -93,7 +95,8 @@ TEST_CASE("Range::to_cidrs is the minimal prefix cover") {
 }
 
 TEST_CASE("parse_allow_text: comments, blanks, line numbers in errors") {
-    auto v = parse_allow_text("# lab\n\n192.168.1.0/24  # the LAN\n  2001:db8:1::/64\r\n10.0.0.1\n", "f.txt");
+    auto v = parse_allow_text("# lab\n\n192.168.1.0/24  # the LAN\n  2001:db8:1::/64\r\n10.0.0.1\n",
+                              "f.txt");
     REQUIRE(v.size() == 3);
     CHECK(v[2].str() == "10.0.0.1/32");
     try {

@@ -36,9 +36,9 @@ TEST_CASE("CNI netconf: bad input gets the spec's error codes") {
     CHECK(code_of("") == cni_decode_failed);
     CHECK(code_of("not json") == cni_decode_failed);
     CHECK(code_of("[]") == cni_decode_failed);
-    CHECK(code_of(R"({"allow":[]})") == cni_invalid_config);                      // no cniVersion
+    CHECK(code_of(R"({"allow":[]})") == cni_invalid_config);  // no cniVersion
     CHECK(code_of(R"({"cniVersion":"0.3.1","allow":[]})") == cni_incompatible_version);
-    CHECK(code_of(R"({"cniVersion":"1.0.0"})") == cni_invalid_config);            // no allow
+    CHECK(code_of(R"({"cniVersion":"1.0.0"})") == cni_invalid_config);  // no allow
     CHECK(code_of(R"({"cniVersion":"1.0.0","allow":"192.168.1.0/24"})") == cni_invalid_config);
     CHECK(code_of(R"({"cniVersion":"1.0.0","allow":[42]})") == cni_invalid_config);
     CHECK(code_of(R"({"cniVersion":"1.0.0","allow":["300.1.1.1/24"]})") == cni_invalid_config);

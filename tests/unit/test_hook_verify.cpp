@@ -31,11 +31,11 @@ TEST_CASE("OCI state: a runc createRuntime state parses") {
 }
 
 TEST_CASE("OCI state: malformed or hostile input is refused cleanly") {
-    for (const char* bad : {"", "   \n", "{", "[]", "null", "42", R"({"id":"x"})", R"({"pid":0})",
-                            R"({"pid":-5})", R"({"pid":1})", R"({"pid":"42"})", R"({"pid":4.5})",
-                            R"({"pid":99999999999999999999})", R"({"pid":4194305})", R"({"pid":true})",
-                            R"({"pid":42,"annotations":[]})", R"({"pid":42,"annotations":{"a":1}})",
-                            R"({"pid":42,"id":7})", "{\"pid\":42}\xff"}) {
+    for (const char* bad :
+         {"", "   \n", "{", "[]", "null", "42", R"({"id":"x"})", R"({"pid":0})", R"({"pid":-5})",
+          R"({"pid":1})", R"({"pid":"42"})", R"({"pid":4.5})", R"({"pid":99999999999999999999})",
+          R"({"pid":4194305})", R"({"pid":true})", R"({"pid":42,"annotations":[]})",
+          R"({"pid":42,"annotations":{"a":1}})", R"({"pid":42,"id":7})", "{\"pid\":42}\xff"}) {
         CAPTURE(bad);
         CHECK(state_error(bad) == Exit::usage);
     }
@@ -44,7 +44,9 @@ TEST_CASE("OCI state: malformed or hostile input is refused cleanly") {
     CHECK(state_error(deep) == Exit::usage);
 }
 
-TEST_CASE("hook plan: arguments win over annotations (which only narrow them); no policy means nothing to do") {
+TEST_CASE(
+    "hook plan: arguments win over annotations (which only narrow them); no policy means nothing "
+    "to do") {
     OciState st;
     st.pid = 42;
     HookArgs none;
@@ -153,8 +155,10 @@ TEST_CASE("verify helpers: outside destinations, uid maps, JUnit") {
 
 TEST_CASE("verify: derived outside targets") {
     Snapshot s;
-    s.links = {Link{1, "lo", true, true, "", 772, 65536}, Link{2, "eth0", true, false, "veth", 1, 1500}};
-    s.addresses = {Address{1, parse_ip("127.0.0.1"), 8, 254}, Address{2, parse_ip("172.17.0.2"), 16, 0},
+    s.links = {Link{1, "lo", true, true, "", 772, 65536},
+               Link{2, "eth0", true, false, "veth", 1, 1500}};
+    s.addresses = {Address{1, parse_ip("127.0.0.1"), 8, 254},
+                   Address{2, parse_ip("172.17.0.2"), 16, 0},
                    Address{2, parse_ip("fd00:31::2"), 64, 0}};
     Route def4;
     def4.family = Family::v4;
@@ -193,25 +197,30 @@ TEST_CASE("verify: derived outside targets") {
     // No IPv4 address: no IPv4 target.
     Snapshot v6only = s;
     v6only.addresses.erase(v6only.addresses.begin() + 1);
-    for (const auto& d : derive_outside_targets(v6only, allow, {})) CHECK(d.addr.family == Family::v6);
+    for (const auto& d : derive_outside_targets(v6only, allow, {}))
+        CHECK(d.addr.family == Family::v6);
 }
 
 TEST_CASE("verify: the teacher's own mistakes") {
     AllowList allow({parse_cidr("192.168.1.0/24")});
-    CHECK_NOTHROW(validate_targets(allow, {parse_ip("192.168.1.10")}, {parse_ip("198.51.100.10")}, "--reach", "--block"));
+    CHECK_NOTHROW(validate_targets(allow, {parse_ip("192.168.1.10")}, {parse_ip("198.51.100.10")},
+                                   "--reach", "--block"));
     try {
         validate_targets(allow, {}, {parse_ip("192.168.1.20")}, "--reach", "--block");
         FAIL("a block target inside the allow-list was accepted");
     } catch (const Error& e) {
         CHECK(e.exit_code() == Exit::usage);
-        CHECK(std::string(e.what()).find("--block 192.168.1.20 is inside the allow-list") != std::string::npos);
+        CHECK(std::string(e.what()).find("--block 192.168.1.20 is inside the allow-list") !=
+              std::string::npos);
     }
     try {
         validate_targets(allow, {parse_ip("198.51.100.10")}, {}, "--probe-reach", "--probe-block");
         FAIL("a reach target outside the allow-list was accepted");
     } catch (const Error& e) {
         CHECK(e.exit_code() == Exit::usage);
-        CHECK(std::string(e.what()).find("--probe-reach 198.51.100.10 is outside every allowed CIDR") != std::string::npos);
+        CHECK(std::string(e.what()).find(
+                  "--probe-reach 198.51.100.10 is outside every allowed CIDR") !=
+              std::string::npos);
     }
 }
 
@@ -224,17 +233,22 @@ TEST_CASE("verify: a class report (one suite per target, errors as testcases)") 
         {"bob", {}, "container 'bob' is not running"}});
     CHECK(xml.find("<testsuites tests=\"3\" failures=\"1\" errors=\"1\">") != std::string::npos);
     CHECK(xml.find("<testsuite name=\"alice\" tests=\"2\" failures=\"1\"") != std::string::npos);
-    CHECK(xml.find("<testsuite name=\"bob\" tests=\"1\" failures=\"0\" errors=\"1\"") != std::string::npos);
-    CHECK(xml.find("<error message=\"container &apos;bob&apos; is not running\"/>") != std::string::npos);
-    CHECK(xml.find("classname=\"nsegress.verify.block\" name=\"block 1.2.3.4\"") != std::string::npos);
-    CHECK(xml.find("classname=\"nsegress.verify.target\" name=\"netns-not-host\"") != std::string::npos);
+    CHECK(xml.find("<testsuite name=\"bob\" tests=\"1\" failures=\"0\" errors=\"1\"") !=
+          std::string::npos);
+    CHECK(xml.find("<error message=\"container &apos;bob&apos; is not running\"/>") !=
+          std::string::npos);
+    CHECK(xml.find("classname=\"nsegress.verify.block\" name=\"block 1.2.3.4\"") !=
+          std::string::npos);
+    CHECK(xml.find("classname=\"nsegress.verify.target\" name=\"netns-not-host\"") !=
+          std::string::npos);
     CHECK(xml.find("alice") < xml.find("bob"));
     CHECK(std::string(group_name(CheckGroup::outside)) == "nsegress.verify.outside");
     CHECK(std::string(group_name(CheckGroup::conntrack)) == "nsegress.verify.conntrack");
 }
 
 TEST_CASE("verify: the remap user's subordinate ranges") {
-    const std::string subuid = "alice:100000:65536\n# comment\ndockremap:165536:65536\nbroken\nbob:x:y\n";
+    const std::string subuid =
+        "alice:100000:65536\n# comment\ndockremap:165536:65536\nbroken\nbob:x:y\n";
     CHECK(subid_owner(subuid, 165536, 65536) == std::optional<std::string>("dockremap"));
     CHECK(subid_owner(subuid, 100000, 1) == std::optional<std::string>("alice"));
     CHECK_FALSE(subid_owner(subuid, 165536, 65537).has_value());  // runs past the entry

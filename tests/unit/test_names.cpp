@@ -91,7 +91,8 @@ TEST_CASE("names: the grammar takes names and one-label wildcards, with ports") 
     CHECK(error_of("api.example.com icmp").find("by address only") != std::string::npos);
     CHECK(error_of("1.2.3").find("1.2.3") != std::string::npos);
     CHECK(error_of("a.123").find("does not start with a letter") != std::string::npos);
-    CHECK(error_of("10.0.0.90-80").find("does not start with a letter") != std::string::npos);  // a mistyped range
+    CHECK(error_of("10.0.0.90-80").find("does not start with a letter") !=
+          std::string::npos);  // a mistyped range
     CHECK(error_of("a b.example.com").find("a") != std::string::npos);
     std::string long_label(64, 'a');
     CHECK(error_of((long_label + ".com").c_str()).find("63") != std::string::npos);

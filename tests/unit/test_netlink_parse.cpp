@@ -83,7 +83,8 @@ TEST_CASE("rtnetlink: a lab namespace's real dumps parse into the snapshot") {
     Snapshot snap;
     parse_rtnl_messages(bytes, snap);
     auto has_link = [&](const char* name) {
-        return std::any_of(snap.links.begin(), snap.links.end(), [&](const Link& l) { return l.name == name; });
+        return std::any_of(snap.links.begin(), snap.links.end(),
+                           [&](const Link& l) { return l.name == name; });
     };
     CHECK(has_link("lo"));
     CHECK(has_link("eth0"));
@@ -115,8 +116,9 @@ TEST_CASE("rtnetlink: a lab namespace's real dumps parse into the snapshot") {
     RoutePlan installed = installed_route_set(snap);
     CHECK(installed.rules.size() == 4);  // lookup + unreachable, both families
     CHECK_FALSE(installed.routes.empty());
-    bool selector_rule = std::any_of(snap.rules.begin(), snap.rules.end(),
-                                     [](const Rule& r) { return r.priority == 500 && r.has_selector; });
+    bool selector_rule = std::any_of(snap.rules.begin(), snap.rules.end(), [](const Rule& r) {
+        return r.priority == 500 && r.has_selector;
+    });
     CHECK(selector_rule);
 }
 
@@ -150,7 +152,8 @@ TEST_CASE("rtnetlink: malformed route messages are refused, not crashed or loope
     CHECK(refused(other));
 
     // the committed regression inputs of the fuzzer, as a whole
-    for (const char* f : {"fuzz/corpus/rtnl/regress-prefix-too-long", "fuzz/corpus/rtnl/regress-multipath-rtnh-len-0"}) {
+    for (const char* f : {"fuzz/corpus/rtnl/regress-prefix-too-long",
+                          "fuzz/corpus/rtnl/regress-multipath-rtnh-len-0"}) {
         Snapshot snap;
         try {
             parse_rtnl_messages(read_bytes(f), snap);
@@ -178,16 +181,16 @@ TEST_CASE("nft read-back: the kernel's dump of an nsegress policy") {
 
     std::vector<nft::ElementKey> keys;
     auto set4 = read_bytes("unit/fixtures/netlink/nft-setelem-allow4");
-    for (const auto* m : messages(set4))
-        REQUIRE(nft::parse_setelem_message(m, Family::v4, keys));
+    for (const auto* m : messages(set4)) REQUIRE(nft::parse_setelem_message(m, Family::v4, keys));
     AllowList got;
     for (const auto& r : nft::elements_to_ranges(Family::v4, keys)) got.add(r);
-    CHECK(got == AllowList({parse_cidr("192.168.1.0/24"), parse_cidr("10.9.0.0/16"), parse_cidr("203.0.113.7")}));
+    CHECK(got == AllowList({parse_cidr("192.168.1.0/24"), parse_cidr("10.9.0.0/16"),
+                            parse_cidr("203.0.113.7")}));
     keys.clear();
     auto set6 = read_bytes("unit/fixtures/netlink/nft-setelem-allow6");
-    for (const auto* m : messages(set6))
-        REQUIRE(nft::parse_setelem_message(m, Family::v6, keys));
-    CHECK(nft::elements_to_ranges(Family::v6, keys) == AllowList({parse_cidr("2001:db8:1::/64")}).ranges(Family::v6));
+    for (const auto* m : messages(set6)) REQUIRE(nft::parse_setelem_message(m, Family::v6, keys));
+    CHECK(nft::elements_to_ranges(Family::v6, keys) ==
+          AllowList({parse_cidr("2001:db8:1::/64")}).ranges(Family::v6));
 }
 
 TEST_CASE("nft read-back: a comment is bounded by its userdata (was: read past the buffer)") {
@@ -200,7 +203,8 @@ TEST_CASE("nft read-back: a comment is bounded by its userdata (was: read past t
     const std::uint8_t ud[] = {0 /* NFTNL_UDATA_RULE_COMMENT */, 200, 'a', 'b', 'c'};
     nftnl_rule_set_data(r.get(), NFTNL_RULE_USERDATA, ud, sizeof ud);
     std::vector<std::uint32_t> buf(1024);
-    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(reinterpret_cast<char*>(buf.data()), NFT_MSG_NEWRULE, NFPROTO_INET, 0, 1);
+    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(reinterpret_cast<char*>(buf.data()), NFT_MSG_NEWRULE,
+                                          NFPROTO_INET, 0, 1);
     nftnl_rule_nlmsg_build_payload(nlh, r.get());
     std::optional<nft::RuleSummary> got;
     REQUIRE(nft::parse_rule_message(nlh, got));
@@ -214,7 +218,8 @@ TEST_CASE("nft read-back: two interval starts at one key decode to one well-form
     REQUIRE(ranges.size() == 1);
     CHECK(ranges[0].str() == "10.0.0.0/24");
     // a start right after another: the first closes just before it
-    auto two = nft::elements_to_ranges(Family::v4, {{a, false}, {parse_ip("10.0.0.128"), false}, {end, true}});
+    auto two = nft::elements_to_ranges(Family::v4,
+                                       {{a, false}, {parse_ip("10.0.0.128"), false}, {end, true}});
     REQUIRE(two.size() == 2);
     CHECK(two[0].first.value <= two[0].last.value);
 }

@@ -32,8 +32,8 @@ void put_addr(Bytes& b, std::size_t off, const char* ip) {
 }
 
 // An IPv4 header (no checksum: nobody checks it here) followed by `l4`.
-Bytes ipv4(std::uint8_t proto, const char* src, const char* dst, const Bytes& l4, std::uint8_t ihl_words = 5,
-           std::uint16_t frag = 0) {
+Bytes ipv4(std::uint8_t proto, const char* src, const char* dst, const Bytes& l4,
+           std::uint8_t ihl_words = 5, std::uint16_t frag = 0) {
     Bytes b(ihl_words * 4u, 0);
     b[0] = static_cast<std::uint8_t>(0x40 | ihl_words);
     put16(b, 2, static_cast<std::uint16_t>(b.size() + l4.size()));
@@ -149,11 +149,13 @@ TEST_CASE("IPv4: TCP, UDP and ICMP give the destination, port or type") {
 TEST_CASE("IPv4: options are skipped, later fragments have no ports") {
     auto opts = parsed(ipv4(IPPROTO_TCP, "10.0.0.1", "10.0.0.2", ports(1, 443, 20), 8));
     CHECK(opts.dport == 443);
-    auto frag = parsed(ipv4(IPPROTO_UDP, "10.0.0.1", "10.0.0.2", ports(1, 53, 8), 5, 185));  // offset 185*8
+    auto frag =
+        parsed(ipv4(IPPROTO_UDP, "10.0.0.1", "10.0.0.2", ports(1, 53, 8), 5, 185));  // offset 185*8
     CHECK(frag.fragment);
     CHECK_FALSE(frag.dport);
     CHECK(frag.dst.str() == "10.0.0.2");
-    auto first = parsed(ipv4(IPPROTO_UDP, "10.0.0.1", "10.0.0.2", ports(1, 53, 8), 5, 0x2000));  // MF only
+    auto first =
+        parsed(ipv4(IPPROTO_UDP, "10.0.0.1", "10.0.0.2", ports(1, 53, 8), 5, 0x2000));  // MF only
     CHECK_FALSE(first.fragment);
     CHECK(first.dport == 53);
 }
@@ -207,13 +209,14 @@ TEST_CASE("truncated packets: every prefix parses safely, and says what it lacks
         ipv4(IPPROTO_TCP, "10.0.0.1", "10.0.0.2", ports(1, 80, 20), 15),
         ipv4(IPPROTO_ICMP, "10.0.0.1", "10.0.0.2", icmp(8, 0)),
         ipv6(IPPROTO_TCP, "fd00::1", "fd00::2", ports(1, 80, 20)),
-        ipv6(IPPROTO_HOPOPTS, "fd00::1", "fd00::2", [] {
-            Bytes b(8, 0);
-            b[0] = IPPROTO_UDP;
-            Bytes u = ports(7, 9, 8);
-            b.insert(b.end(), u.begin(), u.end());
-            return b;
-        }()),
+        ipv6(IPPROTO_HOPOPTS, "fd00::1", "fd00::2",
+             [] {
+                 Bytes b(8, 0);
+                 b[0] = IPPROTO_UDP;
+                 Bytes u = ports(7, 9, 8);
+                 b.insert(b.end(), u.begin(), u.end());
+                 return b;
+             }()),
     };
     for (const auto& full : packets) {
         auto whole = parsed(full);
@@ -268,7 +271,8 @@ TEST_CASE("garbage: wrong versions, bad header lengths, random bytes never crash
     for (int i = 0; i < 20000; ++i) {
         Bytes b(rng() % 200);
         for (auto& x : b) x = static_cast<std::uint8_t>(rng());
-        if (!b.empty() && i % 2) b[0] = static_cast<std::uint8_t>((i % 4 == 1 ? 0x40 : 0x60) | (b[0] & 0x0f));
+        if (!b.empty() && i % 2)
+            b[0] = static_cast<std::uint8_t>((i % 4 == 1 ? 0x40 : 0x60) | (b[0] & 0x0f));
         (void)nflog::parse_ip_packet(b);
         (void)nflog::parse_buffer(b);
     }
@@ -331,7 +335,8 @@ TEST_CASE("log messages: truncated and corrupted buffers are safe") {
         Bytes cut(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(n));
         auto items = nflog::parse_buffer(cut);
         for (const auto& it : items)
-            if (it.kind == nflog::Item::packet && it.event.packet) CHECK(it.event.packet->dst.str() == "198.51.100.10");
+            if (it.kind == nflog::Item::packet && it.event.packet)
+                CHECK(it.event.packet->dst.str() == "198.51.100.10");
     }
     // A header claiming more than the buffer holds: one malformed item, nothing read past it.
     Bytes lie = buf;
@@ -390,8 +395,8 @@ TEST_CASE("the bind request: group, copy mode and range, queue threshold, sequen
     };
     REQUIRE(mnl_attr_parse(nlh, sizeof(nfgenmsg), cb, tb) == MNL_CB_OK);
     REQUIRE(tb[NFULA_CFG_CMD]);
-    CHECK(static_cast<const nfulnl_msg_config_cmd*>(mnl_attr_get_payload(tb[NFULA_CFG_CMD]))->command ==
-          NFULNL_CFG_CMD_BIND);
+    CHECK(static_cast<const nfulnl_msg_config_cmd*>(mnl_attr_get_payload(tb[NFULA_CFG_CMD]))
+              ->command == NFULNL_CFG_CMD_BIND);
     REQUIRE(tb[NFULA_CFG_MODE]);
     REQUIRE(mnl_attr_get_payload_len(tb[NFULA_CFG_MODE]) == sizeof(nfulnl_msg_config_mode));
     nfulnl_msg_config_mode mode;

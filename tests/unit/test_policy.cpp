@@ -25,9 +25,7 @@ std::string joined(const std::vector<std::string>& v) {
     for (const auto& s : v) out += (out.empty() ? "" : " | ") + s;
     return out;
 }
-IpAddr ip(const char* s) {
-    return parse_ip(s);
-}
+IpAddr ip(const char* s) { return parse_ip(s); }
 }  // namespace
 
 TEST_CASE("allow entries: the grammar's examples parse and print back") {
@@ -213,8 +211,8 @@ TEST_CASE("CNI 'allow' and the annotation io.nsegress.allow speak the grammar") 
         hook_plan(bad, HookArgs{});
         FAIL("accepted an inverted range");
     } catch (const Error& e) {
-        CHECK(std::string(e.what()).rfind("annotation io.nsegress.allow: item 1: invalid allow entry", 0) ==
-              0);
+        CHECK(std::string(e.what()).rfind(
+                  "annotation io.nsegress.allow: item 1: invalid allow entry", 0) == 0);
     }
 }
 

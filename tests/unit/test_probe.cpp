@@ -38,9 +38,7 @@ std::uint16_t get16(const Bytes& b, std::size_t at) {
     return static_cast<std::uint16_t>((b[at] << 8) | b[at + 1]);
 }
 
-void append(Bytes& to, const Bytes& from) {
-    to.insert(to.end(), from.begin(), from.end());
-}
+void append(Bytes& to, const Bytes& from) { to.insert(to.end(), from.begin(), from.end()); }
 
 // A minimal IPv4 header (20 bytes, no options) carrying ICMP.
 Bytes ipv4_header(const char* src, const char* dst, std::size_t payload_len) {

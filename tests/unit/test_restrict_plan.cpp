@@ -26,9 +26,10 @@ Route route(const char* dst, const char* gw, int oif) {
 // A container: lo, eth0 (Ethernet) and wg0 (no link layer), IPv4 and IPv6 default routes.
 Snapshot container() {
     Snapshot s;
-    s.links = {{1, "lo", true, true, "", 65536}, {2, "eth0", true, false, "veth", 1500},
+    s.links = {{1, "lo", true, true, "", 65536},
+               {2, "eth0", true, false, "veth", 1500},
                {3, "wg0", true, false, "wireguard", 1420}};
-    s.links[1].arptype = 1;    // ARPHRD_ETHER
+    s.links[1].arptype = 1;      // ARPHRD_ETHER
     s.links[2].arptype = 65534;  // ARPHRD_NONE
     s.addresses = {{1, parse_ip("127.0.0.1"), 8, RT_SCOPE_HOST},
                    {2, parse_ip("172.31.0.2"), 24, 0},
@@ -53,8 +54,11 @@ std::vector<std::uint16_t> types(const nft::Batch& b) {
 
 }  // namespace
 
-TEST_CASE("restrict plan: a CIDR policy gets the route layer, drops forbidden flows, probes the gateways") {
-    const auto p = plan_restrict(spec_of({"192.168.1.0/24", "172.31.0.0/24"}), container(), true, true);
+TEST_CASE(
+    "restrict plan: a CIDR policy gets the route layer, drops forbidden flows, probes the "
+    "gateways") {
+    const auto p =
+        plan_restrict(spec_of({"192.168.1.0/24", "172.31.0.0/24"}), container(), true, true);
     CHECK(p.mode == nft::Mode::enforce);
     CHECK(p.route_set);
     CHECK_FALSE(p.route_set_disabled_by);
@@ -92,7 +96,9 @@ TEST_CASE("restrict plan: explicit probe targets replace the defaults; none at a
     CHECK(p.probes_none == "no --probe-reach/--probe-block, and no default gateway to test");
 }
 
-TEST_CASE("restrict plan: audit mode refuses nothing -- no route layer, no netdev table, flows kept, blocks expected out") {
+TEST_CASE(
+    "restrict plan: audit mode refuses nothing -- no route layer, no netdev table, flows kept, "
+    "blocks expected out") {
     auto spec = spec_of({"192.168.1.0/24"});
     spec.audit = true;
     spec.netdev_egress = true;
@@ -107,7 +113,9 @@ TEST_CASE("restrict plan: audit mode refuses nothing -- no route layer, no netde
     CHECK(p.probes[1].expect == Expect::audit);
 }
 
-TEST_CASE("restrict plan: names turn the route layer and the flow drop off; with --netdev-egress they are refused") {
+TEST_CASE(
+    "restrict plan: names turn the route layer and the flow drop off; with --netdev-egress they "
+    "are refused") {
     auto spec = spec_of({"api.example.com tcp/443", "192.168.1.0/24"});
     auto p = plan_restrict(spec, container(), false, false);
     CHECK(p.names);
@@ -125,14 +133,17 @@ TEST_CASE("restrict plan: names turn the route layer and the flow drop off; with
 }
 
 TEST_CASE("restrict plan: with ports the route layer admits every destination an entry names") {
-    const auto p = plan_restrict(spec_of({"192.168.1.0/24 tcp/443", "10.0.0.1 udp/53"}), container(), false, false);
+    const auto p = plan_restrict(spec_of({"192.168.1.0/24 tcp/443", "10.0.0.1 udp/53"}),
+                                 container(), false, false);
     CHECK(p.route_set);
     CHECK(p.destinations.contains(parse_ip("192.168.1.77")));
     CHECK(p.destinations.contains(parse_ip("10.0.0.1")));
     CHECK_FALSE(p.destinations.contains(parse_ip("10.0.0.2")));
 }
 
-TEST_CASE("restrict plan: --netdev-egress filters every non-loopback link; ND may reach the link and the gateway") {
+TEST_CASE(
+    "restrict plan: --netdev-egress filters every non-loopback link; ND may reach the link and the "
+    "gateway") {
     auto spec = spec_of({"192.168.1.0/24"});
     spec.netdev_egress = true;
     const auto p = plan_restrict(spec, container(), false, false);
@@ -162,7 +173,8 @@ TEST_CASE("restrict plan: the batch is the compiler's, replacing a netdev table 
     spec.netdev_egress = true;
     const auto p = plan_restrict(spec, container(), false, false);
     nft::Installed none;
-    CHECK(types(p.batch(none, 100)) == types(nft::compile_policy(p.policy, 100, p.mode, p.netdev, none)));
+    CHECK(types(p.batch(none, 100)) ==
+          types(nft::compile_policy(p.policy, 100, p.mode, p.netdev, none)));
     nft::Installed with_netdev;
     with_netdev.netdev = nft::Found::foreign;
     nft::NetdevPlan replacing = p.netdev;

@@ -33,8 +33,10 @@ Snapshot lab() {
     Snapshot s;
     s.links = {{1, "lo", true, true, "", 65536}, {2, "eth0", true, false, "veth", 1500}};
     s.addresses = {{2, parse_ip("172.31.0.2"), 24, 0}, {2, parse_ip("fd00:31::2"), 64, 0}};
-    s.routes = {route("0.0.0.0/0", "172.31.0.1", 2), route("172.31.0.0/24", nullptr, 2),
-                route("::/0", "fd00:31::1", 2, 1024), route("fd00:31::/64", nullptr, 2, 256),
+    s.routes = {route("0.0.0.0/0", "172.31.0.1", 2),
+                route("172.31.0.0/24", nullptr, 2),
+                route("::/0", "fd00:31::1", 2, 1024),
+                route("fd00:31::/64", nullptr, 2, 256),
                 route("fe80::/64", nullptr, 2, 256),
                 route("127.0.0.0/8", nullptr, 1, 0, RT_TABLE_LOCAL, RTN_LOCAL)};
     return s;

@@ -54,7 +54,8 @@ TEST_CASE("errors quoting untrusted input stay one printable line") {
     CHECK(one_printable_line(usage_error_of([] { parse_ip("\x1b]0;title\x07"); })));
     CHECK(one_printable_line(usage_error_of([] { parse_allow_text("\xff\xfe\n", "list\nfile"); })));
     // an annotation key is untrusted text too
-    CHECK(one_printable_line(usage_error_of([] { parse_oci_state(R"({"pid":5,"annotations":{"a\nb":7}})"); })));
+    CHECK(one_printable_line(
+        usage_error_of([] { parse_oci_state(R"({"pid":5,"annotations":{"a\nb":7}})"); })));
 }
 
 TEST_CASE("parse_cidr: prefix digits are checked without isdigit on negative chars") {

@@ -14,7 +14,8 @@ using nflog::PacketInfo;
 
 namespace {
 
-PacketInfo pkt(const char* dst, std::uint8_t proto, std::optional<std::uint16_t> dport = std::nullopt,
+PacketInfo pkt(const char* dst, std::uint8_t proto,
+               std::optional<std::uint16_t> dport = std::nullopt,
                std::optional<std::uint8_t> icmp_type = std::nullopt) {
     PacketInfo p;
     p.dst = parse_ip(dst);
@@ -55,14 +56,14 @@ TEST_CASE("summary: exact hosts, adjacent ones merged only into prefixes they fi
     b.add(pkt("10.0.0.4", IPPROTO_TCP, 443));
     b.add(pkt("10.0.0.5", IPPROTO_TCP, 443));  // .4 + .5 = 10.0.0.4/31 exactly
     b.add(pkt("10.0.1.5", IPPROTO_UDP, 53));
-    b.add(pkt("10.0.1.6", IPPROTO_UDP, 53));   // .5 + .6: no single prefix is exactly them
+    b.add(pkt("10.0.1.6", IPPROTO_UDP, 53));  // .5 + .6: no single prefix is exactly them
     b.add(pkt("10.0.2.9", IPPROTO_ICMP, std::nullopt, 8));
     b.add(pkt("2001:db8:2::10", IPPROTO_TCP, 8080));
     b.add(pkt("2001:db8:2::11", IPPROTO_TCP, 8080));  // ::10 + ::11 = ::10/127
     b.add(pkt("2001:db8:2::10", IPPROTO_ICMPV6, std::nullopt, 128));
     auto e = b.entries();
-    CHECK(cidrs_of(e) == std::vector<std::string>{"10.0.0.4/31", "10.0.1.5/32", "10.0.1.6/32", "10.0.2.9/32",
-                                                  "2001:db8:2::10/127"});
+    CHECK(cidrs_of(e) == std::vector<std::string>{"10.0.0.4/31", "10.0.1.5/32", "10.0.1.6/32",
+                                                  "10.0.2.9/32", "2001:db8:2::10/127"});
     CHECK(b.attempts() == 8);
     CHECK(b.destinations() == 7);
     CHECK(e[0].hosts == 2);
@@ -70,20 +71,22 @@ TEST_CASE("summary: exact hosts, adjacent ones merged only into prefixes they fi
     CHECK(e[0].seen == std::map<std::string, std::uint64_t>{{"tcp/443", 2}});
     CHECK(e[3].seen == std::map<std::string, std::uint64_t>{{"icmp echo-request", 1}});
     CHECK(e[4].attempts == 3);
-    CHECK(e[4].seen == std::map<std::string, std::uint64_t>{{"icmpv6 echo-request", 1}, {"tcp/8080", 2}});
+    CHECK(e[4].seen ==
+          std::map<std::string, std::uint64_t>{{"icmpv6 echo-request", 1}, {"tcp/8080", 2}});
 }
 
 TEST_CASE("summary: the allow-file covers exactly what was observed, plus the current allow-list") {
     SummaryBuilder b;
-    std::vector<std::string> seen{"198.51.100.10", "198.51.100.11", "198.51.100.200", "203.0.113.7",
-                                  "2001:db8:2::10", "2001:db8:2::ff"};
+    std::vector<std::string> seen{"198.51.100.10", "198.51.100.11",  "198.51.100.200",
+                                  "203.0.113.7",   "2001:db8:2::10", "2001:db8:2::ff"};
     for (const auto& s : seen) b.add(pkt(s.c_str(), IPPROTO_UDP, 9999));
     b.add(pkt("198.51.100.10", IPPROTO_TCP, 8080));
     AllowList current({parse_cidr("192.168.1.0/24"), parse_cidr("10.1.0.0/16")});
     std::string text = render_allow_file({"header one", "header two"}, current, b.entries());
     CAPTURE(text);
     CHECK(text.rfind("# header one\n# header two\n", 0) == 0);
-    CHECK(text.find("# allowed by the current policy (kept):\n10.1.0.0/16\n192.168.1.0/24\n") != std::string::npos);
+    CHECK(text.find("# allowed by the current policy (kept):\n10.1.0.0/16\n192.168.1.0/24\n") !=
+          std::string::npos);
     CHECK(text.find("198.51.100.10/31") != std::string::npos);
     CHECK(text.find("# 3 attempt(s) to 2 hosts: udp/9999 x2, tcp/8080 x1") != std::string::npos);
 
@@ -94,16 +97,19 @@ TEST_CASE("summary: the allow-file covers exactly what was observed, plus the cu
     CHECK(Policy(parse_allow_entries(text, "raw summary")) == Policy(current));
     // Reviewed: every '#- ' removed.
     const std::string reviewed = review(text);
-    CHECK(reviewed.find("198.51.100.10/31 tcp/8080 udp/9999") != std::string::npos);  // the grammar's ports
+    CHECK(reviewed.find("198.51.100.10/31 tcp/8080 udp/9999") !=
+          std::string::npos);  // the grammar's ports
     Policy policy(parse_allow_entries(reviewed, "summary"));
     AllowList parsed = policy.destinations();
     for (const auto& s : seen) CHECK(parsed.contains(parse_ip(s)));
     for (const auto& s : seen) CHECK(policy.allows(parse_ip(s), IpProto::udp, 9999));
     CHECK_FALSE(policy.allows(parse_ip("203.0.113.7"), IpProto::udp, 9998));
     CHECK_FALSE(policy.allows(parse_ip("203.0.113.7"), IpProto::tcp, 9999));
-    CHECK(policy.allows(parse_ip("192.168.1.77"), IpProto::sctp, 1));  // the current CIDRs, kept whole
-    for (const char* not_seen : {"198.51.100.9", "198.51.100.12", "198.51.100.199", "198.51.100.201",
-                                 "203.0.113.6", "203.0.113.8", "2001:db8:2::11", "2001:db8:2::fe"})
+    CHECK(policy.allows(parse_ip("192.168.1.77"), IpProto::sctp,
+                        1));  // the current CIDRs, kept whole
+    for (const char* not_seen :
+         {"198.51.100.9", "198.51.100.12", "198.51.100.199", "198.51.100.201", "203.0.113.6",
+          "203.0.113.8", "2001:db8:2::11", "2001:db8:2::fe"})
         CHECK_FALSE(parsed.contains(parse_ip(not_seen)));
     CHECK(parsed.contains(parse_ip("192.168.1.77")));
     CHECK(parsed.contains(parse_ip("10.1.2.3")));
@@ -141,7 +147,8 @@ TEST_CASE("summary: nothing observed is still a valid allow-file (the current li
     CHECK(text.find("# observed: nothing") != std::string::npos);
     CHECK(parse_allow_entries(text, "summary").empty());
     std::string kept = render_allow_file({}, AllowList({parse_cidr("10.0.0.0/8")}), b.entries());
-    CHECK(Policy(parse_allow_entries(kept, "summary")) == Policy(AllowList({parse_cidr("10.0.0.0/8")})));
+    CHECK(Policy(parse_allow_entries(kept, "summary")) ==
+          Policy(AllowList({parse_cidr("10.0.0.0/8")})));
 }
 
 TEST_CASE("summary: many protocols on one host are listed, the rest counted") {
@@ -150,9 +157,11 @@ TEST_CASE("summary: many protocols on one host are listed, the rest counted") {
     auto text = render_allow_file({}, AllowList{}, b.entries());
     CHECK(text.find("and 8 more") != std::string::npos);
     CHECK(text.find("#- 203.0.113.1/32") != std::string::npos);
-    CHECK_FALSE(Policy(parse_allow_entries(text, "s")).destinations().contains(parse_ip("203.0.113.1")));
+    CHECK_FALSE(
+        Policy(parse_allow_entries(text, "s")).destinations().contains(parse_ip("203.0.113.1")));
     Policy p(parse_allow_entries(review(text), "s"));
-    for (std::uint16_t port = 1; port <= 20; ++port) CHECK(p.allows(parse_ip("203.0.113.1"), IpProto::tcp, port));
+    for (std::uint16_t port = 1; port <= 20; ++port)
+        CHECK(p.allows(parse_ip("203.0.113.1"), IpProto::tcp, port));
     CHECK_FALSE(p.allows(parse_ip("203.0.113.1"), IpProto::tcp, 21));
     // Something no port spec says: the whole host.
     b.add(pkt("203.0.113.1", IPPROTO_GRE));
@@ -163,7 +172,8 @@ TEST_CASE("summary: many protocols on one host are listed, the rest counted") {
 TEST_CASE("seen labels") {
     CHECK(seen_label(pkt("10.0.0.1", IPPROTO_TCP, 443)) == "tcp/443");
     CHECK(seen_label(pkt("10.0.0.1", IPPROTO_ICMP, std::nullopt, 8)) == "icmp echo-request");
-    CHECK(seen_label(pkt("::1", IPPROTO_ICMPV6, std::nullopt, 135)) == "icmpv6 nd-neighbor-solicit");
+    CHECK(seen_label(pkt("::1", IPPROTO_ICMPV6, std::nullopt, 135)) ==
+          "icmpv6 nd-neighbor-solicit");
     CHECK(seen_label(pkt("10.0.0.1", IPPROTO_GRE)) == "gre");
     auto frag = pkt("10.0.0.1", IPPROTO_UDP);
     frag.fragment = true;
@@ -210,7 +220,8 @@ TEST_CASE("attempt events: JSON fields and the human line") {
     CHECK(line.find("would be refused (audit)") != std::string::npos);
 
     ev.packet = pkt("2001:db8:2::10", IPPROTO_UDP, 53);
-    CHECK(render_watch_event(*attempt_json(ev, "t")).find("[2001:db8:2::10]:53") != std::string::npos);
+    CHECK(render_watch_event(*attempt_json(ev, "t")).find("[2001:db8:2::10]:53") !=
+          std::string::npos);
 
     ev.packet.reset();
     CHECK_FALSE(attempt_json(ev, "t"));
@@ -231,7 +242,8 @@ TEST_CASE("no-route counters are read from /proc/net/snmp and snmp6 text") {
     CHECK(snmp_pair_value(snmp, "Missing") == std::nullopt);
     CHECK(snmp_pair_value("Ip: OutNoRoutes\n", "OutNoRoutes") == std::nullopt);  // no value line
     CHECK(snmp_pair_value("Ip: OutNoRoutes\nIp: x\n", "OutNoRoutes") == std::nullopt);
-    const std::string snmp6 = "Ip6InReceives                   	5\nIp6OutNoRoutes                  	12\n";
+    const std::string snmp6 =
+        "Ip6InReceives                   	5\nIp6OutNoRoutes                  	12\n";
     CHECK(snmp6_value(snmp6, "Ip6OutNoRoutes") == std::optional<std::uint64_t>(12));
     CHECK(snmp6_value(snmp6, "Ip6OutRequests") == std::nullopt);
 }
