@@ -30,52 +30,62 @@ struct TargetInfo {
     std::uint64_t netns_inode = 0;
 };
 
+// The parts of a RestrictReport, at namespace scope (an optional of a class nested in the one
+// being defined, with default member initializers, is not default-constructible for clang).
+// --dry-run: what would be sent, in nft syntax, and the route layer as ip commands.
+struct RestrictDryRun {
+    std::string nft;
+    bool route_set = false;
+    std::vector<std::string> route_commands;
+};
+// The policy's commit.
+struct RestrictCommit {
+    int attempts = 0;
+    std::string update;  // "new", "replace", "full", "incremental"
+    std::size_t set_element_messages = 0;
+};
+// The names proxy.
+struct RestrictNames {
+    bool enabled = false;
+    std::vector<IpAddr> resolvers;
+    std::string resolvers_from;
+    std::vector<IpAddr> resolvers_not_trusted;
+    std::string resolv_conf;
+    std::string warning;
+    std::optional<pid_t> proxy_pid;
+    std::uint16_t port = 0;
+    std::string state, log;
+    bool stopped_proxy = false;
+};
+// The route layer.
+struct RestrictRouteLayer {
+    bool enabled = false;
+    bool installed = false;
+    std::optional<std::string> disabled_by;
+    std::optional<std::vector<std::string>> routes;  // at most kReportedRoutes lines
+    std::size_t rule_count = 0, route_count = 0;
+    bool truncated = false;
+    std::optional<std::size_t> added, deleted;  // merged into an earlier one
+    std::optional<std::size_t> removed_rules,
+        removed_routes;  // not installed: a previous one's
+};
+
 struct RestrictReport {
+    using DryRun = RestrictDryRun;
+    using Commit = RestrictCommit;
+    using Names = RestrictNames;
+    using RouteLayer = RestrictRouteLayer;
+
     Exit exit = Exit::ok;
     std::optional<std::string> error;
     TargetInfo target;
     bool dry_run = false;
     nft::Mode mode = nft::Mode::enforce;
-    // --dry-run: what would be sent, in nft syntax, and the route layer as ip commands.
-    struct DryRun {
-        std::string nft;
-        bool route_set = false;
-        std::vector<std::string> route_commands;
-    };
     std::optional<DryRun> dry;
-    // The policy's commit.
-    struct Commit {
-        int attempts = 0;
-        std::string update;  // "new", "replace", "full", "incremental"
-        std::size_t set_element_messages = 0;
-    };
     std::optional<Commit> policy;
     std::optional<nft::NetdevPlan> netdev;  // "netdev_egress": what the plan filters
     std::optional<std::size_t> conntrack_dropped;
-    struct Names {
-        bool enabled = false;
-        std::vector<IpAddr> resolvers;
-        std::string resolvers_from;
-        std::vector<IpAddr> resolvers_not_trusted;
-        std::string resolv_conf;
-        std::string warning;
-        std::optional<pid_t> proxy_pid;
-        std::uint16_t port = 0;
-        std::string state, log;
-        bool stopped_proxy = false;
-    };
     std::optional<Names> names;
-    struct RouteLayer {
-        bool enabled = false;
-        bool installed = false;
-        std::optional<std::string> disabled_by;
-        std::optional<std::vector<std::string>> routes;  // at most kReportedRoutes lines
-        std::size_t rule_count = 0, route_count = 0;
-        bool truncated = false;
-        std::optional<std::size_t> added, deleted;  // merged into an earlier one
-        std::optional<std::size_t> removed_rules,
-            removed_routes;  // not installed: a previous one's
-    };
     std::optional<RouteLayer> route_set;
     std::optional<std::vector<ProbeResult>> probes;
     std::string probes_none;
