@@ -6,22 +6,13 @@
 
 #include "nsegress/error.hpp"
 #include "nsegress/restrict_plan.hpp"
+#include "snapshot_helpers.hpp"
 
 using namespace nsegress;
 
 namespace {
 
-Route route(const char* dst, const char* gw, int oif) {
-    Route r;
-    r.dst = parse_cidr(dst);
-    r.family = r.dst.addr.family;
-    if (gw) r.gateway = parse_ip(gw);
-    r.oif = oif;
-    r.table = RT_TABLE_MAIN;
-    r.type = RTN_UNICAST;
-    r.scope = gw ? RT_SCOPE_UNIVERSE : RT_SCOPE_LINK;
-    return r;
-}
+using test::route;
 
 // A container: lo, eth0 (Ethernet) and wg0 (no link layer), IPv4 and IPv6 default routes.
 Snapshot container() {

@@ -9,24 +9,13 @@
 #include "nsegress/restrict_plan.hpp"
 #include "nsegress/inspect.hpp"
 #include "nsegress/routeset.hpp"
+#include "snapshot_helpers.hpp"
 
 using namespace nsegress;
 
 namespace {
 
-Route route(const char* dst, const char* gw, int oif, std::uint32_t metric = 0,
-            std::uint32_t table = RT_TABLE_MAIN, std::uint8_t type = RTN_UNICAST) {
-    Route r;
-    r.dst = parse_cidr(dst);
-    r.family = r.dst.addr.family;
-    if (gw) r.gateway = parse_ip(gw);
-    r.oif = oif;
-    r.metric = metric;
-    r.table = table;
-    r.type = type;
-    r.scope = gw ? RT_SCOPE_UNIVERSE : RT_SCOPE_LINK;
-    return r;
-}
+using test::route;
 
 // The lab's container: eth0 (2) with a connected /24, a default route, and IPv6 alike.
 Snapshot lab() {
