@@ -1,5 +1,7 @@
-// The verbs. Each returns one JSON document (what --json prints) and an exit status; the human
-// output is rendered from the same document (report.hpp), so the two never disagree.
+// The verbs. Each returns a typed report (reports.hpp; verify's is VerifyResult, verify.hpp) with
+// its exit status; its JSON document (--json) and its human text are both rendered from that
+// report at the edge (render.hpp), so the two never disagree. watch streams its events to a
+// sink and ends with a JSON document (watch.hpp); the OCI hook answers with restrict's document.
 #pragma once
 
 #include <optional>
@@ -15,6 +17,15 @@
 #include "nsegress/probe.hpp"
 
 namespace nsegress {
+
+// Which namespace a report is about: the "target" object of every document.
+struct TargetInfo {
+    std::string label;
+    std::optional<int> pid;
+    std::optional<std::string> path;
+    std::optional<std::string> container;
+    std::uint64_t netns_inode = 0;
+};
 
 struct CommandResult {
     nlohmann::json doc;
@@ -40,14 +51,15 @@ struct ProbeCommandOptions {
     ProbeOptions probe_options;
 };
 
-// restrict, typed (restrict_report.hpp): target, inspect, plan, commit, names proxy, route
-// layer, probes. cmd_restrict renders its document (restrict_json).
 struct RestrictReport;
+struct ReleaseReport;
+struct StatusReport;
+struct ProbeReport;
+// restrict, stage by stage: target, inspect, plan, commit, names proxy, route layer, probes.
 RestrictReport run_restrict(const RestrictOptions& opt);
-CommandResult cmd_restrict(const RestrictOptions& opt);
-CommandResult cmd_release(const TargetSpec& target);
-CommandResult cmd_status(const TargetSpec& target);
-CommandResult cmd_probe(const ProbeCommandOptions& opt);
+ReleaseReport cmd_release(const TargetSpec& target);
+StatusReport cmd_status(const TargetSpec& target);
+ProbeReport cmd_probe(const ProbeCommandOptions& opt);
 
 // How the namespace's installed egress policy differs from what `want` asks for (the nft table:
 // present, complete, same allow-list, same mode; the route set: present or absent as asked,
@@ -56,8 +68,8 @@ CommandResult cmd_probe(const ProbeCommandOptions& opt);
 // One line per difference; empty when they agree.
 std::vector<std::string> policy_drift(const RestrictOptions& want);
 
-// The "target" object of every document: label, pid, path, container, netns_inode.
-nlohmann::json target_json(const Netns& ns, const TargetSpec& spec);
+// The target of a report: label, pid, path, container, netns_inode.
+TargetInfo target_info(const Netns& ns, const TargetSpec& spec);
 
 // The document printed for a failed command under --json.
 nlohmann::json error_document(const std::string& command, const Error& e);

@@ -3,7 +3,6 @@
 // `status` lists them as "not nsegress's"; `release` says it removed nothing of theirs.
 #pragma once
 
-#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -26,10 +25,11 @@ std::vector<ForeignHook> foreign_output_hooks(mnl_socket* nfnl);
 // as "iptables filter", "ip6tables mangle"... (iptables-nft's show up as nft tables instead).
 std::vector<std::string> legacy_iptables_tables();
 
-nlohmann::json foreign_json(const std::vector<ForeignHook>& hooks,
-                            const std::vector<std::string>& legacy);
-// One human line per entry ("  table ip filter, chain OUTPUT: hook output priority 0, policy
-// accept (not nsegress's)"), empty when there is none.
-std::string foreign_lines(const nlohmann::json& foreign);
+// Both, as status and release report them ("foreign").
+struct ForeignPolicies {
+    std::vector<ForeignHook> chains;
+    std::vector<std::string> legacy_iptables;
+    bool empty() const { return chains.empty() && legacy_iptables.empty(); }
+};
 
 }  // namespace nsegress

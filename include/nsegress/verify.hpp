@@ -50,6 +50,8 @@ enum class CheckStatus { pass, fail, warn };
 enum class CheckGroup { target, reach, block, outside, conntrack, bypass, process, lab };
 const char* group_name(CheckGroup g);  // "nsegress.verify.<group>"
 
+const char* status_name(CheckStatus s);  // "pass", "fail", "warn"
+
 struct Check {
     std::string name;
     CheckStatus status = CheckStatus::pass;
@@ -57,8 +59,10 @@ struct Check {
     CheckGroup group = CheckGroup::lab;
 };
 
-// The report (JSON in doc) and the checks it was rendered from, for JUnit.
+// The report: its JSON document (doc) and, typed, the target and the checks that the document,
+// the human text and JUnit are rendered from.
 struct VerifyResult : CommandResult {
+    TargetInfo target;
     std::vector<Check> checks;
 };
 

@@ -6,8 +6,9 @@
 // ends on SIGINT/SIGTERM, after --duration, or when the --pid/--container process exits, and
 // then reports what it saw, what it lost, and with --summary the allow-list that covers it.
 //
-// Events are JSON objects (the --json output is one per line); the human text is rendered from
-// the same objects (report.hpp). The summary builder is pure and unit-tested.
+// Events and the end report are typed (WatchEvent, WatchReport); the --json lines (one object per
+// event, then the end document) and the human text are both rendered from them at the edge
+// (render.hpp). The summary builder is pure and unit-tested.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +16,8 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
+#include <variant>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -22,6 +25,8 @@
 #include "nsegress/cidr.hpp"
 #include "nsegress/commands.hpp"
 #include "nsegress/nflog.hpp"
+#include "nsegress/nft.hpp"
+#include "nsegress/policy.hpp"
 
 namespace nsegress {
 
@@ -80,17 +85,34 @@ std::string render_allow_file(const std::vector<std::string>& header, const Poli
                               const std::vector<SummaryEntry>& observed,
                               const NameHints& hints = {});
 
-nlohmann::json summary_json(const AllowList& current, const std::vector<SummaryEntry>& observed,
-                            const std::string& allow_file);
-nlohmann::json summary_json(const Policy& current, const std::vector<SummaryEntry>& observed,
-                            const std::string& allow_file);
+// The entry suggested for what was seen: "DEST tcp/443 udp/53 icmp" when every protocol seen
+// has a place in the grammar (ports seen on any host of the line, echo requests), else the
+// bare CIDR (all traffic).
+std::string suggested_entry(const SummaryEntry& e);
+// Whether the current policy already allows all of `suggestion`: adding it changes nothing.
+bool already_allowed(const Policy& current, const std::string& suggestion);
 
 // ---- Events ----------------------------------------------------------------------------------
 
-// The JSON object of one attempt: {"event":"attempt", "time", "mode", "verdict", "family",
-// "proto", "protocol", "src", "dst", "sport", "dport", "icmp_type", "icmp_code", "uid", "gid",
-// "seq"}; absent facts are null. nullopt when the event has no parsable packet.
-std::optional<nlohmann::json> attempt_json(const nflog::LogEvent& ev, const std::string& time);
+// A logged packet: an attempt the policy refused (or, in audit mode, would have); its event
+// always has a parsable packet.
+struct WatchAttempt {
+    std::string time;
+    nflog::LogEvent event;
+};
+// Logged attempts that never reached us (the socket overflowed).
+struct WatchLost {
+    std::string time;
+    std::uint64_t count = 0;
+    std::string reason;
+};
+// A question the names proxy answered or refused: the fields of its log record (name, type,
+// verdict, transport, resolver, addresses), passed through as that log has them.
+struct WatchName {
+    std::string time;
+    nlohmann::json fields;
+};
+using WatchEvent = std::variant<WatchAttempt, WatchLost, WatchName>;
 
 // "2026-11-25T10:00:00.123Z" for a CLOCK_REALTIME time.
 std::string iso_time(std::int64_t sec, long nsec);
@@ -104,18 +126,44 @@ struct WatchOptions {
     int receive_buffer = 4 << 20;  // bytes, SO_RCVBUFFORCE of the log socket
 };
 
+// Once the group is bound and the policy read: events can flow now.
+struct WatchReady {
+    TargetInfo target;
+    bool route_set = false;  // a route set refuses some attempts before any packet exists
+    nft::PolicyState policy;
+};
+
 struct WatchSink {
-    // Called once, when the group is bound and the policy read: events can flow now.
-    std::function<void(const nlohmann::json& ready)> ready;
-    // Called for every "attempt" and "lost" event, as it happens.
-    std::function<void(const nlohmann::json& event)> event;
+    std::function<void(const WatchReady& ready)> ready;
+    // Every event, as it happens.
+    std::function<void(const WatchEvent& event)> event;
     // A warning worth showing at once (no policy, no deny log in it, ...).
     std::function<void(const std::string& text)> notice;
 };
 
-// Runs until a signal, the duration, or the target process's exit. The returned document is the
-// final "end" event: command, ok, exit_code, error, target, reason, duration_s, attempts, lost,
-// overruns, policy (before/after), and summary when asked for.
-CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink);
+// --summary: what was observed, as an allow-file against the current policy.
+struct WatchSummary {
+    Policy current;  // the installed policy, with its names
+    std::vector<SummaryEntry> observed;
+    std::string allow_file;
+    std::vector<std::pair<std::string, std::size_t>> refused_names;  // name, times asked
+};
+
+// How the watch ended, and what it saw and lost ("end", the last --json line).
+struct WatchReport {
+    Exit exit = Exit::ok;
+    TargetInfo target;
+    std::string reason;  // "duration", "SIGINT", "SIGTERM", "target process exited"
+    double duration_s = 0;
+    std::uint64_t attempts = 0, received = 0, lost = 0, overruns = 0, unparsed = 0, foreign = 0;
+    std::vector<std::string> notices;
+    bool route_set = false;
+    nft::PolicyState before, after;
+    std::optional<std::uint64_t> logged_meanwhile;  // the policy's log counter, when it has one
+    std::optional<WatchSummary> summary;
+};
+
+// Runs until a signal, the duration, or the target process's exit.
+WatchReport cmd_watch(const WatchOptions& opt, const WatchSink& sink);
 
 }  // namespace nsegress

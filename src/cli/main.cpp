@@ -14,6 +14,7 @@
 #include <cstring>
 #include <iostream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <boost/program_options.hpp>
@@ -25,7 +26,8 @@
 #include "nsegress/hook.hpp"
 #include "nsegress/names_proxy.hpp"
 #include "nsegress/procfs.hpp"
-#include "nsegress/report.hpp"
+#include "nsegress/render.hpp"
+#include "nsegress/reports.hpp"
 #include "nsegress/untrusted.hpp"
 #include "nsegress/verify.hpp"
 #include "nsegress/watch.hpp"
@@ -199,14 +201,36 @@ ProbeOptions probe_options(const po::variables_map& vm) {
     return p;
 }
 
-void print(const CommandResult& r, bool json) {
+std::optional<std::string> error_of(const RestrictReport& r) { return r.error; }
+std::optional<std::string> error_of(const ProbeReport& r) { return r.error; }
+std::optional<std::string> error_of(const ReleaseReport& r) { return r.error(); }
+std::optional<std::string> error_of(const StatusReport&) { return std::nullopt; }
+
+// A verb's report on stdout, as JSON or as text, and its error on stderr; its exit status.
+template <class Report>
+int print(const Report& r, bool json) {
+    if (json)
+        std::cout << dump_json(report_json(r), 2) << "\n";
+    else
+        std::cout << render_human(r);
+    std::cout.flush();
+    if (auto e = error_of(r)) std::cerr << "nsegress: " << *e << "\n";
+    if constexpr (std::is_same_v<Report, StatusReport>)
+        return 0;
+    else
+        return static_cast<int>(r.exit);
+}
+
+// verify's document is made as it grades (verify.cpp); its text from its typed checks.
+int print(const VerifyResult& r, bool json) {
     if (json)
         std::cout << dump_json(r.doc, 2) << "\n";
     else
-        std::cout << render_human(r.doc);
+        std::cout << render_human(r);
     std::cout.flush();
     if (!r.doc["error"].is_null())
         std::cerr << "nsegress: " << r.doc["error"].get<std::string>() << "\n";
+    return static_cast<int>(r.exit);
 }
 
 // Parses the command's options; returns false when --help was printed.
@@ -428,8 +452,7 @@ int run_verify(const std::vector<std::string>& args, Parsed& p) {
     if (graded.size() == 1) {
         auto& g = graded.front();
         if (g.error) throw *g.error;
-        print(*g.result, p.json);
-        return static_cast<int>(g.result->exit);
+        return print(*g.result, p.json);
     }
     if (p.json) {
         nlohmann::json doc{{"command", "verify"},
@@ -444,7 +467,7 @@ int run_verify(const std::vector<std::string>& args, Parsed& p) {
             if (g.error)
                 std::cout << fmt::format("verify {}: ERROR {}\n", g.name, g.error->what());
             else
-                std::cout << render_human(g.result->doc);
+                std::cout << render_human(*g.result);
         }
         std::size_t failed = 0, errors = 0;
         for (auto& g : graded) {
@@ -548,9 +571,7 @@ int run(int argc, char** argv) {
             if (!o.audit)
                 validate_targets(o.allow, o.probe_reach, o.probe_block, "--probe-reach",
                                  "--probe-block");
-            auto r = cmd_restrict(o);
-            print(r, p.json);
-            return static_cast<int>(r.exit);
+            return print(run_restrict(o), p.json);
         }
         if (command == "release" || command == "status") {
             desc.add(common_options());
@@ -558,9 +579,8 @@ int run(int argc, char** argv) {
                        "(--pid PID | --netns PATH | --container NAME) [--json]", p))
                 return 0;
             auto t = target_of(p.vm, priv_enter | priv_net_admin);
-            auto r = command == "release" ? cmd_release(t) : cmd_status(t);
-            print(r, p.json);
-            return static_cast<int>(r.exit);
+            return command == "release" ? print(cmd_release(t), p.json)
+                                        : print(cmd_status(t), p.json);
         }
         if (command == "watch") {
             po::options_description d("Watch");
@@ -599,41 +619,34 @@ int run(int argc, char** argv) {
             const bool as_json = p.json;
             const bool commented = o.summary && !as_json;
             WatchSink sink;
-            sink.ready = [&](const nlohmann::json& r) {
-                std::cerr << fmt::format(
-                    "nsegress watch: listening on nflog group {} in {} (netns inode {}), "
-                    "policy: {}; stop with Ctrl-C or SIGTERM\n",
-                    r["group"].get<int>(), r["target"]["label"].get<std::string>(),
-                    r["target"]["netns_inode"].get<std::uint64_t>(),
-                    r["policy"]["present"].get<bool>()
-                        ? r["policy"]["mode"].get<std::string>() + " mode"
-                        : std::string("none"));
+            sink.ready = [&](const WatchReady& r) {
+                std::cerr << "nsegress watch: " << render_human(r);
                 std::cerr.flush();
             };
-            sink.event = [&](const nlohmann::json& ev) {
+            sink.event = [&](const WatchEvent& ev) {
                 if (as_json) {
-                    std::cout << dump_json(ev, -1) << "\n";
-                } else if (ev["event"] == "lost") {
-                    std::cerr << "nsegress watch: " << render_watch_event(ev);
-                } else {
-                    std::cout << (commented ? "# " : "") << render_watch_event(ev);
+                    std::cout << dump_json(event_json(ev), -1) << "\n";
+                } else if (std::holds_alternative<WatchLost>(ev)) {
+                    std::cerr << "nsegress watch: " << render_human(ev);
+                } else if (auto line = render_human(ev); !line.empty()) {
+                    std::cout << (commented ? "# " : "") << line;
                 }
                 std::cout.flush();
             };
             sink.notice = [&](const std::string& text) {
                 std::cerr << "nsegress watch: " << text << "\n";
             };
-            auto r = cmd_watch(o, sink);
+            const WatchReport r = cmd_watch(o, sink);
             if (as_json) {
-                std::cout << dump_json(r.doc, -1) << "\n";
+                std::cout << dump_json(report_json(r), -1) << "\n";
             } else {
-                std::cerr << "nsegress watch: " << render_human(r.doc);
-                if (o.summary && r.doc.contains("summary")) {
-                    std::cout << r.doc["summary"]["allow_file"].get<std::string>();
+                std::cerr << "nsegress watch: " << render_human(r);
+                if (r.summary) {
+                    std::cout << r.summary->allow_file;
                     // stdout usually goes to a file: say on the terminal that it needs a review.
                     std::size_t pending = 0;
-                    for (const auto& e : r.doc["summary"]["observed"])
-                        if (!e["allowed_now"].get<bool>()) ++pending;
+                    for (const auto& e : r.summary->observed)
+                        if (!already_allowed(r.summary->current, suggested_entry(e))) ++pending;
                     if (pending > 0)
                         std::cerr << fmt::format(
                             "nsegress watch: the summary comments out ('{}') the {} observed "
@@ -677,9 +690,7 @@ int run(int argc, char** argv) {
                     throw_usage("--expect: " + quote(e) + " must be reach or block");
             }
             o.probe_options = probe_options(p.vm);
-            auto r = cmd_probe(o);
-            print(r, p.json);
-            return static_cast<int>(r.exit);
+            return print(cmd_probe(o), p.json);
         }
         if (command == "verify") return run_verify(args, p);
         if (command == "hook") {

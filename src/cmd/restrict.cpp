@@ -13,10 +13,11 @@
 #include <fmt/format.h>
 
 #include "nsegress/fd.hpp"
+#include "nsegress/handle.hpp"
 #include "nsegress/names.hpp"
 #include "nsegress/names_proxy.hpp"
 #include "nsegress/restrict_plan.hpp"
-#include "nsegress/restrict_report.hpp"
+#include "nsegress/reports.hpp"
 #include "nsegress/testpoint.hpp"
 
 namespace nsegress {
@@ -266,6 +267,7 @@ RestrictReport run_restrict(const RestrictOptions& opt) {
         rep.error = std::string(e.what()) +
                     "; the nftables policy is installed and stays (fail closed: no name resolves)";
         rep.exit = Exit::failed;
+        rep.allow = policy;
         return rep;
     }
 
@@ -325,11 +327,6 @@ RestrictReport run_restrict(const RestrictOptions& opt) {
     }
     rep.allow = policy;
     return rep;
-}
-
-CommandResult cmd_restrict(const RestrictOptions& opt) {
-    RestrictReport r = run_restrict(opt);
-    return CommandResult{restrict_json(r), r.exit};
 }
 
 }  // namespace nsegress

@@ -28,7 +28,7 @@
 #include "nsegress/nft.hpp"
 #include "nsegress/procfs.hpp"
 #include "nsegress/restrict_plan.hpp"
-#include "nsegress/restrict_report.hpp"
+#include "nsegress/reports.hpp"
 #include "nsegress/routeset.hpp"
 #include "nsegress/names.hpp"
 #include "nsegress/names_proxy.hpp"
@@ -60,38 +60,6 @@ void close_nfnl_in_background(Handles& h) {
 // of 10^5 ranges is a few hundred messages.
 std::uint32_t batch_seq() { return nfnl::next_seq(1u << 20); }
 
-json snapshot_json(const Snapshot& s) {
-    json links = json::array(), addrs = json::array(), routes = json::array(),
-         rules = json::array();
-    for (const auto& l : s.links)
-        links.push_back({{"ifindex", l.ifindex},
-                         {"name", l.name},
-                         {"up", l.up},
-                         {"kind", l.kind},
-                         {"mtu", l.mtu}});
-    for (const auto& a : s.addresses)
-        addrs.push_back({{"ifindex", a.ifindex},
-                         {"link", s.link_name(a.ifindex)},
-                         {"address", a.addr.str() + "/" + std::to_string(a.prefix)},
-                         {"family", a.addr.family == Family::v4 ? "ipv4" : "ipv6"}});
-    for (const auto& r : s.routes) {
-        if (r.table == RT_TABLE_LOCAL) continue;  // local/broadcast bookkeeping, not routing policy
-        routes.push_back({{"family", r.family == Family::v4 ? "ipv4" : "ipv6"},
-                          {"table", table_name(r.table)},
-                          {"type", route_type_name(r.type)},
-                          {"dst", r.is_default() ? std::string("default") : r.dst.str()},
-                          {"gateway", r.gateway ? json(r.gateway->str()) : json(nullptr)},
-                          {"dev", r.oif ? json(s.link_name(r.oif)) : json(nullptr)},
-                          {"metric", r.metric},
-                          {"text", format_route(r, s)}});
-    }
-    for (const auto& r : s.rules)
-        rules.push_back({{"family", r.family == Family::v4 ? "ipv4" : "ipv6"},
-                         {"priority", r.priority},
-                         {"text", format_rule(r)}});
-    return json{{"links", links}, {"addresses", addrs}, {"routes", routes}, {"rules", rules}};
-}
-
 std::vector<std::string> route_set_lines(const RoutePlan& p, const Snapshot& s,
                                          std::size_t max_routes) {
     std::vector<std::string> out;
@@ -109,8 +77,6 @@ std::vector<IpAddr> local_addresses(const Snapshot& s) {
     return out;
 }
 
-json opt_json(const std::optional<std::uint64_t>& v) { return v ? json(*v) : json(nullptr); }
-
 std::vector<std::string> uncovered_interfaces(const Snapshot& snap, const nft::NetdevState& nd) {
     std::vector<std::string> out;
     for (const auto& l : snap.links) {
@@ -120,16 +86,6 @@ std::vector<std::string> uncovered_interfaces(const Snapshot& snap, const nft::N
             out.push_back(l.name);
     }
     return out;
-}
-
-json procs_json(const std::vector<BypassRisks::Proc>& ps) {
-    json out = json::array();
-    for (const auto& p : ps) out.push_back(json{{"pid", p.pid}, {"comm", p.comm}});
-    return out;
-}
-
-json counter_json(const nft::Counter& c) {
-    return json{{"packets", c.packets}, {"bytes", c.bytes}};
 }
 
 json base_doc(const char* command) {
@@ -142,10 +98,11 @@ void finish(CommandResult& res, Exit exit) {
     res.doc["exit_code"] = static_cast<int>(exit);
 }
 
-json foreign_policies(const Netns& ns, mnl_socket* nfnl) {
-    std::vector<std::string> legacy;
-    ns.run_inside([&] { legacy = legacy_iptables_tables(); });
-    return foreign_json(foreign_output_hooks(nfnl), legacy);
+ForeignPolicies foreign_policies(const Netns& ns, mnl_socket* nfnl) {
+    ForeignPolicies f;
+    ns.run_inside([&] { f.legacy_iptables = legacy_iptables_tables(); });
+    f.chains = foreign_output_hooks(nfnl);
+    return f;
 }
 
 // Incremental re-restrict (nft.hpp, SetContents): what the last commit wrote into the inet
@@ -164,10 +121,6 @@ using namespace verbs;
 TargetInfo target_info(const Netns& ns, const TargetSpec& spec) {
     return TargetInfo{ns.label(), spec.pid, spec.netns_path, spec.container,
                       static_cast<std::uint64_t>(ns.id().ino)};
-}
-
-json target_json(const Netns& ns, const TargetSpec& spec) {
-    return target_json(target_info(ns, spec));
 }
 
 nlohmann::json error_document(const std::string& command, const Error& e) {

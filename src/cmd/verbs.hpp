@@ -12,6 +12,7 @@
 #include "nsegress/commands.hpp"
 #include "nsegress/conntrack.hpp"
 #include "nsegress/deferred_close.hpp"
+#include "nsegress/foreign.hpp"
 #include "nsegress/inspect.hpp"
 #include "nsegress/netns.hpp"
 #include "nsegress/nft.hpp"
@@ -21,10 +22,6 @@
 #include "nsegress/verify.hpp"
 
 namespace nsegress {
-
-struct TargetInfo;
-// The "target" of a report (restrict_report.hpp).
-TargetInfo target_info(const Netns& ns, const TargetSpec& spec);
 
 namespace verbs {
 
@@ -47,18 +44,14 @@ Handles open_handles(const Netns& ns, unsigned need);
 // free the old objects (deferred_close.hpp): hand their last references to a helper instead.
 void close_nfnl_in_background(Handles& h);
 
-json snapshot_json(const Snapshot& s);
 // How many routes a report names (status lists them all).
 inline constexpr std::size_t kReportedRoutes = 256;
 // One line per route (the first `max_routes`), then one per rule.
 std::vector<std::string> route_set_lines(const RoutePlan& p, const Snapshot& s,
                                          std::size_t max_routes = SIZE_MAX);
 std::vector<IpAddr> local_addresses(const Snapshot& s);
-json opt_json(const std::optional<std::uint64_t>& v);
 // Non-loopback interfaces without a chain in the netdev table (created after restrict).
 std::vector<std::string> uncovered_interfaces(const Snapshot& snap, const nft::NetdevState& nd);
-json procs_json(const std::vector<BypassRisks::Proc>& ps);
-json counter_json(const nft::Counter& c);
 json base_doc(const char* command);
 // The one place a command's outcome is decided: the exit status and the document agree.
 void finish(CommandResult& res, Exit exit);
@@ -68,8 +61,8 @@ std::uint32_t batch_seq();
 // wrote into the inet table's sets; release forgets it.
 std::string state_path(const Netns& ns);
 void forget_state(const Netns& ns);
-// Other people's egress policies in the namespace (foreign.hpp), as the "foreign" object.
-json foreign_policies(const Netns& ns, mnl_socket* nfnl);
+// Other people's egress policies in the namespace (foreign.hpp).
+ForeignPolicies foreign_policies(const Netns& ns, mnl_socket* nfnl);
 
 }  // namespace verbs
 }  // namespace nsegress

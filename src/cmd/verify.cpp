@@ -26,13 +26,12 @@
 #include "nsegress/handle.hpp"
 #include "nsegress/nft.hpp"
 #include "nsegress/procfs.hpp"
+#include "nsegress/render.hpp"
 #include "nsegress/untrusted.hpp"
 
 namespace nsegress {
 
 using nlohmann::json;
-
-namespace {
 
 const char* status_name(CheckStatus s) {
     switch (s) {
@@ -45,6 +44,8 @@ const char* status_name(CheckStatus s) {
     }
     return "?";
 }
+
+namespace {
 
 std::optional<std::uint64_t> status_hex(const std::string& status, const std::string& key) {
     std::istringstream in(status);
@@ -956,12 +957,10 @@ VerifyResult cmd_verify(const VerifyOptions& opt) {
         warns += c.status == CheckStatus::warn;
     }
     json& doc = res.doc;
-    doc["target"] =
-        json{{"label", ns.label()},
-             {"pid", pid ? json(*pid) : json(nullptr)},
-             {"path", opt.target.netns_path ? json(*opt.target.netns_path) : json(nullptr)},
-             {"container", opt.target.container ? json(*opt.target.container) : json(nullptr)},
-             {"netns_inode", static_cast<std::uint64_t>(ns.id().ino)}};
+    // The pid is the one verify resolved (a container's), not only one given by --pid.
+    res.target = TargetInfo{ns.label(), pid, opt.target.netns_path, opt.target.container,
+                            static_cast<std::uint64_t>(ns.id().ino)};
+    doc["target"] = target_json(res.target);
     doc["allow"] = json::array();
     for (Family f : {Family::v4, Family::v6})
         for (const auto& r : allow.ranges(f)) doc["allow"].push_back(r.str());

@@ -85,9 +85,8 @@ std::string seen_text(const std::map<std::string, std::uint64_t>& seen) {
     return out;
 }
 
-// The entry suggested for what was seen: "DEST tcp/443 udp/53 icmp" when every protocol seen
-// has a place in the grammar (ports seen on any host of the line, echo requests), else the
-// bare CIDR (all traffic), as before.
+}  // namespace
+
 std::string suggested_entry(const SummaryEntry& e) {
     std::vector<PortSpec> specs;
     for (const auto& [label, n] : e.seen) {
@@ -109,16 +108,12 @@ std::string suggested_entry(const SummaryEntry& e) {
     return AllowEntry(e.cidr, specs).str();
 }
 
-// Whether the current policy already allows all of `suggestion` (the line's entry): adding it
-// changes nothing. Such lines are listed as they are; the others are commented out for review.
 bool already_allowed(const Policy& current, const std::string& suggestion) {
     std::vector<AllowEntry> all;
     for (const auto& e : current.entries()) all.push_back(parse_allow_entry(e));
     all.push_back(parse_allow_entry(suggestion));
     return Policy(all) == current;
 }
-
-}  // namespace
 
 std::string render_allow_file(const std::vector<std::string>& header, const AllowList& current,
                               const std::vector<SummaryEntry>& observed) {
@@ -179,26 +174,6 @@ std::string render_allow_file(const std::vector<std::string>& header, const Poli
     return out + names;
 }
 
-json summary_json(const AllowList& current, const std::vector<SummaryEntry>& observed,
-                  const std::string& allow_file) {
-    return summary_json(Policy(current), observed, allow_file);
-}
-
-json summary_json(const Policy& current, const std::vector<SummaryEntry>& observed,
-                  const std::string& allow_file) {
-    json cur = json::array();
-    for (const auto& e : current.entries()) cur.push_back(e);
-    json obs = json::array();
-    for (const auto& e : observed)
-        obs.push_back(json{{"cidr", e.cidr.str()},
-                           {"entry", suggested_entry(e)},
-                           {"hosts", e.hosts},
-                           {"attempts", e.attempts},
-                           {"seen", e.seen},
-                           {"allowed_now", already_allowed(current, suggested_entry(e))}});
-    return json{{"current", cur}, {"observed", obs}, {"allow_file", allow_file}};
-}
-
 // ---- Events
 // ----------------------------------------------------------------------------------------
 
@@ -209,33 +184,6 @@ std::string iso_time(std::int64_t sec, long nsec) {
     char buf[32];
     std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
     return fmt::format("{}.{:03}Z", buf, nsec / 1000000);
-}
-
-std::optional<json> attempt_json(const nflog::LogEvent& ev, const std::string& time) {
-    if (!ev.packet) return std::nullopt;
-    const nflog::PacketInfo& p = *ev.packet;
-    auto mode = nflog::mode_of_prefix(ev.prefix);
-    auto opt = [](const auto& v) { return v ? json(*v) : json(nullptr); };
-    return json{
-        {"event", "attempt"},
-        {"time", time},
-        {"mode", mode ? json(nft::mode_name(*mode)) : json(nullptr)},
-        {"verdict",
-         !mode ? json(nullptr) : json(*mode == nft::Mode::audit ? "would-be-refused" : "refused")},
-        {"family", p.family == Family::v4 ? "ipv4" : "ipv6"},
-        {"proto", nflog::protocol_name(p.protocol)},
-        {"protocol", p.protocol},
-        {"src", p.src.str()},
-        {"dst", p.dst.str()},
-        {"sport", opt(p.sport)},
-        {"dport", opt(p.dport)},
-        {"icmp_type", opt(p.icmp_type)},
-        {"icmp_code", opt(p.icmp_code)},
-        {"icmp", p.icmp_type ? json(nflog::icmp_type_name(p.family, *p.icmp_type)) : json(nullptr)},
-        {"fragment", p.fragment},
-        {"uid", opt(ev.uid)},
-        {"gid", opt(ev.gid)},
-        {"seq", opt(ev.seq)}};
 }
 
 // ---- The command
@@ -294,28 +242,14 @@ std::string now_iso() {
     return iso_time(ts.tv_sec, ts.tv_nsec);
 }
 
-json policy_json(const nft::PolicyState& st) {
-    return json{{"present", st.present},
-                {"complete", st.complete},
-                {"mode", st.present ? json(nft::mode_name(st.mode)) : json(nullptr)},
-                {"deny_log", st.deny_log},
-                {"logged_packets", st.logged.packets},
-                {"refused_packets", st.refused.packets}};
-}
-
 }  // namespace
 
-CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
+WatchReport cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
     SignalFd signals;  // first: a Ctrl-C from here on ends the watch cleanly
-    CommandResult res{json{{"event", "end"},
-                           {"command", "watch"},
-                           {"ok", true},
-                           {"exit_code", 0},
-                           {"error", nullptr}}};
-    json& doc = res.doc;
+    WatchReport rep;
     require_privileges(priv_enter | priv_net_admin);  // binding an nflog group needs CAP_NET_ADMIN
     Netns ns = open_target(opt.target);
-    doc["target"] = target_json(ns, opt.target);
+    rep.target = target_info(ns, opt.target);
 
     nflog::Socket log;
     nft::MnlSocket nfnl;
@@ -328,12 +262,12 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
     log.set_receive_buffer(opt.receive_buffer);
     log.bind_group(nft::kNflogGroup, ns.describe());
     // After the bind: every packet the counter below misses is one we receive (see `lost`).
-    nft::PolicyState before = nft::read_policy(nfnl.get());
+    rep.before = nft::read_policy(nfnl.get());
+    const nft::PolicyState& before = rep.before;
 
-    std::vector<std::string> notices;
     auto notice = [&](std::string text) {
         if (sink.notice) sink.notice(text);
-        notices.push_back(std::move(text));
+        rep.notices.push_back(std::move(text));
     };
     if (!before.present)
         notice(
@@ -360,12 +294,8 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
             "complete deny log, restrict with --no-route-set (the nftables policy alone still "
             "refuses "
             "them)");
-    if (sink.ready)
-        sink.ready(json{{"event", "ready"},
-                        {"group", nft::kNflogGroup},
-                        {"target", doc["target"]},
-                        {"route_set", route_set},
-                        {"policy", policy_json(before)}});
+    rep.route_set = route_set;
+    if (sink.ready) sink.ready(WatchReady{rep.target, route_set, before});
 
     const double start = now_mono();
     std::optional<double> deadline;
@@ -388,18 +318,14 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
             ++received;
             if (ev.seq) {
                 if (std::uint64_t gap = loss.observe(*ev.seq); gap > 0 && sink.event)
-                    sink.event(json{{"event", "lost"},
-                                    {"time", time},
-                                    {"count", gap},
-                                    {"reason", "the log socket overflowed (ENOBUFS)"}});
+                    sink.event(WatchLost{time, gap, "the log socket overflowed (ENOBUFS)"});
             }
-            auto a = attempt_json(ev, time);
-            if (!a) {
+            if (!ev.packet) {
                 ++unparsed;
                 continue;
             }
             summary.add(*ev.packet);
-            if (sink.event) sink.event(*a);
+            if (sink.event) sink.event(WatchAttempt{time, ev});
         }
     };
     auto drain = [&] {
@@ -433,10 +359,10 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
             try {
                 auto j = json::parse(line);
                 if (!j.contains("name") || !sink.event) continue;
-                json ev{{"event", "name"}, {"time", now_iso()}};
+                WatchName ev{now_iso(), json::object()};
                 for (const char* k :
                      {"name", "type", "verdict", "transport", "resolver", "addresses"})
-                    if (j.contains(k)) ev[k] = j[k];
+                    if (j.contains(k)) ev.fields[k] = j[k];
                 sink.event(ev);
             } catch (const std::exception&) {
             }
@@ -476,7 +402,8 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
     // The policy's log counter says how many packets were handed to the group meanwhile; what we
     // neither received nor saw a gap for was lost at the end (an overrun after the last message
     // we read leaves no gap). Read the counter first, then drain: never over-reports.
-    nft::PolicyState after = nft::read_policy(nfnl.get());
+    rep.after = nft::read_policy(nfnl.get());
+    const nft::PolicyState& after = rep.after;
     drain();
     std::optional<std::uint64_t> logged;
     if (before.present && after.present && before.deny_log && after.deny_log &&
@@ -485,28 +412,20 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
     if (logged && *logged > received + loss.lost()) {
         lost_tail = *logged - received - loss.lost();
         if (sink.event)
-            sink.event(json{
-                {"event", "lost"},
-                {"time", now_iso()},
-                {"count", lost_tail},
-                {"reason", "the log socket overflowed (ENOBUFS) after the last message read"}});
+            sink.event(
+                WatchLost{now_iso(), lost_tail,
+                          "the log socket overflowed (ENOBUFS) after the last message read"});
     }
 
-    doc["reason"] = reason;
-    doc["duration_s"] = std::round(elapsed * 1000) / 1000;
-    doc["group"] = nft::kNflogGroup;
-    doc["attempts"] = summary.attempts();
-    doc["received"] = received;
-    doc["lost"] = loss.lost() + lost_tail;
-    doc["overruns"] = overruns;
-    doc["unparsed"] = unparsed;
-    doc["foreign"] = foreign;
-    doc["notices"] = notices;
-    doc["route_set"] = route_set;
-    doc["route_refused"] = json{{"counted", false}};
-    doc["policy"] = json{{"before", policy_json(before)},
-                         {"after", policy_json(after)},
-                         {"logged_meanwhile", logged ? json(*logged) : json(nullptr)}};
+    rep.reason = reason;
+    rep.duration_s = std::round(elapsed * 1000) / 1000;
+    rep.attempts = summary.attempts();
+    rep.received = received;
+    rep.lost = loss.lost() + lost_tail;
+    rep.overruns = overruns;
+    rep.unparsed = unparsed;
+    rep.foreign = foreign;
+    rep.logged_meanwhile = logged;
     if (opt.summary) {
         auto entries = summary.entries();
         std::uint64_t lost = loss.lost() + lost_tail;
@@ -555,13 +474,10 @@ CommandResult cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
             }
         }
         std::string text = render_allow_file(header, current, entries, hints);
-        doc["summary"] = summary_json(current, entries, text);
-        json refused_names = json::array();
-        for (const auto& [name, n] : hints.refused)
-            refused_names.push_back({{"name", name}, {"asked", n}});
-        doc["summary"]["refused_names"] = refused_names;
+        rep.summary = WatchSummary{std::move(current), std::move(entries), std::move(text),
+                                   std::move(hints.refused)};
     }
-    return res;
+    return rep;
 }
 
 }  // namespace nsegress

@@ -8,7 +8,8 @@
 
 #include "nsegress/commands.hpp"
 #include "nsegress/error.hpp"
-#include "nsegress/restrict_report.hpp"
+#include "nsegress/render.hpp"
+#include "nsegress/reports.hpp"
 #include "nsegress/untrusted.hpp"
 
 namespace nsegress {
@@ -145,10 +146,9 @@ CniOutcome run_cni(const std::map<std::string, std::string>& env, std::string_vi
             // DEL must succeed when there is nothing left to remove.
             if (netns_gone(netns)) return {0, ""};
             try {
-                CommandResult r = cmd_release(target);
+                ReleaseReport r = cmd_release(target);
                 if (r.exit != Exit::ok)
-                    fail(cni_restrict_failed, "release failed",
-                         r.doc["error"].is_string() ? r.doc["error"].get<std::string>() : "");
+                    fail(cni_restrict_failed, "release failed", r.error().value_or(""));
             } catch (const Error& e) {
                 if (e.exit_code() == Exit::usage || netns_gone(netns))
                     return {0, ""};  // not a netns any more

@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include "nsegress/render.hpp"
+#include "nsegress/reports.hpp"
 #include "nsegress/untrusted.hpp"
 
 namespace nsegress {
@@ -137,7 +139,8 @@ CommandResult cmd_hook(std::string_view stdin_text, const HookArgs& args) {
                                {"applied", false}}};
         return res;
     }
-    CommandResult res = cmd_restrict(*plan);
+    const RestrictReport r = run_restrict(*plan);
+    CommandResult res{report_json(r), r.exit};
     res.doc["command"] = "hook";
     res.doc["container"] = st.id;
     res.doc["applied"] = true;

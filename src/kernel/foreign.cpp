@@ -114,35 +114,4 @@ std::vector<std::string> legacy_iptables_tables() {
     return out;
 }
 
-nlohmann::json foreign_json(const std::vector<ForeignHook>& hooks,
-                            const std::vector<std::string>& legacy) {
-    nlohmann::json chains = nlohmann::json::array();
-    for (const auto& h : hooks)
-        chains.push_back({{"family", h.family},
-                          {"table", h.table},
-                          {"chain", h.chain},
-                          {"hook", h.hook},
-                          {"priority", h.priority},
-                          {"device", h.device},
-                          {"policy", h.policy}});
-    return {{"chains", chains}, {"legacy_iptables", legacy}};
-}
-
-std::string foreign_lines(const nlohmann::json& f) {
-    std::string out;
-    for (const auto& c : f["chains"])
-        out += fmt::format(
-            "  table {} {}, chain {}: hook {}{} priority {}{} (not nsegress's)\n",
-            c["family"].get<std::string>(), c["table"].get<std::string>(),
-            c["chain"].get<std::string>(), c["hook"].get<std::string>(),
-            c["device"].get<std::string>().empty() ? ""
-                                                   : " device " + c["device"].get<std::string>(),
-            c["priority"].get<int>(),
-            c["policy"].get<std::string>().empty() ? ""
-                                                   : ", policy " + c["policy"].get<std::string>());
-    for (const auto& l : f["legacy_iptables"])
-        out += "  " + l.get<std::string>() + " (not nsegress's)\n";
-    return out;
-}
-
 }  // namespace nsegress

@@ -5,7 +5,7 @@
 #include <netinet/in.h>
 
 #include "nsegress/procfs.hpp"
-#include "nsegress/report.hpp"
+#include "nsegress/render.hpp"
 #include "nsegress/policy.hpp"
 #include "nsegress/watch.hpp"
 
@@ -198,7 +198,9 @@ TEST_CASE("attempt events: JSON fields and the human line") {
     CHECK((*j)["dport"] == 8080);
     CHECK((*j)["uid"] == 1234);
     CHECK((*j)["icmp_type"].is_null());
-    std::string line = render_watch_event(*j);
+    CHECK(event_json(WatchAttempt{"2026-11-25T10:00:00.123Z", ev}) == *j);
+    std::string line = render_human(WatchEvent{WatchAttempt{"2026-11-25T10:00:00.123Z", ev}});
+    CHECK(line.rfind("2026-11-25T10:00:00.123Z  tcp ", 0) == 0);
     CHECK(line.find("198.51.100.10:8080") != std::string::npos);
     CHECK(line.find("uid 1234") != std::string::npos);
     CHECK(line.find("refused") != std::string::npos);
@@ -214,14 +216,28 @@ TEST_CASE("attempt events: JSON fields and the human line") {
     CHECK((*j)["family"] == "ipv6");
     CHECK((*j)["icmp"] == "echo-request");
     CHECK((*j)["uid"].is_null());
-    line = render_watch_event(*j);
+    line = render_human(WatchEvent{WatchAttempt{"t", ev}});
     CHECK(line.find("2001:db8:2::10 echo-request") != std::string::npos);
     CHECK(line.find("uid ?") != std::string::npos);
     CHECK(line.find("would be refused (audit)") != std::string::npos);
 
     ev.packet = pkt("2001:db8:2::10", IPPROTO_UDP, 53);
-    CHECK(render_watch_event(*attempt_json(ev, "t")).find("[2001:db8:2::10]:53") !=
+    CHECK(render_human(WatchEvent{WatchAttempt{"t", ev}}).find("[2001:db8:2::10]:53") !=
           std::string::npos);
+
+    // A loss, and a question of the names proxy (in the JSON lines only).
+    const WatchEvent lost = WatchLost{"t", 7, "the log socket overflowed (ENOBUFS)"};
+    CHECK(render_human(lost) ==
+          "t  LOST 7 logged attempt(s): the log socket overflowed (ENOBUFS)\n");
+    CHECK(event_json(lost) == nlohmann::json{{"event", "lost"},
+                                             {"time", "t"},
+                                             {"count", 7},
+                                             {"reason", "the log socket overflowed (ENOBUFS)"}});
+    const WatchEvent name = WatchName{"t", {{"name", "example.com"}, {"verdict", "refused"}}};
+    CHECK(render_human(name).empty());
+    CHECK(event_json(name) ==
+          nlohmann::json{
+              {"event", "name"}, {"time", "t"}, {"name", "example.com"}, {"verdict", "refused"}});
 
     ev.packet.reset();
     CHECK_FALSE(attempt_json(ev, "t"));
