@@ -38,6 +38,7 @@
 
 #include "nsegress/conntrack.hpp"
 #include "nsegress/error.hpp"
+#include "nsegress/handle.hpp"
 #include "nsegress/names.hpp"
 #include "nsegress/nfnl.hpp"
 #include "nsegress/nft.hpp"
@@ -784,13 +785,12 @@ int run_names_supervisor(const std::vector<std::string>& only) {
         for (const auto& s : only)
             if (::access(s.c_str(), F_OK) == 0) states.push_back(s);
         if (only.empty())
-            if (DIR* d = ::opendir(kRunDir)) {
-                while (dirent* e = ::readdir(d)) {
+            if (CHandle<DIR, ::closedir> d{::opendir(kRunDir)}) {
+                while (dirent* e = ::readdir(d.get())) {
                     const std::string n = e->d_name;
                     if (n.starts_with("names-") && n.ends_with(".json"))
                         states.push_back(std::string(kRunDir) + "/" + n);
                 }
-                ::closedir(d);
             }
         for (const auto& state : states) {
             unsigned long dev = 0, ino = 0;

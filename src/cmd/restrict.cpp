@@ -95,25 +95,23 @@ std::size_t range_count(const Policy& p, const AllowList& nd6) {
 void prune_states(const std::string& keep) {
     std::set<ino_t> alive;
     struct stat st {};
-    if (DIR* d = ::opendir("/proc")) {
-        while (const dirent* e = ::readdir(d)) {
+    if (CHandle<DIR, ::closedir> d{::opendir("/proc")}) {
+        while (const dirent* e = ::readdir(d.get())) {
             if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
             if (::stat(fmt::format("/proc/{}/ns/net", e->d_name).c_str(), &st) == 0)
                 alive.insert(st.st_ino);
         }
-        ::closedir(d);
     }
-    if (DIR* d = ::opendir("/run/netns")) {
-        while (const dirent* e = ::readdir(d)) {
+    if (CHandle<DIR, ::closedir> d{::opendir("/run/netns")}) {
+        while (const dirent* e = ::readdir(d.get())) {
             if (e->d_name[0] == '.') continue;
             if (::stat(fmt::format("/run/netns/{}", e->d_name).c_str(), &st) == 0)
                 alive.insert(st.st_ino);
         }
-        ::closedir(d);
     }
-    DIR* d = ::opendir("/run/nsegress");
+    CHandle<DIR, ::closedir> d{::opendir("/run/nsegress")};
     if (!d) return;
-    while (const dirent* e = ::readdir(d)) {
+    while (const dirent* e = ::readdir(d.get())) {
         std::string_view name(e->d_name);
         if (name.rfind("netns-", 0) != 0 || name.size() < 11 ||
             name.substr(name.size() - 5) != ".sets")
@@ -123,9 +121,9 @@ void prune_states(const std::string& keep) {
         auto dash = name.rfind('-');
         unsigned long ino = std::strtoul(
             std::string(name.substr(dash + 1, name.size() - 5 - dash - 1)).c_str(), nullptr, 10);
-        if (ino != 0 && !alive.count(static_cast<ino_t>(ino))) ::unlinkat(::dirfd(d), e->d_name, 0);
+        if (ino != 0 && !alive.count(static_cast<ino_t>(ino)))
+            ::unlinkat(::dirfd(d.get()), e->d_name, 0);
     }
-    ::closedir(d);
 }
 
 }  // namespace

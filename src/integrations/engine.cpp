@@ -36,12 +36,9 @@ Run run(const std::vector<std::string>& argv, int timeout_ms) {
     Run r;
     int out[2], err[2];
     if (::pipe2(out, O_CLOEXEC) != 0) throw_errno("pipe", errno);
-    if (::pipe2(err, O_CLOEXEC) != 0) {
-        ::close(out[0]);
-        ::close(out[1]);
-        throw_errno("pipe", errno);
-    }
-    Fd out_r(out[0]), out_w(out[1]), err_r(err[0]), err_w(err[1]);
+    Fd out_r(out[0]), out_w(out[1]);
+    if (::pipe2(err, O_CLOEXEC) != 0) throw_errno("pipe", errno);
+    Fd err_r(err[0]), err_w(err[1]);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);

@@ -312,28 +312,28 @@ void edit_bundle_config(const std::string& bundle, const ordered_json& entry) {
     }
 
     std::string tmp = dir + "/.config.json.nsegress-XXXXXX";
-    int t = ::mkostemp(tmp.data(), O_CLOEXEC);
-    if (t < 0) throw_errno("create a temporary file in " + quote(dir), errno);
+    Fd t(::mkostemp(tmp.data(), O_CLOEXEC));
+    if (!t) throw_errno("create a temporary file in " + quote(dir), errno);
     auto fail = [&](const std::string& what, int err) {
-        ::close(t);
+        t.reset();
         ::unlink(tmp.c_str());
         throw_errno(what, err);
     };
     std::size_t off = 0;
     while (off < out.size()) {
-        ssize_t n = ::write(t, out.data() + off, out.size() - off);
+        ssize_t n = ::write(t.get(), out.data() + off, out.size() - off);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) fail("write " + quote(tmp), errno);
         off += static_cast<std::size_t>(n);
     }
-    if (::fchmod(t, st.st_mode & 07777) != 0) fail("chmod " + quote(tmp), errno);
+    if (::fchmod(t.get(), st.st_mode & 07777) != 0) fail("chmod " + quote(tmp), errno);
     if ((st.st_uid != ::geteuid() || st.st_gid != ::getegid()) &&
-        ::fchown(t, st.st_uid, st.st_gid) != 0)
+        ::fchown(t.get(), st.st_uid, st.st_gid) != 0)
         fail("chown " + quote(tmp), errno);
     // No fsync: the rename is what makes the edit atomic for runc, which reads the file next.
     // A bundle does not outlive a crash of the host in any useful way (containerd keeps it on
     // tmpfs, /run), and a file cut short by one would not parse: runc refuses it, fail closed.
-    if (::close(t) != 0) {
+    if (::close(t.release()) != 0) {  // a failed close is a failed write
         int err = errno;
         ::unlink(tmp.c_str());
         throw_errno("close " + quote(tmp), err);

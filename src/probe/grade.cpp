@@ -28,6 +28,7 @@
 #include <sstream>
 
 #include "nsegress/error.hpp"
+#include "nsegress/fd.hpp"
 #include "nsegress/icmp.hpp"
 #include "nsegress/inspect.hpp"
 #include "nsegress/procfs.hpp"
@@ -199,12 +200,11 @@ std::string cgroup2_mount(const std::string& pid = "self") {
     }
     child_text(sock, 'I', identity);
     for (const auto& r : reqs) {
-        int fd = ::socket(r.domain, r.type | SOCK_CLOEXEC, r.protocol);
-        int err = fd < 0 ? errno : 0;
+        Fd fd(::socket(r.domain, r.type | SOCK_CLOEXEC, r.protocol));
+        int err = fd ? 0 : errno;
         char m[1 + sizeof err] = {'S'};
         std::memcpy(m + 1, &err, sizeof err);
-        child_send(sock, m, sizeof m, fd);
-        if (fd >= 0) ::close(fd);
+        child_send(sock, m, sizeof m, fd.get());
     }
     ::_exit(0);
 }
@@ -249,18 +249,21 @@ ContainerSockets open_sockets_as(const Netns& ns, std::optional<pid_t> pid,
         ssize_t n = ::recvmsg(mine.get(), &msg, MSG_CMSG_CLOEXEC);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) break;
-        int fd = -1;
+        Fd fd;
         for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
-            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
-                std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+                int got = -1;
+                std::memcpy(&got, CMSG_DATA(c), sizeof got);
+                fd = Fd(got);
+            }
         if (buf[0] == 'S' && n == 1 + sizeof(int)) {
             int err;
             std::memcpy(&err, buf + 1, sizeof err);
             out.errs.push_back(err);
-            out.fds.emplace_back(fd);
+            out.fds.push_back(std::move(fd));
             continue;
         }
-        if (fd >= 0) ::close(fd);
+        fd.reset();  // only 'S' messages carry a socket
         std::string text(buf + 1, static_cast<std::size_t>(n - 1));
         if (buf[0] == 'I')
             out.identity = text;
