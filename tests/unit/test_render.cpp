@@ -41,9 +41,8 @@ TEST_CASE("restrict: the report's text and document come from the same types") {
     r.route_set->enabled = r.route_set->installed = true;
     r.route_set->route_count = 3;
     r.route_set->rule_count = 2;
-    r.probes = std::vector<ProbeResult>{
-        probe("192.168.1.10", Expect::reach, Outcome::reachable),
-        probe("198.51.100.10", Expect::block, Outcome::reachable)};
+    r.probes = std::vector<ProbeResult>{probe("192.168.1.10", Expect::reach, Outcome::reachable),
+                                        probe("198.51.100.10", Expect::block, Outcome::reachable)};
     r.exit = Exit::verify;
     r.error = "a probe did not hold; the policy stays installed (fail closed)";
 
@@ -62,8 +61,7 @@ TEST_CASE("restrict: the report's text and document come from the same types") {
     CHECK(doc["ok"] == false);
     CHECK(doc["exit_code"] == 3);
     CHECK(doc["error"] == *r.error);
-    CHECK(doc["allow"]["entries"] ==
-          json::array({"192.168.1.0/24", "198.51.100.10/32 tcp/443"}));
+    CHECK(doc["allow"]["entries"] == json::array({"192.168.1.0/24", "198.51.100.10/32 tcp/443"}));
     CHECK(doc["probes"].size() == 2);
     CHECK(doc["probes"][1]["ok"] == false);
     CHECK(doc["route_set"]["route_count"] == 3);
@@ -99,8 +97,8 @@ TEST_CASE("release: every failure in the document, and plain words when nothing 
     ReleaseReport r;
     r.target = target();
     r.removed_names_proxy = false;
-    r.foreign = ForeignPolicies{{ForeignHook{"ip", "filter", "OUTPUT", "output", 0, "", "accept"}},
-                                {}};
+    r.foreign =
+        ForeignPolicies{{ForeignHook{"ip", "filter", "OUTPUT", "output", 0, "", "accept"}}, {}};
     std::string text = render_human(r);
     CAPTURE(text);
     CHECK(has(text, "table (none), 0 rule(s), 0 route(s) removed"));
