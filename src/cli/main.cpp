@@ -180,7 +180,50 @@ std::vector<IpAddr> ips(const po::variables_map& vm, const char* key) {
 }
 
 // The policy options restrict and hook share (--allow, --allow-file, --probe-reach,
-// --probe-block, --no-route-set, --audit, --netdev-egress), parsed into the one policy type.
+// --probe-block, --resolver, --no-route-set, --netdev-egress, --audit): declared here, parsed
+// into the one policy type by policy_of below. The hook's help says where the OCI annotations
+// come in.
+po::options_description policy_options(bool hook) {
+    using strings_value = std::vector<std::string>;
+    po::options_description d(hook ? "Policy (the OCI state JSON on stdin)" : "Policy");
+    d.add_options()(
+        "allow", po::value<strings_value>()->value_name("ENTRY")->composing(),
+        hook
+            ? "allow entry, as restrict --allow (an annotation io.nsegress.allow narrows the list; "
+              "without --allow/--allow-file, the annotation is the allow-list: entries separated "
+              "by commas)"
+            : "allow 'DEST [PROTO[/PORT[-PORT]]]...' (one entry per --allow, repeatable): DEST is "
+              "a CIDR or a bare IP (/32, /128); PROTO tcp, udp, sctp, icmp or icmpv6 (echo only); "
+              "no PROTO: all traffic to DEST")(
+        "allow-file", po::value<strings_value>()->value_name("FILE")->composing(),
+        hook ? "read allow entries from FILE (as restrict; an empty file refuses everything)"
+             : "read entries from FILE: one per line, '#' comments, blank lines")(
+        "probe-reach", po::value<strings_value>()->value_name("IP")->composing(),
+        hook ? "must answer (else annotation io.nsegress.probe-reach)"
+             : "after restricting, this IP must answer a ping (repeatable)")(
+        "probe-block", po::value<strings_value>()->value_name("IP")->composing(),
+        hook ? "must be refused (else annotation io.nsegress.probe-block)"
+             : "after restricting, a ping to this IP must be refused (repeatable)")(
+        "resolver", po::value<strings_value>()->value_name("IP")->composing(),
+        hook ? "with names: the only resolver the names proxy asks (repeatable; default: the "
+               "container's resolv.conf as the engine wrote it)"
+             : "with names: the names proxy asks only this resolver (repeatable, in order); "
+               "default: the nameservers of the container's /etc/resolv.conf, read now (loopback "
+               "ones only from the hook or when given here)")(
+        "no-route-set", po::bool_switch(),
+        hook ? "install only the nftables policy"
+             : "install only the nftables policy, no route set")(
+        "netdev-egress", po::bool_switch(),
+        hook ? "also filter each interface's netdev egress hook"
+             : "also filter each interface's netdev egress hook (catches packet sockets)")(
+        "audit", po::bool_switch(),
+        hook ? "audit mode, as restrict --audit (else annotation io.nsegress.audit=true)"
+             : "audit mode: refuse nothing; count and log (see `nsegress watch`) what the "
+               "allow-list would refuse. No route set, no netdev filter; without --allow, "
+               "everything is logged");
+    return d;
+}
+
 PolicySpec policy_of(const po::variables_map& vm) {
     PolicySpec s;
     s.allow = cidrs(vm);
@@ -506,40 +549,13 @@ int run(int argc, char** argv) {
         po::options_description desc;
         desc.add(target_options());
         if (command == "restrict") {
-            po::options_description d("Policy");
-            d.add_options()(
-                "allow", po::value<std::vector<std::string>>()->value_name("ENTRY")->composing(),
-                "allow 'DEST [PROTO[/PORT[-PORT]]]...' (one entry per --allow, repeatable): DEST "
-                "is a "
-                "CIDR or a bare IP (/32, /128); PROTO tcp, udp, sctp, icmp or icmpv6 (echo only); "
-                "no PROTO: all traffic to DEST")(
-                "allow-file",
-                po::value<std::vector<std::string>>()->value_name("FILE")->composing(),
-                "read entries from FILE: one per line, '#' comments, blank lines")(
-                "probe-reach", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
-                "after restricting, this IP must answer a ping (repeatable)")(
-                "probe-block", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
-                "after restricting, a ping to this IP must be refused (repeatable)")(
-                "resolver", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
-                "with names: the names proxy asks only this resolver (repeatable, in order); "
-                "default: "
-                "the nameservers of the container's /etc/resolv.conf, read now (loopback ones only "
-                "from the hook or when given here)")("count",
-                                                     po::value<std::string>()->value_name("N"),
-                                                     "echoes per probe target (default 1)")(
+            po::options_description d("Restrict");
+            d.add_options()("count", po::value<std::string>()->value_name("N"),
+                            "echoes per probe target (default 1)")(
                 "timeout-ms", po::value<std::string>()->value_name("MS"),
                 "wait for answers (default 1000)")("no-probe", po::bool_switch(), "do not probe")(
-                "no-route-set", po::bool_switch(),
-                "install only the nftables policy, no route set")(
-                "netdev-egress", po::bool_switch(),
-                "also filter each interface's netdev egress hook (catches packet sockets)")(
-                "audit", po::bool_switch(),
-                "audit mode: refuse nothing; count and log (see `nsegress watch`) what the "
-                "allow-list "
-                "would refuse. No route set, no netdev filter; without --allow, everything is "
-                "logged")("dry-run", po::bool_switch(),
-                          "print the ruleset and route set; change nothing");
-            desc.add(d).add(common_options());
+                "dry-run", po::bool_switch(), "print the ruleset and route set; change nothing");
+            desc.add(policy_options(false)).add(d).add(common_options());
             if (!parse(command, args, desc,
                        "(--pid PID | --netns PATH | --container NAME [--engine docker|podman])\n"
                        "        (--allow ENTRY... | --allow-file FILE... | --audit) [--probe-reach "
@@ -694,28 +710,8 @@ int run(int argc, char** argv) {
         }
         if (command == "verify") return run_verify(args, p);
         if (command == "hook") {
-            po::options_description d("Hook (OCI state JSON on stdin)");
-            d.add_options()("allow",
-                            po::value<std::vector<std::string>>()->value_name("ENTRY")->composing(),
-                            "allow entry, as restrict --allow (an annotation io.nsegress.allow "
-                            "narrows the list; "
-                            "without --allow/--allow-file, the annotation is the allow-list: "
-                            "entries separated by commas)")(
-                "allow-file",
-                po::value<std::vector<std::string>>()->value_name("FILE")->composing(),
-                "read allow entries from FILE (as restrict; an empty file refuses everything)")(
-                "probe-reach", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
-                "must answer (else annotation io.nsegress.probe-reach)")(
-                "probe-block", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
-                "must be refused (else annotation io.nsegress.probe-block)")(
-                "resolver", po::value<std::vector<std::string>>()->value_name("IP")->composing(),
-                "with names: the only resolver the names proxy asks (repeatable; default: the "
-                "container's resolv.conf as the engine wrote it)")(
-                "no-route-set", po::bool_switch(), "install only the nftables policy")(
-                "netdev-egress", po::bool_switch(),
-                "also filter each interface's netdev egress hook")(
-                "audit", po::bool_switch(),
-                "audit mode, as restrict --audit (else annotation io.nsegress.audit=true)");
+            po::options_description d;
+            d.add(policy_options(true));
             d.add(common_options());
             if (!parse(command, args, d,
                        "[--allow ENTRY]... [--allow-file FILE]... [--probe-reach IP]... "

@@ -1,40 +1,14 @@
 #include "verbs.hpp"
 
-#include <dirent.h>
-#include <fcntl.h>
-#include <linux/fib_rules.h>
-#include <linux/netfilter/nf_tables.h>
-#include <linux/rtnetlink.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
-#include <fstream>
-#include <iterator>
-#include <set>
-#include <sstream>
+#include <algorithm>
 
 #include <fmt/format.h>
 #include <libmnl/libmnl.h>
 
-#include "nsegress/conntrack.hpp"
-#include "nsegress/deferred_close.hpp"
-#include "nsegress/fd.hpp"
 #include "nsegress/foreign.hpp"
-#include "nsegress/inspect.hpp"
 #include "nsegress/nfnl.hpp"
-#include "nsegress/nft.hpp"
-#include "nsegress/procfs.hpp"
-#include "nsegress/restrict_plan.hpp"
-#include "nsegress/reports.hpp"
-#include "nsegress/routeset.hpp"
-#include "nsegress/names.hpp"
-#include "nsegress/names_proxy.hpp"
-#include "nsegress/testpoint.hpp"
-#include "nsegress/untrusted.hpp"
-#include "nsegress/verify.hpp"
 
 namespace nsegress {
 namespace verbs {

@@ -6,19 +6,12 @@
 #include "nsegress/names.hpp"
 #include "nsegress/nft.hpp"
 #include "nsegress/policy.hpp"
+#include "policy_helpers.hpp"
 
 using namespace nsegress;
 
 namespace {
-std::string error_of(const char* text) {
-    try {
-        parse_allow_entry(text);
-    } catch (const Error& e) {
-        CHECK(e.exit_code() == Exit::usage);
-        return e.what();
-    }
-    return "";
-}
+using test::entry_error;
 
 // A DNS message: header + one question + answer records (type, owner, rdata), all uncompressed.
 void put16(std::vector<std::uint8_t>& m, unsigned v) {
@@ -83,19 +76,19 @@ TEST_CASE("names: the grammar takes names and one-label wildcards, with ports") 
     CHECK_FALSE(parse_allow_entry("10.0.0.0/8 tcp/1").is_name());
     CHECK_FALSE(parse_allow_entry("2001:db8::/32").is_name());
     CHECK_FALSE(parse_allow_entry("fd00::1").is_name());
-    CHECK(error_of("single").find("two or more labels") != std::string::npos);
-    CHECK(error_of("*.com").find("two or more labels") != std::string::npos);
-    CHECK(error_of("a.*.example.com").find("first label") != std::string::npos);
-    CHECK(error_of("a..example.com").find("empty label") != std::string::npos);
-    CHECK(error_of("-a.example.com").find("'-'") != std::string::npos);
-    CHECK(error_of("api.example.com icmp").find("by address only") != std::string::npos);
-    CHECK(error_of("1.2.3").find("1.2.3") != std::string::npos);
-    CHECK(error_of("a.123").find("does not start with a letter") != std::string::npos);
-    CHECK(error_of("10.0.0.90-80").find("does not start with a letter") !=
+    CHECK(entry_error("single").find("two or more labels") != std::string::npos);
+    CHECK(entry_error("*.com").find("two or more labels") != std::string::npos);
+    CHECK(entry_error("a.*.example.com").find("first label") != std::string::npos);
+    CHECK(entry_error("a..example.com").find("empty label") != std::string::npos);
+    CHECK(entry_error("-a.example.com").find("'-'") != std::string::npos);
+    CHECK(entry_error("api.example.com icmp").find("by address only") != std::string::npos);
+    CHECK(entry_error("1.2.3").find("1.2.3") != std::string::npos);
+    CHECK(entry_error("a.123").find("does not start with a letter") != std::string::npos);
+    CHECK(entry_error("10.0.0.90-80").find("does not start with a letter") !=
           std::string::npos);  // a mistyped range
-    CHECK(error_of("a b.example.com").find("a") != std::string::npos);
+    CHECK(entry_error("a b.example.com").find("a") != std::string::npos);
     std::string long_label(64, 'a');
-    CHECK(error_of((long_label + ".com").c_str()).find("63") != std::string::npos);
+    CHECK(entry_error((long_label + ".com").c_str()).find("63") != std::string::npos);
 }
 
 TEST_CASE("names: one entry per name in the policy, ports merged, all traffic absorbs") {

@@ -2,19 +2,12 @@
 
 #include "nsegress/error.hpp"
 #include "nsegress/policy.hpp"
+#include "policy_helpers.hpp"
 
 using namespace nsegress;
 
 namespace {
-std::string error_of(const char* text) {
-    try {
-        parse_allow_entry(text);
-    } catch (const Error& e) {
-        CHECK(e.exit_code() == Exit::usage);
-        return e.what();
-    }
-    return "";
-}
+using test::entry_error;
 Policy policy_of(std::initializer_list<const char*> entries) {
     std::vector<AllowEntry> es;
     for (const char* e : entries) es.push_back(parse_allow_entry(e));
@@ -48,27 +41,28 @@ TEST_CASE("allow entries: the grammar's examples parse and print back") {
 }
 
 TEST_CASE("allow entries: one line naming the entry and what is wrong") {
-    CHECK(error_of("10.0.0.1 http").find("unknown protocol 'http'") != std::string::npos);
-    CHECK(error_of("10.0.0.1 http").find("'10.0.0.1 http'") != std::string::npos);
-    CHECK(error_of("10.0.0.1 TCP/80").find("unknown protocol") != std::string::npos);
-    CHECK(error_of("10.0.0.1 tcp/0").find("port 0") != std::string::npos);
-    CHECK(error_of("10.0.0.1 tcp/65536").find("exceeds 65535") != std::string::npos);
-    CHECK(error_of("10.0.0.1 tcp/99999999999999").find("exceeds 65535") != std::string::npos);
-    CHECK(error_of("10.0.0.1 tcp/90-80").find("inverted") != std::string::npos);
-    CHECK(error_of("10.0.0.1 tcp/").find("missing") != std::string::npos);
-    CHECK(error_of("10.0.0.1 tcp/80-").find("missing") != std::string::npos);
-    CHECK(error_of("10.0.0.1 tcp/x").find("not a number") != std::string::npos);
-    CHECK(error_of("10.0.0.1 tcp/-5").find("missing") != std::string::npos);
-    CHECK(error_of("10.0.0.1 icmp/8").find("takes no port") != std::string::npos);
-    CHECK(error_of("2001:db8::1 icmp").find("use icmpv6") != std::string::npos);
-    CHECK(error_of("10.0.0.1 icmpv6").find("use icmp ") != std::string::npos);
-    CHECK(error_of("10.0.0.1,10.0.0.2").find("one entry per --allow") != std::string::npos);
-    CHECK(error_of("10.0.0.1 tcp/80,tcp/443").find("one entry per --allow") != std::string::npos);
-    CHECK(error_of("10.0.0.5/24 tcp").find("host bits") != std::string::npos);
-    CHECK(error_of("tcp/80").find("invalid CIDR") != std::string::npos);
-    CHECK(error_of("").find("empty") != std::string::npos);
-    CHECK(error_of("10.0.0.1 tcp/80\n").empty());  // blanks around an entry are fine
-    CHECK(error_of("10.0.0.1 tcp/80\nx").find("unknown protocol") != std::string::npos);
+    CHECK(entry_error("10.0.0.1 http").find("unknown protocol 'http'") != std::string::npos);
+    CHECK(entry_error("10.0.0.1 http").find("'10.0.0.1 http'") != std::string::npos);
+    CHECK(entry_error("10.0.0.1 TCP/80").find("unknown protocol") != std::string::npos);
+    CHECK(entry_error("10.0.0.1 tcp/0").find("port 0") != std::string::npos);
+    CHECK(entry_error("10.0.0.1 tcp/65536").find("exceeds 65535") != std::string::npos);
+    CHECK(entry_error("10.0.0.1 tcp/99999999999999").find("exceeds 65535") != std::string::npos);
+    CHECK(entry_error("10.0.0.1 tcp/90-80").find("inverted") != std::string::npos);
+    CHECK(entry_error("10.0.0.1 tcp/").find("missing") != std::string::npos);
+    CHECK(entry_error("10.0.0.1 tcp/80-").find("missing") != std::string::npos);
+    CHECK(entry_error("10.0.0.1 tcp/x").find("not a number") != std::string::npos);
+    CHECK(entry_error("10.0.0.1 tcp/-5").find("missing") != std::string::npos);
+    CHECK(entry_error("10.0.0.1 icmp/8").find("takes no port") != std::string::npos);
+    CHECK(entry_error("2001:db8::1 icmp").find("use icmpv6") != std::string::npos);
+    CHECK(entry_error("10.0.0.1 icmpv6").find("use icmp ") != std::string::npos);
+    CHECK(entry_error("10.0.0.1,10.0.0.2").find("one entry per --allow") != std::string::npos);
+    CHECK(entry_error("10.0.0.1 tcp/80,tcp/443").find("one entry per --allow") !=
+          std::string::npos);
+    CHECK(entry_error("10.0.0.5/24 tcp").find("host bits") != std::string::npos);
+    CHECK(entry_error("tcp/80").find("invalid CIDR") != std::string::npos);
+    CHECK(entry_error("").find("empty") != std::string::npos);
+    CHECK(entry_error("10.0.0.1 tcp/80\n").empty());  // blanks around an entry are fine
+    CHECK(entry_error("10.0.0.1 tcp/80\nx").find("unknown protocol") != std::string::npos);
 }
 
 TEST_CASE("allow-file and annotation lists of entries") {
