@@ -1,4 +1,5 @@
-// The edge: the verbs' typed reports (reports.hpp, verify.hpp) rendered as their JSON documents
+// The edge: the verbs' typed reports (reports.hpp, verify.hpp, watch.hpp) rendered as their JSON
+// documents
 // (--json) and as human text. Nothing here decides anything; both renderings are made from the
 // same report, so they never disagree.
 #pragma once
@@ -19,6 +20,7 @@ nlohmann::json report_json(const RestrictReport& r);
 nlohmann::json report_json(const ReleaseReport& r);
 nlohmann::json report_json(const StatusReport& r);
 nlohmann::json report_json(const ProbeReport& r);
+nlohmann::json report_json(const VerifyResult& r);
 
 std::string render_human(const RestrictReport& r);
 std::string render_human(const ReleaseReport& r);

@@ -59,11 +59,26 @@ struct Check {
     CheckGroup group = CheckGroup::lab;
 };
 
-// The report: its JSON document (doc) and, typed, the target and the checks that the document,
-// the human text and JUnit are rendered from.
-struct VerifyResult : CommandResult {
+// Which non-loopback interfaces have a netdev egress base chain (of any table).
+struct EgressCoverage {
+    bool readable = false;
+    std::vector<std::string> covered, uncovered;  // non-loopback interfaces
+    std::string detail;                           // tables/chains, or why unreadable
+};
+
+// verify's report: the checks, and what they were judged from. Its JSON document, its text and
+// JUnit are rendered from it at the edge (render.hpp).
+struct VerifyResult {
+    Exit exit = Exit::ok;              // Exit::verify when a check failed
+    std::optional<std::string> error;  // "N check(s) failed"
     TargetInfo target;
+    AllowList allow;  // the destinations judged against (the entries' CIDRs, whatever the ports)
     std::vector<Check> checks;
+    // The grader's probes, when they ran, and whether its packet observer was blind.
+    std::optional<std::vector<GradeResult>> probes;
+    bool observer_blind = false;
+    std::optional<std::vector<ForgeAttempt>> forged_replies;  // when they were tried
+    std::optional<EgressCoverage> netdev_egress;
 };
 
 VerifyResult cmd_verify(const VerifyOptions& opt);

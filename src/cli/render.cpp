@@ -366,6 +366,58 @@ std::string render_human(const ProbeReport& r) {
 
 // ----- verify ---------------------------------------------------------------------------------
 
+json report_json(const VerifyResult& r) {
+    json doc = base_json("verify", r.exit, r.error);
+    doc["target"] = target_json(r.target);
+    json allow = json::array();
+    for (Family f : {Family::v4, Family::v6})
+        for (const auto& range : r.allow.ranges(f)) allow.push_back(range.str());
+    doc["allow"] = allow;
+    json checks = json::array();
+    std::size_t counts[3] = {0, 0, 0};
+    for (const auto& c : r.checks) {
+        checks.push_back(json{{"name", c.name},
+                              {"group", group_name(c.group)},
+                              {"status", status_name(c.status)},
+                              {"detail", c.detail}});
+        ++counts[static_cast<int>(c.status)];
+    }
+    doc["checks"] = checks;
+    doc["summary"] = json{{"pass", counts[static_cast<int>(CheckStatus::pass)]},
+                          {"fail", counts[static_cast<int>(CheckStatus::fail)]},
+                          {"warn", counts[static_cast<int>(CheckStatus::warn)]}};
+    if (r.probes) {
+        json probes = json::array();
+        for (const auto& p : *r.probes)
+            probes.push_back(json{{"target", p.probe.addr.str()},
+                                  {"protocol", proto_name(p.probe.proto)},
+                                  {"port", p.probe.port},
+                                  {"expect", expect_name(p.probe.expect)},
+                                  {"ok", p.ok()},
+                                  {"refused", p.refused},
+                                  {"left", p.left},
+                                  {"answered", p.answered},
+                                  {"detail", p.detail}});
+        doc["probes"] = probes;
+        doc["observer_blind"] = r.observer_blind;
+    }
+    if (r.forged_replies) {
+        json forged = json::array();
+        for (const auto& f : *r.forged_replies)
+            forged.push_back(json{{"technique", f.technique},
+                                  {"applicable", f.applicable},
+                                  {"leaked", f.leaked},
+                                  {"detail", f.detail}});
+        doc["forged_replies"] = forged;
+    }
+    if (r.netdev_egress)
+        doc["netdev_egress"] = json{{"readable", r.netdev_egress->readable},
+                                    {"covered", r.netdev_egress->covered},
+                                    {"uncovered", r.netdev_egress->uncovered},
+                                    {"detail", r.netdev_egress->detail}};
+    return doc;
+}
+
 std::string render_human(const VerifyResult& r) {
     std::string out = fmt::format("verify {}\n", target_line(r.target));
     std::size_t counts[3] = {0, 0, 0};

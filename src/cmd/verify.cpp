@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -26,12 +27,9 @@
 #include "nsegress/handle.hpp"
 #include "nsegress/nft.hpp"
 #include "nsegress/procfs.hpp"
-#include "nsegress/render.hpp"
 #include "nsegress/untrusted.hpp"
 
 namespace nsegress {
-
-using nlohmann::json;
 
 const char* status_name(CheckStatus s) {
     switch (s) {
@@ -125,13 +123,6 @@ std::string join_names(const std::vector<std::string>& names) {
     return out;
 }
 
-struct EgressCoverage {
-    bool readable = false;
-    std::vector<std::string> covered, uncovered;  // non-loopback interfaces
-    std::string detail;                           // tables/chains, or why unreadable
-};
-
-// Which non-loopback interfaces have a netdev egress base chain (of any table).
 EgressCoverage egress_coverage(const Netns& ns) {
     EgressCoverage out;
     try {
@@ -535,7 +526,6 @@ std::string connect_inside(const Netns& ns, const IpAddr& a, std::uint16_t port)
 
 VerifyResult cmd_verify(const VerifyOptions& opt) {
     VerifyResult res;
-    res.doc = json{{"command", "verify"}, {"ok", true}, {"exit_code", 0}, {"error", nullptr}};
     require_privileges(priv_enter | priv_net_raw);
     // Outside every entry's destination, whatever its ports (the probes are ICMP echoes).
     const AllowList allow = Policy(opt.allow).destinations();
@@ -687,19 +677,8 @@ VerifyResult cmd_verify(const VerifyOptions& opt) {
                        : "probes sent with " + identity +
                              ": rules keyed on socket owner, cgroup or mark were not exercised as "
                              "the workload would");
-        json probes_json = json::array();
-        for (const auto& r : results)
-            probes_json.push_back(json{{"target", r.probe.addr.str()},
-                                       {"protocol", proto_name(r.probe.proto)},
-                                       {"port", r.probe.port},
-                                       {"expect", expect_name(r.probe.expect)},
-                                       {"ok", r.ok()},
-                                       {"refused", r.refused},
-                                       {"left", r.left},
-                                       {"answered", r.answered},
-                                       {"detail", r.detail}});
-        res.doc["probes"] = probes_json;
-        res.doc["observer_blind"] = blind;
+        res.probes = results;
+        res.observer_blind = blind;
         auto label = [](const GradeResult& r) {
             return r.probe.proto == Proto::icmp
                        ? std::string("icmp")
@@ -774,16 +753,11 @@ VerifyResult cmd_verify(const VerifyOptions& opt) {
             if (as_pid && r.pid == *as_pid) raw_pid = r.pid;  // the target itself, when it holds it
         auto forged = try_forged_replies(ns, as_pid, snap, forge_targets, via, raw_pid);
         std::string fdetail, leaked;
-        json fj = json::array();
         for (const auto& f : forged) {
             fdetail += fmt::format("{}{}: {}", fdetail.empty() ? "" : "; ", f.technique, f.detail);
             if (f.leaked) leaked += (leaked.empty() ? "" : ", ") + f.technique;
-            fj.push_back(json{{"technique", f.technique},
-                              {"applicable", f.applicable},
-                              {"leaked", f.leaked},
-                              {"detail", f.detail}});
         }
-        res.doc["forged_replies"] = fj;
+        res.forged_replies = forged;
         if (risks.net_raw.empty())
             fdetail += (fdetail.empty() ? "" : "; ") +
                        std::string("raw forgeries not tried: no process holds CAP_NET_RAW");
@@ -889,10 +863,7 @@ VerifyResult cmd_verify(const VerifyOptions& opt) {
     else
         add(CheckGroup::bypass, "bypass-net-raw", CheckStatus::pass,
             fmt::format("no process in the namespace holds CAP_NET_RAW over it; {}", coverage));
-    res.doc["netdev_egress"] = json{{"readable", cover.readable},
-                                    {"covered", cover.covered},
-                                    {"uncovered", cover.uncovered},
-                                    {"detail", cover.detail}};
+    res.netdev_egress = cover;
 
     // The container's process, for the per-process checks.
     std::optional<pid_t> pid = as_pid;
@@ -946,32 +917,15 @@ VerifyResult cmd_verify(const VerifyOptions& opt) {
         lab_checks(opt, pid, proc_file, add_lab);
     }
 
-    json list = json::array();
-    std::size_t fails = 0, warns = 0;
-    for (const auto& c : checks) {
-        list.push_back(json{{"name", c.name},
-                            {"group", group_name(c.group)},
-                            {"status", status_name(c.status)},
-                            {"detail", c.detail}});
-        fails += c.status == CheckStatus::fail;
-        warns += c.status == CheckStatus::warn;
-    }
-    json& doc = res.doc;
+    const auto fails = std::count_if(checks.begin(), checks.end(),
+                                     [](const Check& c) { return c.status == CheckStatus::fail; });
     // The pid is the one verify resolved (a container's), not only one given by --pid.
     res.target = TargetInfo{ns.label(), pid, opt.target.netns_path, opt.target.container,
                             static_cast<std::uint64_t>(ns.id().ino)};
-    doc["target"] = target_json(res.target);
-    doc["allow"] = json::array();
-    for (Family f : {Family::v4, Family::v6})
-        for (const auto& r : allow.ranges(f)) doc["allow"].push_back(r.str());
-    doc["checks"] = list;
-    doc["summary"] =
-        json{{"pass", checks.size() - fails - warns}, {"fail", fails}, {"warn", warns}};
+    res.allow = allow;
     if (fails) {
         res.exit = Exit::verify;
-        doc["ok"] = false;
-        doc["exit_code"] = static_cast<int>(Exit::verify);
-        doc["error"] = fmt::format("{} check(s) failed", fails);
+        res.error = fmt::format("{} check(s) failed", fails);
     }
     res.checks = std::move(checks);
     return res;
