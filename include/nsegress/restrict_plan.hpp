@@ -27,8 +27,9 @@ struct RestrictPlan {
     Policy policy;
     nft::Mode mode = nft::Mode::enforce;
     // What the route set admits and conntrack keeps: every destination some entry names (ports
-    // are the nft policy's job); the CIDR-only list itself when no entry has ports.
-    AllowList destinations;
+    // are the nft policy's job); the CIDR-only list itself when no entry has ports (then not a
+    // copy: 10^5 ranges are 6 MiB).
+    const AllowList& destinations() const { return with_ports_ ? *with_ports_ : policy.all(); }
     bool names = false;      // name entries: the names proxy runs
     bool route_set = false;  // the route layer is installed (else a previous one is removed)
     std::optional<std::string> route_set_disabled_by;  // "audit" / "names"
@@ -42,6 +43,10 @@ struct RestrictPlan {
     // The policy batch against what is installed (the commit loop calls it once per attempt,
     // after reading `installed` under the generation it commits against).
     nft::Batch batch(const nft::Installed& installed, std::uint32_t first_seq) const;
+
+private:
+    friend RestrictPlan plan_restrict(const PolicySpec&, const Snapshot&, bool, bool);
+    std::optional<AllowList> with_ports_;  // the destinations when some entry has ports
 };
 
 // Throws a usage error for a combination of options that cannot be planned (names with

@@ -576,7 +576,7 @@ int run(int argc, char** argv) {
             if (!o.audit)
                 validate_targets(o.allow, o.probe_reach, o.probe_block, "--probe-reach",
                                  "--probe-block");
-            return print(run_restrict(o), p.json);
+            return print(run_restrict(std::move(o)), p.json);
         }
         if (command == "release" || command == "status") {
             desc.add(common_options());

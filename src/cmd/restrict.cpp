@@ -128,7 +128,7 @@ void prune_states(const std::string& keep) {
 
 }  // namespace
 
-RestrictReport run_restrict(const RestrictOptions& opt) {
+RestrictReport run_restrict(RestrictOptions opt) {
     RestrictReport rep;
     require_privileges(priv_enter | (opt.dry_run ? 0u : unsigned{priv_net_admin}) |
                        (opt.probe && !opt.dry_run ? unsigned{priv_net_raw} : 0u));
@@ -160,6 +160,7 @@ RestrictReport run_restrict(const RestrictOptions& opt) {
     // The normalized policy goes into the report; its JSON (~14 MiB for 10^5 entries) is made
     // at the edge, after the batch is built and committed.
     const std::shared_ptr<const Policy> policy(plan, &plan->policy);
+    std::vector<AllowEntry>().swap(opt.allow);  // in the plan's policy now
     // A namespace without routes in our table (the container start path) gets its route set
     // streamed to the kernel as it is planned; otherwise the plan is streamed and merged against
     // what is there, and only the difference is sent.
@@ -168,7 +169,8 @@ RestrictReport run_restrict(const RestrictOptions& opt) {
     testing::test_point("inspected");
 
     if (opt.dry_run) {
-        const RoutePlan routes = plan->route_set ? plan_route_set(plan->destinations) : RoutePlan{};
+        const RoutePlan routes =
+            plan->route_set ? plan_route_set(plan->destinations()) : RoutePlan{};
         rep.dry = RestrictReport::DryRun{nft::render_policy(*policy, plan->mode, plan->netdev) +
                                              nft::render_netdev(*policy, plan->netdev),
                                          plan->route_set, render_route_set(routes, before)};
@@ -232,7 +234,7 @@ RestrictReport run_restrict(const RestrictOptions& opt) {
     testing::test_point("committed");
     rep.conntrack_dropped =
         plan->drop_forbidden_flows
-            ? drop_forbidden_flows(h.ctnl.get(), plan->destinations, local_addresses(before))
+            ? drop_forbidden_flows(h.ctnl.get(), plan->destinations(), local_addresses(before))
             : 0;
     testing::test_point("conntrack");
 
@@ -285,11 +287,11 @@ RestrictReport run_restrict(const RestrictOptions& opt) {
             };
             if (fresh_route_set) {
                 rs.route_count =
-                    apply_fresh_route_set(h.rtnl.get(), before, plan->destinations, name_route);
+                    apply_fresh_route_set(h.rtnl.get(), before, plan->destinations(), name_route);
             } else {
                 auto changes =
                     apply_route_set_diff(h.rtnl.get(), before, std::move(before.table_routes),
-                                         plan->destinations, name_route);
+                                         plan->destinations(), name_route);
                 rs.route_count = changes.routes;
                 rs.added = changes.added;
                 rs.deleted = changes.deleted;

@@ -139,7 +139,7 @@ CommandResult cmd_hook(std::string_view stdin_text, const HookArgs& args) {
                                {"applied", false}}};
         return res;
     }
-    const RestrictReport r = run_restrict(*plan);
+    const RestrictReport r = run_restrict(std::move(*plan));
     CommandResult res{report_json(r), r.exit};
     res.doc["command"] = "hook";
     res.doc["container"] = st.id;

@@ -73,7 +73,7 @@ RestrictPlan plan_restrict(const PolicySpec& spec, const Snapshot& snap, bool pr
                            bool default_probes) {
     RestrictPlan p(Policy(spec.allow));
     p.mode = spec.audit ? nft::Mode::audit : nft::Mode::enforce;
-    p.destinations = p.policy.has_ports() ? p.policy.destinations() : p.policy.all();
+    if (p.policy.has_ports()) p.with_ports_ = p.policy.destinations();
     p.names = p.policy.has_names();
     check_plannable(spec);
     // Audit mode installs no route set: its unreachable route would refuse what audit lets

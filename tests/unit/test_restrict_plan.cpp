@@ -55,7 +55,7 @@ TEST_CASE(
     CHECK_FALSE(p.route_set_disabled_by);
     CHECK_FALSE(p.names);
     CHECK(p.drop_forbidden_flows);
-    CHECK(p.destinations == p.policy.all());
+    CHECK(p.destinations() == p.policy.all());
     CHECK_FALSE(p.netdev.install);
     CHECK(p.netdev.devices.empty());
     REQUIRE(p.probes.size() == 2);
@@ -127,9 +127,9 @@ TEST_CASE("restrict plan: with ports the route layer admits every destination an
     const auto p = plan_restrict(spec_of({"192.168.1.0/24 tcp/443", "10.0.0.1 udp/53"}),
                                  container(), false, false);
     CHECK(p.route_set);
-    CHECK(p.destinations.contains(parse_ip("192.168.1.77")));
-    CHECK(p.destinations.contains(parse_ip("10.0.0.1")));
-    CHECK_FALSE(p.destinations.contains(parse_ip("10.0.0.2")));
+    CHECK(p.destinations().contains(parse_ip("192.168.1.77")));
+    CHECK(p.destinations().contains(parse_ip("10.0.0.1")));
+    CHECK_FALSE(p.destinations().contains(parse_ip("10.0.0.2")));
 }
 
 TEST_CASE(
