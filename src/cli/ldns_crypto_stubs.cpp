@@ -1,28 +1,32 @@
-// The OpenSSL functions that libldns.a refers to, for nsegress-names-proxy (CMakeLists.txt),
-// each one ending the process.
+// The OpenSSL functions that libldns.a refers to, for nsegress and nsegress-names-proxy
+// (CMakeLists.txt), each one ending the process.
 //
-// ldns is built with OpenSSL for DNSSEC (keys, signatures, NSEC3 hashes) and TSIG. The proxy
-// only parses and builds messages (src/policy/names.cpp: ldns_wire2pkt, ldns_pkt2wire,
+// ldns is built with OpenSSL for DNSSEC (keys, signatures, NSEC3 hashes) and TSIG. nsegress and
+// the proxy only parse and build messages (src/policy/names.cpp: ldns_wire2pkt, ldns_pkt2wire,
 // ldns_pkt_query_new_frm_str and the accessors of packets, records and rdata), and none of those
 // reaches any of these functions; but linking the archive pulls in the objects that do, and
-// resolving them with the real libcrypto would load libcrypto and libssl into every proxy: about
-// 0.6 MiB, most of it relocated, private data (the proxy's memory, README "Performance", target
-// 12). Should any of them be called after all (another ldns version), the proxy stops with a
-// message in its log: fail closed, no answer relayed (the redirect stays; a supervisor or the
-// next restrict starts it again).
+// resolving them with the real libcrypto would load libcrypto and libssl into every proxy (about
+// 0.6 MiB, most of it relocated, private data: the proxy's memory, README "Performance", target
+// 12) and into every nsegress run (their loading and relocation was a quarter of the CPU time of
+// a 1-CIDR `nsegress hook`: target 8). Should any of them be called after all (another ldns
+// version), the process stops with a message on stderr (the proxy's log): fail closed, no answer
+// relayed (the redirect stays; a supervisor or the next restrict starts it again).
 //
 // The list is what the link reports missing without this file; a new ldns that needs another
 // function fails to link, loudly. Symbols only: no signatures (never called).
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 
 namespace {
 
 [[noreturn]] void ldns_called_openssl(const char* name) {
-    const char* a = "nsegress-names-proxy: ldns called OpenSSL's ";
+    const char* prog = program_invocation_short_name;  // nsegress or nsegress-names-proxy
+    const char* a = ": ldns called OpenSSL's ";
     const char* b = ", which this executable does not link; stopping\n";
+    (void)!::write(2, prog, std::strlen(prog));
     (void)!::write(2, a, std::strlen(a));
     (void)!::write(2, name, std::strlen(name));
     (void)!::write(2, b, std::strlen(b));
