@@ -44,6 +44,8 @@
 #   BENCH_PORTS       port-scoped entries of metric 7 (default BENCH_N / 10)
 #   BENCH_MANY        restricted namespaces of metric 8 (default 500)
 #   BENCH_DNS         lookups of metric 9 (default 2000)
+#   BENCH_NAMES_NS    namespaces with a names proxy each, for metric 9's memory per namespace
+#                     (default 10)
 #   BENCH_METRICS     which metrics to run (default "1 2 3 4 5 6 7 8 9")
 #   NSEGRESS          a prebuilt binary to measure instead of building build/nsegress
 #   NSEGRESS_RUNTIME  the nsegress-runtime for metric 6 (default: the one next to NSEGRESS)
@@ -68,6 +70,7 @@ BENCH_OUT=${BENCH_OUT:-$REPO/build/bench}
 BENCH_PORTS=${BENCH_PORTS:-$((BENCH_N / 10 > 0 ? BENCH_N / 10 : 1))}
 BENCH_MANY=${BENCH_MANY:-500}
 BENCH_DNS=${BENCH_DNS:-2000}
+BENCH_NAMES_NS=${BENCH_NAMES_NS:-10}
 BENCH_METRICS=${BENCH_METRICS:-1 2 3 4 5 6 7 8 9}
 
 say() { printf 'bench: %s\n' "$*" >&2; }
@@ -76,7 +79,7 @@ die() {
 	exit 1
 }
 
-for v in BENCH_RUNS BENCH_RUNS_SMALL BENCH_N BENCH_PORTS BENCH_MANY; do
+for v in BENCH_RUNS BENCH_RUNS_SMALL BENCH_N BENCH_PORTS BENCH_MANY BENCH_NAMES_NS; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
 [[ $BENCH_DP_SECS =~ ^[0-9]+(\.[0-9]+)?$ && $BENCH_SETTLE =~ ^[0-9]+(\.[0-9]+)?$ ]] ||
@@ -131,7 +134,10 @@ cleanup() {
 	[[ -e /run/netns/${P}_ctr ]] && ip netns exec "$GW" "$NSEGRESS" release --netns "/run/netns/${P}_ctr" >/dev/null 2>&1
 	engines_down "$P" || true
 	for ns in "${EXTRA_NS[@]}"; do
-		[[ -e /run/netns/$ns ]] && ip netns del "$ns" 2>/dev/null
+		[[ -e /run/netns/$ns ]] || continue
+		# A names proxy (metric 9's other namespaces) would keep its namespace alive: release.
+		ip netns exec "$GW" "$NSEGRESS" release --netns "/run/netns/$ns" >/dev/null 2>&1
+		ip netns del "$ns" 2>/dev/null
 	done
 	lab_down "$P"
 }
@@ -556,8 +562,11 @@ fi
 # lan's address; ctr asks it BENCH_DNS times, each answer followed by a TCP connect to the address
 # (bench/dns_rtt.c), first with no policy, then restricted to "bench.example.test tcp/PORT" (the
 # queries go through the names proxy, which adds the address before it relays the answer). The
-# delay nsegress adds is the difference of the percentiles; the proxy's memory is its PSS and
-# private memory (/proc/PID/smaps_rollup), what one more namespace costs the host.
+# delay nsegress adds is the difference of the percentiles. The proxy's memory is its PSS and
+# private memory (/proc/PID/smaps_rollup): that one proxy alone (the worst case: the proxy's
+# code is charged to it whole), and then with BENCH_NAMES_NS namespaces restricted with a name
+# each, the sum of their proxies' PSS divided by their number (the target's scenario: many
+# restricted namespaces on one host, the proxy's code shared between them).
 if metric_on 9; then
 	if ! "$NSEGRESS" restrict --help 2>/dev/null | grep -q -- '--resolver'; then
 		say "metric 9: this nsegress has no names (no --resolver): skipped"
@@ -585,6 +594,26 @@ if metric_on 9; then
 			# Per mapping, to see where it goes (not read by report.py).
 			cp "/proc/$proxy/smaps" "$OUT/m9.proxy_smaps" 2>/dev/null || true
 		fi
+		# More namespaces with a name each: their proxies share the code.
+		NAMES_NS=()
+		for ((k = 1; k < BENCH_NAMES_NS; k++)); do
+			fresh_ns
+			NAMES_NS+=("$NS")
+			ip netns exec "$GW" "$NSEGRESS" restrict --netns "/run/netns/$NS" --allow "bench.example.test tcp/$LAB_TCP_PORT" \
+				--resolver "$LAB_LAN4" --no-probe >/dev/null || die "metric 9: restrict with a name failed on $NS"
+		done
+		total_pss=0 total_priv=0 count=0
+		for ns in "$CTRNS" "${NAMES_NS[@]}"; do
+			pid=$(ip netns exec "$GW" "$NSEGRESS" status --netns "/run/netns/$ns" --json | jq -r '.names.proxy_pid // empty')
+			[[ -n $pid && -r /proc/$pid/smaps_rollup ]] || die "metric 9: no names proxy in $ns"
+			read -r pss priv < <(awk '/^Pss:/ {pss=$2} /^Private_(Clean|Dirty):/ {priv+=$2} END {print pss, priv}' "/proc/$pid/smaps_rollup")
+			total_pss=$((total_pss + pss)) total_priv=$((total_priv + priv)) count=$((count + 1))
+		done
+		echo "$count $total_pss $total_priv" >"$RAW/m9.proxies_kib"
+		for ns in "${NAMES_NS[@]}"; do
+			ip netns exec "$GW" "$NSEGRESS" release --netns "/run/netns/$ns" >/dev/null
+			drop_ns "$ns"
+		done
 		ip netns exec "$GW" "$NSEGRESS" release --netns "/run/netns/$CTRNS" >/dev/null
 		kill "$DNSPID" 2>/dev/null || true
 		for t in plain names; do
