@@ -72,6 +72,21 @@ public:
     explicit AllowList(const std::vector<Cidr>& cidrs);
     // Bulk, from ranges of either family (sorted and merged in one pass per family).
     static AllowList from_ranges(std::vector<Range> ranges);
+    // Bulk, from CIDRs handed over one at a time: `each(add)` calls add(cidr) for every one of
+    // them, n4 and n6 of each family. No list of them is made first (10^5 CIDRs: 4.8 MiB).
+    template <class Each>
+    static AllowList from_each(std::size_t n4, std::size_t n6, Each&& each) {
+        AllowList a;
+        a.v4_.reserve(n4);
+        a.v6_.reserve(n6);
+        each([&a](const Cidr& c) {
+            ++a.inputs_;
+            (c.addr.family == Family::v4 ? a.v4_ : a.v6_).push_back(Range{c.first(), c.last()});
+        });
+        merge_sorted(a.v4_, Family::v4);
+        merge_sorted(a.v6_, Family::v6);
+        return a;
+    }
 
     void add(const Cidr& c);
     void add(const Range& r);

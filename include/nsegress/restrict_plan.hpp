@@ -45,7 +45,7 @@ struct RestrictPlan {
     nft::Batch batch(const nft::Installed& installed, std::uint32_t first_seq) const;
 
 private:
-    friend RestrictPlan plan_restrict(const PolicySpec&, const Snapshot&, bool, bool);
+    friend RestrictPlan plan_restrict(const PolicySpec&, Policy, const Snapshot&, bool, bool);
     std::optional<AllowList> with_ports_;  // the destinations when some entry has ports
 };
 
@@ -56,6 +56,10 @@ void check_plannable(const PolicySpec& spec);
 // Throws a usage error for combinations that cannot be planned (names with --netdev-egress).
 // `probe`: restrict probes at all; `default_probes`: the default gateways when no target is given.
 RestrictPlan plan_restrict(const PolicySpec& spec, const Snapshot& snap, bool probe,
+                           bool default_probes);
+// The same with the policy already made from spec.allow (restrict makes it before it reads the
+// namespace, and lets the entries go: a 10^5-entry list is not held beside the snapshot).
+RestrictPlan plan_restrict(const PolicySpec& spec, Policy policy, const Snapshot& snap, bool probe,
                            bool default_probes);
 
 // The netdev egress layer: one chain per non-loopback interface of the snapshot when `install`;

@@ -149,6 +149,11 @@ RestrictReport run_restrict(RestrictOptions opt) {
     testing::test_point("entered");
     if (!opt.dry_run) close_nfnl_in_background(h);
 
+    // The policy, normalized from the entries, which are let go: a 10^5-entry list is not held
+    // beside the namespace's snapshot (10^5 routes on a re-run), the plan and its batch.
+    Policy normalized(opt.allow);
+    std::vector<AllowEntry>().swap(opt.allow);
+
     // 2. Inspect. With a route set to install, our table's routes are read compactly (a
     //    re-run over 10^5).
     const bool compact_routes = opt.route_set && !opt.audit && !opt.dry_run;
@@ -156,11 +161,10 @@ RestrictReport run_restrict(RestrictOptions opt) {
 
     // 3. Plan: everything restrict decides, from the policy and the snapshot alone.
     const auto plan = std::make_shared<const RestrictPlan>(
-        plan_restrict(opt, before, opt.probe, opt.default_probes));
+        plan_restrict(opt, std::move(normalized), before, opt.probe, opt.default_probes));
     // The normalized policy goes into the report; its JSON (~14 MiB for 10^5 entries) is made
     // at the edge, after the batch is built and committed.
     const std::shared_ptr<const Policy> policy(plan, &plan->policy);
-    std::vector<AllowEntry>().swap(opt.allow);  // in the plan's policy now
     // A namespace without routes in our table (the container start path) gets its route set
     // streamed to the kernel as it is planned; otherwise the plan is streamed and merged against
     // what is there, and only the difference is sent.

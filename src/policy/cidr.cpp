@@ -272,6 +272,7 @@ bool AllowList::contains(const IpAddr& a) const {
 void for_each_allow_line(std::string_view text, const std::string& source,
                          const std::function<void(std::string_view)>& each) {
     std::size_t line_no = 0;
+    const std::string where = printable(source);  // once, not per line (10^5 lines)
     while (!text.empty()) {
         ++line_no;
         auto nl = text.find('\n');
@@ -280,7 +281,11 @@ void for_each_allow_line(std::string_view text, const std::string& source,
         if (auto hash = line.find('#'); hash != std::string_view::npos) line = line.substr(0, hash);
         line = trim(line);
         if (line.empty()) continue;
-        in_context(printable(source) + ":" + std::to_string(line_no), [&] { each(line); });
+        try {
+            each(line);
+        } catch (const Error& e) {
+            throw e.in(where + ":" + std::to_string(line_no));  // the context made only when needed
+        }
     }
 }
 

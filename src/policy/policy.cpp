@@ -269,10 +269,16 @@ bool covers(const AllowList& list, const Range& r) {
 }
 
 Policy::Policy(const std::vector<AllowEntry>& entries) {
-    std::vector<Cidr> all;  // sized exactly: with 10^5 entries, growth by doubling costs MiBs
-    all.reserve(static_cast<std::size_t>(
-        std::count_if(entries.begin(), entries.end(),
-                      [](const AllowEntry& e) { return !e.is_name() && e.ports.empty(); })));
+    // The CIDR-only entries straight into the list, sized exactly (10^5 of them: no copy of
+    // them first, no growth by doubling).
+    auto cidr_only = [](const AllowEntry& e) { return !e.is_name() && e.ports.empty(); };
+    std::size_t n4 = 0, n6 = 0;
+    for (const auto& e : entries)
+        if (cidr_only(e)) ++(e.dest.addr.family == Family::v4 ? n4 : n6);
+    all_ = AllowList::from_each(n4, n6, [&](const auto& add) {
+        for (const auto& e : entries)
+            if (cidr_only(e)) add(e.dest);
+    });
     std::vector<PortRange> raw;
     std::vector<Range> echo;
     std::vector<AllowEntry> names;
@@ -281,10 +287,7 @@ Policy::Policy(const std::vector<AllowEntry>& entries) {
             names.push_back(e);
             continue;
         }
-        if (e.ports.empty()) {
-            all.push_back(e.dest);
-            continue;
-        }
+        if (e.ports.empty()) continue;  // in all_ already
         const Range r{e.dest.first(), e.dest.last()};
         for (const auto& p : e.ports) {
             if (proto_has_ports(p.proto))
@@ -293,7 +296,6 @@ Policy::Policy(const std::vector<AllowEntry>& entries) {
                 echo.push_back(r);
         }
     }
-    all_ = AllowList(all);
     normalize(std::move(raw), std::move(echo));
     set_names(std::move(names));
 }

@@ -71,11 +71,20 @@ void check_plannable(const PolicySpec& spec) {
 
 RestrictPlan plan_restrict(const PolicySpec& spec, const Snapshot& snap, bool probe,
                            bool default_probes) {
-    RestrictPlan p(Policy(spec.allow));
+    check_plannable(spec);
+    return plan_restrict(spec, Policy(spec.allow), snap, probe, default_probes);
+}
+
+RestrictPlan plan_restrict(const PolicySpec& spec, Policy policy, const Snapshot& snap, bool probe,
+                           bool default_probes) {
+    RestrictPlan p(std::move(policy));
     p.mode = spec.audit ? nft::Mode::audit : nft::Mode::enforce;
     if (p.policy.has_ports()) p.with_ports_ = p.policy.destinations();
     p.names = p.policy.has_names();
-    check_plannable(spec);
+    if (!spec.audit && spec.netdev_egress && p.names)  // as check_plannable, from the policy
+        throw_usage(
+            "--netdev-egress cannot be combined with name entries yet (the netdev layer has no "
+            "name sets)");
     // Audit mode installs no route set: its unreachable route would refuse what audit lets
     // through. Nor does a policy with names: a name's addresses are learnt at run time, and the
     // route set is a function of the static list (SECURITY.md: the nft layer alone holds names).
