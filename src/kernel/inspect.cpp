@@ -22,6 +22,7 @@
 #include <tuple>
 
 #include "nsegress/error.hpp"
+#include "nsegress/handle.hpp"
 #include "nsegress/restrict_plan.hpp"
 
 static_assert(nsegress::kAddressScopeHost == RT_SCOPE_HOST);
@@ -366,8 +367,7 @@ void parse_rtnl_messages(std::span<const std::uint8_t> bytes, Snapshot& snap) {
     for (; nlmsg_ok(hdr, left); hdr = nlmsg_next(hdr, &left)) {
         if (hdr->nlmsg_type == NLMSG_DONE) continue;  // the end of one dump; another may follow
         if (hdr->nlmsg_type == NLMSG_ERROR) throw_failed("rtnetlink dump: error message");
-        std::unique_ptr<nl_msg, void (*)(nl_msg*)> msg(nlmsg_convert(hdr), nlmsg_free);
-        if (!msg) throw std::bad_alloc();
+        auto msg = make_handle<nl_msg, nlmsg_free>(nlmsg_convert(hdr));
         nlmsg_set_proto(msg.get(), NETLINK_ROUTE);
         if (int err = parse_message(msg.get(), snap); err < 0)
             throw_nl("parse rtnetlink message", err);

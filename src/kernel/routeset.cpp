@@ -112,10 +112,7 @@ auto route_all(const Route& r) {
                            nh ? r.oif : 0, nh ? r.prefsrc : none, nh && r.onlink);
 }
 
-struct MsgFree {
-    void operator()(nl_msg* m) const { nlmsg_free(m); }
-};
-using MsgPtr = std::unique_ptr<nl_msg, MsgFree>;
+using MsgPtr = CHandle<nl_msg, nlmsg_free>;
 
 // Many rtnetlink requests in few syscalls. A route set can hold 10^5 routes: one sendmsg and one
 // ACK round trip per route cost more than the kernel's own work. Requests (built by libnl) are

@@ -11,14 +11,13 @@
 // Last: ldns's C headers (stdbool.h) confuse clang 14 in nlohmann/json's headers after them.
 #include <ldns/ldns.h>
 
+#include "nsegress/handle.hpp"
+
 namespace nsegress {
 
 namespace {
 
-struct PktFree {
-    void operator()(ldns_pkt* p) const { ldns_pkt_free(p); }
-};
-using PktPtr = std::unique_ptr<ldns_pkt, PktFree>;
+using PktPtr = CHandle<ldns_pkt, ldns_pkt_free>;
 
 char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 
@@ -329,20 +328,18 @@ std::vector<std::uint8_t> dns_forward_query(const DnsQuestion& q, std::uint16_t 
     for (char c : q.qname)
         if (static_cast<unsigned char>(c) < 0x21 || static_cast<unsigned char>(c) > 0x7e) return {};
     const std::string text = q.qname + ".";
-    ldns_rdf* owner = nullptr;
-    if (ldns_str2rdf_dname(&owner, text.c_str()) != LDNS_STATUS_OK || !owner) return {};
+    ldns_rdf* made = nullptr;
+    if (ldns_str2rdf_dname(&made, text.c_str()) != LDNS_STATUS_OK || !made) return {};
+    CHandle<ldns_rdf, ldns_rdf_deep_free> owner(made);
     PktPtr pkt(ldns_pkt_new());
-    ldns_rr* rr = ldns_rr_new();
-    if (!pkt || !rr) {
-        ldns_rdf_deep_free(owner);
-        if (rr) ldns_rr_free(rr);
-        return {};
-    }
-    ldns_rr_set_owner(rr, owner);
-    ldns_rr_set_type(rr, static_cast<ldns_rr_type>(q.qtype));
-    ldns_rr_set_class(rr, LDNS_RR_CLASS_IN);
-    ldns_rr_set_question(rr, true);
-    ldns_pkt_push_rr(pkt.get(), LDNS_SECTION_QUESTION, rr);
+    CHandle<ldns_rr, ldns_rr_free> rr(ldns_rr_new());
+    if (!pkt || !rr) return {};
+    ldns_rr_set_owner(rr.get(), owner.release());  // the record owns its name now
+    ldns_rr_set_type(rr.get(), static_cast<ldns_rr_type>(q.qtype));
+    ldns_rr_set_class(rr.get(), LDNS_RR_CLASS_IN);
+    ldns_rr_set_question(rr.get(), true);
+    if (!ldns_pkt_push_rr(pkt.get(), LDNS_SECTION_QUESTION, rr.get())) return {};
+    rr.release();  // the packet owns the record now
     ldns_pkt_set_id(pkt.get(), id);
     ldns_pkt_set_opcode(pkt.get(), LDNS_PACKET_QUERY);
     ldns_pkt_set_rd(pkt.get(), q.rd);
