@@ -2,6 +2,7 @@
 
 #include <linux/rtnetlink.h>
 
+#include <array>
 #include <cctype>
 #include <map>
 
@@ -366,6 +367,17 @@ std::string render_human(const ProbeReport& r) {
 
 // ----- verify ---------------------------------------------------------------------------------
 
+namespace {
+
+// How many checks passed, failed and warned (indexed by CheckStatus).
+std::array<std::size_t, 3> check_counts(const std::vector<Check>& checks) {
+    std::array<std::size_t, 3> n{};
+    for (const auto& c : checks) ++n[static_cast<std::size_t>(c.status)];
+    return n;
+}
+
+}  // namespace
+
 json report_json(const VerifyResult& r) {
     json doc = base_json("verify", r.exit, r.error);
     doc["target"] = target_json(r.target);
@@ -374,18 +386,16 @@ json report_json(const VerifyResult& r) {
         for (const auto& range : r.allow.ranges(f)) allow.push_back(range.str());
     doc["allow"] = allow;
     json checks = json::array();
-    std::size_t counts[3] = {0, 0, 0};
-    for (const auto& c : r.checks) {
+    for (const auto& c : r.checks)
         checks.push_back(json{{"name", c.name},
                               {"group", group_name(c.group)},
                               {"status", status_name(c.status)},
                               {"detail", c.detail}});
-        ++counts[static_cast<int>(c.status)];
-    }
     doc["checks"] = checks;
-    doc["summary"] = json{{"pass", counts[static_cast<int>(CheckStatus::pass)]},
-                          {"fail", counts[static_cast<int>(CheckStatus::fail)]},
-                          {"warn", counts[static_cast<int>(CheckStatus::warn)]}};
+    const auto n = check_counts(r.checks);
+    doc["summary"] = json{{"pass", n[static_cast<std::size_t>(CheckStatus::pass)]},
+                          {"fail", n[static_cast<std::size_t>(CheckStatus::fail)]},
+                          {"warn", n[static_cast<std::size_t>(CheckStatus::warn)]}};
     if (r.probes) {
         json probes = json::array();
         for (const auto& p : *r.probes)
@@ -420,16 +430,16 @@ json report_json(const VerifyResult& r) {
 
 std::string render_human(const VerifyResult& r) {
     std::string out = fmt::format("verify {}\n", target_line(r.target));
-    std::size_t counts[3] = {0, 0, 0};
     for (const auto& c : r.checks) {
         std::string st = status_name(c.status);
         for (auto& ch : st) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
         out += fmt::format("{} {}: {}\n", st, c.name, c.detail);
-        ++counts[static_cast<int>(c.status)];
     }
-    out += fmt::format(
-        "{} passed, {} failed, {} warning(s)\n", counts[static_cast<int>(CheckStatus::pass)],
-        counts[static_cast<int>(CheckStatus::fail)], counts[static_cast<int>(CheckStatus::warn)]);
+    const auto n = check_counts(r.checks);
+    out += fmt::format("{} passed, {} failed, {} warning(s)\n",
+                       n[static_cast<std::size_t>(CheckStatus::pass)],
+                       n[static_cast<std::size_t>(CheckStatus::fail)],
+                       n[static_cast<std::size_t>(CheckStatus::warn)]);
     return out;
 }
 

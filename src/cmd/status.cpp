@@ -11,22 +11,6 @@ namespace nsegress {
 
 using namespace verbs;
 
-// The installed policy: the kernel's sets, and the names the names proxy serves (its state).
-Policy installed_policy(const nft::PolicyState& st, NsId id) {
-    Policy p = st.policy();
-    if (st.names) {
-        std::vector<AllowEntry> names;
-        for (const auto& n : read_names_info(id).names) {
-            try {
-                names.push_back(parse_allow_entry(n));
-            } catch (const Error&) {
-            }
-        }
-        p.set_names(std::move(names));
-    }
-    return p;
-}
-
 std::vector<std::string> policy_drift(const RestrictOptions& want) {
     const bool audit = want.audit;
     // audit mode never has a route set, nor has a policy with names
@@ -47,7 +31,7 @@ std::vector<std::string> policy_drift(const RestrictOptions& want) {
     if (st.present && st.complete && st.mode != (audit ? nft::Mode::audit : nft::Mode::enforce))
         drift.push_back(fmt::format("the policy is in {} mode but {} was asked for",
                                     nft::mode_name(st.mode), audit ? "audit" : "enforce"));
-    const Policy have = installed_policy(st, ns.id());
+    const Policy have = installed_policy(st, read_names_info(ns.id()));
     if (st.present && !(have == policy))
         drift.push_back(fmt::format("allow-list is {} but {} was asked for",
                                     allow_json(have)["entries"].dump(),
@@ -84,7 +68,8 @@ StatusReport cmd_status(const TargetSpec& target) {
     rep.snapshot = inspect(h.rtnl.get());
     const Snapshot& snap = rep.snapshot;
     rep.policy = nft::read_policy(h.nfnl.get());
-    rep.allow = installed_policy(rep.policy, ns.id());
+    rep.names = read_names_info(ns.id());  // read once: the policy's names and the report's
+    rep.allow = installed_policy(rep.policy, rep.names);
     const RoutePlan installed = installed_route_set(snap);
     rep.route_set_present = !installed.rules.empty();
     // The earlier layout (a copy of main taken at restrict time) goes stale with the network.
@@ -93,7 +78,6 @@ StatusReport cmd_status(const TargetSpec& target) {
     // What the route set refuses is not counted (its EHOSTUNREACH); OutNoRoutes is reported
     // for what it is.
     rep.no_route = h.snmp.out_no_routes();
-    rep.names = read_names_info(ns.id());
     if (rep.policy.names) rep.name_elements = nft::read_name_elements(h.nfnl.get());
     // The netdev egress layer: an interface created after restrict is not covered until
     // restrict runs again.

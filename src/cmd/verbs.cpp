@@ -72,6 +72,21 @@ void finish(CommandResult& res, Exit exit) {
     res.doc["exit_code"] = static_cast<int>(exit);
 }
 
+Policy installed_policy(const nft::PolicyState& st, const NamesInfo& names) {
+    Policy p = st.policy();
+    if (st.names) {
+        std::vector<AllowEntry> entries;
+        for (const auto& n : names.names) {
+            try {
+                entries.push_back(parse_allow_entry(n));
+            } catch (const Error&) {
+            }
+        }
+        p.set_names(std::move(entries));
+    }
+    return p;
+}
+
 ForeignPolicies foreign_policies(const Netns& ns, mnl_socket* nfnl) {
     ForeignPolicies f;
     ns.run_inside([&] { f.legacy_iptables = legacy_iptables_tables(); });

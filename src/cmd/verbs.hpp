@@ -14,6 +14,7 @@
 #include "nsegress/deferred_close.hpp"
 #include "nsegress/foreign.hpp"
 #include "nsegress/inspect.hpp"
+#include "nsegress/names_proxy.hpp"
 #include "nsegress/netns.hpp"
 #include "nsegress/nft.hpp"
 #include "nsegress/probe.hpp"
@@ -61,6 +62,9 @@ std::uint32_t batch_seq();
 // wrote into the inet table's sets; release forgets it.
 std::string state_path(const Netns& ns);
 void forget_state(const Netns& ns);
+// The installed policy: the kernel's sets, and, when the table has names, the names the names
+// proxy serves (its state file; an entry it cannot parse is left out).
+Policy installed_policy(const nft::PolicyState& st, const NamesInfo& names);
 // Other people's egress policies in the namespace (foreign.hpp).
 ForeignPolicies foreign_policies(const Netns& ns, mnl_socket* nfnl);
 

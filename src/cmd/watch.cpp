@@ -1,4 +1,6 @@
 #include "nsegress/watch.hpp"
+
+#include "verbs.hpp"
 #include "nsegress/names_proxy.hpp"
 
 #include <poll.h>
@@ -444,19 +446,12 @@ WatchReport cmd_watch(const WatchOptions& opt, const WatchSink& sink) {
                             "may be incomplete",
                             lost));
         const nft::PolicyState& cur = after.present ? after : before;
-        // The names of the policy live in the proxy's state, not in the kernel's sets.
-        Policy current = cur.policy();
+        // The names of the policy live in the proxy's state, not in the kernel's sets (read
+        // only for a policy with names: a state file alone may be a dead namespace's).
+        const NamesInfo ni = cur.names ? read_names_info(ns.id()) : NamesInfo{};
+        Policy current = verbs::installed_policy(cur, ni);
         NameHints hints;
-        if (cur.names) {  // a policy with names (a state file alone may be a dead namespace's)
-            NamesInfo ni = read_names_info(ns.id());
-            std::vector<AllowEntry> names;
-            for (const auto& n : ni.names) {
-                try {
-                    names.push_back(parse_allow_entry(n));
-                } catch (const Error&) {
-                }
-            }
-            current.set_names(std::move(names));
+        if (cur.names) {
             for (const auto& [name, addrs] : ni.answered)
                 for (const auto& a : addrs) {
                     try {

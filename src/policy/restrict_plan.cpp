@@ -60,13 +60,21 @@ std::vector<ProbeTarget> default_probe_targets(const Snapshot& snap, const Polic
     return out;
 }
 
-void check_plannable(const PolicySpec& spec) {
-    if (!spec.audit && spec.netdev_egress &&
-        std::any_of(spec.allow.begin(), spec.allow.end(),
-                    [](const AllowEntry& e) { return e.is_name(); }))
+namespace {
+
+// The netdev layer has no name sets: names with --netdev-egress cannot be planned.
+void refuse_names_with_netdev(const PolicySpec& spec, bool names) {
+    if (!spec.audit && spec.netdev_egress && names)
         throw_usage(
             "--netdev-egress cannot be combined with name entries yet (the netdev layer has no "
             "name sets)");
+}
+
+}  // namespace
+
+void check_plannable(const PolicySpec& spec) {
+    refuse_names_with_netdev(spec, std::any_of(spec.allow.begin(), spec.allow.end(),
+                                               [](const AllowEntry& e) { return e.is_name(); }));
 }
 
 RestrictPlan plan_restrict(const PolicySpec& spec, const Snapshot& snap, bool probe,
@@ -81,10 +89,7 @@ RestrictPlan plan_restrict(const PolicySpec& spec, Policy policy, const Snapshot
     p.mode = spec.audit ? nft::Mode::audit : nft::Mode::enforce;
     if (p.policy.has_ports()) p.with_ports_ = p.policy.destinations();
     p.names = p.policy.has_names();
-    if (!spec.audit && spec.netdev_egress && p.names)  // as check_plannable, from the policy
-        throw_usage(
-            "--netdev-egress cannot be combined with name entries yet (the netdev layer has no "
-            "name sets)");
+    refuse_names_with_netdev(spec, p.names);
     // Audit mode installs no route set: its unreachable route would refuse what audit lets
     // through. Nor does a policy with names: a name's addresses are learnt at run time, and the
     // route set is a function of the static list (SECURITY.md: the nft layer alone holds names).
